@@ -1,0 +1,82 @@
+"""limitry_local: Limitry-style usage tracking with enforcement, in process.
+
+>>> from limitry_local import Tracker
+>>> tracker = Tracker()
+"""
+
+from limitry_local.errors import (
+    APIError,
+    AuthenticationError,
+    InvalidRequestError,
+    LimitExceeded,
+    LimitryError,
+    NetworkError,
+    NotFoundError,
+    QuotaExceeded,
+    RateLimitExceeded,
+)
+from limitry_local.ledger import LedgerError
+from limitry_local.models import (
+    CustomerUsageResponse,
+    ErrorBody,
+    Event,
+    EventBatchRequest,
+    EventBatchResponse,
+    EventIngestResponse,
+    Page,
+    Quota,
+    QuotaCheckRequest,
+    QuotaCheckResponse,
+    QuotaCreate,
+    QuotaStatus,
+    QuotaUpdate,
+    RateLimit,
+    RateLimitCheckRequest,
+    RateLimitCheckResponse,
+    RateLimitCreate,
+    RateLimitStatus,
+    RateLimitUpdate,
+    TrackDeniedResponse,
+    TrackPostRequest,
+    TrackPostResponse,
+)
+from limitry_local.tracker import Tracker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "CustomerUsageResponse",
+    "ErrorBody",
+    "Event",
+    "EventBatchRequest",
+    "EventBatchResponse",
+    "EventIngestResponse",
+    "InvalidRequestError",
+    "LedgerError",
+    "LimitExceeded",
+    "LimitryError",
+    "NetworkError",
+    "NotFoundError",
+    "Page",
+    "Quota",
+    "QuotaCheckRequest",
+    "QuotaCheckResponse",
+    "QuotaCreate",
+    "QuotaExceeded",
+    "QuotaStatus",
+    "QuotaUpdate",
+    "RateLimit",
+    "RateLimitCheckRequest",
+    "RateLimitCheckResponse",
+    "RateLimitCreate",
+    "RateLimitExceeded",
+    "RateLimitStatus",
+    "RateLimitUpdate",
+    "TrackDeniedResponse",
+    "TrackPostRequest",
+    "TrackPostResponse",
+    "Tracker",
+    "__version__",
+]

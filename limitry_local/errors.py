@@ -1,0 +1,109 @@
+"""The error hierarchy, shaped like the hosted client's.
+
+``LimitryError`` > ``APIError(status, status_text, response)`` for any
+answer the hosted API would give as non-2xx.  A denied event is an
+``APIError`` with status 429 (as in the hosted client), raised as
+``RateLimitExceeded`` or ``QuotaExceeded`` so callers can tell them apart.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
+
+from limitry_local.models import TrackDeniedResponse
+
+
+class LimitryError(Exception):
+    """Root of every error this library raises."""
+
+
+class APIError(LimitryError):
+    """What the hosted API would answer with a non-2xx status.
+
+    ``.status`` / ``.status_code``, ``.status_text``, ``.message`` and
+    ``.response`` (the JSON error body, ``{"error": message}``).
+    """
+
+    def __init__(self, status: int, status_text: str, response: dict[str, Any]) -> None:
+        self.status = status
+        self.status_text = status_text
+        self.response = response
+        self.message = str(response.get("error", status_text))
+        super().__init__(f"{status} {status_text}: {self.message}")
+
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @classmethod
+    def from_status(cls, status: HTTPStatus, message: str) -> APIError:
+        return cls(status.value, status.phrase, {"error": message})
+
+
+class InvalidRequestError(APIError, ValueError):
+    """400: the input was not valid.  Also a ``ValueError``; ``.errors`` has pydantic's details."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(400, HTTPStatus.BAD_REQUEST.phrase, {"error": message})
+        self.errors = errors or []
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, prefix: str = "") -> InvalidRequestError:
+        """Name every bad field by its wire name: ``customerId: String should have ...``."""
+        parts = []
+        for error in exc.errors(include_url=False):
+            loc = list(error["loc"])
+            if loc and isinstance(loc[0], str):
+                # Wire names whichever spelling came in: the field is named as the API documents it.
+                loc[0] = to_camel(loc[0])
+            where = ".".join(str(part) for part in loc) or "body"
+            parts.append(f"{prefix}{where}: {error['msg']}")
+        details = [dict(e) for e in exc.errors(include_url=False, include_input=False)]
+        return cls("; ".join(parts), details)
+
+
+class NotFoundError(APIError):
+    """404: no quota, rate limit or cursor with that id."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, HTTPStatus.NOT_FOUND.phrase, {"error": message})
+
+
+class AuthenticationError(APIError):
+    """401 from the hosted service.  Never raised locally; importable for code that catches it."""
+
+    def __init__(self, message: str = "Invalid or missing API key") -> None:
+        super().__init__(401, HTTPStatus.UNAUTHORIZED.phrase, {"error": message})
+
+
+class NetworkError(LimitryError):
+    """The hosted client's transport failure.  Never raised locally; importable for code that catches it."""
+
+
+class LimitExceeded(APIError):
+    """429: a rate limit or a quota denied the event.  Nothing was recorded or charged.
+
+    ``.headers`` are the response headers (``Retry-After`` and the
+    ``X-RateLimit-*`` / ``X-Quota-*`` set), ``.retry_after`` is whole seconds,
+    ``.body`` is the 429 body as a :class:`TrackDeniedResponse`.
+    """
+
+    def __init__(self, body: TrackDeniedResponse, headers: dict[str, str], detail: str) -> None:
+        super().__init__(429, HTTPStatus.TOO_MANY_REQUESTS.phrase, body.model_dump(mode="json"))
+        self.body = body
+        self.headers = headers
+        self.retry_after = body.retry_after
+        self.message = detail
+        self.args = (f"429 {self.status_text}: {detail}",)
+
+
+class RateLimitExceeded(LimitExceeded):
+    """429 from a rate limit (token bucket)."""
+
+
+class QuotaExceeded(LimitExceeded):
+    """429 from a quota (calendar-period total)."""

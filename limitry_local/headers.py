@@ -1,0 +1,40 @@
+"""The response headers of ``POST /track``, rendered from the limit statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from limitry_local.models import QuotaStatus, RateLimitStatus
+
+
+def rate_limit_headers(statuses: Sequence[RateLimitStatus]) -> dict[str, str]:
+    """``X-RateLimit-*`` for the matching limit with the least remaining (none if none matched)."""
+    if not statuses:
+        return {}
+    tightest = min(statuses, key=lambda s: (s.remaining, -s.reset))
+    return _describe(tightest)
+
+
+def rate_limit_denied_headers(denying: RateLimitStatus, retry_after: int) -> dict[str, str]:
+    """On a rate-limit 429 the headers describe the limit that decides when the event fits."""
+    return {**_describe(denying), "Retry-After": str(retry_after)}
+
+
+def quota_denied_headers(
+    statuses: Sequence[RateLimitStatus], denying: QuotaStatus, retry_after: int
+) -> dict[str, str]:
+    return {
+        **rate_limit_headers(statuses),
+        "Retry-After": str(retry_after),
+        "X-Quota-Reset": str(denying.reset),
+        "X-Quota-Period": denying.period,
+        "X-Quota-Metric": denying.metric,
+    }
+
+
+def _describe(status: RateLimitStatus) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(status.limit),
+        "X-RateLimit-Remaining": str(status.remaining),
+        "X-RateLimit-Reset": str(status.reset),
+    }

@@ -1,0 +1,336 @@
+"""The SQLite ledger: schema, events, quota counters, limit definitions, idempotency keys.
+
+The ledger stores; it never decides.  The tracker hands it the rows to
+write, and every write that must be atomic (an event with its counter
+increments and idempotency key; a quota with its rebuilt counters) happens
+in one transaction here.
+
+Quota counters are kept per ``(quota, key, period_start)`` and updated in the
+same transaction as the event row, so a quota check is one primary-key
+lookup whatever the number of events.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from limitry_local.errors import LimitryError
+
+SCHEMA_VERSION = 1
+
+EVENT_COLUMNS = (
+    "id",
+    "ts",
+    "customer_id",
+    "event_type",
+    "model",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "latency_ms",
+    "cost_cents",
+    "properties",
+    "idempotency_key",
+)
+EventRow = tuple[Any, ...]
+"""One event in ``EVENT_COLUMNS`` order; ``properties`` is JSON text."""
+
+_INSERT_EVENT = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
+)
+_ADD_TO_COUNTER = (
+    "INSERT INTO quota_counters (quota_id, key, period_start, used) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (quota_id, key, period_start) DO UPDATE SET used = used + excluded.used"
+)
+_GET_COUNTER = "SELECT used FROM quota_counters WHERE quota_id = ? AND key = ? AND period_start = ?"
+_INSERT_IDEMPOTENCY = "INSERT INTO idempotency_keys (key, event_id, response) VALUES (?, ?, ?)"
+
+CounterIncrement = tuple[str, str, int, float]
+"""``(quota_id, key_json, period_start, amount)``."""
+
+
+class LedgerError(LimitryError):
+    """The ledger file cannot be opened or used: the message names the file and the cause."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    events: int
+    total_tokens: int
+    input_tokens: int
+    output_tokens: int
+    cost_cents: float
+
+
+class Ledger:
+    """One SQLite database, in memory (``path=None``) or in a file that survives restarts."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        where = ":memory:" if self.path is None else str(self.path)
+        try:
+            # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so
+            # a counter increment can never be committed apart from its event.
+            conn = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            if self.path is not None:
+                conn.execute("PRAGMA busy_timeout = 5000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            self.db = sqlite_utils.Database(conn)
+            self._create_schema()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot open ledger {where}: {exc}") from exc
+        self.conn = conn
+
+    # --- schema -------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        db = self.db
+        if db.table("meta").exists():
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else None
+            if version != SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger {self.path} has schema version {version}; "
+                    f"this limitry_local reads version {SCHEMA_VERSION}"
+                )
+            return
+        with self.transaction():
+            db.table("meta").create({"key": str, "value": str}, pk="key")
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            )
+            db.table("events").create(
+                {
+                    "seq": int,
+                    "id": str,
+                    "ts": float,
+                    "customer_id": str,
+                    "event_type": str,
+                    "model": str,
+                    "provider": str,
+                    "input_tokens": int,
+                    "output_tokens": int,
+                    "total_tokens": int,
+                    "latency_ms": int,
+                    "cost_cents": float,
+                    "properties": str,
+                    "idempotency_key": str,
+                },
+                pk="seq",
+                not_null={"id", "ts", "properties"},
+            )
+            db.table("events").create_index(["id"], unique=True)
+            db.table("events").create_index(["customer_id", "ts"])
+            db.table("events").create_index(["ts"])
+            db.table("quota_counters").create(
+                {"quota_id": str, "key": str, "period_start": int, "used": float},
+                pk=("quota_id", "key", "period_start"),
+                not_null={"used"},
+            )
+            db.table("idempotency_keys").create(
+                {"key": str, "event_id": str, "response": str}, pk="key"
+            )
+            for table, extra in (
+                ("quotas", {"period": str}),
+                ("rate_limits", {"window": str, "enabled": int}),
+            ):
+                db.table(table).create(
+                    {
+                        "seq": int,
+                        "id": str,
+                        "name": str,
+                        "dimension_filters": str,
+                        "metric": str,
+                        "limit_value": int,
+                        **extra,
+                        "per": str,
+                        "created_at": str,
+                        "updated_at": str,
+                    },
+                    pk="seq",
+                )
+                db.table(table).create_index(["id"], unique=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back whole if anything inside raises."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # --- limit definitions ----------------------------------------------------
+
+    def definitions(self, table: str) -> list[dict[str, Any]]:
+        """Every quota or rate limit in creation order, JSON columns decoded."""
+        rows = self.db.query(f"SELECT * FROM {table} ORDER BY seq")
+        return [_decode_definition(row) for row in rows]
+
+    def save_definition(self, conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+        """Insert or replace a definition (call inside :meth:`transaction`)."""
+        encoded = {
+            key: json.dumps(value) if isinstance(value, (dict, list)) else value
+            for key, value in row.items()
+        }
+        columns = ", ".join(encoded)
+        marks = ", ".join("?" for _ in encoded)
+        updates = ", ".join(f"{key} = excluded.{key}" for key in encoded if key != "id")
+        conn.execute(
+            f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}",
+            list(encoded.values()),
+        )
+
+    def delete_definition(self, conn: sqlite3.Connection, table: str, limit_id: str) -> None:
+        conn.execute(f"DELETE FROM {table} WHERE id = ?", [limit_id])
+        if table == "quotas":
+            conn.execute("DELETE FROM quota_counters WHERE quota_id = ?", [limit_id])
+
+    def replace_counters(
+        self, conn: sqlite3.Connection, quota_id: str, totals: Iterable[tuple[str, int, float]]
+    ) -> None:
+        conn.execute("DELETE FROM quota_counters WHERE quota_id = ?", [quota_id])
+        conn.executemany(
+            "INSERT INTO quota_counters (quota_id, key, period_start, used) VALUES (?, ?, ?, ?)",
+            ((quota_id, key, start, used) for key, start, used in totals),
+        )
+
+    # --- the hot path -------------------------------------------------------
+
+    def counter(self, quota_id: str, key: str, period_start: int) -> float:
+        row = self.db.conn.execute(_GET_COUNTER, (quota_id, key, period_start)).fetchone()
+        return 0 if row is None else row[0]  # type: ignore[no-any-return]
+
+    def idempotent_response(self, key: str) -> str | None:
+        row = self.db.conn.execute(
+            "SELECT response FROM idempotency_keys WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
+
+    def record(
+        self,
+        events: Iterable[tuple[EventRow, Iterable[CounterIncrement], str | None]],
+    ) -> None:
+        """Write events, their counter increments and idempotency responses in one transaction.
+
+        Each item is ``(event_row, increments, response_json)``; the response
+        is stored under the event's idempotency key, if it has one.
+        """
+        with self.transaction() as conn:
+            for row, increments, response in events:
+                conn.execute(_INSERT_EVENT, row)
+                conn.executemany(_ADD_TO_COUNTER, increments)
+                key = row[12]
+                if key is not None:
+                    conn.execute(_INSERT_IDEMPOTENCY, (key, row[0], response))
+
+    # --- reads ----------------------------------------------------------------
+
+    def scan_events(self) -> Iterator[EventRow]:
+        """Every event, oldest first (for rebuilding a quota's counters)."""
+        cursor = self.db.conn.execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq"
+        )
+        yield from cursor
+
+    def list_events(
+        self,
+        *,
+        customer_id: str | None,
+        event_type: str | None,
+        model: str | None,
+        start: float | None,
+        end: float | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[tuple[int, EventRow]]:
+        """Matching events, most recently recorded first, as ``(seq, row)``."""
+        where, params = _event_filters(customer_id, event_type, model, start, end)
+        if before_seq is not None:
+            where.append("seq < ?")
+            params.append(before_seq)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        cursor = self.db.conn.execute(
+            f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM events {clause} "
+            "ORDER BY seq DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [(row[0], row[1:]) for row in cursor]
+
+    def event_seq(self, event_id: str) -> int | None:
+        row = self.db.conn.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals:
+        where, params = _event_filters(customer_id, None, None, start, end)
+        row = self.db.conn.execute(
+            "SELECT count(*), coalesce(sum(total_tokens), 0), coalesce(sum(input_tokens), 0), "
+            "coalesce(sum(output_tokens), 0), coalesce(sum(cost_cents), 0) "
+            f"FROM events WHERE {' AND '.join(where)}",
+            params,
+        ).fetchone()
+        return UsageTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
+
+    def counters(self) -> dict[tuple[str, str, int], float]:
+        """Every quota counter (for audits and tests)."""
+        cursor = self.db.conn.execute("SELECT quota_id, key, period_start, used FROM quota_counters")
+        return {(q, k, s): used for q, k, s, used in cursor}
+
+    def event_count(self) -> int:
+        return int(self.db.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def _event_filters(
+    customer_id: str | None,
+    event_type: str | None,
+    model: str | None,
+    start: float | None,
+    end: float | None,
+) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("customer_id", customer_id),
+        ("event_type", event_type),
+        ("model", model),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if start is not None:
+        where.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("ts < ?")
+        params.append(end)
+    return where, params
+
+
+def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
+    decoded = dict(row)
+    decoded.pop("seq", None)
+    for key in ("dimension_filters", "per"):
+        decoded[key] = json.loads(decoded[key]) if decoded.get(key) else (
+            {} if key == "dimension_filters" else []
+        )
+    if "enabled" in decoded:
+        decoded["enabled"] = bool(decoded["enabled"])
+    return decoded

@@ -1,0 +1,161 @@
+"""The resource namespaces of a Tracker: ``tracker.quotas``, ``.rate_limits``, ``.events``, ``.customers``.
+
+Thin by design: each method validates its arguments into a request model
+and calls the Tracker, where the rules live.  Methods take snake_case
+keyword arguments or the matching model (or a wire-form dict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from limitry_local.models import (
+    CustomerUsageResponse,
+    Event,
+    EventBatchRequest,
+    EventBatchResponse,
+    EventIngestResponse,
+    Page,
+    Quota,
+    QuotaCheckResponse,
+    QuotaCreate,
+    QuotaUpdate,
+    RateLimit,
+    RateLimitCheckResponse,
+    RateLimitCreate,
+    RateLimitUpdate,
+    TrackPostRequest,
+)
+
+if TYPE_CHECKING:
+    from limitry_local.tracker import Tracker
+
+DateLike = date | datetime | str | None
+
+
+class _Resource:
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+
+
+class Quotas(_Resource):
+    """``tracker.quotas``: totals over UTC calendar periods, counted from the ledger."""
+
+    def create(self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any) -> Quota:
+        """``create(name=..., metric="total_tokens", limit_value=100_000, period="day", per=[...])``."""
+        from limitry_local.tracker import _parse
+
+        return self._tracker._create_quota(_parse(QuotaCreate, data, fields))
+
+    def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[Quota]:
+        with self._tracker._lock:
+            items = list(self._tracker._quotas.values())
+        return self._tracker._page(items, limit, cursor, "quota")
+
+    def get(self, quota_id: str) -> Quota:
+        with self._tracker._lock:
+            return self._tracker._get_quota(quota_id)
+
+    def update(
+        self, quota_id: str, data: QuotaUpdate | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> Quota:
+        from limitry_local.tracker import _parse
+
+        return self._tracker._update_quota(quota_id, _parse(QuotaUpdate, data, fields))
+
+    def delete(self, quota_id: str) -> None:
+        self._tracker._delete_quota(quota_id)
+
+    def check(self, dimensions: Mapping[str, str]) -> QuotaCheckResponse:
+        """Where each matching quota stands now, consuming nothing."""
+        return self._tracker._check_quotas(dimensions)
+
+
+class RateLimits(_Resource):
+    """``tracker.rate_limits``: token buckets, refilled continuously."""
+
+    def create(
+        self, data: RateLimitCreate | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> RateLimit:
+        """``create(name="rpm", limit_value=60, window="minute", per=["customer_id"])``."""
+        from limitry_local.tracker import _parse
+
+        return self._tracker._create_rate_limit(_parse(RateLimitCreate, data, fields))
+
+    def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[RateLimit]:
+        with self._tracker._lock:
+            items = [rule.limit for rule in self._tracker._rate_rules.values()]
+        return self._tracker._page(items, limit, cursor, "rate limit")
+
+    def get(self, rate_limit_id: str) -> RateLimit:
+        with self._tracker._lock:
+            return self._tracker._get_rate_limit(rate_limit_id)
+
+    def update(
+        self,
+        rate_limit_id: str,
+        data: RateLimitUpdate | Mapping[str, Any] | None = None,
+        /,
+        **fields: Any,
+    ) -> RateLimit:
+        from limitry_local.tracker import _parse
+
+        return self._tracker._update_rate_limit(rate_limit_id, _parse(RateLimitUpdate, data, fields))
+
+    def delete(self, rate_limit_id: str) -> None:
+        self._tracker._delete_rate_limit(rate_limit_id)
+
+    def check(self, dimensions: Mapping[str, str]) -> RateLimitCheckResponse:
+        """Whether a one-request event would pass now, consuming nothing."""
+        return self._tracker._check_rate_limits(dimensions)
+
+
+class Events(_Resource):
+    """``tracker.events``: recording without enforcement, and reading back."""
+
+    def ingest(
+        self, event: TrackPostRequest | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> EventIngestResponse:
+        """Record one event, never denied; it still counts toward matching quotas."""
+        return self._tracker._ingest_one(event, fields)
+
+    def batch(
+        self, events: EventBatchRequest | Sequence[TrackPostRequest | Mapping[str, Any]]
+    ) -> EventBatchResponse:
+        """Record up to 1000 events in one transaction; one invalid event rejects the batch."""
+        items = events.events if isinstance(events, EventBatchRequest) else events
+        return self._tracker._ingest_batch(items)
+
+    def list(
+        self,
+        *,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        start_date: DateLike = None,
+        end_date: DateLike = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Event]:
+        """Recorded events, most recently recorded first."""
+        return self._tracker._list_events(
+            customer_id=customer_id,
+            event_type=event_type,
+            model=model,
+            start_date=start_date,
+            end_date=end_date,
+            limit=limit,
+            cursor=cursor,
+        )
+
+
+class Customers(_Resource):
+    """``tracker.customers``: per-customer totals."""
+
+    def get_usage(
+        self, customer_id: str, start_date: DateLike = None, end_date: DateLike = None
+    ) -> CustomerUsageResponse:
+        """Totals of the customer's events in ``[start_date, end_date]`` (a date end is inclusive)."""
+        return self._tracker._customer_usage(customer_id, start_date, end_date)

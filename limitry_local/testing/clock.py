@@ -1,0 +1,43 @@
+"""A clock that moves only when told to."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+
+class ManualClock:
+    """A zero-argument callable returning unix seconds, for ``Tracker(clock=...)``.
+
+    >>> clock = ManualClock(1_700_000_000)
+    >>> clock.advance(30); clock()
+    1700000030.0
+    """
+
+    def __init__(self, start: datetime | float = 0.0) -> None:
+        self._lock = threading.Lock()
+        self._now = _seconds(start)
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move forward (or, with a negative number, back) by ``seconds``."""
+        with self._lock:
+            self._now += float(seconds)
+
+    def set(self, when: datetime | float) -> None:
+        """Jump to ``when`` (an aware datetime or unix seconds)."""
+        with self._lock:
+            self._now = _seconds(when)
+
+    def __repr__(self) -> str:
+        return f"ManualClock({self._now!r})"
+
+
+def _seconds(when: datetime | float) -> float:
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ValueError("ManualClock needs an aware datetime (for example tzinfo=timezone.utc)")
+        return when.timestamp()
+    return float(when)

@@ -1,0 +1,779 @@
+"""Tracker: check rate limits -> check quotas -> record, in process.
+
+The rules of part 3 of the spec live here and in the small pure modules
+(:mod:`dimensions`, :mod:`periods`, :mod:`buckets`); the ledger and the
+bucket store only hold state.  One lock serialises every call, which is what
+makes admission exact under threads: a decision and the write it implies are
+never interleaved with another call's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from limitry_local import buckets
+from limitry_local.buckets import BucketState, BucketStore
+from limitry_local.dimensions import Dimensions, Key, extract, limit_key
+from limitry_local.errors import (
+    InvalidRequestError,
+    LimitryError,
+    NotFoundError,
+    QuotaExceeded,
+    RateLimitExceeded,
+)
+from limitry_local.headers import (
+    quota_denied_headers,
+    rate_limit_denied_headers,
+    rate_limit_headers,
+)
+from limitry_local.ledger import CounterIncrement, EventRow, Ledger
+from limitry_local.models import (
+    MAX_BATCH,
+    CustomerUsageResponse,
+    Event,
+    EventBatchResponse,
+    EventIngestResponse,
+    Page,
+    Quota,
+    QuotaCheckResponse,
+    QuotaCreate,
+    QuotaStatus,
+    QuotaUpdate,
+    RateLimit,
+    RateLimitCheckResponse,
+    RateLimitCreate,
+    RateLimitStatus,
+    RateLimitUpdate,
+    TrackDeniedResponse,
+    TrackPostRequest,
+    TrackPostResponse,
+    window_seconds,
+)
+from limitry_local.periods import Clock, period_bounds, system_clock
+
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_MAX_BUCKETS = 1_000_000
+_RESHAPING_QUOTA_FIELDS = ("dimension_filters", "per", "metric", "period")
+_RESHAPING_RATE_FIELDS = ("dimension_filters", "per", "metric", "limit_value", "window")
+
+
+@dataclass(frozen=True, slots=True)
+class _RateRule:
+    """A rate limit with what the hot path needs precomputed."""
+
+    limit: RateLimit
+    seconds: int
+    generation: int
+    """Bumped when the limit is reshaped, so its buckets start afresh (they live in memory only)."""
+
+
+@dataclass(slots=True)
+class _RateOutcome:
+    rule: _RateRule
+    bucket: tuple[Hashable, ...]
+    key: Key
+    decision: buckets.BucketDecision
+    current: BucketState
+
+
+@dataclass(slots=True)
+class _QuotaOutcome:
+    quota: Quota
+    key: Key
+    key_json: str
+    start: int
+    end: int
+    used: float
+    amount: float | None
+    """The event's amount; None for a check, which asks whether anything more fits."""
+
+    @property
+    def exceeded(self) -> bool:
+        if self.amount is None:
+            return self.used >= self.quota.limit_value
+        return self.used + self.amount > self.quota.limit_value
+
+
+class Tracker:
+    """Usage tracking with enforcement: the hosted ``POST /track`` in process.
+
+    >>> tracker = Tracker()                       # ledger in memory
+    >>> _ = tracker.rate_limits.create(name="rpm", limit_value=60, window="minute")
+    >>> tracker.usage(customer_id="cust_1", event_type="model_call").allowed
+    True
+
+    ``Tracker("usage.db")`` keeps the ledger (limits, events, quota counters)
+    in a SQLite file that a later Tracker reopens.  Token buckets live in
+    memory and start full in a new process.  ``clock`` is any zero-argument
+    callable returning unix seconds; it is read once per call.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+        project_id: str = "proj_local",
+    ) -> None:
+        # Imported here: resources refer back to Tracker.
+        from limitry_local.resources import Customers, Events, Quotas, RateLimits
+
+        self._clock: Clock = clock or system_clock
+        self._project_id = project_id
+        self._lock = threading.RLock()
+        self._closed = False
+        self._ledger = Ledger(path)
+        self._buckets = BucketStore(max_buckets, self._clock)
+        self._generations = 0
+        self._quotas: dict[str, Quota] = {
+            row["id"]: Quota.model_validate(row) for row in self._ledger.definitions("quotas")
+        }
+        self._rate_rules: dict[str, _RateRule] = {}
+        for row in self._ledger.definitions("rate_limits"):
+            self._install_rate_limit(RateLimit.model_validate(row))
+        self.quotas = Quotas(self)
+        self.rate_limits = RateLimits(self)
+        self.events = Events(self)
+        self.customers = Customers(self)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the ledger.  A file ledger reopened later continues where this one stopped."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._ledger.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger, for audits and tests (``tracker.ledger.counters()``)."""
+        return self._ledger
+
+    @property
+    def premature_bucket_evictions(self) -> int:
+        """Buckets dropped by the size bound before they were full (see :class:`BucketStore`)."""
+        return self._buckets.premature_evictions
+
+    def _now(self) -> float:
+        if self._closed:
+            raise LimitryError("this Tracker is closed; open a new one on the ledger file")
+        return self._clock()
+
+    # --- POST /track ------------------------------------------------------------
+
+    def usage(
+        self, event: TrackPostRequest | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> TrackPostResponse:
+        """Check rate limits, check quotas, record the event: all or nothing.
+
+        Takes a :class:`TrackPostRequest`, a dict in wire or snake_case form,
+        or keyword arguments.  Returns the 201 body (``.headers`` holds the
+        rate-limit headers); raises :class:`RateLimitExceeded` or
+        :class:`QuotaExceeded` (429) when denied, and
+        :class:`InvalidRequestError` (400) for a bad event.
+        """
+        request = _parse(TrackPostRequest, event, fields)
+        with self._lock:
+            now = self._now()
+            key = request.idempotency_key
+            if key is not None:
+                stored = self._ledger.idempotent_response(key)
+                if stored is not None:
+                    return _response_from_json(stored)
+            when = request.timestamp.timestamp() if request.timestamp is not None else now
+            dims = _dimensions(request)
+            rates = self._rate_outcomes(dims, request.total_tokens or 0, now)
+            quotas = self._quota_outcomes(dims, request, when)
+            denied_rates = [o for o in rates if not o.decision.allowed]
+            if denied_rates:
+                raise self._rate_denial(rates, denied_rates, quotas, now)
+            if any(o.exceeded for o in quotas):
+                raise self._quota_denial(rates, quotas, now)
+
+            event_id = _new_id("evt")
+            statuses = [_rate_status(o, charged=True) for o in rates]
+            response = TrackPostResponse(
+                id=event_id,
+                rate_limits=statuses,
+                quotas=[_quota_status(o, charged=True) for o in quotas],
+            )
+            response._headers = rate_limit_headers(statuses)
+            stored_response = _response_to_json(response) if key is not None else None
+            self._ledger.record(
+                [(_event_row(event_id, request, when), _increments(quotas), stored_response)]
+            )
+            # Buckets change only after the ledger committed: a failed write
+            # leaves no token taken.
+            for o in rates:
+                self._buckets.put(o.bucket, o.decision.state, o.decision.reset)
+            return response
+
+    def _rate_outcomes(self, dims: Dimensions, tokens: int, now: float) -> list[_RateOutcome]:
+        outcomes = []
+        for rule in self._rate_rules.values():
+            limit = rule.limit
+            if not limit.enabled:
+                continue
+            key = limit_key(limit.dimension_filters, limit.per, dims)
+            if key is None:
+                continue
+            bucket = (limit.id, rule.generation, key)
+            current = buckets.refill(
+                limit.limit_value, rule.seconds, self._buckets.get(bucket), now
+            )
+            cost = tokens if limit.metric == "total_tokens" else 1
+            decision = buckets.take(limit.limit_value, rule.seconds, current, now, cost)
+            outcomes.append(_RateOutcome(rule, bucket, key, decision, current))
+        return outcomes
+
+    def _quota_outcomes(
+        self, dims: Dimensions, request: TrackPostRequest | None, when: float
+    ) -> list[_QuotaOutcome]:
+        outcomes = []
+        for quota in self._quotas.values():
+            key = limit_key(quota.dimension_filters, quota.per, dims)
+            if key is None:
+                continue
+            key_json = _key_json(key)
+            start, end = period_bounds(quota.period, when)
+            used = self._ledger.counter(quota.id, key_json, start)
+            amount = None if request is None else _amount(quota, request)
+            outcomes.append(_QuotaOutcome(quota, key, key_json, start, end, used, amount))
+        return outcomes
+
+    def _rate_denial(
+        self,
+        rates: list[_RateOutcome],
+        denied: list[_RateOutcome],
+        quotas: list[_QuotaOutcome],
+        now: float,
+    ) -> RateLimitExceeded:
+        statuses = [_rate_status(o, charged=False) for o in rates]
+        worst = max(denied, key=lambda o: o.decision.retry_after)
+        retry = worst.decision.retry_after
+        body = TrackDeniedResponse(
+            error="Rate limit exceeded",
+            rate_limits=statuses,
+            quotas=[_quota_status(o, charged=False) for o in quotas],
+            retry_after=retry,
+        )
+        limit = worst.rule.limit
+        detail = (
+            f"rate limit {limit.name!r} ({limit.limit_value} per {limit.window}) exceeded for "
+            f"{_describe_key(limit.per, worst.key)}: retry in {retry}s"
+        )
+        headers = rate_limit_denied_headers(statuses[rates.index(worst)], retry)
+        return RateLimitExceeded(body, headers, detail)
+
+    def _quota_denial(
+        self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome], now: float
+    ) -> QuotaExceeded:
+        statuses = [_rate_status(o, charged=False) for o in rates]
+        quota_statuses = [_quota_status(o, charged=False) for o in quotas]
+        exceeded = [o for o in quotas if o.exceeded]
+        worst = max(exceeded, key=lambda o: o.end)
+        retry = max(1, math.ceil(worst.end - now))
+        body = TrackDeniedResponse(
+            error="Quota exceeded", rate_limits=statuses, quotas=quota_statuses, retry_after=retry
+        )
+        quota = worst.quota
+        resets = datetime.fromtimestamp(worst.end, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        detail = (
+            f"quota {quota.name!r} ({quota.metric} per {quota.period}) exceeded for "
+            f"{_describe_key(quota.per, worst.key)}: {_number(worst.used)} used of "
+            f"{quota.limit_value}, this event needs {_number(worst.amount or 0)}, resets {resets}"
+        )
+        headers = quota_denied_headers(statuses, quota_statuses[quotas.index(worst)], retry)
+        return QuotaExceeded(body, headers, detail)
+
+    # --- events (no enforcement) ------------------------------------------------
+
+    def _ingest(self, requests: Sequence[TrackPostRequest]) -> tuple[list[str], int]:
+        """Record events without enforcement.
+
+        Returns each event's id (the first one's for a repeated idempotency
+        key) and how many were newly recorded.
+        """
+        with self._lock:
+            now = self._now()
+            ids: list[str] = []
+            pending: list[tuple[EventRow, list[CounterIncrement], str | None]] = []
+            fresh: dict[str, str] = {}
+            for request in requests:
+                key = request.idempotency_key
+                if key is not None:
+                    first = fresh.get(key)
+                    stored = self._ledger.idempotent_response(key) if first is None else None
+                    if first is not None or stored is not None:
+                        ids.append(first or _response_from_json(stored or "").id)
+                        continue
+                when = request.timestamp.timestamp() if request.timestamp is not None else now
+                event_id = _new_id("evt")
+                quotas = self._quota_outcomes(_dimensions(request), request, when)
+                stored_response = None
+                if key is not None:
+                    fresh[key] = event_id
+                    stored_response = _response_to_json(TrackPostResponse(id=event_id))
+                pending.append((_event_row(event_id, request, when), _increments(quotas), stored_response))
+                ids.append(event_id)
+            if pending:
+                self._ledger.record(pending)
+            return ids, len(pending)
+
+    def _ingest_one(self, event: TrackPostRequest | Mapping[str, Any] | None, fields: dict[str, Any]) -> EventIngestResponse:
+        request = _parse(TrackPostRequest, event, fields)
+        ids, _ = self._ingest([request])
+        return EventIngestResponse(id=ids[0])
+
+    def _ingest_batch(self, events: Sequence[TrackPostRequest | Mapping[str, Any]]) -> EventBatchResponse:
+        if not isinstance(events, Sequence) or isinstance(events, (str, bytes)):
+            raise InvalidRequestError("events: must be a list of events")
+        if not 1 <= len(events) <= MAX_BATCH:
+            raise InvalidRequestError(f"events: a batch holds 1 to {MAX_BATCH} events, got {len(events)}")
+        requests = [_parse(TrackPostRequest, e, {}, prefix=f"events[{i}].") for i, e in enumerate(events)]
+        _, recorded = self._ingest(requests)
+        return EventBatchResponse(count=recorded)
+
+    def _list_events(
+        self,
+        *,
+        customer_id: str | None,
+        event_type: str | None,
+        model: str | None,
+        start_date: date | datetime | str | None,
+        end_date: date | datetime | str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Event]:
+        limit = _page_size(limit)
+        start, end = _range(start_date, end_date)
+        with self._lock:
+            self._now()
+            before = None
+            if cursor is not None:
+                before = self._ledger.event_seq(cursor)
+                if before is None:
+                    raise InvalidRequestError(f"cursor: {cursor!r} is not a cursor from this ledger")
+            rows = self._ledger.list_events(
+                customer_id=customer_id,
+                event_type=event_type,
+                model=model,
+                start=start,
+                end=end,
+                before_seq=before,
+                limit=limit + 1,
+            )
+        page = [_event_model(row) for _, row in rows[:limit]]
+        more = len(rows) > limit
+        return Page[Event](data=page, next_cursor=page[-1].id if more else None, has_more=more)
+
+    def _customer_usage(
+        self,
+        customer_id: str,
+        start_date: date | datetime | str | None,
+        end_date: date | datetime | str | None,
+    ) -> CustomerUsageResponse:
+        if not isinstance(customer_id, str) or not customer_id:
+            raise InvalidRequestError("customerId: must be a non-empty string")
+        start, end = _range(start_date, end_date)
+        with self._lock:
+            self._now()
+            totals = self._ledger.totals(customer_id, start, end)
+        return CustomerUsageResponse(
+            customer_id=customer_id,
+            total_events=totals.events,
+            total_tokens=totals.total_tokens,
+            total_input_tokens=totals.input_tokens,
+            total_output_tokens=totals.output_tokens,
+            total_cost_cents=totals.cost_cents,
+        )
+
+    # --- quotas -----------------------------------------------------------------
+
+    def _create_quota(self, data: QuotaCreate) -> Quota:
+        with self._lock:
+            stamp = _datetime(self._now())
+            quota = Quota(
+                id=_new_id("qta"),
+                project_id=self._project_id,
+                created_at=stamp,
+                updated_at=stamp,
+                **data.model_dump(by_alias=False),
+            )
+            self._save_quota(quota, rebuild=True)
+            return quota
+
+    def _update_quota(self, quota_id: str, data: QuotaUpdate) -> Quota:
+        with self._lock:
+            current = self._get_quota(quota_id)
+            changes = data.model_dump(by_alias=False, exclude_none=True)
+            quota = current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
+            reshaped = any(getattr(quota, f) != getattr(current, f) for f in _RESHAPING_QUOTA_FIELDS)
+            self._save_quota(quota, rebuild=reshaped)
+            return quota
+
+    def _save_quota(self, quota: Quota, *, rebuild: bool) -> None:
+        with self._ledger.transaction() as conn:
+            self._ledger.save_definition(conn, "quotas", _definition_row(quota))
+            if rebuild:
+                self._ledger.replace_counters(conn, quota.id, self._count_existing(quota))
+        self._quotas[quota.id] = quota
+
+    def _count_existing(self, quota: Quota) -> list[tuple[str, int, float]]:
+        """Counters of ``quota`` over every event already recorded (spec: earlier events count)."""
+        totals: dict[tuple[str, int], float] = defaultdict(float)
+        for row in self._ledger.scan_events():
+            dims = extract(row[2], row[3], row[4], row[5], json.loads(row[11]))
+            key = limit_key(quota.dimension_filters, quota.per, dims)
+            if key is None:
+                continue
+            start, _ = period_bounds(quota.period, row[1])
+            totals[_key_json(key), start] += _row_amount(quota, row)
+        return [(key, start, used) for (key, start), used in totals.items()]
+
+    def _get_quota(self, quota_id: str) -> Quota:
+        quota = self._quotas.get(quota_id)
+        if quota is None:
+            raise NotFoundError(f"quota {quota_id!r} not found")
+        return quota
+
+    def _delete_quota(self, quota_id: str) -> None:
+        with self._lock:
+            self._now()
+            self._get_quota(quota_id)
+            with self._ledger.transaction() as conn:
+                self._ledger.delete_definition(conn, "quotas", quota_id)
+            del self._quotas[quota_id]
+
+    def _check_quotas(self, dimensions: Mapping[str, str]) -> QuotaCheckResponse:
+        dims = _check_dimensions(dimensions)
+        with self._lock:
+            now = self._now()
+            outcomes = self._quota_outcomes(dims, None, now)
+        statuses = [_quota_status(o, charged=False) for o in outcomes]
+        return QuotaCheckResponse(allowed=not any(s.exceeded for s in statuses), quotas=statuses)
+
+    # --- rate limits ------------------------------------------------------------
+
+    def _install_rate_limit(self, limit: RateLimit) -> None:
+        previous = self._rate_rules.get(limit.id)
+        generation = 0
+        if previous is not None:
+            reshaped = any(
+                getattr(limit, f) != getattr(previous.limit, f) for f in _RESHAPING_RATE_FIELDS
+            )
+            generation = previous.generation
+            if reshaped:
+                self._generations += 1
+                generation = self._generations
+        self._rate_rules[limit.id] = _RateRule(limit, window_seconds(limit.window), generation)
+
+    def _create_rate_limit(self, data: RateLimitCreate) -> RateLimit:
+        with self._lock:
+            stamp = _datetime(self._now())
+            limit = RateLimit(
+                id=_new_id("rl"),
+                project_id=self._project_id,
+                created_at=stamp,
+                updated_at=stamp,
+                **data.model_dump(by_alias=False),
+            )
+            self._save_rate_limit(limit)
+            return limit
+
+    def _update_rate_limit(self, limit_id: str, data: RateLimitUpdate) -> RateLimit:
+        with self._lock:
+            current = self._get_rate_limit(limit_id)
+            changes = data.model_dump(by_alias=False, exclude_none=True)
+            limit = current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
+            self._save_rate_limit(limit)
+            return limit
+
+    def _save_rate_limit(self, limit: RateLimit) -> None:
+        with self._ledger.transaction() as conn:
+            self._ledger.save_definition(conn, "rate_limits", _definition_row(limit))
+        self._install_rate_limit(limit)
+
+    def _get_rate_limit(self, limit_id: str) -> RateLimit:
+        rule = self._rate_rules.get(limit_id)
+        if rule is None:
+            raise NotFoundError(f"rate limit {limit_id!r} not found")
+        return rule.limit
+
+    def _delete_rate_limit(self, limit_id: str) -> None:
+        with self._lock:
+            self._now()
+            self._get_rate_limit(limit_id)
+            with self._ledger.transaction() as conn:
+                self._ledger.delete_definition(conn, "rate_limits", limit_id)
+            del self._rate_rules[limit_id]
+
+    def _check_rate_limits(self, dimensions: Mapping[str, str]) -> RateLimitCheckResponse:
+        dims = _check_dimensions(dimensions)
+        with self._lock:
+            now = self._now()
+            statuses = []
+            for rule in self._rate_rules.values():
+                limit = rule.limit
+                if not limit.enabled:
+                    continue
+                key = limit_key(limit.dimension_filters, limit.per, dims)
+                if key is None:
+                    continue
+                state = self._buckets.get((limit.id, rule.generation, key))
+                seen = buckets.peek(limit.limit_value, rule.seconds, state, now)
+                statuses.append(
+                    RateLimitStatus(
+                        id=limit.id,
+                        name=limit.name,
+                        limit=limit.limit_value,
+                        remaining=seen.remaining,
+                        reset=seen.reset,
+                        window=limit.window,
+                        exceeded=not seen.allowed,
+                    )
+                )
+        return RateLimitCheckResponse(
+            allowed=not any(s.exceeded for s in statuses), rate_limits=statuses
+        )
+
+    # --- lists ------------------------------------------------------------------
+
+    def _page(self, items: Sequence[M], limit: int, cursor: str | None, kind: str) -> Page[M]:
+        limit = _page_size(limit)
+        start = 0
+        if cursor is not None:
+            ids = [getattr(item, "id", None) for item in items]
+            if cursor not in ids:
+                raise InvalidRequestError(f"cursor: {cursor!r} is not a {kind} cursor")
+            start = ids.index(cursor) + 1
+        data = list(items[start : start + limit])
+        more = start + limit < len(items)
+        return Page[M](data=data, next_cursor=getattr(data[-1], "id", None) if more else None, has_more=more)
+
+
+# --- pure helpers of the rules ----------------------------------------------------
+
+
+def _parse(
+    model: type[M], value: M | Mapping[str, Any] | None, fields: Mapping[str, Any], prefix: str = ""
+) -> M:
+    """Validate input into ``model``, turning pydantic's error into a 400 that names the field."""
+    if value is not None and fields:
+        raise InvalidRequestError("pass one model or dict, or keyword arguments, not both")
+    if isinstance(value, model):
+        return value
+    if value is None:
+        value = fields
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(
+            f"{prefix or 'body'}: expected a {model.__name__} or a dict, got {type(value).__name__}"
+        )
+    try:
+        return model.model_validate(dict(value))
+    except ValidationError as exc:
+        raise InvalidRequestError.from_validation(exc, prefix) from None
+
+
+def _check_dimensions(dimensions: Mapping[str, str]) -> Dimensions:
+    if not isinstance(dimensions, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in dimensions.items()
+    ):
+        raise InvalidRequestError("dimensions: must be an object of string values")
+    return dict(dimensions)
+
+
+def _dimensions(request: TrackPostRequest) -> Dimensions:
+    return extract(
+        request.customer_id, request.event_type, request.model, request.provider, request.properties
+    )
+
+
+def _amount(quota: Quota, request: TrackPostRequest) -> float:
+    if quota.metric == "total_events":
+        return 1
+    if quota.metric == "total_tokens":
+        return request.total_tokens or 0
+    return request.cost_cents or 0
+
+
+def _row_amount(quota: Quota, row: EventRow) -> float:
+    if quota.metric == "total_events":
+        return 1
+    if quota.metric == "total_tokens":
+        return row[8] or 0  # type: ignore[no-any-return]
+    return row[10] or 0  # type: ignore[no-any-return]
+
+
+def _increments(quotas: list[_QuotaOutcome]) -> list[CounterIncrement]:
+    return [(o.quota.id, o.key_json, o.start, o.amount or 0) for o in quotas]
+
+
+def _key_json(key: Key) -> str:
+    return json.dumps(key, separators=(",", ":"), ensure_ascii=False)
+
+
+def _number(value: float) -> float | int:
+    """Whole amounts as ints (tokens and events), fractions kept (cents)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _rate_status(o: _RateOutcome, *, charged: bool) -> RateLimitStatus:
+    limit = o.rule.limit
+    if charged:
+        remaining, reset = o.decision.remaining, o.decision.reset
+    else:
+        seen = buckets.peek(limit.limit_value, o.rule.seconds, o.current, o.current.updated)
+        remaining, reset = seen.remaining, seen.reset
+    return RateLimitStatus(
+        id=limit.id,
+        name=limit.name,
+        limit=limit.limit_value,
+        remaining=remaining,
+        reset=reset,
+        window=limit.window,
+        exceeded=not o.decision.allowed,
+    )
+
+
+def _quota_status(o: _QuotaOutcome, *, charged: bool) -> QuotaStatus:
+    used = o.used + (o.amount or 0) if charged else o.used
+    return QuotaStatus(
+        id=o.quota.id,
+        name=o.quota.name,
+        metric=o.quota.metric,
+        period=o.quota.period,
+        limit=o.quota.limit_value,
+        used=_number(used),
+        remaining=_number(max(0, o.quota.limit_value - used)),
+        reset=o.end,
+        exceeded=o.exceeded,
+    )
+
+
+def _describe_key(per: Sequence[str], key: Key) -> str:
+    if not per:
+        return "all matching events"
+    return ", ".join(f"{name}={value}" for name, value in zip(per, key))
+
+
+def _event_row(event_id: str, request: TrackPostRequest, when: float) -> EventRow:
+    return (
+        event_id,
+        when,
+        request.customer_id,
+        request.event_type,
+        request.model,
+        request.provider,
+        request.input_tokens,
+        request.output_tokens,
+        request.total_tokens,
+        request.latency_ms,
+        request.cost_cents,
+        json.dumps(request.properties, separators=(",", ":")),
+        request.idempotency_key,
+    )
+
+
+def _event_model(row: EventRow) -> Event:
+    return Event(
+        id=row[0],
+        created_at=_datetime(row[1]),
+        customer_id=row[2],
+        event_type=row[3],
+        model=row[4],
+        provider=row[5],
+        input_tokens=row[6],
+        output_tokens=row[7],
+        total_tokens=row[8],
+        latency_ms=row[9],
+        cost_cents=row[10],
+        properties=json.loads(row[11]),
+    )
+
+
+def _definition_row(model: Quota | RateLimit) -> dict[str, Any]:
+    row = model.model_dump(mode="json", by_alias=False, exclude={"project_id"})
+    row.setdefault("per", [])
+    if isinstance(model, RateLimit):
+        row.setdefault("metric", model.metric)
+    return row
+
+
+def _response_to_json(response: TrackPostResponse) -> str:
+    return json.dumps({"body": response.model_dump(mode="json"), "headers": response.headers})
+
+
+def _response_from_json(text: str) -> TrackPostResponse:
+    stored = json.loads(text)
+    response = TrackPostResponse.model_validate(stored["body"])
+    response._headers = stored["headers"]
+    return response
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{os.urandom(12).hex()}"
+
+
+def _datetime(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _page_size(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise InvalidRequestError(f"limit: must be an integer from 1 to 100, got {limit!r}")
+    return limit
+
+
+def _range(
+    start: date | datetime | str | None, end: date | datetime | str | None
+) -> tuple[float | None, float | None]:
+    """A ``[start, end)`` range in unix seconds; a plain date as ``end`` includes that whole day."""
+    return _instant(start, "startDate", end_of_day=False), _instant(end, "endDate", end_of_day=True)
+
+
+def _instant(value: date | datetime | str | None, name: str, *, end_of_day: bool) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = (
+                date.fromisoformat(value)
+                if len(value) == 10
+                else datetime.fromisoformat(value.replace("Z", "+00:00"))
+            )
+        except ValueError:
+            raise InvalidRequestError(f"{name}: {value!r} is not an ISO 8601 date or date-time") from None
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return aware.timestamp()
+    if isinstance(value, date):
+        day = value + timedelta(days=1) if end_of_day else value
+        return datetime.combine(day, time(), timezone.utc).timestamp()
+    raise InvalidRequestError(f"{name}: expected a date, a datetime or an ISO 8601 string")
