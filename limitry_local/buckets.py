@@ -56,7 +56,9 @@ def take(
     at = current.updated
     if cost <= current.tokens:
         after = BucketState(current.tokens - cost, at)
-        return BucketDecision(True, after, math.floor(after.tokens), _full_at(capacity, rate, after), 0)
+        return BucketDecision(
+            True, after, math.floor(after.tokens), _full_at(capacity, rate, after), 0
+        )
     # A cost above capacity can never fit; its retry is the time to a full bucket.
     missing = min(cost, capacity) - current.tokens
     retry = max(1, math.ceil(missing / rate - 1e-9))

@@ -29,10 +29,10 @@ def extract(
     ``properties={"model": "x"}`` cannot make a gpt-4 call look like another
     model to a limit.
     """
-    dims: Dimensions = {
-        key: value for key, value in properties.items() if isinstance(value, str)
-    }
-    for name, value in zip(BUILTIN_DIMENSIONS, (customer_id, event_type, model, provider)):
+    dims: Dimensions = {key: value for key, value in properties.items() if isinstance(value, str)}
+    for name, value in zip(
+        BUILTIN_DIMENSIONS, (customer_id, event_type, model, provider), strict=True
+    ):
         if value is not None:
             dims[name] = value
         else:

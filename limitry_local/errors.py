@@ -8,13 +8,16 @@ answer the hosted API would give as non-2xx.  A denied event is an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from limitry_local.models import TrackDeniedResponse
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class LimitryError(Exception):
@@ -81,7 +84,10 @@ class AuthenticationError(APIError):
 
 
 class NetworkError(LimitryError):
-    """The hosted client's transport failure.  Never raised locally; importable for code that catches it."""
+    """The hosted client's transport failure.
+
+    Never raised locally; importable for code written against the hosted client.
+    """
 
 
 class LimitExceeded(APIError):
@@ -107,3 +113,23 @@ class RateLimitExceeded(LimitExceeded):
 
 class QuotaExceeded(LimitExceeded):
     """429 from a quota (calendar-period total)."""
+
+
+def parse(
+    model: type[M], value: M | Mapping[str, Any] | None, fields: Mapping[str, Any], prefix: str = ""
+) -> M:
+    """Validate input into ``model``, turning pydantic's error into a 400 that names the field."""
+    if value is not None and fields:
+        raise InvalidRequestError("pass one model or dict, or keyword arguments, not both")
+    if isinstance(value, model):
+        return value
+    if value is None:
+        value = fields
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(
+            f"{prefix or 'body'}: expected a {model.__name__} or a dict, got {type(value).__name__}"
+        )
+    try:
+        return model.model_validate(dict(value))
+    except ValidationError as exc:
+        raise InvalidRequestError.from_validation(exc, prefix) from None

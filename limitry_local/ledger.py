@@ -217,13 +217,13 @@ class Ledger:
 
     def counter(self, quota_id: str, key: str, period_start: int) -> float:
         row = self.db.conn.execute(_GET_COUNTER, (quota_id, key, period_start)).fetchone()
-        return 0 if row is None else row[0]  # type: ignore[no-any-return]
+        return 0 if row is None else row[0]
 
     def idempotent_response(self, key: str) -> str | None:
         row = self.db.conn.execute(
             "SELECT response FROM idempotency_keys WHERE key = ?", (key,)
         ).fetchone()
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        return None if row is None else row[0]
 
     def record(
         self,
@@ -246,9 +246,7 @@ class Ledger:
 
     def scan_events(self) -> Iterator[EventRow]:
         """Every event, oldest first (for rebuilding a quota's counters)."""
-        cursor = self.db.conn.execute(
-            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq"
-        )
+        cursor = self.db.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq")
         yield from cursor
 
     def list_events(
@@ -291,7 +289,9 @@ class Ledger:
 
     def counters(self) -> dict[tuple[str, str, int], float]:
         """Every quota counter (for audits and tests)."""
-        cursor = self.db.conn.execute("SELECT quota_id, key, period_start, used FROM quota_counters")
+        cursor = self.db.conn.execute(
+            "SELECT quota_id, key, period_start, used FROM quota_counters"
+        )
         return {(q, k, s): used for q, k, s, used in cursor}
 
     def event_count(self) -> int:
@@ -328,8 +328,10 @@ def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
     decoded = dict(row)
     decoded.pop("seq", None)
     for key in ("dimension_filters", "per"):
-        decoded[key] = json.loads(decoded[key]) if decoded.get(key) else (
-            {} if key == "dimension_filters" else []
+        decoded[key] = (
+            json.loads(decoded[key])
+            if decoded.get(key)
+            else ({} if key == "dimension_filters" else [])
         )
     if "enabled" in decoded:
         decoded["enabled"] = bool(decoded["enabled"])

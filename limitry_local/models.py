@@ -9,6 +9,7 @@ hosted JSON round-trips unchanged.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime, timezone
@@ -96,9 +97,6 @@ def _check_properties(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"property names must be 1 to {MAX_PROPERTY_KEY} characters")
         if isinstance(item, str) and len(item) > MAX_STRING:
             raise ValueError(f"property {key!r} is longer than {MAX_STRING} characters")
-    # Imported here: json is only needed on this (already slow) validation path.
-    import json
-
     try:
         encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:

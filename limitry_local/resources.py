@@ -1,4 +1,4 @@
-"""The resource namespaces of a Tracker: ``tracker.quotas``, ``.rate_limits``, ``.events``, ``.customers``.
+"""The resource namespaces: ``tracker.quotas``, ``.rate_limits``, ``.events``, ``.customers``.
 
 Thin by design: each method validates its arguments into a request model
 and calls the Tracker, where the rules live.  Methods take snake_case
@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from limitry_local.errors import parse
 from limitry_local.models import (
     CustomerUsageResponse,
     Event,
@@ -43,11 +44,11 @@ class _Resource:
 class Quotas(_Resource):
     """``tracker.quotas``: totals over UTC calendar periods, counted from the ledger."""
 
-    def create(self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any) -> Quota:
-        """``create(name=..., metric="total_tokens", limit_value=100_000, period="day", per=[...])``."""
-        from limitry_local.tracker import _parse
-
-        return self._tracker._create_quota(_parse(QuotaCreate, data, fields))
+    def create(
+        self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> Quota:
+        """``create(name=..., metric="total_tokens", limit_value=100_000, period="day")``."""
+        return self._tracker._create_quota(parse(QuotaCreate, data, fields))
 
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[Quota]:
         with self._tracker._lock:
@@ -61,9 +62,7 @@ class Quotas(_Resource):
     def update(
         self, quota_id: str, data: QuotaUpdate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> Quota:
-        from limitry_local.tracker import _parse
-
-        return self._tracker._update_quota(quota_id, _parse(QuotaUpdate, data, fields))
+        return self._tracker._update_quota(quota_id, parse(QuotaUpdate, data, fields))
 
     def delete(self, quota_id: str) -> None:
         self._tracker._delete_quota(quota_id)
@@ -80,9 +79,7 @@ class RateLimits(_Resource):
         self, data: RateLimitCreate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> RateLimit:
         """``create(name="rpm", limit_value=60, window="minute", per=["customer_id"])``."""
-        from limitry_local.tracker import _parse
-
-        return self._tracker._create_rate_limit(_parse(RateLimitCreate, data, fields))
+        return self._tracker._create_rate_limit(parse(RateLimitCreate, data, fields))
 
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[RateLimit]:
         with self._tracker._lock:
@@ -100,9 +97,7 @@ class RateLimits(_Resource):
         /,
         **fields: Any,
     ) -> RateLimit:
-        from limitry_local.tracker import _parse
-
-        return self._tracker._update_rate_limit(rate_limit_id, _parse(RateLimitUpdate, data, fields))
+        return self._tracker._update_rate_limit(rate_limit_id, parse(RateLimitUpdate, data, fields))
 
     def delete(self, rate_limit_id: str) -> None:
         self._tracker._delete_rate_limit(rate_limit_id)
@@ -157,5 +152,5 @@ class Customers(_Resource):
     def get_usage(
         self, customer_id: str, start_date: DateLike = None, end_date: DateLike = None
     ) -> CustomerUsageResponse:
-        """Totals of the customer's events in ``[start_date, end_date]`` (a date end is inclusive)."""
+        """The customer's totals from ``start_date`` to ``end_date`` (a date end is inclusive)."""
         return self._tracker._customer_usage(customer_id, start_date, end_date)

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from limitry_local import buckets
 from limitry_local.buckets import BucketState, BucketStore
@@ -32,6 +32,7 @@ from limitry_local.errors import (
     NotFoundError,
     QuotaExceeded,
     RateLimitExceeded,
+    parse,
 )
 from limitry_local.headers import (
     quota_denied_headers,
@@ -62,6 +63,7 @@ from limitry_local.models import (
     window_seconds,
 )
 from limitry_local.periods import Clock, period_bounds, system_clock
+from limitry_local.resources import Customers, Events, Quotas, RateLimits
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -129,9 +131,6 @@ class Tracker:
         max_buckets: int = DEFAULT_MAX_BUCKETS,
         project_id: str = "proj_local",
     ) -> None:
-        # Imported here: resources refer back to Tracker.
-        from limitry_local.resources import Customers, Events, Quotas, RateLimits
-
         self._clock: Clock = clock or system_clock
         self._project_id = project_id
         self._lock = threading.RLock()
@@ -198,7 +197,7 @@ class Tracker:
         :class:`QuotaExceeded` (429) when denied, and
         :class:`InvalidRequestError` (400) for a bad event.
         """
-        request = _parse(TrackPostRequest, event, fields)
+        request = parse(TrackPostRequest, event, fields)
         with self._lock:
             now = self._now()
             key = request.idempotency_key
@@ -340,23 +339,33 @@ class Tracker:
                 if key is not None:
                     fresh[key] = event_id
                     stored_response = _response_to_json(TrackPostResponse(id=event_id))
-                pending.append((_event_row(event_id, request, when), _increments(quotas), stored_response))
+                pending.append(
+                    (_event_row(event_id, request, when), _increments(quotas), stored_response)
+                )
                 ids.append(event_id)
             if pending:
                 self._ledger.record(pending)
             return ids, len(pending)
 
-    def _ingest_one(self, event: TrackPostRequest | Mapping[str, Any] | None, fields: dict[str, Any]) -> EventIngestResponse:
-        request = _parse(TrackPostRequest, event, fields)
+    def _ingest_one(
+        self, event: TrackPostRequest | Mapping[str, Any] | None, fields: dict[str, Any]
+    ) -> EventIngestResponse:
+        request = parse(TrackPostRequest, event, fields)
         ids, _ = self._ingest([request])
         return EventIngestResponse(id=ids[0])
 
-    def _ingest_batch(self, events: Sequence[TrackPostRequest | Mapping[str, Any]]) -> EventBatchResponse:
+    def _ingest_batch(
+        self, events: Sequence[TrackPostRequest | Mapping[str, Any]]
+    ) -> EventBatchResponse:
         if not isinstance(events, Sequence) or isinstance(events, (str, bytes)):
             raise InvalidRequestError("events: must be a list of events")
         if not 1 <= len(events) <= MAX_BATCH:
-            raise InvalidRequestError(f"events: a batch holds 1 to {MAX_BATCH} events, got {len(events)}")
-        requests = [_parse(TrackPostRequest, e, {}, prefix=f"events[{i}].") for i, e in enumerate(events)]
+            raise InvalidRequestError(
+                f"events: a batch holds 1 to {MAX_BATCH} events, got {len(events)}"
+            )
+        requests = [
+            parse(TrackPostRequest, e, {}, prefix=f"events[{i}].") for i, e in enumerate(events)
+        ]
         _, recorded = self._ingest(requests)
         return EventBatchResponse(count=recorded)
 
@@ -379,7 +388,9 @@ class Tracker:
             if cursor is not None:
                 before = self._ledger.event_seq(cursor)
                 if before is None:
-                    raise InvalidRequestError(f"cursor: {cursor!r} is not a cursor from this ledger")
+                    raise InvalidRequestError(
+                        f"cursor: {cursor!r} is not a cursor from this ledger"
+                    )
             rows = self._ledger.list_events(
                 customer_id=customer_id,
                 event_type=event_type,
@@ -434,7 +445,9 @@ class Tracker:
             current = self._get_quota(quota_id)
             changes = data.model_dump(by_alias=False, exclude_none=True)
             quota = current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
-            reshaped = any(getattr(quota, f) != getattr(current, f) for f in _RESHAPING_QUOTA_FIELDS)
+            reshaped = any(
+                getattr(quota, f) != getattr(current, f) for f in _RESHAPING_QUOTA_FIELDS
+            )
             self._save_quota(quota, rebuild=reshaped)
             return quota
 
@@ -575,30 +588,12 @@ class Tracker:
             start = ids.index(cursor) + 1
         data = list(items[start : start + limit])
         more = start + limit < len(items)
-        return Page[M](data=data, next_cursor=getattr(data[-1], "id", None) if more else None, has_more=more)
+        return Page[M](
+            data=data, next_cursor=getattr(data[-1], "id", None) if more else None, has_more=more
+        )
 
 
 # --- pure helpers of the rules ----------------------------------------------------
-
-
-def _parse(
-    model: type[M], value: M | Mapping[str, Any] | None, fields: Mapping[str, Any], prefix: str = ""
-) -> M:
-    """Validate input into ``model``, turning pydantic's error into a 400 that names the field."""
-    if value is not None and fields:
-        raise InvalidRequestError("pass one model or dict, or keyword arguments, not both")
-    if isinstance(value, model):
-        return value
-    if value is None:
-        value = fields
-    if not isinstance(value, Mapping):
-        raise InvalidRequestError(
-            f"{prefix or 'body'}: expected a {model.__name__} or a dict, got {type(value).__name__}"
-        )
-    try:
-        return model.model_validate(dict(value))
-    except ValidationError as exc:
-        raise InvalidRequestError.from_validation(exc, prefix) from None
 
 
 def _check_dimensions(dimensions: Mapping[str, str]) -> Dimensions:
@@ -627,8 +622,8 @@ def _row_amount(quota: Quota, row: EventRow) -> float:
     if quota.metric == "total_events":
         return 1
     if quota.metric == "total_tokens":
-        return row[8] or 0  # type: ignore[no-any-return]
-    return row[10] or 0  # type: ignore[no-any-return]
+        return row[8] or 0
+    return row[10] or 0
 
 
 def _increments(quotas: list[_QuotaOutcome]) -> list[CounterIncrement]:
@@ -680,7 +675,7 @@ def _quota_status(o: _QuotaOutcome, *, charged: bool) -> QuotaStatus:
 def _describe_key(per: Sequence[str], key: Key) -> str:
     if not per:
         return "all matching events"
-    return ", ".join(f"{name}={value}" for name, value in zip(per, key))
+    return ", ".join(f"{name}={value}" for name, value in zip(per, key, strict=True))
 
 
 def _event_row(event_id: str, request: TrackPostRequest, when: float) -> EventRow:
@@ -769,7 +764,9 @@ def _instant(value: date | datetime | str | None, name: str, *, end_of_day: bool
                 else datetime.fromisoformat(value.replace("Z", "+00:00"))
             )
         except ValueError:
-            raise InvalidRequestError(f"{name}: {value!r} is not an ISO 8601 date or date-time") from None
+            raise InvalidRequestError(
+                f"{name}: {value!r} is not an ISO 8601 date or date-time"
+            ) from None
     if isinstance(value, datetime):
         aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
         return aware.timestamp()

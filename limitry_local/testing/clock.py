@@ -38,6 +38,8 @@ class ManualClock:
 def _seconds(when: datetime | float) -> float:
     if isinstance(when, datetime):
         if when.tzinfo is None:
-            raise ValueError("ManualClock needs an aware datetime (for example tzinfo=timezone.utc)")
+            raise ValueError(
+                "ManualClock needs an aware datetime (for example tzinfo=timezone.utc)"
+            )
         return when.timestamp()
     return float(when)
