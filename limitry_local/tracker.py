@@ -139,11 +139,12 @@ class Tracker:
         self._buckets = BucketStore(max_buckets, self._clock)
         self._generations = 0
         self._quotas: dict[str, Quota] = {
-            row["id"]: Quota.model_validate(row) for row in self._ledger.definitions("quotas")
+            row["id"]: Quota.model_validate({**row, "project_id": project_id})
+            for row in self._ledger.definitions("quotas")
         }
         self._rate_rules: dict[str, _RateRule] = {}
         for row in self._ledger.definitions("rate_limits"):
-            self._install_rate_limit(RateLimit.model_validate(row))
+            self._install_rate_limit(RateLimit.model_validate({**row, "project_id": project_id}))
         self.quotas = Quotas(self)
         self.rate_limits = RateLimits(self)
         self.events = Events(self)

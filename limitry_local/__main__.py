@@ -1,0 +1,28 @@
+"""``python -m limitry_local demo [--db PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from limitry_local import demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m limitry_local")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_demo = commands.add_parser("demo", help="run a short scenario on a ledger file")
+    run_demo.add_argument(
+        "--db",
+        type=Path,
+        default=Path("limitry-demo.db"),
+        help="ledger file to (re)create (default: ./limitry-demo.db)",
+    )
+    args = parser.parse_args(argv)
+    demo.run(args.db, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""``python -m limitry_local demo``: a short, realistic run on a ledger file.
+
+Three customers call two models under a per-customer rate limit and a
+per-customer daily token quota.  Time is simulated (a manual clock starting
+now) so the run is quick and shows refills and denials the same way every
+time.  Afterwards the ledger file is reopened and usage is read back from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+from limitry_local.errors import LimitExceeded
+from limitry_local.models import TrackPostRequest
+from limitry_local.testing import ManualClock
+from limitry_local.tracker import Tracker
+
+# (seconds to wait first, customer, model, provider, input tokens, output tokens, cost cents)
+SCRIPT: list[tuple[float, str, str, str, int, int, float]] = [
+    (0, "acme", "gpt-4o", "openai", 1200, 300, 0.75),
+    (2, "acme", "gpt-4o", "openai", 900, 250, 0.56),
+    (1, "globex", "claude-3-5-sonnet", "anthropic", 2000, 600, 1.50),
+    (1, "acme", "gpt-4o", "openai", 400, 100, 0.25),
+    (1, "acme", "gpt-4o", "openai", 300, 80, 0.19),
+    (1, "acme", "gpt-4o", "openai", 250, 50, 0.15),  # 5th call in the minute: rate limited
+    (1, "initech", "gpt-4o-mini", "openai", 800, 200, 0.03),
+    (14, "acme", "gpt-4o", "openai", 700, 150, 0.43),  # a token has refilled
+    (5, "globex", "claude-3-5-sonnet", "anthropic", 2500, 1000, 2.10),  # over the daily quota
+    (1, "globex", "claude-3-5-sonnet", "anthropic", 100, 40, 0.09),  # a small one still fits
+    (30, "initech", "gpt-4o-mini", "openai", 600, 150, 0.02),
+    (20, "acme", "gpt-4o", "openai", 1500, 400, 0.95),  # over the daily quota
+]
+
+
+_SHOWN_ON_429 = ("Retry-After", "X-RateLimit-Remaining", "X-Quota-Period", "X-Quota-Metric")
+
+
+def run(path: Path, out: TextIO, clock: Callable[[], float] | None = None) -> None:
+    """Run the scenario on a fresh ledger at ``path``, printing as it goes."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    # 09:00 UTC today: real dates, the same outcomes at any hour of the run.
+    today = datetime.fromtimestamp(clock() if clock else time.time(), timezone.utc)
+    manual = ManualClock(today.replace(hour=9, minute=0, second=0, microsecond=0))
+    say = out.write
+
+    with Tracker(path, clock=manual) as tracker:
+        tracker.rate_limits.create(
+            name="4 calls per minute", limit_value=4, window="minute", per=["customer_id"]
+        )
+        tracker.quotas.create(
+            name="daily tokens",
+            metric="total_tokens",
+            limit_value=6000,
+            period="day",
+            per=["customer_id"],
+        )
+        say(f"limitry_local demo - ledger file: {path} (simulated clock)\n")
+        say("limits: '4 calls per minute' per customer, 'daily tokens' 6,000 per customer\n\n")
+        say(f"{'time':8}  {'customer':8}  {'model':18} {'tokens':>6}  outcome\n")
+        say(f"{'-' * 8}  {'-' * 8}  {'-' * 18} {'-' * 6}  {'-' * 60}\n")
+        for wait, customer, model, provider, tokens_in, tokens_out, cents in SCRIPT:
+            manual.advance(wait)
+            stamp = datetime.fromtimestamp(manual(), timezone.utc).strftime("%H:%M:%S")
+            event = TrackPostRequest(
+                customer_id=customer,
+                event_type="model_call",
+                model=model,
+                provider=provider,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                cost_cents=cents,
+            )
+            try:
+                response = tracker.usage(event)
+            except LimitExceeded as denied:
+                shown = [h for h in _SHOWN_ON_429 if h in denied.headers]
+                headers = "  ".join(f"{h}: {denied.headers[h]}" for h in shown)
+                retry = _human(denied.retry_after)
+                outcome = f"429 {denied.body.error}  {headers}  (retry in {retry})"
+            else:
+                quota = response.quotas[0]
+                outcome = (
+                    f"201  rate {response.headers['X-RateLimit-Remaining']}/4 left, "
+                    f"tokens today {quota.used:,}/{quota.limit:,}"
+                )
+            say(f"{stamp:8}  {customer:8}  {model:18} {tokens_in + tokens_out:>6,}  {outcome}\n")
+
+    # A new Tracker on the same file: everything below is read back from disk.
+    with Tracker(path, clock=manual) as reopened:
+        say(f"\nusage read back from {path}:\n\n")
+        say(f"{'customer':10} {'events':>6} {'input':>8} {'output':>8} {'total':>8} {'cents':>8}\n")
+        say(f"{'-' * 10} {'-' * 6} {'-' * 8} {'-' * 8} {'-' * 8} {'-' * 8}\n")
+        for customer in sorted({row[1] for row in SCRIPT}):
+            usage = reopened.customers.get_usage(customer)
+            say(
+                f"{customer:10} {usage.total_events:>6} {usage.total_input_tokens:>8,} "
+                f"{usage.total_output_tokens:>8,} {usage.total_tokens:>8,} "
+                f"{usage.total_cost_cents:>8.2f}\n"
+            )
+        recorded = reopened.ledger.event_count()
+        say(f"\n{recorded} events recorded, {len(SCRIPT) - recorded} denied (never recorded).\n")
+
+
+def _human(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
