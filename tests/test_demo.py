@@ -1,0 +1,39 @@
+"""The demo runs as a user runs it: a real ``python -m limitry_local demo`` process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from limitry_local import Tracker
+
+
+def test_demo_prints_outcomes_and_usage_read_back_from_the_file(tmp_path: Path) -> None:
+    ledger = tmp_path / "demo.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "limitry_local", "demo", "--db", str(ledger)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    out = done.stdout
+    assert out.count("  201  ") == 9
+    assert out.count("429 Rate limit exceeded") == 1
+    assert out.count("429 Quota exceeded") == 2
+    assert "9 events recorded, 3 denied" in out
+    # The usage table agrees with the ledger the demo left behind.
+    with Tracker(ledger) as reopened:
+        acme = reopened.customers.get_usage("acme")
+        assert acme.total_events == 5
+        assert f"{acme.total_tokens:>8,}" in out
+        assert reopened.ledger.event_count() == 9
+
+
+def test_demo_runs_twice_on_the_same_file(tmp_path: Path) -> None:
+    ledger = tmp_path / "demo.db"
+    command = [sys.executable, "-m", "limitry_local", "demo", "--db", str(ledger)]
+    first = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    second = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    assert first.stdout == second.stdout
