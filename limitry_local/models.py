@@ -147,6 +147,10 @@ Per = Annotated[
 Window = Annotated[str, AfterValidator(_check_window)]
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 def _is_empty(value: object) -> bool:
     return value in (None, [], {})
 
@@ -261,12 +265,12 @@ class QuotaCreate(WireModel):
 
 
 class QuotaUpdate(WireModel):
-    name: Name | None = Field(default=None, exclude_if=_is_empty)
-    dimension_filters: DimensionFilters | None = Field(default=None, exclude_if=_is_empty)
-    metric: Metric | None = Field(default=None, exclude_if=_is_empty)
-    limit_value: PositiveLimit | None = Field(default=None, exclude_if=_is_empty)
-    period: Period | None = Field(default=None, exclude_if=_is_empty)
-    per: Per | None = Field(default=None, exclude_if=_is_empty)
+    name: Name | None = Field(default=None, exclude_if=_is_none)
+    dimension_filters: DimensionFilters | None = Field(default=None, exclude_if=_is_none)
+    metric: Metric | None = Field(default=None, exclude_if=_is_none)
+    limit_value: PositiveLimit | None = Field(default=None, exclude_if=_is_none)
+    period: Period | None = Field(default=None, exclude_if=_is_none)
+    per: Per | None = Field(default=None, exclude_if=_is_none)
 
 
 class Quota(WireModel):
@@ -305,13 +309,13 @@ class RateLimitCreate(WireModel):
 
 
 class RateLimitUpdate(WireModel):
-    name: Name | None = Field(default=None, exclude_if=_is_empty)
-    dimension_filters: DimensionFilters | None = Field(default=None, exclude_if=_is_empty)
-    limit_value: PositiveLimit | None = Field(default=None, exclude_if=_is_empty)
-    window: Window | None = Field(default=None, exclude_if=_is_empty)
-    enabled: bool | None = Field(default=None, exclude_if=_is_empty)
-    per: Per | None = Field(default=None, exclude_if=_is_empty)
-    metric: RateLimitMetric | None = Field(default=None, exclude_if=_is_empty)
+    name: Name | None = Field(default=None, exclude_if=_is_none)
+    dimension_filters: DimensionFilters | None = Field(default=None, exclude_if=_is_none)
+    limit_value: PositiveLimit | None = Field(default=None, exclude_if=_is_none)
+    window: Window | None = Field(default=None, exclude_if=_is_none)
+    enabled: bool | None = Field(default=None, exclude_if=_is_none)
+    per: Per | None = Field(default=None, exclude_if=_is_none)
+    metric: RateLimitMetric | None = Field(default=None, exclude_if=_is_none)
 
 
 class RateLimit(WireModel):

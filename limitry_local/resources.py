@@ -53,7 +53,7 @@ class Quotas(_Resource):
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[Quota]:
         with self._tracker._lock:
             items = list(self._tracker._quotas.values())
-        return self._tracker._page(items, limit, cursor, "quota")
+        return self._tracker._page(Page[Quota], items, limit, cursor, "quota")
 
     def get(self, quota_id: str) -> Quota:
         with self._tracker._lock:
@@ -84,7 +84,7 @@ class RateLimits(_Resource):
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[RateLimit]:
         with self._tracker._lock:
             items = [rule.limit for rule in self._tracker._rate_rules.values()]
-        return self._tracker._page(items, limit, cursor, "rate limit")
+        return self._tracker._page(Page[RateLimit], items, limit, cursor, "rate limit")
 
     def get(self, rate_limit_id: str) -> RateLimit:
         with self._tracker._lock:

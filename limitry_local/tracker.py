@@ -444,7 +444,7 @@ class Tracker:
     def _update_quota(self, quota_id: str, data: QuotaUpdate) -> Quota:
         with self._lock:
             current = self._get_quota(quota_id)
-            changes = data.model_dump(by_alias=False, exclude_none=True)
+            changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
             quota = current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
             reshaped = any(
                 getattr(quota, f) != getattr(current, f) for f in _RESHAPING_QUOTA_FIELDS
@@ -524,7 +524,7 @@ class Tracker:
     def _update_rate_limit(self, limit_id: str, data: RateLimitUpdate) -> RateLimit:
         with self._lock:
             current = self._get_rate_limit(limit_id)
-            changes = data.model_dump(by_alias=False, exclude_none=True)
+            changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
             limit = current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
             self._save_rate_limit(limit)
             return limit
@@ -579,7 +579,10 @@ class Tracker:
 
     # --- lists ------------------------------------------------------------------
 
-    def _page(self, items: Sequence[M], limit: int, cursor: str | None, kind: str) -> Page[M]:
+    def _page(
+        self, page: type[Page[M]], items: Sequence[M], limit: int, cursor: str | None, kind: str
+    ) -> Page[M]:
+        """One page of ``items``; the cursor is the id of the last item of the previous page."""
         limit = _page_size(limit)
         start = 0
         if cursor is not None:
@@ -589,7 +592,7 @@ class Tracker:
             start = ids.index(cursor) + 1
         data = list(items[start : start + limit])
         more = start + limit < len(items)
-        return Page[M](
+        return page(
             data=data, next_cursor=getattr(data[-1], "id", None) if more else None, has_more=more
         )
 
