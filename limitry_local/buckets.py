@@ -61,7 +61,10 @@ def take(
         )
     # A cost above capacity can never fit; its retry is the time to a full bucket.
     missing = min(cost, capacity) - current.tokens
-    retry = max(1, math.ceil(missing / rate - 1e-9))
+    # Counted from ``now``, not from the bucket's instant: after the clock
+    # stepped back, the bucket refills only once time passes ``at`` again.
+    # The epsilon keeps float noise (15.000000000002) from adding a second.
+    retry = max(1, math.ceil(at + missing / rate - now - 1e-9))
     return BucketDecision(
         False, current, math.floor(current.tokens), _full_at(capacity, rate, current), retry
     )

@@ -25,9 +25,9 @@ def extract(
 ) -> Dimensions:
     """The dimensions of an event: its four named fields plus every string property.
 
-    A property that shares a name with a named field does not override it:
-    ``properties={"model": "x"}`` cannot make a gpt-4 call look like another
-    model to a limit.
+    The four named fields are reserved: a property with one of their names
+    is never a dimension, so ``properties={"model": "x"}`` cannot make a call
+    look like another model to a limit.
     """
     dims: Dimensions = {key: value for key, value in properties.items() if isinstance(value, str)}
     for name, value in zip(

@@ -13,7 +13,6 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from pydantic.alias_generators import to_camel
 
 from limitry_local.models import TrackDeniedResponse
 
@@ -55,14 +54,19 @@ class InvalidRequestError(APIError, ValueError):
         self.errors = errors or []
 
     @classmethod
-    def from_validation(cls, exc: ValidationError, prefix: str = "") -> InvalidRequestError:
+    def from_validation(
+        cls, exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = ""
+    ) -> InvalidRequestError:
         """Name every bad field by its wire name: ``customerId: String should have ...``."""
+        fields = model.model_fields if model is not None else {}
         parts = []
         for error in exc.errors(include_url=False):
             loc = list(error["loc"])
-            if loc and isinstance(loc[0], str):
-                # Wire names whichever spelling came in: the field is named as the API documents it.
-                loc[0] = to_camel(loc[0])
+            field = fields.get(loc[0]) if loc and isinstance(loc[0], str) else None
+            if field is not None and field.alias:
+                # A known field is named by its wire name whichever spelling came
+                # in; anything else (an unknown key) is named as it was sent.
+                loc[0] = field.alias
             where = ".".join(str(part) for part in loc) or "body"
             parts.append(f"{prefix}{where}: {error['msg']}")
         details = [dict(e) for e in exc.errors(include_url=False, include_input=False)]
@@ -132,4 +136,4 @@ def parse(
     try:
         return model.model_validate(dict(value))
     except ValidationError as exc:
-        raise InvalidRequestError.from_validation(exc, prefix) from None
+        raise InvalidRequestError.from_validation(exc, model, prefix) from None

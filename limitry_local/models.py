@@ -18,6 +18,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -83,6 +84,12 @@ def _utc(value: datetime) -> datetime:
     return value
 
 
+def _plain_number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number")
+    return value
+
+
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
@@ -127,8 +134,10 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_STRING)]
 # Strict: a boolean or a numeric string where an integer goes is a client bug.
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 PositiveLimit = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
+# A number, kept as given (25 stays 25, 0.5 stays 0.5); booleans and strings refused.
 Cents = Annotated[
-    float,
+    int | float,
+    BeforeValidator(_plain_number),
     Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False),
     AfterValidator(_finite),
 ]
@@ -369,7 +378,7 @@ class Event(WireModel):
     output_tokens: int | None = None
     total_tokens: int | None = None
     latency_ms: int | None = None
-    cost_cents: float | None = None
+    cost_cents: int | float | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
 
 

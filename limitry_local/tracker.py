@@ -180,9 +180,12 @@ class Tracker:
         """Buckets dropped by the size bound before they were full (see :class:`BucketStore`)."""
         return self._buckets.premature_evictions
 
-    def _now(self) -> float:
+    def _ensure_open(self) -> None:
         if self._closed:
             raise LimitryError("this Tracker is closed; open a new one on the ledger file")
+
+    def _now(self) -> float:
+        self._ensure_open()
         return self._clock()
 
     # --- POST /track ------------------------------------------------------------
@@ -472,6 +475,7 @@ class Tracker:
         return [(key, start, used) for (key, start), used in totals.items()]
 
     def _get_quota(self, quota_id: str) -> Quota:
+        self._ensure_open()
         quota = self._quotas.get(quota_id)
         if quota is None:
             raise NotFoundError(f"quota {quota_id!r} not found")
@@ -535,6 +539,7 @@ class Tracker:
         self._install_rate_limit(limit)
 
     def _get_rate_limit(self, limit_id: str) -> RateLimit:
+        self._ensure_open()
         rule = self._rate_rules.get(limit_id)
         if rule is None:
             raise NotFoundError(f"rate limit {limit_id!r} not found")
@@ -583,6 +588,7 @@ class Tracker:
         self, page: type[Page[M]], items: Sequence[M], limit: int, cursor: str | None, kind: str
     ) -> Page[M]:
         """One page of ``items``; the cursor is the id of the last item of the previous page."""
+        self._ensure_open()
         limit = _page_size(limit)
         start = 0
         if cursor is not None:
@@ -712,7 +718,7 @@ def _event_model(row: EventRow) -> Event:
         output_tokens=row[7],
         total_tokens=row[8],
         latency_ms=row[9],
-        cost_cents=row[10],
+        cost_cents=None if row[10] is None else _number(row[10]),
         properties=json.loads(row[11]),
     )
 

@@ -1,0 +1,198 @@
+"""Token buckets: refill, take, peek, and the bounded store."""
+
+from __future__ import annotations
+
+import pytest
+
+from limitry_local.buckets import BucketState, BucketStore, peek, refill, take
+from limitry_local.testing import ManualClock
+
+T0 = 1_000_000.0
+
+
+# --- refill -------------------------------------------------------------------------------
+
+
+def test_a_bucket_never_seen_is_full() -> None:
+    assert refill(10, 60, None, T0) == BucketState(10.0, T0)
+
+
+def test_refill_is_continuous_at_capacity_per_window() -> None:
+    empty = BucketState(0.0, T0)
+    assert refill(10, 60, empty, T0 + 6) == BucketState(1.0, T0 + 6)
+    assert refill(10, 60, empty, T0 + 30) == BucketState(5.0, T0 + 30)
+    assert refill(10, 60, empty, T0 + 3).tokens == pytest.approx(0.5)
+
+
+def test_refill_stops_at_capacity() -> None:
+    assert refill(10, 60, BucketState(4.0, T0), T0 + 3600) == BucketState(10.0, T0 + 3600)
+
+
+def test_backwards_clock_mints_nothing_and_keeps_the_later_instant() -> None:
+    state = BucketState(2.0, T0)
+    assert refill(10, 60, state, T0 - 30) == state
+    # Time only counts once it passes the later instant again.
+    assert refill(10, 60, state, T0) == state
+    assert refill(10, 60, state, T0 + 6) == BucketState(3.0, T0 + 6)
+
+
+# --- take -----------------------------------------------------------------------------------
+
+
+def test_take_from_a_full_bucket() -> None:
+    decision = take(10, 60, None, T0, 1)
+    assert decision.allowed
+    assert decision.state == BucketState(9.0, T0)
+    assert decision.remaining == 9
+    # One token is missing; at 10 per 60 s it is back in 6 s.
+    assert decision.reset == int(T0) + 6
+    assert decision.retry_after == 0
+
+
+def test_take_whole_capacity_at_once() -> None:
+    decision = take(10, 60, None, T0, 10)
+    assert decision.allowed
+    assert decision.remaining == 0
+    assert decision.reset == int(T0) + 60
+
+
+def test_remaining_is_floored_and_reset_rounded_up() -> None:
+    # 0.5 tokens after 3 s; taking nothing leaves 0 whole tokens.
+    decision = take(10, 60, BucketState(0.0, T0), T0 + 3, 0)
+    assert decision.allowed
+    assert decision.remaining == 0
+    assert decision.reset == int(T0) + 60
+    partial = take(3, 10, BucketState(0.5, T0), T0, 0)
+    # 2.5 tokens missing at 0.3 per second: full after 8.33 s -> rounded up to T0 + 9.
+    assert partial.reset == int(T0) + 9
+
+
+def test_denied_take_keeps_the_refilled_state_and_says_when_it_fits() -> None:
+    decision = take(2, 60, BucketState(0.0, T0), T0 + 10, 1)
+    assert not decision.allowed
+    assert decision.state.tokens == pytest.approx(1 / 3)
+    assert decision.state.updated == T0 + 10
+    assert decision.remaining == 0
+    # 2/3 of a token missing at 1 per 30 s: 20 s.
+    assert decision.retry_after == 20
+    assert decision.reset == int(T0) + 60
+
+
+def test_retry_after_is_at_least_one_second() -> None:
+    # 0.999 tokens held, 1 needed: the missing 0.001 comes back in 0.06 s.
+    decision = take(1000, 60, BucketState(0.999, T0), T0, 1)
+    assert not decision.allowed
+    assert decision.retry_after == 1
+
+
+def test_retry_after_rounds_up() -> None:
+    # One token per 7 s; 0.5 missing -> 3.5 s -> 4.
+    decision = take(1, 7, BucketState(0.5, T0), T0, 1)
+    assert decision.retry_after == 4
+
+
+def test_cost_above_capacity_never_fits_and_waits_for_a_full_bucket() -> None:
+    full = take(10, 60, None, T0, 11)
+    assert not full.allowed
+    assert full.remaining == 10
+    # Already full: the shortest honest wait is one second.
+    assert full.retry_after == 1
+    half = take(10, 60, BucketState(5.0, T0), T0, 50)
+    assert not half.allowed
+    assert half.retry_after == 30
+    assert half.reset == int(T0) + 30
+
+
+def test_zero_cost_always_fits() -> None:
+    decision = take(10, 60, BucketState(0.0, T0), T0, 0)
+    assert decision.allowed
+    assert decision.state == BucketState(0.0, T0)
+
+
+def test_backwards_clock_take_does_not_refill() -> None:
+    state = BucketState(0.0, T0)
+    decision = take(2, 60, state, T0 - 30, 1)
+    assert not decision.allowed
+    assert decision.state == state
+
+
+def test_backwards_clock_retry_after_counts_from_now() -> None:
+    # The bucket refills only from T0: one token is back at T0 + 30, which is
+    # 60 s after ``now`` = T0 - 30.  Retry-After is "seconds until the event would fit".
+    decision = take(2, 60, BucketState(0.0, T0), T0 - 30, 1)
+    assert decision.retry_after == 60
+
+
+# --- peek -----------------------------------------------------------------------------------
+
+
+def test_peek_takes_nothing() -> None:
+    state = BucketState(4.5, T0)
+    seen = peek(10, 60, state, T0)
+    assert seen.allowed
+    assert seen.state == state
+    assert seen.remaining == 4
+    assert seen.retry_after == 0
+    assert seen.reset == int(T0) + 33
+
+
+def test_peek_on_an_empty_bucket_is_denied() -> None:
+    seen = peek(2, 60, BucketState(0.0, T0), T0)
+    assert not seen.allowed
+    assert seen.remaining == 0
+    assert seen.retry_after == 30
+
+
+def test_peek_on_a_new_bucket_is_full() -> None:
+    seen = peek(5, 1, None, T0)
+    assert seen.remaining == 5
+    assert seen.reset == int(T0)
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+def test_store_keeps_states_by_key() -> None:
+    store = BucketStore(10, ManualClock(T0))
+    assert store.get("a") is None
+    store.put("a", BucketState(1.0, T0), T0 + 54)
+    store.put(("b", 1), BucketState(2.0, T0), T0 + 48)
+    assert store.get("a") == BucketState(1.0, T0)
+    assert store.get(("b", 1)) == BucketState(2.0, T0)
+    assert len(store) == 2
+
+
+def test_store_forgets_a_bucket_once_it_is_full() -> None:
+    clock = ManualClock(T0)
+    store = BucketStore(10, clock)
+    store.put("a", BucketState(0.0, T0), T0 + 60)
+    clock.advance(59)
+    assert store.get("a") == BucketState(0.0, T0)
+    clock.advance(1)
+    assert store.get("a") is None
+    assert store.premature_evictions == 0
+
+
+def test_store_size_bound_counts_premature_evictions() -> None:
+    clock = ManualClock(T0)
+    store = BucketStore(2, clock)
+    store.put("a", BucketState(0.0, T0), T0 + 60)
+    store.put("b", BucketState(0.0, T0), T0 + 60)
+    store.put("c", BucketState(0.0, T0), T0 + 60)
+    assert len(store) == 2
+    assert store.premature_evictions == 1
+    # The least recently used key went.
+    assert store.get("a") is None
+    assert store.get("c") == BucketState(0.0, T0)
+
+
+def test_store_dropping_full_buckets_is_not_premature() -> None:
+    clock = ManualClock(T0)
+    store = BucketStore(2, clock)
+    store.put("a", BucketState(0.0, T0), T0 + 10)
+    store.put("b", BucketState(0.0, T0), T0 + 10)
+    clock.advance(20)
+    store.put("c", BucketState(0.0, T0 + 20), T0 + 80)
+    store.put("d", BucketState(0.0, T0 + 20), T0 + 80)
+    assert store.premature_evictions == 0
+    assert len(store) == 2

@@ -1,0 +1,105 @@
+"""Event -> dimensions, filter matching and counter keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from limitry_local.dimensions import BUILTIN_DIMENSIONS, extract, limit_key, matches
+
+
+def test_builtin_dimensions_are_the_four_named_fields() -> None:
+    assert BUILTIN_DIMENSIONS == ("customer_id", "event_type", "model", "provider")
+
+
+def test_extract_takes_named_fields_and_string_properties() -> None:
+    dims = extract("cust_1", "model_call", "gpt-4", "openai", {"team": "eng", "feature": "chat"})
+    assert dims == {
+        "customer_id": "cust_1",
+        "event_type": "model_call",
+        "model": "gpt-4",
+        "provider": "openai",
+        "team": "eng",
+        "feature": "chat",
+    }
+
+
+def test_extract_leaves_out_absent_fields() -> None:
+    assert extract("cust_1", "embedding", None, None, {}) == {
+        "customer_id": "cust_1",
+        "event_type": "embedding",
+    }
+
+
+@pytest.mark.parametrize("value", [3, 2.5, True, None, ["a"], {"a": "b"}])
+def test_non_string_properties_are_not_dimensions(value: Any) -> None:
+    dims = extract("c", "e", None, None, {"tier": value, "team": "eng"})
+    assert "tier" not in dims
+    assert dims["team"] == "eng"
+
+
+def test_property_named_like_a_builtin_does_not_override_it() -> None:
+    dims = extract(
+        "cust_1",
+        "model_call",
+        "gpt-4",
+        "openai",
+        {"model": "cheap", "customer_id": "other", "provider": "x", "event_type": "y"},
+    )
+    assert dims["model"] == "gpt-4"
+    assert dims["customer_id"] == "cust_1"
+    assert dims["provider"] == "openai"
+    assert dims["event_type"] == "model_call"
+
+
+DIMS = {"customer_id": "cust_1", "model": "gpt-4", "team": "eng"}
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, True),
+        ({"model": "gpt-4"}, True),
+        ({"model": "gpt-3.5"}, False),
+        ({"model": "GPT-4"}, False),
+        ({"provider": "openai"}, False),
+        ({"model": ["claude", "gpt-4"]}, True),
+        ({"model": ["claude", "gemini"]}, False),
+        ({"model": "gpt-4", "team": "eng"}, True),
+        ({"model": "gpt-4", "team": "ops"}, False),
+        ({"model": ["gpt-4"], "customer_id": ["cust_2", "cust_1"]}, True),
+    ],
+)
+def test_matches(filters: dict[str, str | list[str]], expected: bool) -> None:
+    assert matches(filters, DIMS) is expected
+
+
+def test_empty_filters_match_an_event_with_no_optional_dimensions() -> None:
+    assert matches({}, extract("c", "e", None, None, {}))
+
+
+def test_limit_key_without_per_is_one_shared_key() -> None:
+    assert limit_key({}, [], DIMS) == ()
+    assert limit_key({}, [], {"customer_id": "other"}) == ()
+
+
+def test_limit_key_with_per_follows_the_order_of_per() -> None:
+    assert limit_key({}, ["customer_id"], DIMS) == ("cust_1",)
+    assert limit_key({}, ["team", "customer_id"], DIMS) == ("eng", "cust_1")
+    assert limit_key({}, ["customer_id", "team"], DIMS) == ("cust_1", "eng")
+
+
+def test_limit_key_distinct_values_give_distinct_keys() -> None:
+    other = {**DIMS, "customer_id": "cust_2"}
+    assert limit_key({}, ["customer_id"], DIMS) != limit_key({}, ["customer_id"], other)
+
+
+def test_event_lacking_a_per_dimension_does_not_match() -> None:
+    assert limit_key({}, ["provider"], DIMS) is None
+    assert limit_key({}, ["customer_id", "provider"], DIMS) is None
+
+
+def test_limit_key_is_none_when_filters_do_not_match() -> None:
+    assert limit_key({"model": "claude"}, ["customer_id"], DIMS) is None
+    assert limit_key({"model": "gpt-4"}, ["customer_id"], DIMS) == ("cust_1",)
