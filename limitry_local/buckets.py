@@ -16,6 +16,12 @@ from cachetools import TLRUCache
 
 from limitry_local.periods import Clock
 
+# Refill is float arithmetic: 4 tokens per 60 s refilled over 15 s can come
+# to 0.9999999999999999.  Amounts within EPSILON of a whole token count as
+# that token, so waiting out Retry-After always succeeds; the most this can
+# over-admit is EPSILON of a token per decision.
+EPSILON = 1e-9
+
 
 @dataclass(frozen=True, slots=True)
 class BucketState:
@@ -48,38 +54,58 @@ def refill(capacity: int, window: float, state: BucketState | None, now: float) 
 
 
 def take(
-    capacity: int, window: float, state: BucketState | None, now: float, cost: int
+    capacity: int,
+    window: float,
+    state: BucketState | None,
+    now: float,
+    cost: int,
+    *,
+    asked_at: float | None = None,
 ) -> BucketDecision:
-    """Try to take ``cost`` tokens at ``now``."""
+    """Try to take ``cost`` tokens at ``now``.
+
+    ``asked_at`` is the caller's clock when it reads earlier than ``now``
+    (the tracker passes its monotonic time as ``now``); ``Retry-After`` is
+    counted from it, so waiting that long on the caller's clock suffices.
+    """
     current = refill(capacity, window, state, now)
     rate = capacity / window
     at = current.updated
-    if cost <= current.tokens:
-        after = BucketState(current.tokens - cost, at)
-        return BucketDecision(
-            True, after, math.floor(after.tokens), _full_at(capacity, rate, after), 0
-        )
+    if cost <= current.tokens + EPSILON:
+        after = BucketState(max(0.0, current.tokens - cost), at)
+        return BucketDecision(True, after, _whole(after.tokens), _full_at(capacity, rate, after), 0)
     # A cost above capacity can never fit; its retry is the time to a full bucket.
     missing = min(cost, capacity) - current.tokens
-    # Counted from ``now``, not from the bucket's instant: after the clock
-    # stepped back, the bucket refills only once time passes ``at`` again.
-    # The epsilon keeps float noise (15.000000000002) from adding a second.
-    retry = max(1, math.ceil(at + missing / rate - now - 1e-9))
+    # Counted from the caller's clock, not the bucket's instant: after the
+    # clock stepped back, the bucket refills only once time passes ``at`` again.
+    since = now if asked_at is None else min(asked_at, now)
+    retry = max(1, math.ceil(at + missing / rate - since - EPSILON))
     return BucketDecision(
-        False, current, math.floor(current.tokens), _full_at(capacity, rate, current), retry
+        False, current, _whole(current.tokens), _full_at(capacity, rate, current), retry
     )
 
 
-def peek(capacity: int, window: float, state: BucketState | None, now: float) -> BucketDecision:
+def peek(
+    capacity: int,
+    window: float,
+    state: BucketState | None,
+    now: float,
+    *,
+    asked_at: float | None = None,
+) -> BucketDecision:
     """What a one-token event would see, without taking anything (the rate-limit check)."""
-    decision = take(capacity, window, state, now, 1)
+    decision = take(capacity, window, state, now, 1, asked_at=asked_at)
     if not decision.allowed:
         return decision
     current = refill(capacity, window, state, now)
     rate = capacity / window
     return BucketDecision(
-        True, current, math.floor(current.tokens), _full_at(capacity, rate, current), 0
+        True, current, _whole(current.tokens), _full_at(capacity, rate, current), 0
     )
+
+
+def _whole(tokens: float) -> int:
+    return math.floor(tokens + EPSILON)
 
 
 def _full_at(capacity: int, rate: float, state: BucketState) -> int:

@@ -136,7 +136,12 @@ class Tracker:
         self._lock = threading.RLock()
         self._closed = False
         self._ledger = Ledger(path)
-        self._buckets = BucketStore(max_buckets, self._clock)
+        # Rate limits run on a monotonic reading of the clock: the latest
+        # instant seen.  A clock that steps back makes bucket time stand still
+        # until it catches up, so no stretch of time is credited twice, and a
+        # bucket the store forgot (once full) is still full when asked again.
+        self._latest = float("-inf")
+        self._buckets = BucketStore(max_buckets, lambda: self._latest)
         self._generations = 0
         self._quotas: dict[str, Quota] = {
             row["id"]: Quota.model_validate({**row, "project_id": project_id})
@@ -186,7 +191,9 @@ class Tracker:
 
     def _now(self) -> float:
         self._ensure_open()
-        return self._clock()
+        now = self._clock()
+        self._latest = max(self._latest, now)
+        return now
 
     # --- POST /track ------------------------------------------------------------
 
@@ -248,10 +255,12 @@ class Tracker:
                 continue
             bucket = (limit.id, rule.generation, key)
             current = buckets.refill(
-                limit.limit_value, rule.seconds, self._buckets.get(bucket), now
+                limit.limit_value, rule.seconds, self._buckets.get(bucket), self._latest
             )
             cost = tokens if limit.metric == "total_tokens" else 1
-            decision = buckets.take(limit.limit_value, rule.seconds, current, now, cost)
+            decision = buckets.take(
+                limit.limit_value, rule.seconds, current, self._latest, cost, asked_at=now
+            )
             outcomes.append(_RateOutcome(rule, bucket, key, decision, current))
         return outcomes
 
@@ -566,7 +575,9 @@ class Tracker:
                 if key is None:
                     continue
                 state = self._buckets.get((limit.id, rule.generation, key))
-                seen = buckets.peek(limit.limit_value, rule.seconds, state, now)
+                seen = buckets.peek(
+                    limit.limit_value, rule.seconds, state, self._latest, asked_at=now
+                )
                 statuses.append(
                     RateLimitStatus(
                         id=limit.id,
