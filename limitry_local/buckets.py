@@ -121,7 +121,7 @@ class BucketStore:
     again, after which dropping it changes no answer.  The one unsafe case is
     the size bound: when more than ``maxsize`` buckets are below capacity at
     once, the least recently used one is dropped early, and that key may then
-    admit at most its missing tokens (less than one capacity) once more.
+    admit at most its missing tokens (up to one capacity) once more.
     ``premature_evictions`` counts those; keep ``maxsize`` above the number of
     keys active within one window and it stays zero.
     """

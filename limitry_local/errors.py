@@ -41,10 +41,6 @@ class APIError(LimitryError):
     def status_code(self) -> int:
         return self.status
 
-    @classmethod
-    def from_status(cls, status: HTTPStatus, message: str) -> APIError:
-        return cls(status.value, status.phrase, {"error": message})
-
 
 class InvalidRequestError(APIError, ValueError):
     """400: the input was not valid.  Also a ``ValueError``; ``.errors`` has pydantic's details."""
@@ -74,7 +70,7 @@ class InvalidRequestError(APIError, ValueError):
 
 
 class NotFoundError(APIError):
-    """404: no quota, rate limit or cursor with that id."""
+    """404: no quota or rate limit with that id."""
 
     def __init__(self, message: str) -> None:
         super().__init__(404, HTTPStatus.NOT_FOUND.phrase, {"error": message})
@@ -126,7 +122,14 @@ def parse(
     if value is not None and fields:
         raise InvalidRequestError("pass one model or dict, or keyword arguments, not both")
     if isinstance(value, model):
-        return value
+        # Revalidated: models are mutable, and a field set after construction
+        # (``event.total_tokens = -5``) must not reach the ledger unchecked.
+        try:
+            value = value.model_dump(round_trip=True)
+        except Exception as exc:  # a model_construct()-ed instance can fail in many ways
+            raise InvalidRequestError(
+                f"{prefix or 'body'}: not a valid {model.__name__}: {exc}"
+            ) from None
     if value is None:
         value = fields
     if not isinstance(value, Mapping):

@@ -12,13 +12,14 @@ lookup whatever the number of events.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import sqlite_utils
 
@@ -26,23 +27,26 @@ from limitry_local.errors import LimitryError
 
 SCHEMA_VERSION = 1
 
-EVENT_COLUMNS = (
-    "id",
-    "ts",
-    "customer_id",
-    "event_type",
-    "model",
-    "provider",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "latency_ms",
-    "cost_cents",
-    "properties",
-    "idempotency_key",
-)
-EventRow = tuple[Any, ...]
-"""One event in ``EVENT_COLUMNS`` order; ``properties`` is JSON text."""
+
+class EventRow(NamedTuple):
+    """One row of the events table; ``ts`` is unix seconds, ``properties`` JSON text."""
+
+    id: str
+    ts: float
+    customer_id: str | None
+    event_type: str | None
+    model: str | None
+    provider: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    latency_ms: int | None
+    cost_cents: float | None
+    properties: str
+    idempotency_key: str | None
+
+
+EVENT_COLUMNS = EventRow._fields
 
 _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
@@ -55,12 +59,30 @@ _ADD_TO_COUNTER = (
 _GET_COUNTER = "SELECT used FROM quota_counters WHERE quota_id = ? AND key = ? AND period_start = ?"
 _INSERT_IDEMPOTENCY = "INSERT INTO idempotency_keys (key, event_id, response) VALUES (?, ?, ?)"
 
-CounterIncrement = tuple[str, str, int, float]
+CounterIncrement = tuple[str, str, int, int]
 """``(quota_id, key_json, period_start, amount)``."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class LedgerError(LimitryError):
     """The ledger file cannot be opened or used: the message names the file and the cause."""
+
+
+def _translated(method: Callable[P, R]) -> Callable[P, R]:
+    """Raise :class:`LedgerError` naming the file for any SQLite failure (locked, full)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            ledger = args[0]
+            where = getattr(ledger, "where", "the ledger")
+            raise LedgerError(f"ledger {where}: {exc}") from exc
+
+    return wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +99,26 @@ class Ledger:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = None if path is None else Path(path)
-        where = ":memory:" if self.path is None else str(self.path)
+        self.where = ":memory:" if self.path is None else str(self.path)
         try:
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so
             # a counter increment can never be committed apart from its event.
-            conn = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.where, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open ledger {self.where}: {exc}") from exc
+        try:
             if self.path is not None:
                 conn.execute("PRAGMA busy_timeout = 5000")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             self.db = sqlite_utils.Database(conn)
             self._create_schema()
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot open ledger {where}: {exc}") from exc
-        self.conn = conn
+        except sqlite3.Error as exc:
+            conn.close()
+            raise LedgerError(f"cannot open ledger {self.where}: {exc}") from exc
+        except LedgerError:
+            conn.close()
+            raise
 
     # --- schema -------------------------------------------------------------
 
@@ -98,13 +126,19 @@ class Ledger:
         db = self.db
         if db.table("meta").exists():
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else None
-            if version != SCHEMA_VERSION:
+            version = row[0] if row else None
+            if version != str(SCHEMA_VERSION):
                 raise LedgerError(
-                    f"ledger {self.path} has schema version {version}; "
+                    f"ledger {self.where} has schema version {version}; "
                     f"this limitry_local reads version {SCHEMA_VERSION}"
                 )
             return
+        if db.table_names():
+            # Someone else's database: adding our tables to it would be a surprise.
+            raise LedgerError(
+                f"{self.where} is a SQLite database but not a limitry_local ledger; "
+                "give Tracker a new file"
+            )
         with self.transaction():
             db.table("meta").create({"key": str, "value": str}, pk="key")
             db.execute(
@@ -133,8 +167,10 @@ class Ledger:
             db.table("events").create_index(["id"], unique=True)
             db.table("events").create_index(["customer_id", "ts"])
             db.table("events").create_index(["ts"])
+            # Amounts are whole units (tokens, events, micro-cents); INTEGER keeps
+            # the sums exact where REAL would round above 2**53.
             db.table("quota_counters").create(
-                {"quota_id": str, "key": str, "period_start": int, "used": float},
+                {"quota_id": str, "key": str, "period_start": int, "used": int},
                 pk=("quota_id", "key", "period_start"),
                 not_null={"used"},
             )
@@ -166,19 +202,28 @@ class Ledger:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; rolled back whole if anything inside raises."""
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.where}: {exc}") from exc
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite may have rolled back already (disk full, I/O error).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise LedgerError(f"ledger {self.where}: {exc}") from exc
             raise
-        conn.execute("COMMIT")
 
+    @_translated
     def close(self) -> None:
         self.db.conn.close()
 
     # --- limit definitions ----------------------------------------------------
 
+    @_translated
     def definitions(self, table: str) -> list[dict[str, Any]]:
         """Every quota or rate limit in creation order, JSON columns decoded."""
         rows = self.db.query(f"SELECT * FROM {table} ORDER BY seq")
@@ -215,16 +260,20 @@ class Ledger:
 
     # --- the hot path -------------------------------------------------------
 
-    def counter(self, quota_id: str, key: str, period_start: int) -> float:
+    @_translated
+    def counter(self, quota_id: str, key: str, period_start: int) -> int:
         row = self.db.conn.execute(_GET_COUNTER, (quota_id, key, period_start)).fetchone()
         return 0 if row is None else row[0]
 
-    def idempotent_response(self, key: str) -> str | None:
+    @_translated
+    def idempotent(self, key: str) -> tuple[str, str] | None:
+        """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""
         row = self.db.conn.execute(
-            "SELECT response FROM idempotency_keys WHERE key = ?", (key,)
+            "SELECT event_id, response FROM idempotency_keys WHERE key = ?", (key,)
         ).fetchone()
-        return None if row is None else row[0]
+        return None if row is None else (row[0], row[1])
 
+    @_translated
     def record(
         self,
         events: Iterable[tuple[EventRow, Iterable[CounterIncrement], str | None]],
@@ -238,17 +287,19 @@ class Ledger:
             for row, increments, response in events:
                 conn.execute(_INSERT_EVENT, row)
                 conn.executemany(_ADD_TO_COUNTER, increments)
-                key = row[12]
-                if key is not None:
-                    conn.execute(_INSERT_IDEMPOTENCY, (key, row[0], response))
+                if row.idempotency_key is not None:
+                    conn.execute(_INSERT_IDEMPOTENCY, (row.idempotency_key, row.id, response))
 
     # --- reads ----------------------------------------------------------------
 
+    @_translated
     def scan_events(self) -> Iterator[EventRow]:
         """Every event, oldest first (for rebuilding a quota's counters)."""
         cursor = self.db.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq")
-        yield from cursor
+        for row in cursor:
+            yield EventRow(*row)
 
+    @_translated
     def list_events(
         self,
         *,
@@ -271,22 +322,30 @@ class Ledger:
             "ORDER BY seq DESC LIMIT ?",
             [*params, limit],
         )
-        return [(row[0], row[1:]) for row in cursor]
+        return [(row[0], EventRow(*row[1:])) for row in cursor]
 
+    @_translated
     def event_seq(self, event_id: str) -> int | None:
         row = self.db.conn.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchone()
         return None if row is None else int(row[0])
 
+    @_translated
     def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals:
         where, params = _event_filters(customer_id, None, None, start, end)
-        row = self.db.conn.execute(
-            "SELECT count(*), coalesce(sum(total_tokens), 0), coalesce(sum(input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0), coalesce(sum(cost_cents), 0) "
-            f"FROM events WHERE {' AND '.join(where)}",
-            params,
-        ).fetchone()
-        return UsageTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
+        sums = (
+            "count(*), {0}(total_tokens), {0}(input_tokens), {0}(output_tokens), total(cost_cents)"
+        )
+        query = f"SELECT {{}} FROM events WHERE {' AND '.join(where)}"
+        try:
+            row = self.db.conn.execute(query.format(sums.format("sum")), params).fetchone()
+        except sqlite3.OperationalError:
+            # sum() refuses to overflow 64 bits; total() answers in floating point.
+            row = self.db.conn.execute(query.format(sums.format("total")), params).fetchone()
+        return UsageTotals(
+            int(row[0]), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0), float(row[4])
+        )
 
+    @_translated
     def counters(self) -> dict[tuple[str, str, int], float]:
         """Every quota counter (for audits and tests)."""
         cursor = self.db.conn.execute(
@@ -294,6 +353,7 @@ class Ledger:
         )
         return {(q, k, s): used for q, k, s, used in cursor}
 
+    @_translated
     def event_count(self) -> int:
         return int(self.db.conn.execute("SELECT count(*) FROM events").fetchone()[0])
 

@@ -27,22 +27,25 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from limitry_local.metrics import Metric
+from limitry_local.periods import Period
+
 # Size limits.  They keep one event's row and its dimension keys small and its
-# sums exact: 10**15 tokens per event leaves room for millions of events
-# before a 64-bit SQLite integer could overflow.
+# sums exact: at 10**12 tokens (or cents) per event, a 64-bit SQLite integer
+# holds the sum of over nine million maximal events; real ones are far smaller.
 MAX_STRING = 256
 MAX_PROPERTIES = 64
 MAX_PROPERTY_KEY = 64
 MAX_PROPERTIES_JSON = 16_384
-MAX_AMOUNT = 10**15
+MAX_AMOUNT = 10**12
+MAX_LIMIT = 10**15
+MAX_FILTERS = 16
 MAX_FILTER_VALUES = 100
 MAX_BATCH = 1000
 MIN_YEAR = 1970
 MAX_YEAR = 9998
 
-Metric = Literal["total_tokens", "total_events", "total_cost_cents"]
 RateLimitMetric = Literal["total_events", "total_tokens"]
-Period = Literal["hour", "day", "week", "month"]
 
 NamedWindow = Literal["second", "minute", "hour"]
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -106,7 +109,7 @@ def _check_properties(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"property {key!r} is longer than {MAX_STRING} characters")
     try:
         encoded = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"properties must be JSON values: {exc}") from None
     if len(encoded) > MAX_PROPERTIES_JSON:
         raise ValueError(f"properties must encode to at most {MAX_PROPERTIES_JSON} bytes of JSON")
@@ -114,6 +117,8 @@ def _check_properties(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_filters(value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+    if len(value) > MAX_FILTERS:
+        raise ValueError(f"at most {MAX_FILTERS} dimension filters are allowed")
     for key, item in value.items():
         if not key:
             raise ValueError("dimension names must not be empty")
@@ -133,7 +138,7 @@ def _check_per(value: list[str]) -> list[str]:
 Name = Annotated[str, Field(min_length=1, max_length=MAX_STRING)]
 # Strict: a boolean or a numeric string where an integer goes is a client bug.
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
-PositiveLimit = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
+PositiveLimit = Annotated[int, Field(strict=True, gt=0, le=MAX_LIMIT)]
 # A number, kept as given (25 stays 25, 0.5 stays 0.5); booleans and strings refused.
 Cents = Annotated[
     int | float,
@@ -210,7 +215,10 @@ class TrackPostRequest(WireModel):
         if self.total_tokens is None and (
             self.input_tokens is not None or self.output_tokens is not None
         ):
-            self.total_tokens = (self.input_tokens or 0) + (self.output_tokens or 0)
+            total = (self.input_tokens or 0) + (self.output_tokens or 0)
+            if total > MAX_AMOUNT:
+                raise ValueError(f"totalTokens (inputTokens + outputTokens) exceeds {MAX_AMOUNT}")
+            self.total_tokens = total
         return self
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from limitry_local.errors import parse
 from limitry_local.models import (
@@ -20,10 +20,12 @@ from limitry_local.models import (
     EventIngestResponse,
     Page,
     Quota,
+    QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
     QuotaUpdate,
     RateLimit,
+    RateLimitCheckRequest,
     RateLimitCheckResponse,
     RateLimitCreate,
     RateLimitUpdate,
@@ -34,6 +36,15 @@ if TYPE_CHECKING:
     from limitry_local.tracker import Tracker
 
 DateLike = date | datetime | str | None
+
+
+L = TypeVar("L", Quota, RateLimit)
+
+
+def _copy(limit: L) -> L:
+    # The tracker enforces its own instances; callers get copies, so changing
+    # ``quota.limit_value`` on a returned object cannot change enforcement.
+    return limit.model_copy(deep=True)
 
 
 class _Resource:
@@ -48,27 +59,29 @@ class Quotas(_Resource):
         self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> Quota:
         """``create(name=..., metric="total_tokens", limit_value=100_000, period="day")``."""
-        return self._tracker._create_quota(parse(QuotaCreate, data, fields))
+        return _copy(self._tracker._create_quota(parse(QuotaCreate, data, fields)))
 
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[Quota]:
         with self._tracker._lock:
-            items = list(self._tracker._quotas.values())
-        return self._tracker._page(Page[Quota], items, limit, cursor, "quota")
+            items = [_copy(quota) for quota in self._tracker._quotas.values()]
+            return self._tracker._page(Page[Quota], items, limit, cursor, "quota")
 
     def get(self, quota_id: str) -> Quota:
         with self._tracker._lock:
-            return self._tracker._get_quota(quota_id)
+            return _copy(self._tracker._get_quota(quota_id))
 
     def update(
         self, quota_id: str, data: QuotaUpdate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> Quota:
-        return self._tracker._update_quota(quota_id, parse(QuotaUpdate, data, fields))
+        return _copy(self._tracker._update_quota(quota_id, parse(QuotaUpdate, data, fields)))
 
     def delete(self, quota_id: str) -> None:
         self._tracker._delete_quota(quota_id)
 
-    def check(self, dimensions: Mapping[str, str]) -> QuotaCheckResponse:
+    def check(self, dimensions: QuotaCheckRequest | Mapping[str, str]) -> QuotaCheckResponse:
         """Where each matching quota stands now, consuming nothing."""
+        if isinstance(dimensions, QuotaCheckRequest):
+            dimensions = dimensions.dimensions
         return self._tracker._check_quotas(dimensions)
 
 
@@ -79,16 +92,16 @@ class RateLimits(_Resource):
         self, data: RateLimitCreate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> RateLimit:
         """``create(name="rpm", limit_value=60, window="minute", per=["customer_id"])``."""
-        return self._tracker._create_rate_limit(parse(RateLimitCreate, data, fields))
+        return _copy(self._tracker._create_rate_limit(parse(RateLimitCreate, data, fields)))
 
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[RateLimit]:
         with self._tracker._lock:
-            items = [rule.limit for rule in self._tracker._rate_rules.values()]
-        return self._tracker._page(Page[RateLimit], items, limit, cursor, "rate limit")
+            items = [_copy(rule.limit) for rule in self._tracker._rate_rules.values()]
+            return self._tracker._page(Page[RateLimit], items, limit, cursor, "rate limit")
 
     def get(self, rate_limit_id: str) -> RateLimit:
         with self._tracker._lock:
-            return self._tracker._get_rate_limit(rate_limit_id)
+            return _copy(self._tracker._get_rate_limit(rate_limit_id))
 
     def update(
         self,
@@ -97,13 +110,19 @@ class RateLimits(_Resource):
         /,
         **fields: Any,
     ) -> RateLimit:
-        return self._tracker._update_rate_limit(rate_limit_id, parse(RateLimitUpdate, data, fields))
+        return _copy(
+            self._tracker._update_rate_limit(rate_limit_id, parse(RateLimitUpdate, data, fields))
+        )
 
     def delete(self, rate_limit_id: str) -> None:
         self._tracker._delete_rate_limit(rate_limit_id)
 
-    def check(self, dimensions: Mapping[str, str]) -> RateLimitCheckResponse:
+    def check(
+        self, dimensions: RateLimitCheckRequest | Mapping[str, str]
+    ) -> RateLimitCheckResponse:
         """Whether a one-request event would pass now, consuming nothing."""
+        if isinstance(dimensions, RateLimitCheckRequest):
+            dimensions = dimensions.dimensions
         return self._tracker._check_rate_limits(dimensions)
 
 
@@ -117,10 +136,22 @@ class Events(_Resource):
         return self._tracker._ingest_one(event, fields)
 
     def batch(
-        self, events: EventBatchRequest | Sequence[TrackPostRequest | Mapping[str, Any]]
+        self,
+        events: EventBatchRequest
+        | Mapping[str, Any]
+        | Sequence[TrackPostRequest | Mapping[str, Any]],
     ) -> EventBatchResponse:
-        """Record up to 1000 events in one transaction; one invalid event rejects the batch."""
-        items = events.events if isinstance(events, EventBatchRequest) else events
+        """Record up to 1000 events in one transaction; one invalid event rejects the batch.
+
+        Takes a list of events, an :class:`EventBatchRequest`, or its wire
+        form ``{"events": [...]}``.
+        """
+        if isinstance(events, EventBatchRequest):
+            items: Any = events.events
+        elif isinstance(events, Mapping):
+            items = events.get("events")
+        else:
+            items = events
         return self._tracker._ingest_batch(items)
 
     def list(

@@ -40,8 +40,11 @@ from limitry_local.headers import (
     rate_limit_headers,
 )
 from limitry_local.ledger import CounterIncrement, EventRow, Ledger
+from limitry_local.metrics import amount_units, from_units, unit_scale
 from limitry_local.models import (
     MAX_BATCH,
+    MAX_YEAR,
+    MIN_YEAR,
     CustomerUsageResponse,
     Event,
     EventBatchResponse,
@@ -68,6 +71,8 @@ from limitry_local.resources import Customers, Events, Quotas, RateLimits
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_MAX_BUCKETS = 1_000_000
+_EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()
+_LATEST = datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()
 _RESHAPING_QUOTA_FIELDS = ("dimension_filters", "per", "metric", "period")
 _RESHAPING_RATE_FIELDS = ("dimension_filters", "per", "metric", "limit_value", "window")
 
@@ -98,15 +103,19 @@ class _QuotaOutcome:
     key_json: str
     start: int
     end: int
-    used: float
-    amount: float | None
-    """The event's amount; None for a check, which asks whether anything more fits."""
+    used: int
+    amount: int | None
+    """The event's amount in whole units; None for a check (does anything more fit?)."""
+
+    @property
+    def limit_units(self) -> int:
+        return self.quota.limit_value * unit_scale(self.quota.metric)
 
     @property
     def exceeded(self) -> bool:
         if self.amount is None:
-            return self.used >= self.quota.limit_value
-        return self.used + self.amount > self.quota.limit_value
+            return self.used >= self.limit_units
+        return self.used + self.amount > self.limit_units
 
 
 class Tracker:
@@ -141,6 +150,8 @@ class Tracker:
         # until it catches up, so no stretch of time is credited twice, and a
         # bucket the store forgot (once full) is still full when asked again.
         self._latest = float("-inf")
+        if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
+            raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
         self._buckets = BucketStore(max_buckets, lambda: self._latest)
         self._generations = 0
         self._quotas: dict[str, Quota] = {
@@ -192,6 +203,12 @@ class Tracker:
     def _now(self) -> float:
         self._ensure_open()
         now = self._clock()
+        # Every time the tracker stamps must be a representable event time.
+        if not isinstance(now, (int, float)) or not _EARLIEST <= now < _LATEST:
+            raise LimitryError(
+                f"the clock returned {now!r}: expected unix seconds between "
+                f"{MIN_YEAR}-01-01 and {MAX_YEAR}-12-31"
+            )
         self._latest = max(self._latest, now)
         return now
 
@@ -213,16 +230,15 @@ class Tracker:
             now = self._now()
             key = request.idempotency_key
             if key is not None:
-                stored = self._ledger.idempotent_response(key)
+                stored = self._ledger.idempotent(key)
                 if stored is not None:
-                    return _response_from_json(stored)
+                    return _response_from_json(stored[1])
             when = request.timestamp.timestamp() if request.timestamp is not None else now
             dims = _dimensions(request)
             rates = self._rate_outcomes(dims, request.total_tokens or 0, now)
             quotas = self._quota_outcomes(dims, request, when)
-            denied_rates = [o for o in rates if not o.decision.allowed]
-            if denied_rates:
-                raise self._rate_denial(rates, denied_rates, quotas, now)
+            if not all(o.decision.allowed for o in rates):
+                raise self._rate_denial(rates, quotas, now)
             if any(o.exceeded for o in quotas):
                 raise self._quota_denial(rates, quotas, now)
 
@@ -265,8 +281,14 @@ class Tracker:
         return outcomes
 
     def _quota_outcomes(
-        self, dims: Dimensions, request: TrackPostRequest | None, when: float
+        self,
+        dims: Dimensions,
+        request: TrackPostRequest | None,
+        when: float,
+        *,
+        read_used: bool = True,
     ) -> list[_QuotaOutcome]:
+        """Every quota the event matches, with its key, period and (if read) current usage."""
         outcomes = []
         for quota in self._quotas.values():
             key = limit_key(quota.dimension_filters, quota.per, dims)
@@ -274,20 +296,26 @@ class Tracker:
                 continue
             key_json = _key_json(key)
             start, end = period_bounds(quota.period, when)
-            used = self._ledger.counter(quota.id, key_json, start)
-            amount = None if request is None else _amount(quota, request)
+            used = self._ledger.counter(quota.id, key_json, start) if read_used else 0
+            amount = (
+                None
+                if request is None
+                else amount_units(quota.metric, request.total_tokens, request.cost_cents)
+            )
             outcomes.append(_QuotaOutcome(quota, key, key_json, start, end, used, amount))
         return outcomes
 
     def _rate_denial(
         self,
         rates: list[_RateOutcome],
-        denied: list[_RateOutcome],
         quotas: list[_QuotaOutcome],
         now: float,
     ) -> RateLimitExceeded:
         statuses = [_rate_status(o, charged=False) for o in rates]
-        worst = max(denied, key=lambda o: o.decision.retry_after)
+        at, worst = max(
+            ((i, o) for i, o in enumerate(rates) if not o.decision.allowed),
+            key=lambda item: item[1].decision.retry_after,
+        )
         retry = worst.decision.retry_after
         body = TrackDeniedResponse(
             error="Rate limit exceeded",
@@ -300,7 +328,7 @@ class Tracker:
             f"rate limit {limit.name!r} ({limit.limit_value} per {limit.window}) exceeded for "
             f"{_describe_key(limit.per, worst.key)}: retry in {retry}s"
         )
-        headers = rate_limit_denied_headers(statuses[rates.index(worst)], retry)
+        headers = rate_limit_denied_headers(statuses[at], retry)
         return RateLimitExceeded(body, headers, detail)
 
     def _quota_denial(
@@ -308,8 +336,9 @@ class Tracker:
     ) -> QuotaExceeded:
         statuses = [_rate_status(o, charged=False) for o in rates]
         quota_statuses = [_quota_status(o, charged=False) for o in quotas]
-        exceeded = [o for o in quotas if o.exceeded]
-        worst = max(exceeded, key=lambda o: o.end)
+        at, worst = max(
+            ((i, o) for i, o in enumerate(quotas) if o.exceeded), key=lambda item: item[1].end
+        )
         retry = max(1, math.ceil(worst.end - now))
         body = TrackDeniedResponse(
             error="Quota exceeded", rate_limits=statuses, quotas=quota_statuses, retry_after=retry
@@ -318,10 +347,11 @@ class Tracker:
         resets = datetime.fromtimestamp(worst.end, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         detail = (
             f"quota {quota.name!r} ({quota.metric} per {quota.period}) exceeded for "
-            f"{_describe_key(quota.per, worst.key)}: {_number(worst.used)} used of "
-            f"{quota.limit_value}, this event needs {_number(worst.amount or 0)}, resets {resets}"
+            f"{_describe_key(quota.per, worst.key)}: {_display(quota, worst.used)} used of "
+            f"{quota.limit_value}, this event needs {_display(quota, worst.amount or 0)}, "
+            f"resets {resets}"
         )
-        headers = quota_denied_headers(statuses, quota_statuses[quotas.index(worst)], retry)
+        headers = quota_denied_headers(statuses, quota_statuses[at], retry)
         return QuotaExceeded(body, headers, detail)
 
     # --- events (no enforcement) ------------------------------------------------
@@ -340,14 +370,14 @@ class Tracker:
             for request in requests:
                 key = request.idempotency_key
                 if key is not None:
-                    first = fresh.get(key)
-                    stored = self._ledger.idempotent_response(key) if first is None else None
-                    if first is not None or stored is not None:
-                        ids.append(first or _response_from_json(stored or "").id)
+                    stored = self._ledger.idempotent(key)
+                    first = fresh.get(key) or (stored[0] if stored is not None else None)
+                    if first is not None:
+                        ids.append(first)
                         continue
                 when = request.timestamp.timestamp() if request.timestamp is not None else now
                 event_id = _new_id("evt")
-                quotas = self._quota_outcomes(_dimensions(request), request, when)
+                quotas = self._quota_outcomes(_dimensions(request), request, when, read_used=False)
                 stored_response = None
                 if key is not None:
                     fresh[key] = event_id
@@ -395,6 +425,14 @@ class Tracker:
     ) -> Page[Event]:
         limit = _page_size(limit)
         start, end = _range(start_date, end_date)
+        for name, value in (
+            ("customerId", customer_id),
+            ("eventType", event_type),
+            ("model", model),
+            ("cursor", cursor),
+        ):
+            if value is not None and not isinstance(value, str):
+                raise InvalidRequestError(f"{name}: must be a string, got {type(value).__name__}")
         with self._lock:
             self._now()
             before = None
@@ -473,19 +511,23 @@ class Tracker:
 
     def _count_existing(self, quota: Quota) -> list[tuple[str, int, float]]:
         """Counters of ``quota`` over every event already recorded (spec: earlier events count)."""
-        totals: dict[tuple[str, int], float] = defaultdict(float)
+        totals: dict[tuple[str, int], int] = defaultdict(int)
         for row in self._ledger.scan_events():
-            dims = extract(row[2], row[3], row[4], row[5], json.loads(row[11]))
+            dims = extract(
+                row.customer_id, row.event_type, row.model, row.provider, json.loads(row.properties)
+            )
             key = limit_key(quota.dimension_filters, quota.per, dims)
             if key is None:
                 continue
-            start, _ = period_bounds(quota.period, row[1])
-            totals[_key_json(key), start] += _row_amount(quota, row)
+            start, _ = period_bounds(quota.period, row.ts)
+            totals[_key_json(key), start] += amount_units(
+                quota.metric, row.total_tokens, row.cost_cents
+            )
         return [(key, start, used) for (key, start), used in totals.items()]
 
     def _get_quota(self, quota_id: str) -> Quota:
         self._ensure_open()
-        quota = self._quotas.get(quota_id)
+        quota = self._quotas.get(_limit_id(quota_id, "quota"))
         if quota is None:
             raise NotFoundError(f"quota {quota_id!r} not found")
         return quota
@@ -549,7 +591,7 @@ class Tracker:
 
     def _get_rate_limit(self, limit_id: str) -> RateLimit:
         self._ensure_open()
-        rule = self._rate_rules.get(limit_id)
+        rule = self._rate_rules.get(_limit_id(limit_id, "rate limit"))
         if rule is None:
             raise NotFoundError(f"rate limit {limit_id!r} not found")
         return rule.limit
@@ -631,22 +673,6 @@ def _dimensions(request: TrackPostRequest) -> Dimensions:
     )
 
 
-def _amount(quota: Quota, request: TrackPostRequest) -> float:
-    if quota.metric == "total_events":
-        return 1
-    if quota.metric == "total_tokens":
-        return request.total_tokens or 0
-    return request.cost_cents or 0
-
-
-def _row_amount(quota: Quota, row: EventRow) -> float:
-    if quota.metric == "total_events":
-        return 1
-    if quota.metric == "total_tokens":
-        return row[8] or 0
-    return row[10] or 0
-
-
 def _increments(quotas: list[_QuotaOutcome]) -> list[CounterIncrement]:
     return [(o.quota.id, o.key_json, o.start, o.amount or 0) for o in quotas]
 
@@ -686,8 +712,8 @@ def _quota_status(o: _QuotaOutcome, *, charged: bool) -> QuotaStatus:
         metric=o.quota.metric,
         period=o.quota.period,
         limit=o.quota.limit_value,
-        used=_number(used),
-        remaining=_number(max(0, o.quota.limit_value - used)),
+        used=from_units(o.quota.metric, used),
+        remaining=from_units(o.quota.metric, max(0, o.limit_units - used)),
         reset=o.end,
         exceeded=o.exceeded,
     )
@@ -700,37 +726,37 @@ def _describe_key(per: Sequence[str], key: Key) -> str:
 
 
 def _event_row(event_id: str, request: TrackPostRequest, when: float) -> EventRow:
-    return (
-        event_id,
-        when,
-        request.customer_id,
-        request.event_type,
-        request.model,
-        request.provider,
-        request.input_tokens,
-        request.output_tokens,
-        request.total_tokens,
-        request.latency_ms,
-        request.cost_cents,
-        json.dumps(request.properties, separators=(",", ":")),
-        request.idempotency_key,
+    return EventRow(
+        id=event_id,
+        ts=when,
+        customer_id=request.customer_id,
+        event_type=request.event_type,
+        model=request.model,
+        provider=request.provider,
+        input_tokens=request.input_tokens,
+        output_tokens=request.output_tokens,
+        total_tokens=request.total_tokens,
+        latency_ms=request.latency_ms,
+        cost_cents=request.cost_cents,
+        properties=json.dumps(request.properties, separators=(",", ":")),
+        idempotency_key=request.idempotency_key,
     )
 
 
 def _event_model(row: EventRow) -> Event:
     return Event(
-        id=row[0],
-        created_at=_datetime(row[1]),
-        customer_id=row[2],
-        event_type=row[3],
-        model=row[4],
-        provider=row[5],
-        input_tokens=row[6],
-        output_tokens=row[7],
-        total_tokens=row[8],
-        latency_ms=row[9],
-        cost_cents=None if row[10] is None else _number(row[10]),
-        properties=json.loads(row[11]),
+        id=row.id,
+        created_at=_datetime(row.ts),
+        customer_id=row.customer_id,
+        event_type=row.event_type,
+        model=row.model,
+        provider=row.provider,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        total_tokens=row.total_tokens,
+        latency_ms=row.latency_ms,
+        cost_cents=None if row.cost_cents is None else _number(row.cost_cents),
+        properties=json.loads(row.properties),
     )
 
 
@@ -788,10 +814,25 @@ def _instant(value: date | datetime | str | None, name: str, *, end_of_day: bool
             raise InvalidRequestError(
                 f"{name}: {value!r} is not an ISO 8601 date or date-time"
             ) from None
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-        return aware.timestamp()
-    if isinstance(value, date):
-        day = value + timedelta(days=1) if end_of_day else value
-        return datetime.combine(day, time(), timezone.utc).timestamp()
+    try:
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+            return aware.timestamp()
+        if isinstance(value, date):
+            day = value + timedelta(days=1) if end_of_day else value
+            return datetime.combine(day, time(), timezone.utc).timestamp()
+    except (OverflowError, ValueError):
+        # date.max + 1 day, or an offset that leaves the datetime range: beyond
+        # every event the ledger can hold, so an end is no bound, a start excludes all.
+        return None if end_of_day else math.inf
     raise InvalidRequestError(f"{name}: expected a date, a datetime or an ISO 8601 string")
+
+
+def _limit_id(value: object, kind: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"id: a {kind} id is a string, got {type(value).__name__}")
+    return value
+
+
+def _display(quota: Quota, units: int) -> str:
+    return f"{from_units(quota.metric, units):,}"

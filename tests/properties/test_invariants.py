@@ -36,6 +36,7 @@ from limitry_local import (
     Tracker,
 )
 from limitry_local.buckets import BucketState, take
+from limitry_local.metrics import from_units
 from limitry_local.testing import ManualClock
 from tests.conftest import START
 
@@ -204,9 +205,11 @@ def all_quotas(tracker: Tracker) -> list[Quota]:
 
 
 def counters(tracker: Tracker) -> dict[tuple[str, Key, int], float]:
-    """The ledger's counters with the key decoded, so the test does not depend on its encoding."""
+    """The ledger's counters, key decoded and cents back from micro-cents, so the test does
+    not depend on the encoding."""
+    metrics = {quota.id: quota.metric for quota in all_quotas(tracker)}
     return {
-        (quota_id, tuple(json.loads(key)), start): used
+        (quota_id, tuple(json.loads(key)), start): from_units(metrics[quota_id], used)
         for (quota_id, key, start), used in tracker.ledger.counters().items()
     }
 
@@ -619,7 +622,7 @@ def test_a_denied_call_changes_nothing(
                 assert snapshot(tracker, probes) == before
                 if keyed:
                     # A denied key was never recorded: it will be judged afresh.
-                    assert tracker.ledger.idempotent_response(f"key-{i}") is None
+                    assert tracker.ledger.idempotent(f"key-{i}") is None
             else:
                 after = snapshot(tracker, probes)
                 assert after["event_count"] == before["event_count"] + 1

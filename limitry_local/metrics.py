@@ -1,0 +1,38 @@
+"""What one event costs against a limit, in whole units.
+
+Quota counters hold whole numbers so their sums are exact: tokens and
+events count as themselves, and cents are kept as micro-cents (10**-6 of a
+cent), so thirty events of 0.1 cents fill a 3-cent quota exactly, where
+floating-point sums would come to 3.0000000000000004 and deny the last.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Metric = Literal["total_tokens", "total_events", "total_cost_cents"]
+
+MICRO_CENTS = 1_000_000
+
+
+def unit_scale(metric: Metric) -> int:
+    """Units per counted thing: 10**6 for cents (micro-cents), else 1."""
+    return MICRO_CENTS if metric == "total_cost_cents" else 1
+
+
+def amount_units(metric: Metric, total_tokens: int | None, cost_cents: float | None) -> int:
+    """The event's amount in ``metric``'s whole units (0 when the field is absent)."""
+    if metric == "total_events":
+        return 1
+    if metric == "total_tokens":
+        return total_tokens or 0
+    return round((cost_cents or 0) * MICRO_CENTS)
+
+
+def from_units(metric: Metric, units: int) -> int | float:
+    """Units back to the metric's own number: micro-cents to cents, whole when whole."""
+    scale = unit_scale(metric)
+    if scale == 1:
+        return units
+    whole, rest = divmod(units, scale)
+    return whole if rest == 0 else units / scale

@@ -1,0 +1,132 @@
+"""Bad input anywhere in the public API is a clear APIError, never a raw exception."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from limitry_local import (
+    APIError,
+    InvalidRequestError,
+    LimitryError,
+    QuotaCheckRequest,
+    RateLimitCheckRequest,
+    Tracker,
+    TrackPostRequest,
+)
+from limitry_local.testing import ManualClock
+
+
+def test_a_request_mutated_after_construction_is_validated_again(tracker: Tracker) -> None:
+    quota = tracker.quotas.create(
+        name="tokens", metric="total_tokens", limit_value=100, period="day"
+    )
+    request = TrackPostRequest(customer_id="c", event_type="e", total_tokens=1)
+    request.total_tokens = -1_000_000
+    with pytest.raises(InvalidRequestError, match="totalTokens"):
+        tracker.usage(request)
+    assert tracker.ledger.event_count() == 0
+    assert tracker.quotas.check({"customer_id": "c"}).quotas[0].used == 0
+    assert tracker.quotas.get(quota.id).limit_value == 100
+
+
+def test_a_request_with_unserialisable_properties_is_a_400(tracker: Tracker) -> None:
+    request = TrackPostRequest(customer_id="c", event_type="e")
+    request.properties["when"] = object()
+    with pytest.raises(InvalidRequestError, match="properties"):
+        tracker.usage(request)
+    assert tracker.ledger.event_count() == 0
+
+
+def test_a_constructed_request_missing_fields_is_a_400(tracker: Tracker) -> None:
+    with pytest.raises(InvalidRequestError):
+        tracker.usage(TrackPostRequest.model_construct(event_type="e"))  # type: ignore[call-arg]
+
+
+def test_deeply_nested_properties_are_a_400(tracker: Tracker) -> None:
+    nested: dict[str, Any] = {}
+    for _ in range(5000):
+        nested = {"x": nested}
+    with pytest.raises(InvalidRequestError, match="properties"):
+        tracker.usage(customer_id="c", event_type="e", properties=nested)
+
+
+def test_a_defaulted_total_above_the_limit_is_a_400(tracker: Tracker) -> None:
+    with pytest.raises(InvalidRequestError, match="totalTokens"):
+        tracker.usage(customer_id="c", event_type="e", input_tokens=10**12, output_tokens=10**12)
+
+
+@pytest.mark.parametrize("bad_id", [{}, [], 3, None])
+def test_ids_of_the_wrong_type_are_a_400(tracker: Tracker, bad_id: Any) -> None:
+    for call in (
+        tracker.quotas.get,
+        tracker.quotas.delete,
+        tracker.rate_limits.get,
+        tracker.rate_limits.delete,
+    ):
+        with pytest.raises(InvalidRequestError, match="id"):
+            call(bad_id)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("customer_id", {"a": 1}), ("event_type", 5), ("model", ["m"]), ("cursor", [1])],
+)
+def test_event_list_filters_of_the_wrong_type_are_a_400(
+    tracker: Tracker, field: str, value: Any
+) -> None:
+    with pytest.raises(InvalidRequestError):
+        tracker.events.list(**{field: value})
+
+
+def test_date_bounds_at_the_end_of_the_calendar_do_not_overflow(tracker: Tracker) -> None:
+    tracker.usage(customer_id="c", event_type="e", input_tokens=5)
+    assert tracker.customers.get_usage("c", None, date.max).total_tokens == 5
+    assert tracker.customers.get_usage("c", None, "9999-12-31").total_events == 1
+    assert len(tracker.events.list(end_date=date.max).data) == 1
+
+
+def test_checks_accept_their_request_models(tracker: Tracker) -> None:
+    tracker.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+    tracker.rate_limits.create(name="r", limit_value=1, window="minute")
+    tracker.usage(customer_id="c", event_type="e")
+    quotas = tracker.quotas.check(QuotaCheckRequest(dimensions={"customer_id": "c"}))
+    rates = tracker.rate_limits.check(RateLimitCheckRequest(dimensions={"customer_id": "c"}))
+    assert quotas.allowed is False
+    assert rates.allowed is False
+
+
+def test_batch_accepts_the_wire_body(tracker: Tracker) -> None:
+    body = {
+        "events": [{"customerId": "c", "eventType": "e"}, {"customerId": "d", "eventType": "e"}]
+    }
+    assert tracker.events.batch(body).count == 2
+    with pytest.raises(InvalidRequestError, match="events"):
+        tracker.events.batch({"items": []})
+
+
+def test_max_buckets_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_buckets"):
+        Tracker(max_buckets=0)
+
+
+@pytest.mark.parametrize("reading", [-1.0, 253_402_300_800.0, float("nan")])
+def test_a_clock_outside_the_event_time_range_is_a_clear_error(reading: float) -> None:
+    clock = ManualClock(reading)
+    with Tracker(clock=clock) as tracker:
+        with pytest.raises(LimitryError, match="clock returned"):
+            tracker.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+        with pytest.raises(LimitryError, match="clock returned"):
+            tracker.usage(customer_id="c", event_type="e")
+        assert tracker.ledger.event_count() == 0
+
+
+def test_errors_carry_the_hosted_client_attributes(tracker: Tracker) -> None:
+    with pytest.raises(APIError) as caught:
+        tracker.usage(customer_id="", event_type="e")
+    error = caught.value
+    assert (error.status, error.status_code, error.status_text) == (400, 400, "Bad Request")
+    assert error.response == {"error": error.message}
+    assert isinstance(error, ValueError)
