@@ -250,7 +250,7 @@ class Ledger:
             conn.execute("DELETE FROM quota_counters WHERE quota_id = ?", [limit_id])
 
     def replace_counters(
-        self, conn: sqlite3.Connection, quota_id: str, totals: Iterable[tuple[str, int, float]]
+        self, conn: sqlite3.Connection, quota_id: str, totals: Iterable[tuple[str, int, int]]
     ) -> None:
         conn.execute("DELETE FROM quota_counters WHERE quota_id = ?", [quota_id])
         conn.executemany(
@@ -346,8 +346,8 @@ class Ledger:
         )
 
     @_translated
-    def counters(self) -> dict[tuple[str, str, int], float]:
-        """Every quota counter (for audits and tests)."""
+    def counters(self) -> dict[tuple[str, str, int], int]:
+        """Every quota counter in whole units (micro-cents for cost), for audits and tests."""
         cursor = self.db.conn.execute(
             "SELECT quota_id, key, period_start, used FROM quota_counters"
         )

@@ -509,7 +509,7 @@ class Tracker:
                 self._ledger.replace_counters(conn, quota.id, self._count_existing(quota))
         self._quotas[quota.id] = quota
 
-    def _count_existing(self, quota: Quota) -> list[tuple[str, int, float]]:
+    def _count_existing(self, quota: Quota) -> list[tuple[str, int, int]]:
         """Counters of ``quota`` over every event already recorded (spec: earlier events count)."""
         totals: dict[tuple[str, int], int] = defaultdict(int)
         for row in self._ledger.scan_events():
