@@ -29,8 +29,8 @@ from limitry_local import (
 )
 from limitry_local.models import window_seconds
 
-# The repo sits beside ``shared/``: /work/main/tests/test_models.py -> /work/shared/spec/golden.
-GOLDEN = Path(__file__).parents[2] / "shared/spec/golden"
+# Copies of shared/spec/golden (the hosted reference's wire examples), kept with the tests.
+GOLDEN = Path(__file__).parent / "golden"
 
 GOLDEN_MODELS: dict[str, type[BaseModel]] = {
     "customer_usage": CustomerUsageResponse,
