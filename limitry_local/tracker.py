@@ -260,7 +260,14 @@ class Tracker:
                 self._buckets.put(o.bucket, o.decision.state, o.decision.reset)
             return response
 
-    def _rate_outcomes(self, dims: Dimensions, tokens: int, now: float) -> list[_RateOutcome]:
+    def _rate_outcomes(
+        self, dims: Dimensions, tokens: int | None, now: float
+    ) -> list[_RateOutcome]:
+        """Every enabled rate limit the event matches, decided at bucket time.
+
+        ``tokens`` is the event's totalTokens; None for a check, which asks
+        whether a one-request event would pass.
+        """
         outcomes = []
         for rule in self._rate_rules.values():
             limit = rule.limit
@@ -273,7 +280,7 @@ class Tracker:
             current = buckets.refill(
                 limit.limit_value, rule.seconds, self._buckets.get(bucket), self._latest
             )
-            cost = tokens if limit.metric == "total_tokens" else 1
+            cost = tokens if tokens is not None and limit.metric == "total_tokens" else 1
             decision = buckets.take(
                 limit.limit_value, rule.seconds, current, self._latest, cost, asked_at=now
             )
@@ -607,30 +614,8 @@ class Tracker:
     def _check_rate_limits(self, dimensions: Mapping[str, str]) -> RateLimitCheckResponse:
         dims = _check_dimensions(dimensions)
         with self._lock:
-            now = self._now()
-            statuses = []
-            for rule in self._rate_rules.values():
-                limit = rule.limit
-                if not limit.enabled:
-                    continue
-                key = limit_key(limit.dimension_filters, limit.per, dims)
-                if key is None:
-                    continue
-                state = self._buckets.get((limit.id, rule.generation, key))
-                seen = buckets.peek(
-                    limit.limit_value, rule.seconds, state, self._latest, asked_at=now
-                )
-                statuses.append(
-                    RateLimitStatus(
-                        id=limit.id,
-                        name=limit.name,
-                        limit=limit.limit_value,
-                        remaining=seen.remaining,
-                        reset=seen.reset,
-                        window=limit.window,
-                        exceeded=not seen.allowed,
-                    )
-                )
+            outcomes = self._rate_outcomes(dims, None, self._now())
+        statuses = [_rate_status(o, charged=False) for o in outcomes]
         return RateLimitCheckResponse(
             allowed=not any(s.exceeded for s in statuses), rate_limits=statuses
         )
