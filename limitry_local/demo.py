@@ -36,9 +36,6 @@ SCRIPT: list[tuple[float, str, str, str, int, int, float]] = [
 ]
 
 
-_SHOWN_ON_429 = ("Retry-After", "X-RateLimit-Remaining", "X-Quota-Period", "X-Quota-Metric")
-
-
 def run(path: Path, out: TextIO, clock: Callable[[], float] | None = None) -> None:
     """Run the scenario on a fresh ledger at ``path``, printing as it goes."""
     for suffix in ("", "-wal", "-shm"):
@@ -61,8 +58,8 @@ def run(path: Path, out: TextIO, clock: Callable[[], float] | None = None) -> No
         )
         say(f"limitry_local demo - ledger file: {path} (simulated clock)\n")
         say("limits: '4 calls per minute' per customer, 'daily tokens' 6,000 per customer\n\n")
-        say(f"{'time':8}  {'customer':8}  {'model':18} {'tokens':>6}  outcome\n")
-        say(f"{'-' * 8}  {'-' * 8}  {'-' * 18} {'-' * 6}  {'-' * 60}\n")
+        say(f"{'time':8}  {'customer':8}  {'model':18} {'tokens':>6}  outcome, then its headers\n")
+        say(f"{'-' * 8}  {'-' * 8}  {'-' * 18} {'-' * 6}  {'-' * 50}\n")
         for wait, customer, model, provider, tokens_in, tokens_out, cents in SCRIPT:
             manual.advance(wait)
             stamp = datetime.fromtimestamp(manual(), timezone.utc).strftime("%H:%M:%S")
@@ -78,17 +75,17 @@ def run(path: Path, out: TextIO, clock: Callable[[], float] | None = None) -> No
             try:
                 response = tracker.usage(event)
             except LimitExceeded as denied:
-                shown = [h for h in _SHOWN_ON_429 if h in denied.headers]
-                headers = "  ".join(f"{h}: {denied.headers[h]}" for h in shown)
-                retry = _human(denied.retry_after)
-                outcome = f"429 {denied.body.error}  {headers}  (retry in {retry})"
+                headers = denied.headers
+                outcome = f"429 {denied.body.error}, retry in {_human(denied.retry_after)}"
             else:
+                headers = response.headers
                 quota = response.quotas[0]
                 outcome = (
-                    f"201  rate {response.headers['X-RateLimit-Remaining']}/4 left, "
+                    f"201 rate {headers['X-RateLimit-Remaining']}/4 left, "
                     f"tokens today {quota.used:,}/{quota.limit:,}"
                 )
             say(f"{stamp:8}  {customer:8}  {model:18} {tokens_in + tokens_out:>6,}  {outcome}\n")
+            say(f"{'':47}{'  '.join(f'{k}: {v}' for k, v in headers.items())}\n")
 
     # A new Tracker on the same file: everything below is read back from disk.
     with Tracker(path, clock=manual) as reopened:

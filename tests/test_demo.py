@@ -19,7 +19,9 @@ def test_demo_prints_outcomes_and_usage_read_back_from_the_file(tmp_path: Path) 
         timeout=60,
     )
     out = done.stdout
-    assert out.count("  201  ") == 9
+    assert out.count("  201 rate") == 9
+    assert out.count("X-RateLimit-Reset: ") == 12
+    assert out.count("X-Quota-Period: day") == 2
     assert out.count("429 Rate limit exceeded") == 1
     assert out.count("429 Quota exceeded") == 2
     assert "9 events recorded, 3 denied" in out
