@@ -1,0 +1,29 @@
+"""The README's quick start runs as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from limitry_local import Tracker, TrackPostResponse
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_quick_start_runs_and_admits_the_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = README.read_text()
+    start = text.index("```python") + len("```python")
+    code = text[start : text.index("```", start)]
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(code, str(README), "exec"), scope)
+    response, tracker = scope["r"], scope["tracker"]
+    assert isinstance(response, TrackPostResponse)
+    assert isinstance(tracker, Tracker)
+    assert response.headers["X-RateLimit-Remaining"] == "59"
+    tracker.close()
+    with Tracker(tmp_path / "usage.db") as reopened:
+        assert reopened.customers.get_usage("cust_1").total_tokens == 150
