@@ -140,7 +140,9 @@ class Tracker:
         max_buckets: int = DEFAULT_MAX_BUCKETS,
         project_id: str = "proj_local",
     ) -> None:
-        self._clock: Clock = clock or system_clock
+        if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
+            raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
+        self._clock: Clock = clock if clock is not None else system_clock
         self._project_id = project_id
         self._lock = threading.RLock()
         self._closed = False
@@ -150,8 +152,6 @@ class Tracker:
         # until it catches up, so no stretch of time is credited twice, and a
         # bucket the store forgot (once full) is still full when asked again.
         self._latest = float("-inf")
-        if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
-            raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
         self._buckets = BucketStore(max_buckets, lambda: self._latest)
         self._generations = 0
         self._quotas: dict[str, Quota] = {
@@ -238,7 +238,7 @@ class Tracker:
             rates = self._rate_outcomes(dims, request.total_tokens or 0, now)
             quotas = self._quota_outcomes(dims, request, when)
             if not all(o.decision.allowed for o in rates):
-                raise self._rate_denial(rates, quotas, now)
+                raise self._rate_denial(rates, quotas)
             if any(o.exceeded for o in quotas):
                 raise self._quota_denial(rates, quotas, now)
 
@@ -313,10 +313,7 @@ class Tracker:
         return outcomes
 
     def _rate_denial(
-        self,
-        rates: list[_RateOutcome],
-        quotas: list[_QuotaOutcome],
-        now: float,
+        self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
     ) -> RateLimitExceeded:
         statuses = [_rate_status(o, charged=False) for o in rates]
         at, worst = max(
@@ -377,8 +374,10 @@ class Tracker:
             for request in requests:
                 key = request.idempotency_key
                 if key is not None:
-                    stored = self._ledger.idempotent(key)
-                    first = fresh.get(key) or (stored[0] if stored is not None else None)
+                    first = fresh.get(key)
+                    if first is None:
+                        stored = self._ledger.idempotent(key)
+                        first = None if stored is None else stored[0]
                     if first is not None:
                         ids.append(first)
                         continue
