@@ -292,9 +292,12 @@ class Ledger:
 
     # --- reads ----------------------------------------------------------------
 
-    @_translated
     def scan_events(self) -> Iterator[EventRow]:
-        """Every event, oldest first (for rebuilding a quota's counters)."""
+        """Every event, oldest first (for rebuilding a quota's counters).
+
+        Read inside :meth:`transaction`, which turns a SQLite failure into
+        :class:`LedgerError` (a decorator could not: this is a generator).
+        """
         cursor = self.db.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq")
         for row in cursor:
             yield EventRow(*row)
