@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 
 from limitry_local import demo
@@ -19,8 +20,14 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("limitry-demo.db"),
         help="ledger file to (re)create (default: ./limitry-demo.db)",
     )
+    run_demo.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=None,
+        help="simulated day, YYYY-MM-DD (default: today, UTC)",
+    )
     args = parser.parse_args(argv)
-    demo.run(args.db, sys.stdout)
+    demo.run(args.db, sys.stdout, args.date)
     return 0
 
 

@@ -73,7 +73,7 @@ def take(
     at = current.updated
     if cost <= current.tokens + EPSILON:
         after = BucketState(max(0.0, current.tokens - cost), at)
-        return BucketDecision(True, after, _whole(after.tokens), _full_at(capacity, rate, after), 0)
+        return BucketDecision(True, after, whole(after.tokens), _full_at(capacity, rate, after), 0)
     # A cost above capacity can never fit; its retry is the time to a full bucket.
     missing = min(cost, capacity) - current.tokens
     # Counted from the caller's clock, not the bucket's instant: after the
@@ -81,7 +81,7 @@ def take(
     since = now if asked_at is None else min(asked_at, now)
     retry = max(1, math.ceil(at + missing / rate - since - EPSILON))
     return BucketDecision(
-        False, current, _whole(current.tokens), _full_at(capacity, rate, current), retry
+        False, current, whole(current.tokens), _full_at(capacity, rate, current), retry
     )
 
 
@@ -100,11 +100,17 @@ def peek(
     current = refill(capacity, window, state, now)
     rate = capacity / window
     return BucketDecision(
-        True, current, _whole(current.tokens), _full_at(capacity, rate, current), 0
+        True, current, whole(current.tokens), _full_at(capacity, rate, current), 0
     )
 
 
-def _whole(tokens: float) -> int:
+def full_at(capacity: int, window: float, state: BucketState) -> float:
+    """The instant (in the bucket's time) at which ``state`` would be full again."""
+    return state.updated + (capacity - state.tokens) / (capacity / window)
+
+
+def whole(tokens: float) -> int:
+    """Whole tokens, counting an amount within EPSILON of a whole token as that token."""
     return math.floor(tokens + EPSILON)
 
 

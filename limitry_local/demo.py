@@ -8,9 +8,8 @@ time.  Afterwards the ledger file is reopened and usage is read back from it.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from datetime import time as dt_time
 from pathlib import Path
 from typing import TextIO
 
@@ -36,13 +35,16 @@ SCRIPT: list[tuple[float, str, str, str, int, int, float]] = [
 ]
 
 
-def run(path: Path, out: TextIO, clock: Callable[[], float] | None = None) -> None:
-    """Run the scenario on a fresh ledger at ``path``, printing as it goes."""
+def run(path: Path, out: TextIO, day: date | None = None) -> None:
+    """Run the scenario on a fresh ledger at ``path``, printing as it goes.
+
+    The simulated clock starts at 09:00 UTC on ``day`` (default: today), so
+    the outcomes are the same at any hour of the run.
+    """
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    # 09:00 UTC today: real dates, the same outcomes at any hour of the run.
-    today = datetime.fromtimestamp(clock() if clock else time.time(), timezone.utc)
-    manual = ManualClock(today.replace(hour=9, minute=0, second=0, microsecond=0))
+    day = day or datetime.now(timezone.utc).date()
+    manual = ManualClock(datetime.combine(day, dt_time(9), timezone.utc))
     say = out.write
 
     with Tracker(path, clock=manual) as tracker:

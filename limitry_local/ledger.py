@@ -91,13 +91,13 @@ class UsageTotals:
     total_tokens: int
     input_tokens: int
     output_tokens: int
-    cost_cents: float
+    cost_micro_cents: int
 
 
 class Ledger:
     """One SQLite database, in memory (``path=None``) or in a file that survives restarts."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, timeout: float = 5.0) -> None:
         self.path = None if path is None else Path(path)
         self.where = ":memory:" if self.path is None else str(self.path)
         try:
@@ -108,7 +108,9 @@ class Ledger:
             raise LedgerError(f"cannot open ledger {self.where}: {exc}") from exc
         try:
             if self.path is not None:
-                conn.execute("PRAGMA busy_timeout = 5000")
+                # How long a write waits for another connection's lock before
+                # the call fails with LedgerError.
+                conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             self.db = sqlite_utils.Database(conn)
@@ -335,8 +337,11 @@ class Ledger:
     @_translated
     def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals:
         where, params = _event_filters(customer_id, None, None, start, end)
+        # Cents are summed as whole micro-cents, like the quota counters, so
+        # thirty events of 0.1 cents total exactly 3.
         sums = (
-            "count(*), {0}(total_tokens), {0}(input_tokens), {0}(output_tokens), total(cost_cents)"
+            "count(*), {0}(total_tokens), {0}(input_tokens), {0}(output_tokens), "
+            "{0}(CAST(round(cost_cents * 1000000) AS INTEGER))"
         )
         query = f"SELECT {{}} FROM events WHERE {' AND '.join(where)}"
         try:
@@ -344,9 +349,7 @@ class Ledger:
         except sqlite3.OperationalError:
             # sum() refuses to overflow 64 bits; total() answers in floating point.
             row = self.db.conn.execute(query.format(sums.format("total")), params).fetchone()
-        return UsageTotals(
-            int(row[0]), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0), float(row[4])
-        )
+        return UsageTotals(*(int(value or 0) for value in row))
 
     @_translated
     def counters(self) -> dict[tuple[str, str, int], int]:

@@ -30,15 +30,17 @@ from pydantic.alias_generators import to_camel
 from limitry_local.metrics import Metric
 from limitry_local.periods import Period
 
-# Size limits.  They keep one event's row and its dimension keys small and its
-# sums exact: at 10**12 tokens (or cents) per event, a 64-bit SQLite integer
-# holds the sum of over nine million maximal events; real ones are far smaller.
+# Size limits.  They keep one event's row and its dimension keys small and
+# every counter within a 64-bit SQLite integer: quotas count cents as
+# micro-cents, so a 10**12-cent limit is 10**18 units, and a 10**9-cent event
+# is 10**15 units (thousands of maximal events before any overflow).
 MAX_STRING = 256
 MAX_PROPERTIES = 64
 MAX_PROPERTY_KEY = 64
 MAX_PROPERTIES_JSON = 16_384
 MAX_AMOUNT = 10**12
-MAX_LIMIT = 10**15
+MAX_CENTS = 10**9
+MAX_LIMIT = 10**12
 MAX_FILTERS = 16
 MAX_FILTER_VALUES = 100
 MAX_BATCH = 1000
@@ -87,6 +89,15 @@ def _utc(value: datetime) -> datetime:
     return value
 
 
+def _utf8(value: str) -> str:
+    # Lone surrogates ("\ud800") are valid Python but cannot be stored as text.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
 def _plain_number(value: object) -> object:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("must be a number")
@@ -107,6 +118,9 @@ def _check_properties(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"property names must be 1 to {MAX_PROPERTY_KEY} characters")
         if isinstance(item, str) and len(item) > MAX_STRING:
             raise ValueError(f"property {key!r} is longer than {MAX_STRING} characters")
+        _utf8(key)
+        if isinstance(item, str):
+            _utf8(item)
     try:
         encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -135,7 +149,9 @@ def _check_per(value: list[str]) -> list[str]:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=MAX_STRING)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_STRING), AfterValidator(_utf8)]
+Text = Annotated[str, Field(max_length=MAX_STRING), AfterValidator(_utf8)]
+DimensionName = Annotated[str, Field(max_length=MAX_PROPERTY_KEY), AfterValidator(_utf8)]
 # Strict: a boolean or a numeric string where an integer goes is a client bug.
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 PositiveLimit = Annotated[int, Field(strict=True, gt=0, le=MAX_LIMIT)]
@@ -143,22 +159,22 @@ PositiveLimit = Annotated[int, Field(strict=True, gt=0, le=MAX_LIMIT)]
 Cents = Annotated[
     int | float,
     BeforeValidator(_plain_number),
-    Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False),
+    Field(ge=0, le=MAX_CENTS, allow_inf_nan=False),
     AfterValidator(_finite),
 ]
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 Properties = Annotated[dict[str, Any], AfterValidator(_check_properties)]
-FilterValue = Annotated[str, Field(max_length=MAX_STRING)]
 DimensionFilters = Annotated[
-    dict[Annotated[str, Field(max_length=MAX_PROPERTY_KEY)], FilterValue | list[FilterValue]],
+    dict[DimensionName, Text | list[Text]],
     AfterValidator(_check_filters),
 ]
 Per = Annotated[
-    list[Annotated[str, Field(max_length=MAX_PROPERTY_KEY)]],
+    list[DimensionName],
     Field(max_length=16),
     AfterValidator(_check_per),
 ]
 Window = Annotated[str, AfterValidator(_check_window)]
+Flag = Annotated[bool, Field(strict=True)]
 
 
 def _is_none(value: object) -> bool:
@@ -193,21 +209,15 @@ class TrackPostRequest(WireModel):
 
     customer_id: Name
     event_type: Name
-    model: Annotated[str, Field(max_length=MAX_STRING)] | None = Field(
-        default=None, exclude_if=_is_empty
-    )
-    provider: Annotated[str, Field(max_length=MAX_STRING)] | None = Field(
-        default=None, exclude_if=_is_empty
-    )
+    model: Text | None = Field(default=None, exclude_if=_is_empty)
+    provider: Text | None = Field(default=None, exclude_if=_is_empty)
     input_tokens: Amount | None = Field(default=None, exclude_if=_is_empty)
     output_tokens: Amount | None = Field(default=None, exclude_if=_is_empty)
     total_tokens: Amount | None = Field(default=None, exclude_if=_is_empty)
     latency_ms: Amount | None = Field(default=None, exclude_if=_is_empty)
     cost_cents: Cents | None = Field(default=None, exclude_if=_is_empty)
     properties: Properties = Field(default_factory=dict, exclude_if=_is_empty)
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=MAX_STRING)] | None = Field(
-        default=None, exclude_if=_is_empty
-    )
+    idempotency_key: Name | None = Field(default=None, exclude_if=_is_empty)
     timestamp: Timestamp | None = Field(default=None, exclude_if=_is_empty)
 
     @model_validator(mode="after")
@@ -320,7 +330,7 @@ class RateLimitCreate(WireModel):
     dimension_filters: DimensionFilters = Field(default_factory=dict)
     limit_value: PositiveLimit
     window: Window
-    enabled: bool = True
+    enabled: Flag = True
     per: Per = Field(default_factory=list, exclude_if=_is_empty)
     metric: RateLimitMetric = Field(default="total_events", exclude_if=_is_default_metric)
 
@@ -330,7 +340,7 @@ class RateLimitUpdate(WireModel):
     dimension_filters: DimensionFilters | None = Field(default=None, exclude_if=_is_none)
     limit_value: PositiveLimit | None = Field(default=None, exclude_if=_is_none)
     window: Window | None = Field(default=None, exclude_if=_is_none)
-    enabled: bool | None = Field(default=None, exclude_if=_is_none)
+    enabled: Flag | None = Field(default=None, exclude_if=_is_none)
     per: Per | None = Field(default=None, exclude_if=_is_none)
     metric: RateLimitMetric | None = Field(default=None, exclude_if=_is_none)
 

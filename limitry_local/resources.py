@@ -63,8 +63,10 @@ class Quotas(_Resource):
 
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[Quota]:
         with self._tracker._lock:
-            items = [_copy(quota) for quota in self._tracker._quotas.values()]
-            return self._tracker._page(Page[Quota], items, limit, cursor, "quota")
+            items = list(self._tracker._quotas.values())
+            page = self._tracker._page(Page[Quota], items, limit, cursor, "quota")
+            page.data = [_copy(quota) for quota in page.data]
+            return page
 
     def get(self, quota_id: str) -> Quota:
         with self._tracker._lock:
@@ -96,8 +98,10 @@ class RateLimits(_Resource):
 
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[RateLimit]:
         with self._tracker._lock:
-            items = [_copy(rule.limit) for rule in self._tracker._rate_rules.values()]
-            return self._tracker._page(Page[RateLimit], items, limit, cursor, "rate limit")
+            items = [rule.limit for rule in self._tracker._rate_rules.values()]
+            page = self._tracker._page(Page[RateLimit], items, limit, cursor, "rate limit")
+            page.data = [_copy(limit) for limit in page.data]
+            return page
 
     def get(self, rate_limit_id: str) -> RateLimit:
         with self._tracker._lock:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import threading
+import time as time_module
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -129,7 +130,9 @@ class Tracker:
     ``Tracker("usage.db")`` keeps the ledger (limits, events, quota counters)
     in a SQLite file that a later Tracker reopens.  Token buckets live in
     memory and start full in a new process.  ``clock`` is any zero-argument
-    callable returning unix seconds; it is read once per call.
+    callable returning unix seconds; it is read once per call.  ``timeout``
+    is how long a write waits for another connection's lock on the file
+    before failing with :class:`LedgerError`.
     """
 
     def __init__(
@@ -139,14 +142,21 @@ class Tracker:
         clock: Clock | None = None,
         max_buckets: int = DEFAULT_MAX_BUCKETS,
         project_id: str = "proj_local",
+        timeout: float = 5.0,
     ) -> None:
         if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
             raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
         self._clock: Clock = clock if clock is not None else system_clock
+        # Buckets measure durations.  With the system clock they use
+        # time.monotonic, which NTP steps and VM resumes cannot move; an
+        # injected clock (tests, simulations) drives both.
+        self._ticker: Clock | None = time_module.monotonic if clock is None else None
+        self._tick = 0.0
+        self._offset = 0.0
         self._project_id = project_id
         self._lock = threading.RLock()
         self._closed = False
-        self._ledger = Ledger(path)
+        self._ledger = Ledger(path, timeout=timeout)
         # Rate limits run on a monotonic reading of the clock: the latest
         # instant seen.  A clock that steps back makes bucket time stand still
         # until it catches up, so no stretch of time is credited twice, and a
@@ -209,7 +219,11 @@ class Tracker:
                 f"the clock returned {now!r}: expected unix seconds between "
                 f"{MIN_YEAR}-01-01 and {MAX_YEAR}-12-31"
             )
-        self._latest = max(self._latest, now)
+        tick = now if self._ticker is None else self._ticker()
+        self._latest = max(self._latest, tick)
+        self._tick = tick
+        # Wall time minus bucket time, to state resets as unix seconds.
+        self._offset = 0.0 if self._ticker is None else now - self._latest
         return now
 
     # --- POST /track ------------------------------------------------------------
@@ -235,7 +249,7 @@ class Tracker:
                     return _response_from_json(stored[1])
             when = request.timestamp.timestamp() if request.timestamp is not None else now
             dims = _dimensions(request)
-            rates = self._rate_outcomes(dims, request.total_tokens or 0, now)
+            rates = self._rate_outcomes(dims, request.total_tokens or 0)
             quotas = self._quota_outcomes(dims, request, when)
             if not all(o.decision.allowed for o in rates):
                 raise self._rate_denial(rates, quotas)
@@ -243,7 +257,7 @@ class Tracker:
                 raise self._quota_denial(rates, quotas, now)
 
             event_id = _new_id("evt")
-            statuses = [_rate_status(o, charged=True) for o in rates]
+            statuses = [_rate_status(o, charged=True, offset=self._offset) for o in rates]
             response = TrackPostResponse(
                 id=event_id,
                 rate_limits=statuses,
@@ -260,9 +274,7 @@ class Tracker:
                 self._buckets.put(o.bucket, o.decision.state, o.decision.reset)
             return response
 
-    def _rate_outcomes(
-        self, dims: Dimensions, tokens: int | None, now: float
-    ) -> list[_RateOutcome]:
+    def _rate_outcomes(self, dims: Dimensions, tokens: int | None) -> list[_RateOutcome]:
         """Every enabled rate limit the event matches, decided at bucket time.
 
         ``tokens`` is the event's totalTokens; None for a check, which asks
@@ -282,7 +294,7 @@ class Tracker:
             )
             cost = tokens if tokens is not None and limit.metric == "total_tokens" else 1
             decision = buckets.take(
-                limit.limit_value, rule.seconds, current, self._latest, cost, asked_at=now
+                limit.limit_value, rule.seconds, current, self._latest, cost, asked_at=self._tick
             )
             outcomes.append(_RateOutcome(rule, bucket, key, decision, current))
         return outcomes
@@ -315,7 +327,7 @@ class Tracker:
     def _rate_denial(
         self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
     ) -> RateLimitExceeded:
-        statuses = [_rate_status(o, charged=False) for o in rates]
+        statuses = [_rate_status(o, charged=False, offset=self._offset) for o in rates]
         at, worst = max(
             ((i, o) for i, o in enumerate(rates) if not o.decision.allowed),
             key=lambda item: item[1].decision.retry_after,
@@ -338,7 +350,7 @@ class Tracker:
     def _quota_denial(
         self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome], now: float
     ) -> QuotaExceeded:
-        statuses = [_rate_status(o, charged=False) for o in rates]
+        statuses = [_rate_status(o, charged=False, offset=self._offset) for o in rates]
         quota_statuses = [_quota_status(o, charged=False) for o in quotas]
         at, worst = max(
             ((i, o) for i, o in enumerate(quotas) if o.exceeded), key=lambda item: item[1].end
@@ -437,8 +449,8 @@ class Tracker:
             ("model", model),
             ("cursor", cursor),
         ):
-            if value is not None and not isinstance(value, str):
-                raise InvalidRequestError(f"{name}: must be a string, got {type(value).__name__}")
+            if value is not None:
+                _text(value, name)
         with self._lock:
             self._now()
             before = None
@@ -467,7 +479,7 @@ class Tracker:
         start_date: date | datetime | str | None,
         end_date: date | datetime | str | None,
     ) -> CustomerUsageResponse:
-        if not isinstance(customer_id, str) or not customer_id:
+        if not _text(customer_id, "customerId"):
             raise InvalidRequestError("customerId: must be a non-empty string")
         start, end = _range(start_date, end_date)
         with self._lock:
@@ -479,7 +491,7 @@ class Tracker:
             total_tokens=totals.total_tokens,
             total_input_tokens=totals.input_tokens,
             total_output_tokens=totals.output_tokens,
-            total_cost_cents=totals.cost_cents,
+            total_cost_cents=from_units("total_cost_cents", totals.cost_micro_cents),
         )
 
     # --- quotas -----------------------------------------------------------------
@@ -613,8 +625,9 @@ class Tracker:
     def _check_rate_limits(self, dimensions: Mapping[str, str]) -> RateLimitCheckResponse:
         dims = _check_dimensions(dimensions)
         with self._lock:
-            outcomes = self._rate_outcomes(dims, None, self._now())
-        statuses = [_rate_status(o, charged=False) for o in outcomes]
+            self._now()
+            outcomes = self._rate_outcomes(dims, None)
+        statuses = [_rate_status(o, charged=False, offset=self._offset) for o in outcomes]
         return RateLimitCheckResponse(
             allowed=not any(s.exceeded for s in statuses), rate_limits=statuses
         )
@@ -644,11 +657,23 @@ class Tracker:
 
 
 def _check_dimensions(dimensions: Mapping[str, str]) -> Dimensions:
-    if not isinstance(dimensions, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in dimensions.items()
-    ):
+    if not isinstance(dimensions, Mapping):
         raise InvalidRequestError("dimensions: must be an object of string values")
+    for name, value in dimensions.items():
+        _text(name, "dimensions")
+        _text(value, f"dimensions.{name}")
     return dict(dimensions)
+
+
+def _text(value: object, name: str) -> str:
+    """A string that SQLite can store, or a 400 naming ``name``."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{name}: must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(f"{name}: must be valid Unicode text") from None
+    return value
 
 
 def _dimensions(request: TrackPostRequest) -> Dimensions:
@@ -670,19 +695,22 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def _rate_status(o: _RateOutcome, *, charged: bool) -> RateLimitStatus:
+def _rate_status(o: _RateOutcome, *, charged: bool, offset: float) -> RateLimitStatus:
+    """The limit's status after this event (charged) or as it stands (denied, or a check).
+
+    ``offset`` turns bucket time into unix seconds for ``reset``.
+    """
     limit = o.rule.limit
     if charged:
-        remaining, reset = o.decision.remaining, o.decision.reset
+        state, remaining = o.decision.state, o.decision.remaining
     else:
-        seen = buckets.peek(limit.limit_value, o.rule.seconds, o.current, o.current.updated)
-        remaining, reset = seen.remaining, seen.reset
+        state, remaining = o.current, buckets.whole(o.current.tokens)
     return RateLimitStatus(
         id=limit.id,
         name=limit.name,
         limit=limit.limit_value,
         remaining=remaining,
-        reset=reset,
+        reset=math.ceil(buckets.full_at(limit.limit_value, o.rule.seconds, state) + offset),
         window=limit.window,
         exceeded=not o.decision.allowed,
     )
@@ -813,9 +841,7 @@ def _instant(value: date | datetime | str | None, name: str, *, end_of_day: bool
 
 
 def _limit_id(value: object, kind: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"id: a {kind} id is a string, got {type(value).__name__}")
-    return value
+    return _text(value, f"id (a {kind} id)")
 
 
 def _display(quota: Quota, units: int) -> str:

@@ -35,7 +35,12 @@ def test_demo_prints_outcomes_and_usage_read_back_from_the_file(tmp_path: Path) 
 
 def test_demo_runs_twice_on_the_same_file(tmp_path: Path) -> None:
     ledger = tmp_path / "demo.db"
-    command = [sys.executable, "-m", "limitry_local", "demo", "--db", str(ledger)]
+    command = [
+        *(sys.executable, "-m", "limitry_local", "demo"),
+        *("--db", str(ledger), "--date", "2026-11-25"),
+    ]
     first = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
     second = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
     assert first.stdout == second.stdout
+    # 09:00 UTC on the day given: the first reset is 15 s after 1795597200.
+    assert "X-RateLimit-Reset: 1795597215" in first.stdout

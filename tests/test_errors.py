@@ -130,3 +130,115 @@ def test_errors_carry_the_hosted_client_attributes(tracker: Tracker) -> None:
     assert (error.status, error.status_code, error.status_text) == (400, 400, "Bad Request")
     assert error.response == {"error": error.message}
     assert isinstance(error, ValueError)
+
+
+LONE_SURROGATE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"customer_id": LONE_SURROGATE, "event_type": "e"},
+        {"customer_id": "c", "event_type": "e", "model": LONE_SURROGATE},
+        {"customer_id": "c", "event_type": "e", "idempotency_key": LONE_SURROGATE},
+        {"customer_id": "c", "event_type": "e", "properties": {"team": LONE_SURROGATE}},
+        {"customer_id": "c", "event_type": "e", "properties": {LONE_SURROGATE: "x"}},
+    ],
+)
+def test_text_that_cannot_be_stored_is_a_400(tracker: Tracker, event: dict[str, Any]) -> None:
+    tracker.quotas.create(
+        name="q", metric="total_events", limit_value=5, period="day", per=["customer_id"]
+    )
+    for call in (tracker.usage, tracker.events.ingest):
+        with pytest.raises(InvalidRequestError):
+            call(event)
+    assert tracker.ledger.event_count() == 0
+
+
+def test_reads_refuse_text_that_cannot_be_stored(tracker: Tracker) -> None:
+    with pytest.raises(InvalidRequestError):
+        tracker.events.list(customer_id=LONE_SURROGATE)
+    with pytest.raises(InvalidRequestError):
+        tracker.customers.get_usage(LONE_SURROGATE)
+    with pytest.raises(InvalidRequestError):
+        tracker.quotas.check({"team": LONE_SURROGATE})
+    with pytest.raises(InvalidRequestError):
+        tracker.rate_limits.check({LONE_SURROGATE: "x"})
+
+
+EVENT = {"customerId": "c", "eventType": "e"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"provider": "p" * 257}, "provider"),
+        ({"eventType": "e" * 257}, "eventType"),
+        ({"idempotencyKey": "k" * 257}, "idempotencyKey"),
+        ({"latencyMs": -1}, "latencyMs"),
+        ({"latencyMs": 10**12 + 1}, "latencyMs"),
+        ({"outputTokens": 10**12 + 1}, "outputTokens"),
+        ({"totalTokens": -1}, "totalTokens"),
+        ({"costCents": 10**9 + 1}, "costCents"),
+        ({"costCents": True}, "costCents"),
+        ({"properties": {"": "x"}}, "properties"),
+        ({"properties": {"k" * 65: "x"}}, "properties"),
+        ({"properties": {"k": "v" * 257}}, "properties"),
+    ],
+)
+def test_each_bad_event_field_is_named(tracker: Tracker, bad: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequestError, match=field):
+        tracker.usage({**EVENT, **bad})
+    assert tracker.ledger.event_count() == 0
+
+
+RATE = {"name": "r", "limitValue": 5, "window": "minute"}
+QUOTA = {"name": "q", "metric": "total_events", "limitValue": 5, "period": "day"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "bad", "field"),
+    [
+        ("rate", {"metric": "total_cost_cents"}, "metric"),
+        ("rate", {"enabled": "yes"}, "enabled"),
+        ("rate", {"limitValue": 10**12 + 1}, "limitValue"),
+        ("rate", {"name": "n" * 257}, "name"),
+        ("quota", {"per": ["customer_id", "customer_id"]}, "per"),
+        ("quota", {"per": [""]}, "per"),
+        ("quota", {"dimensionFilters": {f"k{i}": "v" for i in range(17)}}, "dimensionFilters"),
+        ("quota", {"dimensionFilters": {"model": []}}, "dimensionFilters"),
+        (
+            "quota",
+            {"dimensionFilters": {"model": [str(i) for i in range(101)]}},
+            "dimensionFilters",
+        ),
+        ("quota", {"dimensionFilters": {"": "v"}}, "dimensionFilters"),
+        ("quota", {"metric": "requests"}, "metric"),
+    ],
+)
+def test_each_bad_definition_field_is_named(
+    tracker: Tracker, kind: str, bad: dict[str, Any], field: str
+) -> None:
+    create = tracker.rate_limits.create if kind == "rate" else tracker.quotas.create
+    base = RATE if kind == "rate" else QUOTA
+    with pytest.raises(InvalidRequestError, match=field):
+        create({**base, **bad})
+    assert tracker.rate_limits.list().data == []
+    assert tracker.quotas.list().data == []
+
+
+def test_an_update_with_none_leaves_the_field_unchanged(tracker: Tracker) -> None:
+    quota = tracker.quotas.create(QUOTA)
+    updated = tracker.quotas.update(quota.id, name=None, limit_value=7)
+    assert (updated.name, updated.limit_value) == ("q", 7)
+    limit = tracker.rate_limits.create(RATE)
+    assert tracker.rate_limits.update(limit.id, enabled=None).enabled is True
+
+
+def test_returned_rate_limits_are_copies(tracker: Tracker) -> None:
+    limit = tracker.rate_limits.create(RATE)
+    limit.limit_value = 1
+    tracker.rate_limits.update(limit.id, name="renamed").limit_value = 1
+    tracker.rate_limits.list().data[0].enabled = False
+    statuses = [tracker.usage(EVENT).rate_limits[0].remaining for _ in range(2)]
+    assert statuses == [4, 3]

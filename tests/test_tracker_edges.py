@@ -1,0 +1,101 @@
+"""Edge cases of Tracker found in review: clocks, ties, exact cents, eviction, locks."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from limitry_local import LedgerError, Tracker
+from limitry_local.testing import ManualClock
+
+EVENT = {"customer_id": "c", "event_type": "e"}
+
+
+def test_with_the_default_clock_reset_is_in_unix_seconds() -> None:
+    # Buckets measure durations on time.monotonic; headers must still speak unix time.
+    with Tracker() as tracker:
+        tracker.rate_limits.create(name="rpm", limit_value=60, window="minute")
+        before = time.time()
+        response = tracker.usage(EVENT)
+        after = time.time()
+    reset = int(response.headers["X-RateLimit-Reset"])
+    assert before <= reset <= after + 2
+
+
+def test_header_ties_go_to_the_limit_created_first(tracker: Tracker) -> None:
+    first = tracker.rate_limits.create(name="per minute", limit_value=5, window="minute")
+    tracker.rate_limits.create(name="per hour", limit_value=5, window="hour")
+    response = tracker.usage(EVENT)
+    assert [s.remaining for s in response.rate_limits] == [4, 4]
+    assert response.headers["X-RateLimit-Reset"] == str(response.rate_limits[0].reset)
+    assert response.rate_limits[0].id == first.id
+
+
+def test_customer_usage_sums_fractional_cents_exactly(tracker: Tracker) -> None:
+    for _ in range(30):
+        tracker.usage(**EVENT, cost_cents=0.1)
+    assert tracker.customers.get_usage("c").total_cost_cents == 3
+
+
+def test_threads_racing_one_idempotency_key_record_one_event(tracker: Tracker) -> None:
+    tracker.quotas.create(name="q", metric="total_events", limit_value=100, period="day")
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+
+    def send() -> None:
+        barrier.wait()
+        for _ in range(50):
+            ids.append(tracker.usage(**EVENT, idempotency_key="same").id)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == 400
+    assert len(set(ids)) == 1
+    assert tracker.ledger.event_count() == 1
+    assert tracker.quotas.check({"customer_id": "c"}).quotas[0].used == 1
+
+
+def test_buckets_forgotten_once_full_change_no_answer(clock: ManualClock) -> None:
+    with Tracker(clock=clock, max_buckets=2) as tracker:
+        tracker.rate_limits.create(name="r", limit_value=2, window="10s", per=["customer_id"])
+        for customer in ("a", "b"):
+            tracker.usage(customer_id=customer, event_type="e")
+        clock.advance(10)  # both refilled: forgetting them is harmless
+        for customer in ("c", "a"):
+            assert tracker.usage(customer_id=customer, event_type="e").rate_limits[0].remaining == 1
+        assert tracker.premature_bucket_evictions == 0
+
+
+def test_a_bucket_dropped_by_the_size_bound_is_counted(clock: ManualClock) -> None:
+    with Tracker(clock=clock, max_buckets=1) as tracker:
+        tracker.rate_limits.create(name="r", limit_value=1, window="hour", per=["customer_id"])
+        tracker.usage(customer_id="a", event_type="e")
+        tracker.usage(customer_id="b", event_type="e")  # pushes a's empty bucket out
+        assert tracker.premature_bucket_evictions == 1
+        # The documented bound: a's bucket comes back full, one capacity at most.
+        assert tracker.usage(customer_id="a", event_type="e").allowed is True
+
+
+def test_a_ledger_locked_past_the_timeout_is_a_ledger_error(
+    clock: ManualClock, ledger_path: Path
+) -> None:
+    with Tracker(ledger_path, clock=clock, timeout=0.05) as tracker:
+        tracker.rate_limits.create(name="r", limit_value=5, window="minute")
+        other = sqlite3.connect(ledger_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(LedgerError, match=r"usage\.db.*locked"):
+                tracker.usage(EVENT)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        # Nothing was charged by the failed call: the next one sees a full bucket.
+        assert tracker.usage(EVENT).rate_limits[0].remaining == 4
+        assert tracker.ledger.event_count() == 1
