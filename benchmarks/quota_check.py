@@ -50,7 +50,7 @@ def measure(size: int, calls: int, workdir: Path) -> tuple[float, float, float, 
         tracker.quotas.create(
             name="daily tokens",
             metric="total_tokens",
-            limit_value=10**15,
+            limit_value=10**12,
             period="day",
             per=["customer_id"],
         )
@@ -62,7 +62,7 @@ def measure(size: int, calls: int, workdir: Path) -> tuple[float, float, float, 
         tracker.quotas.create(
             name="monthly gpt-4o events",
             metric="total_events",
-            limit_value=10**15,
+            limit_value=10**12,
             period="month",
             dimension_filters={"model": "gpt-4o"},
             per=["customer_id"],
