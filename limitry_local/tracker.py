@@ -70,6 +70,7 @@ from limitry_local.periods import Clock, period_bounds, system_clock
 from limitry_local.resources import Customers, Events, Quotas, RateLimits
 
 M = TypeVar("M", bound=BaseModel)
+L = TypeVar("L", Quota, RateLimit)
 
 DEFAULT_MAX_BUCKETS = 1_000_000
 _EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()
@@ -496,28 +497,33 @@ class Tracker:
 
     # --- quotas -----------------------------------------------------------------
 
+    def _new_definition(self, kind: type[L], prefix: str, data: BaseModel) -> L:
+        stamp = _datetime(self._now())
+        fields = data.model_dump(by_alias=False)
+        return kind(
+            id=_new_id(prefix),
+            project_id=self._project_id,
+            created_at=stamp,
+            updated_at=stamp,
+            **fields,
+        )
+
+    def _changed_definition(self, current: L, data: BaseModel) -> L:
+        # Fields left out, or given as None, stay as they are.
+        changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
+        return current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
+
     def _create_quota(self, data: QuotaCreate) -> Quota:
         with self._lock:
-            stamp = _datetime(self._now())
-            quota = Quota(
-                id=_new_id("qta"),
-                project_id=self._project_id,
-                created_at=stamp,
-                updated_at=stamp,
-                **data.model_dump(by_alias=False),
-            )
+            quota = self._new_definition(Quota, "qta", data)
             self._save_quota(quota, rebuild=True)
             return quota
 
     def _update_quota(self, quota_id: str, data: QuotaUpdate) -> Quota:
         with self._lock:
             current = self._get_quota(quota_id)
-            changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
-            quota = current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
-            reshaped = any(
-                getattr(quota, f) != getattr(current, f) for f in _RESHAPING_QUOTA_FIELDS
-            )
-            self._save_quota(quota, rebuild=reshaped)
+            quota = self._changed_definition(current, data)
+            self._save_quota(quota, rebuild=_reshaped(current, quota, _RESHAPING_QUOTA_FIELDS))
             return quota
 
     def _save_quota(self, quota: Quota, *, rebuild: bool) -> None:
@@ -572,33 +578,21 @@ class Tracker:
         previous = self._rate_rules.get(limit.id)
         generation = 0
         if previous is not None:
-            reshaped = any(
-                getattr(limit, f) != getattr(previous.limit, f) for f in _RESHAPING_RATE_FIELDS
-            )
             generation = previous.generation
-            if reshaped:
+            if _reshaped(previous.limit, limit, _RESHAPING_RATE_FIELDS):
                 self._generations += 1
                 generation = self._generations
         self._rate_rules[limit.id] = _RateRule(limit, window_seconds(limit.window), generation)
 
     def _create_rate_limit(self, data: RateLimitCreate) -> RateLimit:
         with self._lock:
-            stamp = _datetime(self._now())
-            limit = RateLimit(
-                id=_new_id("rl"),
-                project_id=self._project_id,
-                created_at=stamp,
-                updated_at=stamp,
-                **data.model_dump(by_alias=False),
-            )
+            limit = self._new_definition(RateLimit, "rl", data)
             self._save_rate_limit(limit)
             return limit
 
     def _update_rate_limit(self, limit_id: str, data: RateLimitUpdate) -> RateLimit:
         with self._lock:
-            current = self._get_rate_limit(limit_id)
-            changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
-            limit = current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
+            limit = self._changed_definition(self._get_rate_limit(limit_id), data)
             self._save_rate_limit(limit)
             return limit
 
@@ -684,6 +678,11 @@ def _dimensions(request: TrackPostRequest) -> Dimensions:
 
 def _increments(quotas: list[_QuotaOutcome]) -> list[CounterIncrement]:
     return [(o.quota.id, o.key_json, o.start, o.amount or 0) for o in quotas]
+
+
+def _reshaped(before: BaseModel, after: BaseModel, fields: Sequence[str]) -> bool:
+    """Whether an update changed any of ``fields`` (which events match, or how they count)."""
+    return any(getattr(before, f) != getattr(after, f) for f in fields)
 
 
 def _key_json(key: Key) -> str:
