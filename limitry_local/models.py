@@ -42,6 +42,7 @@ MAX_AMOUNT = 10**12
 MAX_CENTS = 10**9
 MAX_LIMIT = 10**12
 MAX_FILTERS = 16
+MAX_PER = 16
 MAX_FILTER_VALUES = 100
 MAX_BATCH = 1000
 MIN_YEAR = 1970
@@ -49,7 +50,6 @@ MAX_YEAR = 9998
 
 RateLimitMetric = Literal["total_events", "total_tokens"]
 
-NamedWindow = Literal["second", "minute", "hour"]
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAMED_WINDOWS = {"second": 1, "minute": 60, "hour": 3600}
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
@@ -170,7 +170,7 @@ DimensionFilters = Annotated[
 ]
 Per = Annotated[
     list[DimensionName],
-    Field(max_length=16),
+    Field(max_length=MAX_PER),
     AfterValidator(_check_per),
 ]
 Window = Annotated[str, AfterValidator(_check_window)]
