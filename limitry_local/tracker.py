@@ -147,6 +147,8 @@ class Tracker:
     ) -> None:
         if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
             raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         self._clock: Clock = clock if clock is not None else system_clock
         # Buckets measure durations.  With the system clock they use
         # time.monotonic, which NTP steps and VM resumes cannot move; an

@@ -112,6 +112,12 @@ def test_max_buckets_must_be_positive() -> None:
         Tracker(max_buckets=0)
 
 
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "5", True])
+def test_timeout_must_be_seconds(timeout: Any) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        Tracker(timeout=timeout)
+
+
 @pytest.mark.parametrize("reading", [-1.0, 253_402_300_800.0, float("nan")])
 def test_a_clock_outside_the_event_time_range_is_a_clear_error(reading: float) -> None:
     clock = ManualClock(reading)
