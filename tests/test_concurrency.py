@@ -24,6 +24,7 @@ from limitry_local import (
 )
 from limitry_local.periods import period_bounds
 from limitry_local.testing import ManualClock
+from tests.pages import walk
 
 THREADS = 8
 
@@ -87,14 +88,7 @@ def race(tracker: Tracker, calls: int, work: Callable[[int, int], Work]) -> Outc
 
 
 def all_events(tracker: Tracker) -> list[Event]:
-    found: list[Event] = []
-    cursor: str | None = None
-    while True:
-        page = tracker.events.list(limit=100, cursor=cursor)
-        found.extend(page.data)
-        if not page.has_more:
-            return found
-        cursor = page.next_cursor
+    return walk(tracker.events.list, limit=100)
 
 
 def day_start(clock: ManualClock) -> int:

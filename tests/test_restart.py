@@ -25,17 +25,11 @@ from limitry_local import (
     Tracker,
 )
 from limitry_local.testing import ManualClock
+from tests.pages import walk
 
 
 def all_events(tracker: Tracker, **filters: Any) -> list[Event]:
-    found: list[Event] = []
-    cursor: str | None = None
-    while True:
-        page = tracker.events.list(limit=3, cursor=cursor, **filters)
-        found.extend(page.data)
-        if not page.has_more:
-            return found
-        cursor = page.next_cursor
+    return walk(tracker.events.list, limit=3, **filters)
 
 
 def quotas_of(tracker: Tracker) -> list[Quota]:

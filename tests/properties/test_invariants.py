@@ -39,6 +39,7 @@ from limitry_local.buckets import BucketState, take
 from limitry_local.metrics import from_units
 from limitry_local.testing import ManualClock
 from tests.conftest import START
+from tests.pages import walk
 
 METRICS = ("total_events", "total_tokens", "total_cost_cents")
 PERIODS = ("hour", "day", "week", "month")
@@ -181,27 +182,11 @@ def event_time(event: Mapping[str, Any], now: float) -> float:
 
 def all_events(tracker: Tracker) -> list[Event]:
     """Every recorded event, oldest first, read page by page through the public list."""
-    found: list[Event] = []
-    cursor: str | None = None
-    while True:
-        page = tracker.events.list(limit=7, cursor=cursor)
-        found.extend(page.data)
-        if not page.has_more:
-            break
-        assert page.next_cursor is not None
-        cursor = page.next_cursor
-    return found[::-1]
+    return walk(tracker.events.list, limit=7)[::-1]
 
 
 def all_quotas(tracker: Tracker) -> list[Quota]:
-    found: list[Quota] = []
-    cursor: str | None = None
-    while True:
-        page = tracker.quotas.list(limit=3, cursor=cursor)
-        found.extend(page.data)
-        if not page.has_more:
-            return found
-        cursor = page.next_cursor
+    return walk(tracker.quotas.list, limit=3)
 
 
 def counters(tracker: Tracker) -> dict[tuple[str, Key, int], float]:
