@@ -18,8 +18,8 @@ demo: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check limitry_local tests benchmarks
-	$(BIN)/ruff format --check limitry_local tests benchmarks
+	$(BIN)/ruff check limitry_local tests benchmarks examples
+	$(BIN)/ruff format --check limitry_local tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
