@@ -4,6 +4,7 @@
 >>> tracker = Tracker()
 """
 
+from limitry_local.client import Client
 from limitry_local.errors import (
     APIError,
     AuthenticationError,
@@ -47,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "Client",
     "CustomerUsageResponse",
     "ErrorBody",
     "Event",
