@@ -59,9 +59,10 @@ class InvalidRequestError(APIError, ValueError):
         for error in exc.errors(include_url=False):
             loc = list(error["loc"])
             field = fields.get(loc[0]) if loc and isinstance(loc[0], str) else None
-            if field is not None and field.alias:
+            if field is not None and field.alias and error["type"] != "extra_forbidden":
                 # A known field is named by its wire name whichever spelling came
-                # in; anything else (an unknown key) is named as it was sent.
+                # in; an unknown key (even the other spelling of a field sent
+                # twice) is named as it was sent.
                 loc[0] = field.alias
             where = ".".join(str(part) for part in loc) or "body"
             parts.append(f"{prefix}{where}: {error['msg']}")

@@ -2,9 +2,18 @@
 
 Every model accepts the camelCase wire names and the snake_case attribute
 names, and ``model_dump(by_alias=True, mode="json")`` writes the wire form
-back.  Fields that are our additions to the hosted shapes (``per``, a rate
-limit's ``metric``) are left out of the dump while they hold their default, so
-hosted JSON round-trips unchanged.
+back, so hosted JSON round-trips unchanged:
+
+- A request model (what a caller sends) dumps exactly the fields it was
+  given, explicit nulls and empties included; defaults it filled in, and a
+  ``totalTokens`` it computed, stay out.
+- A response model dumps every field, except our additions to the hosted
+  shapes (``per``, a rate limit's ``metric``, a check's ``reset``) while they
+  hold their default.
+- Times are written in UTC with ``Z``, with milliseconds when they have
+  whole milliseconds (``2024-01-15T10:30:00.123Z``, as the hosted API's
+  JavaScript writes them) and microseconds otherwise; ``.000Z`` reads back
+  as the same instant and is written without the fraction.
 """
 
 from __future__ import annotations
@@ -21,9 +30,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
-    model_validator,
+    model_serializer,
 )
 from pydantic.alias_generators import to_camel
 
@@ -117,12 +129,13 @@ def _check_properties(value: dict[str, Any]) -> dict[str, Any]:
         if not key or len(key) > MAX_PROPERTY_KEY:
             raise ValueError(f"property names must be 1 to {MAX_PROPERTY_KEY} characters")
         if isinstance(item, str) and len(item) > MAX_STRING:
+            # Top-level strings are dimensions; nested values only count toward the JSON cap.
             raise ValueError(f"property {key!r} is longer than {MAX_STRING} characters")
-        _utf8(key)
-        if isinstance(item, str):
-            _utf8(item)
     try:
-        encoded = json.dumps(value, allow_nan=False)
+        # ensure_ascii=False so a lone surrogate anywhere, however deep, fails to encode.
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("properties must be valid Unicode text (no lone surrogates)") from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"properties must be JSON values: {exc}") from None
     if len(encoded) > MAX_PROPERTIES_JSON:
@@ -162,7 +175,18 @@ Cents = Annotated[
     Field(ge=0, le=MAX_CENTS, allow_inf_nan=False),
     AfterValidator(_finite),
 ]
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
+
+
+def _iso(value: datetime) -> str:
+    value = value.astimezone(timezone.utc)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    micro = value.microsecond
+    if micro:
+        text += f".{micro // 1000:03d}" if micro % 1000 == 0 else f".{micro:06d}"
+    return text + "Z"
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(_iso, when_used="json")]
 Properties = Annotated[dict[str, Any], AfterValidator(_check_properties)]
 DimensionFilters = Annotated[
     dict[DimensionName, Text | list[Text]],
@@ -201,35 +225,75 @@ class WireModel(BaseModel):
     )
 
 
+class RequestModel(WireModel):
+    """Base of what a caller sends: dumps the fields it was given, and only those.
+
+    So a request read from hosted JSON writes back the same JSON, and a
+    request built in Python sends no defaults the caller did not choose.  A
+    field changed after construction (``event.properties["team"] = "a"``)
+    counts as given.
+    """
+
+    def _derived(self) -> set[str]:
+        """Fields the model may fill in itself: dumped only when the caller set them."""
+        return set()
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        given = set()
+        derived = self._derived()
+        for name, field in type(self).model_fields.items():
+            if name not in self.model_fields_set and (
+                name in derived
+                or getattr(self, name) == field.get_default(call_default_factory=True)
+            ):
+                continue
+            given.add(name)
+            if field.alias is not None:
+                given.add(field.alias)
+        return {key: value for key, value in data.items() if key in given}
+
+
 # --- /track -----------------------------------------------------------------
 
 
-class TrackPostRequest(WireModel):
-    """One usage event, as sent to ``POST /track`` (and ``POST /events``)."""
+class TrackPostRequest(RequestModel):
+    """One usage event, as sent to ``POST /track`` (and ``POST /events``).
+
+    ``total_tokens`` reads as ``input_tokens + output_tokens`` when it was not
+    sent (spec); the dump leaves it out, as the caller did.
+    """
 
     customer_id: Name
     event_type: Name
-    model: Text | None = Field(default=None, exclude_if=_is_empty)
-    provider: Text | None = Field(default=None, exclude_if=_is_empty)
-    input_tokens: Amount | None = Field(default=None, exclude_if=_is_empty)
-    output_tokens: Amount | None = Field(default=None, exclude_if=_is_empty)
-    total_tokens: Amount | None = Field(default=None, exclude_if=_is_empty)
-    latency_ms: Amount | None = Field(default=None, exclude_if=_is_empty)
-    cost_cents: Cents | None = Field(default=None, exclude_if=_is_empty)
-    properties: Properties = Field(default_factory=dict, exclude_if=_is_empty)
-    idempotency_key: Name | None = Field(default=None, exclude_if=_is_empty)
-    timestamp: Timestamp | None = Field(default=None, exclude_if=_is_empty)
+    model: Text | None = None
+    provider: Text | None = None
+    input_tokens: Amount | None = None
+    output_tokens: Amount | None = None
+    total_tokens: Amount | None = Field(default=None, validate_default=True)
+    latency_ms: Amount | None = None
+    cost_cents: Cents | None = None
+    properties: Properties = Field(default_factory=dict)
+    idempotency_key: Name | None = None
+    timestamp: Timestamp | None = None
 
-    @model_validator(mode="after")
-    def _default_total(self) -> TrackPostRequest:
-        if self.total_tokens is None and (
-            self.input_tokens is not None or self.output_tokens is not None
-        ):
-            total = (self.input_tokens or 0) + (self.output_tokens or 0)
-            if total > MAX_AMOUNT:
-                raise ValueError(f"totalTokens (inputTokens + outputTokens) exceeds {MAX_AMOUNT}")
-            self.total_tokens = total
-        return self
+    def _derived(self) -> set[str]:
+        # A total the caller did not send was computed by _default_total.
+        return {"total_tokens"}
+
+    @field_validator("total_tokens", mode="after")
+    @classmethod
+    def _default_total(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # Runs for an absent totalTokens too (validate_default), so an
+        # overflowing sum is reported as totalTokens, the field it would fill.
+        given = [info.data.get("input_tokens"), info.data.get("output_tokens")]
+        if value is not None or all(part is None for part in given):
+            return value
+        total = sum(part or 0 for part in given)
+        if total > MAX_AMOUNT:
+            raise ValueError(f"inputTokens + outputTokens exceeds {MAX_AMOUNT}")
+        return total
 
 
 class RateLimitStatus(WireModel):
@@ -250,7 +314,8 @@ class QuotaStatus(WireModel):
     limit: int
     used: float | int
     remaining: float | int
-    reset: int
+    # Ours: the hosted quota check answers without it; we always fill it in.
+    reset: int | None = Field(default=None, exclude_if=_is_none)
     exceeded: bool
 
 
@@ -282,22 +347,24 @@ class TrackDeniedResponse(WireModel):
 # --- quotas -----------------------------------------------------------------
 
 
-class QuotaCreate(WireModel):
+class QuotaCreate(RequestModel):
     name: Name
     dimension_filters: DimensionFilters = Field(default_factory=dict)
     metric: Metric
     limit_value: PositiveLimit
     period: Period
-    per: Per = Field(default_factory=list, exclude_if=_is_empty)
+    per: Per = Field(default_factory=list)
 
 
-class QuotaUpdate(WireModel):
-    name: Name | None = Field(default=None, exclude_if=_is_none)
-    dimension_filters: DimensionFilters | None = Field(default=None, exclude_if=_is_none)
-    metric: Metric | None = Field(default=None, exclude_if=_is_none)
-    limit_value: PositiveLimit | None = Field(default=None, exclude_if=_is_none)
-    period: Period | None = Field(default=None, exclude_if=_is_none)
-    per: Per | None = Field(default=None, exclude_if=_is_none)
+class QuotaUpdate(RequestModel):
+    """Any subset of a quota's fields; a field left out (or null) stays as it is."""
+
+    name: Name | None = None
+    dimension_filters: DimensionFilters | None = None
+    metric: Metric | None = None
+    limit_value: PositiveLimit | None = None
+    period: Period | None = None
+    per: Per | None = None
 
 
 class Quota(WireModel):
@@ -313,7 +380,7 @@ class Quota(WireModel):
     updated_at: Timestamp
 
 
-class QuotaCheckRequest(WireModel):
+class QuotaCheckRequest(RequestModel):
     dimensions: dict[str, str]
 
 
@@ -325,24 +392,26 @@ class QuotaCheckResponse(WireModel):
 # --- rate limits ------------------------------------------------------------
 
 
-class RateLimitCreate(WireModel):
+class RateLimitCreate(RequestModel):
     name: Name
     dimension_filters: DimensionFilters = Field(default_factory=dict)
     limit_value: PositiveLimit
     window: Window
     enabled: Flag = True
-    per: Per = Field(default_factory=list, exclude_if=_is_empty)
-    metric: RateLimitMetric = Field(default="total_events", exclude_if=_is_default_metric)
+    per: Per = Field(default_factory=list)
+    metric: RateLimitMetric = "total_events"
 
 
-class RateLimitUpdate(WireModel):
-    name: Name | None = Field(default=None, exclude_if=_is_none)
-    dimension_filters: DimensionFilters | None = Field(default=None, exclude_if=_is_none)
-    limit_value: PositiveLimit | None = Field(default=None, exclude_if=_is_none)
-    window: Window | None = Field(default=None, exclude_if=_is_none)
-    enabled: Flag | None = Field(default=None, exclude_if=_is_none)
-    per: Per | None = Field(default=None, exclude_if=_is_none)
-    metric: RateLimitMetric | None = Field(default=None, exclude_if=_is_none)
+class RateLimitUpdate(RequestModel):
+    """Any subset of a rate limit's fields; a field left out (or null) stays as it is."""
+
+    name: Name | None = None
+    dimension_filters: DimensionFilters | None = None
+    limit_value: PositiveLimit | None = None
+    window: Window | None = None
+    enabled: Flag | None = None
+    per: Per | None = None
+    metric: RateLimitMetric | None = None
 
 
 class RateLimit(WireModel):
@@ -359,7 +428,7 @@ class RateLimit(WireModel):
     updated_at: Timestamp
 
 
-class RateLimitCheckRequest(WireModel):
+class RateLimitCheckRequest(RequestModel):
     dimensions: dict[str, str]
 
 
@@ -375,7 +444,7 @@ class EventIngestResponse(WireModel):
     id: str
 
 
-class EventBatchRequest(WireModel):
+class EventBatchRequest(RequestModel):
     events: Annotated[list[TrackPostRequest], Field(min_length=1, max_length=MAX_BATCH)]
 
 

@@ -126,11 +126,12 @@ def test_camel_and_snake_case_read_the_same_event() -> None:
         }
     )
     assert camel == snake
+    # totalTokens reads as the sum, but the dump says only what was sent.
+    assert snake.total_tokens == 3
     assert snake.model_dump(mode="json", by_alias=True) == {
         "customerId": "c",
         "eventType": "e",
         "inputTokens": 3,
-        "totalTokens": 3,
         "latencyMs": 9,
         "costCents": 1.5,
     }
@@ -160,13 +161,14 @@ def test_camel_and_snake_case_read_the_same_quota_create() -> None:
 
 
 def test_rate_limit_create_additions_are_dumped_only_when_set() -> None:
+    # A request dumps what it was given: no filled-in dimensionFilters, enabled, per or metric.
     plain = RateLimitCreate.model_validate({"name": "r", "limitValue": 1, "window": "second"})
+    assert plain.enabled is True
+    assert (plain.dimension_filters, plain.per, plain.metric) == ({}, [], "total_events")
     assert plain.model_dump(mode="json", by_alias=True) == {
         "name": "r",
-        "dimensionFilters": {},
         "limitValue": 1,
         "window": "second",
-        "enabled": True,
     }
     extended = RateLimitCreate.model_validate(
         {
@@ -177,10 +179,25 @@ def test_rate_limit_create_additions_are_dumped_only_when_set() -> None:
             "metric": "total_tokens",
         }
     )
-    dumped = extended.model_dump(mode="json", by_alias=True)
-    assert dumped["per"] == ["customer_id"]
-    assert dumped["metric"] == "total_tokens"
-    assert dumped["window"] == "5m"
+    assert extended.model_dump(mode="json", by_alias=True) == {
+        "name": "r",
+        "limitValue": 1,
+        "window": "5m",
+        "per": ["customer_id"],
+        "metric": "total_tokens",
+    }
+    # Our additions sent with their default values are dumped too: they were given.
+    defaults = RateLimitCreate(
+        name="r", limit_value=1, window="second", enabled=True, per=[], metric="total_events"
+    )
+    assert defaults.model_dump(mode="json", by_alias=True) == {
+        "name": "r",
+        "limitValue": 1,
+        "window": "second",
+        "enabled": True,
+        "per": [],
+        "metric": "total_events",
+    }
 
 
 def test_track_responses_dump_camel_case() -> None:
