@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,14 @@ def test_quick_start_runs_and_admits_the_event(
     tracker.close()
     with Tracker(tmp_path / "usage.db") as reopened:
         assert reopened.customers.get_usage("cust_1").total_tokens == 150
+
+
+def test_the_testing_guide_shows_tests_that_exist_and_run() -> None:
+    """Every test docs/testing.md shows is a real test in examples/, which make test runs."""
+    root = Path(__file__).parent.parent
+    guide = (root / "docs" / "testing.md").read_text()
+    examples = (root / "examples" / "test_llm_gateway.py").read_text()
+    shown = re.findall(r"^def (test_\w+)", guide, flags=re.MULTILINE)
+    assert len(shown) == 3
+    for name in shown:
+        assert f"def {name}(" in examples, name
