@@ -24,6 +24,7 @@ import atexit
 import contextlib
 import functools
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -223,6 +224,13 @@ class Ledger:
         self._wake = threading.Condition(self.lock)
         if self.path is not None and self.path.is_dir():
             raise LedgerError(f"cannot open ledger {self.where}: it is a directory", "cannot_open")
+        if self.path is not None and self.path.exists() and not os.access(self.path, os.W_OK):
+            # SQLite would open it read-only and fail only at the first write;
+            # a Tracker that cannot record should not start.
+            raise LedgerError(
+                f"ledger {self.where} is read-only; the file and its directory must be writable",
+                "read_only",
+            )
         try:
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so
             # a counter increment can never be committed apart from its event.
@@ -330,6 +338,7 @@ class Ledger:
                     conn.execute("BEGIN IMMEDIATE")
                     self._first_pending = time.monotonic()
                 conn.execute("SAVEPOINT scope")
+                changes_before = conn.total_changes
             except sqlite3.Error as exc:
                 raise _explained(exc, self.where, self.timeout) from exc
             try:
@@ -339,11 +348,29 @@ class Ledger:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK TO scope")
                     conn.execute("RELEASE scope")
+                    if self._pending == 0:
+                        self._commit()  # a denial alone must not hold the write lock
+                else:
+                    # SQLite rolled the whole batch back (an I/O error): the
+                    # loss the batched mode allows, reported by this error.
+                    self._pending = 0
                 if isinstance(exc, sqlite3.Error):
                     raise _explained(exc, self.where, self.timeout) from exc
                 raise
+            if conn.total_changes == changes_before:
+                # Nothing written (a replay): nothing to lose, and no reason
+                # to hold the write lock for an empty batch.
+                if self._pending == 0:
+                    self._commit()
+                return
             self._pending += 1
-            if durable or self._pending >= self.flush_events:
+            # The writer checks the deadline too: under load the flusher
+            # thread may wait for the GIL longer than flush_ms.
+            if (
+                durable
+                or self._pending >= self.flush_events
+                or time.monotonic() - self._first_pending >= self.flush_seconds
+            ):
                 self._commit()
             elif self._pending == 1:
                 self._wake.notify()
