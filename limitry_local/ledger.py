@@ -1,31 +1,50 @@
 """The SQLite ledger: schema, events, quota counters, limit definitions, idempotency keys.
 
-The ledger stores; it never decides.  The tracker hands it the rows to
-write, and every write that must be atomic (an event with its counter
-increments and idempotency key; a quota with its rebuilt counters) happens
-in one transaction here.
+The ledger stores; it never decides.  The tracker opens a write scope
+(:meth:`Ledger.write`), reads what it needs to decide, and writes the rows
+the decision implies; everything in one scope commits or rolls back
+together.  The tracker reads counters inside that scope, under SQLite's
+write lock, which is what keeps quota admission exact when several
+processes share one file.
 
 Quota counters are kept per ``(quota, key, period_start)`` and updated in the
 same transaction as the event row, so a quota check is one primary-key
 lookup whatever the number of events.
+
+Durability (see docs/reliability.md): ``"normal"`` commits every write scope
+(WAL, synchronous=NORMAL: survives the process being killed); ``"full"``
+also syncs the WAL on every commit (survives power loss); ``"batched"``
+keeps one transaction open and commits it every ``flush_events`` scopes or
+``flush_ms`` milliseconds, whichever comes first, and on close and at exit.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import json
+import os
 import sqlite3
+import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar, get_args
 
 import sqlite_utils
 
 from limitry_local.errors import LimitryError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first release.  2: ``meta.definitions_version``, so processes sharing
+a file see each other's limit changes."""
+
+Durability = Literal["normal", "full", "batched"]
+DURABILITIES: tuple[str, ...] = get_args(Durability)
 
 
 class EventRow(NamedTuple):
@@ -66,23 +85,96 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+LedgerErrorReason = Literal[
+    "locked",
+    "read_only",
+    "not_a_database",
+    "corrupt",
+    "cannot_open",
+    "disk_full",
+    "not_a_ledger",
+    "schema_version",
+    "io",
+]
+
+
 class LedgerError(LimitryError):
-    """The ledger file cannot be opened or used: the message names the file and the cause."""
+    """The ledger file cannot be opened or used: the message names the file, the cause
+    and what to do.  ``.reason`` names the cause for code that reacts to it:
+    ``"locked"``, ``"read_only"``, ``"not_a_database"``, ``"corrupt"``,
+    ``"cannot_open"``, ``"disk_full"``, ``"not_a_ledger"``, ``"schema_version"``
+    or ``"io"``.
+    """
+
+    def __init__(self, message: str, reason: LedgerErrorReason = "io") -> None:
+        super().__init__(message)
+        self.reason: LedgerErrorReason = reason
+
+
+def _explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
+    """A :class:`LedgerError` that says what went wrong in words a user can act on."""
+    # sqlite_errorname exists from Python 3.11; the message text is the fallback.
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
+        return LedgerError(
+            f"ledger {where} is locked by another connection and stayed locked for "
+            f"{timeout:g}s; wait for the other writer, or give Tracker(timeout=...) more time",
+            "locked",
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return LedgerError(
+            f"ledger {where} is read-only ({text}); the file and its directory must be "
+            "writable, since SQLite keeps -wal and -shm files beside it",
+            "read_only",
+        )
+    if name == "SQLITE_NOTADB" or "not a database" in text:
+        return LedgerError(
+            f"{where} is not a SQLite database (or its header is damaged); "
+            "give Tracker a new file, or restore this one from a backup",
+            "not_a_database",
+        )
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return LedgerError(
+            f"ledger {where} is corrupt ({text}); restore it from a backup", "corrupt"
+        )
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return LedgerError(
+            f"cannot open ledger {where} ({text}); its directory must exist and be writable",
+            "cannot_open",
+        )
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return LedgerError(f"ledger {where}: the disk is full ({text})", "disk_full")
+    return LedgerError(f"ledger {where}: {text}", "io")
 
 
 def _translated(method: Callable[P, R]) -> Callable[P, R]:
-    """Raise :class:`LedgerError` naming the file for any SQLite failure (locked, full)."""
+    """Run under the ledger's lock; raise :class:`LedgerError` for any SQLite failure."""
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            ledger = args[0]
-            where = getattr(ledger, "where", "the ledger")
-            raise LedgerError(f"ledger {where}: {exc}") from exc
+        ledger = args[0]
+        assert isinstance(ledger, Ledger)
+        with ledger.lock:
+            try:
+                return method(*args, **kwargs)
+            except sqlite3.Error as exc:
+                raise _explained(exc, ledger.where, ledger.timeout) from exc
 
     return wrapper
+
+
+# Batched ledgers still open at interpreter exit are flushed then (weakly held,
+# so registering one does not keep it alive).
+_OPEN_BATCHED: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for ledger in list(_OPEN_BATCHED):
+        # Nowhere to report a failure at exit; the next open sees the last commit.
+        with contextlib.suppress(LimitryError):
+            ledger.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,133 +187,253 @@ class UsageTotals:
 
 
 class Ledger:
-    """One SQLite database, in memory (``path=None``) or in a file that survives restarts."""
+    """One SQLite database, in memory (``path=None``) or in a file that survives restarts.
 
-    def __init__(self, path: str | Path | None = None, *, timeout: float = 5.0) -> None:
+    ``durability`` applies to a file (an in-memory ledger has nothing to
+    lose to a crash and always commits at once).  ``timeout`` is how long a
+    write waits for another connection's lock before failing with a
+    ``"locked"`` :class:`LedgerError`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        timeout: float = 5.0,
+        durability: Durability = "normal",
+        flush_events: int = 1000,
+        flush_ms: float = 50.0,
+    ) -> None:
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
+        if isinstance(flush_events, bool) or not isinstance(flush_events, int) or flush_events < 1:
+            raise ValueError(f"flush_events must be a positive integer, got {flush_events!r}")
+        if isinstance(flush_ms, bool) or not isinstance(flush_ms, (int, float)) or not flush_ms > 0:
+            raise ValueError(f"flush_ms must be a number of milliseconds > 0, got {flush_ms!r}")
         self.path = None if path is None else Path(path)
         self.where = ":memory:" if self.path is None else str(self.path)
+        self.timeout = timeout
+        self.durability: Durability = durability if self.path is not None else "normal"
+        self.flush_events = flush_events
+        self.flush_seconds = flush_ms / 1000
+        # Guards the connection: the batched flusher thread commits on it too.
+        self.lock = threading.RLock()
+        self._pending = 0
+        self._first_pending = 0.0
+        self._closed = False
+        self._wake = threading.Condition(self.lock)
+        if self.path is not None and self.path.is_dir():
+            raise LedgerError(f"cannot open ledger {self.where}: it is a directory", "cannot_open")
+        if self.path is not None and self.path.exists() and not os.access(self.path, os.W_OK):
+            # SQLite would open it read-only and fail only at the first write;
+            # a Tracker that cannot record should not start.
+            raise LedgerError(
+                f"ledger {self.where} is read-only; the file and its directory must be writable",
+                "read_only",
+            )
         try:
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so
             # a counter increment can never be committed apart from its event.
             conn = sqlite3.connect(self.where, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open ledger {self.where}: {exc}") from exc
+            raise _explained(exc, self.where, timeout) from exc
         try:
             if self.path is not None:
-                # How long a write waits for another connection's lock before
-                # the call fails with LedgerError.
                 conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                sync = "FULL" if durability == "full" else "NORMAL"
+                conn.execute(f"PRAGMA synchronous = {sync}")
             self.db = sqlite_utils.Database(conn)
-            self._create_schema()
+            self._open_schema()
         except sqlite3.Error as exc:
             conn.close()
-            raise LedgerError(f"cannot open ledger {self.where}: {exc}") from exc
+            raise _explained(exc, self.where, timeout) from exc
         except LedgerError:
             conn.close()
             raise
+        if self.durability == "batched":
+            _OPEN_BATCHED.add(self)
+            threading.Thread(
+                target=_flusher, args=(weakref.ref(self),), name="limitry-flush", daemon=True
+            ).start()
 
     # --- schema -------------------------------------------------------------
 
-    def _create_schema(self) -> None:
+    def _open_schema(self) -> None:
         db = self.db
-        if db.table("meta").exists():
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = row[0] if row else None
-            if version != str(SCHEMA_VERSION):
+        if not db.table("meta").exists():
+            if db.table_names():
+                # Someone else's database: adding our tables to it would be a surprise.
                 raise LedgerError(
-                    f"ledger {self.where} has schema version {version}; "
-                    f"this limitry_local reads version {SCHEMA_VERSION}"
+                    f"{self.where} is a SQLite database but not a limitry_local ledger; "
+                    "give Tracker a new file",
+                    "not_a_ledger",
                 )
+            with self.transaction():
+                _create_schema(db)
             return
-        if db.table_names():
-            # Someone else's database: adding our tables to it would be a surprise.
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        found = row[0] if row else None
+        version = int(found) if found is not None and str(found).isdigit() else None
+        if version is None or version > SCHEMA_VERSION:
             raise LedgerError(
-                f"{self.where} is a SQLite database but not a limitry_local ledger; "
-                "give Tracker a new file"
+                f"ledger {self.where} has schema version {found}; this limitry_local "
+                f"reads versions up to {SCHEMA_VERSION}: upgrade limitry_local to open it",
+                "schema_version",
             )
-        with self.transaction():
-            db.table("meta").create({"key": str, "value": str}, pk="key")
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-            )
-            db.table("events").create(
-                {
-                    "seq": int,
-                    "id": str,
-                    "ts": float,
-                    "customer_id": str,
-                    "event_type": str,
-                    "model": str,
-                    "provider": str,
-                    "input_tokens": int,
-                    "output_tokens": int,
-                    "total_tokens": int,
-                    "latency_ms": int,
-                    "cost_cents": float,
-                    "properties": str,
-                    "idempotency_key": str,
-                },
-                pk="seq",
-                not_null={"id", "ts", "properties"},
-            )
-            db.table("events").create_index(["id"], unique=True)
-            db.table("events").create_index(["customer_id", "ts"])
-            db.table("events").create_index(["ts"])
-            # Amounts are whole units (tokens, events, micro-cents); INTEGER keeps
-            # the sums exact where REAL would round above 2**53.
-            db.table("quota_counters").create(
-                {"quota_id": str, "key": str, "period_start": int, "used": int},
-                pk=("quota_id", "key", "period_start"),
-                not_null={"used"},
-            )
-            db.table("idempotency_keys").create(
-                {"key": str, "event_id": str, "response": str}, pk="key"
-            )
-            for table, extra in (
-                ("quotas", {"period": str}),
-                ("rate_limits", {"window": str, "enabled": int}),
-            ):
-                db.table(table).create(
-                    {
-                        "seq": int,
-                        "id": str,
-                        "name": str,
-                        "dimension_filters": str,
-                        "metric": str,
-                        "limit_value": int,
-                        **extra,
-                        "per": str,
-                        "created_at": str,
-                        "updated_at": str,
-                    },
-                    pk="seq",
+        if version < SCHEMA_VERSION:
+            # One transaction for every step: a crash mid-migration leaves the
+            # ledger at its old version, and the next open migrates again.
+            with self.transaction():
+                for step in range(version, SCHEMA_VERSION):
+                    _MIGRATIONS[step](db)
+                db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                    [str(SCHEMA_VERSION)],
                 )
-                db.table(table).create_index(["id"], unique=True)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back whole if anything inside raises."""
+        """One write transaction of its own; rolled back whole if anything inside raises.
+
+        For schema work at open.  Tracker writes go through :meth:`write`,
+        which also serves the batched mode.
+        """
+        with self.lock:
+            conn = self.db.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _explained(exc, self.where, self.timeout) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may have rolled back already (disk full, I/O error).
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _explained(exc, self.where, self.timeout) from exc
+                raise
+
+    @contextmanager
+    def write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write scope: what it writes commits (or, batched, joins the batch) or not at all.
+
+        Reads inside the scope run under SQLite's write lock, so no other
+        process can change what was read before this scope's writes land.
+        An exception inside (a denial, a failure) undoes the scope's writes
+        only.  ``durable=True`` commits the batch at the end of the scope
+        even in batched mode (limit definitions are not worth losing).
+        """
+        if self.durability != "batched":
+            with self.transaction() as conn:
+                yield conn
+            return
+        with self.lock:
+            self._ensure_open()
+            conn = self.db.conn
+            try:
+                if not conn.in_transaction:
+                    conn.execute("BEGIN IMMEDIATE")
+                    self._first_pending = time.monotonic()
+                conn.execute("SAVEPOINT scope")
+                changes_before = conn.total_changes
+            except sqlite3.Error as exc:
+                raise _explained(exc, self.where, self.timeout) from exc
+            try:
+                yield conn
+                conn.execute("RELEASE scope")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO scope")
+                    conn.execute("RELEASE scope")
+                    if self._pending == 0:
+                        self._commit()  # a denial alone must not hold the write lock
+                else:
+                    # SQLite rolled the whole batch back (an I/O error): the
+                    # loss the batched mode allows, reported by this error.
+                    self._pending = 0
+                if isinstance(exc, sqlite3.Error):
+                    raise _explained(exc, self.where, self.timeout) from exc
+                raise
+            if conn.total_changes == changes_before:
+                # Nothing written (a replay): nothing to lose, and no reason
+                # to hold the write lock for an empty batch.
+                if self._pending == 0:
+                    self._commit()
+                return
+            self._pending += 1
+            # The writer checks the deadline too: under load the flusher
+            # thread may wait for the GIL longer than flush_ms.
+            if (
+                durable
+                or self._pending >= self.flush_events
+                or time.monotonic() - self._first_pending >= self.flush_seconds
+            ):
+                self._commit()
+            elif self._pending == 1:
+                self._wake.notify()
+
+    def flush(self) -> None:
+        """Commit the open batch now (batched mode); a no-op otherwise."""
+        with self.lock:
+            if not self._closed:
+                self._commit()
+
+    def _commit(self) -> None:
         conn = self.db.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.where}: {exc}") from exc
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            # SQLite may have rolled back already (disk full, I/O error).
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise LedgerError(f"ledger {self.where}: {exc}") from exc
-            raise
+        if conn.in_transaction:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise _explained(exc, self.where, self.timeout) from exc
+        self._pending = 0
+
+    def _flush_due(self) -> float | None:
+        """Commit a batch that has waited ``flush_ms``; else seconds until one is due."""
+        if self._closed:
+            return None
+        if self._pending == 0:
+            return self.flush_seconds
+        wait = self._first_pending + self.flush_seconds - time.monotonic()
+        if wait > 0:
+            return wait
+        self._commit()
+        return self.flush_seconds
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise LedgerError(f"ledger {self.where} is closed", "cannot_open")
+
+    def close(self) -> None:
+        """Commit any open batch and release the file."""
+        with self.lock:
+            if self._closed:
+                return
+            try:
+                self._commit()
+            finally:
+                self._closed = True
+                self._wake.notify_all()
+                _OPEN_BATCHED.discard(self)
+                self.db.conn.close()
 
     @_translated
-    def close(self) -> None:
-        self.db.conn.close()
+    def definitions_version(self) -> int:
+        """Bumped by every change of a limit definition, by any process on this file."""
+        row = self.db.conn.execute(
+            "SELECT value FROM meta WHERE key = 'definitions_version'"
+        ).fetchone()
+        return int(row[0])
+
+    def bump_definitions(self, conn: sqlite3.Connection) -> int:
+        """Record a definition change (call inside :meth:`write`); returns the new version."""
+        conn.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'definitions_version'"
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'definitions_version'").fetchone()
+        return int(row[0])
 
     # --- limit definitions ----------------------------------------------------
 
@@ -275,22 +487,21 @@ class Ledger:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    @_translated
     def record(
         self,
+        conn: sqlite3.Connection,
         events: Iterable[tuple[EventRow, Iterable[CounterIncrement], str | None]],
     ) -> None:
-        """Write events, their counter increments and idempotency responses in one transaction.
+        """Write events, their counter increments and idempotency responses (inside :meth:`write`).
 
         Each item is ``(event_row, increments, response_json)``; the response
         is stored under the event's idempotency key, if it has one.
         """
-        with self.transaction() as conn:
-            for row, increments, response in events:
-                conn.execute(_INSERT_EVENT, row)
-                conn.executemany(_ADD_TO_COUNTER, increments)
-                if row.idempotency_key is not None:
-                    conn.execute(_INSERT_IDEMPOTENCY, (row.idempotency_key, row.id, response))
+        for row, increments, response in events:
+            conn.execute(_INSERT_EVENT, row)
+            conn.executemany(_ADD_TO_COUNTER, increments)
+            if row.idempotency_key is not None:
+                conn.execute(_INSERT_IDEMPOTENCY, (row.idempotency_key, row.id, response))
 
     # --- reads ----------------------------------------------------------------
 
@@ -362,6 +573,93 @@ class Ledger:
     @_translated
     def event_count(self) -> int:
         return int(self.db.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def _create_schema(db: sqlite_utils.Database) -> None:
+    """The current schema, for a new ledger (an old one is migrated instead)."""
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('definitions_version', '0')",
+        [str(SCHEMA_VERSION)],
+    )
+    db.table("events").create(
+        {
+            "seq": int,
+            "id": str,
+            "ts": float,
+            "customer_id": str,
+            "event_type": str,
+            "model": str,
+            "provider": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "total_tokens": int,
+            "latency_ms": int,
+            "cost_cents": float,
+            "properties": str,
+            "idempotency_key": str,
+        },
+        pk="seq",
+        not_null={"id", "ts", "properties"},
+    )
+    db.table("events").create_index(["id"], unique=True)
+    db.table("events").create_index(["customer_id", "ts"])
+    db.table("events").create_index(["ts"])
+    # Amounts are whole units (tokens, events, micro-cents); INTEGER keeps
+    # the sums exact where REAL would round above 2**53.
+    db.table("quota_counters").create(
+        {"quota_id": str, "key": str, "period_start": int, "used": int},
+        pk=("quota_id", "key", "period_start"),
+        not_null={"used"},
+    )
+    db.table("idempotency_keys").create({"key": str, "event_id": str, "response": str}, pk="key")
+    for table, extra in (
+        ("quotas", {"period": str}),
+        ("rate_limits", {"window": str, "enabled": int}),
+    ):
+        db.table(table).create(
+            {
+                "seq": int,
+                "id": str,
+                "name": str,
+                "dimension_filters": str,
+                "metric": str,
+                "limit_value": int,
+                **extra,
+                "per": str,
+                "created_at": str,
+                "updated_at": str,
+            },
+            pk="seq",
+        )
+        db.table(table).create_index(["id"], unique=True)
+
+
+def _v1_to_v2(db: sqlite_utils.Database) -> None:
+    db.execute("INSERT INTO meta (key, value) VALUES ('definitions_version', '0')")
+
+
+# _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
+_MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
+
+
+def _flusher(ref: weakref.ref[Ledger]) -> None:
+    """The batched mode's timer: commits a batch ``flush_ms`` after its first write."""
+    while True:
+        ledger = ref()
+        if ledger is None:
+            return
+        with ledger.lock:
+            try:
+                wait = ledger._flush_due()
+            except LedgerError:
+                # A failed commit stays pending and is retried; the writer's
+                # own next call reports the failure.
+                wait = ledger.flush_seconds
+            if wait is None:
+                return
+            ledger._wake.wait(wait)
+        del ledger  # hold no reference while not working, so an unused ledger can go
 
 
 def _event_filters(

@@ -63,6 +63,8 @@ class Quotas(_Resource):
 
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[Quota]:
         with self._tracker._lock:
+            self._tracker._ensure_open()
+            self._tracker._refresh()
             items = list(self._tracker._quotas.values())
             page = self._tracker._page(Page[Quota], items, limit, cursor, "quota")
             page.data = [_copy(quota) for quota in page.data]
@@ -98,6 +100,8 @@ class RateLimits(_Resource):
 
     def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[RateLimit]:
         with self._tracker._lock:
+            self._tracker._ensure_open()
+            self._tracker._refresh()
             items = [rule.limit for rule in self._tracker._rate_rules.values()]
             page = self._tracker._page(Page[RateLimit], items, limit, cursor, "rate limit")
             page.data = [_copy(limit) for limit in page.data]

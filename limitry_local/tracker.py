@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import threading
 import time as time_module
 from collections import defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -40,7 +42,7 @@ from limitry_local.headers import (
     rate_limit_denied_headers,
     rate_limit_headers,
 )
-from limitry_local.ledger import CounterIncrement, EventRow, Ledger
+from limitry_local.ledger import CounterIncrement, Durability, EventRow, Ledger
 from limitry_local.metrics import amount_units, from_units, unit_scale
 from limitry_local.models import (
     MAX_BATCH,
@@ -134,6 +136,13 @@ class Tracker:
     callable returning unix seconds; it is read once per call.  ``timeout``
     is how long a write waits for another connection's lock on the file
     before failing with :class:`LedgerError`.
+
+    ``durability`` (a file ledger): ``"normal"`` commits every event and
+    survives the process being killed; ``"full"`` also survives power loss;
+    ``"batched"`` commits every ``flush_events`` events or ``flush_ms``
+    milliseconds, and a crash may lose what was not yet committed (see
+    docs/reliability.md).  Several processes may share one file: quota
+    admission stays exact; rate-limit buckets are per process.
     """
 
     def __init__(
@@ -144,6 +153,9 @@ class Tracker:
         max_buckets: int = DEFAULT_MAX_BUCKETS,
         project_id: str = "proj_local",
         timeout: float = 5.0,
+        durability: Durability = "normal",
+        flush_events: int = 1000,
+        flush_ms: float = 50.0,
     ) -> None:
         if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
             raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
@@ -156,10 +168,20 @@ class Tracker:
         self._ticker: Clock | None = time_module.monotonic if clock is None else None
         self._tick = 0.0
         self._offset = 0.0
+        # The latest wall time read: events are stamped no earlier, so a
+        # clock stepping back cannot move an event into an earlier period.
+        self._wall = float("-inf")
+        self._raw_now = 0.0
         self._project_id = project_id
         self._lock = threading.RLock()
         self._closed = False
-        self._ledger = Ledger(path, timeout=timeout)
+        self._ledger = Ledger(
+            path,
+            timeout=timeout,
+            durability=durability,
+            flush_events=flush_events,
+            flush_ms=flush_ms,
+        )
         # Rate limits run on a monotonic reading of the clock: the latest
         # instant seen.  A clock that steps back makes bucket time stand still
         # until it catches up, so no stretch of time is credited twice, and a
@@ -167,13 +189,14 @@ class Tracker:
         self._latest = float("-inf")
         self._buckets = BucketStore(max_buckets, lambda: self._latest)
         self._generations = 0
-        self._quotas: dict[str, Quota] = {
-            row["id"]: Quota.model_validate({**row, "project_id": project_id})
-            for row in self._ledger.definitions("quotas")
-        }
+        self._quotas: dict[str, Quota] = {}
         self._rate_rules: dict[str, _RateRule] = {}
-        for row in self._ledger.definitions("rate_limits"):
-            self._install_rate_limit(RateLimit.model_validate({**row, "project_id": project_id}))
+        self._definitions_version = -1
+        try:
+            self._refresh()
+        except BaseException:
+            self._ledger.close()
+            raise
         self.quotas = Quotas(self)
         self.rate_limits = RateLimits(self)
         self.events = Events(self)
@@ -182,7 +205,10 @@ class Tracker:
     # --- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the ledger.  A file ledger reopened later continues where this one stopped."""
+        """Commit what is pending and release the ledger.
+
+        A file ledger reopened later continues where this one stopped.
+        """
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -209,9 +235,34 @@ class Tracker:
         """Buckets dropped by the size bound before they were full (see :class:`BucketStore`)."""
         return self._buckets.premature_evictions
 
+    def flush(self) -> None:
+        """Commit the pending batch now (``durability="batched"``); a no-op otherwise."""
+        with self._lock:
+            self._ensure_open()
+            self._ledger.flush()
+
     def _ensure_open(self) -> None:
         if self._closed:
             raise LimitryError("this Tracker is closed; open a new one on the ledger file")
+
+    def _refresh(self) -> None:
+        """Load the limit definitions again if any process changed them since we last looked."""
+        version = self._ledger.definitions_version()
+        if version == self._definitions_version:
+            return
+        self._quotas = {
+            row["id"]: Quota.model_validate({**row, "project_id": self._project_id})
+            for row in self._ledger.definitions("quotas")
+        }
+        limits = [
+            RateLimit.model_validate({**row, "project_id": self._project_id})
+            for row in self._ledger.definitions("rate_limits")
+        ]
+        for gone in self._rate_rules.keys() - {limit.id for limit in limits}:
+            del self._rate_rules[gone]
+        for limit in limits:
+            self._install_rate_limit(limit)
+        self._definitions_version = version
 
     def _now(self) -> float:
         self._ensure_open()
@@ -222,12 +273,14 @@ class Tracker:
                 f"the clock returned {now!r}: expected unix seconds between "
                 f"{MIN_YEAR}-01-01 and {MAX_YEAR}-12-31"
             )
+        self._raw_now = now
+        self._wall = max(self._wall, now)
         tick = now if self._ticker is None else self._ticker()
         self._latest = max(self._latest, tick)
         self._tick = tick
         # Wall time minus bucket time, to state resets as unix seconds.
         self._offset = 0.0 if self._ticker is None else now - self._latest
-        return now
+        return self._wall
 
     # --- POST /track ------------------------------------------------------------
 
@@ -245,34 +298,39 @@ class Tracker:
         request = parse(TrackPostRequest, event, fields)
         with self._lock:
             now = self._now()
-            key = request.idempotency_key
-            if key is not None:
-                stored = self._ledger.idempotent(key)
-                if stored is not None:
-                    return _response_from_json(stored[1])
-            when = request.timestamp.timestamp() if request.timestamp is not None else now
-            dims = _dimensions(request)
-            rates = self._rate_outcomes(dims, request.total_tokens or 0)
-            quotas = self._quota_outcomes(dims, request, when)
-            if not all(o.decision.allowed for o in rates):
-                raise self._rate_denial(rates, quotas)
-            if any(o.exceeded for o in quotas):
-                raise self._quota_denial(rates, quotas, now)
+            # Counters are read inside the write scope, under SQLite's write
+            # lock: no other process can add to them between check and record.
+            with self._ledger.write() as conn:
+                self._refresh()
+                key = request.idempotency_key
+                if key is not None:
+                    stored = self._ledger.idempotent(key)
+                    if stored is not None:
+                        return _response_from_json(stored[1])
+                when = request.timestamp.timestamp() if request.timestamp is not None else now
+                dims = _dimensions(request)
+                rates = self._rate_outcomes(dims, request.total_tokens or 0)
+                quotas = self._quota_outcomes(dims, request, when)
+                if not all(o.decision.allowed for o in rates):
+                    raise self._rate_denial(rates, quotas)
+                if any(o.exceeded for o in quotas):
+                    raise self._quota_denial(rates, quotas, self._raw_now)
 
-            event_id = _new_id("evt")
-            statuses = [_rate_status(o, charged=True, offset=self._offset) for o in rates]
-            response = TrackPostResponse(
-                id=event_id,
-                rate_limits=statuses,
-                quotas=[_quota_status(o, charged=True) for o in quotas],
-            )
-            response._headers = rate_limit_headers(statuses)
-            stored_response = _response_to_json(response) if key is not None else None
-            self._ledger.record(
-                [(_event_row(event_id, request, when), _increments(quotas), stored_response)]
-            )
-            # Buckets change only after the ledger committed: a failed write
-            # leaves no token taken.
+                event_id = _new_id("evt")
+                statuses = [_rate_status(o, charged=True, offset=self._offset) for o in rates]
+                response = TrackPostResponse(
+                    id=event_id,
+                    rate_limits=statuses,
+                    quotas=[_quota_status(o, charged=True) for o in quotas],
+                )
+                response._headers = rate_limit_headers(statuses)
+                stored_response = _response_to_json(response) if key is not None else None
+                self._ledger.record(
+                    conn,
+                    [(_event_row(event_id, request, when), _increments(quotas), stored_response)],
+                )
+            # Buckets change only after the write scope ended well: a failed
+            # write leaves no token taken.
             for o in rates:
                 self._buckets.put(o.bucket, o.decision.state, o.decision.reset)
             return response
@@ -381,8 +439,9 @@ class Tracker:
         Returns each event's id (the first one's for a repeated idempotency
         key) and how many were newly recorded.
         """
-        with self._lock:
+        with self._lock, self._ledger.write() as conn:
             now = self._now()
+            self._refresh()
             ids: list[str] = []
             pending: list[tuple[EventRow, list[CounterIncrement], str | None]] = []
             fresh: dict[str, str] = {}
@@ -407,8 +466,7 @@ class Tracker:
                     (_event_row(event_id, request, when), _increments(quotas), stored_response)
                 )
                 ids.append(event_id)
-            if pending:
-                self._ledger.record(pending)
+            self._ledger.record(conn, pending)
             return ids, len(pending)
 
     def _ingest_one(
@@ -515,25 +573,34 @@ class Tracker:
         changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
         return current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
 
+    @contextmanager
+    def _changing_definitions(self) -> Iterator[sqlite3.Connection]:
+        """A durable write scope that sees, and then announces, the latest definitions."""
+        with self._lock, self._ledger.write(durable=True) as conn:
+            self._refresh()
+            yield conn
+            self._definitions_version = self._ledger.bump_definitions(conn)
+
     def _create_quota(self, data: QuotaCreate) -> Quota:
-        with self._lock:
+        with self._changing_definitions() as conn:
             quota = self._new_definition(Quota, "qta", data)
-            self._save_quota(quota, rebuild=True)
-            return quota
+            self._save_quota(conn, quota, rebuild=True)
+        self._quotas[quota.id] = quota
+        return quota
 
     def _update_quota(self, quota_id: str, data: QuotaUpdate) -> Quota:
-        with self._lock:
+        with self._changing_definitions() as conn:
             current = self._get_quota(quota_id)
             quota = self._changed_definition(current, data)
-            self._save_quota(quota, rebuild=_reshaped(current, quota, _RESHAPING_QUOTA_FIELDS))
-            return quota
-
-    def _save_quota(self, quota: Quota, *, rebuild: bool) -> None:
-        with self._ledger.transaction() as conn:
-            self._ledger.save_definition(conn, "quotas", _definition_row(quota))
-            if rebuild:
-                self._ledger.replace_counters(conn, quota.id, self._count_existing(quota))
+            rebuild = _reshaped(current, quota, _RESHAPING_QUOTA_FIELDS)
+            self._save_quota(conn, quota, rebuild=rebuild)
         self._quotas[quota.id] = quota
+        return quota
+
+    def _save_quota(self, conn: sqlite3.Connection, quota: Quota, *, rebuild: bool) -> None:
+        self._ledger.save_definition(conn, "quotas", _definition_row(quota))
+        if rebuild:
+            self._ledger.replace_counters(conn, quota.id, self._count_existing(quota))
 
     def _count_existing(self, quota: Quota) -> list[tuple[str, int, int]]:
         """Counters of ``quota`` over every event already recorded (spec: earlier events count)."""
@@ -553,23 +620,24 @@ class Tracker:
 
     def _get_quota(self, quota_id: str) -> Quota:
         self._ensure_open()
+        self._refresh()
         quota = self._quotas.get(_limit_id(quota_id, "quota"))
         if quota is None:
             raise NotFoundError(f"quota {quota_id!r} not found")
         return quota
 
     def _delete_quota(self, quota_id: str) -> None:
-        with self._lock:
+        with self._changing_definitions() as conn:
             self._now()
             self._get_quota(quota_id)
-            with self._ledger.transaction() as conn:
-                self._ledger.delete_definition(conn, "quotas", quota_id)
-            del self._quotas[quota_id]
+            self._ledger.delete_definition(conn, "quotas", quota_id)
+        del self._quotas[quota_id]
 
     def _check_quotas(self, dimensions: Mapping[str, str]) -> QuotaCheckResponse:
         dims = _check_dimensions(dimensions)
         with self._lock:
             now = self._now()
+            self._refresh()
             outcomes = self._quota_outcomes(dims, None, now)
         statuses = [_quota_status(o, charged=False) for o in outcomes]
         return QuotaCheckResponse(allowed=not any(s.exceeded for s in statuses), quotas=statuses)
@@ -587,41 +655,39 @@ class Tracker:
         self._rate_rules[limit.id] = _RateRule(limit, window_seconds(limit.window), generation)
 
     def _create_rate_limit(self, data: RateLimitCreate) -> RateLimit:
-        with self._lock:
+        with self._changing_definitions() as conn:
             limit = self._new_definition(RateLimit, "rl", data)
-            self._save_rate_limit(limit)
-            return limit
-
-    def _update_rate_limit(self, limit_id: str, data: RateLimitUpdate) -> RateLimit:
-        with self._lock:
-            limit = self._changed_definition(self._get_rate_limit(limit_id), data)
-            self._save_rate_limit(limit)
-            return limit
-
-    def _save_rate_limit(self, limit: RateLimit) -> None:
-        with self._ledger.transaction() as conn:
             self._ledger.save_definition(conn, "rate_limits", _definition_row(limit))
         self._install_rate_limit(limit)
+        return limit
+
+    def _update_rate_limit(self, limit_id: str, data: RateLimitUpdate) -> RateLimit:
+        with self._changing_definitions() as conn:
+            limit = self._changed_definition(self._get_rate_limit(limit_id), data)
+            self._ledger.save_definition(conn, "rate_limits", _definition_row(limit))
+        self._install_rate_limit(limit)
+        return limit
 
     def _get_rate_limit(self, limit_id: str) -> RateLimit:
         self._ensure_open()
+        self._refresh()
         rule = self._rate_rules.get(_limit_id(limit_id, "rate limit"))
         if rule is None:
             raise NotFoundError(f"rate limit {limit_id!r} not found")
         return rule.limit
 
     def _delete_rate_limit(self, limit_id: str) -> None:
-        with self._lock:
+        with self._changing_definitions() as conn:
             self._now()
             self._get_rate_limit(limit_id)
-            with self._ledger.transaction() as conn:
-                self._ledger.delete_definition(conn, "rate_limits", limit_id)
-            del self._rate_rules[limit_id]
+            self._ledger.delete_definition(conn, "rate_limits", limit_id)
+        del self._rate_rules[limit_id]
 
     def _check_rate_limits(self, dimensions: Mapping[str, str]) -> RateLimitCheckResponse:
         dims = _check_dimensions(dimensions)
         with self._lock:
             self._now()
+            self._refresh()
             outcomes = self._rate_outcomes(dims, None)
         statuses = [_rate_status(o, charged=False, offset=self._offset) for o in outcomes]
         return RateLimitCheckResponse(

@@ -191,8 +191,9 @@ class EventSpec:
             out["timestamp"] = datetime.fromtimestamp(now + self.offset, UTC)
         return out
 
-    def when(self, now: float) -> float:
-        return now if self.offset is None else now + self.offset
+    def when(self, now: float, stamp: float) -> float:
+        """The event's time: its own timestamp (``now`` + offset), else the tracker's stamp."""
+        return stamp if self.offset is None else now + self.offset
 
     def tokens(self) -> int | None:
         """totalTokens, or inputTokens + outputTokens when it is absent (spec part 1)."""
@@ -580,7 +581,7 @@ class TrackerMachine(RuleBasedStateMachine):
                 output_tokens=spec.output_tokens,
                 total_tokens=spec.tokens(),
                 cost_cents=spec.cost_cents,
-                ts=spec.when(now),
+                ts=spec.when(now, self.latest),
             )
         )
 
@@ -831,7 +832,7 @@ class TrackerMachine(RuleBasedStateMachine):
 
         dims = spec.dimensions()
         rates = self.rate_expectations(dims, spec.tokens() or 0, now)
-        quotas = self.quota_expectations(dims, spec, spec.when(now))
+        quotas = self.quota_expectations(dims, spec, spec.when(now, self.latest))
         denied_rates = [r for r in rates if not r.allowed]
         exceeded = [q for q in quotas if q.exceeded]
         outcome: Literal["rate", "quota", "allowed"] = (
@@ -940,6 +941,7 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule(spec=event_st)
     def ingest(self, spec: EventSpec) -> None:
         now = self.now
+        self.latest = max(self.latest, now)
         answer = self.tracker.events.ingest(**spec.fields(now))
         key = spec.idempotency_key
         if key is not None and key in self.first_answers:
@@ -952,6 +954,7 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule(specs=st.lists(event_st, min_size=1, max_size=3))
     def batch(self, specs: list[EventSpec]) -> None:
         now = self.now
+        self.latest = max(self.latest, now)
         answer = self.tracker.events.batch([s.fields(now) for s in specs])
         fresh: list[EventSpec] = []
         keys: set[str] = set()
@@ -972,7 +975,7 @@ class TrackerMachine(RuleBasedStateMachine):
             assert (event.customer_id, event.total_tokens, event.created_at.timestamp()) == (
                 spec.customer_id,
                 spec.tokens(),
-                spec.when(now),
+                spec.when(now, self.latest),
             )
             self.record(spec, event.id, now)
             if spec.idempotency_key is not None:
@@ -989,7 +992,7 @@ class TrackerMachine(RuleBasedStateMachine):
         check_rate_statuses(rate_answer.rate_limits, rates, charged=False)
         assert rate_answer.allowed == all(e.allowed for e in rates)
         quota_answer = self.tracker.quotas.check(dims)
-        quotas = self.quota_expectations(dims, None, now)
+        quotas = self.quota_expectations(dims, None, self.latest)
         check_quota_statuses(quota_answer.quotas, quotas, charged=False)
         assert quota_answer.allowed == (not any(q.exceeded for q in quotas))
 
@@ -1093,7 +1096,9 @@ class BackwardClockMachine(TrackerMachine):
     """The same machine, with a clock that sometimes steps back (an NTP correction).
 
     Bucket time stands still until the clock passes the latest instant the
-    tracker has read; quota periods and event times follow the clock as it is.
+    tracker has read, and so do the stamps of events sent without a timestamp:
+    neither a bucket nor a quota period moves back.  Retry-After is counted on
+    the caller's clock.
     """
 
     @rule(seconds=st.integers(1, 90))

@@ -1,0 +1,190 @@
+"""How much memory does rate-limit state take for N distinct keys?
+
+One rate limit ``per=["customer_id"]`` (10 per hour) and N customers that
+each send one event at the same instant: every key leaves a bucket below
+capacity, so the store must keep all of them (or, past ``max_buckets``,
+drop some early).  The buckets are filled through the tracker's own
+rate-limit path, the half of ``usage()`` that decides and stores buckets,
+without the ledger write: an event row in SQLite would be counted too.
+
+Each row runs in a fresh process.  It fills once untraced (fill time, RSS
+delta from VmRSS) and once under tracemalloc (bytes allocated through
+Python and still held, after ``gc.collect()``).  The last row inserts the
+largest N keys into a store bounded below N.
+
+    .venv/bin/python benchmarks/bucket_memory.py                  # 10k, 100k, 1M keys
+    .venv/bin/python benchmarks/bucket_memory.py --sizes 2000 --bounded-max 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from limitry_local import Tracker
+from limitry_local.testing import ManualClock
+from limitry_local.tracker import DEFAULT_MAX_BUCKETS
+
+LIMIT = 10
+START = 1_800_000_000.0
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Row:
+    keys: int
+    max_buckets: int
+    held: int
+    traced_bytes: int
+    rss_bytes: int
+    fill_seconds: float
+    premature_evictions: int
+
+    @property
+    def bytes_per_key(self) -> float:
+        return self.traced_bytes / self.held
+
+
+def new_tracker(max_buckets: int) -> Tracker:
+    tracker = Tracker(clock=ManualClock(START), max_buckets=max_buckets)
+    tracker.rate_limits.create(
+        name="per-customer", limit_value=LIMIT, window="hour", per=["customer_id"]
+    )
+    return tracker
+
+
+def fill(tracker: Tracker, keys: int) -> None:
+    """One event per key, through what ``usage()`` runs for rate limits, minus the ledger."""
+    with tracker._lock:
+        tracker._now()
+        tracker._refresh()
+        for i in range(keys):
+            dims = {"customer_id": f"c{i}", "event_type": "e"}
+            for o in tracker._rate_outcomes(dims, 0):
+                if not o.decision.allowed:
+                    raise AssertionError(f"c{i} denied: the fill is not one event per key")
+                tracker._buckets.put(o.bucket, o.decision.state, o.decision.reset)
+
+
+def check_filled(tracker: Tracker, keys: int, max_buckets: int) -> int:
+    """The buckets held are the ones ``usage()`` reads: the last key has 1 token taken."""
+    held = len(tracker._buckets)
+    if held != min(keys, max_buckets):
+        raise AssertionError(f"{held} buckets held for {keys} keys, max_buckets={max_buckets}")
+    status = tracker.usage(customer_id=f"c{keys - 1}", event_type="e").rate_limits[0]
+    if status.remaining != LIMIT - 2:
+        raise AssertionError(f"the last key's bucket was not stored: {status}")
+    return held
+
+
+def rss() -> int:
+    """Resident set size in bytes (VmRSS); the peak from getrusage where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def measure(keys: int, max_buckets: int) -> Row:
+    # Untraced: fill time and RSS.
+    tracker = new_tracker(max_buckets)
+    gc.collect()
+    rss_before = rss()
+    started = time.perf_counter()
+    fill(tracker, keys)
+    fill_seconds = time.perf_counter() - started
+    gc.collect()
+    rss_bytes = rss() - rss_before
+    evictions = tracker.premature_bucket_evictions
+    held = check_filled(tracker, keys, max_buckets)
+    tracker.close()
+    del tracker
+    gc.collect()
+
+    # Traced: what stays allocated once the fill is over.
+    tracemalloc.start()
+    tracker = new_tracker(max_buckets)
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    fill(tracker, keys)
+    gc.collect()
+    traced = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    if tracker.premature_bucket_evictions != evictions:
+        raise AssertionError("the traced fill evicted differently from the untraced one")
+    tracker.close()
+    return Row(keys, max_buckets, held, traced, rss_bytes, fill_seconds, evictions)
+
+
+def run_child(keys: int, max_buckets: int) -> Row:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(keys), str(max_buckets)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return Row(**json.loads(done.stdout))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument(
+        "--bounded-max",
+        type=int,
+        default=None,
+        help="max_buckets for the last row, which inserts max(--sizes) keys (default: a tenth)",
+    )
+    parser.add_argument("--child", type=int, nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asdict(measure(*args.child))))
+        return
+
+    largest = max(args.sizes)
+    bounded = args.bounded_max if args.bounded_max is not None else max(1, largest // 10)
+    plan = [(size, DEFAULT_MAX_BUCKETS) for size in args.sizes] + [(largest, bounded)]
+    rows = [run_child(keys, max_buckets) for keys, max_buckets in plan]
+
+    print(
+        f"Rate-limit buckets held in memory: 1 limit per customer_id ({LIMIT}/hour), "
+        "one event per key, clock stopped\n"
+    )
+    print(
+        "| keys | max_buckets | tracemalloc MiB | bytes/key | RSS delta MiB | fill seconds "
+        "| premature evictions |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row.keys:,} | {row.max_buckets:,} | {row.traced_bytes / MiB:.2f} "
+            f"| {row.bytes_per_key:.0f} | {row.rss_bytes / MiB:.2f} | {row.fill_seconds:.2f} "
+            f"| {row.premature_evictions:,} |"
+        )
+    print(
+        "\nbytes/key: tracemalloc bytes divided by the buckets held, min(keys, max_buckets);"
+        "\nit includes the key tuple and its customer_id string, which the bucket keeps alive."
+        "\nRSS delta: VmRSS after minus before the untraced fill; it adds allocator overhead"
+        "\nand, for the bounded row, memory freed by evictions but not returned to the OS."
+        "\npremature evictions (tracker.premature_bucket_evictions): buckets dropped by the"
+        "\nmax_buckets bound while still below capacity.  A dropped bucket counts as full, so"
+        "\nthat key may admit up to one capacity more than its limit once.  Buckets that"
+        "\nrefilled to full expire on their own and are not counted.  Keep max_buckets above"
+        "\nthe number of keys active within one window and it stays 0."
+    )
+
+
+if __name__ == "__main__":
+    main()

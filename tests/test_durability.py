@@ -1,0 +1,287 @@
+"""Durability modes: what each commits, and when.
+
+Another connection (a plain ``sqlite3`` reader) shows what is committed,
+which is what survives a crash.  Real subprocesses show what survives exit
+and SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from limitry_local import QuotaExceeded, Tracker
+from limitry_local.testing import ManualClock
+from tests.conftest import START
+
+EVENT = {"customer_id": "cust_1", "event_type": "model_call", "total_tokens": 10}
+
+
+def committed(path: Path) -> int:
+    """Events another connection can see: what a crash now would keep."""
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def synchronous(tracker: Tracker) -> int:
+    return int(tracker.ledger.db.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def eventually(condition: object, seconds: float = 10.0) -> bool:
+    """Poll ``condition`` (a callable) until true; a generous bound, not a speed test."""
+    assert callable(condition)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return bool(condition())
+
+
+@pytest.fixture
+def batched(ledger_path: Path, clock: ManualClock) -> Iterator[Tracker]:
+    # A flush_ms far beyond the test's length: only counts, flush() and close() commit.
+    with Tracker(
+        ledger_path, clock=clock, durability="batched", flush_events=5, flush_ms=600_000
+    ) as tracker:
+        yield tracker
+
+
+def test_normal_is_the_default_and_commits_every_event(
+    file_tracker: Tracker, ledger_path: Path
+) -> None:
+    assert file_tracker.ledger.durability == "normal"
+    assert synchronous(file_tracker) == 1  # NORMAL
+    file_tracker.usage(EVENT)
+    assert committed(ledger_path) == 1
+    mode = file_tracker.ledger.db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_full_syncs_every_commit(ledger_path: Path, clock: ManualClock) -> None:
+    with Tracker(ledger_path, clock=clock, durability="full") as tracker:
+        assert synchronous(tracker) == 2  # FULL
+        tracker.usage(EVENT)
+        assert committed(ledger_path) == 1
+
+
+def test_batched_commits_every_flush_events(batched: Tracker, ledger_path: Path) -> None:
+    for _ in range(4):
+        batched.usage(EVENT)
+    assert committed(ledger_path) == 0
+    batched.usage(EVENT)
+    assert committed(ledger_path) == 5
+    batched.usage(EVENT)
+    assert committed(ledger_path) == 5
+
+
+def test_batched_reads_see_the_open_batch(batched: Tracker) -> None:
+    batched.quotas.create(name="q", metric="total_tokens", limit_value=25, period="day")
+    batched.usage(EVENT)
+    batched.usage(EVENT)
+    assert batched.customers.get_usage("cust_1").total_tokens == 20
+    with pytest.raises(QuotaExceeded):
+        batched.usage(EVENT)  # the quota counts uncommitted events too
+    assert len(batched.events.list().data) == 2
+
+
+def test_a_denial_inside_a_batch_undoes_only_itself(batched: Tracker, ledger_path: Path) -> None:
+    batched.quotas.create(name="q", metric="total_tokens", limit_value=30, period="day")
+    batched.usage(EVENT)
+    with pytest.raises(QuotaExceeded):
+        batched.usage({**EVENT, "total_tokens": 25})
+    batched.usage(EVENT)
+    batched.flush()
+    assert committed(ledger_path) == 2
+    assert list(batched.ledger.counters().values()) == [20]
+
+
+def test_flush_close_and_the_context_manager_commit(ledger_path: Path, clock: ManualClock) -> None:
+    tracker = Tracker(ledger_path, clock=clock, durability="batched", flush_ms=600_000)
+    tracker.usage(EVENT)
+    tracker.flush()
+    assert committed(ledger_path) == 1
+    tracker.usage(EVENT)
+    tracker.close()
+    assert committed(ledger_path) == 2
+    with Tracker(ledger_path, clock=clock, durability="batched", flush_ms=600_000) as again:
+        again.usage(EVENT)
+    assert committed(ledger_path) == 3
+
+
+def test_batched_commits_within_flush_ms_with_no_further_calls(
+    ledger_path: Path, clock: ManualClock
+) -> None:
+    with Tracker(ledger_path, clock=clock, durability="batched", flush_ms=20) as tracker:
+        tracker.usage(EVENT)
+        # The timer thread commits; nothing else touches the tracker.
+        assert eventually(lambda: committed(ledger_path) == 1)
+
+
+def test_limit_definitions_commit_at_once_in_batched_mode(
+    batched: Tracker, ledger_path: Path
+) -> None:
+    batched.usage(EVENT)
+    batched.quotas.create(name="q", metric="total_events", limit_value=9, period="day")
+    # The definition and the event before it are both committed.
+    assert committed(ledger_path) == 1
+    with closing(sqlite3.connect(ledger_path)) as conn:
+        assert conn.execute("SELECT count(*) FROM quotas").fetchone()[0] == 1
+
+
+def test_an_idempotent_replay_does_not_hold_a_batch_open(
+    batched: Tracker, ledger_path: Path
+) -> None:
+    batched.usage({**EVENT, "idempotency_key": "k"})
+    batched.flush()
+    batched.usage({**EVENT, "idempotency_key": "k"})
+    # No open transaction: another connection can write.
+    with closing(sqlite3.connect(ledger_path, timeout=0)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+
+
+def test_an_in_memory_ledger_ignores_durability(clock: ManualClock) -> None:
+    with Tracker(clock=clock, durability="batched") as tracker:
+        assert tracker.ledger.durability == "normal"
+        tracker.usage(EVENT)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"durability": "fast"}, "durability must be one of"),
+        ({"flush_events": 0}, "flush_events"),
+        ({"flush_events": True}, "flush_events"),
+        ({"flush_ms": 0}, "flush_ms"),
+        ({"flush_ms": "10"}, "flush_ms"),
+    ],
+)
+def test_bad_durability_options_are_refused(
+    ledger_path: Path, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Tracker(ledger_path, **options)  # type: ignore[arg-type]
+    assert not ledger_path.exists()
+
+
+# --- real processes -----------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from limitry_local import Tracker
+
+    path, mode, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    tracker = Tracker(path, durability=mode, flush_events=50, flush_ms=100)
+    print("ready", flush=True)
+    i = 0
+    while count < 0 or i < count:
+        answer = tracker.usage(customer_id=f"c{i % 7}", event_type="e", total_tokens=i)
+        print(answer.id, time.monotonic(), flush=True)
+        i += 1
+    # No close(): exit must flush a batched ledger by itself.
+    """
+)
+
+
+def run_child(path: Path, mode: str, count: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), mode, str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+
+
+def rest_of_output(child: subprocess.Popen[str]) -> str:
+    # Read through the text wrapper: readline() may have buffered lines that
+    # communicate(), which reads the raw pipe, would never see.
+    assert child.stdout is not None
+    out = child.stdout.read()
+    child.wait(timeout=60)
+    return out
+
+
+def acknowledged_lines(out: str) -> list[list[str]]:
+    """Whole lines only: a line the kill cut short was never acknowledged."""
+    return [line.split() for line in out.split("\n")[:-1]]
+
+
+def event_ids(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM events")}
+
+
+def test_a_batched_ledger_is_flushed_at_interpreter_exit(tmp_path: Path) -> None:
+    path = tmp_path / "exit.db"
+    child = run_child(path, "batched", 30)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    acknowledged = {line.split()[0] for line in out.splitlines()[1:]}
+    assert len(acknowledged) == 30
+    assert event_ids(path) == acknowledged
+
+
+def test_batched_loses_at_most_its_bound_when_killed(tmp_path: Path) -> None:
+    """SIGKILL loses only the open batch: at most flush_events events, all recent."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    for cycle in range(5):
+        path = tmp_path / f"kill{cycle}.db"
+        child = run_child(path, "batched", -1)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.4))
+        os.kill(child.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        out = rest_of_output(child)
+        acked = [(words[0], float(words[1])) for words in acknowledged_lines(out)]
+        kept = event_ids(path)
+        lost = [(event_id, at) for event_id, at in acked if event_id not in kept]
+        where = f"seed {seed}, cycle {cycle}"
+        # At most the one event in flight was kept without being acknowledged.
+        assert len(kept - {event_id for event_id, _ in acked}) <= 1, where
+        assert len(lost) <= 50, f"{where}: lost {len(lost)} > flush_events"
+        # Every lost event was acknowledged within the last flush_ms (100 ms)
+        # plus scheduling slack before the kill.
+        assert all(killed_at - at < 1.0 for _, at in lost), where
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", where
+
+
+def test_normal_mode_loses_nothing_acknowledged_when_killed(tmp_path: Path) -> None:
+    path = tmp_path / "normal.db"
+    child = run_child(path, "normal", -1)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    os.kill(child.pid, signal.SIGKILL)
+    out = rest_of_output(child)
+    acked = {words[0] for words in acknowledged_lines(out)}
+    assert acked, "the child acknowledged nothing before the kill"
+    assert acked <= event_ids(path)
+
+
+def test_events_sent_before_a_clock_step_back_keep_their_period(
+    tmp_path: Path,
+) -> None:
+    # Not durability, but what a reopened ledger shows: stamps never go back.
+    clock = ManualClock(START)
+    with Tracker(tmp_path / "t.db", clock=clock) as tracker:
+        first = tracker.usage(EVENT)
+        clock.advance(-3600)
+        second = tracker.usage(EVENT)
+        times = {e.id: e.created_at.timestamp() for e in tracker.events.list().data}
+    assert times[first.id] == times[second.id] == START

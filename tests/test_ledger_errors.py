@@ -1,0 +1,212 @@
+"""A ledger file that cannot be used fails with a LedgerError that says why, never a traceback
+from inside the library; a ledger an older limitry_local wrote is migrated in place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from limitry_local import LedgerError, Tracker
+from limitry_local.ledger import SCHEMA_VERSION
+from limitry_local.testing import ManualClock
+
+LEDGERS = Path(__file__).parent / "ledgers"
+EVENT = {"customer_id": "cust_1", "event_type": "model_call", "total_tokens": 10}
+
+
+def open_fails(path: Path, reason: str) -> LedgerError:
+    with pytest.raises(LedgerError) as caught:
+        Tracker(path)
+    assert caught.value.reason == reason, caught.value
+    assert str(path) in str(caught.value)
+    assert caught.value.__cause__ is None or isinstance(caught.value.__cause__, sqlite3.Error)
+    return caught.value
+
+
+def test_a_text_file_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a ledger\n" * 200)
+    error = open_fails(path, "not_a_database")
+    assert "not a SQLite database" in str(error)
+    assert path.read_text().startswith("these are my notes")  # left as it was
+
+
+def test_random_bytes_are_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "noise.db"
+    path.write_bytes(os.urandom(8192))
+    open_fails(path, "not_a_database")
+
+
+def test_a_ledger_with_damaged_pages_is_reported_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with Tracker(path) as tracker:
+        for _ in range(50):
+            tracker.usage(EVENT)
+    # Keep the header page, scribble over every other page.
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:] = b"\xa5" * (len(data) - page)
+    path.write_bytes(bytes(data))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    error = open_fails(path, "corrupt")
+    assert "backup" in str(error)
+
+
+def test_someone_elses_database_is_not_a_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    open_fails(path, "not_a_ledger")
+    with closing(sqlite3.connect(path)) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    assert tables == ["users"]
+
+
+def test_a_directory_cannot_be_a_ledger(tmp_path: Path) -> None:
+    open_fails(tmp_path, "cannot_open")
+
+
+def test_a_missing_directory_is_named(tmp_path: Path) -> None:
+    error = open_fails(tmp_path / "nowhere" / "usage.db", "cannot_open")
+    assert "directory" in str(error)
+
+
+def test_a_ledger_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    Tracker(path).close()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        conn.commit()
+    error = open_fails(path, "schema_version")
+    assert "upgrade limitry_local" in str(error)
+
+
+def test_a_garbled_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    Tracker(path).close()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE meta SET value = 'two' WHERE key = 'schema_version'")
+        conn.commit()
+    open_fails(path, "schema_version")
+
+
+def test_a_write_locked_past_the_timeout_fails_naming_the_timeout(
+    ledger_path: Path, clock: ManualClock
+) -> None:
+    with Tracker(ledger_path, clock=clock, timeout=0.05) as tracker:
+        tracker.usage(EVENT)
+        with closing(sqlite3.connect(ledger_path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(LedgerError) as caught:
+                tracker.usage(EVENT)
+            assert caught.value.reason == "locked"
+            assert "0.05s" in str(caught.value)
+            with pytest.raises(LedgerError, match="locked"):
+                tracker.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+            other.execute("ROLLBACK")
+        # The lock gone, the same tracker goes on; the failed calls left nothing.
+        tracker.usage(EVENT)
+        assert tracker.ledger.event_count() == 2
+        assert tracker.quotas.list().data == []
+
+
+# --- read-only files and directories -------------------------------------------------
+# Root ignores permission bits; as root (CI here) the file or directory is made
+# immutable with chattr, which binds root too.
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+
+
+def test_a_read_only_ledger_file_is_reported(ledger_path: Path) -> None:
+    with Tracker(ledger_path) as tracker:
+        tracker.usage(EVENT)
+    with read_only(ledger_path):
+        error = open_fails(ledger_path, "read_only")
+    assert "writable" in str(error)
+
+
+def test_a_ledger_in_a_read_only_directory_is_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    with read_only(folder):
+        error = open_fails(folder / "usage.db", "cannot_open")
+    assert "writable" in str(error)
+
+
+# --- migration ---------------------------------------------------------------------------
+
+
+def test_a_version_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
+    """tests/ledgers/v1.db was written by limitry_local 0.1.0 (schema 1)."""
+    path = tmp_path / "old.db"
+    shutil.copy(LEDGERS / "v1.db", path)
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            "1",
+        )
+        before_events = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
+        before_counters = conn.execute("SELECT * FROM quota_counters ORDER BY 1, 2").fetchall()
+
+    clock = ManualClock(1_795_600_800)  # 2026-11-25 10:00 UTC, the day v1.db was written
+    with Tracker(path, clock=clock) as tracker:
+        [quota] = tracker.quotas.list().data
+        [limit] = tracker.rate_limits.list().data
+        assert (quota.name, quota.limit_value, quota.per) == ("daily tokens", 1000, ["customer_id"])
+        assert (limit.name, limit.window) == ("rpm", "minute")
+        assert tracker.customers.get_usage("cust_1").total_tokens == 150
+        # The idempotency key recorded by 0.1.0 still answers its first response.
+        replay = tracker.usage(customer_id="cust_1", event_type="model_call", idempotency_key="k1")
+        assert replay.id == before_events[0][1]
+        check = tracker.quotas.check({"customer_id": "cust_1"})
+        assert check.quotas[0].used == 150
+        tracker.usage(EVENT)
+
+    with closing(sqlite3.connect(path)) as conn:
+        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert version == (str(SCHEMA_VERSION),)
+        after_events = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
+        assert after_events[: len(before_events)] == before_events
+        after_counters = {
+            (q, k, s): used for q, k, s, used in conn.execute("SELECT * FROM quota_counters")
+        }
+        for q, k, s, used in before_counters:
+            expected = used + (10 if k == '["cust_1"]' else 0)
+            assert after_counters[q, k, s] == expected
+    # And it opens again as a current ledger.
+    Tracker(path).close()
+
+
+def test_a_ledger_whose_directory_became_read_only_is_reported(tmp_path: Path) -> None:
+    # WAL keeps -wal and -shm files beside the ledger: the directory must be writable too.
+    folder = tmp_path / "ledgers"
+    folder.mkdir()
+    path = folder / "usage.db"
+    with Tracker(path) as tracker:
+        tracker.usage(EVENT)
+    with read_only(folder), pytest.raises(LedgerError) as caught, Tracker(path) as tracker:
+        tracker.usage(EVENT)
+    assert caught.value.reason in {"read_only", "cannot_open"}
+    assert "writable" in str(caught.value)

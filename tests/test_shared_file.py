@@ -1,0 +1,154 @@
+"""Several Trackers, and several processes, on one ledger file.
+
+Quota admission stays exact: counters are read under SQLite's write lock.
+Limit definitions changed by one Tracker are seen by the others at their
+next call.  Rate-limit buckets are per process (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from limitry_local import QuotaExceeded, RateLimitExceeded, Tracker
+from limitry_local.testing import ManualClock
+
+EVENT = {"customer_id": "cust_1", "event_type": "model_call"}
+
+
+def test_a_second_tracker_sees_limits_created_by_the_first(
+    ledger_path: Path, clock: ManualClock
+) -> None:
+    with Tracker(ledger_path, clock=clock) as a, Tracker(ledger_path, clock=clock) as b:
+        assert b.quotas.list().data == []
+        quota = a.quotas.create(name="q", metric="total_events", limit_value=2, period="day")
+        assert [q.id for q in b.quotas.list().data] == [quota.id]
+        assert b.quotas.get(quota.id) == quota
+        a.usage(EVENT)
+        b.usage(EVENT)
+        with pytest.raises(QuotaExceeded):
+            a.usage(EVENT)
+        with pytest.raises(QuotaExceeded):
+            b.usage(EVENT)
+
+
+def test_updates_and_deletes_reach_the_other_tracker_at_once(
+    ledger_path: Path, clock: ManualClock
+) -> None:
+    with Tracker(ledger_path, clock=clock) as a, Tracker(ledger_path, clock=clock) as b:
+        quota = a.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+        limit = a.rate_limits.create(name="r", limit_value=1, window="hour")
+        b.usage(EVENT)
+        with pytest.raises(RateLimitExceeded):
+            b.usage(EVENT)
+        a.rate_limits.update(limit.id, enabled=False)
+        with pytest.raises(QuotaExceeded):
+            b.usage(EVENT)
+        a.quotas.update(quota.id, limit_value=3)
+        b.usage(EVENT)
+        a.quotas.delete(quota.id)
+        a.rate_limits.delete(limit.id)
+        assert b.quotas.list().data == []
+        assert b.rate_limits.list().data == []
+        b.usage(EVENT)
+        assert b.ledger.event_count() == 3
+
+
+def test_a_definition_change_does_not_reset_the_other_trackers_buckets(
+    ledger_path: Path, clock: ManualClock
+) -> None:
+    with Tracker(ledger_path, clock=clock) as a, Tracker(ledger_path, clock=clock) as b:
+        a.rate_limits.create(name="r", limit_value=1, window="hour")
+        b.usage(EVENT)
+        a.quotas.create(name="q", metric="total_events", limit_value=9, period="day")
+        with pytest.raises(RateLimitExceeded):
+            b.usage(EVENT)
+
+
+def test_idempotency_keys_hold_across_trackers(ledger_path: Path, clock: ManualClock) -> None:
+    with Tracker(ledger_path, clock=clock) as a, Tracker(ledger_path, clock=clock) as b:
+        first = a.usage({**EVENT, "idempotency_key": "k"})
+        again = b.usage({**EVENT, "idempotency_key": "k"})
+        assert again.id == first.id
+        assert a.ledger.event_count() == 1
+
+
+# --- real processes -----------------------------------------------------------------
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from limitry_local import Tracker, QuotaExceeded
+
+    path, calls = sys.argv[1], int(sys.argv[2])
+    admitted, denied = [], 0
+    with Tracker(path, timeout=30) as tracker:
+        print("ready", flush=True)
+        sys.stdin.readline()  # every worker starts at once
+        for i in range(calls):
+            try:
+                admitted.append(
+                    tracker.usage(customer_id="cust_1", event_type="e", total_tokens=1 + i % 3).id
+                )
+            except QuotaExceeded:
+                denied += 1
+    print(denied, *admitted, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize(("processes", "calls", "limit"), [(4, 40, 50), (3, 30, 90)])
+def test_processes_sharing_a_file_admit_exactly_the_quota(
+    tmp_path: Path, processes: int, calls: int, limit: int
+) -> None:
+    path = tmp_path / "shared.db"
+    with Tracker(path) as setup:
+        events = setup.quotas.create(
+            name="q", metric="total_events", limit_value=limit, period="day"
+        )
+        tokens = setup.quotas.create(
+            name="tokens", metric="total_tokens", limit_value=10**9, period="day"
+        )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(path), str(calls)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        )
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    admitted: list[str] = []
+    denied = 0
+    for worker in workers:
+        out, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0
+        words = out.split()
+        denied += int(words[0])
+        admitted.extend(words[1:])
+
+    expected = min(limit, processes * calls)
+    assert len(admitted) == expected
+    assert len(set(admitted)) == expected
+    assert denied == processes * calls - expected
+    with closing(sqlite3.connect(path)) as conn:
+        rows = {row[0] for row in conn.execute("SELECT id FROM events")}
+        used = dict(conn.execute("SELECT quota_id, sum(used) FROM quota_counters GROUP BY 1"))
+        token_sum = conn.execute("SELECT sum(total_tokens) FROM events").fetchone()[0]
+    assert rows == set(admitted)
+    assert used[events.id] == expected
+    assert used[tokens.id] == token_sum
