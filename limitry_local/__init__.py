@@ -43,7 +43,7 @@ from limitry_local.models import (
 )
 from limitry_local.tracker import Tracker
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "APIError",

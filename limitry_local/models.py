@@ -50,6 +50,7 @@ MAX_STRING = 256
 MAX_PROPERTIES = 64
 MAX_PROPERTY_KEY = 64
 MAX_PROPERTIES_JSON = 16_384
+MAX_PROPERTY_DEPTH = 32
 MAX_AMOUNT = 10**12
 MAX_CENTS = 10**9
 MAX_LIMIT = 10**12
@@ -122,6 +123,23 @@ def _finite(value: float) -> float:
     return value
 
 
+def _depth(value: object) -> int:
+    """Nesting depth of lists and objects, without recursion (a hostile value may be deep)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if deepest > MAX_PROPERTY_DEPTH:
+                return deepest
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _check_properties(value: dict[str, Any]) -> dict[str, Any]:
     if len(value) > MAX_PROPERTIES:
         raise ValueError(f"at most {MAX_PROPERTIES} properties are allowed")
@@ -131,6 +149,8 @@ def _check_properties(value: dict[str, Any]) -> dict[str, Any]:
         if isinstance(item, str) and len(item) > MAX_STRING:
             # Top-level strings are dimensions; nested values only count toward the JSON cap.
             raise ValueError(f"property {key!r} is longer than {MAX_STRING} characters")
+    if _depth(value) > MAX_PROPERTY_DEPTH:
+        raise ValueError(f"properties must nest at most {MAX_PROPERTY_DEPTH} levels deep")
     try:
         # ensure_ascii=False so a lone surrogate anywhere, however deep, fails to encode.
         encoded = json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
