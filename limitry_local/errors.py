@@ -116,6 +116,19 @@ class QuotaExceeded(LimitExceeded):
     """429 from a quota (calendar-period total)."""
 
 
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def key_name(key: object) -> str:
+    """A key as an error message names it: as sent, or quoted when empty or not valid text."""
+    return key if isinstance(key, str) and key and _is_text(key) else repr(key)
+
+
 def parse(
     model: type[M], value: M | Mapping[str, Any] | None, fields: Mapping[str, Any], prefix: str = ""
 ) -> M:
@@ -137,6 +150,14 @@ def parse(
         raise InvalidRequestError(
             f"{prefix or 'body'}: expected a {model.__name__} or a dict, got {type(value).__name__}"
         )
+    for key in value:
+        if isinstance(key, str) and not _is_text(key):
+            # pydantic can only say "body: ... unable to parse raw data"; name the key,
+            # escaped, since the message itself must be valid text.
+            raise InvalidRequestError(
+                f"{prefix}{key_name(key)}: field names must be valid Unicode text "
+                "(no lone surrogates)"
+            )
     try:
         return model.model_validate(dict(value))
     except ValidationError as exc:

@@ -99,6 +99,9 @@ def _utc(value: datetime) -> datetime:
     # Unix seconds must exist for the value and for the end of its month.
     if not MIN_YEAR <= value.year <= MAX_YEAR:
         raise ValueError(f"must fall between the years {MIN_YEAR} and {MAX_YEAR}")
+    # The ledger keeps float seconds: the last microseconds of 9998 round up to 9999.
+    if datetime.fromtimestamp(value.timestamp(), timezone.utc).year > MAX_YEAR:
+        raise ValueError(f"must fall before the end of the year {MAX_YEAR}")
     return value
 
 
@@ -141,6 +144,8 @@ def _depth(value: object) -> int:
 
 
 def _check_properties(value: dict[str, Any]) -> dict[str, Any]:
+    if not value:
+        return value
     if len(value) > MAX_PROPERTIES:
         raise ValueError(f"at most {MAX_PROPERTIES} properties are allowed")
     for key, item in value.items():

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from limitry_local.errors import parse
+from limitry_local.errors import InvalidRequestError, key_name, parse
 from limitry_local.models import (
     CustomerUsageResponse,
     Event,
@@ -157,6 +157,10 @@ class Events(_Resource):
         if isinstance(events, EventBatchRequest):
             items: Any = events.events
         elif isinstance(events, Mapping):
+            # The wire body is {"events": [...]}; anything else in it is a mistake.
+            for key in events:
+                if key != "events":
+                    raise InvalidRequestError(f"{key_name(key)}: Extra inputs are not permitted")
             items = events.get("events")
         else:
             items = events

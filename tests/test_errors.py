@@ -104,7 +104,11 @@ def test_batch_accepts_the_wire_body(tracker: Tracker) -> None:
     }
     assert tracker.events.batch(body).count == 2
     with pytest.raises(InvalidRequestError, match="events"):
-        tracker.events.batch({"items": []})
+        tracker.events.batch({})
+    # A key the wire body does not have is named, not ignored.
+    with pytest.raises(InvalidRequestError, match="^400 Bad Request: items: Extra inputs"):
+        tracker.events.batch({"items": [], **body})
+    assert tracker.ledger.event_count() == 2
 
 
 def test_max_buckets_must_be_positive() -> None:
