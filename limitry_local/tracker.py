@@ -9,6 +9,7 @@ never interleaved with another call's.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -247,6 +248,8 @@ class Tracker:
 
     def _refresh(self) -> None:
         """Load the limit definitions again if any process changed them since we last looked."""
+        if self._ledger.path is None and self._definitions_version >= 0:
+            return  # an in-memory ledger has no other connection to change it
         version = self._ledger.definitions_version()
         if version == self._definitions_version:
             return
@@ -318,8 +321,9 @@ class Tracker:
 
                 event_id = _new_id("evt")
                 statuses = [_rate_status(o, charged=True, offset=self._offset) for o in rates]
-                response = TrackPostResponse(
+                response = TrackPostResponse.model_construct(
                     id=event_id,
+                    allowed=True,
                     rate_limits=statuses,
                     quotas=[_quota_status(o, charged=True) for o in quotas],
                 )
@@ -753,7 +757,10 @@ def _reshaped(before: BaseModel, after: BaseModel, fields: Sequence[str]) -> boo
     return any(getattr(before, f) != getattr(after, f) for f in fields)
 
 
+@functools.lru_cache(maxsize=65_536)
 def _key_json(key: Key) -> str:
+    # Cached: the same few keys come back on every call, and JSON encoding is
+    # a visible share of the hot path.
     return json.dumps(key, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -772,7 +779,8 @@ def _rate_status(o: _RateOutcome, *, charged: bool, offset: float) -> RateLimitS
         state, remaining = o.decision.state, o.decision.remaining
     else:
         state, remaining = o.current, buckets.whole(o.current.tokens)
-    return RateLimitStatus(
+    # model_construct: every value is computed here, so validating it again is waste.
+    return RateLimitStatus.model_construct(
         id=limit.id,
         name=limit.name,
         limit=limit.limit_value,
@@ -785,7 +793,7 @@ def _rate_status(o: _RateOutcome, *, charged: bool, offset: float) -> RateLimitS
 
 def _quota_status(o: _QuotaOutcome, *, charged: bool) -> QuotaStatus:
     used = o.used + (o.amount or 0) if charged else o.used
-    return QuotaStatus(
+    return QuotaStatus.model_construct(
         id=o.quota.id,
         name=o.quota.name,
         metric=o.quota.metric,
@@ -817,7 +825,9 @@ def _event_row(event_id: str, request: TrackPostRequest, when: float) -> EventRo
         total_tokens=request.total_tokens,
         latency_ms=request.latency_ms,
         cost_cents=request.cost_cents,
-        properties=json.dumps(request.properties, separators=(",", ":")),
+        properties=(
+            json.dumps(request.properties, separators=(",", ":")) if request.properties else "{}"
+        ),
         idempotency_key=request.idempotency_key,
     )
 
