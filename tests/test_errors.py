@@ -106,7 +106,7 @@ def test_batch_accepts_the_wire_body(tracker: Tracker) -> None:
     with pytest.raises(InvalidRequestError, match="events"):
         tracker.events.batch({})
     # A key the wire body does not have is named, not ignored.
-    with pytest.raises(InvalidRequestError, match="^400 Bad Request: items: Extra inputs"):
+    with pytest.raises(InvalidRequestError, match=r"^400 Bad Request: items: Extra inputs"):
         tracker.events.batch({"items": [], **body})
     assert tracker.ledger.event_count() == 2
 
