@@ -12,7 +12,7 @@ import contextlib
 from collections import defaultdict
 from datetime import datetime, timezone
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from llm_gateway import Gateway, Reply
 
@@ -46,6 +46,9 @@ steps = st.lists(
 
 
 @settings(max_examples=75)
+# Found by review: served tokens were once summed across days, so traffic that
+# crossed midnight failed a property that should hold.
+@example(traffic=[("cust_1", 400, 0), *[("cust_2", 1, 3600)] * 14, ("cust_1", 1, 0)], plan=(10, 1))
 @given(
     traffic=steps,
     plan=st.tuples(st.integers(1, 10), st.integers(1, 3000)),
@@ -57,24 +60,27 @@ def test_any_traffic_stays_within_the_plan_and_every_served_call_is_counted(
     clock = ManualClock(START)
     with Tracker(clock=clock) as tracker:
         gateway = Gateway(tracker, requests_per_minute=rpm, daily_tokens=daily_tokens)
-        served_tokens: dict[str, int] = defaultdict(int)
+        # Served tokens per (customer, UTC day): the budget is a daily one.
+        served: dict[tuple[str, int], int] = defaultdict(int)
         for customer, words, wait in traffic:
             clock.advance(wait)
-            used_before = served_tokens[customer]
+            today = (customer, int(clock() // 86_400))
+            used_before = served[today]
             reply: Reply = gateway.ask(customer, " ".join(["word"] * words))
             if reply.served:
-                # Never serve a customer whose budget was already spent...
+                # Never serve a customer whose budget for today was already spent...
                 assert used_before < daily_tokens
-                served_tokens[customer] += reply.tokens
+                served[today] += reply.tokens
             else:
                 # ...and always say when to come back.
                 assert (reply.retry_after or 0) >= 1 or reply.resets_at is not None
             # The one call that crosses the budget may overrun it, by at most its own size.
-            assert served_tokens[customer] < daily_tokens + 3 * 400
+            assert served[today] < daily_tokens + 3 * 400
 
         # Nothing served went unrecorded: the ledger's totals are the served totals.
         for customer in lst.CUSTOMER_IDS:
-            assert tracker.customers.get_usage(customer).total_tokens == served_tokens[customer]
+            expected = sum(tokens for (who, _), tokens in served.items() if who == customer)
+            assert tracker.customers.get_usage(customer).total_tokens == expected
 
 
 @settings(max_examples=50)

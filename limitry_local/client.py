@@ -144,7 +144,7 @@ class AsyncQuotas:
     async def delete(self, quota_id: str) -> None:
         self._quotas.delete(quota_id)
 
-    async def check(self, dimensions: QuotaCheckRequest | Mapping[str, str]) -> QuotaCheckResponse:
+    async def check(self, dimensions: QuotaCheckRequest | Mapping[str, Any]) -> QuotaCheckResponse:
         return self._quotas.check(dimensions)
 
 
@@ -178,7 +178,7 @@ class AsyncRateLimits:
         self._rate_limits.delete(rate_limit_id)
 
     async def check(
-        self, dimensions: RateLimitCheckRequest | Mapping[str, str]
+        self, dimensions: RateLimitCheckRequest | Mapping[str, Any]
     ) -> RateLimitCheckResponse:
         return self._rate_limits.check(dimensions)
 

@@ -20,10 +20,9 @@ keeps one transaction open and commits it every ``flush_events`` scopes or
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import functools
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -156,6 +155,7 @@ def _translated(method: Callable[P, R]) -> Callable[P, R]:
         ledger = args[0]
         assert isinstance(ledger, Ledger)
         with ledger.lock:
+            ledger._ensure_usable()
             try:
                 return method(*args, **kwargs)
             except sqlite3.Error as exc:
@@ -164,17 +164,34 @@ def _translated(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-# Batched ledgers still open at interpreter exit are flushed then (weakly held,
-# so registering one does not keep it alive).
-_OPEN_BATCHED: weakref.WeakSet[Ledger] = weakref.WeakSet()
+# Every open ledger, weakly: a child process must not use a connection it
+# inherited through fork (SQLite forbids it), nor commit its parent's batch.
+_OPEN: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 
-@atexit.register
-def _flush_at_exit() -> None:
-    for ledger in list(_OPEN_BATCHED):
-        # Nowhere to report a failure at exit; the next open sees the last commit.
-        with contextlib.suppress(LimitryError):
-            ledger.close()
+def _disown_after_fork() -> None:
+    for ledger in list(_OPEN):
+        ledger._forked = True
+        ledger._finalizer.detach()
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)
+
+
+def _release(conn: sqlite3.Connection, wake: threading.Condition) -> None:
+    """Commit what is pending and close: at close(), when a ledger is collected, or at exit.
+
+    A weakref.finalize callback, so it holds the connection, never the Ledger.
+    """
+    with wake:
+        try:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except sqlite3.Error:
+            pass  # nowhere to report it; the next open sees the last good commit
+        finally:
+            conn.close()
+            wake.notify_all()  # the flusher, if any, has nothing left to do
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +225,16 @@ class Ledger:
             raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
         if isinstance(flush_events, bool) or not isinstance(flush_events, int) or flush_events < 1:
             raise ValueError(f"flush_events must be a positive integer, got {flush_events!r}")
-        if isinstance(flush_ms, bool) or not isinstance(flush_ms, (int, float)) or not flush_ms > 0:
+        if (
+            isinstance(flush_ms, bool)
+            or not isinstance(flush_ms, (int, float))
+            or not 0 < flush_ms < math.inf
+        ):
             raise ValueError(f"flush_ms must be a number of milliseconds > 0, got {flush_ms!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        if not 0 <= timeout < math.inf:
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
         self.path = None if path is None else Path(path)
         self.where = ":memory:" if self.path is None else str(self.path)
         self.timeout = timeout
@@ -220,7 +245,10 @@ class Ledger:
         self.lock = threading.RLock()
         self._pending = 0
         self._first_pending = 0.0
+        self._scope_events = 0
+        self._lost: LedgerError | None = None
         self._closed = False
+        self._forked = False
         self._wake = threading.Condition(self.lock)
         if self.path is not None and self.path.is_dir():
             raise LedgerError(f"cannot open ledger {self.where}: it is a directory", "cannot_open")
@@ -238,28 +266,72 @@ class Ledger:
         except sqlite3.Error as exc:
             raise _explained(exc, self.where, timeout) from exc
         try:
-            if self.path is not None:
-                conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                sync = "FULL" if durability == "full" else "NORMAL"
-                conn.execute(f"PRAGMA synchronous = {sync}")
             self.db = sqlite_utils.Database(conn)
-            self._open_schema()
+            self._set_up(conn, durability, timeout)
         except sqlite3.Error as exc:
             conn.close()
             raise _explained(exc, self.where, timeout) from exc
         except LedgerError:
             conn.close()
             raise
+        # Commits an open batch if the ledger is dropped unclosed, or at exit.
+        self._finalizer = weakref.finalize(self, _release, conn, self._wake)
+        _OPEN.add(self)
         if self.durability == "batched":
-            _OPEN_BATCHED.add(self)
             threading.Thread(
                 target=_flusher, args=(weakref.ref(self),), name="limitry-flush", daemon=True
             ).start()
 
+    def _set_up(self, conn: sqlite3.Connection, durability: Durability, timeout: float) -> None:
+        """Pragmas and schema, retried while another process is setting up the same file.
+
+        Processes opening a new file at once can meet SQLITE_BUSY without the
+        busy handler being called (switching to WAL needs an exclusive lock;
+        SQLite returns at once where waiting could deadlock), so the open
+        retries until ``timeout`` runs out.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.path is not None:
+                    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    sync = "FULL" if durability == "full" else "NORMAL"
+                    conn.execute(f"PRAGMA synchronous = {sync}")
+                self._open_schema()
+                return
+            except (sqlite3.OperationalError, LedgerError) as exc:
+                locked = (
+                    exc.reason == "locked"
+                    if isinstance(exc, LedgerError)
+                    else _explained(exc, self.where, timeout).reason == "locked"
+                )
+                if not locked or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
+
     # --- schema -------------------------------------------------------------
 
     def _open_schema(self) -> None:
+        if self._schema_version() == SCHEMA_VERSION:
+            return  # the usual case: no write lock needed
+        # Create or migrate under the write lock, deciding again there: several
+        # processes may open a new or old file at once, and only one must act.
+        # One transaction for every step, so a crash leaves the old version whole.
+        with self.transaction():
+            version = self._schema_version()
+            if version is None:
+                _create_schema(self.db)
+            elif version < SCHEMA_VERSION:
+                for step in range(version, SCHEMA_VERSION):
+                    _MIGRATIONS[step](self.db)
+                self.db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                    [str(SCHEMA_VERSION)],
+                )
+
+    def _schema_version(self) -> int | None:
+        """The file's schema version; None for an empty file.  Refuses what is not ours."""
         db = self.db
         if not db.table("meta").exists():
             if db.table_names():
@@ -269,9 +341,7 @@ class Ledger:
                     "give Tracker a new file",
                     "not_a_ledger",
                 )
-            with self.transaction():
-                _create_schema(db)
-            return
+            return None
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         found = row[0] if row else None
         version = int(found) if found is not None and str(found).isdigit() else None
@@ -281,16 +351,7 @@ class Ledger:
                 f"reads versions up to {SCHEMA_VERSION}: upgrade limitry_local to open it",
                 "schema_version",
             )
-        if version < SCHEMA_VERSION:
-            # One transaction for every step: a crash mid-migration leaves the
-            # ledger at its old version, and the next open migrates again.
-            with self.transaction():
-                for step in range(version, SCHEMA_VERSION):
-                    _MIGRATIONS[step](db)
-                db.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                    [str(SCHEMA_VERSION)],
-                )
+        return version
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -300,6 +361,7 @@ class Ledger:
         which also serves the batched mode.
         """
         with self.lock:
+            self._ensure_usable()
             conn = self.db.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -331,16 +393,19 @@ class Ledger:
                 yield conn
             return
         with self.lock:
-            self._ensure_open()
+            self._ensure_usable()
+            self._raise_lost()
             conn = self.db.conn
             try:
                 if not conn.in_transaction:
                     conn.execute("BEGIN IMMEDIATE")
                     self._first_pending = time.monotonic()
+                    self._pending = 0
                 conn.execute("SAVEPOINT scope")
                 changes_before = conn.total_changes
             except sqlite3.Error as exc:
                 raise _explained(exc, self.where, self.timeout) from exc
+            self._scope_events = 0
             try:
                 yield conn
                 conn.execute("RELEASE scope")
@@ -350,20 +415,19 @@ class Ledger:
                     conn.execute("RELEASE scope")
                     if self._pending == 0:
                         self._commit()  # a denial alone must not hold the write lock
-                else:
-                    # SQLite rolled the whole batch back (an I/O error): the
-                    # loss the batched mode allows, reported by this error.
-                    self._pending = 0
-                if isinstance(exc, sqlite3.Error):
-                    raise _explained(exc, self.where, self.timeout) from exc
-                raise
+                    if isinstance(exc, sqlite3.Error):
+                        raise _explained(exc, self.where, self.timeout) from exc
+                    raise
+                # SQLite rolled the whole batch back (an I/O error): say so.
+                raise self._batch_lost(exc) from exc
             if conn.total_changes == changes_before:
                 # Nothing written (a replay): nothing to lose, and no reason
                 # to hold the write lock for an empty batch.
                 if self._pending == 0:
                     self._commit()
                 return
-            self._pending += 1
+            # Counted in events, so the bound on a crash's loss is in events.
+            self._pending += self._scope_events
             # The writer checks the deadline too: under load the flusher
             # thread may wait for the GIL longer than flush_ms.
             if (
@@ -379,6 +443,8 @@ class Ledger:
         """Commit the open batch now (batched mode); a no-op otherwise."""
         with self.lock:
             if not self._closed:
+                self._ensure_usable()
+                self._raise_lost()
                 self._commit()
 
     def _commit(self) -> None:
@@ -387,8 +453,28 @@ class Ledger:
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise _explained(exc, self.where, self.timeout) from exc
+                if conn.in_transaction:
+                    raise _explained(exc, self.where, self.timeout) from exc
+                raise self._batch_lost(exc) from exc
         self._pending = 0
+
+    def _batch_lost(self, exc: BaseException) -> LedgerError:
+        """SQLite rolled the open batch back: an error that says so, kept for the next call."""
+        cause = (
+            _explained(exc, self.where, self.timeout)
+            if isinstance(exc, sqlite3.Error)
+            else LedgerError(f"ledger {self.where}: {exc}")
+        )
+        lost = LedgerError(
+            f"{cause}; the open batch of {self._pending} events was lost", cause.reason
+        )
+        self._pending = 0
+        return lost
+
+    def _raise_lost(self) -> None:
+        if self._lost is not None:
+            lost, self._lost = self._lost, None
+            raise lost
 
     def _flush_due(self) -> float | None:
         """Commit a batch that has waited ``flush_ms``; else seconds until one is due."""
@@ -402,9 +488,15 @@ class Ledger:
         self._commit()
         return self.flush_seconds
 
-    def _ensure_open(self) -> None:
+    def _ensure_usable(self) -> None:
         if self._closed:
             raise LedgerError(f"ledger {self.where} is closed", "cannot_open")
+        if self._forked:
+            raise LedgerError(
+                f"ledger {self.where} was opened before this process forked; "
+                "open a new Tracker in the child",
+                "cannot_open",
+            )
 
     def close(self) -> None:
         """Commit any open batch and release the file."""
@@ -412,12 +504,16 @@ class Ledger:
             if self._closed:
                 return
             try:
-                self._commit()
+                if not self._forked:
+                    self._commit()
             finally:
                 self._closed = True
                 self._wake.notify_all()
-                _OPEN_BATCHED.discard(self)
-                self.db.conn.close()
+                _OPEN.discard(self)
+                if self._forked:
+                    self._finalizer.detach()
+                else:
+                    self._finalizer()
 
     @_translated
     def definitions_version(self) -> int:
@@ -425,6 +521,12 @@ class Ledger:
         row = self.db.conn.execute(
             "SELECT value FROM meta WHERE key = 'definitions_version'"
         ).fetchone()
+        if row is None or not str(row[0]).isdigit():
+            raise LedgerError(
+                f"ledger {self.where} is corrupt (meta.definitions_version is {row!r}); "
+                "restore it from a backup",
+                "corrupt",
+            )
         return int(row[0])
 
     def bump_definitions(self, conn: sqlite3.Connection) -> int:
@@ -441,7 +543,14 @@ class Ledger:
     def definitions(self, table: str) -> list[dict[str, Any]]:
         """Every quota or rate limit in creation order, JSON columns decoded."""
         rows = self.db.query(f"SELECT * FROM {table} ORDER BY seq")
-        return [_decode_definition(row) for row in rows]
+        try:
+            return [_decode_definition(row) for row in rows]
+        except ValueError as exc:  # JSONDecodeError is a ValueError
+            raise LedgerError(
+                f"ledger {self.where} is corrupt: a stored definition in {table} cannot be "
+                f"read ({exc}); restore it from a backup",
+                "corrupt",
+            ) from None
 
     def save_definition(self, conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
         """Insert or replace a definition (call inside :meth:`transaction`)."""
@@ -498,6 +607,7 @@ class Ledger:
         is stored under the event's idempotency key, if it has one.
         """
         for row, increments, response in events:
+            self._scope_events += 1
             conn.execute(_INSERT_EVENT, row)
             conn.executemany(_ADD_TO_COUNTER, increments)
             if row.idempotency_key is not None:
@@ -636,7 +746,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
 
 
 def _v1_to_v2(db: sqlite_utils.Database) -> None:
-    db.execute("INSERT INTO meta (key, value) VALUES ('definitions_version', '0')")
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('definitions_version', '0')")
 
 
 # _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
@@ -649,17 +759,22 @@ def _flusher(ref: weakref.ref[Ledger]) -> None:
         ledger = ref()
         if ledger is None:
             return
-        with ledger.lock:
+        wake = ledger._wake
+        with wake:
             try:
                 wait = ledger._flush_due()
-            except LedgerError:
-                # A failed commit stays pending and is retried; the writer's
-                # own next call reports the failure.
+            except LedgerError as exc:
+                if not ledger.db.conn.in_transaction:
+                    # The batch is gone and no caller was there to hear it:
+                    # the next call is told.
+                    ledger._lost = exc
                 wait = ledger.flush_seconds
+            # No reference while waiting, so a dropped ledger can be collected
+            # (its finalizer commits the batch and wakes us).
+            del ledger
             if wait is None:
                 return
-            ledger._wake.wait(wait)
-        del ledger  # hold no reference while not working, so an unused ledger can go
+            wake.wait(wait)
 
 
 def _event_filters(

@@ -47,6 +47,23 @@ def _copy(limit: L) -> L:
     return limit.model_copy(deep=True)
 
 
+def _dimensions(
+    given: QuotaCheckRequest | RateLimitCheckRequest | Mapping[str, Any],
+    model: type[QuotaCheckRequest] | type[RateLimitCheckRequest],
+) -> Mapping[str, Any]:
+    """The dimensions of a check: the model, its wire body ``{"dimensions": {...}}``, or bare."""
+    if isinstance(given, model):
+        return given.dimensions
+    if (
+        isinstance(given, Mapping)
+        and list(given) == ["dimensions"]
+        and isinstance(given["dimensions"], Mapping)
+    ):
+        # Unambiguous: a dimension's value is a string, never an object.
+        return given["dimensions"]
+    return given  # type: ignore[return-value]
+
+
 class _Resource:
     def __init__(self, tracker: Tracker) -> None:
         self._tracker = tracker
@@ -82,10 +99,9 @@ class Quotas(_Resource):
     def delete(self, quota_id: str) -> None:
         self._tracker._delete_quota(quota_id)
 
-    def check(self, dimensions: QuotaCheckRequest | Mapping[str, str]) -> QuotaCheckResponse:
+    def check(self, dimensions: QuotaCheckRequest | Mapping[str, Any]) -> QuotaCheckResponse:
         """Where each matching quota stands now, consuming nothing."""
-        if isinstance(dimensions, QuotaCheckRequest):
-            dimensions = dimensions.dimensions
+        dimensions = _dimensions(dimensions, QuotaCheckRequest)
         return self._tracker._check_quotas(dimensions)
 
 
@@ -126,11 +142,10 @@ class RateLimits(_Resource):
         self._tracker._delete_rate_limit(rate_limit_id)
 
     def check(
-        self, dimensions: RateLimitCheckRequest | Mapping[str, str]
+        self, dimensions: RateLimitCheckRequest | Mapping[str, Any]
     ) -> RateLimitCheckResponse:
         """Whether a one-request event would pass now, consuming nothing."""
-        if isinstance(dimensions, RateLimitCheckRequest):
-            dimensions = dimensions.dimensions
+        dimensions = _dimensions(dimensions, RateLimitCheckRequest)
         return self._tracker._check_rate_limits(dimensions)
 
 

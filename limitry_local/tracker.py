@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from limitry_local import buckets
 from limitry_local.buckets import BucketState, BucketStore
@@ -43,7 +43,7 @@ from limitry_local.headers import (
     rate_limit_denied_headers,
     rate_limit_headers,
 )
-from limitry_local.ledger import CounterIncrement, Durability, EventRow, Ledger
+from limitry_local.ledger import CounterIncrement, Durability, EventRow, Ledger, LedgerError
 from limitry_local.metrics import amount_units, from_units, unit_scale
 from limitry_local.models import (
     MAX_BATCH,
@@ -140,9 +140,9 @@ class Tracker:
 
     ``durability`` (a file ledger): ``"normal"`` commits every event and
     survives the process being killed; ``"full"`` also survives power loss;
-    ``"batched"`` commits every ``flush_events`` events or ``flush_ms``
-    milliseconds, and a crash may lose what was not yet committed (see
-    docs/reliability.md).  Several processes may share one file: quota
+    ``"batched"`` commits once ``flush_events`` events are pending or
+    ``flush_ms`` milliseconds have passed, and a crash may lose what was not
+    yet committed (see docs/reliability.md).  Several processes may share one file: quota
     admission stays exact; rate-limit buckets are per process.
     """
 
@@ -242,6 +242,17 @@ class Tracker:
             self._ensure_open()
             self._ledger.flush()
 
+    def _stored(self, kind: type[L], row: dict[str, Any]) -> L:
+        try:
+            return kind.model_validate({**row, "project_id": self._project_id})
+        except ValidationError as exc:
+            raise LedgerError(
+                f"ledger {self._ledger.where} is corrupt: a stored {kind.__name__} "
+                f"({row.get('id')!r}) cannot be read ({exc.error_count()} errors); "
+                "restore it from a backup",
+                "corrupt",
+            ) from None
+
     def _ensure_open(self) -> None:
         if self._closed:
             raise LimitryError("this Tracker is closed; open a new one on the ledger file")
@@ -253,14 +264,9 @@ class Tracker:
         version = self._ledger.definitions_version()
         if version == self._definitions_version:
             return
-        self._quotas = {
-            row["id"]: Quota.model_validate({**row, "project_id": self._project_id})
-            for row in self._ledger.definitions("quotas")
-        }
-        limits = [
-            RateLimit.model_validate({**row, "project_id": self._project_id})
-            for row in self._ledger.definitions("rate_limits")
-        ]
+        quotas = [self._stored(Quota, row) for row in self._ledger.definitions("quotas")]
+        limits = [self._stored(RateLimit, row) for row in self._ledger.definitions("rate_limits")]
+        self._quotas = {quota.id: quota for quota in quotas}
         for gone in self._rate_rules.keys() - {limit.id for limit in limits}:
             del self._rate_rules[gone]
         for limit in limits:
@@ -443,35 +449,43 @@ class Tracker:
         Returns each event's id (the first one's for a repeated idempotency
         key) and how many were newly recorded.
         """
-        with self._lock, self._ledger.write() as conn:
-            now = self._now()
-            self._refresh()
-            ids: list[str] = []
-            pending: list[tuple[EventRow, list[CounterIncrement], str | None]] = []
-            fresh: dict[str, str] = {}
-            for request in requests:
-                key = request.idempotency_key
-                if key is not None:
-                    first = fresh.get(key)
-                    if first is None:
-                        stored = self._ledger.idempotent(key)
-                        first = None if stored is None else stored[0]
-                    if first is not None:
-                        ids.append(first)
-                        continue
-                when = request.timestamp.timestamp() if request.timestamp is not None else now
-                event_id = _new_id("evt")
-                quotas = self._quota_outcomes(_dimensions(request), request, when, read_used=False)
-                stored_response = None
-                if key is not None:
-                    fresh[key] = event_id
-                    stored_response = _response_to_json(TrackPostResponse(id=event_id))
-                pending.append(
-                    (_event_row(event_id, request, when), _increments(quotas), stored_response)
-                )
-                ids.append(event_id)
-            self._ledger.record(conn, pending)
-            return ids, len(pending)
+        with self._lock:
+            self._ensure_open()
+            with self._ledger.write() as conn:
+                return self._ingest_in(conn, requests)
+
+    def _ingest_in(
+        self, conn: sqlite3.Connection, requests: Sequence[TrackPostRequest]
+    ) -> tuple[list[str], int]:
+        """Record without enforcement, inside the caller's write scope."""
+        now = self._now()
+        self._refresh()
+        ids: list[str] = []
+        pending: list[tuple[EventRow, list[CounterIncrement], str | None]] = []
+        fresh: dict[str, str] = {}
+        for request in requests:
+            key = request.idempotency_key
+            if key is not None:
+                first = fresh.get(key)
+                if first is None:
+                    stored = self._ledger.idempotent(key)
+                    first = None if stored is None else stored[0]
+                if first is not None:
+                    ids.append(first)
+                    continue
+            when = request.timestamp.timestamp() if request.timestamp is not None else now
+            event_id = _new_id("evt")
+            quotas = self._quota_outcomes(_dimensions(request), request, when, read_used=False)
+            stored_response = None
+            if key is not None:
+                fresh[key] = event_id
+                stored_response = _response_to_json(TrackPostResponse(id=event_id))
+            pending.append(
+                (_event_row(event_id, request, when), _increments(quotas), stored_response)
+            )
+            ids.append(event_id)
+        self._ledger.record(conn, pending)
+        return ids, len(pending)
 
     def _ingest_one(
         self, event: TrackPostRequest | Mapping[str, Any] | None, fields: dict[str, Any]
@@ -580,10 +594,19 @@ class Tracker:
     @contextmanager
     def _changing_definitions(self) -> Iterator[sqlite3.Connection]:
         """A durable write scope that sees, and then announces, the latest definitions."""
-        with self._lock, self._ledger.write(durable=True) as conn:
-            self._refresh()
-            yield conn
-            self._definitions_version = self._ledger.bump_definitions(conn)
+        with self._lock:
+            self._ensure_open()
+            try:
+                with self._ledger.write(durable=True) as conn:
+                    self._refresh()
+                    yield conn
+                    version = self._ledger.bump_definitions(conn)
+            except BaseException:
+                # The change may not have committed: read the definitions afresh
+                # next time rather than trust a version the file may not have.
+                self._definitions_version = -1
+                raise
+            self._definitions_version = version
 
     def _create_quota(self, data: QuotaCreate) -> Quota:
         with self._changing_definitions() as conn:

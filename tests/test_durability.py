@@ -7,6 +7,7 @@ and SIGKILL.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
@@ -285,3 +286,134 @@ def test_events_sent_before_a_clock_step_back_keep_their_period(
         second = tracker.usage(EVENT)
         times = {e.id: e.created_at.timestamp() for e in tracker.events.list().data}
     assert times[first.id] == times[second.id] == START
+
+
+def test_flush_events_counts_events_not_calls(ledger_path: Path, clock: ManualClock) -> None:
+    with Tracker(
+        ledger_path, clock=clock, durability="batched", flush_events=10, flush_ms=600_000
+    ) as tracker:
+        tracker.events.batch([EVENT] * 9)
+        assert committed(ledger_path) == 0
+        tracker.events.batch([EVENT] * 30)  # one call, 30 events: past the bound, committed
+        assert committed(ledger_path) == 39
+
+
+def test_a_dropped_batched_tracker_commits_its_batch(ledger_path: Path, clock: ManualClock) -> None:
+    tracker = Tracker(ledger_path, clock=clock, durability="batched", flush_ms=600_000)
+    for _ in range(5):
+        tracker.usage(EVENT)
+    assert committed(ledger_path) == 0
+    del tracker
+    gc.collect()
+    assert eventually(lambda: committed(ledger_path) == 5)
+
+
+FULL_DISK = textwrap.dedent(
+    """
+    import os, resource, signal, sqlite3, sys
+    from limitry_local import LedgerError, Tracker
+
+    # The file may not grow past its size now: a real EFBIG from the kernel.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    path, mode = sys.argv[1], sys.argv[2]
+    tracker = Tracker(path, durability="batched", flush_ms=600_000)
+    other = Tracker(path)
+    tracker.usage(customer_id="warm", event_type="e")
+    tracker.flush()
+    size = max(os.path.getsize(path), os.path.getsize(path + "-wal"))
+    for i in range(200):
+        tracker.usage(customer_id=f"c{i}", event_type="e", properties={"pad": "x" * 200})
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+    if mode == "flush":
+        try:
+            tracker.flush()
+        except LedgerError as exc:
+            print("flush:", exc.reason, exc)
+    else:
+        try:
+            tracker.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+        except LedgerError as exc:
+            print("create:", exc.reason, exc)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    try:
+        tracker.usage(customer_id="after", event_type="e")
+        print("next: ok")
+    except LedgerError as exc:
+        print("next:", exc.reason, exc)
+    tracker.flush()  # the open batch holds the write lock; let the other Tracker write
+    # Another Tracker adds a rate limit of 1 per hour: the first must enforce it.
+    other.rate_limits.create(name="r", limit_value=1, window="hour")
+    outcomes = []
+    for _ in range(2):
+        try:
+            tracker.usage(customer_id="x", event_type="e")
+            outcomes.append("admitted")
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+    print("then:", *outcomes)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["flush", "definition"])
+def test_a_batch_lost_to_a_full_disk_is_reported_not_hidden(tmp_path: Path, mode: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path / "full.db"), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    first = lines[0]
+    assert first.split()[1] in {"disk_full", "io"}, first
+    assert "the open batch of 200 events was lost" in first
+    # The loss was told once, where it happened; the tracker then goes on.
+    assert lines[1] == "next: ok"
+    # A failed definition change must not leave the tracker blind to later ones.
+    assert lines[2] == "then: admitted RateLimitExceeded"
+
+
+FORKED = textwrap.dedent(
+    """
+    import os, sqlite3, sys
+    from limitry_local import LedgerError, Tracker
+
+    path = sys.argv[1]
+    tracker = Tracker(path, durability="batched", flush_ms=600_000)
+    tracker.usage(customer_id="parent", event_type="e")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            tracker.usage(customer_id="child", event_type="e")
+            print("child used the parent's ledger", flush=True)
+        except LedgerError as exc:
+            print("child:", exc.reason, flush=True)
+        os._exit(0) if len(sys.argv) > 2 else sys.exit(0)
+    os.waitpid(pid, 0)
+    seen = sqlite3.connect(path).execute("select count(*) from events").fetchone()[0]
+    print("after the child exited:", seen, flush=True)
+    tracker.close()
+    count = sqlite3.connect(path).execute("select count(*) from events").fetchone()[0]
+    print("after close:", count)
+    """
+)
+
+
+def test_a_forked_child_cannot_use_or_commit_its_parents_ledger(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED, str(tmp_path / "fork.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "child: cannot_open",
+        "after the child exited: 0",  # the child's normal exit did not commit the parent's batch
+        "after close: 1",
+    ]

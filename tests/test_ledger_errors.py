@@ -7,13 +7,14 @@ import os
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from limitry_local import LedgerError, Tracker
+from limitry_local import LedgerError, LimitryError, Tracker
 from limitry_local.ledger import SCHEMA_VERSION
 from limitry_local.testing import ManualClock
 
@@ -210,3 +211,54 @@ def test_a_ledger_whose_directory_became_read_only_is_reported(tmp_path: Path) -
         tracker.usage(EVENT)
     assert caught.value.reason in {"read_only", "cannot_open"}
     assert "writable" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("statement", "what"),
+    [
+        ("DELETE FROM meta WHERE key = 'definitions_version'", "definitions_version"),
+        ("UPDATE meta SET value = 'x' WHERE key = 'definitions_version'", "definitions_version"),
+        ("UPDATE quotas SET per = '{not json'", "quotas"),
+        ("UPDATE quotas SET metric = 'furlongs'", "Quota"),
+    ],
+)
+def test_a_damaged_ledger_is_reported_corrupt(ledger_path: Path, statement: str, what: str) -> None:
+    with Tracker(ledger_path) as tracker:
+        tracker.quotas.create(name="q", metric="total_events", limit_value=5, period="day")
+    with closing(sqlite3.connect(ledger_path)) as conn:
+        conn.execute(statement)
+        conn.commit()
+    error = open_fails(ledger_path, "corrupt")
+    assert what in str(error)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"timeout": float("inf")}, {"durability": "batched", "flush_ms": float("inf")}],
+)
+def test_infinite_waits_are_refused(ledger_path: Path, options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"timeout|flush_ms"):
+        Tracker(ledger_path, **options)
+
+
+@pytest.mark.parametrize("durability", ["normal", "batched"])
+def test_every_call_on_a_closed_tracker_says_it_is_closed(
+    ledger_path: Path, durability: str
+) -> None:
+    tracker = Tracker(ledger_path, durability=durability)  # type: ignore[arg-type]
+    quota = tracker.quotas.create(name="q", metric="total_events", limit_value=5, period="day")
+    tracker.close()
+    calls: list[Callable[[], object]] = [
+        lambda: tracker.usage(EVENT),
+        lambda: tracker.events.ingest(EVENT),
+        lambda: tracker.events.batch([EVENT]),
+        tracker.events.list,
+        lambda: tracker.quotas.create(name="r", metric="total_events", limit_value=1, period="day"),
+        lambda: tracker.quotas.delete(quota.id),
+        tracker.quotas.list,
+        lambda: tracker.rate_limits.check({}),
+        lambda: tracker.customers.get_usage("c"),
+    ]
+    for call in calls:
+        with pytest.raises(LimitryError, match="this Tracker is closed"):
+            call()

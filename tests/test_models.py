@@ -421,3 +421,22 @@ def test_bad_event_through_events_ingest_is_a_400_too(limited: Tracker) -> None:
         limited.events.ingest({**VALID, "outputTokens": -1})
     assert "outputTokens:" in info.value.message
     _assert_nothing_recorded(limited)
+
+
+def test_an_explicit_null_total_reads_as_the_sum_and_writes_back_as_null() -> None:
+    wire = {"customerId": "c", "eventType": "e", "inputTokens": 3, "outputTokens": 4}
+    sent = {**wire, "totalTokens": None}
+    request = TrackPostRequest.model_validate(sent)
+    assert request.total_tokens == 7
+    assert request.model_dump(mode="json", by_alias=True) == sent
+    assert TrackPostRequest.model_validate(wire).model_dump(mode="json", by_alias=True) == wire
+
+
+def test_checks_take_the_wire_body_too(tracker: Tracker) -> None:
+    tracker.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+    tracker.rate_limits.create(name="r", limit_value=1, window="hour", per=["customer_id"])
+    tracker.usage(customer_id="c", event_type="e")
+    body = {"dimensions": {"customer_id": "c"}}
+    assert tracker.quotas.check(body) == tracker.quotas.check({"customer_id": "c"})
+    assert tracker.rate_limits.check(body).allowed is False
+    assert tracker.rate_limits.check({"customer_id": "d"}).allowed is True

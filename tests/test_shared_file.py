@@ -7,16 +7,19 @@ next call.  Rate-limit buckets are per process (docs/reliability.md).
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from limitry_local import QuotaExceeded, RateLimitExceeded, Tracker
+from limitry_local.ledger import SCHEMA_VERSION
 from limitry_local.testing import ManualClock
 
 EVENT = {"customer_id": "cust_1", "event_type": "model_call"}
@@ -152,3 +155,53 @@ def test_processes_sharing_a_file_admit_exactly_the_quota(
     assert rows == set(admitted)
     assert used[events.id] == expected
     assert used[tokens.id] == token_sum
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys, time
+    from limitry_local import LedgerError, Tracker
+
+    path, start = sys.argv[1], float(sys.argv[2])
+    time.sleep(max(0.0, start - time.time()))  # every opener starts at once
+    try:
+        with Tracker(path) as tracker:
+            tracker.usage(customer_id="c", event_type="e")
+        print("ok")
+    except LedgerError as exc:
+        print(exc.reason, exc)
+    """
+)
+
+
+def open_at_once(path: Path, processes: int) -> list[str]:
+    start = time.time() + 1.0
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, str(path), str(start)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        )
+        for _ in range(processes)
+    ]
+    return [child.communicate(timeout=120)[0].strip() for child in children]
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_processes_creating_a_new_ledger_at_once_all_succeed(tmp_path: Path, trial: int) -> None:
+    path = tmp_path / f"new{trial}.db"
+    assert open_at_once(path, 6) == ["ok"] * 6
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 6
+
+
+def test_processes_migrating_an_old_ledger_at_once_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "ledgers" / "v1.db", path)
+    assert open_at_once(path, 6) == ["ok"] * 6
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3 + 6

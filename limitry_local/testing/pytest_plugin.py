@@ -15,8 +15,10 @@ Installing ``limitry_local`` gives every test suite two fixtures:
 ...     with pytest.raises(RateLimitExceeded):
 ...         limitry_tracker.usage(customer_id="c", event_type="call")
 
-Only pytest and limitry_local are imported here: the plugin loads in every
-session of a project that installs the library, hypothesis or not.
+Only pytest and limitry_local are imported here, never hypothesis: the
+plugin loads in every pytest session of a project that installs the
+library.  That costs the import of limitry_local itself (pydantic,
+sqlite-utils), which an application that installs it pays anyway.
 """
 
 from __future__ import annotations
