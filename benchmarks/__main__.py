@@ -1,0 +1,5 @@
+"""``python -m benchmarks``: every workload, one process, one markdown table."""
+
+from benchmarks.suite import main
+
+main()

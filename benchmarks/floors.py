@@ -1,0 +1,162 @@
+"""The floors: the least work each workload could possibly do, to measure the others against.
+
+- :class:`TokenBucketFloor`: a minimal pure-Python token bucket, a dict of
+  ``key -> (tokens, timestamp)`` refilled continuously.  Nothing cheaper
+  decides a rate limit per key in Python.
+- :class:`SqliteFloor`: raw ``sqlite3`` recording one event per call, one
+  event ``INSERT`` plus one counter upsert (``INSERT ... ON CONFLICT DO
+  UPDATE``) and one ``COMMIT`` (or one commit per ``commit_every`` events),
+  with Python's cached prepared statements and explicit transactions.  On
+  its own minimal schema, or on a ledger file written by limitry_local, where
+  it also reads the counter first (a quota check needs it) and fills every
+  column of the ledger's events table.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Literal
+
+Schema = Literal["minimal", "ledger"]
+
+_MINIMAL_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS events ("
+    "seq INTEGER PRIMARY KEY, ts REAL NOT NULL, customer_id TEXT, total_tokens INTEGER)",
+    "CREATE TABLE IF NOT EXISTS counters ("
+    "key TEXT NOT NULL, period_start INTEGER NOT NULL, used INTEGER NOT NULL, "
+    "PRIMARY KEY (key, period_start))",
+)
+_MINIMAL_INSERT = "INSERT INTO events (ts, customer_id, total_tokens) VALUES (?, ?, ?)"
+_MINIMAL_UPSERT = (
+    "INSERT INTO counters (key, period_start, used) VALUES (?, ?, ?) "
+    "ON CONFLICT (key, period_start) DO UPDATE SET used = used + excluded.used"
+)
+
+_LEDGER_INSERT = (
+    "INSERT INTO events (id, ts, customer_id, event_type, model, provider, input_tokens, "
+    "output_tokens, total_tokens, latency_ms, cost_cents, properties, idempotency_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LEDGER_READ = "SELECT used FROM quota_counters WHERE quota_id = ? AND key = ? AND period_start = ?"
+_LEDGER_UPSERT = (
+    "INSERT INTO quota_counters (quota_id, key, period_start, used) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (quota_id, key, period_start) DO UPDATE SET used = used + excluded.used"
+)
+
+_DAY = 86_400
+
+
+class TokenBucketFloor:
+    """``capacity`` tokens per key, refilled at ``capacity / window_seconds`` per second.
+
+    >>> bucket = TokenBucketFloor(capacity=2, window_seconds=60)
+    >>> [bucket.take("k"), bucket.take("k"), bucket.take("k")]
+    [True, True, False]
+    """
+
+    __slots__ = ("_buckets", "_capacity", "_clock", "_rate")
+
+    def __init__(self, capacity: float, window_seconds: float) -> None:
+        self._capacity = float(capacity)
+        self._rate = self._capacity / window_seconds
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._clock = time.monotonic
+
+    def take(self, key: str) -> bool:
+        """Spend one token of ``key``'s bucket; False (nothing spent) when it is empty."""
+        now = self._clock()
+        state = self._buckets.get(key)
+        if state is None:
+            tokens = self._capacity
+        else:
+            tokens = state[0] + (now - state[1]) * self._rate
+            if tokens > self._capacity:  # noqa: PLR1730 (min() is a call: slower here)
+                tokens = self._capacity
+        if tokens < 1.0:
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class SqliteFloor:
+    """Record one event per :meth:`record` call with raw ``sqlite3``.
+
+    ``path`` is a file (WAL, ``synchronous=NORMAL``: limitry_local's default
+    durability) or ``None`` for an in-memory database.  ``schema="ledger"``
+    writes into a ledger file that limitry_local created (``quota_id`` names
+    the quota whose counter it keeps) and reads the counter before writing.
+    ``commit_every`` > 1 keeps one transaction open across that many events.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        schema: Schema = "minimal",
+        quota_id: str = "",
+        commit_every: int = 1,
+    ) -> None:
+        self._conn = sqlite3.connect(
+            ":memory:" if path is None else str(path),
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        if path is not None:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        if schema == "minimal":
+            for statement in _MINIMAL_SCHEMA:
+                self._conn.execute(statement)
+        self._schema: Schema = schema
+        self._quota_id = quota_id
+        self._commit_every = commit_every
+        self._pending = 0
+
+    def record(self, customer_id: str) -> None:
+        """One event of 120 tokens for ``customer_id``, counted in today's counter."""
+        conn = self._conn
+        now = time.time()
+        day = int(now) // _DAY * _DAY
+        if self._pending == 0:
+            conn.execute("BEGIN IMMEDIATE")
+        if self._schema == "minimal":
+            conn.execute(_MINIMAL_INSERT, (now, customer_id, 120))
+            conn.execute(_MINIMAL_UPSERT, (customer_id, day, 120))
+        else:
+            key = f'["{customer_id}"]'
+            conn.execute(_LEDGER_READ, (self._quota_id, key, day)).fetchone()
+            conn.execute(
+                _LEDGER_INSERT,
+                (
+                    f"evt_{os.urandom(12).hex()}",
+                    now,
+                    customer_id,
+                    "model_call",
+                    "gpt-4o",
+                    None,
+                    100,
+                    20,
+                    120,
+                    None,
+                    None,
+                    "{}",
+                    None,
+                ),
+            )
+            conn.execute(_LEDGER_UPSERT, (self._quota_id, key, day, 120))
+        self._pending += 1
+        if self._pending >= self._commit_every:
+            conn.execute("COMMIT")
+            self._pending = 0
+
+    def close(self) -> None:
+        if self._pending:
+            self._conn.execute("COMMIT")
+            self._pending = 0
+        self._conn.close()

@@ -1,0 +1,795 @@
+"""The benchmark suite: limitry_local beside floors and peers, one process, one table.
+
+    .venv/bin/python -m benchmarks                  # everything (make bench)
+    .venv/bin/python -m benchmarks --quick          # tiny sizes, seconds (the test runs this)
+    .venv/bin/python -m benchmarks --only a2 --only c --json bench.json
+    .venv/bin/python -m benchmarks --list           # the workloads
+
+Every row is timed by :func:`benchmarks.harness.measure`: warm-up, then
+samples of ``batch`` calls with ``time.perf_counter_ns``, gc disabled; the
+median and p99 are over the samples' per-call times.  Each workload group
+names its reference row, and "vs ref" is a row's median over the reference
+median (below 1.00x is faster).  Peers and floors are configured with a
+limit that never denies; every answer is checked during warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks import ledgers
+from benchmarks.floors import SqliteFloor, TokenBucketFloor
+from benchmarks.harness import Op, Timing, measure
+from benchmarks.peers import LimitsPeer, PyratePeer
+from limitry_local import Tracker
+from limitry_local.ledger import Durability
+
+RATE_LIMIT = 10**9
+"""Per minute: every implementation's limit, high enough never to deny."""
+QUOTA_LIMIT = 10**12
+
+
+@dataclass(frozen=True)
+class Config:
+    quick: bool
+    budget_s: float
+    hot_warmup: int
+    rotating_keys: int
+    customers: int
+    sizes: tuple[int, ...]
+    cache_dir: Path | None
+    """Where big ledgers are cached; None builds them in the run's temp directory."""
+
+
+@dataclass
+class Subject:
+    """What a row times: ``op(key)`` over ``keys``, and how to tear it down."""
+
+    op: Op
+    keys: Sequence[str]
+    warmup_ops: int
+    accept: Callable[[object], bool] | None = None
+    close: Callable[[], None] = lambda: None
+    threads: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Context:
+    """A workload group's temp directory and the fixtures its rows share."""
+
+    def __init__(self, config: Config, workdir: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self._shared: dict[str, Any] = {}
+        self._closers: list[Callable[[], None]] = []
+        self._files = 0
+
+    def path(self, name: str) -> Path:
+        self._files += 1
+        return self.workdir / f"{self._files:02d}-{name}.db"
+
+    def shared(self, name: str, make: Callable[[], Any], close: Callable[[Any], None]) -> Any:
+        if name not in self._shared:
+            value = make()
+            self._shared[name] = value
+            self._closers.append(lambda: close(value))
+        return self._shared[name]
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
+        self._closers.clear()
+        self._shared.clear()
+
+
+@dataclass(frozen=True)
+class Case:
+    implementation: str
+    make: Callable[[Context], Subject]
+    reference: bool = False
+
+
+@dataclass(frozen=True)
+class Workload:
+    id: str
+    title: str
+    cases: Callable[[Config], list[Case]]
+    note: str = ""
+
+    def heading(self, config: Config) -> str:
+        return self.title.format(
+            keys=f"{config.rotating_keys:,}", customers=f"{config.customers:,}"
+        )
+
+
+# --- what the rows call ----------------------------------------------------------
+
+
+def _allowed(result: object) -> bool:
+    return bool(getattr(result, "allowed", False))
+
+
+def _true(result: object) -> bool:
+    return result is True
+
+
+def _customers(n: int) -> list[str]:
+    return [f"cust_{i}" for i in range(n)]
+
+
+def _tracker(
+    path: Path | None,
+    *,
+    rates: int = 0,
+    quotas: int = 0,
+    durability: Durability = "normal",
+    clock: Callable[[], float] | None = None,
+) -> Tracker:
+    """A Tracker with ``rates`` per-customer rate limits and ``quotas`` per-customer quotas."""
+    tracker = Tracker(path, durability=durability, clock=clock)
+    windows = ["minute", "second", "hour", "1d", "5m"]
+    for i in range(rates):
+        tracker.rate_limits.create(
+            name=f"rate {i}",
+            limit_value=RATE_LIMIT,
+            window=windows[i % len(windows)],
+            metric="total_tokens" if i % 2 else "total_events",
+            per=["customer_id"],
+        )
+    shapes: list[dict[str, Any]] = [
+        {"metric": "total_tokens", "period": "day"},
+        {"metric": "total_events", "period": "hour"},
+        {"metric": "total_tokens", "period": "week", "dimension_filters": {"model": "gpt-4o"}},
+        {"metric": "total_events", "period": "month"},
+        {
+            "metric": "total_tokens",
+            "period": "month",
+            "dimension_filters": {"event_type": "model_call"},
+        },
+    ]
+    for i in range(quotas):
+        tracker.quotas.create(
+            name=f"quota {i}",
+            limit_value=QUOTA_LIMIT,
+            per=["customer_id"],
+            **shapes[i % len(shapes)],
+        )
+    return tracker
+
+
+def _rate_event(tracker: Tracker) -> Op:
+    def op(key: str) -> object:
+        return tracker.usage(customer_id=key, event_type="model_call")
+
+    return op
+
+
+def _model_call(tracker: Tracker) -> Op:
+    def op(key: str) -> object:
+        return tracker.usage(
+            customer_id=key,
+            event_type="model_call",
+            model="gpt-4o",
+            input_tokens=100,
+            output_tokens=20,
+        )
+
+    return op
+
+
+def _rate_check(tracker: Tracker) -> Op:
+    def op(key: str) -> object:
+        return tracker.rate_limits.check({"customer_id": key, "event_type": "model_call"})
+
+    return op
+
+
+def _floor_record(floor: SqliteFloor) -> Op:
+    def op(key: str) -> object:
+        floor.record(key)
+        return True
+
+    return op
+
+
+# --- (a) rate-limit check only ------------------------------------------------------
+
+
+def _rate_cases(
+    keys: Callable[[Config], list[str]], warmup: Callable[[Config], int]
+) -> Callable[[Config], list[Case]]:
+    def cases(config: Config) -> list[Case]:
+        def floor(ctx: Context) -> Subject:
+            bucket = TokenBucketFloor(RATE_LIMIT, 60)
+            return Subject(bucket.take, keys(config), warmup(config), _true)
+
+        def limits(strategy: str) -> Callable[[Context], Subject]:
+            def make(ctx: Context) -> Subject:
+                peer = LimitsPeer("fixed" if strategy == "fixed" else "moving", RATE_LIMIT)
+                return Subject(peer.op, keys(config), warmup(config), _true, peer.close)
+
+            return make
+
+        def pyrate(ctx: Context) -> Subject:
+            peer = PyratePeer(RATE_LIMIT)
+            return Subject(peer.op, keys(config), warmup(config), _true, peer.close)
+
+        def rate_tracker(ctx: Context) -> Tracker:
+            tracker: Tracker = ctx.shared(
+                "rate-tracker", lambda: _tracker(None, rates=1), lambda t: t.close()
+            )
+            return tracker
+
+        def usage(ctx: Context) -> Subject:
+            return Subject(_rate_event(rate_tracker(ctx)), keys(config), warmup(config), _allowed)
+
+        def check(ctx: Context) -> Subject:
+            # Runs after ``usage`` on the same tracker: every key has a bucket.
+            tracker = rate_tracker(ctx)
+            return Subject(_rate_check(tracker), keys(config), min(warmup(config), 2000), _allowed)
+
+        return [
+            Case("floor: dict token bucket", floor, reference=True),
+            Case("limits FixedWindow, MemoryStorage", limits("fixed")),
+            Case("limits MovingWindow, MemoryStorage", limits("moving")),
+            Case("pyrate InMemoryBucket per key", pyrate),
+            Case("limitry usage(), rate limit only, memory ledger", usage),
+            Case("limitry rate_limits.check() (peek)", check),
+        ]
+
+    return cases
+
+
+# --- (b) full usage() ------------------------------------------------------------------
+
+
+def _b_normal(config: Config) -> list[Case]:
+    keys = _customers(config.customers)
+    warm = 2 * config.customers
+
+    def floor(ctx: Context) -> Subject:
+        db = SqliteFloor(ctx.path("floor"))
+        return Subject(_floor_record(db), keys, warm, close=db.close)
+
+    def floor_ledger(ctx: Context) -> Subject:
+        path = ctx.path("floor-ledger")
+        with _tracker(path, quotas=1) as tracker:
+            (quota,) = tracker.quotas.list().data
+        db = SqliteFloor(path, schema="ledger", quota_id=quota.id)
+        return Subject(_floor_record(db), keys, warm, close=db.close)
+
+    def pyrate(ctx: Context) -> Subject:
+        peer = PyratePeer(RATE_LIMIT, ctx.path("pyrate"))
+        return Subject(peer.op, keys, warm, _true, peer.close)
+
+    def usage(ctx: Context) -> Subject:
+        tracker = _tracker(ctx.path("limitry"), rates=1, quotas=1)
+        return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
+    return [
+        Case("floor: raw sqlite3, 1 commit per event", floor, reference=True),
+        Case("floor: raw sqlite3 on the ledger schema", floor_ledger),
+        Case("pyrate SQLiteBucket per key (rate only)", pyrate),
+        Case("limitry usage(), durability=normal", usage),
+    ]
+
+
+def _b_batched(config: Config) -> list[Case]:
+    keys = _customers(config.customers)
+    warm = 2 * config.customers
+
+    def floor(ctx: Context) -> Subject:
+        db = SqliteFloor(ctx.path("floor-batched"), commit_every=1000)
+        return Subject(_floor_record(db), keys, warm, close=db.close)
+
+    def usage(ctx: Context) -> Subject:
+        tracker = _tracker(ctx.path("limitry-batched"), rates=1, quotas=1, durability="batched")
+        return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
+    return [
+        Case("floor: raw sqlite3, 1 commit per 1000 events", floor, reference=True),
+        Case("limitry usage(), durability=batched", usage),
+    ]
+
+
+def _b_memory(config: Config) -> list[Case]:
+    keys = _customers(config.customers)
+    warm = 2 * config.customers
+
+    def limits(ctx: Context) -> Subject:
+        peer = LimitsPeer("fixed", RATE_LIMIT)
+        return Subject(peer.op, keys, warm, _true, peer.close)
+
+    def floor(ctx: Context) -> Subject:
+        db = SqliteFloor(None)
+        return Subject(_floor_record(db), keys, warm, close=db.close)
+
+    def usage(ctx: Context) -> Subject:
+        tracker = _tracker(None, rates=1, quotas=1)
+        return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
+    return [
+        Case("limits FixedWindow, MemoryStorage (rate only)", limits, reference=True),
+        Case("floor: raw sqlite3 :memory:, 1 commit per event", floor),
+        Case("limitry usage(), memory ledger", usage),
+    ]
+
+
+# --- (c) quota check vs ledger size --------------------------------------------------------
+
+
+def _c_sizes(config: Config) -> list[Case]:
+    keys = _customers(ledgers.CUSTOMERS)
+    warm = 2 * ledgers.CUSTOMERS if not config.quick else 200
+
+    def at(size: int) -> Callable[[Context], Subject]:
+        def make(ctx: Context) -> Subject:
+            directory = config.cache_dir if config.cache_dir is not None else ctx.workdir
+            schema: str = ctx.shared(
+                "schema", lambda: ledgers.schema_hash(ctx.workdir), lambda _: None
+            )
+            ledger = ledgers.big_ledger(size, directory, schema)
+            snapshot = ledgers.Snapshot(ledger)
+            tracker = Tracker(ledger.path, clock=ledger.clock())
+
+            def close() -> None:
+                tracker.close()
+                snapshot.restore()
+
+            return Subject(
+                _model_call(tracker),
+                keys,
+                warm,
+                _allowed,
+                close,
+                extra={"events": size, "build_seconds": round(ledger.build_seconds, 1)},
+            )
+
+        return make
+
+    return [
+        Case(f"limitry usage(), 1 quota, {size:,} events", at(size), reference=i == 0)
+        for i, size in enumerate(config.sizes)
+    ]
+
+
+# --- (d) ten matching limits -----------------------------------------------------------------
+
+
+def _d_cases(file: bool) -> Callable[[Config], list[Case]]:
+    def cases(config: Config) -> list[Case]:
+        keys = _customers(config.customers)
+        warm = 2 * config.customers
+
+        def limits(n: int) -> Callable[[Context], Subject]:
+            def make(ctx: Context) -> Subject:
+                path = ctx.path(f"limits-{n}") if file else None
+                tracker = _tracker(path, rates=n, quotas=n)
+                return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
+            return make
+
+        return [
+            Case("limitry usage(), 1 rate limit + 1 quota", limits(1), reference=True),
+            Case("limitry usage(), 5 rate limits + 5 quotas", limits(5)),
+        ]
+
+    return cases
+
+
+# --- (e) threads -----------------------------------------------------------------------------
+
+
+def _e_cases(file: bool) -> Callable[[Config], list[Case]]:
+    def cases(config: Config) -> list[Case]:
+        keys = _customers(config.customers)
+        warm = 2 * config.customers
+
+        def threads(n: int) -> Callable[[Context], Subject]:
+            def make(ctx: Context) -> Subject:
+                path = ctx.path(f"threads-{n}") if file else None
+                tracker = _tracker(path, rates=1, quotas=1)
+                return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close, threads=n)
+
+            return make
+
+        return [
+            Case("limitry usage(), 1 thread", threads(1), reference=True),
+            Case("limitry usage(), 2 threads, one Tracker", threads(2)),
+        ]
+
+    return cases
+
+
+WORKLOADS = [
+    Workload(
+        "a1",
+        "rate limit only, 1 hot key",
+        _rate_cases(lambda c: ["cust_hot"], lambda c: c.hot_warmup),
+    ),
+    Workload(
+        "a2",
+        "rate limit only, {keys} rotating keys",
+        _rate_cases(lambda c: _customers(c.rotating_keys), lambda c: c.rotating_keys),
+        note="every key warmed once before timing, so each call finds its key's state",
+    ),
+    Workload(
+        "b1",
+        "usage(): 1 rate limit + 1 quota, file ledger, durability=normal",
+        _b_normal,
+    ),
+    Workload(
+        "b2",
+        "usage(): 1 rate limit + 1 quota, file ledger, durability=batched",
+        _b_batched,
+    ),
+    Workload("b3", "usage(): 1 rate limit + 1 quota, memory ledger", _b_memory),
+    Workload(
+        "c",
+        "quota check vs events already in the ledger (file, durability=normal)",
+        _c_sizes,
+    ),
+    Workload("d1", "10 matching limits, file ledger, durability=normal", _d_cases(file=True)),
+    Workload("d2", "10 matching limits, memory ledger", _d_cases(file=False)),
+    Workload("e1", "threads on one Tracker, file ledger, durability=normal", _e_cases(file=True)),
+    Workload("e2", "threads on one Tracker, memory ledger", _e_cases(file=False)),
+]
+
+WHAT = {
+    "floor: dict token bucket": "benchmarks/floors.py TokenBucketFloor.take(key): a dict of "
+    "key -> (tokens, timestamp), refilled continuously; nothing recorded",
+    "limits FixedWindow, MemoryStorage": "limits 5.8 FixedWindowRateLimiter.hit(item, key): "
+    "a counter per key and minute",
+    "limits MovingWindow, MemoryStorage": "limits MovingWindowRateLimiter.hit(item, key): a "
+    "list of hit times per key; each hit inserts at the front, so it costs O(hits in the "
+    "last minute) with a limit this high",
+    "pyrate InMemoryBucket per key": "pyrate-limiter 4.5 Limiter.try_acquire(key, "
+    "blocking=False), a BucketFactory giving each key an InMemoryBucket (sliding-window log, "
+    "one item appended per call), leaked every 10 s by pyrate's background thread",
+    "limitry usage(), rate limit only, memory ledger": "Tracker().usage(customer_id, "
+    "event_type) with one per-customer rate limit: validates the request, takes a token, "
+    "and records the event in the in-memory SQLite ledger (one transaction)",
+    "limitry rate_limits.check() (peek)": "tracker.rate_limits.check({customer_id, "
+    "event_type}): the public rate-only path; it answers whether a call would pass and "
+    "consumes nothing, so it does less than the others",
+    "floor: raw sqlite3, 1 commit per event": "benchmarks/floors.py SqliteFloor: BEGIN "
+    "IMMEDIATE, INSERT event (4 columns, no index), upsert the day's counter, COMMIT; WAL, "
+    "synchronous=NORMAL; no rate limit",
+    "floor: raw sqlite3 on the ledger schema": "the same on a ledger file that limitry_local "
+    "created (13 columns, its 3 event indexes, a random event id) plus the counter read a "
+    "quota check needs: the SQL work of usage() without the Python around it",
+    "pyrate SQLiteBucket per key (rate only)": "Limiter.try_acquire(key) through a factory "
+    "giving each key a SQLiteBucket (a table) on one WAL, synchronous=NORMAL connection: "
+    "COUNT the key's items in the window, INSERT one, COMMIT; no quota, no event",
+    "limitry usage(), durability=normal": "Tracker(path).usage(...): 1 rate limit + 1 quota "
+    "per customer, one transaction (BEGIN IMMEDIATE .. COMMIT) per event",
+    "floor: raw sqlite3, 1 commit per 1000 events": "SqliteFloor with one transaction "
+    "per 1000 events (group commit)",
+    "limitry usage(), durability=batched": "Tracker(path, durability='batched'): a savepoint "
+    "per event, a commit per 1000 events or 50 ms",
+    "limits FixedWindow, MemoryStorage (rate only)": "FixedWindowRateLimiter.hit(item, "
+    "customer): rate limit only, nothing recorded",
+    "floor: raw sqlite3 :memory:, 1 commit per event": "SqliteFloor on an in-memory "
+    "database: the SQLite share of an in-memory usage()",
+    "limitry usage(), memory ledger": "Tracker().usage(...): 1 rate limit + 1 quota, the "
+    "event recorded in the in-memory SQLite ledger",
+    "limitry usage(), 1 rate limit + 1 quota": "usage() with one per-customer rate limit and "
+    "one per-customer quota",
+    "limitry usage(), 5 rate limits + 5 quotas": "usage() where 10 limits match each event "
+    "(5 windows, 5 quota periods/metrics, two with filters)",
+    "limitry usage(), 1 thread": "usage() from one worker thread; per-op = wall time / calls",
+    "limitry usage(), 2 threads, one Tracker": "two worker threads calling usage() on one "
+    "Tracker at once; per-op = wall time / calls of both (the inverse of total throughput)",
+}
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    workload: Workload
+    case: Case
+    timing: Timing
+    extra: dict[str, Any]
+    ratio: float = 1.0
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 0
+    versions = {}
+    for package in ("limitry_local", "limits", "pyrate-limiter", "pydantic", "sqlite-utils"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "packages": versions,
+        "loadavg_start": _loadavg(),
+    }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+@contextmanager
+def _group(config: Config, root: Path, workload: Workload) -> Iterator[Context]:
+    workdir = root / workload.id
+    workdir.mkdir()
+    ctx = Context(config, workdir)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def run_workload(config: Config, root: Path, workload: Workload) -> list[Row]:
+    rows: list[Row] = []
+    with _group(config, root, workload) as ctx:
+        for case in workload.cases(config):
+            gc.collect()
+            subject = case.make(ctx)
+            try:
+                timing = measure(
+                    subject.op,
+                    subject.keys,
+                    budget_s=config.budget_s,
+                    warmup_ops=subject.warmup_ops,
+                    accept=subject.accept,
+                    threads=subject.threads,
+                    max_samples=100_000,
+                )
+            finally:
+                subject.close()
+            rows.append(Row(workload, case, timing, subject.extra))
+            print(
+                f"  {workload.id} {case.implementation}: {timing.median_us:.2f} us "
+                f"({len(timing.per_op_ns)} x {timing.batch}, {timing.seconds:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    reference = next((r for r in rows if r.case.reference), rows[0])
+    for row in rows:
+        row.ratio = row.timing.median_us / reference.timing.median_us
+    return rows
+
+
+def _us(value: float) -> str:
+    return f"{value:.2f}" if value < 100 else f"{value:.1f}"
+
+
+def table(rows: list[Row], config: Config) -> str:
+    lines = [
+        "| workload | implementation | median us/op | p99 us/op | ops/s | vs ref | samples x ops |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        t = row.timing
+        ratio = f"{row.ratio:.2f}x" + (" (ref)" if row.case.reference else "")
+        threads = f" x {t.threads} thr" if t.threads else ""
+        lines.append(
+            f"| {row.workload.id} {row.workload.heading(config)} | {row.case.implementation} "
+            f"| {_us(t.median_us)} | {_us(t.p99_us)} | {t.ops_per_second:,.0f} | {ratio} "
+            f"| {len(t.per_op_ns):,} x {t.batch:,}{threads} |"
+        )
+    return "\n".join(lines)
+
+
+def notes(rows: list[Row], config: Config) -> str:
+    out = ["References (vs ref = median / the reference's median):"]
+    seen: set[str] = set()
+    for row in rows:
+        w = row.workload
+        if row.case.reference and w.id not in seen:
+            seen.add(w.id)
+            extra = f"; {w.note}" if w.note else ""
+            out.append(f"- {w.id}: {row.case.implementation}{extra}")
+    sizes = [r for r in rows if r.workload.id == "c"]
+    if len(sizes) >= 2:
+        first, last = sizes[0], sizes[-1]
+        out.append(
+            f"- c: {last.extra['events']:,} vs {first.extra['events']:,} events: "
+            f"{last.timing.median_us / first.timing.median_us:.2f}x median, "
+            f"{last.timing.p99_us / first.timing.p99_us:.2f}x p99"
+        )
+    out.append("")
+    out.append("What each row does:")
+    described: set[str] = set()
+    for row in rows:
+        name = row.case.implementation
+        if name in described:
+            continue
+        described.add(name)
+        what = WHAT.get(name)
+        if what is None and row.workload.id == "c":
+            what = (
+                "Tracker(path).usage(...) with one per-customer daily token quota on a "
+                "ledger already holding N events (built with raw sqlite3 in the ledger's "
+                "schema, cached)"
+            )
+            described.update(r.case.implementation for r in rows if r.workload.id == "c")
+        out.append(f"- {name}: {what}")
+    out.append("")
+    out.append(
+        f"Keys: a2 rotates over {config.rotating_keys:,} keys; b-e over {config.customers:,} "
+        f"customers (c: {ledgers.CUSTOMERS:,}). Limits: {RATE_LIMIT:,} per minute, quotas "
+        f"{QUOTA_LIMIT:,}: nothing is denied. Rows of 1 op per sample time single calls "
+        "(their p99 is a single call's); batched rows' p99 is over batch means."
+    )
+    return "\n".join(out)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (tests)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="WORKLOAD",
+        help="run only these workloads: ids or id prefixes (a, b1, c), repeatable or "
+        "comma-separated",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the raw numbers")
+    parser.add_argument(
+        "--budget", type=float, help="seconds of timed samples per row (default 3, quick 0.03)"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        help="events in the ledger for workload c (default 10000 1000000 10000000)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "limitry-bench",
+        help="where workload c keeps its built ledgers (default: %(default)s)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the workloads and exit")
+    return parser.parse_args(argv)
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    if args.quick:
+        return Config(
+            quick=True,
+            budget_s=args.budget if args.budget is not None else 0.03,
+            hot_warmup=50,
+            rotating_keys=1000,
+            customers=50,
+            sizes=tuple(args.sizes or (1_000, 3_000, 10_000)),
+            cache_dir=None,
+        )
+    return Config(
+        quick=False,
+        budget_s=args.budget if args.budget is not None else 3.0,
+        hot_warmup=2000,
+        rotating_keys=100_000,
+        customers=1000,
+        sizes=tuple(args.sizes or (10_000, 1_000_000, 10_000_000)),
+        cache_dir=args.cache_dir,
+    )
+
+
+def selected(only: Sequence[str]) -> list[Workload]:
+    wanted = [w.strip() for item in only for w in item.split(",") if w.strip()]
+    if not wanted:
+        return list(WORKLOADS)
+    chosen = [w for w in WORKLOADS if any(w.id.startswith(prefix) for prefix in wanted)]
+    unknown = [p for p in wanted if not any(w.id.startswith(p) for w in WORKLOADS)]
+    if unknown:
+        ids = ", ".join(w.id for w in WORKLOADS)
+        raise SystemExit(f"unknown workload {', '.join(unknown)}; choose from {ids}")
+    return chosen
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    config = config_from(args)
+    if args.list:
+        for w in WORKLOADS:
+            print(f"{w.id}\t{w.heading(config)}")
+        return
+    workloads = selected(args.only)
+    info = machine()
+    started = time.perf_counter()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="limitry-bench-") as tmp:
+        for workload in workloads:
+            print(f"{workload.id}: {workload.heading(config)}", file=sys.stderr, flush=True)
+            rows.extend(run_workload(config, Path(tmp), workload))
+    elapsed = time.perf_counter() - started
+    info["loadavg_end"] = _loadavg()
+
+    packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    print(
+        f"Machine: {info['cpu']}, {info['logical_cpus']} logical CPUs "
+        f"({info['usable_cpus']} usable), {info['python']}, SQLite {info['sqlite']}, "
+        f"{info['platform']}"
+    )
+    print(f"Packages: {packages}")
+    print(
+        f"Load average (1, 5, 15 min): {info['loadavg_start']} at start, "
+        f"{info['loadavg_end']} at end; {elapsed:.0f} s in all"
+        + (" (--quick: sizes and budgets too small to mean anything)" if config.quick else "")
+    )
+    print()
+    print(table(rows, config))
+    print()
+    print(notes(rows, config))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": [sys.executable, "-m", "benchmarks", *(argv or sys.argv[1:])],
+                    "machine": info,
+                    "seconds": round(elapsed, 1),
+                    "config": {
+                        "quick": config.quick,
+                        "budget_s": config.budget_s,
+                        "rotating_keys": config.rotating_keys,
+                        "customers": config.customers,
+                        "sizes": list(config.sizes),
+                    },
+                    "rows": [
+                        {
+                            "workload": row.workload.id,
+                            "title": row.workload.heading(config),
+                            "implementation": row.case.implementation,
+                            "reference": row.case.reference,
+                            "median_us": row.timing.median_us,
+                            "p99_us": row.timing.p99_us,
+                            "ops_per_s": row.timing.ops_per_second,
+                            "ratio": row.ratio,
+                            "batch": row.timing.batch,
+                            "threads": row.timing.threads,
+                            "samples": len(row.timing.per_op_ns),
+                            "warmup_ops": row.timing.warmup_ops,
+                            "seconds": row.timing.seconds,
+                            **row.extra,
+                            "per_op_ns": [round(x, 1) for x in row.timing.per_op_ns],
+                        }
+                        for row in rows
+                    ],
+                },
+                indent=1,
+            )
+        )
