@@ -427,17 +427,20 @@ class Ledger:
                     self._commit()
                 return
             # Counted in events, so the bound on a crash's loss is in events.
+            starts_batch = self._pending == 0
             self._pending += self._scope_events
             # The writer checks the deadline too: under load the flusher
-            # thread may wait for the GIL longer than flush_ms.
+            # thread may wait for the GIL longer than flush_ms.  A write that
+            # recorded no event has nothing to batch with: it commits at once.
             if (
                 durable
+                or self._pending == 0
                 or self._pending >= self.flush_events
                 or time.monotonic() - self._first_pending >= self.flush_seconds
             ):
                 self._commit()
-            elif self._pending == 1:
-                self._wake.notify()
+            elif starts_batch:
+                self._wake.notify()  # the flusher times this batch from now
 
     def flush(self) -> None:
         """Commit the open batch now (batched mode); a no-op otherwise."""
@@ -459,7 +462,7 @@ class Ledger:
         self._pending = 0
 
     def _batch_lost(self, exc: BaseException) -> LedgerError:
-        """SQLite rolled the open batch back: an error that says so, kept for the next call."""
+        """SQLite rolled the open batch back: an error that says so and how much was lost."""
         cause = (
             _explained(exc, self.where, self.timeout)
             if isinstance(exc, sqlite3.Error)

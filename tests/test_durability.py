@@ -417,3 +417,11 @@ def test_a_forked_child_cannot_use_or_commit_its_parents_ledger(tmp_path: Path) 
         "after the child exited: 0",  # the child's normal exit did not commit the parent's batch
         "after close: 1",
     ]
+
+
+def test_a_batch_call_alone_is_committed_by_the_timer(
+    ledger_path: Path, clock: ManualClock
+) -> None:
+    with Tracker(ledger_path, clock=clock, durability="batched", flush_ms=20) as tracker:
+        tracker.events.batch([EVENT] * 5)
+        assert eventually(lambda: committed(ledger_path) == 5)
