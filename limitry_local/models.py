@@ -30,14 +30,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
     PlainSerializer,
     PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
     model_serializer,
-    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -279,11 +277,7 @@ class RequestModel(WireModel):
             given.add(name)
             if field.alias is not None:
                 given.add(field.alias)
-        return self._as_sent({key: value for key, value in data.items() if key in given})
-
-    def _as_sent(self, data: dict[str, Any]) -> dict[str, Any]:
-        """The dump, corrected where the model replaced what the caller sent."""
-        return data
+        return {key: value for key, value in data.items() if key in given}
 
 
 # --- /track -----------------------------------------------------------------
@@ -309,31 +303,12 @@ class TrackPostRequest(RequestModel):
     idempotency_key: Name | None = None
     timestamp: Timestamp | None = None
 
-    # An explicit "totalTokens": null reads as the sum too, and writes back as null.
-    _null_total_sent: bool = PrivateAttr(default=False)
-
     def _derived(self) -> set[str]:
-        # A total the caller did not send was computed by _default_total.
+        # A total the caller did not send was computed by _default_total.  One
+        # sent as an explicit null is written back as that computed total: the
+        # hosted API reads both the same way, and telling them apart would cost
+        # every request a slower validator.
         return {"total_tokens"}
-
-    def _as_sent(self, data: dict[str, Any]) -> dict[str, Any]:
-        if self._null_total_sent:
-            for key in ("totalTokens", "total_tokens"):
-                if key in data:
-                    data[key] = None
-        return data
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _note_null_total(
-        cls, data: Any, handler: ModelWrapValidatorHandler[TrackPostRequest]
-    ) -> TrackPostRequest:
-        model = handler(data)
-        if isinstance(data, dict) and model.total_tokens is not None:
-            model._null_total_sent = any(
-                key in data and data[key] is None for key in ("totalTokens", "total_tokens")
-            )
-        return model
 
     @field_validator("total_tokens", mode="after")
     @classmethod
