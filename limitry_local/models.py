@@ -105,15 +105,6 @@ def _utc(value: datetime) -> datetime:
     return value
 
 
-def _utf8(value: str) -> str:
-    # Lone surrogates ("\ud800") are valid Python but cannot be stored as text.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
-    return value
-
-
 def _plain_number(value: object) -> object:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("must be a number")
@@ -187,9 +178,11 @@ def _check_per(value: list[str]) -> list[str]:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=MAX_STRING), AfterValidator(_utf8)]
-Text = Annotated[str, Field(max_length=MAX_STRING), AfterValidator(_utf8)]
-DimensionName = Annotated[str, Field(max_length=MAX_PROPERTY_KEY), AfterValidator(_utf8)]
+# pydantic-core refuses a str holding a lone surrogate ("\ud800": valid Python,
+# not storable as text) on its own, so strings need no Python validator.
+Name = Annotated[str, Field(min_length=1, max_length=MAX_STRING)]
+Text = Annotated[str, Field(max_length=MAX_STRING)]
+DimensionName = Annotated[str, Field(max_length=MAX_PROPERTY_KEY)]
 # Strict: a boolean or a numeric string where an integer goes is a client bug.
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 PositiveLimit = Annotated[int, Field(strict=True, gt=0, le=MAX_LIMIT)]

@@ -440,3 +440,13 @@ def test_checks_take_the_wire_body_too(tracker: Tracker) -> None:
     assert tracker.quotas.check(body) == tracker.quotas.check({"customer_id": "c"})
     assert tracker.rate_limits.check(body).allowed is False
     assert tracker.rate_limits.check({"customer_id": "d"}).allowed is True
+
+
+@pytest.mark.parametrize(
+    "field", ["customerId", "eventType", "model", "provider", "idempotencyKey"]
+)
+def test_a_lone_surrogate_in_any_string_is_refused_naming_the_field(field: str) -> None:
+    wire = {"customerId": "c", "eventType": "e", field: "a\ud800b"}
+    with pytest.raises(ValidationError) as caught:
+        TrackPostRequest.model_validate(wire)
+    assert caught.value.errors()[0]["loc"] == (field,)
