@@ -165,20 +165,49 @@ def _translated(method: Callable[P, R]) -> Callable[P, R]:
 
 
 # Every open ledger, weakly: a child process must not use a connection it
-# inherited through fork (SQLite forbids it), nor commit its parent's batch.
+# inherited through fork (SQLite forbids it), nor end its parent's batch.
 _OPEN: weakref.WeakSet[Ledger] = weakref.WeakSet()
+_HELD_AT_FORK: list[Ledger] = []
 
 
-def _disown_after_fork() -> None:
+def _before_fork() -> None:
+    # Commit every open batch, holding each ledger's lock across the fork: the
+    # child then inherits no transaction to roll back, and no lock that some
+    # other thread of the parent happened to hold.
     for ledger in list(_OPEN):
+        ledger.lock.acquire()
+        _HELD_AT_FORK.append(ledger)
+        if not ledger._closed and not ledger._forked:
+            try:
+                ledger._commit()
+            except LedgerError as exc:
+                ledger._lost = exc
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_AT_FORK:
+        _HELD_AT_FORK.pop().lock.release()
+
+
+def _after_fork_in_child() -> None:
+    while _HELD_AT_FORK:
+        ledger = _HELD_AT_FORK.pop()
         ledger._forked = True
         ledger._finalizer.detach()
+        ledger.lock = threading.RLock()
+        ledger._wake = threading.Condition(ledger.lock)
 
 
-os.register_at_fork(after_in_child=_disown_after_fork)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
-def _release(conn: sqlite3.Connection, wake: threading.Condition) -> None:
+def _release(
+    conn: sqlite3.Connection, wake: threading.Condition, released: threading.Event
+) -> None:
     """Commit what is pending and close: at close(), when a ledger is collected, or at exit.
 
     A weakref.finalize callback, so it holds the connection, never the Ledger.
@@ -191,6 +220,7 @@ def _release(conn: sqlite3.Connection, wake: threading.Condition) -> None:
             pass  # nowhere to report it; the next open sees the last good commit
         finally:
             conn.close()
+            released.set()
             wake.notify_all()  # the flusher, if any, has nothing left to do
 
 
@@ -249,6 +279,8 @@ class Ledger:
         self._lost: LedgerError | None = None
         self._closed = False
         self._forked = False
+        # Set when the connection is gone, whoever closed it (close(), exit, collection).
+        self._released = threading.Event()
         self._wake = threading.Condition(self.lock)
         if self.path is not None and self.path.is_dir():
             raise LedgerError(f"cannot open ledger {self.where}: it is a directory", "cannot_open")
@@ -275,7 +307,7 @@ class Ledger:
             conn.close()
             raise
         # Commits an open batch if the ledger is dropped unclosed, or at exit.
-        self._finalizer = weakref.finalize(self, _release, conn, self._wake)
+        self._finalizer = weakref.finalize(self, _release, conn, self._wake, self._released)
         _OPEN.add(self)
         if self.durability == "batched":
             threading.Thread(
@@ -481,7 +513,7 @@ class Ledger:
 
     def _flush_due(self) -> float | None:
         """Commit a batch that has waited ``flush_ms``; else seconds until one is due."""
-        if self._closed:
+        if self._closed or self._forked or self._released.is_set():
             return None
         if self._pending == 0:
             return self.flush_seconds
@@ -492,14 +524,15 @@ class Ledger:
         return self.flush_seconds
 
     def _ensure_usable(self) -> None:
-        if self._closed:
-            raise LedgerError(f"ledger {self.where} is closed", "cannot_open")
         if self._forked:
             raise LedgerError(
                 f"ledger {self.where} was opened before this process forked; "
                 "open a new Tracker in the child",
                 "cannot_open",
             )
+        # The finalizer runs at interpreter exit too, closing the connection.
+        if self._closed or self._released.is_set():
+            raise LedgerError(f"ledger {self.where} is closed", "cannot_open")
 
     def close(self) -> None:
         """Commit any open batch and release the file."""
@@ -517,6 +550,8 @@ class Ledger:
                     self._finalizer.detach()
                 else:
                     self._finalizer()
+            # A batch the timer thread lost, and nobody was told of yet.
+            self._raise_lost()
 
     @_translated
     def definitions_version(self) -> int:
@@ -766,6 +801,8 @@ def _flusher(ref: weakref.ref[Ledger]) -> None:
         with wake:
             try:
                 wait = ledger._flush_due()
+            except sqlite3.Error:
+                wait = None  # the connection was closed under us (exit): nothing left to do
             except LedgerError as exc:
                 if not ledger.db.conn.in_transaction:
                     # The batch is gone and no caller was there to hear it:

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time as time_module
+import weakref
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -76,6 +77,20 @@ M = TypeVar("M", bound=BaseModel)
 L = TypeVar("L", Quota, RateLimit)
 
 DEFAULT_MAX_BUCKETS = 1_000_000
+
+# Trackers alive in this process, weakly, for the fork hook below.
+_TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    # Another thread of the parent may have held a Tracker's lock at the fork;
+    # in the child that copy would stay locked forever.  A fresh lock lets the
+    # child's calls reach the ledger, which says it was opened before the fork.
+    for tracker in list(_TRACKERS):
+        tracker._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 _EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()
 _LATEST = datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()
 _RESHAPING_QUOTA_FIELDS = ("dimension_filters", "per", "metric", "period")
@@ -198,6 +213,7 @@ class Tracker:
         except BaseException:
             self._ledger.close()
             raise
+        _TRACKERS.add(self)
         self.quotas = Quotas(self)
         self.rate_limits = RateLimits(self)
         self.events = Events(self)
@@ -331,6 +347,7 @@ class Tracker:
                 response = TrackPostResponse.model_validate(
                     {
                         "id": event_id,
+                        "allowed": True,
                         "rate_limits": [
                             _rate_fields(o, charged=True, offset=self._offset) for o in rates
                         ],

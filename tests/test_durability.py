@@ -395,6 +395,7 @@ FORKED = textwrap.dedent(
     os.waitpid(pid, 0)
     seen = sqlite3.connect(path).execute("select count(*) from events").fetchone()[0]
     print("after the child exited:", seen, flush=True)
+    tracker.usage(customer_id="parent-after", event_type="e")
     tracker.close()
     count = sqlite3.connect(path).execute("select count(*) from events").fetchone()[0]
     print("after close:", count)
@@ -402,9 +403,14 @@ FORKED = textwrap.dedent(
 )
 
 
-def test_a_forked_child_cannot_use_or_commit_its_parents_ledger(tmp_path: Path) -> None:
+@pytest.mark.parametrize("exit_how", ["normal", "os._exit"])
+def test_a_forked_child_cannot_use_or_disturb_its_parents_ledger(
+    tmp_path: Path, exit_how: str
+) -> None:
+    """Forking commits the open batch; the child is refused; the parent goes on."""
     done = subprocess.run(
-        [sys.executable, "-c", FORKED, str(tmp_path / "fork.db")],
+        [sys.executable, "-c", FORKED, str(tmp_path / "fork.db")]
+        + (["fast"] if exit_how == "os._exit" else []),
         capture_output=True,
         text=True,
         timeout=120,
@@ -414,8 +420,8 @@ def test_a_forked_child_cannot_use_or_commit_its_parents_ledger(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "child: cannot_open",
-        "after the child exited: 0",  # the child's normal exit did not commit the parent's batch
-        "after close: 1",
+        "after the child exited: 1",  # committed by the fork, not ended by the child
+        "after close: 2",
     ]
 
 
@@ -425,3 +431,50 @@ def test_a_batch_call_alone_is_committed_by_the_timer(
     with Tracker(ledger_path, clock=clock, durability="batched", flush_ms=20) as tracker:
         tracker.events.batch([EVENT] * 5)
         assert eventually(lambda: committed(ledger_path) == 5)
+
+
+FORK_WHILE_BUSY = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    from limitry_local import LedgerError, Tracker
+
+    tracker = Tracker(sys.argv[1], durability="batched", flush_ms=600_000)
+    tracker.usage(customer_id="c", event_type="e")
+    lock = tracker._lock if sys.argv[2] == "tracker" else tracker.ledger.lock
+    held = threading.Event()
+
+    def busy():  # another thread in the middle of a call at the moment of the fork
+        with lock:
+            held.set()
+            time.sleep(1.0)
+
+    threading.Thread(target=busy, daemon=True).start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(10)  # a hang fails the test instead of stalling it
+        try:
+            tracker.usage(customer_id="c", event_type="e")
+        except LedgerError as exc:
+            print("child:", exc.reason, flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("child exit:", os.WEXITSTATUS(status) if os.WIFEXITED(status) else "killed")
+    """
+)
+
+
+@pytest.mark.parametrize("lock", ["tracker", "ledger"])
+def test_a_child_forked_while_another_thread_holds_a_lock_is_refused_not_hung(
+    tmp_path: Path, lock: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_BUSY, str(tmp_path / "busy.db"), lock],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["child: cannot_open", "child exit: 0"]
