@@ -29,10 +29,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar, get_args
+from typing import Any, Literal, NamedTuple, ParamSpec, Protocol, TypeVar, get_args
 
 import sqlite_utils
 
@@ -233,6 +233,77 @@ class UsageTotals:
     cost_micro_cents: int
 
 
+class LedgerBackend(Protocol):
+    """What the tracker asks of a ledger: it stores, it never decides.
+
+    Writes happen inside :meth:`write` and take the scope it yields; reads
+    inside a write scope see the scope's own writes and, for a shared
+    store, hold off other writers until the scope ends, which is what keeps
+    quota admission exact.  :class:`Ledger` (SQLite) and
+    :class:`~limitry_local.memory_ledger.MemoryLedger` implement it.
+    """
+
+    @property
+    def path(self) -> Path | None: ...
+    @property
+    def where(self) -> str: ...
+    @property
+    def durability(self) -> Durability: ...
+
+    def write(self, *, durable: bool = False) -> AbstractContextManager[Any]: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    def definitions_version(self) -> int: ...
+    def bump_definitions(self, scope: Any) -> int: ...
+    def definitions(self, table: str) -> list[dict[str, Any]]: ...
+    def save_definition(self, scope: Any, table: str, row: dict[str, Any]) -> None: ...
+    def delete_definition(self, scope: Any, table: str, limit_id: str) -> None: ...
+    def replace_counters(
+        self, scope: Any, quota_id: str, totals: Iterable[tuple[str, int, int]]
+    ) -> None: ...
+    def counter(self, quota_id: str, key: str, period_start: int) -> int: ...
+    def idempotent(self, key: str) -> tuple[str, str] | None: ...
+    def record(
+        self,
+        scope: Any,
+        events: Iterable[tuple[EventRow, Iterable[CounterIncrement], str | None]],
+    ) -> None: ...
+    def scan_events(self) -> Iterator[EventRow]: ...
+    def list_events(
+        self,
+        *,
+        customer_id: str | None,
+        event_type: str | None,
+        model: str | None,
+        start: float | None,
+        end: float | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[tuple[int, EventRow]]: ...
+    def event_seq(self, event_id: str) -> int | None: ...
+    def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals: ...
+    def counters(self) -> dict[tuple[str, str, int], int]: ...
+    def event_count(self) -> int: ...
+
+
+def check_options(*, timeout: float, durability: str, flush_events: int, flush_ms: float) -> None:
+    """Refuse options no ledger can honour, whichever ledger is chosen."""
+    if durability not in DURABILITIES:
+        raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
+    if isinstance(flush_events, bool) or not isinstance(flush_events, int) or flush_events < 1:
+        raise ValueError(f"flush_events must be a positive integer, got {flush_events!r}")
+    if (
+        isinstance(flush_ms, bool)
+        or not isinstance(flush_ms, (int, float))
+        or not 0 < flush_ms < math.inf
+    ):
+        raise ValueError(f"flush_ms must be a number of milliseconds > 0, got {flush_ms!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+    if not 0 <= timeout < math.inf:
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+
+
 class Ledger:
     """One SQLite database, in memory (``path=None``) or in a file that survives restarts.
 
@@ -251,20 +322,9 @@ class Ledger:
         flush_events: int = 1000,
         flush_ms: float = 50.0,
     ) -> None:
-        if durability not in DURABILITIES:
-            raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
-        if isinstance(flush_events, bool) or not isinstance(flush_events, int) or flush_events < 1:
-            raise ValueError(f"flush_events must be a positive integer, got {flush_events!r}")
-        if (
-            isinstance(flush_ms, bool)
-            or not isinstance(flush_ms, (int, float))
-            or not 0 < flush_ms < math.inf
-        ):
-            raise ValueError(f"flush_ms must be a number of milliseconds > 0, got {flush_ms!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        if not 0 <= timeout < math.inf:
-            raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+        check_options(
+            timeout=timeout, durability=durability, flush_events=flush_events, flush_ms=flush_ms
+        )
         self.path = None if path is None else Path(path)
         self.where = ":memory:" if self.path is None else str(self.path)
         self.timeout = timeout

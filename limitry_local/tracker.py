@@ -13,7 +13,6 @@ import functools
 import json
 import math
 import os
-import sqlite3
 import threading
 import time as time_module
 import weakref
@@ -44,7 +43,16 @@ from limitry_local.headers import (
     rate_limit_denied_headers,
     rate_limit_headers,
 )
-from limitry_local.ledger import CounterIncrement, Durability, EventRow, Ledger, LedgerError
+from limitry_local.ledger import (
+    CounterIncrement,
+    Durability,
+    EventRow,
+    Ledger,
+    LedgerBackend,
+    LedgerError,
+    check_options,
+)
+from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.metrics import amount_units, from_units, unit_scale
 from limitry_local.models import (
     MAX_BATCH,
@@ -191,12 +199,21 @@ class Tracker:
         self._project_id = project_id
         self._lock = threading.RLock()
         self._closed = False
-        self._ledger = Ledger(
-            path,
-            timeout=timeout,
-            durability=durability,
-            flush_events=flush_events,
-            flush_ms=flush_ms,
+        check_options(
+            timeout=timeout, durability=durability, flush_events=flush_events, flush_ms=flush_ms
+        )
+        # No path: Python objects, not SQLite on ":memory:", whose SQL round
+        # trips cost most of a call for rows that die with the process anyway.
+        self._ledger: LedgerBackend = (
+            MemoryLedger()
+            if path is None
+            else Ledger(
+                path,
+                timeout=timeout,
+                durability=durability,
+                flush_events=flush_events,
+                flush_ms=flush_ms,
+            )
         )
         # Rate limits run on a monotonic reading of the clock: the latest
         # instant seen.  A clock that steps back makes bucket time stand still
@@ -243,7 +260,7 @@ class Tracker:
         self.close()
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> LedgerBackend:
         """The ledger, for audits and tests (``tracker.ledger.counters()``)."""
         return self._ledger
 
@@ -475,9 +492,7 @@ class Tracker:
             with self._ledger.write() as conn:
                 return self._ingest_in(conn, requests)
 
-    def _ingest_in(
-        self, conn: sqlite3.Connection, requests: Sequence[TrackPostRequest]
-    ) -> tuple[list[str], int]:
+    def _ingest_in(self, conn: Any, requests: Sequence[TrackPostRequest]) -> tuple[list[str], int]:
         """Record without enforcement, inside the caller's write scope."""
         now = self._now()
         self._refresh()
@@ -613,7 +628,7 @@ class Tracker:
         return current.model_copy(update={**changes, "updated_at": _datetime(self._now())})
 
     @contextmanager
-    def _changing_definitions(self) -> Iterator[sqlite3.Connection]:
+    def _changing_definitions(self) -> Iterator[Any]:
         """A durable write scope that sees, and then announces, the latest definitions."""
         with self._lock:
             self._ensure_open()
@@ -645,7 +660,7 @@ class Tracker:
         self._quotas[quota.id] = quota
         return quota
 
-    def _save_quota(self, conn: sqlite3.Connection, quota: Quota, *, rebuild: bool) -> None:
+    def _save_quota(self, conn: Any, quota: Quota, *, rebuild: bool) -> None:
         self._ledger.save_definition(conn, "quotas", _definition_row(quota))
         if rebuild:
             self._ledger.replace_counters(conn, quota.id, self._count_existing(quota))

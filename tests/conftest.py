@@ -35,9 +35,13 @@ def clock() -> ManualClock:
     return ManualClock(START)
 
 
-@pytest.fixture
-def tracker(clock: ManualClock) -> Iterator[Tracker]:
-    with Tracker(clock=clock) as t:
+@pytest.fixture(params=["memory", "sqlite"])
+def tracker(
+    request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path
+) -> Iterator[Tracker]:
+    """The core suite's tracker, once per ledger: both must behave the same."""
+    path = None if request.param == "memory" else tmp_path / "usage.db"
+    with Tracker(path, clock=clock) as t:
         yield t
 
 

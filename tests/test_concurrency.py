@@ -8,7 +8,7 @@ ManualClock, so no bucket refills and no period ends mid-test).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +29,10 @@ from tests.pages import walk
 THREADS = 8
 
 
-@pytest.fixture(params=["memory", "file"])
-def shared(request: pytest.FixtureRequest) -> Iterator[Tracker]:
-    """The tracker the threads share: in memory, then on a ledger file."""
-    yield request.getfixturevalue("tracker" if request.param == "memory" else "file_tracker")
+@pytest.fixture
+def shared(tracker: Tracker) -> Tracker:
+    """The tracker the threads share: in memory, then on a ledger file (conftest's params)."""
+    return tracker
 
 
 @dataclass

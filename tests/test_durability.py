@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from limitry_local import QuotaExceeded, Tracker
+from limitry_local.ledger import Ledger
 from limitry_local.testing import ManualClock
 from tests.conftest import START
 
@@ -35,8 +36,14 @@ def committed(path: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
+def sqlite_ledger(tracker: Tracker) -> Ledger:
+    ledger = tracker.ledger
+    assert isinstance(ledger, Ledger)
+    return ledger
+
+
 def synchronous(tracker: Tracker) -> int:
-    return int(tracker.ledger.db.execute("PRAGMA synchronous").fetchone()[0])
+    return int(sqlite_ledger(tracker).db.execute("PRAGMA synchronous").fetchone()[0])
 
 
 def eventually(condition: object, seconds: float = 10.0) -> bool:
@@ -66,7 +73,7 @@ def test_normal_is_the_default_and_commits_every_event(
     assert synchronous(file_tracker) == 1  # NORMAL
     file_tracker.usage(EVENT)
     assert committed(ledger_path) == 1
-    mode = file_tracker.ledger.db.execute("PRAGMA journal_mode").fetchone()[0]
+    mode = sqlite_ledger(file_tracker).db.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 
 

@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -492,7 +495,7 @@ class TrackerMachine(RuleBasedStateMachine):
         super().__init__()
         # Before every start time: the tracker must never read a later instant than the run's.
         self.clock = ManualClock(0)
-        self.tracker = Tracker(clock=self.clock)
+        self.tracker = self.open_tracker()
         self.quotas: dict[str, RefQuota] = {}
         self.rates: dict[str, RefRate] = {}
         self.buckets: dict[BucketId, tuple[float, float]] = {}
@@ -501,6 +504,9 @@ class TrackerMachine(RuleBasedStateMachine):
         self.generations = 0
         self.latest = -math.inf
         """The latest instant the tracker has read from the clock: the buckets' time."""
+
+    def open_tracker(self) -> Tracker:
+        return Tracker(clock=self.clock)
 
     def teardown(self) -> None:
         self.tracker.close()
@@ -1106,6 +1112,18 @@ class BackwardClockMachine(TrackerMachine):
         self.clock.advance(-seconds)
 
 
+class SQLiteFileMachine(TrackerMachine):
+    """The same machine on a SQLite file ledger: both ledgers must agree with the model."""
+
+    def open_tracker(self) -> Tracker:
+        self.directory = tempfile.mkdtemp(prefix="limitry-stateful-")
+        return Tracker(Path(self.directory) / "usage.db", clock=self.clock)
+
+    def teardown(self) -> None:
+        super().teardown()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 # Modest budgets (about 10 s together); the conftest profile supplies deadline=None
 # and, under CI, derandomize.
 TrackerMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=50)
@@ -1113,3 +1131,6 @@ TestTrackerMachine = TrackerMachine.TestCase
 
 BackwardClockMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=50)
 TestBackwardClockMachine = BackwardClockMachine.TestCase
+
+SQLiteFileMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=50)
+TestSQLiteFileMachine = SQLiteFileMachine.TestCase

@@ -1,0 +1,302 @@
+"""The in-memory ledger: the same rows as the SQLite ledger, kept in Python objects.
+
+``Tracker()`` with no path used to run SQLite on ``:memory:``; that spent
+most of a call in SQL round trips for data that dies with the process
+anyway.  Here an event is appended to a list and a quota counter is a dict
+entry, so the hot path costs what the rules cost.  Every read answers
+exactly what :class:`~limitry_local.ledger.Ledger` answers on the same
+writes (the whole test suite runs on both), including the order of lists
+and the exact integer sums of totals.
+
+Writes happen inside :meth:`MemoryLedger.write`, under the tracker's lock;
+a scope that raises is undone from a small journal of what it changed, so
+"all or nothing" holds here as it does in a SQLite transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from limitry_local.ledger import (
+    CounterIncrement,
+    Durability,
+    EventRow,
+    LedgerError,
+    UsageTotals,
+)
+
+
+class MemoryLedger:
+    """Limits, events, quota counters and idempotency keys in this process's memory.
+
+    Nothing survives the process; a file ledger (``Tracker("usage.db")``) does.
+    Every event is kept (about 0.5 KB each with its strings): for a
+    long-running process recording millions of events, use a file.
+    """
+
+    path: Path | None = None
+    where = ":memory:"
+    durability: Durability = "normal"
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._closed = False
+        self._version = 0
+        self._definitions: dict[str, dict[str, dict[str, Any]]] = {"quotas": {}, "rate_limits": {}}
+        self._events: list[EventRow] = []
+        self._seq_by_id: dict[str, int] = {}
+        self._by_customer: dict[str | None, list[int]] = {}
+        self._counters: dict[tuple[str, str, int], int] = {}
+        self._idempotency: dict[str, tuple[str, str]] = {}
+        # Undo steps of the open write scope, newest last; None outside a scope.
+        self._journal: list[Callable[[], None]] | None = None
+
+    # --- scopes ---------------------------------------------------------------
+
+    @contextmanager
+    def write(self, *, durable: bool = False) -> Iterator[None]:
+        """A write scope: everything written inside is undone if the scope raises."""
+        with self.lock:
+            self._ensure_usable()
+            if self._journal is not None:
+                # Nested scope: the outer one owns the journal and the undo.
+                yield
+                return
+            journal: list[Callable[[], None]] = []
+            self._journal = journal
+            try:
+                yield
+            except BaseException:
+                for undo in reversed(journal):
+                    undo()
+                raise
+            finally:
+                self._journal = None
+
+    def _undo(self, step: Callable[[], None]) -> None:
+        if self._journal is None:
+            raise RuntimeError("ledger writes must happen inside MemoryLedger.write()")
+        self._journal.append(step)
+
+    def flush(self) -> None:
+        """Nothing to commit: every write is visible at once."""
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+
+    def _ensure_usable(self) -> None:
+        if self._closed:
+            raise LedgerError(f"ledger {self.where} is closed", "cannot_open")
+
+    # --- limit definitions ----------------------------------------------------
+
+    def definitions_version(self) -> int:
+        return self._version
+
+    def bump_definitions(self, scope: object) -> int:
+        previous = self._version
+        self._undo(lambda: setattr(self, "_version", previous))
+        self._version = previous + 1
+        return self._version
+
+    def definitions(self, table: str) -> list[dict[str, Any]]:
+        """Every quota or rate limit in creation order (an update keeps its place)."""
+        self._ensure_usable()
+        return [_copy(row) for row in self._definitions[table].values()]
+
+    def save_definition(self, scope: object, table: str, row: dict[str, Any]) -> None:
+        rows = self._definitions[table]
+        limit_id = row["id"]
+        before = rows.get(limit_id)
+        if before is None:
+            self._undo(lambda: rows.__delitem__(limit_id))
+            rows[limit_id] = _copy(row)
+        else:
+            self._undo(lambda: rows.__setitem__(limit_id, before))
+            rows[limit_id] = {**before, **_copy(row)}
+
+    def delete_definition(self, scope: object, table: str, limit_id: str) -> None:
+        rows = self._definitions[table]
+        before = rows.pop(limit_id, None)
+        if before is not None:
+            self._undo(lambda: rows.__setitem__(limit_id, before))
+        if table == "quotas":
+            self.replace_counters(scope, limit_id, ())
+
+    def replace_counters(
+        self, scope: object, quota_id: str, totals: Iterable[tuple[str, int, int]]
+    ) -> None:
+        counters = self._counters
+        old = {k: v for k, v in counters.items() if k[0] == quota_id}
+        new = {(quota_id, key, start): used for key, start, used in totals}
+
+        def undo() -> None:
+            for k in new:
+                counters.pop(k, None)
+            counters.update(old)
+
+        self._undo(undo)
+        for k in old:
+            del counters[k]
+        counters.update(new)
+
+    # --- the hot path -----------------------------------------------------------
+
+    def counter(self, quota_id: str, key: str, period_start: int) -> int:
+        return self._counters.get((quota_id, key, period_start), 0)
+
+    def idempotent(self, key: str) -> tuple[str, str] | None:
+        """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""
+        return self._idempotency.get(key)
+
+    def record(
+        self,
+        scope: object,
+        events: Iterable[tuple[EventRow, Iterable[CounterIncrement], str | None]],
+    ) -> None:
+        """Append events, add their counter increments, keep idempotency responses."""
+        journal = self._journal
+        if journal is None:
+            raise RuntimeError("ledger writes must happen inside MemoryLedger.write()")
+        rows = self._events
+        counters = self._counters
+        first = len(rows)
+        added: list[tuple[tuple[str, str, int], int | None]] = []
+        keys: list[str] = []
+        # One undo step per call, registered before the first change, so a
+        # failure halfway (MemoryError) is undone too.
+        journal.append(lambda: self._unrecord(first, added, keys))
+        for row, increments, response in events:
+            rows.append(row)
+            seq = len(rows)
+            self._seq_by_id[row.id] = seq
+            by_customer = self._by_customer.get(row.customer_id)
+            if by_customer is None:
+                self._by_customer[row.customer_id] = [seq]
+            else:
+                by_customer.append(seq)
+            for quota_id, key, start, amount in increments:
+                counter = (quota_id, key, start)
+                before = counters.get(counter)
+                counters[counter] = amount if before is None else before + amount
+                added.append((counter, before))
+            if row.idempotency_key is not None:
+                self._idempotency[row.idempotency_key] = (row.id, response or "")
+                keys.append(row.idempotency_key)
+
+    def _unrecord(
+        self, first: int, added: list[tuple[tuple[str, str, int], int | None]], keys: list[str]
+    ) -> None:
+        for row in self._events[first:]:
+            self._seq_by_id.pop(row.id, None)
+            seqs = self._by_customer.get(row.customer_id)
+            while seqs and seqs[-1] > first:
+                seqs.pop()
+        del self._events[first:]
+        # Newest first, so a counter two events touched ends at its first value.
+        for counter, before in reversed(added):
+            if before is None:
+                self._counters.pop(counter, None)
+            else:
+                self._counters[counter] = before
+        for key in keys:
+            self._idempotency.pop(key, None)
+
+    # --- reads ------------------------------------------------------------------
+
+    def scan_events(self) -> Iterator[EventRow]:
+        """Every event, oldest first."""
+        self._ensure_usable()
+        return iter(list(self._events))
+
+    def list_events(
+        self,
+        *,
+        customer_id: str | None,
+        event_type: str | None,
+        model: str | None,
+        start: float | None,
+        end: float | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[tuple[int, EventRow]]:
+        """Matching events, most recently recorded first, as ``(seq, row)``."""
+        self._ensure_usable()
+        found: list[tuple[int, EventRow]] = []
+        for seq in self._seqs_newest_first(customer_id, before_seq):
+            row = self._events[seq - 1]
+            if _matches(row, event_type, model, start, end):
+                found.append((seq, row))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _seqs_newest_first(self, customer_id: str | None, before_seq: int | None) -> Iterator[int]:
+        if customer_id is None:
+            top = (
+                len(self._events) if before_seq is None else min(before_seq - 1, len(self._events))
+            )
+            return iter(range(top, 0, -1))
+        seqs = self._by_customer.get(customer_id, [])
+        return (seq for seq in reversed(seqs) if before_seq is None or seq < before_seq)
+
+    def event_seq(self, event_id: str) -> int | None:
+        self._ensure_usable()
+        return self._seq_by_id.get(event_id)
+
+    def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals:
+        self._ensure_usable()
+        events = total = inputs = outputs = micro_cents = 0
+        for seq in self._by_customer.get(customer_id, ()):
+            row = self._events[seq - 1]
+            if not _matches(row, None, None, start, end):
+                continue
+            events += 1
+            total += row.total_tokens or 0
+            inputs += row.input_tokens or 0
+            outputs += row.output_tokens or 0
+            if row.cost_cents is not None:
+                micro_cents += _sqlite_round(row.cost_cents * 1_000_000)
+        return UsageTotals(events, total, inputs, outputs, micro_cents)
+
+    def counters(self) -> dict[tuple[str, str, int], int]:
+        """Every quota counter in whole units (micro-cents for cost), for audits and tests."""
+        return dict(self._counters)
+
+    def event_count(self) -> int:
+        return len(self._events)
+
+
+def _copy(row: dict[str, Any]) -> dict[str, Any]:
+    # Definitions hold lists and dicts (filters, per): the caller's later
+    # changes to its own objects must not reach the ledger, nor ours the caller.
+    return copy.deepcopy(row)
+
+
+def _matches(
+    row: EventRow,
+    event_type: str | None,
+    model: str | None,
+    start: float | None,
+    end: float | None,
+) -> bool:
+    return (
+        (event_type is None or row.event_type == event_type)
+        and (model is None or row.model == model)
+        and (start is None or row.ts >= start)
+        and (end is None or row.ts < end)
+    )
+
+
+def _sqlite_round(value: float) -> int:
+    """SQLite's ``round()``: half away from zero, as the file ledger sums cents."""
+    if not math.isfinite(value):
+        return 0
+    return int(value + 0.5) if value >= 0 else -int(-value + 0.5)
