@@ -12,8 +12,6 @@ import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from cachetools import TLRUCache
-
 from limitry_local.periods import Clock
 
 # Refill is float arithmetic: 4 tokens per 60 s refilled over 15 s can come
@@ -121,44 +119,80 @@ def _full_at(capacity: int, rate: float, state: BucketState) -> int:
 class BucketStore:
     """Bucket states in memory, at most ``maxsize`` of them.
 
-    Why eviction cannot over-admit: a missing bucket is treated as full, so
-    forgetting a bucket is only safe once it *is* full.  Each entry therefore
-    expires (cachetools' time-to-use) exactly when its bucket would be full
-    again, after which dropping it changes no answer.  The one unsafe case is
-    the size bound: when more than ``maxsize`` buckets are below capacity at
-    once, the least recently used one is dropped early, and that key may then
-    admit at most its missing tokens (up to one capacity) once more.
-    ``premature_evictions`` counts those; keep ``maxsize`` above the number of
-    keys active within one window and it stays zero.
+    Why forgetting cannot over-admit: a missing bucket is treated as full,
+    so dropping a bucket is only safe once it *is* full.  Each entry keeps
+    the instant its bucket is full again; from then on it reads as missing
+    and a sweep may drop it.  The one unsafe case is the size bound: when
+    more than ``maxsize`` buckets are below capacity at once, the least
+    recently written one is dropped early, and that key may then admit at
+    most its missing tokens (up to one capacity) once more.
+    ``premature_evictions`` counts those; keep ``maxsize`` above the number
+    of keys active within one window and it stays zero.
+
+    A plain dict in write order, not a cachetools TLRU cache: the cache's
+    get and set cost about 3 us per bucket per event, seven times a whole
+    token-bucket check (docs/benchmarks.md).  Full buckets are swept in
+    bulk instead, every time the store has seen as many writes as it holds
+    entries, and before evictions at the bound (constant work per write,
+    amortised).
     """
 
     def __init__(self, maxsize: int, clock: Clock) -> None:
         self.premature_evictions = 0
-        self._cache = _BucketCache(self, maxsize, clock)
+        self._maxsize = maxsize
+        self._clock = clock
+        # key -> (state, full_at), oldest write first.
+        self._entries: dict[Hashable, tuple[BucketState, float]] = {}
+        self._writes_to_sweep = _MIN_SWEEP
+        self._writes_since_sweep = 0
 
     def get(self, key: Hashable) -> BucketState | None:
-        entry = self._cache.get(key)
-        return None if entry is None else entry[0]
+        """The bucket's state, or None when it is unknown or already full again."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= self._clock():
+            return None
+        return entry[0]
 
     def put(self, key: Hashable, state: BucketState, full_at: float) -> None:
-        self._cache[key] = (state, full_at)
+        entries = self._entries
+        # Re-inserted, so the dict's order is the order of last writes.
+        if entries.pop(key, None) is None and len(entries) >= self._maxsize:
+            self._make_room()
+        entries[key] = (state, full_at)
+        self._writes_since_sweep += 1
+        if self._writes_since_sweep >= self._writes_to_sweep:
+            self._sweep()
+
+    def touch(self, key: Hashable) -> None:
+        """Mark a bucket as recently used (a denied event read it) without changing it."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._entries[key] = entry
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        full = [key for key, (_, full_at) in self._entries.items() if full_at <= now]
+        for key in full:
+            del self._entries[key]
+        self._writes_to_sweep = max(_MIN_SWEEP, len(self._entries))
+        self._writes_since_sweep = 0
+
+    def _make_room(self) -> None:
+        # Full buckets go first, as they cost no answer; sweeping for them at
+        # most once per eighth of the bound keeps a store whose every bucket
+        # is active from scanning itself on every new key.
+        if self._writes_since_sweep >= max(1, self._maxsize // 8):
+            self._sweep()
+        entries = self._entries
+        while len(entries) >= self._maxsize:
+            key = next(iter(entries))
+            _, full_at = entries.pop(key)
+            if full_at > self._clock():
+                self.premature_evictions += 1
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._entries)
 
 
-def _full_expiry(key: Hashable, entry: tuple[BucketState, float], now: float) -> float:
-    return entry[1]
-
-
-class _BucketCache(TLRUCache[Hashable, tuple[BucketState, float]]):
-    def __init__(self, owner: BucketStore, maxsize: int, timer: Clock) -> None:
-        super().__init__(maxsize, _full_expiry, timer)
-        self._owner = owner
-
-    def popitem(self) -> tuple[Hashable, tuple[BucketState, float]]:
-        # cachetools calls popitem only for the size bound, after expired
-        # entries are gone: every call here drops a bucket that was not full.
-        item = super().popitem()
-        self._owner.premature_evictions += 1
-        return item
+# Sweeping a small store often is cheap; below this many writes it is not worth it.
+_MIN_SWEEP = 1024
