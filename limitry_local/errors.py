@@ -150,15 +150,16 @@ def parse(
         raise InvalidRequestError(
             f"{prefix or 'body'}: expected a {model.__name__} or a dict, got {type(value).__name__}"
         )
-    for key in value:
-        if isinstance(key, str) and not _is_text(key):
-            # pydantic can only say "body: ... unable to parse raw data"; name the key,
-            # escaped, since the message itself must be valid text.
-            raise InvalidRequestError(
-                f"{prefix}{key_name(key)}: field names must be valid Unicode text "
-                "(no lone surrogates)"
-            )
     try:
-        return model.model_validate(dict(value))
+        return model.model_validate(value if type(value) is dict else dict(value))
     except ValidationError as exc:
+        # Looked for only once validation failed (no valid request has such a
+        # key): pydantic can only say "unable to parse raw data"; name the key,
+        # escaped, since the message itself must be valid text.
+        for key in value:
+            if isinstance(key, str) and not _is_text(key):
+                raise InvalidRequestError(
+                    f"{prefix}{key_name(key)}: field names must be valid Unicode text "
+                    "(no lone surrogates)"
+                ) from None
         raise InvalidRequestError.from_validation(exc, model, prefix) from None

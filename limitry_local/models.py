@@ -243,6 +243,28 @@ class WireModel(BaseModel):
     )
 
 
+W = TypeVar("W", bound=WireModel)
+_set_attribute = object.__setattr__
+
+
+def trusted(model: type[W], fields: dict[str, Any], private: dict[str, Any] | None = None) -> W:
+    """An instance built from values this library computed, without validating them again.
+
+    For the answers of the hot path, where validation would only check
+    what the tracker just computed (3 us of a 201 body).  ``fields`` must
+    hold every field, each with the type validation would give it; the
+    result then equals ``model.model_validate(fields)``, as
+    tests/test_models.py checks for every model built this way.
+    ``private`` holds the private attributes, if the model has any.
+    """
+    instance = model.__new__(model)
+    _set_attribute(instance, "__dict__", fields)
+    _set_attribute(instance, "__pydantic_fields_set__", set(fields))
+    _set_attribute(instance, "__pydantic_extra__", None)
+    _set_attribute(instance, "__pydantic_private__", private)
+    return instance
+
+
 class RequestModel(WireModel):
     """Base of what a caller sends: dumps the fields it was given, and only those.
 
@@ -308,10 +330,13 @@ class TrackPostRequest(RequestModel):
     def _default_total(cls, value: int | None, info: ValidationInfo) -> int | None:
         # Runs for an absent totalTokens too (validate_default), so an
         # overflowing sum is reported as totalTokens, the field it would fill.
-        given = [info.data.get("input_tokens"), info.data.get("output_tokens")]
-        if value is not None or all(part is None for part in given):
+        if value is not None:
             return value
-        total = sum(part or 0 for part in given)
+        data = info.data
+        inputs, outputs = data.get("input_tokens"), data.get("output_tokens")
+        if inputs is None and outputs is None:
+            return None
+        total = (inputs or 0) + (outputs or 0)
         if total > MAX_AMOUNT:
             raise ValueError(f"inputTokens + outputTokens exceeds {MAX_AMOUNT}")
         return total

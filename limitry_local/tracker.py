@@ -76,6 +76,7 @@ from limitry_local.models import (
     TrackDeniedResponse,
     TrackPostRequest,
     TrackPostResponse,
+    trusted,
     window_seconds,
 )
 from limitry_local.periods import Clock, period_bounds, system_clock
@@ -134,16 +135,8 @@ class _QuotaOutcome:
     used: int
     amount: int | None
     """The event's amount in whole units; None for a check (does anything more fit?)."""
-
-    @property
-    def limit_units(self) -> int:
-        return self.quota.limit_value * unit_scale(self.quota.metric)
-
-    @property
-    def exceeded(self) -> bool:
-        if self.amount is None:
-            return self.used >= self.limit_units
-        return self.used + self.amount > self.limit_units
+    limit_units: int
+    exceeded: bool
 
 
 class Tracker:
@@ -354,24 +347,29 @@ class Tracker:
                 rates = self._rate_outcomes(dims, request.total_tokens or 0)
                 quotas = self._quota_outcomes(dims, request, when)
                 if not all(o.decision.allowed for o in rates):
+                    self._touch(rates)
                     raise self._rate_denial(rates, quotas)
                 if any(o.exceeded for o in quotas):
+                    self._touch(rates)
                     raise self._quota_denial(rates, quotas, self._raw_now)
 
                 event_id = _new_id("evt")
-                # One validation of plain dicts, in pydantic-core, costs half of
-                # building the status models one by one in Python.
-                response = TrackPostResponse.model_validate(
+                rate_statuses = [
+                    trusted(RateLimitStatus, _rate_fields(o, charged=True, offset=self._offset))
+                    for o in rates
+                ]
+                response = trusted(
+                    TrackPostResponse,
                     {
                         "id": event_id,
                         "allowed": True,
-                        "rate_limits": [
-                            _rate_fields(o, charged=True, offset=self._offset) for o in rates
+                        "rate_limits": rate_statuses,
+                        "quotas": [
+                            trusted(QuotaStatus, _quota_fields(o, charged=True)) for o in quotas
                         ],
-                        "quotas": [_quota_fields(o, charged=True) for o in quotas],
-                    }
+                    },
+                    {"_headers": rate_limit_headers(rate_statuses)},
                 )
-                response._headers = rate_limit_headers(response.rate_limits)
                 stored_response = _response_to_json(response) if key is not None else None
                 self._ledger.record(
                     conn,
@@ -382,6 +380,11 @@ class Tracker:
             for o in rates:
                 self._buckets.put(o.bucket, o.decision.state, o.decision.reset)
             return response
+
+    def _touch(self, rates: list[_RateOutcome]) -> None:
+        # A denied key is an active key: the size bound should drop idle ones first.
+        for o in rates:
+            self._buckets.touch(o.bucket)
 
     def _rate_outcomes(self, dims: Dimensions, tokens: int | None) -> list[_RateOutcome]:
         """Every enabled rate limit the event matches, decided at bucket time.
@@ -430,7 +433,11 @@ class Tracker:
                 if request is None
                 else amount_units(quota.metric, request.total_tokens, request.cost_cents)
             )
-            outcomes.append(_QuotaOutcome(quota, key, key_json, start, end, used, amount))
+            limit_units = quota.limit_value * unit_scale(quota.metric)
+            exceeded = used >= limit_units if amount is None else used + amount > limit_units
+            outcomes.append(
+                _QuotaOutcome(quota, key, key_json, start, end, used, amount, limit_units, exceeded)
+            )
         return outcomes
 
     def _rate_denial(
@@ -850,8 +857,7 @@ def _rate_fields(o: _RateOutcome, *, charged: bool, offset: float) -> dict[str, 
 
 
 def _rate_status(o: _RateOutcome, *, charged: bool, offset: float) -> RateLimitStatus:
-    # model_construct: every value is computed here, so validating it again is waste.
-    return RateLimitStatus.model_construct(**_rate_fields(o, charged=charged, offset=offset))
+    return trusted(RateLimitStatus, _rate_fields(o, charged=charged, offset=offset))
 
 
 def _quota_fields(o: _QuotaOutcome, *, charged: bool) -> dict[str, Any]:
@@ -870,7 +876,7 @@ def _quota_fields(o: _QuotaOutcome, *, charged: bool) -> dict[str, Any]:
 
 
 def _quota_status(o: _QuotaOutcome, *, charged: bool) -> QuotaStatus:
-    return QuotaStatus.model_construct(**_quota_fields(o, charged=charged))
+    return trusted(QuotaStatus, _quota_fields(o, charged=charged))
 
 
 def _describe_key(per: Sequence[str], key: Key) -> str:
