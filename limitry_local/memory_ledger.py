@@ -19,8 +19,8 @@ import copy
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from limitry_local.ledger import (
@@ -56,28 +56,13 @@ class MemoryLedger:
         self._idempotency: dict[str, tuple[str, str]] = {}
         # Undo steps of the open write scope, newest last; None outside a scope.
         self._journal: list[Callable[[], None]] | None = None
+        self._scope = _Scope(self)
 
     # --- scopes ---------------------------------------------------------------
 
-    @contextmanager
-    def write(self, *, durable: bool = False) -> Iterator[None]:
+    def write(self, *, durable: bool = False) -> _Scope:
         """A write scope: everything written inside is undone if the scope raises."""
-        with self.lock:
-            self._ensure_usable()
-            if self._journal is not None:
-                # Nested scope: the outer one owns the journal and the undo.
-                yield
-                return
-            journal: list[Callable[[], None]] = []
-            self._journal = journal
-            try:
-                yield
-            except BaseException:
-                for undo in reversed(journal):
-                    undo()
-                raise
-            finally:
-                self._journal = None
+        return self._scope
 
     def _undo(self, step: Callable[[], None]) -> None:
         if self._journal is None:
@@ -272,6 +257,45 @@ class MemoryLedger:
 
     def event_count(self) -> int:
         return len(self._events)
+
+
+class _Scope:
+    """The write scope as a plain context manager: a generator-based one costs
+    a visible share of an in-memory call.  Re-entrant: an inner scope joins
+    the outer one, which owns the journal and the undo."""
+
+    __slots__ = ("_depth", "_ledger")
+
+    def __init__(self, ledger: MemoryLedger) -> None:
+        self._ledger = ledger
+        self._depth = 0
+
+    def __enter__(self) -> None:
+        ledger = self._ledger
+        ledger.lock.acquire()
+        if ledger._closed:
+            ledger.lock.release()
+            ledger._ensure_usable()
+        if self._depth == 0:
+            ledger._journal = []
+        self._depth += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ledger = self._ledger
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                journal, ledger._journal = ledger._journal, None
+                if exc_type is not None and journal:
+                    for undo in reversed(journal):
+                        undo()
+        finally:
+            ledger.lock.release()
 
 
 def _copy(row: dict[str, Any]) -> dict[str, Any]:
