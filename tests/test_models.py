@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from limitry_local import (
@@ -20,14 +22,16 @@ from limitry_local import (
     Page,
     Quota,
     QuotaCreate,
+    QuotaStatus,
     RateLimit,
     RateLimitCreate,
+    RateLimitStatus,
     TrackDeniedResponse,
     Tracker,
     TrackPostRequest,
     TrackPostResponse,
 )
-from limitry_local.models import window_seconds
+from limitry_local.models import trusted, window_seconds
 
 # Copies of shared/spec/golden (the hosted reference's wire examples), kept with the tests.
 GOLDEN = Path(__file__).parent / "golden"
@@ -450,3 +454,83 @@ def test_a_lone_surrogate_in_any_string_is_refused_naming_the_field(field: str) 
     with pytest.raises(ValidationError) as caught:
         TrackPostRequest.model_validate(wire)
     assert caught.value.errors()[0]["loc"] == (field,)
+
+
+# --- trusted(): the hot path's models, built without validation ------------------------
+
+_rate_status_fields = st.fixed_dictionaries(
+    {
+        "id": st.text(min_size=1, max_size=8),
+        "name": st.text(min_size=1, max_size=8),
+        "limit": st.integers(1, 10**12),
+        "remaining": st.integers(0, 10**12),
+        "reset": st.integers(0, 2**40),
+        "window": st.sampled_from(["second", "minute", "hour", "day", "90s"]),
+        "exceeded": st.booleans(),
+    }
+)
+_quota_status_fields = st.fixed_dictionaries(
+    {
+        "id": st.text(min_size=1, max_size=8),
+        "name": st.text(min_size=1, max_size=8),
+        "metric": st.sampled_from(["total_tokens", "total_events", "total_cost_cents"]),
+        "period": st.sampled_from(["hour", "day", "week", "month"]),
+        "limit": st.integers(1, 10**12),
+        # from_units answers an int when whole, a float for a fraction of a cent
+        "used": st.integers(0, 10**12)
+        | st.floats(0, 1e9, allow_nan=False).filter(lambda x: not x.is_integer()),
+        "remaining": st.integers(0, 10**12),
+        "reset": st.integers(0, 2**40),
+        "exceeded": st.booleans(),
+    }
+)
+
+
+@given(rates=st.lists(_rate_status_fields, max_size=3), quotas=st.lists(_quota_status_fields))
+def test_trusted_builds_what_validation_would(
+    rates: list[dict[str, Any]], quotas: list[dict[str, Any]]
+) -> None:
+    headers = {"X-RateLimit-Limit": "1"}
+    built = trusted(
+        TrackPostResponse,
+        {
+            "id": "evt_1",
+            "allowed": True,
+            "rate_limits": [trusted(RateLimitStatus, declared(RateLimitStatus, r)) for r in rates],
+            "quotas": [trusted(QuotaStatus, declared(QuotaStatus, q)) for q in quotas],
+        },
+        {"_headers": headers},
+    )
+    validated = TrackPostResponse.model_validate(
+        {"id": "evt_1", "allowed": True, "rate_limits": rates, "quotas": quotas}
+    )
+    validated._headers = headers
+    assert built == validated
+    assert built.model_dump_json() == validated.model_dump_json()
+    assert built.model_fields_set == validated.model_fields_set
+    for mine, theirs in zip(built.quotas, validated.quotas, strict=True):
+        assert mine.model_fields_set == theirs.model_fields_set
+        assert type(mine.used) is type(theirs.used)
+    assert built.headers == headers
+    # Still an ordinary model: copies and revalidation work.
+    assert TrackPostResponse.model_validate(built.model_dump()).model_dump() == built.model_dump()
+    assert built.model_copy(update={"id": "evt_2"}).id == "evt_2"
+
+
+def declared(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields in the model's declared order, as trusted() requires."""
+    return {name: fields[name] for name in model.model_fields}
+
+
+def test_trusted_answers_of_the_tracker_are_in_declared_order() -> None:
+    # trusted() keeps the caller's order, and the JSON follows it: the
+    # tracker's own builders must list fields as the models declare them.
+    with Tracker() as tracker:
+        tracker.rate_limits.create(name="r", limit_value=5, window="minute")
+        tracker.quotas.create(name="c", metric="total_cost_cents", limit_value=5, period="day")
+        answer = tracker.usage(customer_id="c", event_type="e", cost_cents=0.25)
+    again = TrackPostResponse.model_validate_json(answer.model_dump_json())
+    assert answer.model_dump_json() == again.model_dump_json()
+    assert list(answer.rate_limits[0].__dict__) == list(RateLimitStatus.model_fields)
+    assert list(answer.quotas[0].__dict__) == list(QuotaStatus.model_fields)
+    assert list(answer.__dict__) == list(TrackPostResponse.model_fields)
