@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from pydantic.alias_generators import to_camel
 
-from limitry_local import Tracker
+from limitry_local import Tracker, __version__
 from limitry_local.cli.config import read_document
 from limitry_local.testing import ManualClock
 
@@ -112,7 +112,7 @@ def seed_events(db: Path) -> None:
 
 
 def test_the_console_script_runs_the_command() -> None:
-    assert ok("--version") == "limitry-local 0.2.0.dev0\n"
+    assert ok("--version") == f"limitry-local {__version__}\n"
 
 
 def test_without_the_cli_extra_it_names_the_pip_command(tmp_path: Path, db: Path) -> None:

@@ -213,7 +213,7 @@ def _usage(args: argparse.Namespace, out: Console) -> int:
     if args.json:
         print(render.to_json(render.usage_json(rows, grouping)))
     elif not rows:
-        out.print("no events match", highlight=False)
+        out.print("no events match")
     else:
         out.print(render.usage_table(rows, grouping))
     return ExitCode.OK
@@ -229,7 +229,7 @@ def _export(args: argparse.Namespace, out: Console) -> int:
                 count = transfer.export_events(tracker, _filters(args), file)
         except OSError as exc:
             raise CliError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
-    Console(stderr=True).print(f"exported {count:,} events to {args.output}", highlight=False)
+    _console(stderr=True).print(f"exported {count:,} events to {args.output}")
     return ExitCode.OK
 
 
@@ -237,7 +237,7 @@ def _import(args: argparse.Namespace, out: Console) -> int:
     source = None if args.file == "-" else Path(args.file)
     name, text = transfer.read_source(source, sys.stdin)
     incoming = transfer.read_events(name, text)  # every line checked before any is written
-    errors = Console(stderr=True)
+    errors = _console(stderr=True)
     with (
         _ledger(args, "create") as tracker,
         Progress(
@@ -267,7 +267,6 @@ def _import(args: argparse.Namespace, out: Console) -> int:
         out.print(
             f"{result.read:,} events read from {name}: {result.recorded:,} recorded, "
             f"{result.already_present:,} already in the ledger",
-            highlight=False,
         )
     return ExitCode.OK
 
@@ -281,7 +280,7 @@ def _check(args: argparse.Namespace, out: Console) -> int:
     if args.json:
         print(render.to_json(render.check_json(allowed, rates.rate_limits, quotas.quotas)))
     elif not rates.rate_limits and not quotas.quotas:
-        out.print("allowed: no limit matches these dimensions", highlight=False)
+        out.print("allowed: no limit matches these dimensions")
     else:
         out.print(render.check_table(rates.rate_limits, quotas.quotas))
         out.print("allowed" if allowed else "denied", style="green" if allowed else "bold red")
@@ -391,12 +390,14 @@ def _dimension(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _console() -> Console:
-    console = Console()
+def _console(*, stderr: bool = False) -> Console:
+    # No markup or highlighting: strings printed here hold names and paths from
+    # the user, which must print as written ("[prod].db" is not a style).
+    console = Console(stderr=stderr, markup=False, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         # Written to a file or a pipe: wide enough that no table cell is cut.
         # Tables stay as narrow as their content; --json is the format for scripts.
-        console = Console(width=250)
+        console = Console(stderr=stderr, markup=False, highlight=False, width=250)
     return console
 
 
