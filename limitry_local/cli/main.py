@@ -1,0 +1,406 @@
+"""Arguments, dispatch and exit codes of ``limitry-local``.
+
+Each command opens the ledger through the public :class:`Tracker`, does one
+thing and closes it.  Expected failures (a bad file, a refused field, a
+locked ledger) are one line on stderr and a documented exit code; anything
+else is a bug and prints its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Literal
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from limitry_local import __version__, demo
+from limitry_local.cli import config, plan, render, transfer
+from limitry_local.cli.exits import CliError, ExitCode
+from limitry_local.cli.usage import Grouping, aggregate
+from limitry_local.errors import APIError, LimitryError
+from limitry_local.ledger import LedgerError
+from limitry_local.tracker import Tracker
+
+ENV_DB = "LIMITRY_LOCAL_DB"
+DEFAULT_DB = Path("limitry.db")
+DEMO_DB = Path("limitry-demo.db")
+
+Handler = Callable[[argparse.Namespace, Console], int]
+Missing = Literal["fail", "create", "empty"]
+"""What a command does when the ledger file does not exist yet."""
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the command, and turn its outcome into an exit code."""
+    args = build_parser().parse_args(argv)  # exits 2 itself on bad arguments
+    handler: Handler = args.handler
+    try:
+        return handler(args, _console())
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except LedgerError as exc:
+        return _fail(str(exc), ExitCode.LEDGER)
+    except APIError as exc:
+        # A 400 or 404 from the library: its message names the field or the id.
+        return _fail(exc.message, ExitCode.USAGE)
+    except LimitryError as exc:
+        return _fail(str(exc), ExitCode.LEDGER)
+    except KeyboardInterrupt:
+        return 128 + 2  # as a shell reports SIGINT
+    except BrokenPipeError:
+        # The reader of stdout (``| head``) stopped early: not an error worth a
+        # traceback.  Point stdout at devnull so the exit-time flush is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.PIPE_CLOSED
+    except Exception:
+        traceback.print_exc()
+        return _fail("internal error (a bug in limitry-local; please report it)", ExitCode.INTERNAL)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --db and --timeout are accepted before or after the command name.
+    # SUPPRESS keeps a subcommand's parser from overwriting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help=f"the ledger file (default: ${ENV_DB}, else ./{DEFAULT_DB})",
+    )
+    common.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="how long to wait for another process's write lock on the ledger (default: 5)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="limitry-local",
+        parents=[common],
+        description="Limits as code, usage tables and event export/import for a limitry_local "
+        "ledger. Exit codes: 0 ok, 1 denied (check), 2 usage or input error, 3 ledger error.",
+    )
+    parser.add_argument("--version", action="version", version=f"limitry-local {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    limits = commands.add_parser("limits", help="apply a config file of limits, or list them")
+    limit_commands = limits.add_subparsers(dest="limits_command", required=True, metavar="COMMAND")
+    apply = limit_commands.add_parser(
+        "apply",
+        parents=[common],
+        help="make the ledger's limits match a TOML/YAML/JSON file (by name)",
+    )
+    apply.add_argument("file", type=Path, help="a .toml, .yaml, .yml or .json file")
+    apply.add_argument(
+        "--dry-run", action="store_true", help="print what would change, change nothing"
+    )
+    apply.add_argument(
+        "--prune", action="store_true", help="delete limits that the file does not name"
+    )
+    _json_flag(apply)
+    apply.set_defaults(handler=_apply)
+    listing = limit_commands.add_parser("list", parents=[common], help="the ledger's limits")
+    _json_flag(listing)
+    listing.set_defaults(handler=_list_limits)
+
+    usage = commands.add_parser(
+        "usage", parents=[common], help="usage per period, customer and model"
+    )
+    usage.add_argument(
+        "--period",
+        choices=["hour", "day", "week", "month", "all"],
+        default="day",
+        help="UTC calendar period to group by, or all (default: day)",
+    )
+    _event_filters(usage)
+    _json_flag(usage)
+    usage.set_defaults(handler=_usage)
+
+    events = commands.add_parser("events", help="export or import events as JSON Lines")
+    event_commands = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
+    export = event_commands.add_parser(
+        "export", parents=[common], help="write events as JSON Lines, oldest first"
+    )
+    export.add_argument(
+        "--jsonl", action="store_true", help="JSON Lines, one event per line (the only format)"
+    )
+    export.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
+    )
+    _event_filters(export)
+    export.set_defaults(handler=_export)
+    load = event_commands.add_parser(
+        "import", parents=[common], help="record events from a JSON Lines file (idempotent)"
+    )
+    load.add_argument("file", help="a JSON Lines file, or - for stdin")
+    _json_flag(load)
+    load.set_defaults(handler=_import)
+
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="would an event with these dimensions pass? (exit 0 yes, 1 no; consumes nothing)",
+    )
+    check.add_argument(
+        "dimensions",
+        nargs="+",
+        type=_dimension,
+        metavar="KEY=VALUE",
+        help="the event's dimensions, e.g. customer_id=acme model=gpt-4o",
+    )
+    _json_flag(check)
+    check.set_defaults(handler=_check)
+
+    run_demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help=f"run a short scenario on a fresh ledger file (default ./{DEMO_DB}; "
+        f"never ${ENV_DB}, since the demo deletes its file first)",
+    )
+    run_demo.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=None,
+        help="simulated day, YYYY-MM-DD (default: today, UTC)",
+    )
+    run_demo.set_defaults(handler=_demo)
+    return parser
+
+
+# --- commands -------------------------------------------------------------------
+
+
+def _apply(args: argparse.Namespace, out: Console) -> int:
+    # The file first: a bad file never creates or touches a ledger.
+    limits = config.load(args.file)
+    with _ledger(args, "empty" if args.dry_run else "create") as tracker:
+        changes = plan.plan(tracker, limits, prune=args.prune)
+        if not args.dry_run:
+            changes = plan.apply(tracker, changes)
+    if args.json:
+        print(render.to_json(render.plan_json(changes, dry_run=args.dry_run)))
+        return ExitCode.OK
+    for line in render.plan_lines(changes, dry_run=args.dry_run):
+        out.print(line, soft_wrap=True)
+    out.print(render.plan_summary(changes, dry_run=args.dry_run), soft_wrap=True)
+    return ExitCode.OK
+
+
+def _list_limits(args: argparse.Namespace, out: Console) -> int:
+    with _ledger(args, "fail") as tracker:
+        rate_limits = list(plan.rate_limits_in(tracker))
+        quotas = list(plan.quotas_in(tracker))
+    if args.json:
+        print(render.to_json(render.limits_json(rate_limits, quotas)))
+    else:
+        out.print(render.limits_table(rate_limits, quotas))
+    return ExitCode.OK
+
+
+def _usage(args: argparse.Namespace, out: Console) -> int:
+    grouping: Grouping = args.period
+    with _ledger(args, "fail") as tracker:
+        rows = aggregate(transfer.events_newest_first(tracker, _filters(args)), grouping)
+    if args.json:
+        print(render.to_json(render.usage_json(rows, grouping)))
+    elif not rows:
+        out.print("no events match")
+    else:
+        out.print(render.usage_table(rows, grouping))
+    return ExitCode.OK
+
+
+def _export(args: argparse.Namespace, out: Console) -> int:
+    with _ledger(args, "fail") as tracker:
+        if args.output is None:
+            transfer.export_events(tracker, _filters(args), sys.stdout)
+            return ExitCode.OK
+        try:
+            with args.output.open("w", encoding="utf-8", newline="\n") as file:
+                count = transfer.export_events(tracker, _filters(args), file)
+        except OSError as exc:
+            raise CliError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
+    _console(stderr=True).print(f"exported {count:,} events to {args.output}")
+    return ExitCode.OK
+
+
+def _import(args: argparse.Namespace, out: Console) -> int:
+    source = None if args.file == "-" else Path(args.file)
+    name, text = transfer.read_source(source, sys.stdin)
+    incoming = transfer.read_events(name, text)  # every line checked before any is written
+    errors = _console(stderr=True)
+    with (
+        _ledger(args, "create") as tracker,
+        Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+            disable=not errors.is_terminal,
+        ) as progress,
+    ):
+        task = progress.add_task("import", total=len(incoming))
+        result = transfer.import_events(
+            tracker, incoming, lambda done: progress.advance(task, done)
+        )
+    if args.json:
+        print(
+            render.to_json(
+                {
+                    "read": result.read,
+                    "recorded": result.recorded,
+                    "alreadyPresent": result.already_present,
+                }
+            )
+        )
+    else:
+        out.print(
+            f"{result.read:,} events read from {name}: {result.recorded:,} recorded, "
+            f"{result.already_present:,} already in the ledger",
+        )
+    return ExitCode.OK
+
+
+def _check(args: argparse.Namespace, out: Console) -> int:
+    dimensions = dict(args.dimensions)
+    with _ledger(args, "fail") as tracker:
+        rates = tracker.rate_limits.check(dimensions)
+        quotas = tracker.quotas.check(dimensions)
+    allowed = rates.allowed and quotas.allowed
+    if args.json:
+        print(render.to_json(render.check_json(allowed, rates.rate_limits, quotas.quotas)))
+    elif not rates.rate_limits and not quotas.quotas:
+        out.print("allowed: no limit matches these dimensions")
+    else:
+        out.print(render.check_table(rates.rate_limits, quotas.quotas))
+        out.print("allowed" if allowed else "denied", style="green" if allowed else "bold red")
+    return ExitCode.OK if allowed else ExitCode.DENIED
+
+
+def _demo(args: argparse.Namespace, out: Console) -> int:
+    path: Path = getattr(args, "db", DEMO_DB)
+    demo.run(path, sys.stdout, args.date)
+    return ExitCode.OK
+
+
+# --- the ledger -------------------------------------------------------------------
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    given: Path | None = getattr(args, "db", None)
+    if given is not None:
+        return given
+    from_env = os.environ.get(ENV_DB)
+    return Path(from_env) if from_env else DEFAULT_DB
+
+
+@contextmanager
+def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
+    """A Tracker on the ledger file, closed afterwards.
+
+    A command that only reads never creates a file: a mistyped ``--db``
+    should say so, not answer from an empty ledger.  A dry run on a missing
+    file plans against an empty ledger in memory.
+    """
+    path = _db_path(args)
+    timeout: float = getattr(args, "timeout", 5.0)
+    if path.exists() or missing == "create":
+        tracker = Tracker(path, timeout=timeout)
+    elif missing == "empty":
+        tracker = Tracker()
+    else:
+        raise CliError(
+            f"no ledger at {path}: pass --db PATH or set {ENV_DB} "
+            "(limits apply and events import create the file)",
+            ExitCode.LEDGER,
+        )
+    with tracker:
+        yield tracker
+
+
+# --- arguments --------------------------------------------------------------------
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON for scripts instead of tables"
+    )
+
+
+def _event_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--customer", metavar="ID", help="only this customerId")
+    parser.add_argument("--model", help="only this model")
+    parser.add_argument("--event-type", metavar="TYPE", help="only this eventType")
+    parser.add_argument(
+        "--start", type=_instant, help="from this date or ISO 8601 date-time (UTC if no offset)"
+    )
+    parser.add_argument(
+        "--end", type=_instant, help="before this date-time, or to the end of this date"
+    )
+
+
+def _filters(args: argparse.Namespace) -> transfer.EventFilters:
+    return transfer.EventFilters(
+        customer_id=args.customer,
+        event_type=args.event_type,
+        model=args.model,
+        start_date=args.start,
+        end_date=args.end,
+    )
+
+
+def _instant(text: str) -> str:
+    """An ISO 8601 date or date-time, passed on as written (``events.list`` reads it)."""
+    try:
+        if len(text) == 10:
+            date.fromisoformat(text)
+        else:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date (2026-11-25) or date-time (2026-11-25T10:00:00Z)"
+        ) from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _dimension(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. customer_id=acme)")
+    return key, value
+
+
+def _console(*, stderr: bool = False) -> Console:
+    # No markup or highlighting: strings printed here hold names and paths from
+    # the user, which must print as written ("[prod].db" is not a style).
+    console = Console(stderr=stderr, markup=False, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Written to a file or a pipe: wide enough that no table cell is cut.
+        # Tables stay as narrow as their content; --json is the format for scripts.
+        console = Console(stderr=stderr, markup=False, highlight=False, width=250)
+    return console
+
+
+def _fail(message: str, code: ExitCode) -> int:
+    sys.stderr.write(f"limitry-local: error: {message}\n")
+    return code

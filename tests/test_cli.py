@@ -1,0 +1,561 @@
+"""The ``limitry-local`` command, run as a user runs it: the installed console script.
+
+Ledgers are set up and inspected in process through the public Tracker (fast,
+and independent of the command); every command under test is a real
+subprocess, judged by its stdout, stderr and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from pydantic.alias_generators import to_camel
+
+from limitry_local import Tracker, __version__
+from limitry_local.cli.config import read_document
+from limitry_local.testing import ManualClock
+
+ROOT = Path(__file__).parents[1]
+GUIDE = ROOT / "docs" / "cli.md"
+_FOUND = shutil.which("limitry-local", path=str(Path(sys.executable).parent))
+assert _FOUND is not None, "limitry-local is not installed beside this Python: make test"
+COMMAND: str = _FOUND
+
+# Wednesday 2026-11-25 10:00 UTC, as in conftest.
+NOV_25 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+
+
+def run(
+    *args: str | Path,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The command with ``args``, in a clean environment (no db variable, no forced colour)."""
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"LIMITRY_LOCAL_DB", "COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE"}
+    }
+    return subprocess.run(
+        [COMMAND, *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def ok(*args: str | Path, **kwargs: object) -> str:
+    done = run(*args, **kwargs)  # type: ignore[arg-type]
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    return done.stdout
+
+
+def example(language: str) -> str:
+    """The full config example of docs/cli.md in ``language`` (toml or yaml)."""
+    text = GUIDE.read_text()
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, f"docs/cli.md should hold one {language} example"
+    return str(blocks[0])
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "usage.db"
+
+
+@pytest.fixture
+def toml_file(tmp_path: Path) -> Path:
+    path = tmp_path / "limits.toml"
+    path.write_text(example("toml"))
+    return path
+
+
+def seed_events(db: Path) -> None:
+    """Five events over two days, two customers, two models (one event without a model)."""
+    with Tracker(db, clock=ManualClock(NOV_25)) as tracker:
+        for day, customer, model, tokens_in, tokens_out, cents in [
+            (25, "acme", "gpt-4o", 100, 20, 0.1),
+            (25, "acme", "gpt-4o", 200, 40, 0.2),
+            (25, "globex", "claude-3-5-sonnet", 50, 10, 1.5),
+            (26, "acme", "gpt-4o", 300, 60, 0.3),
+            (26, "acme", None, 7, 0, None),
+        ]:
+            tracker.events.ingest(
+                customer_id=customer,
+                event_type="model_call",
+                model=model,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                cost_cents=cents,
+                properties={"team": "search", "attempt": 1},
+                timestamp=NOV_25.replace(day=day),
+            )
+
+
+# --- wiring -------------------------------------------------------------------------
+
+
+def test_the_console_script_runs_the_command() -> None:
+    assert ok("--version") == f"limitry-local {__version__}\n"
+
+
+def test_without_the_cli_extra_it_names_the_pip_command(tmp_path: Path, db: Path) -> None:
+    # A package shadowing rich that fails as an absent one does.
+    (tmp_path / "rich").mkdir()
+    (tmp_path / "rich" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'rich'\", name='rich')\n"
+    )
+    done = run("--db", db, "limits", "list", env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 4
+    assert "pip install 'limitry_local[cli]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- limits apply -------------------------------------------------------------------
+
+
+def test_apply_creates_the_limits_then_applying_again_changes_nothing(
+    db: Path, toml_file: Path
+) -> None:
+    first = ok("--db", db, "limits", "apply", toml_file)
+    assert first.count(": created") == 5
+    assert "+ rate limit 'requests per minute': created" in first
+    assert first.endswith("5 created, 0 updated, 0 deleted, 0 unchanged, 0 left as they are\n")
+    with Tracker(db) as tracker:
+        before = {q.name: q for q in tracker.quotas.list().data}
+        limits = {r.name: r for r in tracker.rate_limits.list().data}
+    spend = before["monthly spend on premium models"]
+    assert spend.dimension_filters == {"model": ["gpt-4o", "claude-3-5-sonnet"]}
+    assert (spend.metric, spend.period, spend.per) == ("total_cost_cents", "month", ["customer_id"])
+    assert limits["gpt-4o tokens per minute"].metric == "total_tokens"
+    assert limits["burst"].enabled is False and limits["burst"].window == "10s"
+
+    second = ok("--db", db, "limits", "apply", toml_file)
+    assert second.count(": unchanged") == 5
+    assert "0 created, 0 updated, 0 deleted, 5 unchanged" in second
+    with Tracker(db) as tracker:
+        after = {q.name: q for q in tracker.quotas.list().data}
+    # Not even touched: same ids, same updatedAt.
+    assert after == before
+
+
+def test_the_yaml_and_json_forms_declare_the_same_limits_as_the_toml(
+    db: Path, toml_file: Path, tmp_path: Path
+) -> None:
+    ok("--db", db, "limits", "apply", toml_file)
+    yaml_file = tmp_path / "limits.yml"
+    yaml_file.write_text(example("yaml"))
+    # JSON in camelCase throughout, as the hosted API writes a RateLimitCreate.
+    declared = read_document(toml_file)
+    assert isinstance(declared, dict)
+    camel = {
+        to_camel(section): [
+            {to_camel(key): value for key, value in limit.items()} for limit in items
+        ]
+        for section, items in declared.items()
+    }
+    json_file = tmp_path / "limits.json"
+    json_file.write_text(json.dumps(camel))
+    for config in (yaml_file, json_file):
+        plan = json.loads(ok("--db", db, "limits", "apply", config, "--dry-run", "--json"))
+        assert plan["dryRun"] is True
+        assert [change["action"] for change in plan["changes"]] == ["unchanged"] * 5
+
+
+def test_dry_run_prints_the_diff_and_changes_nothing(db: Path, tmp_path: Path) -> None:
+    with Tracker(db) as tracker:
+        tracker.rate_limits.create(name="rpm", limit_value=60, window="minute", per=["customer_id"])
+        tracker.quotas.create(name="legacy", metric="total_events", limit_value=5, period="hour")
+        stored = tracker.rate_limits.list().data
+    config = tmp_path / "limits.toml"
+    config.write_text(
+        '[[rate_limits]]\nname = "rpm"\nlimit_value = 120\nwindow = "minute"\n\n'
+        '[[quotas]]\nname = "daily"\nmetric = "total_tokens"\nlimit_value = 1000\nperiod = "day"\n'
+    )
+    out = ok("--db", db, "limits", "apply", config, "--dry-run")
+    # Left out of the file, per takes its default: the file is the whole desired state.
+    assert (
+        "~ rate limit 'rpm': would be updated  limitValue: 60 -> 120  per: [\"customer_id\"] -> []"
+        in out
+    )
+    assert "+ quota 'daily': would be created  name=\"daily\"  dimensionFilters={}" in out
+    assert "  quota 'legacy': not in the file, left as it is (--prune would delete it)" in out
+    assert out.rstrip().endswith("dry run, nothing was changed")
+
+    pruning = json.loads(
+        ok("--db", db, "limits", "apply", config, "--dry-run", "--prune", "--json")
+    )
+    actions = {(c["kind"], c["name"]): c for c in pruning["changes"]}
+    assert actions["quota", "legacy"]["action"] == "delete"
+    assert actions["rate_limit", "rpm"]["diff"] == {
+        "limitValue": {"from": 60, "to": 120},
+        "per": {"from": ["customer_id"], "to": []},
+    }
+    with Tracker(db) as tracker:
+        assert tracker.rate_limits.list().data == stored
+        assert [q.name for q in tracker.quotas.list().data] == ["legacy"]
+
+
+def test_only_prune_deletes_the_limits_the_file_leaves_out(db: Path, tmp_path: Path) -> None:
+    with Tracker(db) as tracker:
+        tracker.quotas.create(name="legacy", metric="total_events", limit_value=5, period="hour")
+    config = tmp_path / "limits.yaml"
+    config.write_text(
+        "quotas:\n  - {name: daily, metric: total_events, limit_value: 9, period: day}\n"
+    )
+    kept = ok("--db", db, "limits", "apply", config)
+    assert "1 created, 0 updated, 0 deleted, 0 unchanged, 1 left as they are" in kept
+    pruned = ok("--db", db, "limits", "apply", config, "--prune")
+    assert "- quota 'legacy': deleted (not in the file; --prune)" in pruned
+    with Tracker(db) as tracker:
+        assert [q.name for q in tracker.quotas.list().data] == ["daily"]
+
+
+def test_a_dry_run_on_a_missing_ledger_creates_no_file(db: Path, toml_file: Path) -> None:
+    out = ok("--db", db, "limits", "apply", toml_file, "--dry-run")
+    assert out.count(": would be created") == 5
+    assert not db.exists()
+
+
+# --- limits list ------------------------------------------------------------------
+
+
+def test_limits_list_as_tables_and_as_wire_json(db: Path) -> None:
+    with Tracker(db) as tracker:
+        rpm = tracker.rate_limits.create(name="[bold]rpm", limit_value=60, window="minute")
+        tracker.quotas.create(
+            name="daily", metric="total_tokens", limit_value=100_000, period="day", per=["model"]
+        )
+    table = ok("--db", db, "limits", "list")
+    # Names print as written (not read as rich markup), ids are never cut.
+    assert "[bold]rpm" in table
+    assert rpm.id in table
+    assert "100,000" in table
+    listed = json.loads(ok("limits", "list", "--json", "--db", db))
+    assert listed["rateLimits"][0]["limitValue"] == 60
+    assert listed["rateLimits"][0]["id"] == rpm.id
+    assert listed["quotas"][0]["per"] == ["model"]
+
+
+# --- usage ------------------------------------------------------------------------
+
+
+def test_usage_per_day_customer_and_model(db: Path) -> None:
+    seed_events(db)
+    usage = json.loads(ok("--db", db, "usage", "--json"))
+    rows = {(r["periodStart"], r["customerId"], r["model"]): r for r in usage["rows"]}
+    assert list(rows) == [
+        ("2026-11-25T00:00:00Z", "acme", "gpt-4o"),
+        ("2026-11-25T00:00:00Z", "globex", "claude-3-5-sonnet"),
+        ("2026-11-26T00:00:00Z", "acme", None),
+        ("2026-11-26T00:00:00Z", "acme", "gpt-4o"),
+    ]
+    acme = rows["2026-11-25T00:00:00Z", "acme", "gpt-4o"]
+    assert (acme["totalEvents"], acme["totalTokens"]) == (2, 360)
+    # Summed as micro-cents: 0.1 + 0.2 is 0.3, not 0.30000000000000004.
+    assert acme["totalCostCents"] == 0.3
+    assert usage["total"] == {
+        "totalEvents": 5,
+        "totalInputTokens": 657,
+        "totalOutputTokens": 130,
+        "totalTokens": 787,
+        "totalCostCents": 2.1,
+    }
+
+    table = ok("--db", db, "usage", "--period", "month", "--customer", "acme")
+    assert "usage per month (UTC)" in table
+    assert re.search(r"2026-11 +│ acme +│ gpt-4o +│ +3 │ +600 │ +120 │ +720 │ +0.6 │", table)
+    assert "globex" not in table
+    assert re.search(r"total .*│ +4 │ +607 │ +120 │ +727 │", table)
+
+
+def test_usage_with_no_matching_events_says_so(db: Path) -> None:
+    seed_events(db)
+    assert ok("--db", db, "usage", "--start", "2027-01-01") == "no events match\n"
+
+
+# --- events export / import -------------------------------------------------------
+
+
+def test_export_then_import_keeps_every_event_and_reimporting_adds_nothing(
+    db: Path, tmp_path: Path
+) -> None:
+    seed_events(db)
+    exported = tmp_path / "events.jsonl"
+    done = run("--db", db, "events", "export", "--jsonl", "-o", exported)
+    assert done.returncode == 0 and done.stdout == ""
+    assert "exported 5 events" in done.stderr
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert [line["createdAt"][:10] for line in lines] == ["2026-11-25"] * 3 + ["2026-11-26"] * 2
+    assert lines[0]["properties"] == {"team": "search", "attempt": 1}
+    # stdout carries the same lines.
+    assert ok("--db", db, "events", "export") == exported.read_text()
+
+    copy = tmp_path / "copy.db"
+    first = json.loads(ok("--db", copy, "events", "import", exported, "--json"))
+    assert first == {"read": 5, "recorded": 5, "alreadyPresent": 0}
+    again = ok("--db", copy, "events", "import", exported)
+    assert again == f"5 events read from {exported}: 0 recorded, 5 already in the ledger\n"
+    # Back into the ledger it came from: its own ids are recognised.
+    home = json.loads(ok("--db", db, "events", "import", exported, "--json"))
+    assert home["recorded"] == 0
+
+    with Tracker(db) as source, Tracker(copy) as target:
+        # Every field and time kept; only the ids are the new ledger's own.
+        assert [e.model_copy(update={"id": ""}) for e in target.events.list().data] == [
+            e.model_copy(update={"id": ""}) for e in source.events.list().data
+        ]
+        for customer in ("acme", "globex"):
+            assert target.customers.get_usage(customer) == source.customers.get_usage(customer)
+
+
+def test_export_and_usage_page_through_more_events_than_one_page(db: Path) -> None:
+    # 250 events: pages of 100, so the oldest-first export reads three pages back to front.
+    with Tracker(db) as tracker:
+        tracker.events.batch(
+            [
+                {
+                    "customerId": f"c{n % 3}",
+                    "eventType": "x",
+                    "totalTokens": n,
+                    "timestamp": f"2026-11-25T10:{n // 60:02d}:{n % 60:02d}Z",
+                }
+                for n in range(250)
+            ]
+        )
+    lines = [json.loads(line) for line in ok("--db", db, "events", "export").splitlines()]
+    assert [line["totalTokens"] for line in lines] == list(range(250))
+    usage = json.loads(ok("--db", db, "usage", "--period", "all", "--json"))
+    assert usage["total"]["totalEvents"] == 250
+    assert usage["total"]["totalTokens"] == sum(range(250))
+
+
+def test_imported_events_count_toward_quotas_in_their_own_period(db: Path) -> None:
+    with Tracker(db, clock=ManualClock(NOV_25)) as tracker:
+        tracker.quotas.create(
+            name="daily", metric="total_tokens", limit_value=100, period="day", per=["customer_id"]
+        )
+    lines = "\n".join(
+        json.dumps({"customerId": "acme", "eventType": "x", "totalTokens": 60, **extra})
+        for extra in ({"idempotencyKey": "k1"}, {"idempotencyKey": "k1"}, {})
+    )
+    out = ok("--db", db, "events", "import", "-", stdin=lines + "\n\n")
+    # The repeated key is recorded once; the line without a key has no such guard.
+    assert out == "3 events read from <stdin>: 2 recorded, 1 already in the ledger\n"
+    with Tracker(db) as tracker:
+        assert tracker.quotas.check({"customer_id": "acme"}).quotas[0].used == 120
+
+
+def test_a_bad_line_fails_the_import_before_anything_is_written(db: Path, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"customerId": "acme", "eventType": "x"}\n{"customerId": "acme", "eventType": "x", '
+        '"inputTokens": -1}\n'
+    )
+    done = run("--db", db, "events", "import", events)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"limitry-local: error: {events}:2: inputTokens: Input should be greater than or "
+        "equal to 0\n"
+    )
+    assert not db.exists()
+
+
+def test_import_draws_a_progress_bar_on_a_terminal_only(db: Path, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"customerId": "a", "eventType": "x"}\n' * 3)
+    piped = run("--db", db, "events", "import", events)
+    assert piped.returncode == 0 and piped.stderr == ""
+
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in {"LIMITRY_LOCAL_DB", "NO_COLOR"}}
+    with subprocess.Popen(
+        [COMMAND, "--db", str(tmp_path / "tty.db"), "events", "import", str(events)],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=env,
+    ) as process:
+        os.close(terminal)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's other end closed: the process is done
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        assert process.wait(timeout=60) == 0
+    os.close(controller)
+    assert b"importing" in drawn
+    assert b"3/3" in drawn
+
+
+# --- check ------------------------------------------------------------------------
+
+
+def test_check_exits_0_when_allowed_and_1_when_a_quota_is_used_up(db: Path) -> None:
+    with Tracker(db) as tracker:
+        tracker.rate_limits.create(name="rpm", limit_value=60, window="minute")
+        tracker.quotas.create(
+            name="daily", metric="total_events", limit_value=2, period="day", per=["customer_id"]
+        )
+        for _ in range(2):
+            tracker.usage(customer_id="acme", event_type="model_call")
+    denied = run("--db", db, "check", "customer_id=acme", "event_type=model_call")
+    assert denied.returncode == 1, denied.stderr
+    assert re.search(
+        r"quota +│ daily +│ +2 │ +2 │ +0 │ day \(total_events\) .*exceeded", denied.stdout
+    )
+    assert denied.stdout.rstrip().endswith("denied")
+
+    allowed = run("--db", db, "check", "customer_id=globex", "--json")
+    assert allowed.returncode == 0
+    answer = json.loads(allowed.stdout)
+    assert answer["allowed"] is True
+    assert answer["quotas"][0]["used"] == 0 and answer["quotas"][0]["remaining"] == 2
+    assert answer["rateLimits"][0]["name"] == "rpm"
+
+    denied_json = run("--db", db, "check", "customer_id=acme", "--json")
+    assert denied_json.returncode == 1
+    assert json.loads(denied_json.stdout)["allowed"] is False
+
+
+def test_check_with_no_matching_limit_is_allowed(db: Path) -> None:
+    with Tracker(db) as tracker:
+        tracker.quotas.create(
+            name="gpt-4o",
+            metric="total_events",
+            limit_value=1,
+            period="day",
+            dimension_filters={"model": "gpt-4o"},
+        )
+    out = ok("--db", db, "check", "model=other")
+    assert out == "allowed: no limit matches these dimensions\n"
+
+
+# --- the ledger path and demo -----------------------------------------------------
+
+
+def test_the_ledger_comes_from_the_environment_when_no_db_is_given(db: Path) -> None:
+    seed_events(db)
+    usage = json.loads(ok("usage", "--period", "all", "--json", env={"LIMITRY_LOCAL_DB": str(db)}))
+    assert usage["total"]["totalEvents"] == 5
+
+
+def test_demo_uses_its_own_file_never_the_environments(tmp_path: Path, db: Path) -> None:
+    seed_events(db)
+    out = ok("demo", "--date", "2026-11-25", cwd=tmp_path, env={"LIMITRY_LOCAL_DB": str(db)})
+    assert "9 events recorded, 3 denied" in out
+    assert (tmp_path / "limitry-demo.db").exists()
+    with Tracker(db) as untouched:
+        assert untouched.ledger.event_count() == 5
+
+
+# --- expected failures: one line on stderr, a documented exit code ------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "code", "message"),
+    [
+        pytest.param(
+            '[[quotas]]\nname = "q"\nmetric = "total_tokens"\nlimit_value = 0\nperiod = "day"\n',
+            2,
+            "limits.toml: quotas[0] ('q').limitValue: Input should be greater than 0",
+            id="a-bad-field-is-named",
+        ),
+        pytest.param(
+            '[[rate_limits]]\nname = "a"\nlimit_value = 1\nwindow = "minute"\nburst = 3\n',
+            2,
+            "limits.toml: rate_limits[0] ('a').burst: Extra inputs are not permitted",
+            id="an-unknown-field-is-named",
+        ),
+        pytest.param(
+            '[[rate_limits]]\nname = "a"\nlimit_value = 1\nwindow = "minute"\n'
+            '[[rate_limits]]\nname = "a"\nlimit_value = 2\nwindow = "hour"\n',
+            2,
+            "rate_limits[0] and rate_limits[1] are both named 'a'",
+            id="a-name-used-twice",
+        ),
+        pytest.param("[limits\nx = 1\n", 2, "limits.toml: not valid TOML", id="broken-toml"),
+        pytest.param("[global]\nx = 1\n", 2, "'global': unknown section", id="unknown-section"),
+    ],
+)
+def test_a_bad_config_changes_nothing_and_says_why(
+    tmp_path: Path, db: Path, config: str, code: int, message: str
+) -> None:
+    path = tmp_path / "limits.toml"
+    path.write_text(config)
+    done = run("limits", "apply", "limits.toml", "--db", db, cwd=tmp_path)
+    assert done.returncode == code
+    assert message in done.stderr
+    assert done.stderr.startswith("limitry-local: error: ")
+    assert done.stderr.count("\n") == 1  # one line, no traceback
+    assert not db.exists()
+
+
+def test_read_commands_never_create_a_ledger(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    done = run("--db", missing, "usage")
+    assert done.returncode == 3
+    assert done.stderr == (
+        f"limitry-local: error: no ledger at {missing}: pass --db PATH or set LIMITRY_LOCAL_DB "
+        "(limits apply and events import create the file)\n"
+    )
+    assert not missing.exists()
+
+
+def test_a_file_that_is_not_a_ledger_exits_3(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.db"
+    junk.write_text("these are my notes, not a database\n" * 100)
+    done = run("--db", junk, "limits", "list")
+    assert done.returncode == 3
+    assert "is not a SQLite database" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_locked_ledger_exits_3_after_the_timeout(db: Path, toml_file: Path) -> None:
+    Tracker(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        done = run("--db", db, "--timeout", "0.1", "limits", "apply", toml_file)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert done.returncode == 3
+    assert "is locked by another connection" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_limits_the_file_cannot_tell_apart_are_refused(db: Path, tmp_path: Path) -> None:
+    with Tracker(db) as tracker:
+        first = tracker.rate_limits.create(name="rpm", limit_value=1, window="minute")
+        second = tracker.rate_limits.create(name="rpm", limit_value=2, window="minute")
+    config = tmp_path / "limits.json"
+    config.write_text('{"rate_limits": [{"name": "rpm", "limitValue": 3, "window": "minute"}]}')
+    done = run("--db", db, "limits", "apply", config)
+    assert done.returncode == 2
+    assert f"2 rate limits named 'rpm' ({first.id}, {second.id})" in done.stderr
+
+
+def test_bad_arguments_exit_2(db: Path) -> None:
+    done = run("--db", db, "check", "customer_id")
+    assert done.returncode == 2
+    assert "'customer_id' is not KEY=VALUE" in done.stderr
