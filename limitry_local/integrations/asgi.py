@@ -1,0 +1,156 @@
+"""``LimitryMiddleware``: enforce limits per HTTP request in any ASGI app.
+
+Pure ASGI (no framework import), so it wraps a Starlette or FastAPI app, or
+any other::
+
+    app.add_middleware(
+        LimitryMiddleware,
+        tracker=tracker,
+        event=lambda scope: {"customerId": api_key_of(scope), "eventType": "http_request"},
+    )
+
+Per HTTP request the ``event`` callable builds the track event from the
+ASGI scope (or answers None to let the request through unmetered), and
+``tracker.usage`` decides, before the app runs:
+
+- allowed: the app runs and its response gains the rate-limit headers of
+  the 201 (``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset``);
+- denied (:class:`RateLimitExceeded` / :class:`QuotaExceeded`): a 429 with
+  the denial's JSON body and headers (``Retry-After`` and the rest); the
+  app is not called;
+- an invalid event (:class:`InvalidRequestError`, from ``tracker.usage`` or
+  raised by ``event`` itself to refuse a request): a 400 with ``{"error":
+  message}`` naming the field; the app is not called.  The fields usually
+  come from the request (an API key, a path), so a bad one is the client's
+  to fix, and letting it through unmetered would let a client dodge its
+  limits by sending a malformed key.
+
+Lifespan and websocket scopes pass through untouched.  ``tracker.usage`` is
+synchronous and runs in the event loop's thread, as :class:`limitry_local.Client`
+does: tens of microseconds on an in-memory ledger, one SQLite commit on a
+file, less than a hop to a thread pool would cost.  On a file shared with
+other processes a call can wait up to the Tracker's ``timeout`` for a lock,
+and the loop waits with it.
+
+``ietf_headers=True`` adds the IETF ``RateLimit-Policy`` and ``RateLimit``
+fields (draft-ietf-httpapi-ratelimit-headers-11) describing every matching
+limit; see docs/integrations.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from limitry_local.errors import InvalidRequestError, LimitExceeded, NotFoundError
+from limitry_local.integrations._ietf import ratelimit_fields
+from limitry_local.models import QuotaStatus, RateLimitStatus, TrackPostRequest
+from limitry_local.periods import Clock
+from limitry_local.tracker import Tracker
+
+# The ASGI types, spelled as Starlette spells them so type checkers accept the
+# middleware in app.add_middleware() without this module importing Starlette.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+EventLike = TrackPostRequest | Mapping[str, Any]
+EventFactory = Callable[[Scope], EventLike | Awaitable[EventLike | None] | None]
+"""Builds the event for one HTTP request from its scope; None skips enforcement."""
+
+
+class LimitryMiddleware:
+    """Enforce ``tracker``'s limits on every HTTP request for which ``event`` builds an event.
+
+    ``event(scope)`` may be a plain function or a coroutine function.  Every
+    request it answers an event for is recorded when allowed, before the app
+    runs, whatever the app then answers.  ``clock`` must be the Tracker's
+    clock when that is not the system clock: the IETF ``t`` parameter is
+    measured from it.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tracker: Tracker,
+        event: EventFactory,
+        ietf_headers: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self.app = app
+        self.tracker = tracker
+        self.event = event
+        self.ietf_headers = ietf_headers
+        self.clock: Clock = clock if clock is not None else time.time
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            made = self.event(scope)
+            event = await made if inspect.isawaitable(made) else made
+            response = None if event is None else self.tracker.usage(event)
+        except LimitExceeded as denied:
+            headers = {**denied.headers, **self._ietf(denied.body.rate_limits, denied.body.quotas)}
+            await _answer(send, 429, denied.response, headers)
+            return
+        except InvalidRequestError as invalid:
+            await _answer(send, 400, invalid.response, {})
+            return
+        headers = (
+            {}
+            if response is None
+            else {**response.headers, **self._ietf(response.rate_limits, response.quotas)}
+        )
+        if not headers:
+            await self.app(scope, receive, send)
+            return
+        extra = _raw(headers)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # A new message: the app may keep and reuse its own.
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _ietf(
+        self, rate_limits: list[RateLimitStatus], quotas: list[QuotaStatus]
+    ) -> dict[str, str]:
+        if not self.ietf_headers:
+            return {}
+        return ratelimit_fields(rate_limits, quotas, now=self.clock(), metric_of=self._metric)
+
+    def _metric(self, status: RateLimitStatus) -> str | None:
+        try:
+            return self.tracker.rate_limits.get(status.id).metric
+        except NotFoundError:
+            return None  # deleted since it was applied: say nothing about its unit
+
+
+def _raw(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    # ASGI wants lowercase names; values are ASCII (numbers, and SF strings of printable ASCII).
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
+
+
+async def _answer(
+    send: Send, status: int, body: Mapping[str, Any], headers: Mapping[str, str]
+) -> None:
+    content = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    raw: Iterable[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode("latin-1")),
+        *_raw(headers),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": list(raw)})
+    await send({"type": "http.response.body", "body": content})

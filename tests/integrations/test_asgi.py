@@ -1,0 +1,260 @@
+"""LimitryMiddleware in a real Starlette app, driven through an ASGI client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from limitry_local import InvalidRequestError, Tracker, TrackPostRequest
+from limitry_local.integrations.asgi import LimitryMiddleware, Scope
+from limitry_local.testing import ManualClock
+
+
+class Calls:
+    """What reached the app, and what the event callable saw."""
+
+    def __init__(self) -> None:
+        self.app = 0
+        self.events: list[str] = []
+        self.lifespan: list[str] = []
+
+
+def customer_event(scope: Scope) -> dict[str, Any] | None:
+    headers = dict(scope["headers"])
+    customer = headers.get(b"x-customer")
+    if scope["path"] == "/health" or customer is None:
+        return None
+    return {"customerId": customer.decode(), "eventType": "http_request", "model": "gpt-4"}
+
+
+def make_app(tracker: Tracker, clock: ManualClock, calls: Calls, **options: Any) -> Starlette:
+    async def hello(request: Request) -> PlainTextResponse:
+        calls.app += 1
+        return PlainTextResponse("hello", headers={"x-app": "yes"})
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        calls.lifespan.append("startup")
+        yield
+        calls.lifespan.append("shutdown")
+
+    def event(scope: Scope) -> dict[str, Any] | None:
+        calls.events.append(scope["type"])
+        return customer_event(scope)
+
+    app = Starlette(
+        routes=[Route("/", hello), Route("/health", hello), WebSocketRoute("/ws", echo)],
+        lifespan=lifespan,
+    )
+    app.add_middleware(LimitryMiddleware, tracker=tracker, event=event, clock=clock, **options)
+    return app
+
+
+@pytest.fixture
+def calls() -> Calls:
+    return Calls()
+
+
+@pytest.fixture
+def client(tracker: Tracker, clock: ManualClock, calls: Calls) -> Iterator[TestClient]:
+    tracker.rate_limits.create(name="rpm", limit_value=2, window="minute", per=["customer_id"])
+    with TestClient(make_app(tracker, clock, calls)) as test_client:
+        yield test_client
+
+
+CUST_1 = {"x-customer": "cust_1"}
+
+
+def test_allowed_requests_carry_the_rate_limit_headers(
+    client: TestClient, calls: Calls, tracker: Tracker, clock: ManualClock
+) -> None:
+    response = client.get("/", headers=CUST_1)
+    assert response.status_code == 200
+    assert response.text == "hello"
+    assert response.headers["x-app"] == "yes"  # the app's own headers are kept
+    assert response.headers["x-ratelimit-limit"] == "2"
+    assert response.headers["x-ratelimit-remaining"] == "1"
+    # 2 per minute refills one token in 30 s: the bucket is full again then.
+    assert response.headers["x-ratelimit-reset"] == str(int(clock()) + 30)
+    assert "ratelimit" not in response.headers  # IETF fields are opt-in
+    assert calls.app == 1
+    assert tracker.events.list(customer_id="cust_1").data[0].event_type == "http_request"
+
+
+def test_over_the_limit_is_a_429_and_the_app_is_not_called(
+    client: TestClient, calls: Calls, tracker: Tracker, clock: ManualClock
+) -> None:
+    assert [client.get("/", headers=CUST_1).status_code for _ in range(2)] == [200, 200]
+    denied = client.get("/", headers=CUST_1)
+    assert denied.status_code == 429
+    assert denied.headers["retry-after"] == "30"
+    assert denied.headers["x-ratelimit-remaining"] == "0"
+    assert denied.headers["content-type"] == "application/json"
+    body = denied.json()
+    assert (body["error"], body["allowed"], body["retryAfter"]) == (
+        "Rate limit exceeded",
+        False,
+        30,
+    )
+    assert body["rateLimits"][0]["name"] == "rpm"
+    assert calls.app == 2
+    assert len(tracker.events.list(customer_id="cust_1").data) == 2
+    # Another customer has a bucket of its own; the first one refills with time.
+    assert client.get("/", headers={"x-customer": "cust_2"}).status_code == 200
+    clock.advance(30)
+    assert client.get("/", headers=CUST_1).status_code == 200
+
+
+def test_a_quota_429_has_the_quota_headers(client: TestClient, tracker: Tracker) -> None:
+    tracker.quotas.create(
+        name="daily", metric="total_events", limit_value=1, period="day", per=["customer_id"]
+    )
+    assert client.get("/", headers=CUST_1).status_code == 200
+    denied = client.get("/", headers=CUST_1)
+    assert denied.status_code == 429
+    assert denied.json()["error"] == "Quota exceeded"
+    assert denied.headers["x-quota-period"] == "day"
+    assert denied.headers["x-quota-metric"] == "total_events"
+    # START is 10:00 UTC: the day ends 14 hours later.
+    assert denied.headers["retry-after"] == str(14 * 3600)
+
+
+def test_a_skipped_request_is_neither_limited_nor_recorded(
+    client: TestClient, calls: Calls, tracker: Tracker
+) -> None:
+    for _ in range(5):
+        response = client.get("/health", headers=CUST_1)
+        assert response.status_code == 200
+        assert "x-ratelimit-limit" not in response.headers
+    assert calls.app == 5
+    assert tracker.events.list().data == []
+
+
+def test_lifespan_and_websockets_pass_through(client: TestClient, calls: Calls) -> None:
+    # The fixture's `with TestClient(...)` ran the app's lifespan through the middleware.
+    assert calls.lifespan == ["startup"]
+    with client.websocket_connect("/ws", headers=CUST_1) as websocket:
+        assert websocket.receive_text() == "hi"
+    # The event callable saw no lifespan or websocket scope.
+    assert "lifespan" not in calls.events
+    assert "websocket" not in calls.events
+
+
+def test_lifespan_shutdown_runs_too(tracker: Tracker, clock: ManualClock, calls: Calls) -> None:
+    with TestClient(make_app(tracker, clock, calls)):
+        pass
+    assert calls.lifespan == ["startup", "shutdown"]
+
+
+def test_an_invalid_event_is_a_400_naming_the_field(client: TestClient, calls: Calls) -> None:
+    response = client.get("/", headers={"x-customer": "c" * 300})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("customerId:")
+    assert calls.app == 0
+
+
+def test_the_event_callable_may_refuse_with_invalid_request_error(
+    tracker: Tracker, clock: ManualClock, calls: Calls
+) -> None:
+    def require_customer(scope: Scope) -> dict[str, Any] | None:
+        event = customer_event(scope)
+        if event is None:
+            raise InvalidRequestError("x-customer: header required")
+        return event
+
+    app = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
+    app.add_middleware(LimitryMiddleware, tracker=tracker, event=require_customer)
+    response = TestClient(app).get("/")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "x-customer: header required"},
+    )
+
+
+def test_no_matching_limit_adds_no_headers(
+    tracker: Tracker, clock: ManualClock, calls: Calls
+) -> None:
+    with TestClient(make_app(tracker, clock, calls, ietf_headers=True)) as test_client:
+        response = test_client.get("/", headers=CUST_1)
+    assert response.status_code == 200
+    assert not any(name.startswith(("x-ratelimit", "ratelimit")) for name in response.headers)
+    assert len(tracker.events.list().data) == 1  # recorded all the same
+
+
+def test_ietf_headers(tracker: Tracker, clock: ManualClock, calls: Calls) -> None:
+    tracker.rate_limits.create(name="rpm", limit_value=2, window="minute", per=["customer_id"])
+    tracker.quotas.create(
+        name="daily tokens", metric="total_tokens", limit_value=1000, period="day"
+    )
+    with TestClient(make_app(tracker, clock, calls, ietf_headers=True)) as test_client:
+        first = test_client.get("/", headers=CUST_1)
+        clock.advance(10)
+        test_client.get("/", headers=CUST_1)
+        denied = test_client.get("/", headers=CUST_1)
+    assert first.headers["ratelimit-policy"] == (
+        '"rpm";q=2;w=60, "daily tokens";q=1000;w=86400;limitry-metric="total_tokens"'
+    )
+    # The day ends at 24:00 UTC, 14 hours after START.
+    assert first.headers["ratelimit"] == f'"rpm";r=1;t=30, "daily tokens";r=1000;t={14 * 3600}'
+    assert first.headers["x-ratelimit-remaining"] == "1"  # the X- headers stay
+    assert denied.status_code == 429
+    # After 10 s a third of a token is back: the second request left 1/3, so none whole.
+    assert denied.headers["ratelimit"].startswith('"rpm";r=0;t=')
+    assert denied.headers["ratelimit-policy"] == first.headers["ratelimit-policy"]
+    assert denied.headers["retry-after"] == "20"
+
+
+def test_an_async_event_callable(tracker: Tracker, calls: Calls) -> None:
+    async def event(scope: Scope) -> TrackPostRequest:
+        await asyncio.sleep(0)
+        return TrackPostRequest(customer_id="cust_async", event_type="http_request")
+
+    tracker.rate_limits.create(name="one", limit_value=1, window="hour")
+    app = Starlette(routes=[Route("/", lambda request: JSONResponse({"ok": True}))])
+    app.add_middleware(LimitryMiddleware, tracker=tracker, event=event)
+    test_client = TestClient(app)
+    assert test_client.get("/").json() == {"ok": True}
+    assert test_client.get("/").status_code == 429
+    assert tracker.customers.get_usage("cust_async").total_events == 1
+
+
+def test_through_httpx_asgi_transport_with_middleware_list(tracker: Tracker) -> None:
+    tracker.rate_limits.create(name="rps", limit_value=1, window="second")
+    app = Starlette(
+        routes=[Route("/", lambda request: PlainTextResponse("ok"))],
+        middleware=[
+            Middleware(
+                LimitryMiddleware,
+                tracker=tracker,
+                event=lambda scope: {"customerId": "c", "eventType": "http_request"},
+            )
+        ],
+    )
+
+    async def two_requests() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return [await http.get("/"), await http.get("/")]
+
+    allowed, denied = asyncio.run(two_requests())
+    assert (allowed.status_code, allowed.text) == (200, "ok")
+    assert allowed.headers["x-ratelimit-limit"] == "1"
+    assert denied.status_code == 429
+    assert denied.headers["retry-after"] == "1"
