@@ -719,6 +719,7 @@ class Ledger:
         Read inside :meth:`transaction`, which turns a SQLite failure into
         :class:`LedgerError` (a decorator could not: this is a generator).
         """
+        self._ensure_usable()
         cursor = self.db.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq")
         for row in cursor:
             yield EventRow(*row)

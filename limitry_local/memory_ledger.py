@@ -48,7 +48,13 @@ class MemoryLedger:
         self.lock = threading.RLock()
         self._closed = False
         self._version = 0
-        self._definitions: dict[str, dict[str, dict[str, Any]]] = {"quotas": {}, "rate_limits": {}}
+        # id -> (seq, row): listed by seq, creation order, as SQLite lists them
+        # by rowid; an undone delete puts the row back in its place.
+        self._definitions: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {
+            "quotas": {},
+            "rate_limits": {},
+        }
+        self._definition_seq = 0
         self._events: list[EventRow] = []
         self._seq_by_id: dict[str, int] = {}
         self._by_customer: dict[str | None, list[int]] = {}
@@ -65,9 +71,13 @@ class MemoryLedger:
         return self._scope
 
     def _undo(self, step: Callable[[], None]) -> None:
+        self._open_journal().append(step)
+
+    def _open_journal(self) -> list[Callable[[], None]]:
+        """The open scope's journal; checked before a write changes anything."""
         if self._journal is None:
             raise RuntimeError("ledger writes must happen inside MemoryLedger.write()")
-        self._journal.append(step)
+        return self._journal
 
     def flush(self) -> None:
         """Nothing to commit: every write is visible at once."""
@@ -83,6 +93,7 @@ class MemoryLedger:
     # --- limit definitions ----------------------------------------------------
 
     def definitions_version(self) -> int:
+        self._ensure_usable()
         return self._version
 
     def bump_definitions(self, scope: object) -> int:
@@ -94,7 +105,7 @@ class MemoryLedger:
     def definitions(self, table: str) -> list[dict[str, Any]]:
         """Every quota or rate limit in creation order (an update keeps its place)."""
         self._ensure_usable()
-        return [_copy(row) for row in self._definitions[table].values()]
+        return [_copy(row) for _, row in sorted(self._definitions[table].values())]
 
     def save_definition(self, scope: object, table: str, row: dict[str, Any]) -> None:
         rows = self._definitions[table]
@@ -102,12 +113,15 @@ class MemoryLedger:
         before = rows.get(limit_id)
         if before is None:
             self._undo(lambda: rows.__delitem__(limit_id))
-            rows[limit_id] = _copy(row)
+            self._definition_seq += 1
+            rows[limit_id] = (self._definition_seq, _copy(row))
         else:
             self._undo(lambda: rows.__setitem__(limit_id, before))
-            rows[limit_id] = {**before, **_copy(row)}
+            seq, stored = before
+            rows[limit_id] = (seq, {**stored, **_copy(row)})
 
     def delete_definition(self, scope: object, table: str, limit_id: str) -> None:
+        self._open_journal()
         rows = self._definitions[table]
         before = rows.pop(limit_id, None)
         if before is not None:
@@ -118,6 +132,7 @@ class MemoryLedger:
     def replace_counters(
         self, scope: object, quota_id: str, totals: Iterable[tuple[str, int, int]]
     ) -> None:
+        self._open_journal()
         counters = self._counters
         old = {k: v for k, v in counters.items() if k[0] == quota_id}
         new = {(quota_id, key, start): used for key, start, used in totals}
@@ -135,10 +150,14 @@ class MemoryLedger:
     # --- the hot path -----------------------------------------------------------
 
     def counter(self, quota_id: str, key: str, period_start: int) -> int:
+        if self._closed:
+            self._ensure_usable()
         return self._counters.get((quota_id, key, period_start), 0)
 
     def idempotent(self, key: str) -> tuple[str, str] | None:
         """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""
+        if self._closed:
+            self._ensure_usable()
         return self._idempotency.get(key)
 
     def record(
@@ -147,9 +166,7 @@ class MemoryLedger:
         events: Iterable[tuple[EventRow, Iterable[CounterIncrement], str | None]],
     ) -> None:
         """Append events, add their counter increments, keep idempotency responses."""
-        journal = self._journal
-        if journal is None:
-            raise RuntimeError("ledger writes must happen inside MemoryLedger.write()")
+        journal = self._open_journal()
         rows = self._events
         counters = self._counters
         first = len(rows)
@@ -215,11 +232,13 @@ class MemoryLedger:
         """Matching events, most recently recorded first, as ``(seq, row)``."""
         self._ensure_usable()
         found: list[tuple[int, EventRow]] = []
+        if limit == 0:
+            return found  # SQLite's LIMIT 0; a negative LIMIT means no limit there too
         for seq in self._seqs_newest_first(customer_id, before_seq):
             row = self._events[seq - 1]
             if _matches(row, event_type, model, start, end):
                 found.append((seq, row))
-                if len(found) >= limit:
+                if len(found) == limit:
                     break
         return found
 
@@ -253,9 +272,11 @@ class MemoryLedger:
 
     def counters(self) -> dict[tuple[str, str, int], int]:
         """Every quota counter in whole units (micro-cents for cost), for audits and tests."""
+        self._ensure_usable()
         return dict(self._counters)
 
     def event_count(self) -> int:
+        self._ensure_usable()
         return len(self._events)
 
 
