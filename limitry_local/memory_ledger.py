@@ -36,7 +36,7 @@ class MemoryLedger:
     """Limits, events, quota counters and idempotency keys in this process's memory.
 
     Nothing survives the process; a file ledger (``Tracker("usage.db")``) does.
-    Every event is kept (about 0.5 KB each with its strings): for a
+    Every event is kept (about 400 bytes each with short strings): for a
     long-running process recording millions of events, use a file.
     """
 
