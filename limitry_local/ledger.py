@@ -244,9 +244,20 @@ class LedgerBackend(Protocol):
     """
 
     @property
-    def path(self) -> Path | None: ...
+    def path(self) -> Path | None:
+        """The SQLite file, if the ledger is one."""
+        ...
+
     @property
-    def where(self) -> str: ...
+    def where(self) -> str:
+        """Where the ledger lives, as error messages name it."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other connections (processes, hosts) may change it between two calls."""
+        ...
+
     @property
     def durability(self) -> Durability: ...
 
@@ -327,6 +338,7 @@ class Ledger:
         )
         self.path = None if path is None else Path(path)
         self.where = ":memory:" if self.path is None else str(self.path)
+        self.shared = self.path is not None
         self.timeout = timeout
         self.durability: Durability = durability if self.path is not None else "normal"
         self.flush_events = flush_events

@@ -42,6 +42,7 @@ class MemoryLedger:
 
     path: Path | None = None
     where = ":memory:"
+    shared = False
     durability: Durability = "normal"
 
     def __init__(self) -> None:

@@ -160,6 +160,10 @@ class Tracker:
     ``flush_ms`` milliseconds have passed, and a crash may lose what was not
     yet committed (see docs/reliability.md).  Several processes may share one file: quota
     admission stays exact; rate-limit buckets are per process.
+
+    ``ledger`` takes any :class:`~limitry_local.ledger.LedgerBackend` instead
+    of a path (a shared engine, see docs/scaling.md); the Tracker owns it
+    from then on and closes it on :meth:`close`.
     """
 
     def __init__(
@@ -173,6 +177,7 @@ class Tracker:
         durability: Durability = "normal",
         flush_events: int = 1000,
         flush_ms: float = 50.0,
+        ledger: LedgerBackend | None = None,
     ) -> None:
         if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
             raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
@@ -195,10 +200,14 @@ class Tracker:
         check_options(
             timeout=timeout, durability=durability, flush_events=flush_events, flush_ms=flush_ms
         )
+        if ledger is not None and path is not None:
+            raise ValueError("give a path or a ledger, not both")
         # No path: Python objects, not SQLite on ":memory:", whose SQL round
         # trips cost most of a call for rows that die with the process anyway.
         self._ledger: LedgerBackend = (
-            MemoryLedger()
+            ledger
+            if ledger is not None
+            else MemoryLedger()
             if path is None
             else Ledger(
                 path,
@@ -285,8 +294,8 @@ class Tracker:
 
     def _refresh(self) -> None:
         """Load the limit definitions again if any process changed them since we last looked."""
-        if self._ledger.path is None and self._definitions_version >= 0:
-            return  # an in-memory ledger has no other connection to change it
+        if not self._ledger.shared and self._definitions_version >= 0:
+            return  # no other connection can change this ledger
         version = self._ledger.definitions_version()
         if version == self._definitions_version:
             return

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from limitry_local import LedgerError, Tracker
+from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.testing import ManualClock
 
 EVENT = {"customer_id": "c", "event_type": "e"}
@@ -99,3 +100,18 @@ def test_a_ledger_locked_past_the_timeout_is_a_ledger_error(
         # Nothing was charged by the failed call: the next one sees a full bucket.
         assert tracker.usage(EVENT).rate_limits[0].remaining == 4
         assert tracker.ledger.event_count() == 1
+
+
+def test_a_ledger_given_to_the_tracker_is_used_and_closed(clock: ManualClock) -> None:
+    ledger = MemoryLedger()
+    with Tracker(clock=clock, ledger=ledger) as tracker:
+        tracker.usage(customer_id="c", event_type="e")
+        assert tracker.ledger is ledger
+        assert ledger.event_count() == 1
+    with pytest.raises(LedgerError, match="closed"):
+        ledger.event_count()
+
+
+def test_a_path_and_a_ledger_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="path or a ledger"):
+        Tracker(tmp_path / "x.db", ledger=MemoryLedger())
