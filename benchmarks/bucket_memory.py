@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from limitry_local import Tracker
+from limitry_local.buckets import BucketStore
 from limitry_local.testing import ManualClock
 from limitry_local.tracker import DEFAULT_MAX_BUCKETS
 
@@ -68,15 +69,17 @@ def fill(tracker: Tracker, keys: int) -> None:
         tracker._refresh()
         for i in range(keys):
             dims = {"customer_id": f"c{i}", "event_type": "e"}
-            for o in tracker._rate_outcomes(dims, 0):
-                if not o.decision.allowed:
+            for o in tracker._take_rates(dims, 0):
+                if not o.answer.allowed:
                     raise AssertionError(f"c{i} denied: the fill is not one event per key")
-                tracker._buckets.put(o.bucket, o.decision.state, o.decision.reset)
+            tracker._rates.settle(keep=True)
 
 
 def check_filled(tracker: Tracker, keys: int, max_buckets: int) -> int:
     """The buckets held are the ones ``usage()`` reads: the last key has 1 token taken."""
-    held = len(tracker._buckets)
+    store = tracker._rates
+    assert isinstance(store, BucketStore)
+    held = len(store)
     if held != min(keys, max_buckets):
         raise AssertionError(f"{held} buckets held for {keys} keys, max_buckets={max_buckets}")
     status = tracker.usage(customer_id=f"c{keys - 1}", event_type="e").rate_limits[0]

@@ -9,8 +9,9 @@ keeps states.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from limitry_local.periods import Clock
 
@@ -37,6 +38,60 @@ class BucketDecision:
     """Unix second at which the bucket would be full again."""
     retry_after: int
     """Whole seconds (>= 1) until the cost would fit; 0 when allowed."""
+
+
+class BucketAsk(NamedTuple):
+    """One bucket an event charges: which, its shape, and what the event costs."""
+
+    key: Hashable
+    capacity: int
+    window: float
+    cost: int
+
+
+class BucketAnswer(NamedTuple):
+    """What a store answers for one bucket.
+
+    ``remaining`` and ``reset`` (unix seconds) are the bucket after the
+    event if it was allowed, else as it stands; ``current_*`` are the bucket
+    as it stood before the event (what a denial's body shows).
+    """
+
+    allowed: bool
+    remaining: int
+    reset: int
+    current_remaining: int
+    current_reset: int
+    retry_after: int
+
+
+class BucketTime(NamedTuple):
+    """One reading of the tracker's clocks, for a store to pick the one it trusts."""
+
+    now: float
+    """Bucket time in this process: monotonic, never earlier than a previous reading."""
+    asked_at: float
+    """The caller's reading of the same clock (earlier than ``now`` after a step back)."""
+    offset: float
+    """Unix seconds minus bucket time, to state resets as unix seconds."""
+    wall: float
+    """The latest wall time read (unix seconds): what hosts sharing buckets can agree on."""
+
+
+class RateLimitStore(Protocol):
+    """Where token buckets live.  The rules (refill, cost, retry) are :func:`take`'s.
+
+    :meth:`take` decides every bucket of one event at once, all or nothing:
+    nothing is taken unless every bucket allows.  What it took stays
+    pending until :meth:`settle`: ``keep=True`` once the event is recorded,
+    ``keep=False`` when a quota denied it or the ledger failed, which gives
+    the tokens back.  The tracker calls both under its lock.
+    """
+
+    def take(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]: ...
+    def settle(self, *, keep: bool) -> None: ...
+    def peek(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]: ...
+    def close(self) -> None: ...
 
 
 def refill(capacity: int, window: float, state: BucketState | None, now: float) -> BucketState:
@@ -145,6 +200,8 @@ class BucketStore:
         self._entries: dict[Hashable, tuple[BucketState, float]] = {}
         self._writes_to_sweep = _MIN_SWEEP
         self._writes_since_sweep = 0
+        self._pending: list[tuple[Hashable, BucketState, float]] | None = None
+        self._asked: Sequence[BucketAsk] = ()
 
     def get(self, key: Hashable) -> BucketState | None:
         """The bucket's state, or None when it is unknown or already full again."""
@@ -162,6 +219,57 @@ class BucketStore:
         self._writes_since_sweep += 1
         if self._writes_since_sweep >= self._writes_to_sweep:
             self._sweep()
+
+    # --- RateLimitStore ---------------------------------------------------------
+
+    def take(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
+        """Decide every bucket; the states are written only by ``settle(keep=True)``."""
+        answers = []
+        pending: list[tuple[Hashable, BucketState, float]] = []
+        allowed = True
+        entries = self._entries
+        now = at.now
+        for key, capacity, window, cost in asks:
+            entry = entries.get(key)
+            state = None if entry is None or entry[1] <= now else entry[0]
+            current = refill(capacity, window, state, now)
+            decision = take(capacity, window, current, now, cost, asked_at=at.asked_at)
+            allowed = allowed and decision.allowed
+            current_reset = math.ceil(full_at(capacity, window, current) + at.offset)
+            answers.append(
+                BucketAnswer(
+                    decision.allowed,
+                    decision.remaining,
+                    math.ceil(full_at(capacity, window, decision.state) + at.offset)
+                    if decision.allowed
+                    else current_reset,
+                    whole(current.tokens),
+                    current_reset,
+                    decision.retry_after,
+                )
+            )
+            pending.append((key, decision.state, decision.reset))
+        self._pending = pending if allowed else None
+        self._asked = asks
+        return answers
+
+    def settle(self, *, keep: bool) -> None:
+        pending, self._pending = self._pending, None
+        if keep and pending is not None:
+            for key, state, full_at in pending:
+                self.put(key, state, full_at)
+        else:
+            # A denied key is an active key: the size bound should drop idle ones first.
+            for ask in self._asked:
+                self.touch(ask.key)
+
+    def peek(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
+        answers = self.take(asks, at)
+        self._pending = None
+        return answers
+
+    def close(self) -> None:
+        self._entries.clear()
 
     def touch(self, key: Hashable) -> None:
         """Mark a bucket as recently used (a denied event read it) without changing it."""

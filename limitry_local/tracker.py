@@ -17,7 +17,7 @@ import threading
 import time as time_module
 import weakref
 from collections import defaultdict
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -27,8 +27,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from limitry_local import buckets
-from limitry_local.buckets import BucketState, BucketStore
+from limitry_local.buckets import BucketAnswer, BucketAsk, BucketStore, BucketTime, RateLimitStore
 from limitry_local.dimensions import Dimensions, Key, extract, limit_key
 from limitry_local.errors import (
     InvalidRequestError,
@@ -119,10 +118,8 @@ class _RateRule:
 @dataclass(slots=True)
 class _RateOutcome:
     rule: _RateRule
-    bucket: tuple[Hashable, ...]
     key: Key
-    decision: buckets.BucketDecision
-    current: BucketState
+    answer: BucketAnswer
 
 
 @dataclass(slots=True)
@@ -178,6 +175,7 @@ class Tracker:
         flush_events: int = 1000,
         flush_ms: float = 50.0,
         ledger: LedgerBackend | None = None,
+        rate_limits: RateLimitStore | None = None,
     ) -> None:
         if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
             raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
@@ -222,7 +220,11 @@ class Tracker:
         # until it catches up, so no stretch of time is credited twice, and a
         # bucket the store forgot (once full) is still full when asked again.
         self._latest = float("-inf")
-        self._buckets = BucketStore(max_buckets, lambda: self._latest)
+        self._rates: RateLimitStore = (
+            rate_limits
+            if rate_limits is not None
+            else BucketStore(max_buckets, lambda: self._latest)
+        )
         self._generations = 0
         self._quotas: dict[str, Quota] = {}
         self._rate_rules: dict[str, _RateRule] = {}
@@ -248,7 +250,10 @@ class Tracker:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._ledger.close()
+                try:
+                    self._rates.close()
+                finally:
+                    self._ledger.close()
 
     def __enter__(self) -> Tracker:
         return self
@@ -268,8 +273,11 @@ class Tracker:
 
     @property
     def premature_bucket_evictions(self) -> int:
-        """Buckets dropped by the size bound before they were full (see :class:`BucketStore`)."""
-        return self._buckets.premature_evictions
+        """Buckets dropped by the size bound before they were full (see :class:`BucketStore`).
+
+        Always 0 for a rate-limit store other than the in-memory one.
+        """
+        return getattr(self._rates, "premature_evictions", 0)
 
     def flush(self) -> None:
         """Commit the pending batch now (``durability="batched"``); a no-op otherwise."""
@@ -342,66 +350,76 @@ class Tracker:
         request = parse(TrackPostRequest, event, fields)
         with self._lock:
             now = self._now()
-            # Counters are read inside the write scope, under SQLite's write
-            # lock: no other process can add to them between check and record.
-            with self._ledger.write() as conn:
-                self._refresh()
-                key = request.idempotency_key
-                if key is not None:
-                    stored = self._ledger.idempotent(key)
-                    if stored is not None:
-                        return _response_from_json(stored[1])
-                when = request.timestamp.timestamp() if request.timestamp is not None else now
-                dims = _dimensions(request)
-                rates = self._rate_outcomes(dims, request.total_tokens or 0)
-                quotas = self._quota_outcomes(dims, request, when)
-                if not all(o.decision.allowed for o in rates):
-                    self._touch(rates)
-                    raise self._rate_denial(rates, quotas)
-                if any(o.exceeded for o in quotas):
-                    self._touch(rates)
-                    raise self._quota_denial(rates, quotas, self._raw_now)
-
-                event_id = _new_id("evt")
-                rate_statuses = [
-                    trusted(RateLimitStatus, _rate_fields(o, charged=True, offset=self._offset))
-                    for o in rates
-                ]
-                response = trusted(
-                    TrackPostResponse,
-                    {
-                        "id": event_id,
-                        "allowed": True,
-                        "rate_limits": rate_statuses,
-                        "quotas": [
-                            trusted(QuotaStatus, _quota_fields(o, charged=True)) for o in quotas
+            taken = kept = False
+            try:
+                # Counters are read inside the write scope, under the ledger's
+                # write lock: no other process can add to them between check
+                # and record.
+                with self._ledger.write() as conn:
+                    self._refresh()
+                    key = request.idempotency_key
+                    if key is not None:
+                        stored = self._ledger.idempotent(key)
+                        if stored is not None:
+                            return _response_from_json(stored[1])
+                    when = request.timestamp.timestamp() if request.timestamp is not None else now
+                    dims = _dimensions(request)
+                    rates = self._take_rates(dims, request.total_tokens or 0)
+                    taken = True
+                    quotas = self._quota_outcomes(dims, request, when)
+                    if not all(o.answer.allowed for o in rates):
+                        raise self._rate_denial(rates, quotas)
+                    if any(o.exceeded for o in quotas):
+                        raise self._quota_denial(rates, quotas, self._raw_now)
+                    response = self._admitted(_new_id("evt"), rates, quotas)
+                    stored_response = _response_to_json(response) if key is not None else None
+                    self._ledger.record(
+                        conn,
+                        [
+                            (
+                                _event_row(response.id, request, when),
+                                _increments(quotas),
+                                stored_response,
+                            )
                         ],
-                    },
-                    {"_headers": rate_limit_headers(rate_statuses)},
-                )
-                stored_response = _response_to_json(response) if key is not None else None
-                self._ledger.record(
-                    conn,
-                    [(_event_row(event_id, request, when), _increments(quotas), stored_response)],
-                )
-            # Buckets change only after the write scope ended well: a failed
-            # write leaves no token taken.
-            for o in rates:
-                self._buckets.put(o.bucket, o.decision.state, o.decision.reset)
+                    )
+                kept = True
+            finally:
+                # Tokens are kept only once the event is committed (or joined
+                # its batch): a denial or a failed write gives them back.
+                if taken:
+                    self._rates.settle(keep=kept)
             return response
 
-    def _touch(self, rates: list[_RateOutcome]) -> None:
-        # A denied key is an active key: the size bound should drop idle ones first.
-        for o in rates:
-            self._buckets.touch(o.bucket)
+    def _admitted(
+        self, event_id: str, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
+    ) -> TrackPostResponse:
+        """The 201 body, built from values just computed (see models.trusted)."""
+        rate_statuses = [trusted(RateLimitStatus, _rate_fields(o, charged=True)) for o in rates]
+        return trusted(
+            TrackPostResponse,
+            {
+                "id": event_id,
+                "allowed": True,
+                "rate_limits": rate_statuses,
+                "quotas": [trusted(QuotaStatus, _quota_fields(o, charged=True)) for o in quotas],
+            },
+            {"_headers": rate_limit_headers(rate_statuses)},
+        )
 
-    def _rate_outcomes(self, dims: Dimensions, tokens: int | None) -> list[_RateOutcome]:
-        """Every enabled rate limit the event matches, decided at bucket time.
+    def _bucket_time(self) -> BucketTime:
+        return BucketTime(self._latest, self._tick, self._offset, self._wall)
+
+    def _rate_asks(
+        self, dims: Dimensions, tokens: int | None
+    ) -> tuple[list[tuple[_RateRule, Key]], list[BucketAsk]]:
+        """Every enabled rate limit the event matches, and what it asks of each bucket.
 
         ``tokens`` is the event's totalTokens; None for a check, which asks
         whether a one-request event would pass.
         """
-        outcomes = []
+        matched = []
+        asks = []
         for rule in self._rate_rules.values():
             limit = rule.limit
             if not limit.enabled:
@@ -409,16 +427,32 @@ class Tracker:
             key = limit_key(limit.dimension_filters, limit.per, dims)
             if key is None:
                 continue
-            bucket = (limit.id, rule.generation, key)
-            current = buckets.refill(
-                limit.limit_value, rule.seconds, self._buckets.get(bucket), self._latest
-            )
             cost = tokens if tokens is not None and limit.metric == "total_tokens" else 1
-            decision = buckets.take(
-                limit.limit_value, rule.seconds, current, self._latest, cost, asked_at=self._tick
+            matched.append((rule, key))
+            asks.append(
+                BucketAsk((limit.id, rule.generation, key), limit.limit_value, rule.seconds, cost)
             )
-            outcomes.append(_RateOutcome(rule, bucket, key, decision, current))
-        return outcomes
+        return matched, asks
+
+    def _take_rates(self, dims: Dimensions, tokens: int) -> list[_RateOutcome]:
+        matched, asks = self._rate_asks(dims, tokens)
+        if not asks:
+            return []
+        answers = self._rates.take(asks, self._bucket_time())
+        return [
+            _RateOutcome(rule, key, answer)
+            for (rule, key), answer in zip(matched, answers, strict=True)
+        ]
+
+    def _peek_rates(self, dims: Dimensions) -> list[_RateOutcome]:
+        matched, asks = self._rate_asks(dims, None)
+        if not asks:
+            return []
+        answers = self._rates.peek(asks, self._bucket_time())
+        return [
+            _RateOutcome(rule, key, answer)
+            for (rule, key), answer in zip(matched, answers, strict=True)
+        ]
 
     def _quota_outcomes(
         self,
@@ -452,12 +486,12 @@ class Tracker:
     def _rate_denial(
         self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
     ) -> RateLimitExceeded:
-        statuses = [_rate_status(o, charged=False, offset=self._offset) for o in rates]
+        statuses = [_rate_status(o, charged=False) for o in rates]
         at, worst = max(
-            ((i, o) for i, o in enumerate(rates) if not o.decision.allowed),
-            key=lambda item: item[1].decision.retry_after,
+            ((i, o) for i, o in enumerate(rates) if not o.answer.allowed),
+            key=lambda item: item[1].answer.retry_after,
         )
-        retry = worst.decision.retry_after
+        retry = worst.answer.retry_after
         body = TrackDeniedResponse(
             error="Rate limit exceeded",
             rate_limits=statuses,
@@ -475,7 +509,7 @@ class Tracker:
     def _quota_denial(
         self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome], now: float
     ) -> QuotaExceeded:
-        statuses = [_rate_status(o, charged=False, offset=self._offset) for o in rates]
+        statuses = [_rate_status(o, charged=False) for o in rates]
         quota_statuses = [_quota_status(o, charged=False) for o in quotas]
         at, worst = max(
             ((i, o) for i, o in enumerate(quotas) if o.exceeded), key=lambda item: item[1].end
@@ -767,8 +801,8 @@ class Tracker:
         with self._lock:
             self._now()
             self._refresh()
-            outcomes = self._rate_outcomes(dims, None)
-        statuses = [_rate_status(o, charged=False, offset=self._offset) for o in outcomes]
+            outcomes = self._peek_rates(dims)
+        statuses = [_rate_status(o, charged=False) for o in outcomes]
         return RateLimitCheckResponse(
             allowed=not any(s.exceeded for s in statuses), rate_limits=statuses
         )
@@ -844,29 +878,23 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def _rate_fields(o: _RateOutcome, *, charged: bool, offset: float) -> dict[str, Any]:
-    """The limit's status after this event (charged) or as it stands (denied, or a check).
-
-    ``offset`` turns bucket time into unix seconds for ``reset``.
-    """
+def _rate_fields(o: _RateOutcome, *, charged: bool) -> dict[str, Any]:
+    """The limit's status after this event (charged) or as it stands (denied, or a check)."""
     limit = o.rule.limit
-    if charged:
-        state, remaining = o.decision.state, o.decision.remaining
-    else:
-        state, remaining = o.current, buckets.whole(o.current.tokens)
+    answer = o.answer
     return {
         "id": limit.id,
         "name": limit.name,
         "limit": limit.limit_value,
-        "remaining": remaining,
-        "reset": math.ceil(buckets.full_at(limit.limit_value, o.rule.seconds, state) + offset),
+        "remaining": answer.remaining if charged else answer.current_remaining,
+        "reset": answer.reset if charged else answer.current_reset,
         "window": limit.window,
-        "exceeded": not o.decision.allowed,
+        "exceeded": not answer.allowed,
     }
 
 
-def _rate_status(o: _RateOutcome, *, charged: bool, offset: float) -> RateLimitStatus:
-    return trusted(RateLimitStatus, _rate_fields(o, charged=charged, offset=offset))
+def _rate_status(o: _RateOutcome, *, charged: bool) -> RateLimitStatus:
+    return trusted(RateLimitStatus, _rate_fields(o, charged=charged))
 
 
 def _quota_fields(o: _QuotaOutcome, *, charged: bool) -> dict[str, Any]:
