@@ -36,7 +36,7 @@ from benchmarks.floors import SqliteFloor, TokenBucketFloor
 from benchmarks.harness import Op, Timing, measure
 from benchmarks.peers import LimitsPeer, PyratePeer
 from limitry_local import Tracker
-from limitry_local.ledger import Durability
+from limitry_local.ledger import Durability, Ledger, LedgerBackend
 
 RATE_LIMIT = 10**9
 """Per minute: every implementation's limit, high enough never to deny."""
@@ -138,9 +138,10 @@ def _tracker(
     quotas: int = 0,
     durability: Durability = "normal",
     clock: Callable[[], float] | None = None,
+    ledger: LedgerBackend | None = None,
 ) -> Tracker:
     """A Tracker with ``rates`` per-customer rate limits and ``quotas`` per-customer quotas."""
-    tracker = Tracker(path, durability=durability, clock=clock)
+    tracker = Tracker(path, durability=durability, clock=clock, ledger=ledger)
     windows = ["minute", "second", "hour", "1d", "5m"]
     for i in range(rates):
         tracker.rate_limits.create(
@@ -322,10 +323,15 @@ def _b_memory(config: Config) -> list[Case]:
         tracker = _tracker(None, rates=1, quotas=1)
         return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
 
+    def usage_sqlite(ctx: Context) -> Subject:
+        tracker = _tracker(None, rates=1, quotas=1, ledger=Ledger(None))
+        return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
     return [
         Case("limits FixedWindow, MemoryStorage (rate only)", limits, reference=True),
         Case("floor: raw sqlite3 :memory:, 1 commit per event", floor),
         Case("limitry usage(), memory ledger", usage),
+        Case("limitry usage(), SQLite :memory: ledger (as before 0.2)", usage_sqlite),
     ]
 
 
@@ -462,7 +468,7 @@ WHAT = {
     "one item appended per call), leaked every 10 s by pyrate's background thread",
     "limitry usage(), rate limit only, memory ledger": "Tracker().usage(customer_id, "
     "event_type) with one per-customer rate limit: validates the request, takes a token, "
-    "and records the event in the in-memory SQLite ledger (one transaction)",
+    "and records the event in the in-memory ledger (MemoryLedger: Python lists and dicts)",
     "limitry rate_limits.check() (peek)": "tracker.rate_limits.check({customer_id, "
     "event_type}): the public rate-only path; it answers whether a call would pass and "
     "consumes nothing, so it does less than the others",
@@ -484,9 +490,12 @@ WHAT = {
     "limits FixedWindow, MemoryStorage (rate only)": "FixedWindowRateLimiter.hit(item, "
     "customer): rate limit only, nothing recorded",
     "floor: raw sqlite3 :memory:, 1 commit per event": "SqliteFloor on an in-memory "
-    "database: the SQLite share of an in-memory usage()",
+    "database: the SQL share of an in-memory usage() while its ledger was SQLite",
+    "limitry usage(), SQLite :memory: ledger (as before 0.2)": "Tracker(ledger="
+    "Ledger(None)).usage(...): the same call on the SQLite in-memory ledger that Tracker() "
+    "used before MemoryLedger",
     "limitry usage(), memory ledger": "Tracker().usage(...): 1 rate limit + 1 quota, the "
-    "event recorded in the in-memory SQLite ledger",
+    "event recorded in the in-memory ledger (MemoryLedger)",
     "limitry usage(), 1 rate limit + 1 quota": "usage() with one per-customer rate limit and "
     "one per-customer quota",
     "limitry usage(), 5 rate limits + 5 quotas": "usage() where 10 limits match each event "
