@@ -91,6 +91,11 @@ class RateLimitStore(Protocol):
     def take(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]: ...
     def settle(self, *, keep: bool) -> None: ...
     def peek(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]: ...
+    def adjust(self, asks: Sequence[BucketAsk], at: BucketTime) -> None:
+        """Charge each ask's cost whatever it leaves (never below 0), or give back a
+        negative cost (never above capacity): a reservation settling its estimate."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -267,6 +272,15 @@ class BucketStore:
         answers = self.take(asks, at)
         self._pending = None
         return answers
+
+    def adjust(self, asks: Sequence[BucketAsk], at: BucketTime) -> None:
+        now = at.now
+        for key, capacity, window, cost in asks:
+            entry = self._entries.get(key)
+            state = None if entry is None or entry[1] <= now else entry[0]
+            current = refill(capacity, window, state, now)
+            after = BucketState(min(float(capacity), max(0.0, current.tokens - cost)), now)
+            self.put(key, after, math.ceil(full_at(capacity, window, after)))
 
     def close(self) -> None:
         self._entries.clear()

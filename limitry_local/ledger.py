@@ -38,9 +38,10 @@ import sqlite_utils
 
 from limitry_local.errors import LimitryError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the first release.  2: ``meta.definitions_version``, so processes sharing
-a file see each other's limit changes."""
+a file see each other's limit changes.  3: ``holds``, the quota amounts that
+open reservations hold, so any process can release an expired one."""
 
 Durability = Literal["normal", "full", "batched"]
 DURABILITIES: tuple[str, ...] = get_args(Durability)
@@ -274,6 +275,21 @@ class LedgerBackend(Protocol):
     ) -> None: ...
     def counter(self, quota_id: str, key: str, period_start: int) -> int: ...
     def idempotent(self, key: str) -> tuple[str, str] | None: ...
+    def add_to_counters(self, scope: Any, increments: Iterable[CounterIncrement]) -> None: ...
+    def add_hold(
+        self, scope: Any, hold_id: str, increments: list[CounterIncrement], expires_at: float
+    ) -> None:
+        """Add ``increments`` to the counters and remember them under ``hold_id``."""
+        ...
+
+    def pop_hold(self, scope: Any, hold_id: str) -> list[CounterIncrement] | None:
+        """Forget a hold and take its increments back off the counters; None if it is gone."""
+        ...
+
+    def pop_expired_holds(self, scope: Any, now: float) -> list[str]:
+        """Release every hold that expired at ``now``; returns their ids."""
+        ...
+
     def record(
         self,
         scope: Any,
@@ -681,11 +697,14 @@ class Ledger:
         conn.execute(f"DELETE FROM {table} WHERE id = ?", [limit_id])
         if table == "quotas":
             conn.execute("DELETE FROM quota_counters WHERE quota_id = ?", [limit_id])
+            self._forget_held(conn, limit_id)
 
     def replace_counters(
         self, conn: sqlite3.Connection, quota_id: str, totals: Iterable[tuple[str, int, int]]
     ) -> None:
+        """Counters of a quota rebuilt from the events: open holds on it are forgotten."""
         conn.execute("DELETE FROM quota_counters WHERE quota_id = ?", [quota_id])
+        self._forget_held(conn, quota_id)
         conn.executemany(
             "INSERT INTO quota_counters (quota_id, key, period_start, used) VALUES (?, ?, ?, ?)",
             ((quota_id, key, start, used) for key, start, used in totals),
@@ -697,6 +716,51 @@ class Ledger:
     def counter(self, quota_id: str, key: str, period_start: int) -> int:
         row = self.db.conn.execute(_GET_COUNTER, (quota_id, key, period_start)).fetchone()
         return 0 if row is None else row[0]
+
+    def _forget_held(self, conn: sqlite3.Connection, quota_id: str) -> None:
+        # The counters no longer include what holds added to this quota, so
+        # releasing a hold must not take it off again.
+        for hold_id, text in conn.execute("SELECT id, increments FROM holds").fetchall():
+            increments = _decode_increments(text)
+            kept = [i for i in increments if i[0] != quota_id]
+            if len(kept) != len(increments):
+                conn.execute(
+                    "UPDATE holds SET increments = ? WHERE id = ?", (json.dumps(kept), hold_id)
+                )
+
+    def add_to_counters(
+        self, conn: sqlite3.Connection, increments: Iterable[CounterIncrement]
+    ) -> None:
+        """Add (or, negative, take back) amounts on counters (inside :meth:`write`)."""
+        conn.executemany(_ADD_TO_COUNTER, increments)
+
+    def add_hold(
+        self,
+        conn: sqlite3.Connection,
+        hold_id: str,
+        increments: list[CounterIncrement],
+        expires_at: float,
+    ) -> None:
+        conn.executemany(_ADD_TO_COUNTER, increments)
+        conn.execute(
+            "INSERT INTO holds (id, increments, expires_at) VALUES (?, ?, ?)",
+            (hold_id, json.dumps(increments), expires_at),
+        )
+
+    def pop_hold(self, conn: sqlite3.Connection, hold_id: str) -> list[CounterIncrement] | None:
+        row = conn.execute("SELECT increments FROM holds WHERE id = ?", (hold_id,)).fetchone()
+        if row is None:
+            return None
+        increments = _decode_increments(row[0])
+        conn.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
+        conn.executemany(_ADD_TO_COUNTER, [(q, k, s, -amount) for q, k, s, amount in increments])
+        return increments
+
+    def pop_expired_holds(self, conn: sqlite3.Connection, now: float) -> list[str]:
+        rows = conn.execute("SELECT id FROM holds WHERE expires_at <= ?", (now,)).fetchall()
+        for (hold_id,) in rows:
+            self.pop_hold(conn, hold_id)
+        return [hold_id for (hold_id,) in rows]
 
     @_translated
     def idempotent(self, key: str) -> tuple[str, str] | None:
@@ -834,6 +898,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         not_null={"used"},
     )
     db.table("idempotency_keys").create({"key": str, "event_id": str, "response": str}, pk="key")
+    _create_holds(db)
     for table, extra in (
         ("quotas", {"period": str}),
         ("rate_limits", {"window": str, "enabled": int}),
@@ -860,8 +925,22 @@ def _v1_to_v2(db: sqlite_utils.Database) -> None:
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('definitions_version', '0')")
 
 
+def _create_holds(db: sqlite_utils.Database) -> None:
+    # increments: JSON [[quota_id, key, period_start, amount], ...], already on the counters.
+    db.table("holds").create({"id": str, "increments": str, "expires_at": float}, pk="id")
+    db.table("holds").create_index(["expires_at"])
+
+
+def _v2_to_v3(db: sqlite_utils.Database) -> None:
+    _create_holds(db)
+
+
 # _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
-_MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
+_MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+
+
+def _decode_increments(text: str) -> list[CounterIncrement]:
+    return [(str(q), str(k), int(s), int(a)) for q, k, s, a in json.loads(text)]
 
 
 def _flusher(ref: weakref.ref[Ledger]) -> None:

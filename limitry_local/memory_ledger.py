@@ -61,6 +61,8 @@ class MemoryLedger:
         self._by_customer: dict[str | None, list[int]] = {}
         self._counters: dict[tuple[str, str, int], int] = {}
         self._idempotency: dict[str, tuple[str, str]] = {}
+        # hold id -> (increments already on the counters, expires_at)
+        self._holds: dict[str, tuple[list[CounterIncrement], float]] = {}
         # Undo steps of the open write scope, newest last; None outside a scope.
         self._journal: list[Callable[[], None]] | None = None
         self._scope = _Scope(self)
@@ -133,7 +135,20 @@ class MemoryLedger:
     def replace_counters(
         self, scope: object, quota_id: str, totals: Iterable[tuple[str, int, int]]
     ) -> None:
+        """Counters of a quota rebuilt from the events: open holds on it are forgotten."""
         self._open_journal()
+        holds = self._holds
+        before_holds = dict(holds)
+
+        def restore_holds() -> None:
+            holds.clear()
+            holds.update(before_holds)
+
+        self._undo(restore_holds)
+        for hold_id, (increments, expires_at) in before_holds.items():
+            kept = [i for i in increments if i[0] != quota_id]
+            if len(kept) != len(increments):
+                holds[hold_id] = (kept, expires_at)
         counters = self._counters
         old = {k: v for k, v in counters.items() if k[0] == quota_id}
         new = {(quota_id, key, start): used for key, start, used in totals}
@@ -160,6 +175,50 @@ class MemoryLedger:
         if self._closed:
             self._ensure_usable()
         return self._idempotency.get(key)
+
+    def add_to_counters(self, scope: object, increments: Iterable[CounterIncrement]) -> None:
+        self._open_journal()
+        counters = self._counters
+        changed: list[tuple[tuple[str, str, int], int | None]] = []
+
+        def undo() -> None:
+            for counter, before in reversed(changed):
+                if before is None:
+                    counters.pop(counter, None)
+                else:
+                    counters[counter] = before
+
+        self._undo(undo)
+        for quota_id, key, start, amount in increments:
+            counter = (quota_id, key, start)
+            before = counters.get(counter)
+            changed.append((counter, before))
+            counters[counter] = amount if before is None else before + amount
+
+    def add_hold(
+        self, scope: object, hold_id: str, increments: list[CounterIncrement], expires_at: float
+    ) -> None:
+        self.add_to_counters(scope, increments)
+        holds = self._holds
+        self._undo(lambda: holds.__delitem__(hold_id))
+        holds[hold_id] = (list(increments), expires_at)
+
+    def pop_hold(self, scope: object, hold_id: str) -> list[CounterIncrement] | None:
+        self._open_journal()
+        holds = self._holds
+        held = holds.pop(hold_id, None)
+        if held is None:
+            return None
+        self._undo(lambda: holds.__setitem__(hold_id, held))
+        increments = held[0]
+        self.add_to_counters(scope, [(q, k, s, -amount) for q, k, s, amount in increments])
+        return increments
+
+    def pop_expired_holds(self, scope: object, now: float) -> list[str]:
+        expired = [hold_id for hold_id, (_, at) in self._holds.items() if at <= now]
+        for hold_id in expired:
+            self.pop_hold(scope, hold_id)
+        return expired
 
     def record(
         self,

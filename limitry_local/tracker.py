@@ -35,6 +35,7 @@ from limitry_local.errors import (
     NotFoundError,
     QuotaExceeded,
     RateLimitExceeded,
+    key_name,
     parse,
 )
 from limitry_local.headers import (
@@ -79,12 +80,17 @@ from limitry_local.models import (
     window_seconds,
 )
 from limitry_local.periods import Clock, period_bounds, system_clock
+from limitry_local.reservations import AMOUNT_FIELDS, Guard, Reservation
 from limitry_local.resources import Customers, Events, Quotas, RateLimits
 
 M = TypeVar("M", bound=BaseModel)
 L = TypeVar("L", Quota, RateLimit)
 
 DEFAULT_MAX_BUCKETS = 1_000_000
+DEFAULT_HOLD_TTL = 600.0
+"""Seconds an unsettled reservation holds its amounts."""
+HOLD_SWEEP_SECONDS = 1.0
+"""How often usage() looks for expired holds (one indexed query at most once a second)."""
 
 # Trackers alive in this process, weakly, for the fork hook below.
 _TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
@@ -229,6 +235,8 @@ class Tracker:
         self._quotas: dict[str, Quota] = {}
         self._rate_rules: dict[str, _RateRule] = {}
         self._definitions_version = -1
+        self._reservations: dict[str, Reservation] = {}
+        self._next_hold_sweep = float("-inf")
         try:
             self._refresh()
         except BaseException:
@@ -355,6 +363,8 @@ class Tracker:
                 # Counters are read inside the write scope, under the ledger's
                 # write lock: no other process can add to them between check
                 # and record.
+                if now >= self._next_hold_sweep:
+                    self._release_expired(now)
                 with self._ledger.write() as conn:
                     self._refresh()
                     key = request.idempotency_key
@@ -390,6 +400,162 @@ class Tracker:
                 if taken:
                     self._rates.settle(keep=kept)
             return response
+
+    # --- reserve, then settle ------------------------------------------------------
+
+    def reserve(
+        self,
+        event: TrackPostRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        estimate: int | Mapping[str, Any] | None = None,
+        ttl: float = DEFAULT_HOLD_TTL,
+        **fields: Any,
+    ) -> Reservation:
+        """Hold ``estimate`` against every limit the event matches: a 429 now if it does not fit.
+
+        ``estimate`` is the expected totalTokens, or a dict of amounts
+        (``total_tokens``, ``input_tokens``, ``output_tokens``,
+        ``cost_cents``); without it the event's own amounts are the
+        estimate.  Returns a :class:`Reservation`: ``commit(...)`` with the
+        real amounts records the event, ``release()`` gives the hold back,
+        and after ``ttl`` seconds an unsettled hold expires.  See
+        :mod:`limitry_local.reservations`.
+        """
+        request = parse(TrackPostRequest, event, fields)
+        estimated = _estimated(request, estimate)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+            raise InvalidRequestError(f"ttl: must be a number of seconds > 0, got {ttl!r}")
+        with self._lock:
+            now = self._now()
+            taken = kept = False
+            try:
+                self._release_expired(now)
+                with self._ledger.write(durable=True) as conn:
+                    self._refresh()
+                    when = estimated.timestamp.timestamp() if estimated.timestamp else now
+                    dims = _dimensions(estimated)
+                    matched, asks = self._rate_asks(dims, estimated.total_tokens or 0)
+                    answers = self._rates.take(asks, self._bucket_time()) if asks else []
+                    taken = bool(asks)
+                    rates = [
+                        _RateOutcome(rule, key, answer)
+                        for (rule, key), answer in zip(matched, answers, strict=True)
+                    ]
+                    quotas = self._quota_outcomes(dims, estimated, when)
+                    if not all(o.answer.allowed for o in rates):
+                        raise self._rate_denial(rates, quotas)
+                    if any(o.exceeded for o in quotas):
+                        raise self._quota_denial(rates, quotas, self._raw_now)
+                    hold_id = _new_id("hold")
+                    self._ledger.add_hold(conn, hold_id, _increments(quotas), now + ttl)
+                kept = True
+            finally:
+                if taken:
+                    self._rates.settle(keep=kept)
+            reservation = Reservation(
+                self,
+                hold_id,
+                event=request,
+                estimated=estimated,
+                asks=[
+                    (ask, rule.limit.metric == "total_tokens")
+                    for ask, (rule, _) in zip(asks, matched, strict=True)
+                ],
+                expires_at=now + ttl,
+                rate_limits=[_rate_status(o, charged=True) for o in rates],
+                quotas=[_quota_status(o, charged=True) for o in quotas],
+            )
+            self._reservations[hold_id] = reservation
+            return reservation
+
+    def guard(
+        self,
+        event: TrackPostRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        estimate: int | Mapping[str, Any] | None = None,
+        ttl: float = DEFAULT_HOLD_TTL,
+        **fields: Any,
+    ) -> Guard:
+        """A reservation around a block or each call of a function (see :class:`Guard`)."""
+        # Validated now, so a bad event fails where the guard is written.
+        request = parse(TrackPostRequest, event, fields)
+        _estimated(request, estimate)
+        return Guard(self, lambda: self.reserve(request, estimate=estimate, ttl=ttl))
+
+    def _commit_reservation(
+        self, reservation: Reservation, actual: Mapping[str, Any]
+    ) -> TrackPostResponse:
+        final = _settled(reservation, actual)
+        with self._lock:
+            now = self._now()
+            with self._ledger.write() as conn:
+                self._refresh()
+                self._reservations.pop(reservation.id, None)
+                self._ledger.pop_hold(conn, reservation.id)
+                key = final.idempotency_key
+                stored = self._ledger.idempotent(key) if key is not None else None
+                if stored is not None:
+                    replay = _response_from_json(stored[1])
+                else:
+                    ids, _ = self._ingest_in(conn, [final])
+                    replay = None
+            # Tokens: this Tracker took the estimate's cost at reserve() and
+            # keeps it until it sees the hold expire (another process may have
+            # released the quota side of the hold first); the event costs its own.
+            self._rates.adjust(
+                _rate_differences(
+                    reservation,
+                    final if replay is None else None,
+                    charged_before=reservation.state == "open",
+                ),
+                self._bucket_time(),
+            )
+            if replay is not None:
+                return replay
+            dims = _dimensions(final)
+            when = final.timestamp.timestamp() if final.timestamp is not None else now
+            rates = self._peek_rates(dims)
+            quotas = self._quota_outcomes(dims, None, when)
+            return trusted(
+                TrackPostResponse,
+                {
+                    "id": ids[0],
+                    "allowed": True,
+                    "rate_limits": [_rate_status(o, charged=False) for o in rates],
+                    "quotas": [_quota_status(o, charged=False) for o in quotas],
+                },
+                {"_headers": rate_limit_headers([_rate_status(o, charged=False) for o in rates])},
+            )
+
+    def _release_reservation(self, reservation: Reservation) -> None:
+        with self._lock:
+            self._ensure_open()
+            with self._ledger.write(durable=True) as conn:
+                self._reservations.pop(reservation.id, None)
+                self._ledger.pop_hold(conn, reservation.id)
+            self._now()
+            self._rates.adjust(
+                _rate_differences(reservation, None, charged_before=True), self._bucket_time()
+            )
+
+    def _release_expired(self, now: float) -> None:
+        """Release every expired hold on the ledger, and the tokens of this Tracker's own.
+
+        Its own write scope, so a denial that rolls back the caller's scope
+        cannot undo the release (while the tokens were already given back).
+        """
+        self._next_hold_sweep = now + HOLD_SWEEP_SECONDS
+        with self._ledger.write(durable=True) as conn:
+            expired = self._ledger.pop_expired_holds(conn, now)
+        for hold_id in expired:
+            reservation = self._reservations.pop(hold_id, None)
+            if reservation is not None:
+                self._rates.adjust(
+                    _rate_differences(reservation, None, charged_before=True), self._bucket_time()
+                )
+                reservation._expired()
 
     def _admitted(
         self, event_id: str, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
@@ -855,6 +1021,72 @@ def _dimensions(request: TrackPostRequest) -> Dimensions:
     return extract(
         request.customer_id, request.event_type, request.model, request.provider, request.properties
     )
+
+
+def _estimated(
+    request: TrackPostRequest, estimate: int | Mapping[str, Any] | None
+) -> TrackPostRequest:
+    """The event with the estimate's amounts, validated like any event."""
+    if estimate is None:
+        return request
+    if isinstance(estimate, bool) or not isinstance(estimate, (int, Mapping)):
+        raise InvalidRequestError(
+            "estimate: must be a number of tokens or a dict of amounts, "
+            f"got {type(estimate).__name__}"
+        )
+    amounts = {"total_tokens": estimate} if isinstance(estimate, int) else dict(estimate)
+    base = request.model_dump(by_alias=False, exclude_unset=True)
+    for name in AMOUNT_FIELDS:
+        base.pop(name, None)
+    return parse(TrackPostRequest, {**base, **amounts}, {}, prefix="estimate.")
+
+
+def _settled(reservation: Reservation, actual: Mapping[str, Any]) -> TrackPostRequest:
+    """The event to record: the reserved event with the real amounts (the estimate's if none)."""
+    fields = TrackPostRequest.model_fields
+    names = {
+        given: name
+        for name in (*AMOUNT_FIELDS, "properties")
+        for given in (name, fields[name].alias)
+    }
+    unknown = [key_name(key) for key in actual if key not in names]
+    if unknown:
+        raise InvalidRequestError(
+            f"{unknown[0]}: a commit sets amounts and properties only "
+            f"({', '.join(a for a in AMOUNT_FIELDS)}, properties)"
+        )
+    given = {names[key]: value for key, value in actual.items()}
+    amounts = {name: value for name, value in given.items() if name in AMOUNT_FIELDS}
+    if not amounts:
+        estimated = reservation.estimated
+        amounts = {
+            name: getattr(estimated, name)
+            for name in AMOUNT_FIELDS
+            if name in estimated.model_fields_set
+        }
+    base = reservation.event.model_dump(by_alias=False, exclude_unset=True)
+    for name in AMOUNT_FIELDS:
+        base.pop(name, None)
+    if "properties" in given:
+        extra = given["properties"]
+        if not isinstance(extra, Mapping):
+            raise InvalidRequestError("properties: must be an object")
+        base["properties"] = {**base.get("properties", {}), **extra}
+    return parse(TrackPostRequest, {**base, **amounts}, {})
+
+
+def _rate_differences(
+    reservation: Reservation, final: TrackPostRequest | None, *, charged_before: bool
+) -> list[BucketAsk]:
+    """What each bucket must still be charged (negative: given back) to settle a hold."""
+    asks = []
+    for ask, counts_tokens in reservation._asks:
+        held = ask.cost if charged_before else 0
+        # Owed: nothing when the hold is given back, else what the event costs.
+        owed = 0 if final is None else (final.total_tokens or 0) if counts_tokens else 1
+        if owed != held:
+            asks.append(ask._replace(cost=owed - held))
+    return asks
 
 
 def _increments(quotas: list[_QuotaOutcome]) -> list[CounterIncrement]:

@@ -104,7 +104,34 @@ class Bump:
     pass
 
 
-Op = Record | Save | Delete | Replace | Bump
+@dataclass(frozen=True)
+class Hold:
+    """``add_hold()``; the hold id is filled in when applied."""
+
+    increments: tuple[CounterIncrement, ...]
+    expires_at: float
+    hold_id: str = ""
+
+
+@dataclass(frozen=True)
+class PopHold:
+    """``pop_hold()`` of the ``pick``-th hold made so far (it may be gone already)."""
+
+    pick: int
+    hold_id: str = ""
+
+
+@dataclass(frozen=True)
+class Expire:
+    now: float
+
+
+@dataclass(frozen=True)
+class AddCounters:
+    increments: tuple[CounterIncrement, ...]
+
+
+Op = Record | Save | Delete | Replace | Bump | Hold | PopHold | Expire | AddCounters
 
 timestamps = st.one_of(st.sampled_from(TIMESTAMPS), st.floats(T0 - 2 * DAY, T0 + 2 * DAY))
 bounds = st.one_of(st.none(), timestamps)
@@ -195,12 +222,33 @@ definition_operations: st.SearchStrategy[Op] = st.one_of(
     ),
     st.just(Bump()),
 )
-operations: st.SearchStrategy[Op] = st.one_of(records, definition_operations)
+hold_operations: st.SearchStrategy[Op] = st.one_of(
+    st.builds(Hold, st.lists(increments, max_size=3).map(tuple), timestamps),
+    st.builds(PopHold, st.integers(0, 20)),
+    st.builds(Expire, timestamps),
+    # Negative amounts too: a hold given back, an estimate settled lower.
+    st.builds(
+        AddCounters,
+        st.lists(
+            increments.map(lambda i: (*i[:3], i[3] // 2 - 10**11)),
+            max_size=3,
+        ).map(tuple),
+    ),
+)
+operations: st.SearchStrategy[Op] = st.one_of(records, definition_operations, hold_operations)
 
 
-def _apply(ledger: LedgerBackend, scope: Any, op: Op) -> int | None:
-    """One write; returns what the write returns (only bump answers)."""
-    if isinstance(op, Record):
+def _apply(ledger: LedgerBackend, scope: Any, op: Op) -> object:
+    """One write; returns what the write returns."""
+    if isinstance(op, Hold):
+        ledger.add_hold(scope, op.hold_id, list(op.increments), op.expires_at)
+    elif isinstance(op, PopHold):
+        return ledger.pop_hold(scope, op.hold_id)
+    elif isinstance(op, Expire):
+        return sorted(ledger.pop_expired_holds(scope, op.now))
+    elif isinstance(op, AddCounters):
+        ledger.add_to_counters(scope, op.increments)
+    elif isinstance(op, Record):
         ledger.record(scope, [(row, list(inc), _response(row)) for row, inc in op.items])
     elif isinstance(op, Save):
         ledger.save_definition(scope, op.table, op.row)
@@ -292,6 +340,7 @@ class LedgerDifferential(RuleBasedStateMachine):
         self.serial = 0
         self.event_ids: list[str] = []
         self.keys: list[str] = []
+        self.holds: list[str] = []
 
     def teardown(self) -> None:
         self.sqlite.close()
@@ -304,6 +353,12 @@ class LedgerDifferential(RuleBasedStateMachine):
         stay unique across rolled-back scopes, which keeps reads of a
         rolled-back id meaningful: it must be unknown afterwards.
         """
+        if isinstance(op, Hold):
+            self.serial += 1
+            self.holds.append(f"hold_{self.serial}")
+            return Hold(op.increments, op.expires_at, self.holds[-1])
+        if isinstance(op, PopHold):
+            return PopHold(op.pick, self.holds[op.pick % len(self.holds)] if self.holds else "none")
         if not isinstance(op, Record):
             return op
         items = []

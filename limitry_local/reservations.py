@@ -1,0 +1,203 @@
+"""Reserve, then settle: for calls whose cost is known only after they ran.
+
+``tracker.reserve(event, estimate=...)`` checks every matching limit as if
+the event cost ``estimate`` and holds that amount: rate-limit tokens are
+taken, quota amounts are added to the counters and remembered in the
+ledger as a *hold*.  :meth:`Reservation.commit` records the real event,
+with the real amounts, and gives back (or charges) the difference;
+:meth:`Reservation.release` gives the whole hold back.  A hold that is
+neither committed nor released expires after its ``ttl``; any Tracker on the
+ledger releases it (quota amounts) at its next reservation, or within about
+a second of its calls to ``usage()``.
+
+:class:`Guard` wraps a reservation around a block or a function: commit when
+it returns, release when it raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast
+
+from limitry_local.buckets import BucketAsk
+from limitry_local.errors import LimitryError
+from limitry_local.models import QuotaStatus, RateLimitStatus, TrackPostRequest, TrackPostResponse
+
+if TYPE_CHECKING:
+    from limitry_local.tracker import Tracker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+State = Literal["open", "expired", "committed", "released"]
+
+AMOUNT_FIELDS = ("input_tokens", "output_tokens", "total_tokens", "cost_cents", "latency_ms")
+"""What a commit may set: the amounts known only after the call (and ``properties``)."""
+
+
+class Reservation:
+    """A hold on every limit an event matches, until :meth:`commit` or :meth:`release`.
+
+    Made by :meth:`Tracker.reserve`.  ``rate_limits`` and ``quotas`` are the
+    statuses after the hold was taken; ``expires_at`` is unix seconds.
+    Also a context manager: leaving the block without committing (or by an
+    exception) releases the hold.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        hold_id: str,
+        *,
+        event: TrackPostRequest,
+        estimated: TrackPostRequest,
+        asks: list[tuple[BucketAsk, bool]],
+        expires_at: float,
+        rate_limits: list[RateLimitStatus],
+        quotas: list[QuotaStatus],
+    ) -> None:
+        self.id = hold_id
+        self.event = event
+        """The event as reserved, before its amounts were known."""
+        self.estimated = estimated
+        """The event with the estimate's amounts: what the limits were checked against."""
+        self.expires_at = expires_at
+        self.rate_limits = rate_limits
+        self.quotas = quotas
+        self.response: TrackPostResponse | None = None
+        """The 201 body of the recorded event, once committed."""
+        self._tracker = tracker
+        self._asks = asks
+        """The buckets held, each with whether it counts tokens (else events)."""
+        self._state: State = "open"
+
+    @property
+    def state(self) -> State:
+        """``"open"``, ``"expired"`` (the hold was released; a commit still records),
+        ``"committed"`` or ``"released"``."""
+        return self._state
+
+    def commit(self, event: Mapping[str, Any] | None = None, /, **actual: Any) -> TrackPostResponse:
+        """Record the event with its real amounts; the hold becomes the real usage.
+
+        Takes amounts as keyword arguments (``total_tokens=``,
+        ``input_tokens=``, ``output_tokens=``, ``cost_cents=``,
+        ``latency_ms=``, ``properties=``) or a dict of them, wire or
+        snake_case.  Amounts not given are the estimate's.  The event is
+        recorded even if it overran the estimate or a limit: it was admitted
+        when reserved, and usage that happened is never dropped.  Committing
+        twice is an error; committing after the hold expired still records.
+        """
+        fields = {**(event or {}), **actual}
+        if self._state not in ("open", "expired"):
+            raise LimitryError(f"reservation {self.id} is already {self._state}")
+        response = self._tracker._commit_reservation(self, fields)
+        self._state = "committed"
+        self.response = response
+        return response
+
+    def release(self) -> None:
+        """Give the whole hold back; nothing is recorded.  A no-op once settled."""
+        if self._state == "open":
+            self._tracker._release_reservation(self)
+        if self._state in ("open", "expired"):
+            self._state = "released"
+
+    def _expired(self) -> None:
+        self._state = "expired"
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<Reservation {self.id} {self._state}, expires at {self.expires_at:.0f}>"
+
+
+class Guard:
+    """A reservation around a block or each call of a function.
+
+    ``with tracker.guard(customer_id=..., event_type=..., estimate=...) as r:``
+    reserves on entry (a 429 stops the block before it runs), commits the
+    estimate when the block returns unless the block committed ``r`` itself
+    with the real amounts, and releases when it raises.  ``async with``
+    works the same.  As a decorator (``@tracker.guard(...)``) every call of
+    the function, sync or async, is guarded so.
+    """
+
+    def __init__(self, tracker: Tracker, reserve: Callable[[], Reservation]) -> None:
+        self._tracker = tracker
+        self._reserve = reserve
+        self._open: list[Reservation] = []
+
+    def __enter__(self) -> Reservation:
+        reservation = self._reserve()
+        self._open.append(reservation)
+        return reservation
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _settle(self._open.pop(), failed=exc_type is not None)
+
+    async def __aenter__(self) -> Reservation:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
+        reserve = self._reserve
+        if inspect.iscoroutinefunction(function):
+            async_function = cast(Callable[P, Awaitable[Any]], function)
+
+            @functools.wraps(function)
+            async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                reservation = reserve()
+                try:
+                    result = await async_function(*args, **kwargs)
+                except BaseException:
+                    _settle(reservation, failed=True)
+                    raise
+                _settle(reservation, failed=False)
+                return result
+
+            return cast(Callable[P, R], guarded_async)
+
+        @functools.wraps(function)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            reservation = reserve()
+            try:
+                result = function(*args, **kwargs)
+            except BaseException:
+                _settle(reservation, failed=True)
+                raise
+            _settle(reservation, failed=False)
+            return result
+
+        return guarded
+
+
+def _settle(reservation: Reservation, *, failed: bool) -> None:
+    if failed:
+        reservation.release()
+    elif reservation.state in ("open", "expired"):
+        reservation.commit()
