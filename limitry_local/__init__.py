@@ -41,6 +41,7 @@ from limitry_local.models import (
     TrackPostRequest,
     TrackPostResponse,
 )
+from limitry_local.reservations import Guard, Reservation
 from limitry_local.tracker import Tracker
 
 __version__ = "0.2.0.dev0"
@@ -55,6 +56,7 @@ __all__ = [
     "EventBatchRequest",
     "EventBatchResponse",
     "EventIngestResponse",
+    "Guard",
     "InvalidRequestError",
     "LedgerError",
     "LimitExceeded",
@@ -76,6 +78,7 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimitStatus",
     "RateLimitUpdate",
+    "Reservation",
     "TrackDeniedResponse",
     "TrackPostRequest",
     "TrackPostResponse",
