@@ -9,6 +9,7 @@ keeps states.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -189,7 +190,7 @@ class BucketStore:
     ``premature_evictions`` counts those; keep ``maxsize`` above the number
     of keys active within one window and it stays zero.
 
-    A plain dict in write order, not a cachetools TLRU cache: the cache's
+    An ordered dict in write order, not a cachetools TLRU cache: the cache's
     get and set cost about 3 us per bucket per event, seven times a whole
     token-bucket check (docs/benchmarks.md).  Full buckets are swept in
     bulk instead, every time the store has seen as many writes as it holds
@@ -201,8 +202,10 @@ class BucketStore:
         self.premature_evictions = 0
         self._maxsize = maxsize
         self._clock = clock
-        # key -> (state, full_at), oldest write first.
-        self._entries: dict[Hashable, tuple[BucketState, float]] = {}
+        # key -> (state, full_at), oldest write first.  An OrderedDict: a
+        # plain dict's first item is found by scanning past the slots its
+        # evictions left behind, which made a store at its bound quadratic.
+        self._entries: OrderedDict[Hashable, tuple[BucketState, float]] = OrderedDict()
         self._writes_to_sweep = _MIN_SWEEP
         self._writes_since_sweep = 0
         self._pending: list[tuple[Hashable, BucketState, float]] | None = None
@@ -217,8 +220,9 @@ class BucketStore:
 
     def put(self, key: Hashable, state: BucketState, full_at: float) -> None:
         entries = self._entries
-        # Re-inserted, so the dict's order is the order of last writes.
-        if entries.pop(key, None) is None and len(entries) >= self._maxsize:
+        if key in entries:
+            entries.move_to_end(key)  # the order is the order of last writes
+        elif len(entries) >= self._maxsize:
             self._make_room()
         entries[key] = (state, full_at)
         self._writes_since_sweep += 1
@@ -287,9 +291,8 @@ class BucketStore:
 
     def touch(self, key: Hashable) -> None:
         """Mark a bucket as recently used (a denied event read it) without changing it."""
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self._entries[key] = entry
+        if key in self._entries:
+            self._entries.move_to_end(key)
 
     def _sweep(self) -> None:
         now = self._clock()
@@ -307,8 +310,7 @@ class BucketStore:
             self._sweep()
         entries = self._entries
         while len(entries) >= self._maxsize:
-            key = next(iter(entries))
-            _, full_at = entries.pop(key)
+            _, (_, full_at) = entries.popitem(last=False)
             if full_at > self._clock():
                 self.premature_evictions += 1
 
