@@ -11,7 +11,10 @@
   on a file a ``SQLiteBucket`` per key, each its own table on one shared
   connection (WAL, ``synchronous=NORMAL``, like limitry_local's default),
   with one lock shared by every bucket and the leaker so they take turns on
-  that connection.
+  that connection.  On Redis a ``RedisBucket`` per key (a sorted set, one
+  Lua script call per acquire), all on one client.
+- ``limits`` on Redis: ``RedisStorage`` from ``storage_from_string(url)``,
+  the same strategies (one Lua script or pipeline per hit).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
+import redis
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from pyrate_limiter import (
     AbstractBucket,
@@ -35,6 +39,7 @@ from pyrate_limiter import (
     MonotonicClock,
     Rate,
     RateItem,
+    RedisBucket,
     SQLiteBucket,
     SQLiteQueries,
 )
@@ -45,10 +50,15 @@ Strategy = Literal["fixed", "moving"]
 
 
 class LimitsPeer:
-    """``limits``: ``FixedWindowRateLimiter`` or ``MovingWindowRateLimiter``, ``MemoryStorage``."""
+    """``limits``: ``FixedWindowRateLimiter`` or ``MovingWindowRateLimiter``.
 
-    def __init__(self, strategy: Strategy, limit: int) -> None:
-        self.storage = MemoryStorage()
+    ``MemoryStorage`` by default, or the storage a URL names (``redis://...``).
+    """
+
+    def __init__(self, strategy: Strategy, limit: int, url: str | None = None) -> None:
+        self.storage: Storage = (
+            MemoryStorage() if url is None else cast(Storage, storage_from_string(url))
+        )
         limiter = (
             FixedWindowRateLimiter(self.storage)
             if strategy == "fixed"
@@ -57,7 +67,10 @@ class LimitsPeer:
         self.op: Op = partial(limiter.hit, RateLimitItemPerMinute(limit))
 
     def close(self) -> None:
-        self.storage.timer.cancel()
+        if isinstance(self.storage, MemoryStorage):
+            self.storage.timer.cancel()
+        else:
+            self.storage.reset()
 
 
 class _PerKeyMemory(BucketFactory):
@@ -107,6 +120,45 @@ class _PerKeySqlite(BucketFactory):
                 SQLiteBucket, self.rates, self.conn, table, self.lock
             )
         return bucket
+
+
+class _PerKeyRedis(BucketFactory):
+    """One ``RedisBucket`` (a sorted set) per name, all on one client."""
+
+    def __init__(self, rates: list[Rate], client: redis.Redis, prefix: str) -> None:
+        self.rates = rates
+        self.client = client
+        self.prefix = prefix
+        self.buckets: dict[str, AbstractBucket] = {}
+
+    def wrap_item(self, name: str, weight: int = 1) -> RateItem:
+        # RedisBucket.now(): wall-clock milliseconds.
+        return RateItem(name, time.time_ns() // 1_000_000, weight=weight)
+
+    def get(self, item: RateItem) -> AbstractBucket:
+        bucket = self.buckets.get(item.name)
+        if bucket is None:
+            # RedisBucket.init loads its Lua script; create() would skip that.
+            bucket = RedisBucket.init(self.rates, self.client, f"{self.prefix}{item.name}")
+            self.schedule_leak(bucket)
+            self.buckets[item.name] = bucket
+        return bucket
+
+
+class PyrateRedisPeer:
+    """``pyrate_limiter.Limiter`` with a ``RedisBucket`` per key."""
+
+    def __init__(self, limit: int, url: str, prefix: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
+        self.limiter = Limiter(_PerKeyRedis([Rate(limit, Duration.MINUTE)], self.client, prefix))
+        self.op: Op = partial(self.limiter.try_acquire, blocking=False)
+
+    def close(self) -> None:
+        self.limiter.close()
+        for key in self.client.scan_iter(f"{self.prefix}*"):
+            self.client.delete(key)
+        self.client.close()
 
 
 class PyratePeer:

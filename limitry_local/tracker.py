@@ -919,7 +919,10 @@ class Tracker:
             self._refresh()
             outcomes = self._quota_outcomes(dims, None, now)
         statuses = [_quota_status(o, charged=False) for o in outcomes]
-        return QuotaCheckResponse(allowed=not any(s.exceeded for s in statuses), quotas=statuses)
+        return trusted(
+            QuotaCheckResponse,
+            {"allowed": not any(s.exceeded for s in statuses), "quotas": statuses},
+        )
 
     # --- rate limits ------------------------------------------------------------
 
@@ -969,8 +972,9 @@ class Tracker:
             self._refresh()
             outcomes = self._peek_rates(dims)
         statuses = [_rate_status(o, charged=False) for o in outcomes]
-        return RateLimitCheckResponse(
-            allowed=not any(s.exceeded for s in statuses), rate_limits=statuses
+        return trusted(
+            RateLimitCheckResponse,
+            {"allowed": not any(s.exceeded for s in statuses), "rate_limits": statuses},
         )
 
     # --- lists ------------------------------------------------------------------

@@ -529,8 +529,16 @@ def test_trusted_answers_of_the_tracker_are_in_declared_order() -> None:
         tracker.rate_limits.create(name="r", limit_value=5, window="minute")
         tracker.quotas.create(name="c", metric="total_cost_cents", limit_value=5, period="day")
         answer = tracker.usage(customer_id="c", event_type="e", cost_cents=0.25)
+        checks = (
+            tracker.rate_limits.check({"customer_id": "c"}),
+            tracker.quotas.check({"customer_id": "c"}),
+        )
     again = TrackPostResponse.model_validate_json(answer.model_dump_json())
     assert answer.model_dump_json() == again.model_dump_json()
     assert list(answer.rate_limits[0].__dict__) == list(RateLimitStatus.model_fields)
     assert list(answer.quotas[0].__dict__) == list(QuotaStatus.model_fields)
     assert list(answer.__dict__) == list(TrackPostResponse.model_fields)
+    for check in checks:
+        assert list(check.__dict__) == list(type(check).model_fields)
+        again_check = type(check).model_validate_json(check.model_dump_json())
+        assert again_check.model_dump_json() == check.model_dump_json()
