@@ -41,6 +41,7 @@ from limitry_local.models import (
     TrackPostRequest,
     TrackPostResponse,
 )
+from limitry_local.redis_buckets import RateLimitStoreError, RedisBuckets
 from limitry_local.tracker import Tracker
 
 __version__ = "0.2.0.dev0"
@@ -75,7 +76,9 @@ __all__ = [
     "RateLimitCreate",
     "RateLimitExceeded",
     "RateLimitStatus",
+    "RateLimitStoreError",
     "RateLimitUpdate",
+    "RedisBuckets",
     "TrackDeniedResponse",
     "TrackPostRequest",
     "TrackPostResponse",
