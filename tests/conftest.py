@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from limitry_local import Tracker
-from limitry_local.buckets import RateLimitStore
 from limitry_local.testing import ManualClock
-from tests.redis_support import RedisStores
+from tests.redis_support import RateStores, RedisStores
 
 # SQLite calls make run times uneven; a deadline would only add flakiness.
 settings.register_profile(
@@ -40,9 +39,6 @@ def clock() -> ManualClock:
 # The core suite runs on every pair (rate-limit store, ledger); ids read "redis-sqlite".
 RATE_STORES = ["memory", "redis"]
 LEDGERS = ["memory", "sqlite"]
-
-RateStores = Callable[[], RateLimitStore | None]
-"""Makes a fresh rate-limit store for one Tracker (None: the Tracker's in-memory default)."""
 
 
 @pytest.fixture

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 
 import redis
 
+from limitry_local.buckets import RateLimitStore
 from limitry_local.redis_buckets import ClockSource, RedisBuckets
 
 REDIS_URL = os.environ.get("LIMITRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+RateStores = Callable[[], RateLimitStore | None]
+"""Makes a fresh rate-limit store for one Tracker (None: the Tracker's in-memory default)."""
 
 # A manual clock does not run at real speed, so TTLs (real time on the server)
 # must outlast any test that drives one.
