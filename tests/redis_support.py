@@ -40,15 +40,27 @@ class RedisStores:
 
     def __init__(self) -> None:
         self.prefixes: list[str] = []
+        self.stores: list[RedisBuckets] = []
 
     def new(
-        self, *, clock: ClockSource = "client", ttl_margin: float = MANUAL_CLOCK_TTL_MARGIN
+        self,
+        *,
+        clock: ClockSource = "client",
+        ttl_margin: float = MANUAL_CLOCK_TTL_MARGIN,
+        prefix: str | None = None,
     ) -> RedisBuckets:
-        prefix = new_prefix()
-        self.prefixes.append(prefix)
-        return RedisBuckets(REDIS_URL, prefix=prefix, clock=clock, ttl_margin=ttl_margin)
+        """A store on a fresh prefix, or on ``prefix`` to share another's buckets."""
+        if prefix is None:
+            prefix = new_prefix()
+            self.prefixes.append(prefix)
+        store = RedisBuckets(REDIS_URL, prefix=prefix, clock=clock, ttl_margin=ttl_margin)
+        self.stores.append(store)
+        return store
 
     def cleanup(self) -> None:
+        for store in self.stores:
+            store.close()
+        self.stores.clear()
         client = raw_client()
         try:
             for prefix in self.prefixes:

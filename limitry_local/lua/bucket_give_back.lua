@@ -48,6 +48,9 @@ for i, key in ipairs(KEYS) do
       local full = math.ceil(updated + (capacity - tokens) / (capacity / window))
       redis.call("HSET", key, "t", exact(tokens), "f", exact(full))
     end
+    -- The take that wrote last no longer wrote what the bucket holds: its own
+    -- give-back must add back too, not restore a state without this one.
+    redis.call("HDEL", key, "w")
   end
 end
 return {}
