@@ -41,6 +41,7 @@ from limitry_local.models import (
     TrackPostRequest,
     TrackPostResponse,
 )
+from limitry_local.redis_buckets import RateLimitStoreError, RedisBuckets
 from limitry_local.reservations import Guard, Reservation
 from limitry_local.tracker import Tracker
 
@@ -77,7 +78,9 @@ __all__ = [
     "RateLimitCreate",
     "RateLimitExceeded",
     "RateLimitStatus",
+    "RateLimitStoreError",
     "RateLimitUpdate",
+    "RedisBuckets",
     "Reservation",
     "TrackDeniedResponse",
     "TrackPostRequest",

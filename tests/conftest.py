@@ -1,4 +1,4 @@
-"""Shared fixtures: a manual clock and trackers on it, in memory and on a file."""
+"""Shared fixtures: a manual clock and trackers on it, for every rate-limit store and ledger."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from limitry_local import Tracker
 from limitry_local.testing import ManualClock
+from tests.redis_support import RateStores, RedisStores
 
 # SQLite calls make run times uneven; a deadline would only add flakiness.
 settings.register_profile(
@@ -35,13 +36,43 @@ def clock() -> ManualClock:
     return ManualClock(START)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+# The core suite runs on every pair (rate-limit store, ledger); ids read "redis-sqlite".
+RATE_STORES = ["memory", "redis"]
+LEDGERS = ["memory", "sqlite"]
+
+
+@pytest.fixture
+def redis_stores() -> Iterator[RedisStores]:
+    """RedisBuckets on fresh key prefixes, their keys deleted after the test."""
+    stores = RedisStores()
+    try:
+        yield stores
+    finally:
+        stores.cleanup()
+
+
+@pytest.fixture(params=RATE_STORES)
+def rates(request: pytest.FixtureRequest, redis_stores: RedisStores) -> RateStores:
+    """A maker of rate-limit stores, once per kind: tests that build their own
+    Trackers (one per hypothesis example) call it for each.  Redis buckets run
+    on the tracker's clock (``clock="client"``) so the ManualClock drives them."""
+    if request.param == "memory":
+        return lambda: None
+    return redis_stores.new
+
+
+@pytest.fixture(params=LEDGERS)
+def ledger_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
 def tracker(
-    request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path
+    rates: RateStores, ledger_kind: str, clock: ManualClock, tmp_path: Path
 ) -> Iterator[Tracker]:
-    """The core suite's tracker, once per ledger: both must behave the same."""
-    path = None if request.param == "memory" else tmp_path / "usage.db"
-    with Tracker(path, clock=clock) as t:
+    """The core suite's tracker, once per rate-limit store and ledger: all must behave the same."""
+    path = None if ledger_kind == "memory" else tmp_path / "usage.db"
+    with Tracker(path, clock=clock, rate_limits=rates()) as t:
         yield t
 
 

@@ -40,6 +40,7 @@ from limitry_local.metrics import from_units
 from limitry_local.testing import ManualClock
 from tests.conftest import START
 from tests.pages import walk
+from tests.redis_support import RateStores
 
 METRICS = ("total_events", "total_tokens", "total_cost_cents")
 PERIODS = ("hour", "day", "week", "month")
@@ -364,7 +365,11 @@ def assert_within_capacity(
     ),
 )
 def test_token_bucket_never_admits_more_than_capacity_plus_refill(
-    capacity: int, window: str, per_customer: bool, steps: list[tuple[int, str, str]]
+    rates: RateStores,
+    capacity: int,
+    window: str,
+    per_customer: bool,
+    steps: list[tuple[int, str, str]],
 ) -> None:
     seconds = WINDOWS[window]
     rate = capacity / seconds
@@ -373,7 +378,7 @@ def test_token_bucket_never_admits_more_than_capacity_plus_refill(
     admissions: dict[str, list[tuple[float, int]]] = defaultdict(list)
     # Rate limits run on the latest instant the tracker has read (docs/semantics.md).
     latest = START
-    with Tracker(clock=clock) as tracker:
+    with Tracker(clock=clock, rate_limits=rates()) as tracker:
         tracker.rate_limits.create(
             name="rl",
             limit_value=capacity,
@@ -582,13 +587,14 @@ def snapshot(tracker: Tracker, probes: Sequence[Mapping[str, str]]) -> dict[str,
     ),
 )
 def test_a_denied_call_changes_nothing(
+    rates: RateStores,
     capacity: int,
     per_customer: bool,
     specs: list[dict[str, Any]],
     steps: list[tuple[float, int | None, dict[str, Any], bool]],
 ) -> None:
     clock = ManualClock(START)
-    with Tracker(clock=clock) as tracker:
+    with Tracker(clock=clock, rate_limits=rates()) as tracker:
         tracker.rate_limits.create(
             name="rl",
             limit_value=capacity,

@@ -65,6 +65,7 @@ from limitry_local import (
     TrackPostResponse,
 )
 from limitry_local.testing import ManualClock
+from tests.redis_support import RedisStores
 
 UTC = timezone.utc
 
@@ -1124,6 +1125,25 @@ class SQLiteFileMachine(TrackerMachine):
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class RedisMachine(TrackerMachine):
+    """The same machine on Redis buckets, on the tracker's clock: they must agree with the model."""
+
+    def open_tracker(self) -> Tracker:
+        self.stores = RedisStores()
+        return Tracker(clock=self.clock, rate_limits=self.stores.new())
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self.stores.cleanup()
+
+
+class RedisBackwardClockMachine(RedisMachine, BackwardClockMachine):
+    """Redis buckets under a clock that steps back: the script keeps bucket time from
+    running backwards and counts Retry-After from the caller's clock, as the model does."""
+
+
 # Modest budgets (about 10 s together); the conftest profile supplies deadline=None
 # and, under CI, derandomize.
 TrackerMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=50)
@@ -1134,3 +1154,9 @@ TestBackwardClockMachine = BackwardClockMachine.TestCase
 
 SQLiteFileMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=50)
 TestSQLiteFileMachine = SQLiteFileMachine.TestCase
+
+RedisMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=50)
+TestRedisMachine = RedisMachine.TestCase
+
+RedisBackwardClockMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=50)
+TestRedisBackwardClockMachine = RedisBackwardClockMachine.TestCase

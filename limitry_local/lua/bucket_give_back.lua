@@ -1,0 +1,56 @@
+-- Give back what one take (bucket_take.lua) took, after its event was denied by
+-- a quota or failed to record.
+--
+-- KEYS[i]   the buckets that take wrote
+-- ARGV[1]   that take's write id
+-- ARGV[2 + 8(i-1) ..]  per bucket: capacity, window seconds, cost, the tokens and
+--           updated the take wrote, and the t, u, f it replaced ("" when none)
+--
+-- If nothing wrote the bucket since, the replaced state comes back exactly (a
+-- bucket that was missing is deleted): as if the event had never been asked.
+-- If another client wrote in between, at most the cost comes back, and no more
+-- than a strict order without this event would hold: while the cost was
+-- missing the bucket could refill without reaching capacity, so a refill the
+-- cap would have cut off is not credited twice.  Other clients may have been
+-- denied for lack of these tokens meanwhile, never admitted because of them.
+-- A bucket that expired meanwhile reads as full already and is left alone.
+
+local function exact(x)
+  return string.format("%.17g", x)
+end
+
+for i, key in ipairs(KEYS) do
+  local base = 2 + 8 * (i - 1)
+  local stored = redis.call("HMGET", key, "t", "u", "w")
+  if stored[1] and stored[3] == ARGV[1] then
+    if ARGV[base + 5] == "" then
+      redis.call("DEL", key)
+    else
+      redis.call("HSET", key, "t", ARGV[base + 5], "u", ARGV[base + 6], "f", ARGV[base + 7])
+      -- Spent: a second give-back of the same take must not restore again.
+      redis.call("HDEL", key, "w")
+    end
+  elseif stored[1] then
+    local capacity = tonumber(ARGV[base])
+    local window = tonumber(ARGV[base + 1])
+    local cost = tonumber(ARGV[base + 2])
+    local wrote = tonumber(ARGV[base + 3])
+    local wrote_at = tonumber(ARGV[base + 4])
+    local tokens = tonumber(stored[1])
+    local updated = tonumber(stored[2])
+    -- Without this event the bucket would have held `cost` more, up to the
+    -- cap: refill since the take beyond (capacity - cost - wrote) may have been
+    -- cut off there.
+    local credited = math.max(0, updated - wrote_at) * capacity / window
+    local back = math.max(0, math.min(cost, capacity - wrote - credited))
+    if back > 0 then
+      tokens = math.min(capacity, tokens + back)
+      local full = math.ceil(updated + (capacity - tokens) / (capacity / window))
+      redis.call("HSET", key, "t", exact(tokens), "f", exact(full))
+    end
+    -- The take that wrote last no longer wrote what the bucket holds: its own
+    -- give-back must add back too, not restore a state without this one.
+    redis.call("HDEL", key, "w")
+  end
+end
+return {}

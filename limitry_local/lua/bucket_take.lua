@@ -1,0 +1,112 @@
+-- Decide every token bucket of one event at once; take from all or from none.
+--
+-- The arithmetic is limitry_local/buckets.py's take() line for line (same
+-- operations in the same order, so IEEE doubles give the same answers as the
+-- in-memory store). Keep the two in step: tests/test_redis_buckets.py checks
+-- them against each other.
+--
+-- KEYS[i]   one bucket: a hash {t = tokens, u = updated, f = the whole second it is
+--           full again, w = id of the take that wrote it}
+-- ARGV[1]   "take" or "peek" (peek decides and writes nothing)
+-- ARGV[2]   now in unix seconds, or "" to use this server's TIME
+-- ARGV[3]   the caller's reading of the same clock ("" for now): Retry-After counts
+--           from it, so after the caller's clock stepped back waiting it out suffices
+-- ARGV[4]   extra milliseconds a key outlives the instant it is full again
+-- ARGV[5]   write id, so a give-back can tell whether anyone wrote after this take
+-- ARGV[6 + 3(i-1) ..]  capacity, window seconds, cost of bucket i
+--
+-- Returns {allowed, remaining, reset, current_remaining, current_reset,
+-- retry_after} per bucket, flattened; after a take that took, then per bucket
+-- the tokens and updated it wrote and the t, u, f it replaced ("" when none),
+-- which bucket_give_back.lua needs.
+
+local EPSILON = 1e-9
+
+local now
+if ARGV[2] == "" then
+  -- Server time, so hosts whose clocks disagree still share one timeline.
+  if redis.replicate_commands then redis.replicate_commands() end
+  local time = redis.call("TIME")
+  now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+else
+  now = tonumber(ARGV[2])
+end
+local since = now
+if ARGV[3] ~= "" then since = math.min(tonumber(ARGV[3]), now) end
+local writing = ARGV[1] == "take"
+local margin = tonumber(ARGV[4])
+
+local function whole(tokens)
+  return math.floor(tokens + EPSILON)
+end
+
+-- %.17g: redis.call would format a number with %.14g and lose bits.
+local function exact(x)
+  return string.format("%.17g", x)
+end
+
+local answers = {}
+local writes = {}
+local allowed = true
+for i, key in ipairs(KEYS) do
+  local base = 6 + 3 * (i - 1)
+  local capacity = tonumber(ARGV[base])
+  local window = tonumber(ARGV[base + 1])
+  local cost = tonumber(ARGV[base + 2])
+  local stored = redis.call("HMGET", key, "t", "u", "f")
+  -- A bucket past the second it was full again reads as missing, which is full.
+  local known = stored[1] and tonumber(stored[3]) > now
+  local tokens, updated
+  if not known then
+    tokens, updated = capacity, now
+  elseif now <= tonumber(stored[2]) then
+    -- Time stands still for this bucket until now passes the last write: a
+    -- lagging clock cannot mint tokens.
+    tokens, updated = tonumber(stored[1]), tonumber(stored[2])
+  else
+    local t = tonumber(stored[1])
+    local u = tonumber(stored[2])
+    tokens = math.min(capacity, t + (now - u) * capacity / window)
+    updated = now
+  end
+  local rate = capacity / window
+  local current_reset = math.ceil(updated + (capacity - tokens) / (capacity / window))
+  local current_remaining = whole(tokens)
+  if cost <= tokens + EPSILON then
+    local after = math.max(0, tokens - cost)
+    local reset = math.ceil(updated + (capacity - after) / rate)
+    answers[#answers + 1] = {1, whole(after), reset, current_remaining, current_reset, 0}
+    writes[i] = {after, updated, reset, stored}
+  else
+    allowed = false
+    -- A cost above capacity never fits; its retry is the time to a full bucket.
+    local missing = math.min(cost, capacity) - tokens
+    local retry = math.max(1, math.ceil(updated + missing / rate - since - EPSILON))
+    answers[#answers + 1] = {0, current_remaining, current_reset, current_remaining,
+                             current_reset, retry}
+  end
+end
+
+local flat = {}
+for _, answer in ipairs(answers) do
+  for _, value in ipairs(answer) do
+    flat[#flat + 1] = value
+  end
+end
+
+if writing and allowed then
+  for i, key in ipairs(KEYS) do
+    local after, updated, reset, stored = unpack(writes[i])
+    redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(reset),
+               "w", ARGV[5])
+    -- Idle keys go once they are full again: a missing key reads as full.
+    redis.call("PEXPIRE", key, math.max(1, math.ceil((reset - now) * 1000) + margin))
+    -- What a give-back needs: this write, and the state it replaced.
+    flat[#flat + 1] = exact(after)
+    flat[#flat + 1] = exact(updated)
+    flat[#flat + 1] = stored[1] or ""
+    flat[#flat + 1] = stored[2] or ""
+    flat[#flat + 1] = stored[3] or ""
+  end
+end
+return flat
