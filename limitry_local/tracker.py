@@ -10,6 +10,7 @@ never interleaved with another call's.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -117,8 +118,11 @@ class _RateRule:
 
     limit: RateLimit
     seconds: int
-    generation: int
-    """Bumped when the limit is reshaped, so its buckets start afresh (they live in memory only)."""
+    generation: str
+    """The limit's shape, in its buckets' keys: a reshaped limit starts with fresh buckets.
+
+    Derived from the shape itself, not counted, so every process sharing a
+    bucket store (Redis) names the same buckets for the same limit."""
 
 
 @dataclass(slots=True)
@@ -231,7 +235,6 @@ class Tracker:
             if rate_limits is not None
             else BucketStore(max_buckets, lambda: self._latest)
         )
-        self._generations = 0
         self._quotas: dict[str, Quota] = {}
         self._rate_rules: dict[str, _RateRule] = {}
         self._definitions_version = -1
@@ -927,14 +930,7 @@ class Tracker:
     # --- rate limits ------------------------------------------------------------
 
     def _install_rate_limit(self, limit: RateLimit) -> None:
-        previous = self._rate_rules.get(limit.id)
-        generation = 0
-        if previous is not None:
-            generation = previous.generation
-            if _reshaped(previous.limit, limit, _RESHAPING_RATE_FIELDS):
-                self._generations += 1
-                generation = self._generations
-        self._rate_rules[limit.id] = _RateRule(limit, window_seconds(limit.window), generation)
+        self._rate_rules[limit.id] = _RateRule(limit, window_seconds(limit.window), _shape(limit))
 
     def _create_rate_limit(self, data: RateLimitCreate) -> RateLimit:
         with self._changing_definitions() as conn:
@@ -1095,6 +1091,17 @@ def _rate_differences(
 
 def _increments(quotas: list[_QuotaOutcome]) -> list[CounterIncrement]:
     return [(o.quota.id, o.key_json, o.start, o.amount or 0) for o in quotas]
+
+
+def _shape(limit: RateLimit) -> str:
+    """A short digest of what decides a rate limit's buckets (not its name or enabled)."""
+    shape = json.dumps(
+        [getattr(limit, name) for name in _RESHAPING_RATE_FIELDS],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(shape.encode("utf-8")).hexdigest()[:16]
 
 
 def _reshaped(before: BaseModel, after: BaseModel, fields: Sequence[str]) -> bool:

@@ -505,3 +505,23 @@ def test_bad_options_are_refused() -> None:
 def test_answers_are_bucket_answers(stores: RedisStores) -> None:
     (answer,) = stores.new().take([BucketAsk(("rl_a", 0, ()), 3, 60.0, 1)], at(START))
     assert answer == BucketAnswer(True, 2, math.ceil(START + 20), 3, math.ceil(START), 0)
+
+
+def test_trackers_sharing_redis_share_a_reshaped_limits_buckets(
+    stores: RedisStores, ledger_path: Path, clock: ManualClock
+) -> None:
+    """Bucket names come from the limit's shape, not from each Tracker's history:
+    one started after a reshape enforces the same buckets as one that saw it."""
+    first_store = stores.new()
+    with Tracker(ledger_path, clock=clock, rate_limits=first_store) as first:
+        limit = first.rate_limits.create(name="r", limit_value=5, window="hour")
+        first.rate_limits.update(limit.id, limit_value=3)  # reshaped: fresh buckets
+        first.usage(customer_id="c", event_type="e")
+        shared = stores.new(prefix=first_store._prefix)
+        with Tracker(ledger_path, clock=clock, rate_limits=shared) as later:
+            answer = later.usage(customer_id="c", event_type="e")
+            assert answer.rate_limits[0].remaining == 1  # the first Tracker's event counted
+        assert first.usage(customer_id="c", event_type="e").rate_limits[0].remaining == 0
+        first.rate_limits.update(limit.id, name="renamed")  # not a reshape: same buckets
+        with pytest.raises(RateLimitExceeded):
+            first.usage(customer_id="c", event_type="e")
