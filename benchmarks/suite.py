@@ -31,11 +31,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from benchmarks import ledgers
 from benchmarks.floors import SqliteFloor, TokenBucketFloor
 from benchmarks.harness import Op, Timing, measure
-from benchmarks.peers import LimitsPeer, PyratePeer
-from limitry_local import Tracker
+from benchmarks.peers import LimitsPeer, PyratePeer, PyrateRedisPeer
+from limitry_local import RedisBuckets, Tracker
+from limitry_local.buckets import RateLimitStore
 from limitry_local.ledger import Durability, Ledger, LedgerBackend
 
 RATE_LIMIT = 10**9
@@ -139,9 +142,12 @@ def _tracker(
     durability: Durability = "normal",
     clock: Callable[[], float] | None = None,
     ledger: LedgerBackend | None = None,
+    rate_limits: RateLimitStore | None = None,
 ) -> Tracker:
     """A Tracker with ``rates`` per-customer rate limits and ``quotas`` per-customer quotas."""
-    tracker = Tracker(path, durability=durability, clock=clock, ledger=ledger)
+    tracker = Tracker(
+        path, durability=durability, clock=clock, ledger=ledger, rate_limits=rate_limits
+    )
     windows = ["minute", "second", "hour", "1d", "5m"]
     for i in range(rates):
         tracker.rate_limits.create(
@@ -421,6 +427,64 @@ def _e_cases(file: bool) -> Callable[[Config], list[Case]]:
     return cases
 
 
+# --- (f) shared engines: Redis buckets, PostgreSQL ledger ------------------------------
+
+REDIS_URL = os.environ.get("LIMITRY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def _redis_store(ctx: Context) -> RedisBuckets:
+    # Server time: what several hosts would use.  A fresh prefix per row,
+    # its keys deleted when the row is done.
+    prefix = f"limitry-bench:{os.urandom(6).hex()}:"
+    store = RedisBuckets(REDIS_URL, prefix=prefix)
+    ctx.shared(prefix, lambda: prefix, _delete_keys)
+    return store
+
+
+def _delete_keys(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _f_redis(config: Config) -> list[Case]:
+    keys = _customers(config.customers)
+    warm = 2 * config.customers
+
+    def limits(strategy: str) -> Callable[[Context], Subject]:
+        def make(ctx: Context) -> Subject:
+            peer = LimitsPeer("fixed" if strategy == "fixed" else "moving", RATE_LIMIT, REDIS_URL)
+            return Subject(peer.op, keys, warm, _true, peer.close)
+
+        return make
+
+    def pyrate(ctx: Context) -> Subject:
+        peer = PyrateRedisPeer(
+            RATE_LIMIT, REDIS_URL, f"limitry-bench:pyrate:{os.urandom(6).hex()}:"
+        )
+        return Subject(peer.op, keys, warm, _true, peer.close)
+
+    def usage(ctx: Context) -> Subject:
+        tracker = _tracker(None, rates=1, rate_limits=_redis_store(ctx))
+        return Subject(_rate_event(tracker), keys, warm, _allowed, tracker.close)
+
+    def check(ctx: Context) -> Subject:
+        tracker = _tracker(None, rates=1, rate_limits=_redis_store(ctx))
+        return Subject(_rate_check(tracker), keys, warm, _allowed, tracker.close)
+
+    return [
+        Case("limits FixedWindow, RedisStorage", limits("fixed"), reference=True),
+        Case("limits MovingWindow, RedisStorage", limits("moving")),
+        Case("pyrate RedisBucket per key", pyrate),
+        Case("limitry usage(), RedisBuckets, memory ledger", usage),
+        Case("limitry rate_limits.check(), RedisBuckets (peek)", check),
+    ]
+
+
 WORKLOADS = [
     Workload(
         "a1",
@@ -453,9 +517,26 @@ WORKLOADS = [
     Workload("d2", "10 matching limits, memory ledger", _d_cases(file=False)),
     Workload("e1", "threads on one Tracker, file ledger, durability=normal", _e_cases(file=True)),
     Workload("e2", "threads on one Tracker, memory ledger", _e_cases(file=False)),
+    Workload(
+        "f1",
+        "rate limit only, shared on Redis (127.0.0.1), {customers} keys",
+        _f_redis,
+        note="every implementation makes one round trip to the same local Redis per call",
+    ),
 ]
 
 WHAT = {
+    "limits FixedWindow, RedisStorage": "limits 5.8 FixedWindowRateLimiter.hit(item, key) "
+    "on RedisStorage (storage_from_string): a counter per key and minute in Redis",
+    "limits MovingWindow, RedisStorage": "MovingWindowRateLimiter.hit(item, key) on "
+    "RedisStorage: a list of hit times per key, trimmed by a Lua script",
+    "pyrate RedisBucket per key": "pyrate-limiter 4.5 Limiter.try_acquire(key) with a "
+    "RedisBucket (a sorted set, one Lua call) per key, all on one client",
+    "limitry usage(), RedisBuckets, memory ledger": "Tracker(rate_limits=RedisBuckets(url))"
+    ".usage(customer_id, event_type): validates, takes the token in one EVALSHA round trip "
+    "(server time), records the event in the in-memory ledger",
+    "limitry rate_limits.check(), RedisBuckets (peek)": "tracker.rate_limits.check(...) on "
+    "RedisBuckets: one read-only EVALSHA round trip, consumes nothing",
     "floor: dict token bucket": "benchmarks/floors.py TokenBucketFloor.take(key): a dict of "
     "key -> (tokens, timestamp), refilled continuously; nothing recorded",
     "limits FixedWindow, MemoryStorage": "limits 5.8 FixedWindowRateLimiter.hit(item, key): "
