@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import queue
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -423,13 +425,25 @@ def _run_together(target: Callable[..., None], *args: Any) -> list[list[str]]:
     ]
     for process in processes:
         process.start()
+    answers: list[list[str]] = []
+    deadline = time.monotonic() + 180
     try:
         # Read before joining: a child blocks on exit until its queued data is read.
-        answers = [results.get(timeout=180) for _ in processes]
+        # A child that died puts nothing: stop waiting for it at once.
+        while len(answers) < PROCESSES and time.monotonic() < deadline:
+            try:
+                answers.append(results.get(timeout=1))
+            except queue.Empty:
+                if any(process.exitcode not in (None, 0) for process in processes):
+                    break
     finally:
         for process in processes:
-            process.join(timeout=60)
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
     assert [process.exitcode for process in processes] == [0] * PROCESSES
+    assert len(answers) == PROCESSES
     return answers
 
 
