@@ -43,7 +43,19 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
     expected = _expected()
     assert [(c[0].split()[0], c[1]) for c in cells] == expected
     # Every workload in the spec, every implementation side by side.
-    assert {w for w, _ in expected} == {"a1", "a2", "b1", "b2", "b3", "c", "d1", "d2", "e1", "e2", "f1"}
+    assert {w for w, _ in expected} == {
+        "a1",
+        "a2",
+        "b1",
+        "b2",
+        "b3",
+        "c",
+        "d1",
+        "d2",
+        "e1",
+        "e2",
+        "f1",
+    }
     implementations = {i for _, i in expected}
     for name in (
         "floor: dict token bucket",

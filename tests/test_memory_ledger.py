@@ -336,7 +336,7 @@ class LedgerDifferential(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.sqlite = Ledger(None)
-        self.memory = MemoryLedger()
+        self.memory: LedgerBackend = MemoryLedger()  # tests/test_postgres_ledger.py swaps it
         self.serial = 0
         self.event_ids: list[str] = []
         self.keys: list[str] = []
