@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import redis
 
 from benchmarks import ledgers
@@ -40,6 +41,7 @@ from benchmarks.peers import LimitsPeer, PyratePeer, PyrateRedisPeer
 from limitry_local import RedisBuckets, Tracker
 from limitry_local.buckets import RateLimitStore
 from limitry_local.ledger import Durability, Ledger, LedgerBackend
+from limitry_local.postgres_ledger import PostgresLedger
 
 RATE_LIMIT = 10**9
 """Per minute: every implementation's limit, high enough never to deny."""
@@ -485,6 +487,52 @@ def _f_redis(config: Config) -> list[Case]:
     ]
 
 
+POSTGRES_DSN = os.environ.get(
+    "LIMITRY_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_ledger(ctx: Context) -> PostgresLedger:
+    # A fresh schema per row, dropped when the row is done.
+    schema = f"limitry_bench_{os.urandom(6).hex()}"
+    ctx.shared(schema, lambda: schema, _drop_schema)
+    return PostgresLedger(POSTGRES_DSN, schema=schema)
+
+
+def _drop_schema(schema: str) -> None:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _f_postgres(config: Config) -> list[Case]:
+    keys = _customers(config.customers)
+    warm = 2 * config.customers
+
+    def file(ctx: Context) -> Subject:
+        tracker = _tracker(ctx.path("f2-sqlite"), rates=1, quotas=1)
+        return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
+    def postgres(ctx: Context) -> Subject:
+        tracker = _tracker(None, rates=1, quotas=1, ledger=_postgres_ledger(ctx))
+        return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
+    def both(ctx: Context) -> Subject:
+        tracker = _tracker(
+            None,
+            rates=1,
+            quotas=1,
+            ledger=_postgres_ledger(ctx),
+            rate_limits=_redis_store(ctx),
+        )
+        return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
+    return [
+        Case("limitry usage(), SQLite file, memory buckets", file, reference=True),
+        Case("limitry usage(), PostgresLedger, memory buckets", postgres),
+        Case("limitry usage(), PostgresLedger, RedisBuckets", both),
+    ]
+
+
 WORKLOADS = [
     Workload(
         "a1",
@@ -523,9 +571,22 @@ WORKLOADS = [
         _f_redis,
         note="every implementation makes one round trip to the same local Redis per call",
     ),
+    Workload(
+        "f2",
+        "usage(): 1 rate limit + 1 quota on shared engines (127.0.0.1)",
+        _f_postgres,
+        note="PostgreSQL: 4 round trips per call under the writers' advisory lock",
+    ),
 ]
 
 WHAT = {
+    "limitry usage(), SQLite file, memory buckets": "Tracker(path).usage(...), "
+    "durability=normal: the single-host default, for scale",
+    "limitry usage(), PostgresLedger, memory buckets": "Tracker(ledger=PostgresLedger(dsn))"
+    ".usage(...): BEGIN + advisory lock + version, counter read, record, COMMIT",
+    "limitry usage(), PostgresLedger, RedisBuckets": "Tracker(rate_limits=RedisBuckets(url), "
+    "ledger=PostgresLedger(dsn)).usage(...): the fully shared setup, one more round trip "
+    "(the Redis take)",
     "limits FixedWindow, RedisStorage": "limits 5.8 FixedWindowRateLimiter.hit(item, key) "
     "on RedisStorage (storage_from_string): a counter per key and minute in Redis",
     "limits MovingWindow, RedisStorage": "MovingWindowRateLimiter.hit(item, key) on "
