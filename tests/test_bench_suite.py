@@ -55,6 +55,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "e1",
         "e2",
         "f1",
+        "f2",
     }
     implementations = {i for _, i in expected}
     for name in (
@@ -71,6 +72,10 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "limitry usage(), memory ledger",
         "limitry usage(), 5 rate limits + 5 quotas",
         "limitry usage(), 2 threads, one Tracker",
+        "limits FixedWindow, RedisStorage",
+        "pyrate RedisBucket per key",
+        "limitry usage(), RedisBuckets, memory ledger",
+        "limitry usage(), PostgresLedger, RedisBuckets",
     ):
         assert name in implementations
     assert sum(1 for w, _ in expected if w == "c") == 3
