@@ -16,6 +16,7 @@ it returns, release when it raises.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,6 +37,10 @@ State = Literal["open", "expired", "committed", "released"]
 
 AMOUNT_FIELDS = ("input_tokens", "output_tokens", "total_tokens", "cost_cents", "latency_ms")
 """What a commit may set: the amounts known only after the call (and ``properties``)."""
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "total_tokens")
+"""Given together or not at all: any of them in a commit replaces the estimate's tokens."""
+ESTIMATE_FIELDS = ("total_tokens", "input_tokens", "output_tokens", "cost_cents")
+"""What an estimate may hold."""
 
 
 class Reservation:
@@ -86,28 +91,50 @@ class Reservation:
         Takes amounts as keyword arguments (``total_tokens=``,
         ``input_tokens=``, ``output_tokens=``, ``cost_cents=``,
         ``latency_ms=``, ``properties=``) or a dict of them, wire or
-        snake_case.  Amounts not given are the estimate's.  The event is
-        recorded even if it overran the estimate or a limit: it was admitted
-        when reserved, and usage that happened is never dropped.  Committing
-        twice is an error; committing after the hold expired still records.
+        snake_case.  Tokens given (any of the three) replace the estimate's
+        tokens; ``cost_cents`` and ``latency_ms`` not given are the
+        estimate's.  The event is recorded even if it overran the estimate or
+        a limit: it was admitted when reserved, and usage that happened is
+        never dropped.  Committing twice is an error; committing after the
+        hold expired still records.
         """
-        fields = {**(event or {}), **actual}
-        if self._state not in ("open", "expired"):
-            raise LimitryError(f"reservation {self.id} is already {self._state}")
-        response = self._tracker._commit_reservation(self, fields)
-        self._state = "committed"
+        response = self._tracker._commit_reservation(self, {**(event or {}), **actual})
         self.response = response
         return response
 
     def release(self) -> None:
         """Give the whole hold back; nothing is recorded.  A no-op once settled."""
-        if self._state == "open":
-            self._tracker._release_reservation(self)
-        if self._state in ("open", "expired"):
-            self._state = "released"
+        self._tracker._release_reservation(self)
 
-    def _expired(self) -> None:
+    # Transitions, made by the Tracker under its lock.
+
+    def _begin_commit(self) -> bool:
+        """Refuse a settled reservation; True when its tokens are still held."""
+        if self._state in ("committed", "released"):
+            raise LimitryError(f"reservation {self.id} is already {self._state}")
+        return self._state == "open"
+
+    def _abort_commit(self) -> None:
+        """The commit failed before anything was recorded: the reservation stays as it was."""
+
+    def _committed(self) -> None:
+        self._state = "committed"
+
+    def _begin_release(self) -> bool | None:
+        """None when settled; else whether its tokens are still held."""
+        if self._state in ("committed", "released"):
+            return None
+        return self._state == "open"
+
+    def _released(self) -> None:
+        self._state = "released"
+
+    def _expire(self) -> bool:
+        """Mark an open reservation expired; True if it was open (its tokens go back)."""
+        if self._state != "open":
+            return False
         self._state = "expired"
+        return True
 
     def __enter__(self) -> Reservation:
         return self
@@ -138,11 +165,15 @@ class Guard:
     def __init__(self, tracker: Tracker, reserve: Callable[[], Reservation]) -> None:
         self._tracker = tracker
         self._reserve = reserve
-        self._open: list[Reservation] = []
+        # One guard may be entered by several threads or tasks at once (a
+        # module-level guard): each context settles its own reservation.
+        self._open: contextvars.ContextVar[tuple[Reservation, ...]] = contextvars.ContextVar(
+            f"limitry_guard_{id(self):x}", default=()
+        )
 
     def __enter__(self) -> Reservation:
         reservation = self._reserve()
-        self._open.append(reservation)
+        self._open.set((*self._open.get(), reservation))
         return reservation
 
     def __exit__(
@@ -151,7 +182,9 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _settle(self._open.pop(), failed=exc_type is not None)
+        *outer, reservation = self._open.get()
+        self._open.set(tuple(outer))
+        _settle(reservation, failed=exc_type is not None)
 
     async def __aenter__(self) -> Reservation:
         return self.__enter__()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
@@ -81,8 +82,16 @@ from limitry_local.models import (
     window_seconds,
 )
 from limitry_local.periods import Clock, period_bounds, system_clock
-from limitry_local.reservations import AMOUNT_FIELDS, Guard, Reservation
+from limitry_local.reservations import (
+    AMOUNT_FIELDS,
+    ESTIMATE_FIELDS,
+    TOKEN_FIELDS,
+    Guard,
+    Reservation,
+)
 from limitry_local.resources import Customers, Events, Quotas, RateLimits
+
+logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 L = TypeVar("L", Quota, RateLimit)
@@ -378,7 +387,7 @@ class Tracker:
                     when = request.timestamp.timestamp() if request.timestamp is not None else now
                     dims = _dimensions(request)
                     rates = self._take_rates(dims, request.total_tokens or 0)
-                    taken = True
+                    taken = bool(rates)
                     quotas = self._quota_outcomes(dims, request, when)
                     if not all(o.answer.allowed for o in rates):
                         raise self._rate_denial(rates, quotas)
@@ -436,6 +445,21 @@ class Tracker:
                 self._release_expired(now)
                 with self._ledger.write(durable=True) as conn:
                     self._refresh()
+                    key = request.idempotency_key
+                    stored = self._ledger.idempotent(key) if key is not None else None
+                    if stored is not None:
+                        # Recorded already: hold nothing; commit() replays.
+                        first = _response_from_json(stored[1])
+                        return Reservation(
+                            self,
+                            _new_id("hold"),
+                            event=request,
+                            estimated=estimated,
+                            asks=[],
+                            expires_at=now + ttl,
+                            rate_limits=first.rate_limits,
+                            quotas=first.quotas,
+                        )
                     when = estimated.timestamp.timestamp() if estimated.timestamp else now
                     dims = _dimensions(estimated)
                     matched, asks = self._rate_asks(dims, estimated.total_tokens or 0)
@@ -492,28 +516,35 @@ class Tracker:
     ) -> TrackPostResponse:
         final = _settled(reservation, actual)
         with self._lock:
+            # Decided under the lock: two threads settling one reservation
+            # must not both record it, nor both give its tokens back.
+            held_tokens = reservation._begin_commit()
             now = self._now()
-            with self._ledger.write() as conn:
-                self._refresh()
-                self._reservations.pop(reservation.id, None)
-                self._ledger.pop_hold(conn, reservation.id)
-                key = final.idempotency_key
-                stored = self._ledger.idempotent(key) if key is not None else None
-                if stored is not None:
-                    replay = _response_from_json(stored[1])
-                else:
-                    ids, _ = self._ingest_in(conn, [final])
-                    replay = None
+            try:
+                with self._ledger.write() as conn:
+                    self._refresh()
+                    self._ledger.pop_hold(conn, reservation.id)
+                    key = final.idempotency_key
+                    stored = self._ledger.idempotent(key) if key is not None else None
+                    if stored is not None:
+                        replay: TrackPostResponse | None = _response_from_json(stored[1])
+                    else:
+                        ids, _ = self._ingest_in(conn, [final])
+                        replay = None
+            except BaseException:
+                reservation._abort_commit()
+                raise
+            # Recorded: from here nothing may make the reservation look open.
+            reservation._committed()
+            self._reservations.pop(reservation.id, None)
             # Tokens: this Tracker took the estimate's cost at reserve() and
-            # keeps it until it sees the hold expire (another process may have
-            # released the quota side of the hold first); the event costs its own.
-            self._rates.adjust(
+            # keeps it until it sees the hold expire; the event costs its own.
+            self._settle_tokens(
                 _rate_differences(
                     reservation,
                     final if replay is None else None,
-                    charged_before=reservation.state == "open",
-                ),
-                self._bucket_time(),
+                    charged_before=held_tokens,
+                )
             )
             if replay is not None:
                 return replay
@@ -521,44 +552,66 @@ class Tracker:
             when = final.timestamp.timestamp() if final.timestamp is not None else now
             rates = self._peek_rates(dims)
             quotas = self._quota_outcomes(dims, None, when)
+            for o in quotas:
+                # The counters include this event now: exceeded as usage()
+                # reports it, past the limit (filling it exactly is not).
+                o.exceeded = o.used > o.limit_units
+            statuses = [_rate_status(o, charged=False) for o in rates]
             return trusted(
                 TrackPostResponse,
                 {
                     "id": ids[0],
                     "allowed": True,
-                    "rate_limits": [_rate_status(o, charged=False) for o in rates],
+                    "rate_limits": statuses,
                     "quotas": [_quota_status(o, charged=False) for o in quotas],
                 },
-                {"_headers": rate_limit_headers([_rate_status(o, charged=False) for o in rates])},
+                {"_headers": rate_limit_headers(statuses)},
             )
 
     def _release_reservation(self, reservation: Reservation) -> None:
         with self._lock:
+            held_tokens = reservation._begin_release()
+            if held_tokens is None:
+                return  # settled already
             self._ensure_open()
             with self._ledger.write(durable=True) as conn:
-                self._reservations.pop(reservation.id, None)
                 self._ledger.pop_hold(conn, reservation.id)
-            self._now()
-            self._rates.adjust(
-                _rate_differences(reservation, None, charged_before=True), self._bucket_time()
-            )
+            reservation._released()
+            self._reservations.pop(reservation.id, None)
+            if held_tokens:
+                self._now()
+                self._settle_tokens(_rate_differences(reservation, None, charged_before=True))
+
+    def _settle_tokens(self, asks: list[BucketAsk]) -> None:
+        """Charge or give back a reservation's tokens; a failure is logged, not raised.
+
+        The ledger side is settled already: raising here would make a
+        recorded event look unrecorded (and be recorded again on a retry).
+        The cost of a lost adjustment is a bucket off by that much until it
+        refills.
+        """
+        if not asks:
+            return
+        try:
+            self._rates.adjust(asks, self._bucket_time())
+        except Exception as exc:  # a store that cannot be reached, typically
+            logger.warning("rate-limit tokens of a reservation not settled: %s", exc)
 
     def _release_expired(self, now: float) -> None:
         """Release every expired hold on the ledger, and the tokens of this Tracker's own.
 
         Its own write scope, so a denial that rolls back the caller's scope
         cannot undo the release (while the tokens were already given back).
+        Reservations of this Tracker past their ttl give their tokens back
+        whoever released their hold in the ledger (another process may have).
         """
         self._next_hold_sweep = now + HOLD_SWEEP_SECONDS
         with self._ledger.write(durable=True) as conn:
-            expired = self._ledger.pop_expired_holds(conn, now)
-        for hold_id in expired:
-            reservation = self._reservations.pop(hold_id, None)
-            if reservation is not None:
-                self._rates.adjust(
-                    _rate_differences(reservation, None, charged_before=True), self._bucket_time()
-                )
-                reservation._expired()
+            self._ledger.pop_expired_holds(conn, now)
+        for hold_id, reservation in list(self._reservations.items()):
+            if reservation.expires_at <= now and reservation._expire():
+                del self._reservations[hold_id]
+                self._settle_tokens(_rate_differences(reservation, None, charged_before=True))
 
     def _admitted(
         self, event_id: str, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
@@ -1034,36 +1087,54 @@ def _estimated(
             "estimate: must be a number of tokens or a dict of amounts, "
             f"got {type(estimate).__name__}"
         )
-    amounts = {"total_tokens": estimate} if isinstance(estimate, int) else dict(estimate)
+    if isinstance(estimate, int):
+        amounts: dict[str, Any] = {"total_tokens": estimate}
+    else:
+        names = _field_names(ESTIMATE_FIELDS)
+        unknown = [key_name(key) for key in estimate if key not in names]
+        if unknown:
+            raise InvalidRequestError(
+                f"estimate.{unknown[0]}: an estimate holds amounts only "
+                f"({', '.join(ESTIMATE_FIELDS)})"
+            )
+        amounts = {names[key]: value for key, value in estimate.items()}
     base = request.model_dump(by_alias=False, exclude_unset=True)
     for name in AMOUNT_FIELDS:
         base.pop(name, None)
     return parse(TrackPostRequest, {**base, **amounts}, {}, prefix="estimate.")
 
 
+def _field_names(fields: Sequence[str]) -> dict[str, str]:
+    """Each field's snake_case and wire names, mapped to its snake_case name."""
+    model_fields = TrackPostRequest.model_fields
+    return {given: name for name in fields for given in (name, model_fields[name].alias or name)}
+
+
 def _settled(reservation: Reservation, actual: Mapping[str, Any]) -> TrackPostRequest:
-    """The event to record: the reserved event with the real amounts (the estimate's if none)."""
-    fields = TrackPostRequest.model_fields
-    names = {
-        given: name
-        for name in (*AMOUNT_FIELDS, "properties")
-        for given in (name, fields[name].alias)
-    }
+    """The event to record: the reserved event with the real amounts.
+
+    Tokens given (any of input, output, total) replace the estimate's tokens
+    as a group, so ``commit(input_tokens=, output_tokens=)`` records their
+    sum; ``cost_cents`` and ``latency_ms`` not given are the estimate's.
+    """
+    names = _field_names((*AMOUNT_FIELDS, "properties"))
     unknown = [key_name(key) for key in actual if key not in names]
     if unknown:
         raise InvalidRequestError(
             f"{unknown[0]}: a commit sets amounts and properties only "
-            f"({', '.join(a for a in AMOUNT_FIELDS)}, properties)"
+            f"({', '.join(AMOUNT_FIELDS)}, properties)"
         )
     given = {names[key]: value for key, value in actual.items()}
+    estimated = reservation.estimated
+    from_estimate = [
+        name
+        for name in AMOUNT_FIELDS
+        if name not in given
+        and name in estimated.model_fields_set
+        and not (name in TOKEN_FIELDS and any(t in given for t in TOKEN_FIELDS))
+    ]
     amounts = {name: value for name, value in given.items() if name in AMOUNT_FIELDS}
-    if not amounts:
-        estimated = reservation.estimated
-        amounts = {
-            name: getattr(estimated, name)
-            for name in AMOUNT_FIELDS
-            if name in estimated.model_fields_set
-        }
+    amounts.update({name: getattr(estimated, name) for name in from_estimate})
     base = reservation.event.model_dump(by_alias=False, exclude_unset=True)
     for name in AMOUNT_FIELDS:
         base.pop(name, None)

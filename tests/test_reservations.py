@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from limitry_local import (
     RateLimitExceeded,
     Tracker,
 )
+from limitry_local.buckets import BucketAsk, BucketStore, BucketTime
 from limitry_local.reservations import Reservation
 from limitry_local.testing import ManualClock
 from tests.conftest import START
@@ -349,3 +351,105 @@ def test_a_hold_another_tracker_expired_is_charged_once_at_commit(
         tpm = first.rate_limits.check({"customer_id": "cust_1"}).rate_limits[0]
         # 600 held, 300 given back; refill over 11 s of an hour is 3 tokens.
         assert tpm.remaining == 1000 - 300 + 3
+
+
+# --- found in review --------------------------------------------------------------------
+
+
+class _UnreachableAdjust(BucketStore):
+    """The in-memory store, except that settling a reservation's tokens fails
+    (a shared store that went away between the ledger commit and the adjust)."""
+
+    def adjust(self, asks: Sequence[BucketAsk], at: BucketTime) -> None:
+        raise ConnectionError("the bucket store went away")
+
+
+def test_a_failed_token_adjustment_never_records_an_event_twice(clock: ManualClock) -> None:
+    store = _UnreachableAdjust(1000, clock)
+    with Tracker(clock=clock, rate_limits=store) as tracker:
+        tracker.rate_limits.create(
+            name="tpm", limit_value=1000, window="minute", metric="total_tokens"
+        )
+        with tracker.reserve(CALL, estimate=900) as r:
+            r.commit(total_tokens=100)  # recorded; the give-back of 800 is lost
+        assert r.state == "committed"
+        assert tracker.ledger.event_count() == 1
+        with pytest.raises(LimitryError, match="already committed"):
+            r.commit(total_tokens=100)
+        assert tracker.ledger.event_count() == 1
+
+
+def test_commit_keeps_the_estimates_amounts_it_does_not_replace(tracker: Tracker) -> None:
+    r = tracker.reserve(CALL, estimate={"total_tokens": 1000, "cost_cents": 5})
+    r.commit(total_tokens=800)
+    r2 = tracker.reserve(CALL, estimate={"input_tokens": 10, "output_tokens": 5, "cost_cents": 2})
+    r2.commit(cost_cents=3)
+    second, first = tracker.events.list().data
+    assert (first.total_tokens, first.cost_cents) == (800, 5)
+    assert (second.input_tokens, second.output_tokens, second.total_tokens) == (10, 5, 15)
+    assert second.cost_cents == 3
+
+
+def test_releasing_an_expired_reservation_gives_nothing_back_twice(
+    limited: Tracker, clock: ManualClock
+) -> None:
+    r = limited.reserve(CALL, estimate=900, ttl=5)
+    clock.advance(6)
+    limited.usage({**CALL, "total_tokens": 0})  # the sweep gives the 900 back once
+    assert r.state == "expired"
+    limited.usage({**CALL, "total_tokens": 950})
+    r.release()
+    assert str(r.state) == "released"
+    assert remaining(limited, "tpm") < 100  # still charged for the 950
+
+
+def test_one_guard_entered_by_two_tasks_settles_each_its_own(limited: Tracker) -> None:
+    guard = limited.guard(CALL, estimate=100)
+    states: dict[str, Reservation] = {}
+
+    async def task(name: str, fail: bool, entered: asyncio.Event, go: asyncio.Event) -> None:
+        async with guard as r:
+            states[name] = r
+            entered.set()
+            await go.wait()
+            if fail:
+                raise RuntimeError(name)
+
+    async def main() -> None:
+        a_in, b_in, a_go, b_go = (asyncio.Event() for _ in range(4))
+        a = asyncio.create_task(task("a", False, a_in, a_go))
+        await a_in.wait()
+        b = asyncio.create_task(task("b", True, b_in, b_go))
+        await b_in.wait()
+        a_go.set()
+        await a
+        b_go.set()
+        with pytest.raises(RuntimeError):
+            await b
+
+    asyncio.run(main())
+    assert (states["a"].state, states["b"].state) == ("committed", "released")
+
+
+def test_reserving_a_recorded_idempotency_key_holds_nothing_and_replays(
+    tracker: Tracker,
+) -> None:
+    tracker.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+    first = tracker.usage({**CALL, "idempotency_key": "k"})
+    r = tracker.reserve({**CALL, "idempotency_key": "k"}, estimate=10)
+    assert used(tracker) == 1  # nothing more held
+    assert r.commit(total_tokens=10).id == first.id
+    assert tracker.ledger.event_count() == 1
+
+
+def test_an_estimate_holds_amounts_only(tracker: Tracker) -> None:
+    for estimate in ({"customer_id": "other", "total_tokens": 9}, {"customerId": "other"}):
+        with pytest.raises(InvalidRequestError, match=r"estimate\.customer"):
+            tracker.reserve(CALL, estimate=estimate)
+    tracker.reserve(CALL, estimate={"totalTokens": 9, "costCents": 1}).release()
+
+
+def test_a_commit_that_exactly_fills_a_quota_is_not_exceeded(tracker: Tracker) -> None:
+    tracker.quotas.create(name="q", metric="total_tokens", limit_value=100, period="day")
+    status = tracker.reserve(CALL, estimate=50).commit(total_tokens=100).quotas[0]
+    assert (status.used, status.remaining, status.exceeded) == (100, 0, False)
