@@ -38,10 +38,11 @@ import sqlite_utils
 
 from limitry_local.errors import LimitryError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the first release.  2: ``meta.definitions_version``, so processes sharing
 a file see each other's limit changes.  3: ``holds``, the quota amounts that
-open reservations hold, so any process can release an expired one."""
+open reservations hold, so any process can release an expired one.
+4: ``quotas.timezone``, the IANA zone of a quota's calendar periods."""
 
 Durability = Literal["normal", "full", "batched"]
 DURABILITIES: tuple[str, ...] = get_args(Durability)
@@ -900,7 +901,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db.table("idempotency_keys").create({"key": str, "event_id": str, "response": str}, pk="key")
     _create_holds(db)
     for table, extra in (
-        ("quotas", {"period": str}),
+        ("quotas", {"period": str, "timezone": str}),
         ("rate_limits", {"window": str, "enabled": int}),
     ):
         db.table(table).create(
@@ -935,8 +936,17 @@ def _v2_to_v3(db: sqlite_utils.Database) -> None:
     _create_holds(db)
 
 
+def _v3_to_v4(db: sqlite_utils.Database) -> None:
+    # NULL reads as UTC, every quota's zone before version 4.
+    db.execute("ALTER TABLE quotas ADD COLUMN timezone TEXT")
+
+
 # _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
-_MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+_MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
 
 
 def _decode_increments(text: str) -> list[CounterIncrement]:
@@ -1006,4 +1016,6 @@ def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
         )
     if "enabled" in decoded:
         decoded["enabled"] = bool(decoded["enabled"])
+    if "timezone" in decoded and decoded["timezone"] is None:
+        del decoded["timezone"]  # written before quotas had zones: UTC
     return decoded

@@ -23,6 +23,7 @@ import math
 import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -216,6 +217,28 @@ Per = Annotated[
     AfterValidator(_check_per),
 ]
 Window = Annotated[str, AfterValidator(_check_window)]
+
+
+def _check_timezone(name: str) -> str:
+    if name == "UTC":
+        return name
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name!r} is not an IANA time zone name (such as 'UTC' or 'America/New_York')"
+        ) from None
+    return name
+
+
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
+"""An IANA time zone name: a quota's calendar periods are counted in it."""
+
+
+def _is_utc(value: object) -> bool:
+    return value == "UTC"
+
+
 Flag = Annotated[bool, Field(strict=True)]
 
 
@@ -401,6 +424,7 @@ class QuotaCreate(RequestModel):
     limit_value: PositiveLimit
     period: Period
     per: Per = Field(default_factory=list)
+    timezone: TimeZone = "UTC"
 
 
 class QuotaUpdate(RequestModel):
@@ -412,6 +436,7 @@ class QuotaUpdate(RequestModel):
     limit_value: PositiveLimit | None = None
     period: Period | None = None
     per: Per | None = None
+    timezone: TimeZone | None = None
 
 
 class Quota(WireModel):
@@ -423,6 +448,8 @@ class Quota(WireModel):
     limit_value: int
     period: Period
     per: list[str] = Field(default_factory=list, exclude_if=_is_empty)
+    # Ours: the calendar periods' time zone; written only when not UTC.
+    timezone: str = Field(default="UTC", exclude_if=_is_utc)
     created_at: Timestamp
     updated_at: Timestamp
 

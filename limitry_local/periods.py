@@ -1,12 +1,14 @@
-"""Clocks and the UTC calendar periods that quotas are measured over."""
+"""Clocks and the calendar periods (UTC, or a quota's time zone) that quotas are measured over."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 Clock = Callable[[], float]
 """Any zero-argument callable returning unix seconds, like :func:`time.time`."""
@@ -22,15 +24,17 @@ _WEEK = 7 * _DAY
 _EPOCH_WEEKDAY = 3
 
 
-def period_bounds(period: Period, at: float) -> tuple[int, int]:
-    """The ``[start, end)`` unix seconds of the UTC calendar period holding ``at``.
+def period_bounds(period: Period, at: float, timezone_name: str = "UTC") -> tuple[int, int]:
+    """The ``[start, end)`` unix seconds of the calendar period holding ``at``.
 
     Hours start on the hour, days at 00:00, weeks on Monday 00:00, months on
-    the 1st at 00:00.
+    the 1st at 00:00, in ``timezone_name`` (an IANA name; UTC by default).
 
     >>> period_bounds("day", 86_400 * 1.5)
     (86400, 172800)
     """
+    if timezone_name != "UTC":
+        return _zoned_bounds(period, at, _zone(timezone_name))
     second = math.floor(at)
     if period == "hour":
         start = second - second % _HOUR
@@ -52,3 +56,44 @@ def period_bounds(period: Period, at: float) -> tuple[int, int]:
         )
         return int(first.timestamp()), int(following.timestamp())
     raise ValueError(f"unknown period {period!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _zoned_bounds(period: Period, at: float, zone: ZoneInfo) -> tuple[int, int]:
+    """Calendar periods on the zone's wall clock, correct across DST changes.
+
+    A day is local midnight to local midnight: 23 or 25 hours when the
+    clocks change.  An hour is the local hour holding ``at`` and always 3600
+    seconds, so the repeated hour of a fall-back is two periods, not one of
+    two hours.  A local midnight the clocks skip begins at the change.
+    """
+    second = math.floor(at)
+    local = datetime.fromtimestamp(second, zone)
+    if period == "hour":
+        start = int(local.replace(minute=0, second=0, microsecond=0).timestamp())
+        # A zone whose offset is not whole hours can change it mid-hour: keep
+        # ``at`` inside its period whatever the floor above gave.
+        start = min(start, second)
+        return start, start + _HOUR
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
+    if period == "day":
+        first, following = midnight, midnight + timedelta(days=1)
+    elif period == "week":
+        first = midnight - timedelta(days=midnight.weekday())
+        following = first + timedelta(days=7)
+    elif period == "month":
+        first = midnight.replace(day=1)
+        following = (
+            first.replace(year=first.year + 1, month=1)
+            if first.month == 12
+            else first.replace(month=first.month + 1)
+        )
+    else:
+        raise ValueError(f"unknown period {period!r}")
+    # Wall-clock arithmetic on aware datetimes, then to unix seconds: each
+    # boundary is that local midnight as it happened.
+    return int(first.timestamp()), int(following.timestamp())

@@ -117,7 +117,7 @@ def _fresh_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_fresh_locks_in_child)
 _EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()
 _LATEST = datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()
-_RESHAPING_QUOTA_FIELDS = ("dimension_filters", "per", "metric", "period")
+_RESHAPING_QUOTA_FIELDS = ("dimension_filters", "per", "metric", "period", "timezone")
 _RESHAPING_RATE_FIELDS = ("dimension_filters", "per", "metric", "limit_value", "window")
 
 
@@ -691,7 +691,7 @@ class Tracker:
             if key is None:
                 continue
             key_json = _key_json(key)
-            start, end = period_bounds(quota.period, when)
+            start, end = period_bounds(quota.period, when, quota.timezone)
             used = self._ledger.counter(quota.id, key_json, start) if read_used else 0
             amount = (
                 None
@@ -947,7 +947,7 @@ class Tracker:
             key = limit_key(quota.dimension_filters, quota.per, dims)
             if key is None:
                 continue
-            start, _ = period_bounds(quota.period, row.ts)
+            start, _ = period_bounds(quota.period, row.ts, quota.timezone)
             totals[_key_json(key), start] += amount_units(
                 quota.metric, row.total_tokens, row.cost_cents
             )
@@ -1276,6 +1276,10 @@ def _event_model(row: EventRow) -> Event:
 def _definition_row(model: Quota | RateLimit) -> dict[str, Any]:
     row = model.model_dump(mode="json", by_alias=False, exclude={"project_id"})
     row.setdefault("per", [])
+    if isinstance(model, Quota):
+        # Written even when UTC (the dump leaves the default out), so a
+        # change back to UTC replaces the stored zone.
+        row.setdefault("timezone", model.timezone)
     if isinstance(model, RateLimit):
         row.setdefault("metric", model.metric)
     return row

@@ -143,6 +143,8 @@ def test_apply_creates_the_limits_then_applying_again_changes_nothing(
     spend = before["monthly spend on premium models"]
     assert spend.dimension_filters == {"model": ["gpt-4o", "claude-3-5-sonnet"]}
     assert (spend.metric, spend.period, spend.per) == ("total_cost_cents", "month", ["customer_id"])
+    assert spend.timezone == "America/New_York"
+    assert before["daily tokens"].timezone == "UTC"
     assert limits["gpt-4o tokens per minute"].metric == "total_tokens"
     assert limits["burst"].enabled is False and limits["burst"].window == "10s"
 
@@ -153,6 +155,14 @@ def test_apply_creates_the_limits_then_applying_again_changes_nothing(
         after = {q.name: q for q in tracker.quotas.list().data}
     # Not even touched: same ids, same updatedAt.
     assert after == before
+
+    # A changed zone is a change: the quota is updated in place.
+    toml_file.write_text(toml_file.read_text().replace("America/New_York", "Europe/Berlin"))
+    third = ok("--db", db, "limits", "apply", toml_file)
+    assert "1 updated" in third
+    with Tracker(db) as tracker:
+        moved = {q.name: q for q in tracker.quotas.list().data}["monthly spend on premium models"]
+    assert (moved.id, moved.timezone) == (spend.id, "Europe/Berlin")
 
 
 def test_the_yaml_and_json_forms_declare_the_same_limits_as_the_toml(

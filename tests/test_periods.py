@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from limitry_local.periods import Period, period_bounds
 
@@ -112,3 +115,70 @@ def test_end_of_one_period_is_start_of_the_next(period: Period) -> None:
 def test_unknown_period_is_refused() -> None:
     with pytest.raises(ValueError, match="year"):
         period_bounds("year", 0)  # type: ignore[arg-type]
+
+
+# --- time zones ---------------------------------------------------------------------------
+
+ZONES = [
+    "UTC",
+    "America/New_York",
+    "Europe/Berlin",
+    "Asia/Kolkata",  # +05:30, no DST
+    "Australia/Lord_Howe",  # a 30-minute DST change
+    "America/Havana",  # DST changes at midnight
+    "Pacific/Chatham",  # +12:45 / +13:45
+    "America/St_Johns",  # -03:30 / -02:30
+]
+
+
+@given(
+    period=st.sampled_from(["hour", "day", "week", "month"]),
+    zone=st.sampled_from(ZONES),
+    at=st.integers(0, 4_102_444_800),  # 1970-2100
+)
+def test_zoned_periods_hold_their_instant_and_follow_each_other(
+    period: Period, zone: str, at: int
+) -> None:
+    start, end = period_bounds(period, at, zone)
+    assert start <= at < end
+    # Contiguous: the next period starts where this one ends.
+    assert period_bounds(period, end, zone)[0] == end
+    assert period_bounds(period, end - 1, zone) == (start, end)
+    if period == "hour":
+        assert end - start == 3600
+    else:
+        local = datetime.fromtimestamp(start, ZoneInfo(zone))
+        # Local midnight, unless the clocks skipped it (then the change itself).
+        assert (local.hour, local.minute) in ((0, 0), (1, 0), (0, 30))
+
+
+def test_a_new_york_day_is_23_or_25_hours_when_the_clocks_change() -> None:
+    ny = ZoneInfo("America/New_York")
+    lengths = {}
+    for day in ("2026-03-08", "2026-06-01", "2026-11-01"):
+        at = datetime.fromisoformat(f"{day}T12:00:00").replace(tzinfo=ny).timestamp()
+        start, end = period_bounds("day", at, "America/New_York")
+        assert datetime.fromtimestamp(start, ny).isoformat()[:19] == f"{day}T00:00:00"
+        lengths[day] = (end - start) / 3600
+    assert lengths == {"2026-03-08": 23, "2026-06-01": 24, "2026-11-01": 25}
+
+
+def test_the_repeated_hour_of_a_fall_back_is_two_periods() -> None:
+    ny = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=ny, fold=0).timestamp()
+    second = datetime(2026, 11, 1, 1, 30, tzinfo=ny, fold=1).timestamp()
+    a = period_bounds("hour", first, "America/New_York")
+    b = period_bounds("hour", second, "America/New_York")
+    assert a[1] == b[0] and b[0] - a[0] == 3600
+
+
+def test_weeks_and_months_follow_the_local_calendar() -> None:
+    tokyo = ZoneInfo("Asia/Tokyo")
+    # Sunday 2026-11-29 23:30 UTC is Monday 08:30 in Tokyo: a new local week.
+    at = datetime(2026, 11, 29, 23, 30, tzinfo=timezone.utc).timestamp()
+    start, _ = period_bounds("week", at, "Asia/Tokyo")
+    assert datetime.fromtimestamp(start, tokyo).isoformat() == "2026-11-30T00:00:00+09:00"
+    assert period_bounds("week", at)[0] < start  # in UTC it is still the old week
+    start, end = period_bounds("month", at, "Asia/Tokyo")
+    assert datetime.fromtimestamp(start, tokyo).date().isoformat() == "2026-11-01"
+    assert datetime.fromtimestamp(end, tokyo).date().isoformat() == "2026-12-01"

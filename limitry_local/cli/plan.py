@@ -32,7 +32,7 @@ RATE_LIMIT_FIELDS = (
     "per",
     "metric",
 )
-QUOTA_FIELDS = ("name", "dimension_filters", "metric", "limit_value", "period", "per")
+QUOTA_FIELDS = ("name", "dimension_filters", "metric", "limit_value", "period", "per", "timezone")
 
 KIND_LABEL: dict[Kind, str] = {"rate_limit": "rate limit", "quota": "quota"}
 
