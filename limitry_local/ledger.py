@@ -42,7 +42,8 @@ SCHEMA_VERSION = 4
 """1: the first release.  2: ``meta.definitions_version``, so processes sharing
 a file see each other's limit changes.  3: ``holds``, the quota amounts that
 open reservations hold, so any process can release an expired one.
-4: ``quotas.timezone``, the IANA zone of a quota's calendar periods."""
+4: ``quotas.timezone``, the IANA zone of a quota's calendar periods,
+``events.cached_input_tokens`` and ``rate_limits.generation``."""
 
 Durability = Literal["normal", "full", "batched"]
 DURABILITIES: tuple[str, ...] = get_args(Durability)
@@ -64,6 +65,7 @@ class EventRow(NamedTuple):
     cost_cents: float | None
     properties: str
     idempotency_key: str | None
+    cached_input_tokens: int | None = None
 
 
 EVENT_COLUMNS = EventRow._fields
@@ -884,6 +886,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             "cost_cents": float,
             "properties": str,
             "idempotency_key": str,
+            "cached_input_tokens": int,
         },
         pk="seq",
         not_null={"id", "ts", "properties"},
@@ -902,7 +905,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     _create_holds(db)
     for table, extra in (
         ("quotas", {"period": str, "timezone": str}),
-        ("rate_limits", {"window": str, "enabled": int}),
+        ("rate_limits", {"window": str, "enabled": int, "generation": str}),
     ):
         db.table(table).create(
             {
@@ -939,6 +942,9 @@ def _v2_to_v3(db: sqlite_utils.Database) -> None:
 def _v3_to_v4(db: sqlite_utils.Database) -> None:
     # NULL reads as UTC, every quota's zone before version 4.
     db.execute("ALTER TABLE quotas ADD COLUMN timezone TEXT")
+    db.execute("ALTER TABLE events ADD COLUMN cached_input_tokens INTEGER")
+    # NULL: the limit's shape names its buckets until it is next reshaped.
+    db.execute("ALTER TABLE rate_limits ADD COLUMN generation TEXT")
 
 
 # _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
@@ -1016,6 +1022,9 @@ def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
         )
     if "enabled" in decoded:
         decoded["enabled"] = bool(decoded["enabled"])
-    if "timezone" in decoded and decoded["timezone"] is None:
-        del decoded["timezone"]  # written before quotas had zones: UTC
+    # Columns a migration added read as absent when empty: a quota from before
+    # zones is UTC, a rate limit from before stored generations has none.
+    for added in ("timezone", "generation"):
+        if added in decoded and decoded[added] is None:
+            del decoded[added]
     return decoded

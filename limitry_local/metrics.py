@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-Metric = Literal["total_tokens", "total_events", "total_cost_cents"]
+Metric = Literal[
+    "total_tokens", "total_events", "total_cost_cents", "input_tokens", "output_tokens"
+]
 
 MICRO_CENTS = 1_000_000
 
@@ -20,12 +22,22 @@ def unit_scale(metric: Metric) -> int:
     return MICRO_CENTS if metric == "total_cost_cents" else 1
 
 
-def amount_units(metric: Metric, total_tokens: int | None, cost_cents: float | None) -> int:
+def amount_units(
+    metric: Metric,
+    total_tokens: int | None,
+    cost_cents: float | None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+) -> int:
     """The event's amount in ``metric``'s whole units (0 when the field is absent)."""
     if metric == "total_events":
         return 1
     if metric == "total_tokens":
         return total_tokens or 0
+    if metric == "input_tokens":
+        return input_tokens or 0
+    if metric == "output_tokens":
+        return output_tokens or 0
     return round((cost_cents or 0) * MICRO_CENTS)
 
 

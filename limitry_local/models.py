@@ -341,6 +341,9 @@ class TrackPostRequest(RequestModel):
     properties: Properties = Field(default_factory=dict)
     idempotency_key: Name | None = None
     timestamp: Timestamp | None = None
+    cached_input_tokens: Amount | None = None
+    """Ours: input tokens the provider served from its prompt cache, a part of
+    ``input_tokens`` (recorded on the event; no limit counts it yet)."""
 
     def _derived(self) -> set[str]:
         # A total the caller did not send was computed by _default_total.  One
@@ -364,6 +367,14 @@ class TrackPostRequest(RequestModel):
         if total > MAX_AMOUNT:
             raise ValueError(f"inputTokens + outputTokens exceeds {MAX_AMOUNT}")
         return total
+
+    @field_validator("cached_input_tokens", mode="after")
+    @classmethod
+    def _cached_within_input(cls, value: int | None, info: ValidationInfo) -> int | None:
+        inputs = info.data.get("input_tokens")
+        if value is not None and inputs is not None and value > inputs:
+            raise ValueError(f"cachedInputTokens ({value}) is more than inputTokens ({inputs})")
+        return value
 
 
 class RateLimitStatus(WireModel):
@@ -541,6 +552,8 @@ class Event(WireModel):
     latency_ms: int | None = None
     cost_cents: int | float | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
+    # Ours (see TrackPostRequest): written only when the event carried it.
+    cached_input_tokens: int | None = Field(default=None, exclude_if=_is_none)
 
 
 class CustomerUsageResponse(WireModel):

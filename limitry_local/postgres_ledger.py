@@ -788,7 +788,8 @@ def _schema_ddl(s: str) -> str:
             latency_ms bigint,
             cost_cents double precision,
             properties text NOT NULL,
-            idempotency_key text
+            idempotency_key text,
+            cached_input_tokens bigint
         );
         CREATE INDEX ON {s}.events (customer_id, ts);
         CREATE INDEX ON {s}.events (ts);
@@ -812,7 +813,7 @@ def _schema_ddl(s: str) -> str:
             {definition}, period text, per text, timezone text, created_at text, updated_at text
         );
         CREATE TABLE {s}.rate_limits (
-            {definition}, "window" text, enabled boolean, per text,
+            {definition}, "window" text, enabled boolean, per text, generation text,
             created_at text, updated_at text
         );
     """

@@ -128,10 +128,10 @@ class _RateRule:
     limit: RateLimit
     seconds: int
     generation: str
-    """The limit's shape, in its buckets' keys: a reshaped limit starts with fresh buckets.
+    """In its buckets' keys: a reshaped limit starts with fresh buckets.
 
-    Derived from the shape itself, not counted, so every process sharing a
-    bucket store (Redis) names the same buckets for the same limit."""
+    Stored with the definition in the ledger, not counted per process, so
+    every process sharing a bucket store (Redis) names the same buckets."""
 
 
 @dataclass(slots=True)
@@ -328,12 +328,17 @@ class Tracker:
         if version == self._definitions_version:
             return
         quotas = [self._stored(Quota, row) for row in self._ledger.definitions("quotas")]
-        limits = [self._stored(RateLimit, row) for row in self._ledger.definitions("rate_limits")]
+        limits = []
+        for row in self._ledger.definitions("rate_limits"):
+            generation = row.pop("generation", None)
+            limit = self._stored(RateLimit, row)
+            # A ledger from before generations were stored: the shape stands in.
+            limits.append((limit, generation or _shape(limit)))
         self._quotas = {quota.id: quota for quota in quotas}
-        for gone in self._rate_rules.keys() - {limit.id for limit in limits}:
+        for gone in self._rate_rules.keys() - {limit.id for limit, _ in limits}:
             del self._rate_rules[gone]
-        for limit in limits:
-            self._install_rate_limit(limit)
+        for limit, generation in limits:
+            self._install_rate_limit(limit, generation)
         self._definitions_version = version
 
     def _now(self) -> float:
@@ -696,7 +701,13 @@ class Tracker:
             amount = (
                 None
                 if request is None
-                else amount_units(quota.metric, request.total_tokens, request.cost_cents)
+                else amount_units(
+                    quota.metric,
+                    request.total_tokens,
+                    request.cost_cents,
+                    request.input_tokens,
+                    request.output_tokens,
+                )
             )
             limit_units = quota.limit_value * unit_scale(quota.metric)
             exceeded = used >= limit_units if amount is None else used + amount > limit_units
@@ -949,7 +960,7 @@ class Tracker:
                 continue
             start, _ = period_bounds(quota.period, row.ts, quota.timezone)
             totals[_key_json(key), start] += amount_units(
-                quota.metric, row.total_tokens, row.cost_cents
+                quota.metric, row.total_tokens, row.cost_cents, row.input_tokens, row.output_tokens
             )
         return [(key, start, used) for (key, start), used in totals.items()]
 
@@ -982,21 +993,31 @@ class Tracker:
 
     # --- rate limits ------------------------------------------------------------
 
-    def _install_rate_limit(self, limit: RateLimit) -> None:
-        self._rate_rules[limit.id] = _RateRule(limit, window_seconds(limit.window), _shape(limit))
+    def _install_rate_limit(self, limit: RateLimit, generation: str) -> None:
+        self._rate_rules[limit.id] = _RateRule(limit, window_seconds(limit.window), generation)
 
     def _create_rate_limit(self, data: RateLimitCreate) -> RateLimit:
         with self._changing_definitions() as conn:
             limit = self._new_definition(RateLimit, "rl", data)
-            self._ledger.save_definition(conn, "rate_limits", _definition_row(limit))
-        self._install_rate_limit(limit)
+            generation = _new_id("gen")
+            row = {**_definition_row(limit), "generation": generation}
+            self._ledger.save_definition(conn, "rate_limits", row)
+        self._install_rate_limit(limit, generation)
         return limit
 
     def _update_rate_limit(self, limit_id: str, data: RateLimitUpdate) -> RateLimit:
         with self._changing_definitions() as conn:
-            limit = self._changed_definition(self._get_rate_limit(limit_id), data)
-            self._ledger.save_definition(conn, "rate_limits", _definition_row(limit))
-        self._install_rate_limit(limit)
+            current = self._get_rate_limit(limit_id)
+            limit = self._changed_definition(current, data)
+            # Stored with the definition, so every process names the same
+            # buckets, and a reshape (even back to an earlier shape) starts
+            # fresh ones.
+            generation = self._rate_rules[limit_id].generation
+            if _reshaped(current, limit, _RESHAPING_RATE_FIELDS):
+                generation = _new_id("gen")
+            row = {**_definition_row(limit), "generation": generation}
+            self._ledger.save_definition(conn, "rate_limits", row)
+        self._install_rate_limit(limit, generation)
         return limit
 
     def _get_rate_limit(self, limit_id: str) -> RateLimit:
@@ -1253,6 +1274,7 @@ def _event_row(event_id: str, request: TrackPostRequest, when: float) -> EventRo
             json.dumps(request.properties, separators=(",", ":")) if request.properties else "{}"
         ),
         idempotency_key=request.idempotency_key,
+        cached_input_tokens=request.cached_input_tokens,
     )
 
 
@@ -1270,6 +1292,7 @@ def _event_model(row: EventRow) -> Event:
         latency_ms=row.latency_ms,
         cost_cents=None if row.cost_cents is None else _number(row.cost_cents),
         properties=json.loads(row.properties),
+        cached_input_tokens=row.cached_input_tokens,
     )
 
 

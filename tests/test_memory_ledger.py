@@ -158,6 +158,7 @@ event_rows = st.builds(
     latency_ms=st.one_of(st.none(), st.integers(0, 10**6)),
     cost_cents=cents,
     properties=st.sampled_from(["{}", '{"tier": "pro"}']),
+    cached_input_tokens=tokens,
     idempotency_key=st.sampled_from(["", None]),
 )
 records = st.builds(

@@ -13,10 +13,10 @@ from typing import Any
 from limitry_local.errors import InvalidRequestError, parse
 from limitry_local.models import TrackPostRequest
 
-# Property names for the counts TrackPostRequest has no field for.  snake_case, like
-# the field a later request model is to gain (cachedInputTokens), so moving the
-# count there is a rename.  Integers: properties keep them, but only string
-# properties become dimensions, so they never split a limit's keys.
+# The adapters collect the counts under these names.  Cache reads go to the event's
+# cachedInputTokens field (build_event moves them); the others have no field and
+# stay integer properties, which never become dimensions, so they never split a
+# limit's keys.
 CACHED_INPUT = "cached_input_tokens"
 CACHE_WRITE_INPUT = "cache_write_input_tokens"
 REASONING = "reasoning_tokens"
@@ -102,6 +102,11 @@ def build_event(
         fields["output_tokens"] = output_tokens
     if total_tokens is not None and not ({"input_tokens", "output_tokens"} & extra.keys()):
         fields["total_tokens"] = total_tokens
+    properties = dict(properties)
+    cached = properties.pop(CACHED_INPUT, None)
+    # The event's own field; a caller's own input count may not include it.
+    if cached is not None and "input_tokens" not in extra:
+        fields["cached_input_tokens"] = cached
     given = extra.get("properties", {})
     if not isinstance(given, Mapping):
         raise InvalidRequestError(f"properties: expected a dict, got {type(given).__name__}")

@@ -7,8 +7,8 @@
 >>> event = event_from(message, customer_id="cust_1")
 >>> event.provider, event.input_tokens, event.output_tokens, event.total_tokens
 ('anthropic', 1820, 300, 2120)
->>> event.properties
-{'cached_input_tokens': 1800, 'cache_write_input_tokens': 0}
+>>> event.cached_input_tokens, event.properties
+(1800, {'cache_write_input_tokens': 0})
 
 Anthropic's ``usage.input_tokens`` counts only the input after the last
 cache breakpoint: tokens read from the cache (``cache_read_input_tokens``)
@@ -16,10 +16,11 @@ and written to it (``cache_creation_input_tokens``) are reported beside it,
 not in it.  The event's ``inputTokens`` is their sum, every input token the
 model processed, so it means what OpenAI's ``prompt_tokens`` means and a
 token quota counts a cached prompt as the tokens it holds.  ``totalTokens``
-is that input plus ``output_tokens``.  The cache counts also go to integer
-properties (``cached_input_tokens`` for reads, ``cache_write_input_tokens``
-for writes), never dimensions.  To count only uncached input, pass
-``input_tokens=message.usage.input_tokens``: the total follows.
+is that input plus ``output_tokens``.  Cache reads also go to the event's
+``cachedInputTokens``; cache writes to an integer property
+(``cache_write_input_tokens``), never a dimension.  To count only uncached
+input, pass ``input_tokens=message.usage.input_tokens``: the total follows,
+and the cache reads, no longer part of that input, are left out.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ Reads either usage shape:
   ``cache_write_tokens``, ``output_tokens_details.reasoning_tokens``.
 
 OpenAI's input count already includes cached tokens, so it is the event's
-``inputTokens`` as it stands.  The cached, cache-write and reasoning counts
-go to integer properties (``cached_input_tokens``, ``cache_write_input_tokens``,
-``reasoning_tokens``): kept on the event, never dimensions.
+``inputTokens`` as it stands; its cached part goes to ``cachedInputTokens``.
+The cache-write and reasoning counts go to integer properties
+(``cache_write_input_tokens``, ``reasoning_tokens``): kept on the event, never
+dimensions.
 """
 
 from __future__ import annotations
