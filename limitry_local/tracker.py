@@ -138,6 +138,7 @@ class _RateRule:
 class _RateOutcome:
     rule: _RateRule
     key: Key
+    ask: BucketAsk
     answer: BucketAnswer
 
 
@@ -467,13 +468,8 @@ class Tracker:
                         )
                     when = estimated.timestamp.timestamp() if estimated.timestamp else now
                     dims = _dimensions(estimated)
-                    matched, asks = self._rate_asks(dims, estimated.total_tokens or 0)
-                    answers = self._rates.take(asks, self._bucket_time()) if asks else []
-                    taken = bool(asks)
-                    rates = [
-                        _RateOutcome(rule, key, answer)
-                        for (rule, key), answer in zip(matched, answers, strict=True)
-                    ]
+                    rates = self._take_rates(dims, estimated.total_tokens or 0)
+                    taken = bool(rates)
                     quotas = self._quota_outcomes(dims, estimated, when)
                     if not all(o.answer.allowed for o in rates):
                         raise self._rate_denial(rates, quotas)
@@ -490,10 +486,7 @@ class Tracker:
                 hold_id,
                 event=request,
                 estimated=estimated,
-                asks=[
-                    (ask, rule.limit.metric == "total_tokens")
-                    for ask, (rule, _) in zip(asks, matched, strict=True)
-                ],
+                asks=[(o.ask, o.rule.limit.metric == "total_tokens") for o in rates],
                 expires_at=now + ttl,
                 rate_limits=[_rate_status(o, charged=True) for o in rates],
                 quotas=[_quota_status(o, charged=True) for o in quotas],
@@ -662,23 +655,24 @@ class Tracker:
         return matched, asks
 
     def _take_rates(self, dims: Dimensions, tokens: int) -> list[_RateOutcome]:
+        """Take from every matching bucket (all or nothing); settle() keeps or gives back."""
+        return self._decide_rates(dims, tokens, take=True)
+
+    def _peek_rates(self, dims: Dimensions) -> list[_RateOutcome]:
+        """What a one-request event would see, taking nothing."""
+        return self._decide_rates(dims, None, take=False)
+
+    def _decide_rates(
+        self, dims: Dimensions, tokens: int | None, *, take: bool
+    ) -> list[_RateOutcome]:
         matched, asks = self._rate_asks(dims, tokens)
         if not asks:
             return []
-        answers = self._rates.take(asks, self._bucket_time())
+        decide = self._rates.take if take else self._rates.peek
+        answers = decide(asks, self._bucket_time())
         return [
-            _RateOutcome(rule, key, answer)
-            for (rule, key), answer in zip(matched, answers, strict=True)
-        ]
-
-    def _peek_rates(self, dims: Dimensions) -> list[_RateOutcome]:
-        matched, asks = self._rate_asks(dims, None)
-        if not asks:
-            return []
-        answers = self._rates.peek(asks, self._bucket_time())
-        return [
-            _RateOutcome(rule, key, answer)
-            for (rule, key), answer in zip(matched, answers, strict=True)
+            _RateOutcome(rule, key, ask, answer)
+            for (rule, key), ask, answer in zip(matched, asks, answers, strict=True)
         ]
 
     def _quota_outcomes(
