@@ -166,8 +166,9 @@ class Tracker:
 
     ``Tracker("usage.db")`` keeps the ledger (limits, events, quota counters)
     in a SQLite file that a later Tracker reopens.  Token buckets live in
-    memory and start full in a new process.  ``clock`` is any zero-argument
-    callable returning unix seconds; it is read once per call.  ``timeout``
+    memory and start full in a new process (unless ``rate_limits`` shares
+    them).  ``clock`` is any zero-argument callable returning unix seconds;
+    it is read once per call.  ``timeout``
     is how long a write waits for another connection's lock on the file
     before failing with :class:`LedgerError`.
 
@@ -179,8 +180,10 @@ class Tracker:
     admission stays exact; rate-limit buckets are per process.
 
     ``ledger`` takes any :class:`~limitry_local.ledger.LedgerBackend` instead
-    of a path (a shared engine, see docs/scaling.md); the Tracker owns it
-    from then on and closes it on :meth:`close`.
+    of a path (a shared engine, see docs/scaling.md), and ``rate_limits`` any
+    :class:`~limitry_local.buckets.RateLimitStore` instead of the in-memory
+    buckets (``RedisBuckets``); the Tracker owns both from then on and closes
+    them on :meth:`close`.
     """
 
     def __init__(
