@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -58,6 +59,7 @@ MAX_LIMIT = 10**12
 MAX_FILTERS = 16
 MAX_PER = 16
 MAX_FILTER_VALUES = 100
+MAX_OVERRIDES = 1000
 MAX_BATCH = 1000
 MIN_YEAR = 1970
 MAX_YEAR = 9998
@@ -217,6 +219,24 @@ Per = Annotated[
     AfterValidator(_check_per),
 ]
 Window = Annotated[str, AfterValidator(_check_window)]
+
+
+def _check_overrides(value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    if sum(len(values) for values in value.values()) > MAX_OVERRIDES:
+        raise ValueError(f"at most {MAX_OVERRIDES} overrides are allowed")
+    for name, values in value.items():
+        if not name:
+            raise ValueError("dimension names must not be empty")
+        if not values:
+            raise ValueError(f"{name}: give at least one value and its limit")
+    return value
+
+
+Overrides = Annotated[
+    dict[DimensionName, dict[Text, PositiveLimit]],
+    AfterValidator(_check_overrides),
+]
+"""Ours: ``{dimension: {value: limitValue}}``, a limit of its own for some values."""
 
 
 def _check_timezone(name: str) -> str:
@@ -436,6 +456,7 @@ class QuotaCreate(RequestModel):
     period: Period
     per: Per = Field(default_factory=list)
     timezone: TimeZone = "UTC"
+    overrides: Overrides = Field(default_factory=dict)
 
 
 class QuotaUpdate(RequestModel):
@@ -448,6 +469,7 @@ class QuotaUpdate(RequestModel):
     period: Period | None = None
     per: Per | None = None
     timezone: TimeZone | None = None
+    overrides: Overrides | None = None
 
 
 class Quota(WireModel):
@@ -461,8 +483,13 @@ class Quota(WireModel):
     per: list[str] = Field(default_factory=list, exclude_if=_is_empty)
     # Ours: the calendar periods' time zone; written only when not UTC.
     timezone: str = Field(default="UTC", exclude_if=_is_utc)
+    overrides: dict[str, dict[str, int]] = Field(default_factory=dict, exclude_if=_is_empty)
     created_at: Timestamp
     updated_at: Timestamp
+
+    def limit_for(self, dims: Mapping[str, str]) -> int:
+        """The limit an event with these dimensions meets (see :func:`effective_limit`)."""
+        return effective_limit(self.limit_value, self.overrides, dims)
 
 
 class QuotaCheckRequest(RequestModel):
@@ -485,6 +512,7 @@ class RateLimitCreate(RequestModel):
     enabled: Flag = True
     per: Per = Field(default_factory=list)
     metric: RateLimitMetric = "total_events"
+    overrides: Overrides = Field(default_factory=dict)
 
 
 class RateLimitUpdate(RequestModel):
@@ -497,6 +525,7 @@ class RateLimitUpdate(RequestModel):
     enabled: Flag | None = None
     per: Per | None = None
     metric: RateLimitMetric | None = None
+    overrides: Overrides | None = None
 
 
 class RateLimit(WireModel):
@@ -509,8 +538,30 @@ class RateLimit(WireModel):
     enabled: bool = True
     per: list[str] = Field(default_factory=list, exclude_if=_is_empty)
     metric: RateLimitMetric = Field(default="total_events", exclude_if=_is_default_metric)
+    overrides: dict[str, dict[str, int]] = Field(default_factory=dict, exclude_if=_is_empty)
     created_at: Timestamp
     updated_at: Timestamp
+
+    def limit_for(self, dims: Mapping[str, str]) -> int:
+        """The capacity an event with these dimensions meets (see :func:`effective_limit`)."""
+        return effective_limit(self.limit_value, self.overrides, dims)
+
+
+def effective_limit(
+    limit_value: int, overrides: Mapping[str, Mapping[str, int]], dims: Mapping[str, str]
+) -> int:
+    """``limit_value``, or the override for the first overridden dimension the event has.
+
+    Overrides are looked up in the order they were given; the first
+    dimension whose value has one decides.
+    """
+    for name, values in overrides.items():
+        value = dims.get(name)
+        if value is not None:
+            override = values.get(value)
+            if override is not None:
+                return override
+    return limit_value
 
 
 class RateLimitCheckRequest(RequestModel):

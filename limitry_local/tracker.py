@@ -118,7 +118,14 @@ os.register_at_fork(after_in_child=_fresh_locks_in_child)
 _EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()
 _LATEST = datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()
 _RESHAPING_QUOTA_FIELDS = ("dimension_filters", "per", "metric", "period", "timezone")
-_RESHAPING_RATE_FIELDS = ("dimension_filters", "per", "metric", "limit_value", "window")
+_RESHAPING_RATE_FIELDS = (
+    "dimension_filters",
+    "per",
+    "metric",
+    "limit_value",
+    "window",
+    "overrides",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +159,8 @@ class _QuotaOutcome:
     used: int
     amount: int | None
     """The event's amount in whole units; None for a check (does anything more fit?)."""
+    limit: int
+    """The quota's limitValue, or the override for this event's dimensions."""
     limit_units: int
     exceeded: bool
 
@@ -653,7 +662,12 @@ class Tracker:
             cost = tokens if tokens is not None and limit.metric == "total_tokens" else 1
             matched.append((rule, key))
             asks.append(
-                BucketAsk((limit.id, rule.generation, key), limit.limit_value, rule.seconds, cost)
+                BucketAsk(
+                    (limit.id, rule.generation, key),
+                    limit.limit_for(dims) if limit.overrides else limit.limit_value,
+                    rule.seconds,
+                    cost,
+                )
             )
         return matched, asks
 
@@ -706,10 +720,13 @@ class Tracker:
                     request.output_tokens,
                 )
             )
-            limit_units = quota.limit_value * unit_scale(quota.metric)
+            limit = quota.limit_for(dims) if quota.overrides else quota.limit_value
+            limit_units = limit * unit_scale(quota.metric)
             exceeded = used >= limit_units if amount is None else used + amount > limit_units
             outcomes.append(
-                _QuotaOutcome(quota, key, key_json, start, end, used, amount, limit_units, exceeded)
+                _QuotaOutcome(
+                    quota, key, key_json, start, end, used, amount, limit, limit_units, exceeded
+                )
             )
         return outcomes
 
@@ -730,7 +747,7 @@ class Tracker:
         )
         limit = worst.rule.limit
         detail = (
-            f"rate limit {limit.name!r} ({limit.limit_value} per {limit.window}) exceeded for "
+            f"rate limit {limit.name!r} ({worst.ask.capacity} per {limit.window}) exceeded for "
             f"{_describe_key(limit.per, worst.key)}: retry in {retry}s"
         )
         headers = rate_limit_denied_headers(statuses[at], retry)
@@ -753,7 +770,7 @@ class Tracker:
         detail = (
             f"quota {quota.name!r} ({quota.metric} per {quota.period}) exceeded for "
             f"{_describe_key(quota.per, worst.key)}: {_display(quota, worst.used)} used of "
-            f"{quota.limit_value}, this event needs {_display(quota, worst.amount or 0)}, "
+            f"{worst.limit}, this event needs {_display(quota, worst.amount or 0)}, "
             f"resets {resets}"
         )
         headers = quota_denied_headers(statuses, quota_statuses[at], retry)
@@ -1217,7 +1234,7 @@ def _rate_fields(o: _RateOutcome, *, charged: bool) -> dict[str, Any]:
     return {
         "id": limit.id,
         "name": limit.name,
-        "limit": limit.limit_value,
+        "limit": o.ask.capacity,
         "remaining": answer.remaining if charged else answer.current_remaining,
         "reset": answer.reset if charged else answer.current_reset,
         "window": limit.window,
@@ -1236,7 +1253,7 @@ def _quota_fields(o: _QuotaOutcome, *, charged: bool) -> dict[str, Any]:
         "name": o.quota.name,
         "metric": o.quota.metric,
         "period": o.quota.period,
-        "limit": o.quota.limit_value,
+        "limit": o.limit,
         "used": from_units(o.quota.metric, used),
         "remaining": from_units(o.quota.metric, max(0, o.limit_units - used)),
         "reset": o.end,
@@ -1296,6 +1313,7 @@ def _event_model(row: EventRow) -> Event:
 def _definition_row(model: Quota | RateLimit) -> dict[str, Any]:
     row = model.model_dump(mode="json", by_alias=False, exclude={"project_id"})
     row.setdefault("per", [])
+    row.setdefault("overrides", {})  # written when empty too, to replace stored ones
     if isinstance(model, Quota):
         # Written even when UTC (the dump leaves the default out), so a
         # change back to UTC replaces the stored zone.

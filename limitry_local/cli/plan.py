@@ -31,8 +31,18 @@ RATE_LIMIT_FIELDS = (
     "enabled",
     "per",
     "metric",
+    "overrides",
 )
-QUOTA_FIELDS = ("name", "dimension_filters", "metric", "limit_value", "period", "per", "timezone")
+QUOTA_FIELDS = (
+    "name",
+    "dimension_filters",
+    "metric",
+    "limit_value",
+    "period",
+    "per",
+    "timezone",
+    "overrides",
+)
 
 KIND_LABEL: dict[Kind, str] = {"rate_limit": "rate limit", "quota": "quota"}
 
