@@ -139,7 +139,6 @@ class RedisBuckets:
         )
         self._take = _script("bucket_take.lua")
         self._give_back = _script("bucket_give_back.lua")
-        self._adjust = _script("bucket_adjust.lua")
         # Write ids only need to differ from every other take on the same
         # bucket: a random store id and a counter.
         self._id = os.urandom(8).hex()
@@ -180,12 +179,8 @@ class RedisBuckets:
         """Charge (or give back, for a negative cost) unconditionally: one round trip."""
         if not asks:
             return
-        keys = [self._key(ask.key) for ask in asks]
-        now: str | float = "" if self._server_clock else at.wall
-        args: list[str | int | float] = [now, self._margin_ms, f"{self._id}:{next(self._counter)}"]
-        for ask in asks:
-            args += [ask.capacity, float(ask.window), ask.cost]
-        self._run(self._adjust, keys, args)
+        # The take script's "adjust" mode: one refill rule for every write.
+        self._decide("adjust", asks, at)
 
     def close(self) -> None:
         if self._owns_client:
@@ -208,6 +203,8 @@ class RedisBuckets:
         for ask in asks:
             args += [ask.capacity, float(ask.window), ask.cost]
         reply = self._run(self._take, keys, args)
+        if mode == "adjust":
+            return []
         answers = [
             BucketAnswer(bool(reply[i]), *(int(v) for v in reply[i + 1 : i + _ANSWER_FIELDS]))
             for i in range(0, _ANSWER_FIELDS * len(asks), _ANSWER_FIELDS)

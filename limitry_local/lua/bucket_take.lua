@@ -7,7 +7,9 @@
 --
 -- KEYS[i]   one bucket: a hash {t = tokens, u = updated, f = the whole second it is
 --           full again, w = id of the take that wrote it}
--- ARGV[1]   "take" or "peek" (peek decides and writes nothing)
+-- ARGV[1]   "take", "peek" (decides and writes nothing) or "adjust" (charges each cost
+--           whatever it leaves, never below 0, or gives a negative cost back, never
+--           above capacity: a reservation settling; answers nothing)
 -- ARGV[2]   now in unix seconds, or "" to use this server's TIME
 -- ARGV[3]   the caller's reading of the same clock ("" for now): Retry-After counts
 --           from it, so after the caller's clock stepped back waiting it out suffices
@@ -34,6 +36,7 @@ end
 local since = now
 if ARGV[3] ~= "" then since = math.min(tonumber(ARGV[3]), now) end
 local writing = ARGV[1] == "take"
+local adjusting = ARGV[1] == "adjust"
 local margin = tonumber(ARGV[4])
 
 local function whole(tokens)
@@ -70,20 +73,28 @@ for i, key in ipairs(KEYS) do
     updated = now
   end
   local rate = capacity / window
-  local current_reset = math.ceil(updated + (capacity - tokens) / (capacity / window))
-  local current_remaining = whole(tokens)
-  if cost <= tokens + EPSILON then
-    local after = math.max(0, tokens - cost)
+  if adjusting then
+    local after = math.min(capacity, math.max(0, tokens - cost))
     local reset = math.ceil(updated + (capacity - after) / rate)
-    answers[#answers + 1] = {1, whole(after), reset, current_remaining, current_reset, 0}
-    writes[i] = {after, updated, reset, stored}
+    redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(reset),
+               "w", ARGV[5])
+    redis.call("PEXPIRE", key, math.max(1, math.ceil((reset - now) * 1000) + margin))
   else
-    allowed = false
-    -- A cost above capacity never fits; its retry is the time to a full bucket.
-    local missing = math.min(cost, capacity) - tokens
-    local retry = math.max(1, math.ceil(updated + missing / rate - since - EPSILON))
-    answers[#answers + 1] = {0, current_remaining, current_reset, current_remaining,
-                             current_reset, retry}
+    local current_reset = math.ceil(updated + (capacity - tokens) / (capacity / window))
+    local current_remaining = whole(tokens)
+    if cost <= tokens + EPSILON then
+      local after = math.max(0, tokens - cost)
+      local reset = math.ceil(updated + (capacity - after) / rate)
+      answers[#answers + 1] = {1, whole(after), reset, current_remaining, current_reset, 0}
+      writes[i] = {after, updated, reset, stored}
+    else
+      allowed = false
+      -- A cost above capacity never fits; its retry is the time to a full bucket.
+      local missing = math.min(cost, capacity) - tokens
+      local retry = math.max(1, math.ceil(updated + missing / rate - since - EPSILON))
+      answers[#answers + 1] = {0, current_remaining, current_reset, current_remaining,
+                               current_reset, retry}
+    end
   end
 end
 
