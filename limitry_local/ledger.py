@@ -44,7 +44,7 @@ a file see each other's limit changes.  3: ``holds``, the quota amounts that
 open reservations hold, so any process can release an expired one.
 4: ``quotas.timezone``, the IANA zone of a quota's calendar periods,
 ``events.cached_input_tokens``, ``rate_limits.generation`` and both
-definition tables' ``overrides``."""
+definition tables' ``overrides`` and ``mode``."""
 
 Durability = Literal["normal", "full", "batched"]
 DURABILITIES: tuple[str, ...] = get_args(Durability)
@@ -905,8 +905,11 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db.table("idempotency_keys").create({"key": str, "event_id": str, "response": str}, pk="key")
     _create_holds(db)
     for table, extra in (
-        ("quotas", {"period": str, "timezone": str, "overrides": str}),
-        ("rate_limits", {"window": str, "enabled": int, "generation": str, "overrides": str}),
+        ("quotas", {"period": str, "timezone": str, "overrides": str, "mode": str}),
+        (
+            "rate_limits",
+            {"window": str, "enabled": int, "generation": str, "overrides": str, "mode": str},
+        ),
     ):
         db.table(table).create(
             {
@@ -948,6 +951,7 @@ def _v3_to_v4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE rate_limits ADD COLUMN generation TEXT")
     for table in ("quotas", "rate_limits"):
         db.execute(f"ALTER TABLE {table} ADD COLUMN overrides TEXT")  # NULL: none
+        db.execute(f"ALTER TABLE {table} ADD COLUMN mode TEXT")  # NULL: enforce
 
 
 # _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
@@ -1027,7 +1031,7 @@ def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
         decoded["enabled"] = bool(decoded["enabled"])
     # Columns a migration added read as absent when empty: a quota from before
     # zones is UTC, a rate limit from before stored generations has none.
-    for added in ("timezone", "generation", "overrides"):
+    for added in ("timezone", "generation", "overrides", "mode"):
         if added in decoded and decoded[added] is None:
             del decoded[added]
     if "overrides" in decoded:

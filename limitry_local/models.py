@@ -65,6 +65,14 @@ MIN_YEAR = 1970
 MAX_YEAR = 9998
 
 RateLimitMetric = Literal["total_events", "total_tokens"]
+Mode = Literal["enforce", "soft", "shadow"]
+"""Ours: ``enforce`` denies; ``soft`` never denies but reports ``exceeded``;
+``shadow`` never denies and is left out of answers (logged instead)."""
+
+
+def _is_enforce(value: object) -> bool:
+    return value == "enforce"
+
 
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAMED_WINDOWS = {"second": 1, "minute": 60, "hour": 3600}
@@ -457,6 +465,7 @@ class QuotaCreate(RequestModel):
     per: Per = Field(default_factory=list)
     timezone: TimeZone = "UTC"
     overrides: Overrides = Field(default_factory=dict)
+    mode: Mode = "enforce"
 
 
 class QuotaUpdate(RequestModel):
@@ -470,6 +479,7 @@ class QuotaUpdate(RequestModel):
     per: Per | None = None
     timezone: TimeZone | None = None
     overrides: Overrides | None = None
+    mode: Mode | None = None
 
 
 class Quota(WireModel):
@@ -484,6 +494,7 @@ class Quota(WireModel):
     # Ours: the calendar periods' time zone; written only when not UTC.
     timezone: str = Field(default="UTC", exclude_if=_is_utc)
     overrides: dict[str, dict[str, int]] = Field(default_factory=dict, exclude_if=_is_empty)
+    mode: Mode = Field(default="enforce", exclude_if=_is_enforce)
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -513,6 +524,7 @@ class RateLimitCreate(RequestModel):
     per: Per = Field(default_factory=list)
     metric: RateLimitMetric = "total_events"
     overrides: Overrides = Field(default_factory=dict)
+    mode: Mode = "enforce"
 
 
 class RateLimitUpdate(RequestModel):
@@ -526,6 +538,7 @@ class RateLimitUpdate(RequestModel):
     per: Per | None = None
     metric: RateLimitMetric | None = None
     overrides: Overrides | None = None
+    mode: Mode | None = None
 
 
 class RateLimit(WireModel):
@@ -539,6 +552,7 @@ class RateLimit(WireModel):
     per: list[str] = Field(default_factory=list, exclude_if=_is_empty)
     metric: RateLimitMetric = Field(default="total_events", exclude_if=_is_default_metric)
     overrides: dict[str, dict[str, int]] = Field(default_factory=dict, exclude_if=_is_empty)
+    mode: Mode = Field(default="enforce", exclude_if=_is_enforce)
     created_at: Timestamp
     updated_at: Timestamp
 

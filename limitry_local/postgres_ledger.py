@@ -810,12 +810,12 @@ def _schema_ddl(s: str) -> str:
         );
         CREATE INDEX ON {s}.holds (expires_at);
         CREATE TABLE {s}.quotas (
-            {definition}, period text, per text, timezone text, overrides text,
+            {definition}, period text, per text, timezone text, overrides text, mode text,
             created_at text, updated_at text
         );
         CREATE TABLE {s}.rate_limits (
             {definition}, "window" text, enabled boolean, per text, generation text,
-            overrides text, created_at text, updated_at text
+            overrides text, mode text, created_at text, updated_at text
         );
     """
 

@@ -147,6 +147,8 @@ class _RateOutcome:
     key: Key
     ask: BucketAsk
     answer: BucketAnswer
+    enforced: bool
+    """False for a soft or shadow limit: its bucket was read, not taken from."""
 
 
 @dataclass(slots=True)
@@ -407,10 +409,7 @@ class Tracker:
                     rates = self._take_rates(dims, request.total_tokens or 0)
                     taken = bool(rates)
                     quotas = self._quota_outcomes(dims, request, when)
-                    if not all(o.answer.allowed for o in rates):
-                        raise self._rate_denial(rates, quotas)
-                    if any(o.exceeded for o in quotas):
-                        raise self._quota_denial(rates, quotas, self._raw_now)
+                    self._deny_if_over(rates, quotas)
                     response = self._admitted(_new_id("evt"), rates, quotas)
                     stored_response = _response_to_json(response) if key is not None else None
                     self._ledger.record(
@@ -429,7 +428,37 @@ class Tracker:
                 # its batch): a denial or a failed write gives them back.
                 if taken:
                     self._rates.settle(keep=kept)
+            self._charge_unenforced(rates)
             return response
+
+    def _deny_if_over(self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]) -> None:
+        """Raise the 429 an enforced limit calls for; log what soft and shadow ones saw."""
+        if not all(o.answer.allowed for o in rates if o.enforced):
+            raise self._rate_denial(rates, quotas)
+        if any(o.exceeded and o.quota.mode == "enforce" for o in quotas):
+            raise self._quota_denial(rates, quotas, self._raw_now)
+        for o in rates:
+            if not o.answer.allowed:
+                logger.info(
+                    "%s rate limit %r would have denied %s",
+                    o.rule.limit.mode,
+                    o.rule.limit.name,
+                    _describe_key(o.rule.limit.per, o.key),
+                )
+        for q in quotas:
+            if q.exceeded:
+                logger.info(
+                    "%s quota %r would have denied %s",
+                    q.quota.mode,
+                    q.quota.name,
+                    _describe_key(q.quota.per, q.key),
+                )
+
+    def _charge_unenforced(self, rates: list[_RateOutcome]) -> None:
+        """Soft and shadow buckets were only read (peek): charge the admitted event to them."""
+        unenforced = [o.ask for o in rates if not o.enforced]
+        if unenforced:
+            self._settle_tokens(unenforced)
 
     # --- reserve, then settle ------------------------------------------------------
 
@@ -483,16 +512,14 @@ class Tracker:
                     rates = self._take_rates(dims, estimated.total_tokens or 0)
                     taken = bool(rates)
                     quotas = self._quota_outcomes(dims, estimated, when)
-                    if not all(o.answer.allowed for o in rates):
-                        raise self._rate_denial(rates, quotas)
-                    if any(o.exceeded for o in quotas):
-                        raise self._quota_denial(rates, quotas, self._raw_now)
+                    self._deny_if_over(rates, quotas)
                     hold_id = _new_id("hold")
                     self._ledger.add_hold(conn, hold_id, _increments(quotas), now + ttl)
                 kept = True
             finally:
                 if taken:
                     self._rates.settle(keep=kept)
+            self._charge_unenforced(rates)
             reservation = Reservation(
                 self,
                 hold_id,
@@ -500,8 +527,8 @@ class Tracker:
                 estimated=estimated,
                 asks=[(o.ask, o.rule.limit.metric == "total_tokens") for o in rates],
                 expires_at=now + ttl,
-                rate_limits=[_rate_status(o, charged=True) for o in rates],
-                quotas=[_quota_status(o, charged=True) for o in quotas],
+                rate_limits=[_rate_status(o, charged=True) for o in _shown(rates)],
+                quotas=[_quota_status(o, charged=True) for o in _shown_quotas(quotas)],
             )
             self._reservations[hold_id] = reservation
             return reservation
@@ -566,14 +593,14 @@ class Tracker:
                 # The counters include this event now: exceeded as usage()
                 # reports it, past the limit (filling it exactly is not).
                 o.exceeded = o.used > o.limit_units
-            statuses = [_rate_status(o, charged=False) for o in rates]
+            statuses = [_rate_status(o, charged=False) for o in _shown(rates)]
             return trusted(
                 TrackPostResponse,
                 {
                     "id": ids[0],
                     "allowed": True,
                     "rate_limits": statuses,
-                    "quotas": [_quota_status(o, charged=False) for o in quotas],
+                    "quotas": [_quota_status(o, charged=False) for o in _shown_quotas(quotas)],
                 },
                 {"_headers": rate_limit_headers(statuses)},
             )
@@ -627,14 +654,19 @@ class Tracker:
         self, event_id: str, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
     ) -> TrackPostResponse:
         """The 201 body, built from values just computed (see models.trusted)."""
-        rate_statuses = [trusted(RateLimitStatus, _rate_fields(o, charged=True)) for o in rates]
+        rate_statuses = [
+            trusted(RateLimitStatus, _rate_fields(o, charged=True)) for o in _shown(rates)
+        ]
         return trusted(
             TrackPostResponse,
             {
                 "id": event_id,
                 "allowed": True,
                 "rate_limits": rate_statuses,
-                "quotas": [trusted(QuotaStatus, _quota_fields(o, charged=True)) for o in quotas],
+                "quotas": [
+                    trusted(QuotaStatus, _quota_fields(o, charged=True))
+                    for o in _shown_quotas(quotas)
+                ],
             },
             {"_headers": rate_limit_headers(rate_statuses)},
         )
@@ -685,11 +717,26 @@ class Tracker:
         matched, asks = self._rate_asks(dims, tokens)
         if not asks:
             return []
-        decide = self._rates.take if take else self._rates.peek
-        answers = decide(asks, self._bucket_time())
+        at = self._bucket_time()
+        enforced = [rule.limit.mode == "enforce" for rule, _ in matched]
+        if not take:
+            answers = self._rates.peek(asks, at)
+        elif all(enforced):
+            answers = self._rates.take(asks, at)
+        else:
+            # Soft and shadow limits never deny: their buckets are only read
+            # here, and charged once the event is recorded.  Peek first: a
+            # store keeps one pending take, which a peek must not replace.
+            pairs = list(zip(asks, enforced, strict=True))
+            others = iter(self._rates.peek([a for a, e in pairs if not e], at))
+            to_take = [a for a, e in pairs if e]
+            held = iter(self._rates.take(to_take, at) if to_take else [])
+            answers = [next(held) if e else next(others) for e in enforced]
         return [
-            _RateOutcome(rule, key, ask, answer)
-            for (rule, key), ask, answer in zip(matched, asks, answers, strict=True)
+            _RateOutcome(rule, key, ask, answer, is_enforced)
+            for (rule, key), ask, answer, is_enforced in zip(
+                matched, asks, answers, enforced, strict=True
+            )
         ]
 
     def _quota_outcomes(
@@ -733,16 +780,17 @@ class Tracker:
     def _rate_denial(
         self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
     ) -> RateLimitExceeded:
-        statuses = [_rate_status(o, charged=False) for o in rates]
+        shown = _shown(rates)
+        statuses = [_rate_status(o, charged=False) for o in shown]
         at, worst = max(
-            ((i, o) for i, o in enumerate(rates) if not o.answer.allowed),
+            ((i, o) for i, o in enumerate(shown) if o.enforced and not o.answer.allowed),
             key=lambda item: item[1].answer.retry_after,
         )
         retry = worst.answer.retry_after
         body = TrackDeniedResponse(
             error="Rate limit exceeded",
             rate_limits=statuses,
-            quotas=[_quota_status(o, charged=False) for o in quotas],
+            quotas=[_quota_status(o, charged=False) for o in _shown_quotas(quotas)],
             retry_after=retry,
         )
         limit = worst.rule.limit
@@ -756,10 +804,12 @@ class Tracker:
     def _quota_denial(
         self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome], now: float
     ) -> QuotaExceeded:
-        statuses = [_rate_status(o, charged=False) for o in rates]
-        quota_statuses = [_quota_status(o, charged=False) for o in quotas]
+        statuses = [_rate_status(o, charged=False) for o in _shown(rates)]
+        shown = _shown_quotas(quotas)
+        quota_statuses = [_quota_status(o, charged=False) for o in shown]
         at, worst = max(
-            ((i, o) for i, o in enumerate(quotas) if o.exceeded), key=lambda item: item[1].end
+            ((i, o) for i, o in enumerate(shown) if o.exceeded and o.quota.mode == "enforce"),
+            key=lambda item: item[1].end,
         )
         retry = max(1, math.ceil(worst.end - now))
         body = TrackDeniedResponse(
@@ -999,11 +1049,9 @@ class Tracker:
             now = self._now()
             self._refresh()
             outcomes = self._quota_outcomes(dims, None, now)
-        statuses = [_quota_status(o, charged=False) for o in outcomes]
-        return trusted(
-            QuotaCheckResponse,
-            {"allowed": not any(s.exceeded for s in statuses), "quotas": statuses},
-        )
+        statuses = [_quota_status(o, charged=False) for o in _shown_quotas(outcomes)]
+        allowed = not any(o.exceeded and o.quota.mode == "enforce" for o in outcomes)
+        return trusted(QuotaCheckResponse, {"allowed": allowed, "quotas": statuses})
 
     # --- rate limits ------------------------------------------------------------
 
@@ -1055,11 +1103,9 @@ class Tracker:
             self._now()
             self._refresh()
             outcomes = self._peek_rates(dims)
-        statuses = [_rate_status(o, charged=False) for o in outcomes]
-        return trusted(
-            RateLimitCheckResponse,
-            {"allowed": not any(s.exceeded for s in statuses), "rate_limits": statuses},
-        )
+        statuses = [_rate_status(o, charged=False) for o in _shown(outcomes)]
+        allowed = all(o.answer.allowed for o in outcomes if o.enforced)
+        return trusted(RateLimitCheckResponse, {"allowed": allowed, "rate_limits": statuses})
 
     # --- lists ------------------------------------------------------------------
 
@@ -1227,6 +1273,15 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
+def _shown(rates: list[_RateOutcome]) -> list[_RateOutcome]:
+    """What the caller sees: every limit but the shadow ones."""
+    return [o for o in rates if o.rule.limit.mode != "shadow"]
+
+
+def _shown_quotas(quotas: list[_QuotaOutcome]) -> list[_QuotaOutcome]:
+    return [o for o in quotas if o.quota.mode != "shadow"]
+
+
 def _rate_fields(o: _RateOutcome, *, charged: bool) -> dict[str, Any]:
     """The limit's status after this event (charged) or as it stands (denied, or a check)."""
     limit = o.rule.limit
@@ -1314,6 +1369,7 @@ def _definition_row(model: Quota | RateLimit) -> dict[str, Any]:
     row = model.model_dump(mode="json", by_alias=False, exclude={"project_id"})
     row.setdefault("per", [])
     row.setdefault("overrides", {})  # written when empty too, to replace stored ones
+    row.setdefault("mode", model.mode)
     if isinstance(model, Quota):
         # Written even when UTC (the dump leaves the default out), so a
         # change back to UTC replaces the stored zone.

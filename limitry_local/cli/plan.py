@@ -32,6 +32,7 @@ RATE_LIMIT_FIELDS = (
     "per",
     "metric",
     "overrides",
+    "mode",
 )
 QUOTA_FIELDS = (
     "name",
@@ -42,6 +43,7 @@ QUOTA_FIELDS = (
     "per",
     "timezone",
     "overrides",
+    "mode",
 )
 
 KIND_LABEL: dict[Kind, str] = {"rate_limit": "rate limit", "quota": "quota"}
