@@ -139,6 +139,8 @@ class _RateRule:
 
     Stored with the definition in the ledger, not counted per process, so
     every process sharing a bucket store (Redis) names the same buckets."""
+    enforced: bool
+    shown: bool
 
 
 @dataclass(slots=True)
@@ -433,26 +435,25 @@ class Tracker:
 
     def _deny_if_over(self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]) -> None:
         """Raise the 429 an enforced limit calls for; log what soft and shadow ones saw."""
-        if not all(o.answer.allowed for o in rates if o.enforced):
-            raise self._rate_denial(rates, quotas)
-        if any(o.exceeded and o.quota.mode == "enforce" for o in quotas):
-            raise self._quota_denial(rates, quotas, self._raw_now)
+        unenforced_over: list[tuple[str, Quota | RateLimit, Key]] = []
         for o in rates:
             if not o.answer.allowed:
-                logger.info(
-                    "%s rate limit %r would have denied %s",
-                    o.rule.limit.mode,
-                    o.rule.limit.name,
-                    _describe_key(o.rule.limit.per, o.key),
-                )
+                if o.enforced:
+                    raise self._rate_denial(rates, quotas)
+                unenforced_over.append(("rate limit", o.rule.limit, o.key))
         for q in quotas:
             if q.exceeded:
-                logger.info(
-                    "%s quota %r would have denied %s",
-                    q.quota.mode,
-                    q.quota.name,
-                    _describe_key(q.quota.per, q.key),
-                )
+                if q.quota.mode == "enforce":
+                    raise self._quota_denial(rates, quotas, self._raw_now)
+                unenforced_over.append(("quota", q.quota, q.key))
+        for kind, limit, key in unenforced_over:
+            logger.info(
+                "%s %s %r would have denied %s",
+                limit.mode,
+                kind,
+                limit.name,
+                _describe_key(limit.per, key),
+            )
 
     def _charge_unenforced(self, rates: list[_RateOutcome]) -> None:
         """Soft and shadow buckets were only read (peek): charge the admitted event to them."""
@@ -718,7 +719,7 @@ class Tracker:
         if not asks:
             return []
         at = self._bucket_time()
-        enforced = [rule.limit.mode == "enforce" for rule, _ in matched]
+        enforced = [rule.enforced for rule, _ in matched]
         if not take:
             answers = self._rates.peek(asks, at)
         elif all(enforced):
@@ -1056,7 +1057,13 @@ class Tracker:
     # --- rate limits ------------------------------------------------------------
 
     def _install_rate_limit(self, limit: RateLimit, generation: str) -> None:
-        self._rate_rules[limit.id] = _RateRule(limit, window_seconds(limit.window), generation)
+        self._rate_rules[limit.id] = _RateRule(
+            limit,
+            window_seconds(limit.window),
+            generation,
+            enforced=limit.mode == "enforce",
+            shown=limit.mode != "shadow",
+        )
 
     def _create_rate_limit(self, data: RateLimitCreate) -> RateLimit:
         with self._changing_definitions() as conn:
@@ -1275,7 +1282,7 @@ def _number(value: float) -> float | int:
 
 def _shown(rates: list[_RateOutcome]) -> list[_RateOutcome]:
     """What the caller sees: every limit but the shadow ones."""
-    return [o for o in rates if o.rule.limit.mode != "shadow"]
+    return [o for o in rates if o.rule.shown]
 
 
 def _shown_quotas(quotas: list[_QuotaOutcome]) -> list[_QuotaOutcome]:
