@@ -38,13 +38,14 @@ import sqlite_utils
 
 from limitry_local.errors import LimitryError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: the first release.  2: ``meta.definitions_version``, so processes sharing
 a file see each other's limit changes.  3: ``holds``, the quota amounts that
 open reservations hold, so any process can release an expired one.
 4: ``quotas.timezone``, the IANA zone of a quota's calendar periods,
 ``events.cached_input_tokens``, ``rate_limits.generation`` and both
-definition tables' ``overrides`` and ``mode``."""
+definition tables' ``overrides`` and ``mode``.  5: ``quota_alerts`` and
+``alert_log``, quota alerts and the history of their firings."""
 
 Durability = Literal["normal", "full", "batched"]
 DURABILITIES: tuple[str, ...] = get_args(Durability)
@@ -71,6 +72,36 @@ class EventRow(NamedTuple):
 
 EVENT_COLUMNS = EventRow._fields
 
+
+class AlertRow(NamedTuple):
+    """One firing of a quota alert, as the alert history keeps it.
+
+    It describes the quota as it was when the alert fired (name, metric,
+    period), so the history reads the same after the quota changes or goes.
+    ``used`` and ``limit_units`` are whole units (micro-cents for cost);
+    ``dimensions`` is the JSON object of the quota's ``per`` values.
+    """
+
+    id: str
+    alert_id: str
+    quota_id: str
+    key: str
+    period_start: int
+    period_end: int
+    threshold: int
+    used: int
+    limit_units: int
+    quota_name: str
+    metric: str
+    period: str
+    dimensions: str
+    event_id: str
+    triggered_at: float
+
+
+ALERT_COLUMNS = AlertRow._fields
+DEFINITION_TABLES = ("quotas", "rate_limits", "quota_alerts")
+
 _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
@@ -81,6 +112,11 @@ _ADD_TO_COUNTER = (
 )
 _GET_COUNTER = "SELECT used FROM quota_counters WHERE quota_id = ? AND key = ? AND period_start = ?"
 _INSERT_IDEMPOTENCY = "INSERT INTO idempotency_keys (key, event_id, response) VALUES (?, ?, ?)"
+_LOG_ALERT = (
+    f"INSERT INTO alert_log ({', '.join(ALERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in ALERT_COLUMNS)}) "
+    "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
+)
 
 CounterIncrement = tuple[str, str, int, int]
 """``(quota_id, key_json, period_start, amount)``."""
@@ -315,6 +351,26 @@ class LedgerBackend(Protocol):
     def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals: ...
     def counters(self) -> dict[tuple[str, str, int], int]: ...
     def event_count(self) -> int: ...
+    def log_alert(self, scope: Any, row: AlertRow) -> bool:
+        """Add a firing to the alert history; False (and nothing written) if that
+        alert already fired for this key and period."""
+        ...
+
+    def alert_log(
+        self,
+        *,
+        quota_id: str | None,
+        alert_id: str | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[tuple[int, AlertRow]]:
+        """Firings, newest first, as ``(seq, row)``."""
+        ...
+
+    def alert_log_seq(self, entry_id: str) -> int | None: ...
+    def last_triggered(self) -> dict[str, float]:
+        """When each alert that ever fired last fired, by alert id."""
+        ...
 
 
 def check_options(*, timeout: float, durability: str, flush_events: int, flush_ms: float) -> None:
@@ -863,6 +919,46 @@ class Ledger:
     def event_count(self) -> int:
         return int(self.db.conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
+    # --- quota alerts -----------------------------------------------------------
+
+    def log_alert(self, conn: sqlite3.Connection, row: AlertRow) -> bool:
+        """Add a firing (inside :meth:`write`); False if this alert, key and period fired before.
+
+        The unique index decides, under the write lock: two processes that
+        both see usage cross a threshold log it once.
+        """
+        return conn.execute(_LOG_ALERT, row).rowcount == 1
+
+    @_translated
+    def alert_log(
+        self,
+        *,
+        quota_id: str | None,
+        alert_id: str | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[tuple[int, AlertRow]]:
+        where, params = _alert_filters(quota_id, alert_id, before_seq, "?")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        cursor = self.db.conn.execute(
+            f"SELECT seq, {', '.join(ALERT_COLUMNS)} FROM alert_log {clause} "
+            "ORDER BY seq DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [(row[0], AlertRow(*row[1:])) for row in cursor]
+
+    @_translated
+    def alert_log_seq(self, entry_id: str) -> int | None:
+        row = self.db.conn.execute("SELECT seq FROM alert_log WHERE id = ?", (entry_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    @_translated
+    def last_triggered(self) -> dict[str, float]:
+        cursor = self.db.conn.execute(
+            "SELECT alert_id, max(triggered_at) FROM alert_log GROUP BY alert_id"
+        )
+        return {alert_id: float(when) for alert_id, when in cursor}
+
 
 def _create_schema(db: sqlite_utils.Database) -> None:
     """The current schema, for a new ledger (an old one is migrated instead)."""
@@ -904,6 +1000,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     )
     db.table("idempotency_keys").create({"key": str, "event_id": str, "response": str}, pk="key")
     _create_holds(db)
+    _create_alert_tables(db)
     for table, extra in (
         ("quotas", {"period": str, "timezone": str, "overrides": str, "mode": str}),
         (
@@ -954,11 +1051,50 @@ def _v3_to_v4(db: sqlite_utils.Database) -> None:
         db.execute(f"ALTER TABLE {table} ADD COLUMN mode TEXT")  # NULL: enforce
 
 
+def _create_alert_tables(db: sqlite_utils.Database) -> None:
+    db.table("quota_alerts").create(
+        {"seq": int, "id": str, "quota_id": str, "threshold": int, "created_at": str},
+        pk="seq",
+    )
+    db.table("quota_alerts").create_index(["id"], unique=True)
+    db.table("alert_log").create(
+        {
+            "seq": int,
+            "id": str,
+            "alert_id": str,
+            "quota_id": str,
+            "key": str,
+            "period_start": int,
+            "period_end": int,
+            "threshold": int,
+            "used": int,
+            "limit_units": int,
+            "quota_name": str,
+            "metric": str,
+            "period": str,
+            "dimensions": str,
+            "event_id": str,
+            "triggered_at": float,
+        },
+        pk="seq",
+        not_null={"id", "alert_id", "quota_id", "key", "period_start", "triggered_at"},
+    )
+    db.table("alert_log").create_index(["id"], unique=True)
+    # Once per alert, key and period: the database, not the tracker, keeps it so.
+    db.table("alert_log").create_index(["alert_id", "key", "period_start"], unique=True)
+    db.table("alert_log").create_index(["quota_id", "seq"])
+
+
+def _v4_to_v5(db: sqlite_utils.Database) -> None:
+    _create_alert_tables(db)
+
+
 # _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
 _MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 
@@ -1018,15 +1154,32 @@ def _event_filters(
     return where, params
 
 
+def _alert_filters(
+    quota_id: str | None, alert_id: str | None, before_seq: int | None, mark: str
+) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for condition, value in (
+        (f"quota_id = {mark}", quota_id),
+        (f"alert_id = {mark}", alert_id),
+        (f"seq < {mark}", before_seq),
+    ):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    return where, params
+
+
 def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
     decoded = dict(row)
     decoded.pop("seq", None)
     for key in ("dimension_filters", "per"):
-        decoded[key] = (
-            json.loads(decoded[key])
-            if decoded.get(key)
-            else ({} if key == "dimension_filters" else [])
-        )
+        if key in decoded:
+            decoded[key] = (
+                json.loads(decoded[key])
+                if decoded[key]
+                else ({} if key == "dimension_filters" else [])
+            )
     if "enabled" in decoded:
         decoded["enabled"] = bool(decoded["enabled"])
     # Columns a migration added read as absent when empty: a quota from before

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from limitry_local.ledger import (
+    AlertRow,
     CounterIncrement,
     Durability,
     EventRow,
@@ -54,6 +55,7 @@ class MemoryLedger:
         self._definitions: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {
             "quotas": {},
             "rate_limits": {},
+            "quota_alerts": {},
         }
         self._definition_seq = 0
         self._events: list[EventRow] = []
@@ -63,6 +65,10 @@ class MemoryLedger:
         self._idempotency: dict[str, tuple[str, str]] = {}
         # hold id -> (increments already on the counters, expires_at)
         self._holds: dict[str, tuple[list[CounterIncrement], float]] = {}
+        self._alert_log: list[AlertRow] = []
+        # (alert_id, key, period_start) -> seq: what SQLite's unique index keeps.
+        self._alert_fired: dict[tuple[str, str, int], int] = {}
+        self._alert_seq_by_id: dict[str, int] = {}
         # Undo steps of the open write scope, newest last; None outside a scope.
         self._journal: list[Callable[[], None]] | None = None
         self._scope = _Scope(self)
@@ -338,6 +344,60 @@ class MemoryLedger:
     def event_count(self) -> int:
         self._ensure_usable()
         return len(self._events)
+
+    # --- quota alerts -----------------------------------------------------------
+
+    def log_alert(self, scope: object, row: AlertRow) -> bool:
+        self._open_journal()
+        fired = (row.alert_id, row.key, row.period_start)
+        if fired in self._alert_fired:
+            return False
+        self._alert_log.append(row)
+        seq = len(self._alert_log)
+        self._alert_fired[fired] = seq
+        self._alert_seq_by_id[row.id] = seq
+
+        def undo() -> None:
+            del self._alert_log[seq - 1 :]
+            del self._alert_fired[fired]
+            del self._alert_seq_by_id[row.id]
+
+        self._undo(undo)
+        return True
+
+    def alert_log(
+        self,
+        *,
+        quota_id: str | None,
+        alert_id: str | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[tuple[int, AlertRow]]:
+        self._ensure_usable()
+        top = len(self._alert_log)
+        if before_seq is not None:
+            top = min(before_seq - 1, top)
+        found: list[tuple[int, AlertRow]] = []
+        for seq in range(top, 0, -1):
+            if len(found) >= limit:
+                break
+            row = self._alert_log[seq - 1]
+            if (quota_id is None or row.quota_id == quota_id) and (
+                alert_id is None or row.alert_id == alert_id
+            ):
+                found.append((seq, row))
+        return found
+
+    def alert_log_seq(self, entry_id: str) -> int | None:
+        self._ensure_usable()
+        return self._alert_seq_by_id.get(entry_id)
+
+    def last_triggered(self) -> dict[str, float]:
+        self._ensure_usable()
+        last: dict[str, float] = {}
+        for row in self._alert_log:
+            last[row.alert_id] = max(last.get(row.alert_id, row.triggered_at), row.triggered_at)
+        return last
 
 
 class _Scope:

@@ -38,12 +38,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from limitry_local.ledger import (
+    ALERT_COLUMNS,
+    DEFINITION_TABLES,
     EVENT_COLUMNS,
+    AlertRow,
     CounterIncrement,
     Durability,
     EventRow,
     LedgerError,
     UsageTotals,
+    _alert_filters,
     _decode_definition,
     _decode_increments,
 )
@@ -52,9 +56,8 @@ if TYPE_CHECKING:
     from psycopg import Connection
 
 SCHEMA_VERSION = 1
-"""1: the first PostgreSQL schema (the SQLite ledger's version 2, in PostgreSQL types)."""
+"""1: the first PostgreSQL schema (the SQLite ledger's version 5, in PostgreSQL types)."""
 
-DEFINITION_TABLES = ("quotas", "rate_limits")
 _SCAN_PAGE = 2000
 
 P = ParamSpec("P")
@@ -702,6 +705,48 @@ class PostgresLedger:
         row = self._conn.execute(self._q.event_count).fetchone()
         return int(row[0]) if row else 0
 
+    # --- quota alerts -----------------------------------------------------------
+
+    @_translated
+    def log_alert(self, scope: object, row: AlertRow) -> bool:
+        """Add a firing (inside :meth:`write`); False if this alert, key and period fired before."""
+        self._check_scope(scope)
+        cursor = self._conn.execute(self._q.log_alert, [_enc(value) for value in row])
+        return cursor.rowcount == 1
+
+    @_translated
+    def alert_log(
+        self,
+        *,
+        quota_id: str | None,
+        alert_id: str | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[tuple[int, AlertRow]]:
+        where, params = _alert_filters(
+            None if quota_id is None else _enc(quota_id),
+            None if alert_id is None else _enc(alert_id),
+            before_seq,
+            "%s",
+        )
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        cursor = self._conn.execute(
+            f"SELECT seq, {', '.join(ALERT_COLUMNS)} FROM {self._q.schema}.alert_log {clause} "
+            "ORDER BY seq DESC LIMIT %s",
+            [*params, limit],
+        )
+        return [(row[0], _alert_from(row[1:])) for row in cursor]
+
+    @_translated
+    def alert_log_seq(self, entry_id: str) -> int | None:
+        row = self._conn.execute(self._q.alert_log_seq, [_enc(entry_id)]).fetchone()
+        return None if row is None else int(row[0])
+
+    @_translated
+    def last_triggered(self) -> dict[str, float]:
+        cursor = self._conn.execute(self._q.last_triggered)
+        return {_dec(alert_id): float(when) for alert_id, when in cursor}
+
 
 class _Queries:
     """Every fixed statement, with the schema's quoted name written in once."""
@@ -762,6 +807,17 @@ class _Queries:
         self.all_holds = f"SELECT id, increments FROM {s}.holds"
         self.set_hold = f"UPDATE {s}.holds SET increments = %s WHERE id = %s"
         self.event_count = f"SELECT count(*) FROM {s}.events"
+        # seq as for events: max + 1 under the writers' lock, numbered as SQLite numbers them.
+        self.log_alert = (
+            f"INSERT INTO {s}.alert_log (seq, {', '.join(ALERT_COLUMNS)}) VALUES "
+            f"((SELECT coalesce(max(seq), 0) + 1 FROM {s}.alert_log), "
+            f"{', '.join('%s' for _ in ALERT_COLUMNS)}) "
+            "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
+        )
+        self.alert_log_seq = f"SELECT seq FROM {s}.alert_log WHERE id = %s"
+        self.last_triggered = (
+            f"SELECT alert_id, max(triggered_at) FROM {s}.alert_log GROUP BY alert_id"
+        )
 
 
 def _schema_ddl(s: str) -> str:
@@ -817,7 +873,39 @@ def _schema_ddl(s: str) -> str:
             {definition}, "window" text, enabled boolean, per text, generation text,
             overrides text, mode text, created_at text, updated_at text
         );
+        CREATE TABLE {s}.quota_alerts (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text NOT NULL UNIQUE,
+            quota_id text, threshold bigint, created_at text
+        );
+        -- One row per firing; the unique key is "once per alert, key and period".
+        CREATE TABLE {s}.alert_log (
+            seq bigint PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            alert_id text NOT NULL,
+            quota_id text NOT NULL,
+            key text NOT NULL,
+            period_start bigint NOT NULL,
+            period_end bigint,
+            threshold bigint,
+            used numeric,
+            limit_units numeric,
+            quota_name text,
+            metric text,
+            period text,
+            dimensions text,
+            event_id text,
+            triggered_at double precision NOT NULL,
+            UNIQUE (alert_id, key, period_start)
+        );
+        CREATE INDEX ON {s}.alert_log (quota_id, seq);
     """
+
+
+def _alert_from(row: tuple[Any, ...]) -> AlertRow:
+    decoded = [_dec(value) for value in row]
+    for at in (ALERT_COLUMNS.index("used"), ALERT_COLUMNS.index("limit_units")):
+        decoded[at] = int(decoded[at])
+    return AlertRow(*decoded)
 
 
 def _lock_key(schema: str) -> int:

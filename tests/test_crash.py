@@ -93,7 +93,17 @@ COLUMNS = (
     "total_tokens, latency_ms, cost_cents, properties, idempotency_key"
 )
 RESHAPED = QUOTAS[3]["name"]
-TABLES = {"meta", "events", "quota_counters", "idempotency_keys", "holds", "quotas", "rate_limits"}
+TABLES = {
+    "meta",
+    "events",
+    "quota_counters",
+    "idempotency_keys",
+    "holds",
+    "quotas",
+    "rate_limits",
+    "quota_alerts",
+    "alert_log",
+}
 
 
 # --- child processes ------------------------------------------------------------------------
