@@ -30,6 +30,9 @@ from limitry_local.models import (
     EventIngestResponse,
     Page,
     Quota,
+    QuotaAlert,
+    QuotaAlertCreate,
+    QuotaAlertLog,
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
@@ -43,7 +46,14 @@ from limitry_local.models import (
     TrackPostResponse,
 )
 from limitry_local.periods import Clock
-from limitry_local.resources import Customers, DateLike, Events, Quotas, RateLimits
+from limitry_local.resources import (
+    Customers,
+    DateLike,
+    Events,
+    QuotaAlerts,
+    Quotas,
+    RateLimits,
+)
 from limitry_local.tracker import Tracker
 
 
@@ -124,6 +134,7 @@ class AsyncQuotas:
 
     def __init__(self, quotas: Quotas) -> None:
         self._quotas = quotas
+        self.alerts = AsyncQuotaAlerts(quotas.alerts)
 
     async def create(
         self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any
@@ -146,6 +157,43 @@ class AsyncQuotas:
 
     async def check(self, dimensions: QuotaCheckRequest | Mapping[str, Any]) -> QuotaCheckResponse:
         return self._quotas.check(dimensions)
+
+
+class AsyncQuotaAlerts:
+    """``client.quotas.alerts``: the coroutine face of ``tracker.quotas.alerts``."""
+
+    def __init__(self, alerts: QuotaAlerts) -> None:
+        self._alerts = alerts
+
+    async def create(
+        self,
+        quota_id: str,
+        data: QuotaAlertCreate | Mapping[str, Any] | None = None,
+        /,
+        **fields: Any,
+    ) -> QuotaAlert:
+        return self._alerts.create(quota_id, data, **fields)
+
+    async def list(
+        self, quota_id: str | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[QuotaAlert]:
+        return self._alerts.list(quota_id, limit=limit, cursor=cursor)
+
+    async def get(self, alert_id: str) -> QuotaAlert:
+        return self._alerts.get(alert_id)
+
+    async def delete(self, alert_id: str) -> None:
+        self._alerts.delete(alert_id)
+
+    async def history(
+        self,
+        quota_id: str | None = None,
+        *,
+        alert_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[QuotaAlertLog]:
+        return self._alerts.history(quota_id, alert_id=alert_id, limit=limit, cursor=cursor)
 
 
 class AsyncRateLimits:

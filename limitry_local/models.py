@@ -512,6 +512,50 @@ class QuotaCheckResponse(WireModel):
     quotas: list[QuotaStatus]
 
 
+Threshold = Annotated[int, Field(strict=True, ge=1, le=100)]
+
+
+class QuotaAlertCreate(RequestModel):
+    threshold: Threshold
+    """A percentage of the quota's limit, 1 to 100."""
+
+
+class QuotaAlert(WireModel):
+    """An alert on a quota ("qa_..."): fires once per quota key and period at ``threshold`` %."""
+
+    id: str
+    quota_id: str
+    threshold: int
+    last_triggered_at: Timestamp | None = None
+    created_at: Timestamp
+
+
+class QuotaAlertLog(WireModel):
+    """One firing of an alert ("qal_..."): an entry of the alert history, and what callbacks get.
+
+    ``dimensions`` are the quota's ``per`` values the firing is for ({} for a
+    quota without ``per``); ``used`` and ``limit`` are in the metric's units
+    (``limit`` is the override the key met, if any); ``eventId`` is the
+    recorded event that took usage over the threshold (for a batch, the last
+    event of the batch on that key).
+    """
+
+    id: str
+    alert_id: str
+    quota_id: str
+    quota_name: str
+    metric: Metric
+    period: Period
+    threshold: int
+    dimensions: dict[str, str]
+    period_start: Timestamp
+    period_end: Timestamp
+    used: float | int
+    limit: int
+    event_id: str
+    triggered_at: Timestamp
+
+
 # --- rate limits ------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The resource namespaces: ``tracker.quotas``, ``.rate_limits``, ``.events``, ``.customers``.
+"""The resource namespaces: ``tracker.quotas`` (and ``.quotas.alerts``), ``.rate_limits``,
+``.events``, ``.customers``.
 
 Thin by design: each method validates its arguments into a request model
 and calls the Tracker, where the rules live.  Methods take snake_case
@@ -20,6 +21,9 @@ from limitry_local.models import (
     EventIngestResponse,
     Page,
     Quota,
+    QuotaAlert,
+    QuotaAlertCreate,
+    QuotaAlertLog,
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
@@ -69,8 +73,56 @@ class _Resource:
         self._tracker = tracker
 
 
+class QuotaAlerts(_Resource):
+    """``tracker.quotas.alerts``: warnings at a share of a quota, and their history.
+
+    An alert fires at most once per quota key and period, when a recorded
+    event takes usage to ``threshold`` % of the limit or more (see
+    docs/semantics.md); :meth:`Tracker.on_alert` registers what to call.
+    """
+
+    def create(
+        self,
+        quota_id: str,
+        data: QuotaAlertCreate | Mapping[str, Any] | None = None,
+        /,
+        **fields: Any,
+    ) -> QuotaAlert:
+        """``create(quota_id, threshold=80)``: a percentage of the quota's limit, 1 to 100."""
+        return self._tracker._create_alert(quota_id, parse(QuotaAlertCreate, data, fields))
+
+    def list(
+        self, quota_id: str | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[QuotaAlert]:
+        """The alerts of a quota (or of every quota), in creation order."""
+        items = self._tracker._list_alerts(quota_id)
+        return self._tracker._page(Page[QuotaAlert], items, limit, cursor, "quota alert")
+
+    def get(self, alert_id: str) -> QuotaAlert:
+        return self._tracker._get_alert(alert_id)
+
+    def delete(self, alert_id: str) -> None:
+        """Stop the alert; what it fired stays in the history."""
+        self._tracker._delete_alert(alert_id)
+
+    def history(
+        self,
+        quota_id: str | None = None,
+        *,
+        alert_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[QuotaAlertLog]:
+        """Every firing ("qal_..."), newest first, of one quota or alert, or of all."""
+        return self._tracker._alert_history(quota_id, alert_id, limit, cursor)
+
+
 class Quotas(_Resource):
     """``tracker.quotas``: totals over UTC calendar periods, counted from the ledger."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__(tracker)
+        self.alerts = QuotaAlerts(tracker)
 
     def create(
         self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any

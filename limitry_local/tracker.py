@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from limitry_local.alerts import AlertCallback, Alerts, Crossing, Firing, log_entry
 from limitry_local.buckets import BucketAnswer, BucketAsk, BucketStore, BucketTime, RateLimitStore
 from limitry_local.dimensions import Dimensions, Key, extract, limit_key
 from limitry_local.errors import (
@@ -66,6 +67,9 @@ from limitry_local.models import (
     EventIngestResponse,
     Page,
     Quota,
+    QuotaAlert,
+    QuotaAlertCreate,
+    QuotaAlertLog,
     QuotaCheckResponse,
     QuotaCreate,
     QuotaStatus,
@@ -266,6 +270,7 @@ class Tracker:
         self._definitions_version = -1
         self._reservations: dict[str, Reservation] = {}
         self._next_hold_sweep = float("-inf")
+        self._alerts = Alerts()
         try:
             self._refresh()
         except BaseException:
@@ -322,9 +327,11 @@ class Tracker:
             self._ensure_open()
             self._ledger.flush()
 
-    def _stored(self, kind: type[L], row: dict[str, Any]) -> L:
+    def _stored(self, kind: type[M], row: dict[str, Any]) -> M:
+        if "project_id" in kind.model_fields:
+            row = {**row, "project_id": self._project_id}
         try:
-            return kind.model_validate({**row, "project_id": self._project_id})
+            return kind.model_validate(row)
         except ValidationError as exc:
             raise LedgerError(
                 f"ledger {self._ledger.where} is corrupt: a stored {kind.__name__} "
@@ -351,7 +358,9 @@ class Tracker:
             limit = self._stored(RateLimit, row)
             # A ledger from before generations were stored: the shape stands in.
             limits.append((limit, generation or _shape(limit)))
+        alerts = [self._stored(QuotaAlert, row) for row in self._ledger.definitions("quota_alerts")]
         self._quotas = {quota.id: quota for quota in quotas}
+        self._alerts.load(alerts)
         for gone in self._rate_rules.keys() - {limit.id for limit, _ in limits}:
             del self._rate_rules[gone]
         for limit, generation in limits:
@@ -390,6 +399,7 @@ class Tracker:
         :class:`InvalidRequestError` (400) for a bad event.
         """
         request = parse(TrackPostRequest, event, fields)
+        firings: list[Firing] = []
         with self._lock:
             now = self._now()
             taken = kept = False
@@ -413,6 +423,13 @@ class Tracker:
                     quotas = self._quota_outcomes(dims, request, when)
                     self._deny_if_over(rates, quotas)
                     response = self._admitted(_new_id("evt"), rates, quotas)
+                    if self._alerts.by_quota:
+                        firings = self._alerts.log(
+                            self._ledger,
+                            conn,
+                            _crossings(quotas, response.id, self._alerts.by_quota),
+                            now,
+                        )
                     stored_response = _response_to_json(response) if key is not None else None
                     self._ledger.record(
                         conn,
@@ -431,7 +448,9 @@ class Tracker:
                 if taken:
                     self._rates.settle(keep=kept)
             self._charge_unenforced(rates)
-            return response
+        if firings:
+            self._alerts.announce(firings)
+        return response
 
     def _deny_if_over(self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]) -> None:
         """Raise the 429 an enforced limit calls for; log what soft and shadow ones saw."""
@@ -552,6 +571,15 @@ class Tracker:
     def _commit_reservation(
         self, reservation: Reservation, actual: Mapping[str, Any]
     ) -> TrackPostResponse:
+        firings: list[Firing] = []
+        response = self._commit_locked(reservation, actual, firings)
+        if firings:
+            self._alerts.announce(firings)
+        return response
+
+    def _commit_locked(
+        self, reservation: Reservation, actual: Mapping[str, Any], firings: list[Firing]
+    ) -> TrackPostResponse:
         final = _settled(reservation, actual)
         with self._lock:
             # Decided under the lock: two threads settling one reservation
@@ -567,7 +595,8 @@ class Tracker:
                     if stored is not None:
                         replay: TrackPostResponse | None = _response_from_json(stored[1])
                     else:
-                        ids, _ = self._ingest_in(conn, [final])
+                        ids, _, fired = self._ingest_in(conn, [final])
+                        firings.extend(fired)
                         replay = None
             except BaseException:
                 reservation._abort_commit()
@@ -838,15 +867,27 @@ class Tracker:
         with self._lock:
             self._ensure_open()
             with self._ledger.write() as conn:
-                return self._ingest_in(conn, requests)
+                ids, recorded, firings = self._ingest_in(conn, requests)
+        if firings:
+            self._alerts.announce(firings)
+        return ids, recorded
 
-    def _ingest_in(self, conn: Any, requests: Sequence[TrackPostRequest]) -> tuple[list[str], int]:
-        """Record without enforcement, inside the caller's write scope."""
+    def _ingest_in(
+        self, conn: Any, requests: Sequence[TrackPostRequest]
+    ) -> tuple[list[str], int, list[Firing]]:
+        """Record without enforcement, inside the caller's write scope.
+
+        Returns the ids, how many were new, and the alerts they fired (to
+        announce once the scope has ended).
+        """
         now = self._now()
         self._refresh()
         ids: list[str] = []
         pending: list[tuple[EventRow, list[CounterIncrement], str | None]] = []
         fresh: dict[str, str] = {}
+        # The last event on each watched quota key: its usage is read once,
+        # after the whole batch is recorded.
+        watched: dict[tuple[str, str, int], tuple[_QuotaOutcome, str]] = {}
         for request in requests:
             key = request.idempotency_key
             if key is not None:
@@ -860,6 +901,10 @@ class Tracker:
             when = request.timestamp.timestamp() if request.timestamp is not None else now
             event_id = _new_id("evt")
             quotas = self._quota_outcomes(_dimensions(request), request, when, read_used=False)
+            if self._alerts.by_quota:
+                for o in quotas:
+                    if o.quota.id in self._alerts.by_quota:
+                        watched[o.quota.id, o.key_json, o.start] = (o, event_id)
             stored_response = None
             if key is not None:
                 fresh[key] = event_id
@@ -869,7 +914,20 @@ class Tracker:
             )
             ids.append(event_id)
         self._ledger.record(conn, pending)
-        return ids, len(pending)
+        firings = (
+            self._alerts.log(
+                self._ledger,
+                conn,
+                (
+                    _crossing(o, self._ledger.counter(*counter), event_id)
+                    for counter, (o, event_id) in watched.items()
+                ),
+                now,
+            )
+            if watched
+            else []
+        )
+        return ids, len(pending), firings
 
     def _ingest_one(
         self, event: TrackPostRequest | Mapping[str, Any] | None, fields: dict[str, Any]
@@ -1042,7 +1100,11 @@ class Tracker:
             self._now()
             self._get_quota(quota_id)
             self._ledger.delete_definition(conn, "quotas", quota_id)
+            # Its alerts go with it; their history stays.
+            for alert in self._alerts.by_quota.get(quota_id, ()):
+                self._ledger.delete_definition(conn, "quota_alerts", alert.id)
         del self._quotas[quota_id]
+        self._alerts.remove(alert.id for alert in self._alerts.by_quota.get(quota_id, ()))
 
     def _check_quotas(self, dimensions: Mapping[str, str]) -> QuotaCheckResponse:
         dims = _check_dimensions(dimensions)
@@ -1053,6 +1115,93 @@ class Tracker:
         statuses = [_quota_status(o, charged=False) for o in _shown_quotas(outcomes)]
         allowed = not any(o.exceeded and o.quota.mode == "enforce" for o in outcomes)
         return trusted(QuotaCheckResponse, {"allowed": allowed, "quotas": statuses})
+
+    # --- quota alerts -------------------------------------------------------------
+
+    def on_alert(self, callback: AlertCallback) -> AlertCallback:
+        """Call ``callback(entry)`` with each :class:`QuotaAlertLog` an alert of this Tracker fires.
+
+        Usable as a decorator.  Callbacks run in the thread whose event fired
+        the alert, after the event is recorded and outside the Tracker's
+        lock; one that raises is logged (logger ``limitry_local.tracker``)
+        and tracking goes on.  Only the process that recorded the event
+        calls its callbacks.
+        """
+        if not callable(callback):
+            raise TypeError(f"on_alert takes a callable, got {callback!r}")
+        with self._lock:
+            self._alerts.callbacks.append(callback)
+        return callback
+
+    def _create_alert(self, quota_id: str, data: QuotaAlertCreate) -> QuotaAlert:
+        with self._changing_definitions() as conn:
+            quota = self._get_quota(quota_id)
+            alert = QuotaAlert(
+                id=_new_id("qa"),
+                quota_id=quota.id,
+                threshold=data.threshold,
+                created_at=_datetime(self._now()),
+            )
+            row = alert.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
+            self._ledger.save_definition(conn, "quota_alerts", row)
+        self._alerts.add(alert)
+        return alert.model_copy()
+
+    def _list_alerts(self, quota_id: str | None) -> list[QuotaAlert]:
+        """Alerts in creation order (of one quota, or all), with when each last fired."""
+        with self._lock:
+            self._ensure_open()
+            self._refresh()
+            if quota_id is not None:
+                self._get_quota(quota_id)
+            alerts = [a for a in self._alerts.all if quota_id is None or a.quota_id == quota_id]
+            last = self._ledger.last_triggered() if alerts else {}
+        return [
+            alert.model_copy(update={"last_triggered_at": _datetime(last[alert.id])})
+            if alert.id in last
+            else alert.model_copy()
+            for alert in alerts
+        ]
+
+    def _get_alert(self, alert_id: str) -> QuotaAlert:
+        _limit_id(alert_id, "quota alert")
+        for alert in self._list_alerts(None):
+            if alert.id == alert_id:
+                return alert
+        raise NotFoundError(f"quota alert {alert_id!r} not found")
+
+    def _delete_alert(self, alert_id: str) -> None:
+        with self._changing_definitions() as conn:
+            alert = next((a for a in self._alerts.all if a.id == alert_id), None)
+            if alert is None:
+                raise NotFoundError(f"quota alert {_limit_id(alert_id, 'quota alert')!r} not found")
+            self._ledger.delete_definition(conn, "quota_alerts", alert_id)
+        self._alerts.remove([alert_id])
+
+    def _alert_history(
+        self, quota_id: str | None, alert_id: str | None, limit: int, cursor: str | None
+    ) -> Page[QuotaAlertLog]:
+        limit = _page_size(limit)
+        for name, value in (("quotaId", quota_id), ("alertId", alert_id), ("cursor", cursor)):
+            if value is not None:
+                _text(value, name)
+        with self._lock:
+            self._ensure_open()
+            before = None
+            if cursor is not None:
+                before = self._ledger.alert_log_seq(cursor)
+                if before is None:
+                    raise InvalidRequestError(
+                        f"cursor: {cursor!r} is not an alert history cursor of this ledger"
+                    )
+            rows = self._ledger.alert_log(
+                quota_id=quota_id, alert_id=alert_id, before_seq=before, limit=limit + 1
+            )
+        page = [log_entry(row) for _, row in rows[:limit]]
+        more = len(rows) > limit
+        return Page[QuotaAlertLog](
+            data=page, next_cursor=page[-1].id if more else None, has_more=more
+        )
 
     # --- rate limits ------------------------------------------------------------
 
@@ -1246,6 +1395,19 @@ def _rate_differences(
         if owed != held:
             asks.append(ask._replace(cost=owed - held))
     return asks
+
+
+def _crossing(o: _QuotaOutcome, used: int, event_id: str) -> Crossing:
+    return Crossing(o.quota, o.key, o.key_json, o.start, o.end, used, o.limit_units, event_id)
+
+
+def _crossings(
+    quotas: list[_QuotaOutcome], event_id: str, watched: Mapping[str, object]
+) -> list[Crossing]:
+    """Usage after an admitted event, on the quotas that have alerts."""
+    return [
+        _crossing(o, o.used + (o.amount or 0), event_id) for o in quotas if o.quota.id in watched
+    ]
 
 
 def _increments(quotas: list[_QuotaOutcome]) -> list[CounterIncrement]:

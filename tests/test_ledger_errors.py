@@ -183,7 +183,10 @@ def test_a_version_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
         assert replay.id == before_events[0][1]
         check = tracker.quotas.check({"customer_id": "cust_1"})
         assert check.quotas[0].used == 150
+        # Tables later versions added work on the migrated file (alerts: version 5).
+        tracker.quotas.alerts.create(quota.id, threshold=15)
         tracker.usage(EVENT)
+        assert [e.used for e in tracker.quotas.alerts.history().data] == [160]
 
     with closing(sqlite3.connect(path)) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()

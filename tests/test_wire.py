@@ -40,6 +40,9 @@ from limitry_local import (
     EventIngestResponse,
     Page,
     Quota,
+    QuotaAlert,
+    QuotaAlertCreate,
+    QuotaAlertLog,
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
@@ -168,6 +171,16 @@ def _event_gpt4() -> Event:
         latency_ms=1200,
         cost_cents=25,
         properties={"user_id": "user_456", "team_id": "team_eng", "feature": "chat"},
+    )
+
+
+def _alert_80() -> QuotaAlert:
+    return QuotaAlert(
+        id="qa_7h2k9m",
+        quota_id="qta_5r2t8w",
+        threshold=80,
+        last_triggered_at=_at("2024-01-15T10:30:00"),
+        created_at=_at("2024-01-02T08:00:00"),
     )
 
 
@@ -368,6 +381,36 @@ BUILDERS: dict[str, Callable[[], BaseModel]] = {
         {"event_type": ["model_call", "embedding"]}
     ),
     "ours/quota_status.json": _qs_hourly_tool_calls,
+    "ours/quota_alert.json": _alert_80,
+    "ours/quota_alert_create.json": lambda: QuotaAlertCreate(threshold=80),
+    "ours/quota_alert_list.json": lambda: Page[QuotaAlert](
+        data=[
+            _alert_80(),
+            QuotaAlert(
+                id="qa_9x4p1z",
+                quota_id="qta_5r2t8w",
+                threshold=100,
+                last_triggered_at=None,
+                created_at=_at("2024-01-02T08:00:05"),
+            ),
+        ],
+    ),
+    "ours/quota_alert_log.json": lambda: QuotaAlertLog(
+        id="qal_3c8v2n",
+        alert_id="qa_7h2k9m",
+        quota_id="qta_5r2t8w",
+        quota_name="Monthly spend per customer",
+        metric="total_cost_cents",
+        period="month",
+        threshold=80,
+        dimensions={"customer_id": "cust_123"},
+        period_start=_at("2024-01-01T00:00:00"),
+        period_end=_at("2024-02-01T00:00:00"),
+        used=40000.5,
+        limit=50000,
+        event_id="evt_9a7b3c2d1e0f",
+        triggered_at=_at("2024-01-15T10:30:00"),
+    ),
     "ours/quota_update.json": lambda: QuotaUpdate(limit_value=200_000),
     "ours/quota_update_full.json": lambda: QuotaUpdate(
         name="Weekly team events",
@@ -596,6 +639,10 @@ CASES = [
     Case("ours/quota_list_last_page.json", Page[Quota]),
     Case("ours/quota_per.json", Quota),
     Case("ours/quota_status.json", QuotaStatus),
+    Case("ours/quota_alert.json", QuotaAlert),
+    Case("ours/quota_alert_create.json", QuotaAlertCreate),
+    Case("ours/quota_alert_list.json", Page[QuotaAlert]),
+    Case("ours/quota_alert_log.json", QuotaAlertLog),
     Case("ours/quota_update.json", QuotaUpdate),
     Case("ours/quota_update_full.json", QuotaUpdate),
     Case("ours/rate_limit_check_request.json", RateLimitCheckRequest),
@@ -769,6 +816,7 @@ REQUEST_MODELS = {
     TrackPostRequest,
     QuotaCreate,
     QuotaUpdate,
+    QuotaAlertCreate,
     RateLimitCreate,
     RateLimitUpdate,
     QuotaCheckRequest,
