@@ -42,7 +42,10 @@ _MAX_MARKS = 65_536
 
 @dataclass(slots=True)
 class Crossing:
-    """A quota key's usage after a recorded event, to compare with its alerts."""
+    """A quota key's counter after a recorded event, to compare with its alerts.
+
+    ``used`` is the counter, which includes what open reservations hold.
+    """
 
     quota: Quota
     key: Key
@@ -97,14 +100,21 @@ class Alerts:
         """Log, in the event's write scope, every alert these usages reach for the first time."""
         firings: list[Firing] = []
         for c in crossings:
+            recorded: int | None = None
             for alert in self.by_quota.get(c.quota.id, ()):
                 # Integers only: 80 % of 3 is reached at 3, not at 2.4000000000000004.
+                # The counter includes open holds: an upper bound of recorded usage.
                 if c.used * 100 < alert.threshold * c.limit_units:
                     continue
                 mark = (alert.id, c.key_json, c.start)
                 if mark in self._marks:
                     continue
-                row = _row(alert, c, now)
+                if recorded is None:
+                    # A hold is not usage: asked only when the bound reaches a threshold.
+                    recorded = c.used - ledger.held(c.quota.id, c.key_json, c.start)
+                if recorded * 100 < alert.threshold * c.limit_units:
+                    continue
+                row = _row(alert, c, recorded, now)
                 entry = log_entry(row) if ledger.log_alert(scope, row) else None
                 firings.append(Firing(mark, entry))
         return firings
@@ -130,7 +140,7 @@ class Alerts:
                     )
 
 
-def _row(alert: QuotaAlert, c: Crossing, now: float) -> AlertRow:
+def _row(alert: QuotaAlert, c: Crossing, used: int, now: float) -> AlertRow:
     quota = c.quota
     return AlertRow(
         id=f"qal_{os.urandom(12).hex()}",
@@ -140,7 +150,7 @@ def _row(alert: QuotaAlert, c: Crossing, now: float) -> AlertRow:
         period_start=c.start,
         period_end=c.end,
         threshold=alert.threshold,
-        used=c.used,
+        used=used,
         limit_units=c.limit_units,
         quota_name=quota.name,
         metric=quota.metric,

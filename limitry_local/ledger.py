@@ -351,6 +351,10 @@ class LedgerBackend(Protocol):
     def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals: ...
     def counters(self) -> dict[tuple[str, str, int], int]: ...
     def event_count(self) -> int: ...
+    def held(self, quota_id: str, key: str, period_start: int) -> int:
+        """What open holds add to one counter (so ``counter - held`` is recorded usage)."""
+        ...
+
     def log_alert(self, scope: Any, row: AlertRow) -> bool:
         """Add a firing to the alert history; False (and nothing written) if that
         alert already fired for this key and period."""
@@ -921,6 +925,14 @@ class Ledger:
 
     # --- quota alerts -----------------------------------------------------------
 
+    @_translated
+    def held(self, quota_id: str, key: str, period_start: int) -> int:
+        # Open reservations only, and the quota id narrows them down before decoding.
+        cursor = self.db.conn.execute(
+            "SELECT increments FROM holds WHERE instr(increments, ?) > 0", (quota_id,)
+        )
+        return _held_in((text for (text,) in cursor), quota_id, key, period_start)
+
     def log_alert(self, conn: sqlite3.Connection, row: AlertRow) -> bool:
         """Add a firing (inside :meth:`write`); False if this alert, key and period fired before.
 
@@ -1100,6 +1112,16 @@ _MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
 
 def _decode_increments(text: str) -> list[CounterIncrement]:
     return [(str(q), str(k), int(s), int(a)) for q, k, s, a in json.loads(text)]
+
+
+def _held_in(holds: Iterable[str], quota_id: str, key: str, period_start: int) -> int:
+    """The sum the holds' increments (JSON, as stored) add to one counter."""
+    return sum(
+        amount
+        for text in holds
+        for q, k, s, amount in _decode_increments(text)
+        if q == quota_id and k == key and s == period_start
+    )
 
 
 def _flusher(ref: weakref.ref[Ledger]) -> None:

@@ -347,6 +347,16 @@ class MemoryLedger:
 
     # --- quota alerts -----------------------------------------------------------
 
+    def held(self, quota_id: str, key: str, period_start: int) -> int:
+        self._ensure_usable()
+        counter = (quota_id, key, period_start)
+        return sum(
+            amount
+            for increments, _ in self._holds.values()
+            for q, k, s, amount in increments
+            if (q, k, s) == counter
+        )
+
     def log_alert(self, scope: object, row: AlertRow) -> bool:
         self._open_journal()
         fired = (row.alert_id, row.key, row.period_start)

@@ -50,6 +50,7 @@ from limitry_local.ledger import (
     _alert_filters,
     _decode_definition,
     _decode_increments,
+    _held_in,
 )
 
 if TYPE_CHECKING:
@@ -708,6 +709,12 @@ class PostgresLedger:
     # --- quota alerts -----------------------------------------------------------
 
     @_translated
+    def held(self, quota_id: str, key: str, period_start: int) -> int:
+        # The increments are JSON, which escapes NUL: compared as they are, no _enc.
+        cursor = self._conn.execute(self._q.held, [quota_id])
+        return _held_in((text for (text,) in cursor), quota_id, key, period_start)
+
+    @_translated
     def log_alert(self, scope: object, row: AlertRow) -> bool:
         """Add a firing (inside :meth:`write`); False if this alert, key and period fired before."""
         self._check_scope(scope)
@@ -815,6 +822,7 @@ class _Queries:
             "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
         )
         self.alert_log_seq = f"SELECT seq FROM {s}.alert_log WHERE id = %s"
+        self.held = f"SELECT increments FROM {s}.holds WHERE strpos(increments, %s) > 0"
         self.last_triggered = (
             f"SELECT alert_id, max(triggered_at) FROM {s}.alert_log GROUP BY alert_id"
         )

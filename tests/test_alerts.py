@@ -164,6 +164,23 @@ def test_a_reservation_fires_when_committed_not_when_held(tracker: Tracker) -> N
     assert [(e.used, e.event_id) for e in seen] == [(70, committed.id)]
 
 
+def test_amounts_other_reservations_hold_do_not_fire_alerts(tracker: Tracker) -> None:
+    """Holds sit on the quota counters, but a hold is not usage: an alert compares
+    what was recorded, so a reservation that is later released fires nothing."""
+    quota_id = daily_tokens(tracker)
+    tracker.quotas.alerts.create(quota_id, threshold=50)
+    seen = collect(tracker)
+    open_hold = tracker.reserve(CALL, estimate={"total_tokens": 45})
+    tracker.usage({**CALL, "total_tokens": 10})  # 10 recorded, 55 with the hold
+    tracker.events.ingest({**CALL, "total_tokens": 10})  # 20 recorded
+    tracker.reserve(CALL, estimate={"total_tokens": 5}).commit({"total_tokens": 5})  # 25
+    assert seen == []
+    assert tracker.quotas.alerts.history().data == []
+    open_hold.release()
+    crossing = tracker.usage({**CALL, "total_tokens": 25})  # 50 recorded: crosses now
+    assert [(e.used, e.event_id) for e in seen] == [(50, crossing.id)]
+
+
 def test_an_idempotent_replay_fires_nothing_again(tracker: Tracker) -> None:
     quota_id = daily_tokens(tracker)
     tracker.quotas.alerts.create(quota_id, threshold=50)
