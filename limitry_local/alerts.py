@@ -73,6 +73,8 @@ class Alerts:
     """The hot path's view: a quota without alerts is not in it."""
     callbacks: list[AlertCallback] = field(default_factory=list)
     _marks: set[_Mark] = field(default_factory=set)
+    _lost_batches: int = 0
+    """The ledger's count of lost batches when the marks were last known good."""
 
     def load(self, alerts: Iterable[QuotaAlert]) -> None:
         """Every alert, in creation order (the order lists answer in)."""
@@ -98,6 +100,12 @@ class Alerts:
         self, ledger: LedgerBackend, scope: Any, crossings: Iterable[Crossing], now: float
     ) -> list[Firing]:
         """Log, in the event's write scope, every alert these usages reach for the first time."""
+        # A batched ledger that lost a batch lost the firings it logged: marks
+        # may name firings the ledger no longer has.
+        lost = getattr(ledger, "lost_batches", 0)
+        if lost != self._lost_batches:
+            self._marks.clear()
+            self._lost_batches = lost
         firings: list[Firing] = []
         for c in crossings:
             recorded: int | None = None

@@ -429,6 +429,9 @@ class Ledger:
         self._first_pending = 0.0
         self._scope_events = 0
         self._lost: LedgerError | None = None
+        self.lost_batches = 0
+        """How many open batches SQLite rolled back: what they wrote, alert firings
+        included, is gone (the Tracker forgets which alerts it saw fire)."""
         self._closed = False
         self._forked = False
         # Set when the connection is gone, whoever closed it (close(), exit, collection).
@@ -656,6 +659,7 @@ class Ledger:
             f"{cause}; the open batch of {self._pending} events was lost", cause.reason
         )
         self._pending = 0
+        self.lost_batches += 1
         return lost
 
     def _raise_lost(self) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 from typing import Any
@@ -493,3 +496,56 @@ def test_processes_sharing_a_ledger_fire_each_alert_once(engine: str, tmp_path: 
         announced = [entry_id for ids in answers for entry_id in ids]
         # Each firing was announced once, by the process whose event crossed it.
         assert sorted(announced) == sorted(e.id for e in history)
+
+
+# --- a lost batch ------------------------------------------------------------------------
+
+LOST_BATCH = textwrap.dedent(
+    """
+    import os, resource, signal, sys
+    from limitry_local import LedgerError, Tracker
+
+    # The file may not grow past its size now: a real EFBIG from the kernel.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    path = sys.argv[1]
+    tracker = Tracker(path, durability="batched", flush_ms=600_000)
+    quota = tracker.quotas.create(
+        name="q", metric="total_tokens", limit_value=100, period="day"
+    )
+    tracker.quotas.alerts.create(quota.id, threshold=50)
+    seen = []
+    tracker.on_alert(seen.append)
+    tracker.usage(customer_id="warm", event_type="e")
+    tracker.flush()
+    size = max(os.path.getsize(path), os.path.getsize(path + "-wal"))
+    tracker.usage(customer_id="c", event_type="e", total_tokens=60)  # fires, in the batch
+    for i in range(200):
+        tracker.usage(customer_id=f"c{i}", event_type="e", properties={"pad": "x" * 200})
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+    try:
+        tracker.flush()
+    except LedgerError as exc:
+        print("lost:", "was lost" in str(exc))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    again = tracker.usage(customer_id="c", event_type="e", total_tokens=60)
+    tracker.flush()
+    history = tracker.quotas.alerts.history().data
+    print("history:", [e.event_id == again.id for e in history])
+    print("callbacks:", len(seen))
+    """
+)
+
+
+def test_a_firing_in_a_lost_batch_fires_again_when_usage_crosses_again(tmp_path: Path) -> None:
+    """The batch that logged a firing was lost (with its events): the process must not
+    keep taking that firing for logged, or the re-crossing is never in the history."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOST_BATCH, str(tmp_path / "full.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["lost: True", "history: [True]", "callbacks: 2"]
