@@ -1134,17 +1134,20 @@ class Tracker:
         return callback
 
     def _create_alert(self, quota_id: str, data: QuotaAlertCreate) -> QuotaAlert:
-        with self._changing_definitions() as conn:
-            quota = self._get_quota(quota_id)
-            alert = QuotaAlert(
-                id=_new_id("qa"),
-                quota_id=quota.id,
-                threshold=data.threshold,
-                created_at=_datetime(self._now()),
-            )
-            row = alert.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
-            self._ledger.save_definition(conn, "quota_alerts", row)
-        self._alerts.add(alert)
+        # The lock spans the view's update too: a reload by another thread in
+        # between would already hold the alert, and add() would list it twice.
+        with self._lock:
+            with self._changing_definitions() as conn:
+                quota = self._get_quota(quota_id)
+                alert = QuotaAlert(
+                    id=_new_id("qa"),
+                    quota_id=quota.id,
+                    threshold=data.threshold,
+                    created_at=_datetime(self._now()),
+                )
+                row = alert.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
+                self._ledger.save_definition(conn, "quota_alerts", row)
+            self._alerts.add(alert)
         return alert.model_copy()
 
     def _list_alerts(self, quota_id: str | None) -> list[QuotaAlert]:
@@ -1171,12 +1174,15 @@ class Tracker:
         raise NotFoundError(f"quota alert {alert_id!r} not found")
 
     def _delete_alert(self, alert_id: str) -> None:
-        with self._changing_definitions() as conn:
-            alert = next((a for a in self._alerts.all if a.id == alert_id), None)
-            if alert is None:
-                raise NotFoundError(f"quota alert {_limit_id(alert_id, 'quota alert')!r} not found")
-            self._ledger.delete_definition(conn, "quota_alerts", alert_id)
-        self._alerts.remove([alert_id])
+        with self._lock:
+            with self._changing_definitions() as conn:
+                alert = next((a for a in self._alerts.all if a.id == alert_id), None)
+                if alert is None:
+                    raise NotFoundError(
+                        f"quota alert {_limit_id(alert_id, 'quota alert')!r} not found"
+                    )
+                self._ledger.delete_definition(conn, "quota_alerts", alert_id)
+            self._alerts.remove([alert_id])
 
     def _alert_history(
         self, quota_id: str | None, alert_id: str | None, limit: int, cursor: str | None

@@ -24,6 +24,8 @@ from limitry_local import (
     QuotaExceeded,
     Tracker,
 )
+from limitry_local.alerts import Alerts
+from limitry_local.models import QuotaAlert
 from limitry_local.postgres_ledger import PostgresLedger
 from limitry_local.testing import ManualClock
 from tests.conftest import POSTGRES_DSN, START, postgres_schema
@@ -331,6 +333,32 @@ def test_alerts_and_their_history_survive_a_reopened_file(
         assert seen == []
         assert [a.id for a in tracker.quotas.alerts.list().data] == [alert.id]
         assert len(tracker.quotas.alerts.history().data) == 1
+
+
+def test_a_reload_racing_create_does_not_list_the_alert_twice(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between create's write and its update of the Tracker's view, another thread may
+    reload the definitions (another process changed one): the new alert must not be
+    added a second time."""
+    path = tmp_path / "usage.db"
+    with Tracker(path, clock=clock) as one, Tracker(path, clock=clock) as two:
+        quota_id = daily_tokens(one)
+        add = Alerts.add
+
+        reloader = threading.Thread(target=lambda: one.quotas.check({"customer_id": "c1"}))
+
+        def another_thread_reloads_meanwhile(self: Alerts, alert: QuotaAlert) -> None:
+            monkeypatch.setattr(Alerts, "add", add)
+            two.quotas.create(name="other", metric="total_events", limit_value=5, period="day")
+            reloader.start()  # check() reloads the definitions: two changed them
+            reloader.join(timeout=2)  # it should wait for one's lock, and time out
+            add(self, alert)
+
+        monkeypatch.setattr(Alerts, "add", another_thread_reloads_meanwhile)
+        alert = one.quotas.alerts.create(quota_id, threshold=50)
+        reloader.join()
+        assert [a.id for a in one.quotas.alerts.list().data] == [alert.id]
 
 
 def test_two_trackers_on_one_file_see_each_others_alerts(
