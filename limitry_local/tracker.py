@@ -571,11 +571,14 @@ class Tracker:
     def _commit_reservation(
         self, reservation: Reservation, actual: Mapping[str, Any]
     ) -> TrackPostResponse:
+        # Filled once the event is recorded: announced even if building the
+        # answer fails afterwards, as nothing else will announce them.
         firings: list[Firing] = []
-        response = self._commit_locked(reservation, actual, firings)
-        if firings:
-            self._alerts.announce(firings)
-        return response
+        try:
+            return self._commit_locked(reservation, actual, firings)
+        finally:
+            if firings:
+                self._alerts.announce(firings)
 
     def _commit_locked(
         self, reservation: Reservation, actual: Mapping[str, Any], firings: list[Firing]
@@ -587,6 +590,7 @@ class Tracker:
             held_tokens = reservation._begin_commit()
             now = self._now()
             try:
+                fired: list[Firing] = []
                 with self._ledger.write() as conn:
                     self._refresh()
                     self._ledger.pop_hold(conn, reservation.id)
@@ -596,11 +600,11 @@ class Tracker:
                         replay: TrackPostResponse | None = _response_from_json(stored[1])
                     else:
                         ids, _, fired = self._ingest_in(conn, [final])
-                        firings.extend(fired)
                         replay = None
             except BaseException:
                 reservation._abort_commit()
                 raise
+            firings.extend(fired)
             # Recorded: from here nothing may make the reservation look open.
             reservation._committed()
             self._reservations.pop(reservation.id, None)

@@ -27,6 +27,7 @@ from limitry_local import (
 from limitry_local.alerts import Alerts
 from limitry_local.models import QuotaAlert
 from limitry_local.postgres_ledger import PostgresLedger
+from limitry_local.redis_buckets import RateLimitStoreError
 from limitry_local.testing import ManualClock
 from tests.conftest import POSTGRES_DSN, START, postgres_schema
 from tests.test_postgres_ledger import PROCESSES, _run_together
@@ -184,6 +185,29 @@ def test_amounts_other_reservations_hold_do_not_fire_alerts(tracker: Tracker) ->
     open_hold.release()
     crossing = tracker.usage({**CALL, "total_tokens": 25})  # 50 recorded: crosses now
     assert [(e.used, e.event_id) for e in seen] == [(50, crossing.id)]
+
+
+def test_a_commit_that_fails_after_recording_still_announces_its_firings(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """commit() records the event and logs the firing, then builds its answer (rate-limit
+    statuses: a round trip to Redis).  If that fails, the firing is in the history and
+    no other event will fire it again: its callbacks must still be called."""
+    with Tracker(clock=clock) as tracker:
+        quota_id = daily_tokens(tracker)
+        tracker.quotas.alerts.create(quota_id, threshold=50)
+        tracker.rate_limits.create(name="rpm", limit_value=100, window="minute")
+        seen = collect(tracker)
+        reservation = tracker.reserve(CALL, estimate={"total_tokens": 10})
+
+        def unreachable(*args: object) -> None:
+            raise RateLimitStoreError("redis://localhost: connection refused", "connection")
+
+        monkeypatch.setattr(tracker._rates, "peek", unreachable)
+        with pytest.raises(RateLimitStoreError):
+            reservation.commit({"total_tokens": 60})
+        (entry,) = tracker.quotas.alerts.history().data
+        assert seen == [entry]
 
 
 def test_an_idempotent_replay_fires_nothing_again(tracker: Tracker) -> None:
