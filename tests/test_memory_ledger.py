@@ -33,7 +33,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from limitry_local import LimitExceeded, Tracker
-from limitry_local.ledger import CounterIncrement, EventRow, Ledger, LedgerBackend, LedgerError
+from limitry_local.ledger import (
+    AlertRow,
+    CounterIncrement,
+    EventRow,
+    Ledger,
+    LedgerBackend,
+    LedgerError,
+)
 from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.testing import ManualClock
 from tests.conftest import START
@@ -131,7 +138,14 @@ class AddCounters:
     increments: tuple[CounterIncrement, ...]
 
 
-Op = Record | Save | Delete | Replace | Bump | Hold | PopHold | Expire | AddCounters
+@dataclass(frozen=True)
+class LogAlert:
+    """``log_alert()``; the entry id is filled in when applied."""
+
+    row: AlertRow
+
+
+Op = Record | Save | Delete | Replace | Bump | Hold | PopHold | Expire | AddCounters | LogAlert
 
 timestamps = st.one_of(st.sampled_from(TIMESTAMPS), st.floats(T0 - 2 * DAY, T0 + 2 * DAY))
 bounds = st.one_of(st.none(), timestamps)
@@ -236,7 +250,42 @@ hold_operations: st.SearchStrategy[Op] = st.one_of(
         ).map(tuple),
     ),
 )
-operations: st.SearchStrategy[Op] = st.one_of(records, definition_operations, hold_operations)
+ALERT_IDS = ["qa_1", "qa_2"]
+alert_rows = st.builds(
+    AlertRow,
+    id=st.just(""),
+    alert_id=st.sampled_from(ALERT_IDS),
+    quota_id=st.sampled_from(QUOTA_IDS),
+    key=st.sampled_from(COUNTER_KEYS),
+    period_start=st.sampled_from(PERIOD_STARTS),
+    period_end=st.sampled_from(PERIOD_STARTS).map(lambda start: start + DAY),
+    threshold=st.integers(1, 100),
+    # Whole units: micro-cents of 10^9 cents x 1000 reach 10^18.
+    used=st.integers(0, 10**18),
+    limit_units=st.integers(1, 10**18),
+    # A name may hold NUL, which PostgreSQL text cannot: stored escaped.
+    quota_name=st.sampled_from(["tokens", "a\x00b\x01c"]),
+    metric=st.sampled_from(["total_events", "total_tokens", "total_cost_cents"]),
+    period=st.sampled_from(["hour", "day"]),
+    dimensions=st.sampled_from(["{}", '{"customer_id":"acme"}']),
+    event_id=st.sampled_from(["evt_a", "evt_b"]),
+    triggered_at=timestamps,
+)
+alert_operations: st.SearchStrategy[Op] = st.one_of(
+    alert_rows.map(LogAlert),
+    st.fixed_dictionaries(
+        {
+            "id": st.sampled_from(ALERT_IDS),
+            "quota_id": st.sampled_from(QUOTA_IDS),
+            "threshold": st.integers(1, 100),
+            "created_at": st.sampled_from(STAMPS),
+        }
+    ).map(lambda row: Save("quota_alerts", row)),
+    st.sampled_from(ALERT_IDS).map(lambda alert_id: Delete("quota_alerts", alert_id)),
+)
+operations: st.SearchStrategy[Op] = st.one_of(
+    records, definition_operations, hold_operations, alert_operations
+)
 
 
 def _apply(ledger: LedgerBackend, scope: Any, op: Op) -> object:
@@ -257,6 +306,8 @@ def _apply(ledger: LedgerBackend, scope: Any, op: Op) -> object:
         ledger.delete_definition(scope, op.table, op.limit_id)
     elif isinstance(op, Replace):
         ledger.replace_counters(scope, op.quota_id, op.totals)
+    elif isinstance(op, LogAlert):
+        return ledger.log_alert(scope, op.row)
     else:
         return ledger.bump_definitions(scope)
     return None
@@ -297,6 +348,26 @@ def _in_scope_reads(ledger: LedgerBackend) -> dict[str, object]:
         "version": ledger.definitions_version(),
         "quotas": ledger.definitions("quotas"),
         "rate_limits": ledger.definitions("rate_limits"),
+        "alert_log": _alert_log(ledger),
+        "held": {c: ledger.held(*c) for c in ALL_COUNTERS},
+    }
+
+
+def _alert_log(ledger: LedgerBackend, **query: Any) -> list[tuple[int, AlertRow]]:
+    return ledger.alert_log(
+        **{"quota_id": None, "alert_id": None, "before_seq": None, "limit": 10_000, **query}
+    )
+
+
+def _alert_state(ledger: LedgerBackend, entry_ids: Sequence[str]) -> dict[str, object]:
+    return {
+        "alert_log": _alert_log(ledger),
+        "alert_log_by_quota": {q: _alert_log(ledger, quota_id=q) for q in QUOTA_IDS},
+        "alert_log_by_alert": {a: _alert_log(ledger, alert_id=a) for a in ALERT_IDS},
+        "alert_seqs": {i: ledger.alert_log_seq(i) for i in [*entry_ids, "qal_never"]},
+        "last_triggered": ledger.last_triggered(),
+        "quota_alerts": ledger.definitions("quota_alerts"),
+        "held": {c: ledger.held(*c) for c in ALL_COUNTERS},
     }
 
 
@@ -342,6 +413,7 @@ class LedgerDifferential(RuleBasedStateMachine):
         self.event_ids: list[str] = []
         self.keys: list[str] = []
         self.holds: list[str] = []
+        self.entries: list[str] = []
 
     def teardown(self) -> None:
         self.sqlite.close()
@@ -360,6 +432,10 @@ class LedgerDifferential(RuleBasedStateMachine):
             return Hold(op.increments, op.expires_at, self.holds[-1])
         if isinstance(op, PopHold):
             return PopHold(op.pick, self.holds[op.pick % len(self.holds)] if self.holds else "none")
+        if isinstance(op, LogAlert):
+            self.serial += 1
+            self.entries.append(f"qal_{self.serial}")
+            return LogAlert(op.row._replace(id=self.entries[-1]))
         if not isinstance(op, Record):
             return op
         items = []
@@ -408,6 +484,22 @@ class LedgerDifferential(RuleBasedStateMachine):
             # invariant then holds the memory ledger to the same).
             _assert_same(before, _state(self.sqlite, self.event_ids, self.keys))
 
+    @rule(ops=st.lists(alert_operations, min_size=1, max_size=4), fail=st.booleans())
+    def log_alerts(self, ops: list[Op], fail: bool) -> None:
+        self._scope(ops, fail)
+
+    @precondition(lambda self: bool(self.entries))
+    @rule(pick=st.integers(0, 10**6), alert_id=st.sampled_from([None, *ALERT_IDS]))
+    def alert_pages_from_a_cursor_agree(self, pick: int, alert_id: str | None) -> None:
+        # The tracker pages the history with before_seq = alert_log_seq(cursor id).
+        entry = self.entries[pick % len(self.entries)]
+        seq = self.sqlite.alert_log_seq(entry)
+        assert self.memory.alert_log_seq(entry) == seq
+        if seq is not None:
+            for limit in (1, 3):
+                query = {"alert_id": alert_id, "before_seq": seq, "limit": limit}
+                assert _alert_log(self.memory, **query) == _alert_log(self.sqlite, **query)
+
     @rule(
         query=st.fixed_dictionaries(
             {
@@ -447,6 +539,9 @@ class LedgerDifferential(RuleBasedStateMachine):
         _assert_same(
             _state(self.sqlite, self.event_ids, self.keys),
             _state(self.memory, self.event_ids, self.keys),
+        )
+        _assert_same(
+            _alert_state(self.sqlite, self.entries), _alert_state(self.memory, self.entries)
         )
 
 
@@ -636,6 +731,10 @@ READS: dict[str, Callable[[LedgerBackend], object]] = {
     "list_events": _list,
     "totals": lambda ledger: ledger.totals("acme", None, None),
     "scan_events": lambda ledger: list(ledger.scan_events()),
+    "alert_log": _alert_log,
+    "alert_log_seq": lambda ledger: ledger.alert_log_seq("qal_1"),
+    "last_triggered": lambda ledger: ledger.last_triggered(),
+    "held": lambda ledger: ledger.held(*COUNTER),
     "write": lambda ledger: ledger.write().__enter__(),
 }
 
@@ -666,6 +765,26 @@ OUTSIDE_WRITES: dict[str, Callable[[LedgerBackend], object]] = {
     ),
     "replace_counters": lambda ledger: ledger.replace_counters(None, "qta_1", []),
     "bump": lambda ledger: ledger.bump_definitions(None),
+    "log_alert": lambda ledger: ledger.log_alert(
+        None,
+        AlertRow(
+            "qal_9",
+            "qa_1",
+            "qta_1",
+            '["acme"]',
+            DAY_START,
+            DAY_START + DAY,
+            50,
+            5,
+            10,
+            "tokens",
+            "total_tokens",
+            "day",
+            '{"customer_id":"acme"}',
+            "evt_1",
+            T0,
+        ),
+    ),
 }
 
 
