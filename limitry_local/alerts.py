@@ -138,7 +138,8 @@ class Alerts:
                 continue
             for callback in list(self.callbacks):
                 try:
-                    callback(firing.entry)
+                    # A copy each: one callback cannot change what the next one sees.
+                    callback(firing.entry.model_copy(deep=True))
                 except Exception:
                     # An alert hook must not turn an admitted event into an error.
                     logger.exception(

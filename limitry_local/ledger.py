@@ -372,8 +372,8 @@ class LedgerBackend(Protocol):
         ...
 
     def alert_log_seq(self, entry_id: str) -> int | None: ...
-    def last_triggered(self) -> dict[str, float]:
-        """When each alert that ever fired last fired, by alert id."""
+    def last_triggered(self, alert_ids: Iterable[str]) -> dict[str, float]:
+        """When each of these alerts last fired, by alert id; one that never fired is left out."""
         ...
 
 
@@ -969,11 +969,16 @@ class Ledger:
         return None if row is None else int(row[0])
 
     @_translated
-    def last_triggered(self) -> dict[str, float]:
-        cursor = self.db.conn.execute(
-            "SELECT alert_id, max(triggered_at) FROM alert_log GROUP BY alert_id"
-        )
-        return {alert_id: float(when) for alert_id, when in cursor}
+    def last_triggered(self, alert_ids: Iterable[str]) -> dict[str, float]:
+        # One indexed max() per alert: a history of millions of firings is not scanned.
+        last: dict[str, float] = {}
+        for alert_id in alert_ids:
+            (when,) = self.db.conn.execute(
+                "SELECT max(triggered_at) FROM alert_log WHERE alert_id = ?", (alert_id,)
+            ).fetchone()
+            if when is not None:
+                last[alert_id] = float(when)
+        return last
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
@@ -1098,7 +1103,10 @@ def _create_alert_tables(db: sqlite_utils.Database) -> None:
     db.table("alert_log").create_index(["id"], unique=True)
     # Once per alert, key and period: the database, not the tracker, keeps it so.
     db.table("alert_log").create_index(["alert_id", "key", "period_start"], unique=True)
+    # The history's pages, by quota and by alert; an alert's last firing.
     db.table("alert_log").create_index(["quota_id", "seq"])
+    db.table("alert_log").create_index(["alert_id", "seq"])
+    db.table("alert_log").create_index(["alert_id", "triggered_at"])
 
 
 def _v4_to_v5(db: sqlite_utils.Database) -> None:

@@ -402,11 +402,14 @@ class MemoryLedger:
         self._ensure_usable()
         return self._alert_seq_by_id.get(entry_id)
 
-    def last_triggered(self) -> dict[str, float]:
+    def last_triggered(self, alert_ids: Iterable[str]) -> dict[str, float]:
         self._ensure_usable()
+        wanted = set(alert_ids)
         last: dict[str, float] = {}
+        # History is rare (once per alert, key and period): a scan is cheap here.
         for row in self._alert_log:
-            last[row.alert_id] = max(last.get(row.alert_id, row.triggered_at), row.triggered_at)
+            if row.alert_id in wanted:
+                last[row.alert_id] = max(last.get(row.alert_id, row.triggered_at), row.triggered_at)
         return last
 
 

@@ -750,9 +750,9 @@ class PostgresLedger:
         return None if row is None else int(row[0])
 
     @_translated
-    def last_triggered(self) -> dict[str, float]:
-        cursor = self._conn.execute(self._q.last_triggered)
-        return {_dec(alert_id): float(when) for alert_id, when in cursor}
+    def last_triggered(self, alert_ids: Iterable[str]) -> dict[str, float]:
+        cursor = self._conn.execute(self._q.last_triggered, [[_enc(a) for a in alert_ids]])
+        return {_dec(alert_id): float(when) for alert_id, when in cursor if when is not None}
 
 
 class _Queries:
@@ -823,8 +823,10 @@ class _Queries:
         )
         self.alert_log_seq = f"SELECT seq FROM {s}.alert_log WHERE id = %s"
         self.held = f"SELECT increments FROM {s}.holds WHERE strpos(increments, %s) > 0"
+        # One indexed max() per alert: a history of millions of firings is not scanned.
         self.last_triggered = (
-            f"SELECT alert_id, max(triggered_at) FROM {s}.alert_log GROUP BY alert_id"
+            f"SELECT a, (SELECT max(triggered_at) FROM {s}.alert_log WHERE alert_id = a) "
+            "FROM unnest(%s::text[]) AS a"
         )
 
 
@@ -906,6 +908,8 @@ def _schema_ddl(s: str) -> str:
             UNIQUE (alert_id, key, period_start)
         );
         CREATE INDEX ON {s}.alert_log (quota_id, seq);
+        CREATE INDEX ON {s}.alert_log (alert_id, seq);
+        CREATE INDEX ON {s}.alert_log (alert_id, triggered_at);
     """
 
 

@@ -95,8 +95,7 @@ class QuotaAlerts(_Resource):
         self, quota_id: str | None = None, *, limit: int = 50, cursor: str | None = None
     ) -> Page[QuotaAlert]:
         """The alerts of a quota (or of every quota), in creation order."""
-        items = self._tracker._list_alerts(quota_id)
-        return self._tracker._page(Page[QuotaAlert], items, limit, cursor, "quota alert")
+        return self._tracker._list_alerts(quota_id, limit, cursor)
 
     def get(self, alert_id: str) -> QuotaAlert:
         return self._tracker._get_alert(alert_id)

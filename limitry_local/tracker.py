@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -1100,15 +1101,19 @@ class Tracker:
         return quota
 
     def _delete_quota(self, quota_id: str) -> None:
-        with self._changing_definitions() as conn:
-            self._now()
-            self._get_quota(quota_id)
-            self._ledger.delete_definition(conn, "quotas", quota_id)
-            # Its alerts go with it; their history stays.
-            for alert in self._alerts.by_quota.get(quota_id, ()):
-                self._ledger.delete_definition(conn, "quota_alerts", alert.id)
-        del self._quotas[quota_id]
-        self._alerts.remove(alert.id for alert in self._alerts.by_quota.get(quota_id, ()))
+        # The lock spans the view's update: a reload by another thread in
+        # between would already have dropped the quota.
+        with self._lock:
+            with self._changing_definitions() as conn:
+                self._now()
+                self._get_quota(quota_id)
+                self._ledger.delete_definition(conn, "quotas", quota_id)
+                # Its alerts go with it; their history stays.
+                alerts = [alert.id for alert in self._alerts.by_quota.get(quota_id, ())]
+                for alert_id in alerts:
+                    self._ledger.delete_definition(conn, "quota_alerts", alert_id)
+            self._quotas.pop(quota_id, None)
+            self._alerts.remove(alerts)
 
     def _check_quotas(self, dimensions: Mapping[str, str]) -> QuotaCheckResponse:
         dims = _check_dimensions(dimensions)
@@ -1133,6 +1138,12 @@ class Tracker:
         """
         if not callable(callback):
             raise TypeError(f"on_alert takes a callable, got {callback!r}")
+        if inspect.iscoroutinefunction(callback):
+            # Called from sync code with no loop to run it: it would never run.
+            raise TypeError(
+                f"on_alert takes a plain function, got the coroutine function {callback!r}; "
+                "wrap it, e.g. in loop.call_soon_threadsafe or asyncio.run_coroutine_threadsafe"
+            )
         with self._lock:
             self._alerts.callbacks.append(callback)
         return callback
@@ -1154,28 +1165,39 @@ class Tracker:
             self._alerts.add(alert)
         return alert.model_copy()
 
-    def _list_alerts(self, quota_id: str | None) -> list[QuotaAlert]:
-        """Alerts in creation order (of one quota, or all), with when each last fired."""
+    def _list_alerts(
+        self, quota_id: str | None, limit: int, cursor: str | None
+    ) -> Page[QuotaAlert]:
+        """One page of alerts in creation order (of one quota, or all)."""
         with self._lock:
             self._ensure_open()
             self._refresh()
             if quota_id is not None:
                 self._get_quota(quota_id)
             alerts = [a for a in self._alerts.all if quota_id is None or a.quota_id == quota_id]
-            last = self._ledger.last_triggered() if alerts else {}
+            page = self._page(Page[QuotaAlert], alerts, limit, cursor, "quota alert")
+            page.data = self._fired_last(page.data)
+            return page
+
+    def _get_alert(self, alert_id: str) -> QuotaAlert:
+        _limit_id(alert_id, "quota alert")
+        with self._lock:
+            self._ensure_open()
+            self._refresh()
+            for alert in self._alerts.all:
+                if alert.id == alert_id:
+                    return self._fired_last([alert])[0]
+        raise NotFoundError(f"quota alert {alert_id!r} not found")
+
+    def _fired_last(self, alerts: list[QuotaAlert]) -> list[QuotaAlert]:
+        """Copies of the alerts with ``lastTriggeredAt`` read from the history."""
+        last = self._ledger.last_triggered(a.id for a in alerts) if alerts else {}
         return [
             alert.model_copy(update={"last_triggered_at": _datetime(last[alert.id])})
             if alert.id in last
             else alert.model_copy()
             for alert in alerts
         ]
-
-    def _get_alert(self, alert_id: str) -> QuotaAlert:
-        _limit_id(alert_id, "quota alert")
-        for alert in self._list_alerts(None):
-            if alert.id == alert_id:
-                return alert
-        raise NotFoundError(f"quota alert {alert_id!r} not found")
 
     def _delete_alert(self, alert_id: str) -> None:
         with self._lock:

@@ -601,3 +601,26 @@ def test_a_firing_in_a_lost_batch_fires_again_when_usage_crosses_again(tmp_path:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["lost: True", "history: [True]", "callbacks: 2"]
+
+
+def test_on_alert_refuses_a_coroutine_function_it_could_never_run(tracker: Tracker) -> None:
+    async def notify(entry: QuotaAlertLog) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="coroutine function"):
+        tracker.on_alert(notify)
+
+
+def test_each_callback_gets_its_own_copy_of_the_entry(tracker: Tracker) -> None:
+    quota_id = daily_tokens(tracker)
+    tracker.quotas.alerts.create(quota_id, threshold=10)
+
+    @tracker.on_alert
+    def meddle(entry: QuotaAlertLog) -> None:
+        entry.dimensions["customer_id"] = "someone else"
+        entry.used = -1
+
+    seen = collect(tracker)
+    tracker.usage({**CALL, "total_tokens": 50})
+    assert (seen[0].dimensions, seen[0].used) == ({"customer_id": "c1"}, 50)
+    assert tracker.quotas.alerts.history().data == seen

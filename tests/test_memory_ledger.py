@@ -365,7 +365,7 @@ def _alert_state(ledger: LedgerBackend, entry_ids: Sequence[str]) -> dict[str, o
         "alert_log_by_quota": {q: _alert_log(ledger, quota_id=q) for q in QUOTA_IDS},
         "alert_log_by_alert": {a: _alert_log(ledger, alert_id=a) for a in ALERT_IDS},
         "alert_seqs": {i: ledger.alert_log_seq(i) for i in [*entry_ids, "qal_never"]},
-        "last_triggered": ledger.last_triggered(),
+        "last_triggered": ledger.last_triggered([*ALERT_IDS, "qa_never"]),
         "quota_alerts": ledger.definitions("quota_alerts"),
         "held": {c: ledger.held(*c) for c in ALL_COUNTERS},
     }
@@ -733,7 +733,7 @@ READS: dict[str, Callable[[LedgerBackend], object]] = {
     "scan_events": lambda ledger: list(ledger.scan_events()),
     "alert_log": _alert_log,
     "alert_log_seq": lambda ledger: ledger.alert_log_seq("qal_1"),
-    "last_triggered": lambda ledger: ledger.last_triggered(),
+    "last_triggered": lambda ledger: ledger.last_triggered(["qa_1"]),
     "held": lambda ledger: ledger.held(*COUNTER),
     "write": lambda ledger: ledger.write().__enter__(),
 }
