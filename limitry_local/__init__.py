@@ -43,6 +43,10 @@ from limitry_local.models import (
     TrackDeniedResponse,
     TrackPostRequest,
     TrackPostResponse,
+    UsageBreakdownResponse,
+    UsageGroup,
+    UsagePoint,
+    UsageTimeseriesResponse,
 )
 from limitry_local.redis_buckets import RateLimitStoreError, RedisBuckets
 from limitry_local.reservations import Guard, Reservation
@@ -92,5 +96,9 @@ __all__ = [
     "TrackPostRequest",
     "TrackPostResponse",
     "Tracker",
+    "UsageBreakdownResponse",
+    "UsageGroup",
+    "UsagePoint",
+    "UsageTimeseriesResponse",
     "__version__",
 ]

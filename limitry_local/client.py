@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from limitry_local.analytics import UsageReport
 from limitry_local.models import (
     CustomerUsageResponse,
     Event,
@@ -44,6 +45,10 @@ from limitry_local.models import (
     RateLimitUpdate,
     TrackPostRequest,
     TrackPostResponse,
+    UsageBreakdownResponse,
+    UsageGroupBy,
+    UsageInterval,
+    UsageTimeseriesResponse,
 )
 from limitry_local.periods import Clock
 from limitry_local.resources import (
@@ -93,6 +98,7 @@ class Client:
         self.rate_limits = AsyncRateLimits(self._tracker.rate_limits)
         self.events = AsyncEvents(self._tracker.events)
         self.customers = AsyncCustomers(self._tracker.customers)
+        self.usage_report = AsyncUsageReport(self._tracker.usage_report)
 
     @property
     def tracker(self) -> Tracker:
@@ -282,3 +288,52 @@ class AsyncCustomers:
         self, customer_id: str, start_date: DateLike = None, end_date: DateLike = None
     ) -> CustomerUsageResponse:
         return self._customers.get_usage(customer_id, start_date, end_date)
+
+
+class AsyncUsageReport:
+    """``client.usage_report``: the coroutine face of ``tracker.usage_report``."""
+
+    def __init__(self, report: UsageReport) -> None:
+        self._report = report
+
+    async def breakdown(
+        self,
+        group_by: UsageGroupBy,
+        *,
+        start_date: DateLike = None,
+        end_date: DateLike = None,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> UsageBreakdownResponse:
+        return self._report.breakdown(
+            group_by,
+            start_date=start_date,
+            end_date=end_date,
+            customer_id=customer_id,
+            event_type=event_type,
+            model=model,
+            provider=provider,
+        )
+
+    async def timeseries(
+        self,
+        interval: UsageInterval,
+        *,
+        start_date: DateLike = None,
+        end_date: DateLike = None,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> UsageTimeseriesResponse:
+        return self._report.timeseries(
+            interval,
+            start_date=start_date,
+            end_date=end_date,
+            customer_id=customer_id,
+            event_type=event_type,
+            model=model,
+            provider=provider,
+        )

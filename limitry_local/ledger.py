@@ -376,6 +376,24 @@ class LedgerBackend(Protocol):
         """When each of these alerts last fired, by alert id; one that never fired is left out."""
         ...
 
+    # --- usage reports ---
+
+    def usage_breakdown(
+        self, column: str, where: ReportFilter
+    ) -> list[tuple[str | None, UsageTotals]]:
+        """Totals of the matching events per value of ``column`` (one of
+        :data:`REPORT_COLUMNS`); None is the group of events without a value.
+        In no particular order."""
+        ...
+
+    def usage_timeseries(
+        self, seconds: int, origin: int, where: ReportFilter
+    ) -> list[tuple[int, UsageTotals]]:
+        """Totals of the matching events per period of the grid ``(seconds, origin)``
+        (see :func:`~limitry_local.periods.utc_grid`), keyed by the period's start in
+        unix seconds; periods without events are absent.  In no particular order."""
+        ...
+
 
 def check_options(*, timeout: float, durability: str, flush_events: int, flush_ms: float) -> None:
     """Refuse options no ledger can honour, whichever ledger is chosen."""
@@ -980,6 +998,52 @@ class Ledger:
                 last[alert_id] = float(when)
         return last
 
+    # --- usage reports ---
+
+    @_translated
+    def usage_breakdown(
+        self, column: str, where: ReportFilter
+    ) -> list[tuple[str | None, UsageTotals]]:
+        return self._report(report_column(column), [], where)
+
+    @_translated
+    def usage_timeseries(
+        self, seconds: int, origin: int, where: ReportFilter
+    ) -> list[tuple[int, UsageTotals]]:
+        # ts >= 0 (events are 1970 or later), so CAST truncates to the floor and % is
+        # never negative: the period start, as periods.period_bounds computes it.
+        start = "CAST(ts AS INTEGER) - (CAST(ts AS INTEGER) - ?) % ?"
+        return self._report(start, [origin, seconds], where)
+
+    def _report(
+        self, key: str, key_params: list[Any], where: ReportFilter
+    ) -> list[tuple[Any, UsageTotals]]:
+        """``SELECT key, totals ... GROUP BY key`` over the events ``where`` picks."""
+        conditions, params = _event_filters(
+            where.customer_id, where.event_type, where.model, where.start, where.end
+        )
+        if where.provider is not None:
+            conditions.append("provider = ?")
+            params.append(where.provider)
+        clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        conn = self.db.conn
+        try:
+            rows = conn.execute(
+                f"SELECT {key}, count(*), {_SUMS} FROM events {clause} GROUP BY 1",
+                [*key_params, *params],
+            ).fetchall()
+            return [(row[0], UsageTotals(*(int(v or 0) for v in row[1:]))) for row in rows]
+        except sqlite3.OperationalError as exc:
+            if "integer overflow" not in str(exc):
+                raise
+        # sum() refuses to pass 2**63 (thousands of maximal costs in micro-cents).
+        # Summing the high and low 32 bits apart stays exact up to 2**31 events.
+        rows = conn.execute(
+            f"SELECT {key}, count(*), {_SPLIT_SUMS} FROM events {clause} GROUP BY 1",
+            [*key_params, *params],
+        ).fetchall()
+        return [(row[0], _joined(row[1:])) for row in rows]
+
 
 def _create_schema(db: sqlite_utils.Database) -> None:
     """The current schema, for a new ledger (an old one is migrated instead)."""
@@ -1224,3 +1288,49 @@ def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
     if "overrides" in decoded:
         decoded["overrides"] = json.loads(decoded["overrides"])
     return decoded
+
+
+# --- usage reports ---
+
+REPORT_COLUMNS = ("customer_id", "event_type", "model", "provider")
+"""The event columns a usage breakdown may group by."""
+
+
+class ReportFilter(NamedTuple):
+    """The events a usage report sums: equal to each value given, ``start <= ts < end``."""
+
+    customer_id: str | None = None
+    event_type: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+def report_column(column: str) -> str:
+    """``column`` if a report may group by it (it is written into SQL); else ValueError."""
+    if column not in REPORT_COLUMNS:
+        raise ValueError(f"no report column {column!r}; expected one of {REPORT_COLUMNS}")
+    return column
+
+
+# The amounts of a report, each summed per event in whole units.  Cents are
+# micro-cents rounded per event by round(), half away from zero, as totals() and
+# the other ledgers round them, so every ledger gives the same integers.
+_AMOUNTS = (
+    "total_tokens",
+    "input_tokens",
+    "output_tokens",
+    "CAST(round(cost_cents * 1000000) AS INTEGER)",
+)
+_SUMS = ", ".join(f"sum({amount})" for amount in _AMOUNTS)
+_SPLIT_SUMS = ", ".join(
+    f"sum(({amount}) >> 32), sum(({amount}) & 4294967295)" for amount in _AMOUNTS
+)
+
+
+def _joined(row: Iterable[Any]) -> UsageTotals:
+    """Totals from ``count, high1, low1, high2, low2, ...`` of :data:`_SPLIT_SUMS`."""
+    count, *halves = (int(value or 0) for value in row)
+    pairs = zip(halves[::2], halves[1::2], strict=True)
+    return UsageTotals(count, *((high << 32) + low for high, low in pairs))

@@ -19,18 +19,24 @@ import copy
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from limitry_local.ledger import (
+    EVENT_COLUMNS,
     AlertRow,
     CounterIncrement,
     Durability,
     EventRow,
     LedgerError,
+    ReportFilter,
     UsageTotals,
+    report_column,
 )
+
+K = TypeVar("K")
 
 
 class MemoryLedger:
@@ -411,6 +417,50 @@ class MemoryLedger:
             if row.alert_id in wanted:
                 last[row.alert_id] = max(last.get(row.alert_id, row.triggered_at), row.triggered_at)
         return last
+
+    # --- usage reports ---
+
+    def usage_breakdown(
+        self, column: str, where: ReportFilter
+    ) -> list[tuple[str | None, UsageTotals]]:
+        return self._report(itemgetter(EVENT_COLUMNS.index(report_column(column))), where)
+
+    def usage_timeseries(
+        self, seconds: int, origin: int, where: ReportFilter
+    ) -> list[tuple[int, UsageTotals]]:
+        def period_start(row: EventRow) -> int:
+            second = math.floor(row.ts)
+            return second - (second - origin) % seconds
+
+        return self._report(period_start, where)
+
+    def _report(
+        self, key: Callable[[EventRow], K], where: ReportFilter
+    ) -> list[tuple[K, UsageTotals]]:
+        self._ensure_usable()
+        # [events, total, input, output, micro-cents] per group: Python ints, exact.
+        groups: dict[K, list[int]] = {}
+        rows: Iterable[EventRow] = (
+            self._events
+            if where.customer_id is None
+            else (self._events[seq - 1] for seq in self._by_customer.get(where.customer_id, ()))
+        )
+        for row in rows:
+            if not _matches(row, where.event_type, where.model, where.start, where.end) or (
+                where.provider is not None and row.provider != where.provider
+            ):
+                continue
+            group = key(row)
+            sums = groups.get(group)
+            if sums is None:
+                sums = groups[group] = [0, 0, 0, 0, 0]
+            sums[0] += 1
+            sums[1] += row.total_tokens or 0
+            sums[2] += row.input_tokens or 0
+            sums[3] += row.output_tokens or 0
+            if row.cost_cents is not None:
+                sums[4] += _sqlite_round(row.cost_cents * 1_000_000)
+        return [(group, UsageTotals(*sums)) for group, sums in groups.items()]
 
 
 class _Scope:

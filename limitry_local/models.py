@@ -693,3 +693,75 @@ class Page(WireModel, Generic[T]):
 
 class ErrorBody(WireModel):
     error: str
+
+
+# --- usage analytics (ours: the hosted /usage names no fields) ----------------
+
+UsageGroupBy = Literal["model", "customer_id", "event_type", "provider"]
+UsageInterval = Literal["hour", "day", "week"]
+
+
+def _in_utc(value: datetime) -> datetime:
+    # Not Timestamp: a week that holds 1970-01-01 starts in 1969.
+    return (
+        value.replace(tzinfo=timezone.utc)
+        if value.tzinfo is None
+        else value.astimezone(timezone.utc)
+    )
+
+
+def _whole_as_int(value: float | int) -> float | int:
+    # 500 cents dump as 500, not 500.0, as CustomerUsageResponse does.
+    return int(value) if float(value).is_integer() else value
+
+
+ReportTime = Annotated[datetime, AfterValidator(_in_utc), PlainSerializer(_iso, when_used="json")]
+CentsTotal = Annotated[float | int, AfterValidator(_whole_as_int)]
+
+
+class UsageGroup(WireModel):
+    """One group of a breakdown: the grouped dimension's value and the group's totals.
+
+    ``value`` is None for the events that have no value of that dimension
+    (no ``model``, say): they form one group of their own.
+    """
+
+    value: str | None
+    total_events: int
+    total_tokens: int
+    total_input_tokens: int
+    total_output_tokens: int
+    total_cost_cents: CentsTotal
+
+
+class UsagePoint(WireModel):
+    """One period of a time series: when it starts (UTC) and the totals of its events."""
+
+    period_start: ReportTime
+    total_events: int
+    total_tokens: int
+    total_input_tokens: int
+    total_output_tokens: int
+    total_cost_cents: CentsTotal
+
+
+class UsageBreakdownResponse(WireModel):
+    """Usage grouped by one dimension over ``[startDate, endDate)``, largest totalTokens first.
+
+    The dates are the range as the report read it (a date ``end_date`` becomes
+    the next midnight); None means unbounded.
+    """
+
+    group_by: UsageGroupBy
+    start_date: ReportTime | None
+    end_date: ReportTime | None
+    data: list[UsageGroup]
+
+
+class UsageTimeseriesResponse(WireModel):
+    """Usage per UTC period over ``[startDate, endDate)``: one point per period with events."""
+
+    interval: UsageInterval
+    start_date: ReportTime | None
+    end_date: ReportTime | None
+    data: list[UsagePoint]

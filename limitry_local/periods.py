@@ -97,3 +97,28 @@ def _zoned_bounds(period: Period, at: float, zone: ZoneInfo) -> tuple[int, int]:
     # Wall-clock arithmetic on aware datetimes, then to unix seconds: each
     # boundary is that local midnight as it happened.
     return int(first.timestamp()), int(following.timestamp())
+
+
+FixedPeriod = Literal["hour", "day", "week"]
+"""The calendar periods of one length in UTC (a month is 28 to 31 days)."""
+
+
+def utc_grid(period: FixedPeriod) -> tuple[int, int]:
+    """``(seconds, origin)``: the UTC periods of ``period`` start at ``origin + k * seconds``.
+
+    So the period holding whole second ``s`` starts at ``s - (s - origin) % seconds``,
+    the start :func:`period_bounds` gives; a ledger can group events by it in
+    SQL.  Weeks count from Monday 1969-12-29 00:00 UTC, the Monday before the epoch.
+
+    >>> seconds, origin = utc_grid("week")
+    >>> s = 86_400 * 10                      # Sunday 1970-01-11
+    >>> s - (s - origin) % seconds == period_bounds("week", s)[0]
+    True
+    """
+    if period == "hour":
+        return _HOUR, 0
+    if period == "day":
+        return _DAY, 0
+    if period == "week":
+        return _WEEK, -_EPOCH_WEEKDAY * _DAY
+    raise ValueError(f"unknown period {period!r}")

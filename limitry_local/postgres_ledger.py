@@ -46,11 +46,13 @@ from limitry_local.ledger import (
     Durability,
     EventRow,
     LedgerError,
+    ReportFilter,
     UsageTotals,
     _alert_filters,
     _decode_definition,
     _decode_increments,
     _held_in,
+    report_column,
 )
 
 if TYPE_CHECKING:
@@ -754,6 +756,42 @@ class PostgresLedger:
         cursor = self._conn.execute(self._q.last_triggered, [[_enc(a) for a in alert_ids]])
         return {_dec(alert_id): float(when) for alert_id, when in cursor if when is not None}
 
+    # --- usage reports ---
+
+    @_translated
+    def usage_breakdown(
+        self, column: str, where: ReportFilter
+    ) -> list[tuple[str | None, UsageTotals]]:
+        rows = self._report(report_column(column), [], where)
+        return [(_dec(value), totals) for value, totals in rows]
+
+    @_translated
+    def usage_timeseries(
+        self, seconds: int, origin: int, where: ReportFilter
+    ) -> list[tuple[int, UsageTotals]]:
+        # floor(), not a cast: ::bigint rounds.  ts >= 0, so % is never negative.
+        second = "floor(ts)::bigint"
+        start = f"{second} - ({second} - %s::bigint) %% %s::bigint"
+        rows = self._report(start, [origin, seconds], where)
+        return [(int(start), totals) for start, totals in rows]
+
+    def _report(
+        self, key: str, key_params: list[Any], where: ReportFilter
+    ) -> list[tuple[Any, UsageTotals]]:
+        """``SELECT key, totals ... GROUP BY 1`` over the events ``where`` picks."""
+        conditions, params = _event_filters(
+            where.customer_id, where.event_type, where.model, where.start, where.end
+        )
+        if where.provider is not None:
+            conditions.append("provider = %s")
+            params.append(_enc(where.provider))
+        clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        cursor = self._conn.execute(
+            f"SELECT {key}, {_REPORT_TOTALS} FROM {self._q.schema}.events {clause} GROUP BY 1",
+            [*key_params, *params],
+        )
+        return [(row[0], UsageTotals(*(int(v or 0) for v in row[1:]))) for row in cursor]
+
 
 class _Queries:
     """Every fixed statement, with the schema's quoted name written in once."""
@@ -967,3 +1005,18 @@ def _event_filters(
         where.append("ts < %s::float8")
         params.append(float(end))
     return where, params
+
+
+# --- usage reports ---
+
+# Cents as whole micro-cents, rounded per event as SQLite's round() rounds them
+# (add 0.5 in double precision, truncate; away from zero), so every ledger sums
+# the same integers.  sum() of bigint is NUMERIC: exact, it cannot overflow.
+_REPORT_MICRO_CENTS = (
+    "CASE WHEN cost_cents >= 0 THEN trunc(cost_cents * 1e6::float8 + 0.5::float8) "
+    "ELSE -trunc(-cost_cents * 1e6::float8 + 0.5::float8) END::bigint"
+)
+_REPORT_TOTALS = (
+    "count(*), sum(total_tokens), sum(input_tokens), sum(output_tokens), "
+    f"sum({_REPORT_MICRO_CENTS})"
+)

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from limitry_local.alerts import AlertCallback, Alerts, Crossing, Firing, log_entry
+from limitry_local.analytics import UsageReport
 from limitry_local.buckets import BucketAnswer, BucketAsk, BucketStore, BucketTime, RateLimitStore
 from limitry_local.dimensions import Dimensions, Key, extract, limit_key
 from limitry_local.errors import (
@@ -282,6 +283,7 @@ class Tracker:
         self.rate_limits = RateLimits(self)
         self.events = Events(self)
         self.customers = Customers(self)
+        self.usage_report = UsageReport(self)
 
     # --- lifecycle ------------------------------------------------------------
 

@@ -57,6 +57,10 @@ from limitry_local import (
     TrackDeniedResponse,
     TrackPostRequest,
     TrackPostResponse,
+    UsageBreakdownResponse,
+    UsageGroup,
+    UsagePoint,
+    UsageTimeseriesResponse,
 )
 from limitry_local.models import RequestModel
 
@@ -583,6 +587,79 @@ BUILDERS: dict[str, Callable[[], BaseModel]] = {
         ],
     ),
     "ours/track_response_unmatched.json": lambda: TrackPostResponse(id="evt_1a2b3c4d5e6f"),
+    "ours/usage_breakdown.json": lambda: UsageBreakdownResponse(
+        group_by="model",
+        start_date=_at("2024-01-01T00:00:00"),
+        end_date=_at("2024-02-01T00:00:00"),
+        data=[
+            UsageGroup(
+                value="claude-3-opus",
+                total_events=1204,
+                total_tokens=2_022_720,
+                total_input_tokens=1_505_000,
+                total_output_tokens=517_720,
+                total_cost_cents=4515,
+            ),
+            UsageGroup(
+                value="gpt-4o-mini",
+                total_events=380,
+                total_tokens=190_000,
+                total_input_tokens=150_000,
+                total_output_tokens=40_000,
+                total_cost_cents=4.65,
+            ),
+            UsageGroup(
+                value=None,
+                total_events=52,
+                total_tokens=0,
+                total_input_tokens=0,
+                total_output_tokens=0,
+                total_cost_cents=0,
+            ),
+        ],
+    ),
+    "ours/usage_breakdown_unbounded.json": lambda: UsageBreakdownResponse(
+        group_by="customer_id", start_date=None, end_date=None, data=[]
+    ),
+    "ours/usage_group.json": lambda: UsageGroup(
+        value="cust_123",
+        total_events=3,
+        total_tokens=1680,
+        total_input_tokens=1250,
+        total_output_tokens=430,
+        total_cost_cents=37.5,
+    ),
+    "ours/usage_point.json": lambda: UsagePoint(
+        period_start=T0.replace(minute=0),
+        total_events=1,
+        total_tokens=0,
+        total_input_tokens=0,
+        total_output_tokens=0,
+        total_cost_cents=0.000001,
+    ),
+    "ours/usage_timeseries.json": lambda: UsageTimeseriesResponse(
+        interval="week",
+        start_date=_at("2024-01-01T00:00:00"),
+        end_date=None,
+        data=[
+            UsagePoint(
+                period_start=_at("2024-01-01T00:00:00"),
+                total_events=120,
+                total_tokens=96_000,
+                total_input_tokens=80_000,
+                total_output_tokens=16_000,
+                total_cost_cents=210,
+            ),
+            UsagePoint(
+                period_start=_at("2024-01-15T00:00:00"),
+                total_events=7,
+                total_tokens=5600,
+                total_input_tokens=5000,
+                total_output_tokens=600,
+                total_cost_cents=12.25,
+            ),
+        ],
+    ),
 }
 
 
@@ -666,6 +743,11 @@ CASES = [
     Case("ours/track_request_zeros.json", TrackPostRequest),
     Case("ours/track_response.json", TrackPostResponse),
     Case("ours/track_response_unmatched.json", TrackPostResponse),
+    Case("ours/usage_breakdown.json", UsageBreakdownResponse),
+    Case("ours/usage_breakdown_unbounded.json", UsageBreakdownResponse),
+    Case("ours/usage_group.json", UsageGroup),
+    Case("ours/usage_point.json", UsagePoint),
+    Case("ours/usage_timeseries.json", UsageTimeseriesResponse),
 ]
 
 each_case = pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

@@ -1,0 +1,190 @@
+"""Usage analytics: ``tracker.usage_report``, the totals of recorded events by dimension or period.
+
+The ledger answers each report with one aggregate query (GROUP BY in SQL, or
+one pass over the in-memory events) and returns the groups unordered; the
+request's validation, the period grid and the order of the answer are
+decided here, once, so every ledger answers alike.
+
+A report counts every recorded event: admitted by ``usage()``, ingested by
+``events.ingest`` / ``events.batch``, or committed from a reservation.  Open
+reservations are holds on quotas, not events, and are not counted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, cast, get_args
+
+from limitry_local.errors import InvalidRequestError
+from limitry_local.ledger import ReportFilter, UsageTotals
+from limitry_local.metrics import from_units
+from limitry_local.models import (
+    MAX_YEAR,
+    MIN_YEAR,
+    UsageBreakdownResponse,
+    UsageGroup,
+    UsageGroupBy,
+    UsageInterval,
+    UsagePoint,
+    UsageTimeseriesResponse,
+)
+from limitry_local.periods import FixedPeriod, utc_grid
+from limitry_local.resources import DateLike
+
+if TYPE_CHECKING:
+    from limitry_local.tracker import Tracker
+
+GROUP_BYS: tuple[str, ...] = get_args(UsageGroupBy)
+INTERVALS: tuple[str, ...] = get_args(UsageInterval)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# The first and the last instant an event may have.
+_EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()
+_LATEST = datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()
+
+
+class UsageReport:
+    """``tracker.usage_report``: where the tokens (and cents) went.
+
+    >>> from limitry_local import Tracker
+    >>> tracker = Tracker()
+    >>> _ = tracker.events.ingest(customer_id="c", event_type="chat", model="gpt-4o",
+    ...                           input_tokens=90, output_tokens=10)
+    >>> [(g.value, g.total_tokens) for g in tracker.usage_report.breakdown("model").data]
+    [('gpt-4o', 100)]
+
+    Both reports take the range as ``tracker.customers.get_usage`` does
+    (``start_date <= createdAt < end_date``; a plain date as ``end_date``
+    includes that day; either may be None) and the same filters, each an
+    exact value of the event's field.
+    """
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+
+    def breakdown(
+        self,
+        group_by: UsageGroupBy,
+        *,
+        start_date: DateLike = None,
+        end_date: DateLike = None,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> UsageBreakdownResponse:
+        """Totals per ``model``, ``customer_id``, ``event_type`` or ``provider``.
+
+        Events without a value of that dimension form one group, ``value=None``.
+        Groups come largest ``totalTokens`` first; ties by value in code point
+        order, the None group last.
+        """
+        column = cast(UsageGroupBy, _choice(group_by, "groupBy", GROUP_BYS))
+        where = _filter(
+            start_date=start_date,
+            end_date=end_date,
+            customer_id=customer_id,
+            event_type=event_type,
+            model=model,
+            provider=provider,
+        )
+        tracker = self._tracker
+        with tracker._lock:
+            tracker._now()
+            groups = tracker._ledger.usage_breakdown(column, where)
+        groups.sort(key=lambda group: (-group[1].total_tokens, group[0] is None, group[0] or ""))
+        return UsageBreakdownResponse(
+            group_by=column,
+            start_date=_bound(where.start),
+            end_date=_bound(where.end),
+            data=[UsageGroup(value=value, **_totals(totals)) for value, totals in groups],
+        )
+
+    def timeseries(
+        self,
+        interval: UsageInterval,
+        *,
+        start_date: DateLike = None,
+        end_date: DateLike = None,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> UsageTimeseriesResponse:
+        """Totals per UTC ``hour``, ``day`` or ``week`` (from Monday 00:00), oldest first.
+
+        Sparse: a period without matching events has no point.
+        """
+        period = cast(FixedPeriod, _choice(interval, "interval", INTERVALS))
+        seconds, origin = utc_grid(period)
+        where = _filter(
+            start_date=start_date,
+            end_date=end_date,
+            customer_id=customer_id,
+            event_type=event_type,
+            model=model,
+            provider=provider,
+        )
+        tracker = self._tracker
+        with tracker._lock:
+            tracker._now()
+            points = tracker._ledger.usage_timeseries(seconds, origin, where)
+        points.sort(key=lambda point: point[0])
+        return UsageTimeseriesResponse(
+            interval=period,
+            start_date=_bound(where.start),
+            end_date=_bound(where.end),
+            data=[
+                UsagePoint(period_start=_EPOCH + timedelta(seconds=start), **_totals(totals))
+                for start, totals in points
+            ],
+        )
+
+
+def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidRequestError(f"{name}: must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _filter(
+    *,
+    start_date: DateLike,
+    end_date: DateLike,
+    customer_id: str | None,
+    event_type: str | None,
+    model: str | None,
+    provider: str | None,
+) -> ReportFilter:
+    """The events a report sums, or a 400 naming the bad argument by its wire name."""
+    # Dates and text are read as everywhere else in the tracker, which imports this
+    # module: imported at the call, once both modules are loaded.
+    from limitry_local.tracker import _range, _text  # noqa: PLC0415
+
+    start, end = _range(start_date, end_date)
+    for name, value in (
+        ("customerId", customer_id),
+        ("eventType", event_type),
+        ("model", model),
+        ("provider", provider),
+    ):
+        if value is not None:
+            _text(value, name)
+    return ReportFilter(customer_id, event_type, model, provider, start, end)
+
+
+def _bound(seconds: float | None) -> datetime | None:
+    """A bound as an aware datetime; beyond the years an event can have (1970-9998), the
+    nearest instant an event can have, which leaves the same events in range."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(min(max(seconds, _EARLIEST), _LATEST), timezone.utc)
+
+
+def _totals(totals: UsageTotals) -> dict[str, int | float]:
+    return {
+        "total_events": totals.events,
+        "total_tokens": totals.total_tokens,
+        "total_input_tokens": totals.input_tokens,
+        "total_output_tokens": totals.output_tokens,
+        "total_cost_cents": from_units("total_cost_cents", totals.cost_micro_cents),
+    }
