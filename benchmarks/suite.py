@@ -27,20 +27,27 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import redis
 
-from benchmarks import ledgers
+from benchmarks import ledgers, reports
 from benchmarks.floors import SqliteFloor, TokenBucketFloor
 from benchmarks.harness import Op, Timing, measure
 from benchmarks.peers import LimitsPeer, PyratePeer, PyrateRedisPeer
-from limitry_local import RedisBuckets, Tracker
+from limitry_local import (
+    RedisBuckets,
+    Tracker,
+    UsageBreakdownResponse,
+    UsageTimeseriesResponse,
+)
 from limitry_local.buckets import RateLimitStore
 from limitry_local.ledger import Durability, Ledger, LedgerBackend
+from limitry_local.models import UsageGroupBy, UsageInterval
 from limitry_local.postgres_ledger import PostgresLedger
 
 RATE_LIMIT = 10**9
@@ -58,6 +65,8 @@ class Config:
     sizes: tuple[int, ...]
     cache_dir: Path | None
     """Where big ledgers are cached; None builds them in the run's temp directory."""
+    report_events: int = 1_000_000
+    """Events in the ledger of workload g (usage reports)."""
 
 
 @dataclass
@@ -117,7 +126,9 @@ class Workload:
 
     def heading(self, config: Config) -> str:
         return self.title.format(
-            keys=f"{config.rotating_keys:,}", customers=f"{config.customers:,}"
+            keys=f"{config.rotating_keys:,}",
+            customers=f"{config.customers:,}",
+            events=f"{config.report_events:,}",
         )
 
 
@@ -533,6 +544,81 @@ def _f_postgres(config: Config) -> list[Case]:
     ]
 
 
+# --- (g) usage reports on a big ledger ------------------------------------------------
+
+REPORT_GROUP_BYS: tuple[UsageGroupBy, ...] = ("model", "customer_id", "event_type", "provider")
+REPORT_INTERVALS: tuple[UsageInterval, ...] = ("hour", "day", "week")
+
+
+def _report_dates() -> dict[str, tuple[date, date]]:
+    """The two ranges, as dates (a date end includes its day): every event, and one day."""
+    first = datetime.fromtimestamp(reports.START, timezone.utc).date()
+    middle = first + timedelta(days=reports.DAYS // 2)
+    return {
+        f"{reports.DAYS} days": (first, first + timedelta(days=reports.DAYS - 1)),
+        "1 day": (middle, middle),
+    }
+
+
+def _report_ledger(ctx: Context) -> tuple[Tracker, Path]:
+    """The workload's one ledger and a Tracker on it, shared by every row."""
+
+    def build() -> tuple[Tracker, Path]:
+        config = ctx.config
+        directory = config.cache_dir if config.cache_dir is not None else ctx.workdir
+        built = reports.report_ledger(
+            config.report_events, directory, ledgers.schema_hash(ctx.workdir)
+        )
+        done = f"built in {built.build_seconds:.0f} s" if built.build_seconds else "cached"
+        print(f"  g: ledger of {built.events:,} events {done}", file=sys.stderr, flush=True)
+        return Tracker(built.path), built.path
+
+    shared: tuple[Tracker, Path] = ctx.shared("report-ledger", build, lambda t: t[0].close())
+    return shared
+
+
+def _report_case(kind: str, by: str, label: str, *, reference: bool = False) -> Case:
+    first, last = _report_dates()[label]
+
+    def make(ctx: Context) -> Subject:
+        tracker, path = _report_ledger(ctx)
+        # A date end includes its day: the range ends at the next midnight.
+        start, end = (
+            datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+            for day in (first, last + timedelta(days=1))
+        )
+        events, tokens = reports.expected(path, start, end)
+        report = tracker.usage_report
+
+        def op(key: str) -> UsageBreakdownResponse | UsageTimeseriesResponse:
+            if kind == "breakdown":
+                return report.breakdown(cast(UsageGroupBy, by), start_date=first, end_date=last)
+            return report.timeseries(cast(UsageInterval, by), start_date=first, end_date=last)
+
+        def accept(answer: object) -> bool:
+            assert isinstance(answer, (UsageBreakdownResponse, UsageTimeseriesResponse))
+            totals = [(item.total_events, item.total_tokens) for item in answer.data]
+            return (sum(n for n, _ in totals), sum(t for _, t in totals)) == (events, tokens)
+
+        # One call per sample (each reads a big share of the ledger), a single warm-up call.
+        return Subject(op, ["report"], 1, accept, extra={"rows": len(op("report").data)})
+
+    name = f"breakdown({by})" if kind == "breakdown" else f"timeseries({by})"
+    return Case(f"{name}, {label}", make, reference=reference)
+
+
+def _g_reports(config: Config) -> list[Case]:
+    labels = list(_report_dates())
+    return [
+        *(
+            _report_case("breakdown", by, label, reference=by == "model" and label == labels[0])
+            for by in REPORT_GROUP_BYS
+            for label in labels
+        ),
+        *(_report_case("timeseries", by, label) for by in REPORT_INTERVALS for label in labels),
+    ]
+
+
 WORKLOADS = [
     Workload(
         "a1",
@@ -576,6 +662,12 @@ WORKLOADS = [
         "usage(): 1 rate limit + 1 quota on shared engines (127.0.0.1)",
         _f_postgres,
         note="PostgreSQL: 4 round trips per call under the writers' advisory lock",
+    ),
+    Workload(
+        "g",
+        "usage reports on a file ledger of {events} events over 30 days",
+        _g_reports,
+        note="each answer checked against raw SQL sums of the range",
     ),
 ]
 
@@ -787,6 +879,16 @@ def notes(rows: list[Row], config: Config) -> str:
             continue
         described.add(name)
         what = WHAT.get(name)
+        if what is None and row.workload.id == "g":
+            what = (
+                "tracker.usage_report.breakdown(group_by, start_date=, end_date=) or "
+                ".timeseries(interval, ...) on a Tracker(path) whose ledger holds "
+                f"{config.report_events:,} events (1,000 customers, 10 models of 3 providers, "
+                "3 event types, one event in twenty without a model; built with raw "
+                "sqlite3 in the ledger's schema, cached); the 30-day range is every event, "
+                "the 1-day range a day in the middle, both given as dates"
+            )
+            described.update(r.case.implementation for r in rows if r.workload.id == "g")
         if what is None and row.workload.id == "c":
             what = (
                 "Tracker(path).usage(...) with one per-customer daily token quota on a "
@@ -834,6 +936,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=Path(tempfile.gettempdir()) / "limitry-bench",
         help="where workload c keeps its built ledgers (default: %(default)s)",
     )
+    parser.add_argument(
+        "--report-events",
+        type=int,
+        help="events in the ledger for workload g (default 1000000, quick 2000)",
+    )
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     return parser.parse_args(argv)
 
@@ -848,6 +955,7 @@ def config_from(args: argparse.Namespace) -> Config:
             customers=50,
             sizes=tuple(args.sizes or (1_000, 3_000, 10_000)),
             cache_dir=None,
+            report_events=args.report_events or 2_000,
         )
     return Config(
         quick=False,
@@ -857,6 +965,7 @@ def config_from(args: argparse.Namespace) -> Config:
         customers=1000,
         sizes=tuple(args.sizes or (10_000, 1_000_000, 10_000_000)),
         cache_dir=args.cache_dir,
+        report_events=args.report_events or 1_000_000,
     )
 
 

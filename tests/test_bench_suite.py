@@ -56,6 +56,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "e2",
         "f1",
         "f2",
+        "g",
     }
     implementations = {i for _, i in expected}
     for name in (
@@ -79,6 +80,20 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
     ):
         assert name in implementations
     assert sum(1 for w, _ in expected if w == "c") == 3
+    # g: each grouping and each interval, over the whole month and over one day.
+    assert [i for w, i in expected if w == "g"] == [
+        f"{report}, {span}"
+        for report in (
+            "breakdown(model)",
+            "breakdown(customer_id)",
+            "breakdown(event_type)",
+            "breakdown(provider)",
+            "timeseries(hour)",
+            "timeseries(day)",
+            "timeseries(week)",
+        )
+        for span in ("30 days", "1 day")
+    ]
 
     for workload, implementation, median, p99, ops, ratio, samples in cells:
         assert float(median) > 0, (workload, implementation)

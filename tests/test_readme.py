@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import re
+import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from limitry_local import Tracker, TrackPostResponse
+from limitry_local import (
+    Tracker,
+    TrackPostResponse,
+    UsageBreakdownResponse,
+    UsageTimeseriesResponse,
+)
+from limitry_local.testing import ManualClock
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -28,6 +36,32 @@ def test_quick_start_runs_and_admits_the_event(
     tracker.close()
     with Tracker(tmp_path / "usage.db") as reopened:
         assert reopened.customers.get_usage("cust_1").total_tokens == 150
+
+
+def test_the_usage_report_example_runs_on_the_quick_starts_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = README.read_text()
+    blocks = re.findall(r"^ *```python\n(.*?)^ *```", text, flags=re.MULTILINE | re.DOTALL)
+    quick_start, report = blocks[0], textwrap.dedent(blocks[1])
+    assert "usage_report.breakdown" in report
+    monkeypatch.chdir(tmp_path)
+    # The quick start's event is stamped now: on a clock in 2026-11, after the example's start.
+    with Tracker(clock=ManualClock(datetime(2026, 11, 25, 12, tzinfo=timezone.utc))) as tracker:
+        scope: dict[str, object] = {"given": tracker}
+        setup = quick_start.replace('Tracker("usage.db")', "given")
+        assert setup != quick_start
+        exec(compile(setup, str(README), "exec"), scope)
+        capsys.readouterr()
+        exec(compile(report, str(README), "exec"), scope)
+    by_model, daily = scope["by_model"], scope["daily"]
+    assert isinstance(by_model, UsageBreakdownResponse)
+    assert [(g.value, g.total_tokens) for g in by_model.data] == [("gpt-4", 150)]
+    assert capsys.readouterr().out == "gpt-4 1 150 0\n"
+    assert isinstance(daily, UsageTimeseriesResponse)
+    assert [(p.period_start.isoformat(), p.total_events) for p in daily.data] == [
+        ("2026-11-25T00:00:00+00:00", 1)
+    ]
 
 
 def test_the_testing_guide_shows_tests_that_exist_and_run() -> None:

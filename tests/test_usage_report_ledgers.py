@@ -25,6 +25,7 @@ from limitry_local.ledger import (
     EventRow,
     Ledger,
     LedgerBackend,
+    LedgerError,
     ReportFilter,
     UsageTotals,
 )
@@ -166,3 +167,13 @@ def test_an_unknown_column_is_refused_before_any_sql(ledger: LedgerBackend) -> N
         ledger.usage_breakdown("seq", ReportFilter())
     with pytest.raises(ValueError, match="no report column"):
         ledger.usage_breakdown("model) FROM events; --", ReportFilter())
+
+
+def test_a_closed_ledger_refuses_reports(ledger: LedgerBackend) -> None:
+    _record(ledger, memory._event("evt_1", "acme", memory.T0))
+    ledger.close()
+    with pytest.raises(LedgerError, match="is closed") as info:
+        ledger.usage_breakdown("model", ReportFilter())
+    assert info.value.reason == "cannot_open"
+    with pytest.raises(LedgerError, match="is closed"):
+        ledger.usage_timeseries(*utc_grid("day"), ReportFilter())
