@@ -363,9 +363,11 @@ class _WriteScope:
             try:
                 if not self._batched:
                     conn.execute("BEGIN IMMEDIATE")
+                    ledger._transactions += 1
                 else:
                     if not conn.in_transaction:
                         conn.execute("BEGIN IMMEDIATE")
+                        ledger._transactions += 1
                         ledger._first_pending = time.monotonic()
                         ledger._pending = 0
                     conn.execute("SAVEPOINT scope")
@@ -415,6 +417,7 @@ class _WriteScope:
         if conn.in_transaction:
             conn.execute("ROLLBACK TO scope")
             conn.execute("RELEASE scope")
+            ledger._version_seen = None  # the scope may have bumped it
             if ledger._pending == 0:
                 ledger._commit()  # a denial alone must not hold the write lock
             if isinstance(exc, sqlite3.Error):
@@ -457,6 +460,11 @@ class Ledger:
         self._pending = 0
         self._first_pending = 0.0
         self._scope_events = 0
+        # Write transactions begun on this connection, and the definitions
+        # version read inside the one of that number: no other connection
+        # can change it while ours holds the write lock.
+        self._transactions = 0
+        self._version_seen: tuple[int, int] | None = None
         self._lost: LedgerError | None = None
         self._closed = False
         self._forked = False
@@ -580,6 +588,7 @@ class Ledger:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _explained(exc, self.where, self.timeout) from exc
+            self._transactions += 1
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -708,19 +717,26 @@ class Ledger:
     @_translated
     def definitions_version(self) -> int:
         """Bumped by every change of a limit definition, by any process on this file."""
-        row = self.db.conn.execute(
-            "SELECT value FROM meta WHERE key = 'definitions_version'"
-        ).fetchone()
+        conn = self.db.conn
+        # A batch holds the write lock from one call to the next: read once per batch.
+        seen = self._version_seen
+        if seen is not None and seen[0] == self._transactions and conn.in_transaction:
+            return seen[1]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'definitions_version'").fetchone()
         if row is None or not str(row[0]).isdigit():
             raise LedgerError(
                 f"ledger {self.where} is corrupt (meta.definitions_version is {row!r}); "
                 "restore it from a backup",
                 "corrupt",
             )
-        return int(row[0])
+        version = int(row[0])
+        if conn.in_transaction:
+            self._version_seen = (self._transactions, version)
+        return version
 
     def bump_definitions(self, conn: sqlite3.Connection) -> int:
         """Record a definition change (call inside :meth:`write`); returns the new version."""
+        self._version_seen = None
         conn.execute(
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'definitions_version'"
         )
