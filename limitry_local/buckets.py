@@ -100,16 +100,54 @@ class RateLimitStore(Protocol):
     def close(self) -> None: ...
 
 
+def _decide(
+    capacity: int,
+    window: float,
+    state: tuple[float, float] | None,
+    now: float,
+    cost: int,
+    *,
+    asked_at: float | None,
+) -> tuple[bool, float, float, float, int]:
+    """The rule itself: ``(allowed, tokens, tokens_after, at, retry_after)``.
+
+    The bucket ``(tokens, updated)`` refilled to ``now`` holds ``tokens`` at
+    the instant ``at``; ``tokens_after`` is what it holds once ``cost`` is
+    taken (``tokens`` again when it does not fit).  Plain floats and tuples:
+    the store runs this for every bucket of every event, and building
+    :class:`BucketState` and :class:`BucketDecision` objects there cost more
+    than the arithmetic.
+    """
+    if state is None:
+        tokens, at = float(capacity), now
+    else:
+        tokens, at = state
+        # A clock that stepped back keeps the later instant, so the same
+        # stretch of time is never credited twice when it catches up.
+        if now > at:
+            tokens = min(float(capacity), tokens + (now - at) * capacity / window)
+            at = now
+    if cost <= tokens + EPSILON:
+        return True, tokens, max(0.0, tokens - cost), at, 0
+    rate = capacity / window
+    # A cost above capacity can never fit; its retry is the time to a full bucket.
+    missing = min(cost, capacity) - tokens
+    # Counted from the caller's clock, not the bucket's instant: after the
+    # clock stepped back, the bucket refills only once time passes ``at`` again.
+    since = now if asked_at is None else min(asked_at, now)
+    return False, tokens, tokens, at, max(1, math.ceil(at + missing / rate - since - EPSILON))
+
+
 def refill(capacity: int, window: float, state: BucketState | None, now: float) -> BucketState:
     """The bucket at ``now``: a missing bucket is full; time running backwards mints nothing."""
     if state is None:
         return BucketState(float(capacity), now)
     if now <= state.updated:
-        # A clock that stepped back keeps the later instant, so the same
-        # stretch of time is never credited twice when it catches up.
         return state
-    tokens = state.tokens + (now - state.updated) * capacity / window
-    return BucketState(min(float(capacity), tokens), now)
+    _, tokens, _, at, _ = _decide(
+        capacity, window, (state.tokens, state.updated), now, 0, asked_at=None
+    )
+    return BucketState(tokens, at)
 
 
 def take(
@@ -127,20 +165,11 @@ def take(
     (the tracker passes its monotonic time as ``now``); ``Retry-After`` is
     counted from it, so waiting that long on the caller's clock suffices.
     """
-    current = refill(capacity, window, state, now)
-    rate = capacity / window
-    at = current.updated
-    if cost <= current.tokens + EPSILON:
-        after = BucketState(max(0.0, current.tokens - cost), at)
-        return BucketDecision(True, after, whole(after.tokens), _full_at(capacity, rate, after), 0)
-    # A cost above capacity can never fit; its retry is the time to a full bucket.
-    missing = min(cost, capacity) - current.tokens
-    # Counted from the caller's clock, not the bucket's instant: after the
-    # clock stepped back, the bucket refills only once time passes ``at`` again.
-    since = now if asked_at is None else min(asked_at, now)
-    retry = max(1, math.ceil(at + missing / rate - since - EPSILON))
+    pair = None if state is None else (state.tokens, state.updated)
+    allowed, _, after, at, retry = _decide(capacity, window, pair, now, cost, asked_at=asked_at)
+    final = BucketState(after, at)
     return BucketDecision(
-        False, current, whole(current.tokens), _full_at(capacity, rate, current), retry
+        allowed, final, whole(after), _full_at(capacity, capacity / window, final), retry
     )
 
 
@@ -202,13 +231,14 @@ class BucketStore:
         self.premature_evictions = 0
         self._maxsize = maxsize
         self._clock = clock
-        # key -> (state, full_at), oldest write first.  An OrderedDict: a
-        # plain dict's first item is found by scanning past the slots its
-        # evictions left behind, which made a store at its bound quadratic.
-        self._entries: OrderedDict[Hashable, tuple[BucketState, float]] = OrderedDict()
+        # key -> ((tokens, updated), full_at), oldest write first.  An
+        # OrderedDict: a plain dict's first item is found by scanning past the
+        # slots its evictions left behind, which made a store at its bound
+        # quadratic.  Plain tuples, not BucketState: one fewer object per write.
+        self._entries: OrderedDict[Hashable, tuple[tuple[float, float], float]] = OrderedDict()
         self._writes_to_sweep = _MIN_SWEEP
         self._writes_since_sweep = 0
-        self._pending: list[tuple[Hashable, BucketState, float]] | None = None
+        self._pending: list[tuple[Hashable, tuple[float, float], float]] | None = None
         self._asked: Sequence[BucketAsk] = ()
 
     def get(self, key: Hashable) -> BucketState | None:
@@ -216,9 +246,12 @@ class BucketStore:
         entry = self._entries.get(key)
         if entry is None or entry[1] <= self._clock():
             return None
-        return entry[0]
+        return BucketState(*entry[0])
 
     def put(self, key: Hashable, state: BucketState, full_at: float) -> None:
+        self._put(key, (state.tokens, state.updated), full_at)
+
+    def _put(self, key: Hashable, state: tuple[float, float], full_at: float) -> None:
         entries = self._entries
         if key in entries:
             entries.move_to_end(key)  # the order is the order of last writes
@@ -234,30 +267,38 @@ class BucketStore:
     def take(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
         """Decide every bucket; the states are written only by ``settle(keep=True)``."""
         answers = []
-        pending: list[tuple[Hashable, BucketState, float]] = []
+        pending: list[tuple[Hashable, tuple[float, float], float]] = []
         allowed = True
         entries = self._entries
         now = at.now
         for key, capacity, window, cost in asks:
             entry = entries.get(key)
             state = None if entry is None or entry[1] <= now else entry[0]
-            current = refill(capacity, window, state, now)
-            decision = take(capacity, window, current, now, cost, asked_at=at.asked_at)
-            allowed = allowed and decision.allowed
-            current_reset = math.ceil(full_at(capacity, window, current) + at.offset)
-            answers.append(
-                BucketAnswer(
-                    decision.allowed,
-                    decision.remaining,
-                    math.ceil(full_at(capacity, window, decision.state) + at.offset)
-                    if decision.allowed
-                    else current_reset,
-                    whole(current.tokens),
-                    current_reset,
-                    decision.retry_after,
-                )
+            fits, tokens, after, instant, retry = _decide(
+                capacity, window, state, now, cost, asked_at=at.asked_at
             )
-            pending.append((key, decision.state, decision.reset))
+            # full_at() of the bucket before and after, without building either.
+            rate = capacity / window
+            current_reset = math.ceil(instant + (capacity - tokens) / rate + at.offset)
+            if fits:
+                full = instant + (capacity - after) / rate
+                answers.append(
+                    BucketAnswer(
+                        True,
+                        whole(after),
+                        math.ceil(full + at.offset),
+                        whole(tokens),
+                        current_reset,
+                        0,
+                    )
+                )
+                pending.append((key, (after, instant), math.ceil(full)))
+            else:
+                allowed = False
+                remaining = whole(tokens)
+                answers.append(
+                    BucketAnswer(False, remaining, current_reset, remaining, current_reset, retry)
+                )
         self._pending = pending if allowed else None
         self._asked = asks
         return answers
@@ -266,7 +307,7 @@ class BucketStore:
         pending, self._pending = self._pending, None
         if keep and pending is not None:
             for key, state, full_at in pending:
-                self.put(key, state, full_at)
+                self._put(key, state, full_at)
         else:
             # A denied key is an active key: the size bound should drop idle ones first.
             for ask in self._asked:
@@ -281,7 +322,7 @@ class BucketStore:
         now = at.now
         for key, capacity, window, cost in asks:
             entry = self._entries.get(key)
-            state = None if entry is None or entry[1] <= now else entry[0]
+            state = None if entry is None or entry[1] <= now else BucketState(*entry[0])
             current = refill(capacity, window, state, now)
             after = BucketState(min(float(capacity), max(0.0, current.tokens - cost)), now)
             self.put(key, after, math.ceil(full_at(capacity, window, after)))

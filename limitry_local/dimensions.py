@@ -6,12 +6,14 @@ decide "does this limit apply, and to which key?" through :func:`limit_key`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Dimensions = dict[str, str]
 Filters = Mapping[str, "str | Sequence[str]"]
 Key = tuple[str, ...]
+KeyFunction = Callable[[Mapping[str, str]], "Key | None"]
 
 BUILTIN_DIMENSIONS = ("customer_id", "event_type", "model", "provider")
 
@@ -29,14 +31,29 @@ def extract(
     is never a dimension, so ``properties={"model": "x"}`` cannot make a call
     look like another model to a limit.
     """
-    dims: Dimensions = {key: value for key, value in properties.items() if isinstance(value, str)}
-    for name, value in zip(
-        BUILTIN_DIMENSIONS, (customer_id, event_type, model, provider), strict=True
-    ):
-        if value is not None:
-            dims[name] = value
-        else:
-            dims.pop(name, None)
+    # Unrolled, and no comprehension for the usual empty properties: this
+    # runs on every event, and the loop cost more than the work.
+    dims: Dimensions = (
+        {key: value for key, value in properties.items() if isinstance(value, str)}
+        if properties
+        else {}
+    )
+    if customer_id is not None:
+        dims["customer_id"] = customer_id
+    elif dims:
+        dims.pop("customer_id", None)
+    if event_type is not None:
+        dims["event_type"] = event_type
+    elif dims:
+        dims.pop("event_type", None)
+    if model is not None:
+        dims["model"] = model
+    elif dims:
+        dims.pop("model", None)
+    if provider is not None:
+        dims["provider"] = provider
+    elif dims:
+        dims.pop("provider", None)
     return dims
 
 
@@ -72,3 +89,28 @@ def limit_key(filters: Filters, per: Sequence[str], dims: Mapping[str, str]) -> 
             return None
         key.append(value)
     return tuple(key)
+
+
+def key_function(filters: Filters, per: Sequence[str]) -> KeyFunction:
+    """``limit_key(filters, per, dims)`` as a function of ``dims``, built once per limit.
+
+    The usual shapes (no filters, and no or one ``per`` dimension) get a
+    function without loops or calls; any other shape calls
+    :func:`limit_key`, the rule itself.
+    """
+    names = tuple(per)
+    if filters or len(names) > 1:
+        return functools.partial(limit_key, filters, names)
+    if not names:
+        return _every_event
+    (name,) = names
+
+    def one_dimension(dims: Mapping[str, str]) -> Key | None:
+        value = dims.get(name)
+        return None if value is None else (value,)
+
+    return one_dimension
+
+
+def _every_event(dims: Mapping[str, str]) -> Key:
+    return ()

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal, NamedTuple, ParamSpec, Protocol, TypeVar, get_args
 
 import sqlite_utils
@@ -413,6 +414,97 @@ def check_options(*, timeout: float, durability: str, flush_events: int, flush_m
         raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
 
 
+class _WriteScope:
+    """What :meth:`Ledger.write` returns: a plain context manager.
+
+    The generator-based one, with the :meth:`Ledger.transaction` it nested,
+    cost some 20,000 instructions a call, a sixth of a file ledger's share
+    of ``usage()`` (docs/benchmarks.md).  Normal and full durability: one
+    transaction.  Batched: a savepoint in the open batch.
+    """
+
+    __slots__ = ("_batched", "_changes_before", "_conn", "_durable", "_ledger")
+
+    def __init__(self, ledger: Ledger, durable: bool) -> None:
+        self._ledger = ledger
+        self._durable = durable
+        self._batched = ledger.durability == "batched"
+
+    def __enter__(self) -> sqlite3.Connection:
+        ledger = self._ledger
+        ledger.lock.acquire()
+        try:
+            ledger._ensure_usable()
+            if self._batched:
+                ledger._raise_lost()
+            conn = ledger.db.conn
+            try:
+                if not self._batched:
+                    conn.execute("BEGIN IMMEDIATE")
+                    ledger._transactions += 1
+                else:
+                    if not conn.in_transaction:
+                        conn.execute("BEGIN IMMEDIATE")
+                        ledger._transactions += 1
+                        ledger._first_pending = time.monotonic()
+                        ledger._pending = 0
+                    conn.execute("SAVEPOINT scope")
+                    self._changes_before = conn.total_changes
+            except sqlite3.Error as exc:
+                raise _explained(exc, ledger.where, ledger.timeout) from exc
+            if self._batched:
+                ledger._scope_events = 0
+        except BaseException:
+            ledger.lock.release()
+            raise
+        self._conn = conn
+        return conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            conn = self._conn
+            if exc is None:
+                try:
+                    conn.execute("RELEASE scope" if self._batched else "COMMIT")
+                except BaseException as error:
+                    self._undo(error)
+                    raise
+                if self._batched:
+                    self._ledger._end_scope(conn, self._changes_before, self._durable)
+            else:
+                self._undo(exc)  # returns when ``exc`` itself is to go on
+        finally:
+            self._ledger.lock.release()
+
+    def _undo(self, exc: BaseException) -> None:
+        """Undo the scope after ``exc``; raises what replaces it (a LedgerError), if anything."""
+        ledger = self._ledger
+        conn = self._conn
+        if not self._batched:
+            # SQLite may have rolled back already (disk full, I/O error).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _explained(exc, ledger.where, ledger.timeout) from exc
+            return
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO scope")
+            conn.execute("RELEASE scope")
+            ledger._version_seen = None  # the scope may have bumped it
+            if ledger._pending == 0:
+                ledger._commit()  # a denial alone must not hold the write lock
+            if isinstance(exc, sqlite3.Error):
+                raise _explained(exc, ledger.where, ledger.timeout) from exc
+            return
+        # SQLite rolled the whole batch back (an I/O error): say so.
+        raise ledger._batch_lost(exc) from exc
+
+
 class Ledger:
     """One SQLite database, in memory (``path=None``) or in a file that survives restarts.
 
@@ -446,6 +538,11 @@ class Ledger:
         self._pending = 0
         self._first_pending = 0.0
         self._scope_events = 0
+        # Write transactions begun on this connection, and the definitions
+        # version read inside the one of that number: no other connection
+        # can change it while ours holds the write lock.
+        self._transactions = 0
+        self._version_seen: tuple[int, int] | None = None
         self._lost: LedgerError | None = None
         self.lost_batches = 0
         """How many open batches SQLite rolled back: what they wrote, alert firings
@@ -572,6 +669,7 @@ class Ledger:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _explained(exc, self.where, self.timeout) from exc
+            self._transactions += 1
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -583,8 +681,7 @@ class Ledger:
                     raise _explained(exc, self.where, self.timeout) from exc
                 raise
 
-    @contextmanager
-    def write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def write(self, *, durable: bool = False) -> _WriteScope:
         """A write scope: what it writes commits (or, batched, joins the batch) or not at all.
 
         Reads inside the scope run under SQLite's write lock, so no other
@@ -593,59 +690,31 @@ class Ledger:
         only.  ``durable=True`` commits the batch at the end of the scope
         even in batched mode (limit definitions are not worth losing).
         """
-        if self.durability != "batched":
-            with self.transaction() as conn:
-                yield conn
-            return
-        with self.lock:
-            self._ensure_usable()
-            self._raise_lost()
-            conn = self.db.conn
-            try:
-                if not conn.in_transaction:
-                    conn.execute("BEGIN IMMEDIATE")
-                    self._first_pending = time.monotonic()
-                    self._pending = 0
-                conn.execute("SAVEPOINT scope")
-                changes_before = conn.total_changes
-            except sqlite3.Error as exc:
-                raise _explained(exc, self.where, self.timeout) from exc
-            self._scope_events = 0
-            try:
-                yield conn
-                conn.execute("RELEASE scope")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK TO scope")
-                    conn.execute("RELEASE scope")
-                    if self._pending == 0:
-                        self._commit()  # a denial alone must not hold the write lock
-                    if isinstance(exc, sqlite3.Error):
-                        raise _explained(exc, self.where, self.timeout) from exc
-                    raise
-                # SQLite rolled the whole batch back (an I/O error): say so.
-                raise self._batch_lost(exc) from exc
-            if conn.total_changes == changes_before:
-                # Nothing written (a replay): nothing to lose, and no reason
-                # to hold the write lock for an empty batch.
-                if self._pending == 0:
-                    self._commit()
-                return
-            # Counted in events, so the bound on a crash's loss is in events.
-            starts_batch = self._pending == 0
-            self._pending += self._scope_events
-            # The writer checks the deadline too: under load the flusher
-            # thread may wait for the GIL longer than flush_ms.  A write that
-            # recorded no event has nothing to batch with: it commits at once.
-            if (
-                durable
-                or self._pending == 0
-                or self._pending >= self.flush_events
-                or time.monotonic() - self._first_pending >= self.flush_seconds
-            ):
+        return _WriteScope(self, durable)
+
+    def _end_scope(self, conn: sqlite3.Connection, changes_before: int, durable: bool) -> None:
+        """A batched scope's writes have joined the batch: commit it if it is due."""
+        if conn.total_changes == changes_before:
+            # Nothing written (a replay): nothing to lose, and no reason
+            # to hold the write lock for an empty batch.
+            if self._pending == 0:
                 self._commit()
-            elif starts_batch:
-                self._wake.notify()  # the flusher times this batch from now
+            return
+        # Counted in events, so the bound on a crash's loss is in events.
+        starts_batch = self._pending == 0
+        self._pending += self._scope_events
+        # The writer checks the deadline too: under load the flusher
+        # thread may wait for the GIL longer than flush_ms.  A write that
+        # recorded no event has nothing to batch with: it commits at once.
+        if (
+            durable
+            or self._pending == 0
+            or self._pending >= self.flush_events
+            or time.monotonic() - self._first_pending >= self.flush_seconds
+        ):
+            self._commit()
+        elif starts_batch:
+            self._wake.notify()  # the flusher times this batch from now
 
     def flush(self) -> None:
         """Commit the open batch now (batched mode); a no-op otherwise."""
@@ -730,19 +799,26 @@ class Ledger:
     @_translated
     def definitions_version(self) -> int:
         """Bumped by every change of a limit definition, by any process on this file."""
-        row = self.db.conn.execute(
-            "SELECT value FROM meta WHERE key = 'definitions_version'"
-        ).fetchone()
+        conn = self.db.conn
+        # A batch holds the write lock from one call to the next: read once per batch.
+        seen = self._version_seen
+        if seen is not None and seen[0] == self._transactions and conn.in_transaction:
+            return seen[1]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'definitions_version'").fetchone()
         if row is None or not str(row[0]).isdigit():
             raise LedgerError(
                 f"ledger {self.where} is corrupt (meta.definitions_version is {row!r}); "
                 "restore it from a backup",
                 "corrupt",
             )
-        return int(row[0])
+        version = int(row[0])
+        if conn.in_transaction:
+            self._version_seen = (self._transactions, version)
+        return version
 
     def bump_definitions(self, conn: sqlite3.Connection) -> int:
         """Record a definition change (call inside :meth:`write`); returns the new version."""
+        self._version_seen = None
         conn.execute(
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'definitions_version'"
         )

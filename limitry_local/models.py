@@ -295,7 +295,14 @@ class WireModel(BaseModel):
 
 
 W = TypeVar("W", bound=WireModel)
-_set_attribute = object.__setattr__
+# BaseModel's four slots, set through their descriptors: object.__setattr__
+# looks each name up on the class first, and the hot path builds three models
+# per call this way.
+_new_instance = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def trusted(model: type[W], fields: dict[str, Any], private: dict[str, Any] | None = None) -> W:
@@ -309,11 +316,11 @@ def trusted(model: type[W], fields: dict[str, Any], private: dict[str, Any] | No
     tests/test_models.py checks for every model built this way.
     ``private`` holds the private attributes, if the model has any.
     """
-    instance = model.__new__(model)
-    _set_attribute(instance, "__dict__", fields)
-    _set_attribute(instance, "__pydantic_fields_set__", set(fields))
-    _set_attribute(instance, "__pydantic_extra__", None)
-    _set_attribute(instance, "__pydantic_private__", private)
+    instance: W = _new_instance(model)
+    _set_dict(instance, fields)
+    _set_fields_set(instance, set(fields))
+    _set_extra(instance, None)
+    _set_private(instance, private)
     return instance
 
 

@@ -33,7 +33,14 @@ from pydantic import BaseModel, ValidationError
 from limitry_local.alerts import AlertCallback, Alerts, Crossing, Firing, log_entry
 from limitry_local.analytics import UsageReport
 from limitry_local.buckets import BucketAnswer, BucketAsk, BucketStore, BucketTime, RateLimitStore
-from limitry_local.dimensions import Dimensions, Key, extract, limit_key
+from limitry_local.dimensions import (
+    Dimensions,
+    Key,
+    KeyFunction,
+    extract,
+    key_function,
+    limit_key,
+)
 from limitry_local.errors import (
     InvalidRequestError,
     LimitryError,
@@ -147,6 +154,21 @@ class _RateRule:
     every process sharing a bucket store (Redis) names the same buckets."""
     enforced: bool
     shown: bool
+    key_of: KeyFunction
+    """``limit_key`` of this limit's filters and per, compiled once."""
+    counts_tokens: bool
+
+
+@dataclass(slots=True)
+class _QuotaRule:
+    """A quota with what the hot path needs precomputed, built on its first use."""
+
+    quota: Quota
+    key_of: KeyFunction
+    scale: int
+    second: int | None = None
+    """The last whole second asked about, and its period: bounds depend on nothing else."""
+    bounds: tuple[int, int] = (0, 0)
 
 
 @dataclass(slots=True)
@@ -268,6 +290,7 @@ class Tracker:
             else BucketStore(max_buckets, lambda: self._latest)
         )
         self._quotas: dict[str, Quota] = {}
+        self._quota_rules: dict[str, _QuotaRule] = {}
         self._rate_rules: dict[str, _RateRule] = {}
         self._definitions_version = -1
         self._reservations: dict[str, Reservation] = {}
@@ -725,10 +748,10 @@ class Tracker:
             limit = rule.limit
             if not limit.enabled:
                 continue
-            key = limit_key(limit.dimension_filters, limit.per, dims)
+            key = rule.key_of(dims)
             if key is None:
                 continue
-            cost = tokens if tokens is not None and limit.metric == "total_tokens" else 1
+            cost = tokens if tokens is not None and rule.counts_tokens else 1
             matched.append((rule, key))
             asks.append(
                 BucketAsk(
@@ -786,12 +809,20 @@ class Tracker:
     ) -> list[_QuotaOutcome]:
         """Every quota the event matches, with its key, period and (if read) current usage."""
         outcomes = []
+        rules = self._quota_rules
+        second = math.floor(when)
         for quota in self._quotas.values():
-            key = limit_key(quota.dimension_filters, quota.per, dims)
+            rule = rules.get(quota.id)
+            if rule is None or rule.quota is not quota:
+                rule = self._quota_rule(quota)
+            key = rule.key_of(dims)
             if key is None:
                 continue
             key_json = _key_json(key)
-            start, end = period_bounds(quota.period, when, quota.timezone)
+            if rule.second != second:
+                rule.second = second
+                rule.bounds = period_bounds(quota.period, when, quota.timezone)
+            start, end = rule.bounds
             used = self._ledger.counter(quota.id, key_json, start) if read_used else 0
             amount = (
                 None
@@ -805,7 +836,7 @@ class Tracker:
                 )
             )
             limit = quota.limit_for(dims) if quota.overrides else quota.limit_value
-            limit_units = limit * unit_scale(quota.metric)
+            limit_units = limit * rule.scale
             exceeded = used >= limit_units if amount is None else used + amount > limit_units
             outcomes.append(
                 _QuotaOutcome(
@@ -813,6 +844,25 @@ class Tracker:
                 )
             )
         return outcomes
+
+    def _quota_rule(self, quota: Quota) -> _QuotaRule:
+        """The hot path's view of a quota just loaded, created or changed.
+
+        Kept beside ``self._quotas`` (which stays the one list of quotas) and
+        rebuilt whenever the quota object there is a new one.
+        """
+        if len(self._quota_rules) > len(self._quotas):
+            # Deleted quotas: forget them, at most once per quota deleted.
+            self._quota_rules = {
+                quota_id: rule
+                for quota_id, rule in self._quota_rules.items()
+                if quota_id in self._quotas
+            }
+        rule = _QuotaRule(
+            quota, key_function(quota.dimension_filters, quota.per), unit_scale(quota.metric)
+        )
+        self._quota_rules[quota.id] = rule
+        return rule
 
     def _rate_denial(
         self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
@@ -1246,6 +1296,8 @@ class Tracker:
             generation,
             enforced=limit.mode == "enforce",
             shown=limit.mode != "shadow",
+            key_of=key_function(limit.dimension_filters, limit.per),
+            counts_tokens=limit.metric == "total_tokens",
         )
 
     def _create_rate_limit(self, data: RateLimitCreate) -> RateLimit:

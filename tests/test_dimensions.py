@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from limitry_local.dimensions import BUILTIN_DIMENSIONS, extract, limit_key, matches
+from limitry_local.dimensions import (
+    BUILTIN_DIMENSIONS,
+    extract,
+    key_function,
+    limit_key,
+    matches,
+)
 
 
 def test_builtin_dimensions_are_the_four_named_fields() -> None:
@@ -103,3 +111,58 @@ def test_event_lacking_a_per_dimension_does_not_match() -> None:
 def test_limit_key_is_none_when_filters_do_not_match() -> None:
     assert limit_key({"model": "claude"}, ["customer_id"], DIMS) is None
     assert limit_key({"model": "gpt-4"}, ["customer_id"], DIMS) == ("cust_1",)
+
+
+# --- key_function: limit_key compiled once per limit ----------------------------------
+
+_NAMES = st.sampled_from(["customer_id", "model", "team", "tier"])
+_VALUES = st.sampled_from(["a", "b", ""])
+
+
+@given(
+    filters=st.dictionaries(_NAMES, _VALUES | st.lists(_VALUES, min_size=1, max_size=3)),
+    per=st.lists(_NAMES, unique=True, max_size=3),
+    dims=st.dictionaries(_NAMES, _VALUES),
+)
+def test_key_function_answers_as_limit_key(
+    filters: dict[str, str | list[str]], per: list[str], dims: dict[str, str]
+) -> None:
+    assert key_function(filters, per)(dims) == limit_key(filters, per, dims)
+
+
+@pytest.mark.parametrize(
+    ("per", "dims", "expected"),
+    [
+        ([], {}, ()),
+        ([], DIMS, ()),
+        (["team"], DIMS, ("eng",)),
+        (["team"], {"team": ""}, ("",)),
+        (["provider"], DIMS, None),
+    ],
+)
+def test_key_function_of_the_usual_shapes(
+    per: list[str], dims: dict[str, str], expected: tuple[str, ...] | None
+) -> None:
+    # No filters and at most one per dimension: the shapes without a loop.
+    assert key_function({}, per)(dims) == expected
+
+
+@given(
+    names=st.lists(st.none() | _VALUES, min_size=4, max_size=4),
+    properties=st.dictionaries(
+        st.sampled_from([*BUILTIN_DIMENSIONS, "team"]), _VALUES | st.integers() | st.none()
+    ),
+)
+def test_extract_is_the_string_properties_then_the_named_fields(
+    names: list[str | None], properties: dict[str, Any]
+) -> None:
+    expected = {key: value for key, value in properties.items() if isinstance(value, str)}
+    for name, value in zip(BUILTIN_DIMENSIONS, names, strict=True):
+        if value is None:
+            expected.pop(name, None)
+        else:
+            expected[name] = value
+    customer_id, event_type, model, provider = names
+    dims = extract(customer_id, event_type, model, provider, properties)
+    assert dims == expected
+    assert list(dims) == list(expected)

@@ -148,6 +148,34 @@ def test_limit_definitions_commit_at_once_in_batched_mode(
         assert conn.execute("SELECT count(*) FROM quotas").fetchone()[0] == 1
 
 
+def test_batched_reads_the_definitions_version_once_per_batch(
+    batched: Tracker, ledger_path: Path, clock: ManualClock
+) -> None:
+    ledger = sqlite_ledger(batched)
+    reads: list[str] = []
+    ledger.db.conn.set_trace_callback(reads.append)
+    for _ in range(4):
+        batched.usage(EVENT)  # one batch: the write lock is held throughout
+    batched.usage(EVENT)  # the fifth event commits the batch
+    batched.usage(EVENT)  # a new batch, a new read
+    ledger.db.conn.set_trace_callback(None)
+    version_reads = [sql for sql in reads if "key = 'definitions_version'" in sql]
+    assert len(version_reads) == 2
+
+
+def test_batched_sees_a_limit_another_tracker_made_between_batches(
+    batched: Tracker, ledger_path: Path, clock: ManualClock
+) -> None:
+    batched.usage(EVENT)
+    batched.flush()  # lets the other writer in
+    with Tracker(ledger_path, clock=clock) as other:
+        # It counts the event already recorded: 10 of 25.
+        other.quotas.create(name="q", metric="total_tokens", limit_value=25, period="day")
+    batched.usage(EVENT)  # 20 of 25
+    with pytest.raises(QuotaExceeded):
+        batched.usage(EVENT)
+
+
 def test_an_idempotent_replay_does_not_hold_a_batch_open(
     batched: Tracker, ledger_path: Path
 ) -> None:

@@ -564,6 +564,29 @@ def test_deleted_quota_stops_at_once(tracker: Tracker) -> None:
     assert tracker.ledger.counters() == {}
 
 
+def test_a_reshaped_quota_matches_by_its_new_shape_at_once(tracker: Tracker) -> None:
+    q = tracker.quotas.create(
+        name="q",
+        metric="total_events",
+        limit_value=100,
+        period="hour",
+        dimension_filters={"model": "a"},
+        per=["customer_id"],
+    )
+    assert len(use(tracker, model="a").quotas) == 1
+    assert use(tracker, model="b").quotas == []
+    hourly = use(tracker, model="a").quotas[0].reset
+    tracker.quotas.update(q.id, dimension_filters={"model": "b"}, per=[], period="day")
+    assert use(tracker, model="a").quotas == []
+    (status,) = use(tracker, "cust_2", model="b").quotas
+    # Rebuilt from the events: both model-b events, whichever customer sent them.
+    assert status.used == 2
+    assert status.reset is not None and hourly is not None
+    assert status.reset > hourly
+    tracker.quotas.delete(q.id)
+    assert use(tracker, model="b").quotas == []
+
+
 def test_raising_a_rate_limit_starts_its_buckets_full(tracker: Tracker) -> None:
     rl = tracker.rate_limits.create(name="r", limit_value=1, window="minute")
     use(tracker)
