@@ -332,7 +332,7 @@ def test_dates_as_customers_get_usage_reads_them(
         ("2026-11-25T10:00:00.250Z", None, "2026-11-25T10:00:00.250Z", None),
         (None, datetime(2026, 11, 25, 12, 0), None, "2026-11-25T12:00:00Z"),
         ("2026-11-25T12:00:00+02:00", None, "2026-11-25T10:00:00Z", None),
-        # Beyond the years an event may have: the nearest instant one may have.
+        # Outside the span event times live in: its edge, which picks the same events.
         (date(1900, 1, 1), "9999-06-01T00:00:00Z", "1970-01-01T00:00:00Z", "9999-01-01T00:00:00Z"),
         # An end of date.max: no bound at all.
         (None, date.max, None, None),
