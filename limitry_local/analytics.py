@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 GROUP_BYS: tuple[str, ...] = get_args(UsageGroupBy)
 INTERVALS: tuple[str, ...] = get_args(UsageInterval)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# The first and the last instant an event may have.
+# The span event times live in: [1970-01-01, 9999-01-01).
 _EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()
 _LATEST = datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()
 
@@ -173,8 +173,8 @@ def _filter(
 
 
 def _bound(seconds: float | None) -> datetime | None:
-    """A bound as an aware datetime; beyond the years an event can have (1970-9998), the
-    nearest instant an event can have, which leaves the same events in range."""
+    """A bound as an aware datetime, clamped to the span event times live in: a bound
+    outside it picks the same events as that edge, and every datetime can state it."""
     if seconds is None:
         return None
     return datetime.fromtimestamp(min(max(seconds, _EARLIEST), _LATEST), timezone.utc)

@@ -24,7 +24,14 @@ from limitry_local import (
     Tracker,
     TrackPostRequest,
 )
-from limitry_local.client import AsyncCustomers, AsyncEvents, AsyncQuotas, AsyncRateLimits
+from limitry_local.analytics import UsageReport
+from limitry_local.client import (
+    AsyncCustomers,
+    AsyncEvents,
+    AsyncQuotas,
+    AsyncRateLimits,
+    AsyncUsageReport,
+)
 from limitry_local.resources import Customers, Events, Quotas, RateLimits
 from limitry_local.testing import ManualClock
 
@@ -237,6 +244,7 @@ def test_a_tracker_and_tracker_options_together_are_refused(tracker: Tracker) ->
         (RateLimits, AsyncRateLimits),
         (Events, AsyncEvents),
         (Customers, AsyncCustomers),
+        (UsageReport, AsyncUsageReport),
     ],
 )
 def test_the_async_face_has_every_sync_method_with_the_same_parameters(
