@@ -218,6 +218,12 @@ def _rate_check(tracker: Tracker) -> Op:
     return op
 
 
+def _gate_hit(tracker: Tracker) -> Op:
+    # The tracker's one rate limit; hit is the callable itself, as a caller would keep it.
+    (limit,) = tracker.rate_limits.list().data
+    return tracker.rate_limits.gate(limit.id).hit
+
+
 def _floor_record(floor: SqliteFloor) -> Op:
     def op(key: str) -> object:
         floor.record(key)
@@ -262,6 +268,10 @@ def _rate_cases(
             tracker = rate_tracker(ctx)
             return Subject(_rate_check(tracker), keys(config), min(warmup(config), 2000), _allowed)
 
+        def gate(ctx: Context) -> Subject:
+            tracker = rate_tracker(ctx)
+            return Subject(_gate_hit(tracker), keys(config), warmup(config), _true)
+
         return [
             Case("floor: dict token bucket", floor, reference=True),
             Case("limits FixedWindow, MemoryStorage", limits("fixed")),
@@ -269,6 +279,7 @@ def _rate_cases(
             Case("pyrate InMemoryBucket per key", pyrate),
             Case("limitry usage(), rate limit only, memory ledger", usage),
             Case("limitry rate_limits.check() (peek)", check),
+            Case("limitry rate_limits.gate().hit()", gate),
         ]
 
     return cases
@@ -489,12 +500,17 @@ def _f_redis(config: Config) -> list[Case]:
         tracker = _tracker(None, rates=1, rate_limits=_redis_store(ctx))
         return Subject(_rate_check(tracker), keys, warm, _allowed, tracker.close)
 
+    def gate(ctx: Context) -> Subject:
+        tracker = _tracker(None, rates=1, rate_limits=_redis_store(ctx))
+        return Subject(_gate_hit(tracker), keys, warm, _true, tracker.close)
+
     return [
         Case("limits FixedWindow, RedisStorage", limits("fixed"), reference=True),
         Case("limits MovingWindow, RedisStorage", limits("moving")),
         Case("pyrate RedisBucket per key", pyrate),
         Case("limitry usage(), RedisBuckets, memory ledger", usage),
         Case("limitry rate_limits.check(), RedisBuckets (peek)", check),
+        Case("limitry rate_limits.gate().hit(), RedisBuckets", gate),
     ]
 
 
@@ -690,6 +706,12 @@ WHAT = {
     "(server time), records the event in the in-memory ledger",
     "limitry rate_limits.check(), RedisBuckets (peek)": "tracker.rate_limits.check(...) on "
     "RedisBuckets: one read-only EVALSHA round trip, consumes nothing",
+    "limitry rate_limits.gate().hit(), RedisBuckets": "tracker.rate_limits.gate(id).hit(key) "
+    "on RedisBuckets: the same take as usage() (one EVALSHA round trip), nothing validated "
+    "or recorded",
+    "limitry rate_limits.gate().hit()": "tracker.rate_limits.gate(id).hit(key): the dedicated "
+    "rate-only path; takes a token from the bucket usage() charges for that key, records "
+    "nothing (limitry_local/gate.py)",
     "floor: dict token bucket": "benchmarks/floors.py TokenBucketFloor.take(key): a dict of "
     "key -> (tokens, timestamp), refilled continuously; nothing recorded",
     "limits FixedWindow, MemoryStorage": "limits 5.8 FixedWindowRateLimiter.hit(item, key): "

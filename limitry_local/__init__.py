@@ -16,6 +16,7 @@ from limitry_local.errors import (
     QuotaExceeded,
     RateLimitExceeded,
 )
+from limitry_local.gate import RateGate
 from limitry_local.ledger import LedgerError
 from limitry_local.models import (
     CustomerUsageResponse,
@@ -82,6 +83,7 @@ __all__ = [
     "QuotaExceeded",
     "QuotaStatus",
     "QuotaUpdate",
+    "RateGate",
     "RateLimit",
     "RateLimitCheckRequest",
     "RateLimitCheckResponse",

@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from limitry_local.errors import InvalidRequestError, key_name, parse
+from limitry_local.gate import RateGate
 from limitry_local.models import (
     CustomerUsageResponse,
     Event,
@@ -198,6 +199,16 @@ class RateLimits(_Resource):
         """Whether a one-request event would pass now, consuming nothing."""
         dimensions = _dimensions(dimensions, RateLimitCheckRequest)
         return self._tracker._check_rate_limits(dimensions)
+
+    def gate(self, rate_limit_id: str) -> RateGate:
+        """The rate-only path: a :class:`~limitry_local.gate.RateGate` on this limit's buckets.
+
+        ``gate.hit(key)`` takes a token (or ``cost``) from the bucket
+        ``usage()`` would charge for that key and answers True, or False
+        when it does not fit.  Nothing is recorded and no quota is
+        involved; see :mod:`limitry_local.gate`.
+        """
+        return RateGate(self._tracker, rate_limit_id)
 
 
 class Events(_Resource):

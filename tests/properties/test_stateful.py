@@ -58,6 +58,7 @@ from limitry_local import (
     NotFoundError,
     QuotaExceeded,
     QuotaStatus,
+    RateGate,
     RateLimitExceeded,
     RateLimitStatus,
     Tracker,
@@ -503,6 +504,7 @@ class TrackerMachine(RuleBasedStateMachine):
         self.events: list[RefEvent] = []
         self.first_answers: dict[str, FirstAnswer] = {}
         self.generations = 0
+        self.gates: dict[str, RateGate] = {}
         self.latest = -math.inf
         """The latest instant the tracker has read from the clock: the buckets' time."""
 
@@ -770,6 +772,10 @@ class TrackerMachine(RuleBasedStateMachine):
         rate_id = self.pick(list(self.rates), index)
         self.tracker.rate_limits.delete(rate_id)
         del self.rates[rate_id]
+        gate = self.gates.pop(rate_id, None)
+        if gate is not None:
+            with pytest.raises(NotFoundError):
+                gate.hit()  # the limit is gone: no key is asked for
         with pytest.raises(NotFoundError):
             self.tracker.rate_limits.get(rate_id)
         with pytest.raises(NotFoundError):
@@ -1002,6 +1008,39 @@ class TrackerMachine(RuleBasedStateMachine):
         quotas = self.quota_expectations(dims, None, self.latest)
         check_quota_statuses(quota_answer.quotas, quotas, charged=False)
         assert quota_answer.allowed == (not any(q.exceeded for q in quotas))
+
+    @precondition(lambda self: bool(self.rates))
+    @rule(
+        index=st.integers(0, 63),
+        customer=st.sampled_from(CUSTOMERS),
+        model=st.sampled_from(MODELS),
+        cost=st.integers(0, 3),
+    )
+    def gate_hit(self, index: int, customer: str, model: str, cost: int) -> None:
+        """rate_limits.gate(id).hit(key): the limit's bucket alone, filters not consulted."""
+        rate_id = self.pick(list(self.rates), index)
+        rate = self.rates[rate_id]
+        gate = self.gates.get(rate_id)
+        if gate is None:  # kept across steps: a gate must follow its limit's changes
+            gate = self.gates[rate_id] = self.tracker.rate_limits.gate(rate_id)
+        values = {"customer_id": customer, "model": model}
+        key = tuple(values[name] for name in rate.per)
+        if rate.metric == "total_tokens":
+            cost *= 40
+        now = self.now
+        self.latest = max(self.latest, now)
+        got = gate.hit(*key, cost=cost)
+        if not rate.enabled:
+            assert got is True, "a disabled limit never denies"
+            return
+        bucket = (rate.id, rate.generation, key)
+        level, at = refill(
+            rate.limit, WINDOW_SECONDS[rate.window], self.buckets.get(bucket), self.latest
+        )
+        expected = cost <= level + WHOLE_TOKEN_SLACK
+        assert got is expected, f"gate hit of {cost} on {level} tokens answered {got}"
+        if expected:
+            self.buckets[bucket] = (max(0.0, level - cost), at)
 
     # --- reading back ------------------------------------------------------------------
 

@@ -1,0 +1,255 @@
+"""One rate limit's buckets on their own: the rate-only path.
+
+``usage()`` is the whole ``POST /track``: it validates an event, matches
+every limit, checks quotas and records.  An application that only wants to
+turn away a caller who is going too fast (an HTTP middleware, a retry loop)
+pays for all of that on every request.  A :class:`RateGate` is bound to one
+rate limit and answers one question, "may this key spend ``cost`` now?",
+taking the tokens when it may: the same buckets ``usage()`` charges, with
+none of the rest.
+
+What a hit is not: it is not an event.  Nothing is recorded, no quota is
+charged or checked, no alert fires.  The limit's ``dimensionFilters`` are not
+consulted either (the caller chose the limit); overrides are, as long as
+they are keyed on the limit's ``per`` dimensions, which are all a hit knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Protocol
+
+from limitry_local.buckets import EPSILON, BucketAsk, BucketStore
+from limitry_local.errors import InvalidRequestError
+from limitry_local.models import effective_limit
+
+if TYPE_CHECKING:
+    from limitry_local.tracker import Tracker, _RateRule
+
+logger = logging.getLogger("limitry_local.tracker")
+
+# A gate on a ledger that other processes share looks for their changes to
+# its limit at most this often; its own process's changes it sees at once.
+REFRESH_SECONDS = 1.0
+
+
+class _Hit(Protocol):
+    def __call__(self, *key: str, cost: int = 1) -> bool: ...
+
+
+class RateGate:
+    """``tracker.rate_limits.gate(rate_limit_id)``: hit one rate limit's bucket directly.
+
+    >>> from limitry_local import Tracker
+    >>> tracker = Tracker()
+    >>> rpm = tracker.rate_limits.create(
+    ...     name="rpm", limit_value=2, window="minute", per=["customer_id"]
+    ... )
+    >>> gate = tracker.rate_limits.gate(rpm.id)
+    >>> [gate.hit("cust_1"), gate.hit("cust_1"), gate.hit("cust_1"), gate.hit("cust_2")]
+    [True, True, False, True]
+
+    ``gate.hit(*key, cost=1)`` takes ``cost`` tokens from ``key``'s bucket
+    and answers True, or False (nothing taken) when they do not fit.
+    ``key`` is the event's value of each of the limit's ``per`` dimensions,
+    in order: ``gate.hit("cust_1")`` for ``per=["customer_id"]``,
+    ``gate.hit()`` for a limit without ``per``.  ``cost`` is in the limit's
+    metric: 1 for a request, or the tokens for a ``total_tokens`` limit.
+
+    A disabled limit always answers True.  A soft or shadow limit also
+    answers True and charges the bucket, as ``usage()`` does.  A gate
+    follows its limit's changes (a reshape starts fresh buckets, as for
+    ``usage()``) and raises :class:`~limitry_local.NotFoundError` once the
+    limit is deleted.
+    """
+
+    __slots__ = ("_id", "_refresh_at", "_rule", "_tracker", "hit")
+
+    hit: _Hit
+
+    def __init__(self, tracker: Tracker, rate_limit_id: str) -> None:
+        self._tracker = tracker
+        self._id = rate_limit_id
+        self._refresh_at = -math.inf
+        with tracker._lock:
+            tracker._get_rate_limit(rate_limit_id)  # NotFoundError, or a 400 for a bad id
+            self._bind()
+
+    @property
+    def rate_limit_id(self) -> str:
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"<RateGate {self._id}>"
+
+    def _bind(self) -> None:
+        """Compile ``hit`` for the limit as it stands (called again whenever it changes)."""
+        tracker = self._tracker
+        rule: _RateRule = tracker._rate_rules[self._id]
+        limit = rule.limit
+        outside = [name for name in limit.overrides if name not in limit.per]
+        if outside:
+            raise InvalidRequestError(
+                f"rate limit {self._id!r} has overrides on {outside!r}, which are not among "
+                f"its per dimensions {limit.per!r}: a gate hit knows only those; "
+                "use usage() for this limit"
+            )
+        self._rule = rule
+        store = tracker._rates
+        if (
+            isinstance(store, BucketStore)
+            and limit.enabled
+            and rule.enforced
+            and not limit.overrides
+            and not tracker._ledger.shared
+        ):
+            self.hit = self._compiled(rule, store)
+        else:
+            self.hit = self._hit_slowly
+
+    def _compiled(self, rule: _RateRule, store: BucketStore) -> _Hit:
+        """The plainest case, decided in one function on the store's own entries.
+
+        An enforced, enabled limit without overrides, on the in-memory store,
+        with no other process to hear definition changes from.  The same
+        arithmetic as :func:`limitry_local.buckets._decide` and the same
+        bookkeeping as :meth:`BucketStore._put`, inline and on closure
+        variables: this path is measured against a dict token bucket
+        (docs/benchmarks.md, a1), and every attribute load and call counts.
+        """
+        tracker = self._tracker
+        rules = tracker._rate_rules
+        limit_id = self._id
+        generation = rule.generation
+        arity = len(rule.limit.per)
+        capacity = float(rule.limit.limit_value)
+        window = float(rule.seconds)
+        rate = capacity / window
+        entries = store._entries
+        slowly = self._hit_slowly
+        ticker = tracker._ticker
+        if ticker is None:
+            # An injected clock: read and validated by the tracker.
+            def ticker() -> float:
+                tracker._now()
+                return tracker._latest
+
+        def hit(*key: str, cost: int = 1) -> bool:
+            # acquire/release, not `with`: the special-method lookups of a
+            # with block cost a fifth of this function.
+            lock = tracker._lock
+            lock.acquire()
+            try:
+                if (
+                    rules.get(limit_id) is not rule
+                    or tracker._closed
+                    or len(key) != arity
+                    or cost.__class__ is not int  # not a bool, nor a float
+                    or cost < 0
+                ):
+                    return slowly(*key, cost=cost)
+                now = ticker()
+                latest = tracker._latest
+                if now > latest:
+                    tracker._latest = now
+                else:
+                    now = latest
+                bucket = (limit_id, generation, key)
+                entry = entries.get(bucket)
+                if entry is None or entry[1] <= now:
+                    tokens = capacity
+                else:
+                    tokens, at = entry[0]
+                    if now > at:
+                        tokens += (now - at) * capacity / window
+                        if tokens > capacity:  # noqa: PLR1730 (min() is a call: slower)
+                            tokens = capacity
+                    else:
+                        now = at  # the clock stepped back: keep the later instant
+                if cost > tokens + EPSILON:
+                    if entry is not None:
+                        entries.move_to_end(bucket)  # a denied key is an active key
+                    return False
+                tokens -= cost
+                if tokens < 0.0:  # noqa: PLR1730
+                    tokens = 0.0
+                if entry is not None:
+                    entries.move_to_end(bucket)
+                    entries[bucket] = ((tokens, now), math.ceil(now + (capacity - tokens) / rate))
+                    return True
+                # Only a new key can grow the store: count it toward the next sweep.
+                if len(entries) >= store._maxsize:
+                    store._make_room()
+                entries[bucket] = ((tokens, now), math.ceil(now + (capacity - tokens) / rate))
+                store._writes_since_sweep += 1
+                if store._writes_since_sweep >= store._writes_to_sweep:
+                    store._sweep()
+                return True
+
+            finally:
+                lock.release()
+
+        return hit
+
+    def _hit_slowly(self, *key: str, cost: int = 1) -> bool:
+        """Every other case, through the store's take and settle as ``usage()`` uses them."""
+        tracker = self._tracker
+        with tracker._lock:
+            tracker._now()  # first: a closed tracker refuses, and the refresh is on time
+            if tracker._rate_rules.get(self._id) is not self._rule or (
+                tracker._ledger.shared and tracker._latest >= self._refresh_at
+            ):
+                self._rebind()
+                if self.hit != self._hit_slowly:
+                    return self.hit(*key, cost=cost)
+            limit = self._rule.limit
+            if len(key) != len(limit.per):
+                raise TypeError(
+                    f"rate limit {self._id!r} is per {limit.per!r}: "
+                    f"give {len(limit.per)} key value(s), got {len(key)}"
+                )
+            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+                raise ValueError(f"cost must be an integer >= 0, got {cost!r}")
+            if not limit.enabled:
+                return True
+            capacity = (
+                effective_limit(
+                    limit.limit_value, limit.overrides, dict(zip(limit.per, key, strict=True))
+                )
+                if limit.overrides
+                else limit.limit_value
+            )
+            return self._hit_store(key, capacity, cost)
+
+    def _rebind(self) -> None:
+        tracker = self._tracker
+        if tracker._ledger.shared and tracker._latest >= self._refresh_at:
+            tracker._refresh()
+            self._refresh_at = tracker._latest + REFRESH_SECONDS
+        if self._id not in tracker._rate_rules:
+            tracker._get_rate_limit(self._id)  # raises NotFoundError
+        self._bind()
+
+    def _hit_store(self, key: tuple[str, ...], capacity: int, cost: int) -> bool:
+        rule = self._rule
+        limit = rule.limit
+        tracker = self._tracker
+        ask = BucketAsk((self._id, rule.generation, key), capacity, rule.seconds, cost)
+        at = tracker._bucket_time()
+        store = tracker._rates
+        if not rule.enforced:
+            (answer,) = store.peek([ask], at)
+            if not answer.allowed:
+                logger.info(
+                    "%s rate limit %r would have denied %s (a gate hit)",
+                    limit.mode,
+                    limit.name,
+                    ", ".join(f"{n}={v}" for n, v in zip(limit.per, key, strict=True))
+                    or "all matching events",
+                )
+            store.adjust([ask], at)
+            return True
+        (answer,) = store.take([ask], at)
+        store.settle(keep=answer.allowed)
+        return answer.allowed

@@ -1,0 +1,345 @@
+"""``tracker.rate_limits.gate(id).hit(key)``: the rate-only path, on the buckets usage() charges.
+
+The stateful machine (tests/properties/test_stateful.py) also hits gates
+between its other steps and holds every answer to its reference buckets.
+"""
+
+from __future__ import annotations
+
+import doctest
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import limitry_local.gate
+from limitry_local import (
+    InvalidRequestError,
+    LimitryError,
+    NotFoundError,
+    RateGate,
+    RateLimitExceeded,
+    Tracker,
+)
+from limitry_local.buckets import EPSILON
+from limitry_local.testing import ManualClock
+from tests.conftest import START
+
+
+def test_docstring_example_runs() -> None:
+    result = doctest.testmod(limitry_local.gate)
+    assert result.attempted >= 5
+    assert result.failed == 0
+
+
+def test_hits_share_buckets_with_usage(tracker: Tracker) -> None:
+    limit = tracker.rate_limits.create(
+        name="rpm", limit_value=3, window="minute", per=["customer_id"]
+    )
+    gate = tracker.rate_limits.gate(limit.id)
+    assert isinstance(gate, RateGate)
+    assert gate.rate_limit_id == limit.id
+    assert [gate.hit("cust_1"), gate.hit("cust_1")] == [True, True]
+    status = tracker.rate_limits.check({"customer_id": "cust_1"}).rate_limits[0]
+    assert status.remaining == 1
+    tracker.usage(customer_id="cust_1", event_type="model_call")
+    with pytest.raises(RateLimitExceeded):
+        tracker.usage(customer_id="cust_1", event_type="model_call")
+    assert gate.hit("cust_1") is False
+    # Another key has its own bucket; a hit records nothing.
+    assert gate.hit("cust_2") is True
+    assert [e.customer_id for e in tracker.events.list().data] == ["cust_1"]
+
+
+def test_a_hit_refills_like_usage(tracker: Tracker, clock: ManualClock) -> None:
+    limit = tracker.rate_limits.create(name="rpm", limit_value=2, window="minute")
+    hit = tracker.rate_limits.gate(limit.id).hit
+    assert [hit(), hit(), hit()] == [True, True, False]
+    clock.advance(29)
+    assert hit() is False
+    clock.advance(1)  # 30 s refill one token of 2 per minute
+    assert [hit(), hit()] == [True, False]
+
+
+def test_a_denied_hit_takes_nothing(tracker: Tracker, clock: ManualClock) -> None:
+    limit = tracker.rate_limits.create(
+        name="tpm", limit_value=100, window="minute", metric="total_tokens", per=["customer_id"]
+    )
+    gate = tracker.rate_limits.gate(limit.id)
+    assert gate.hit("c", cost=60) is True
+    assert gate.hit("c", cost=50) is False
+    assert gate.hit("c", cost=40) is True
+    assert gate.hit("c", cost=0) is True
+    assert gate.hit("c", cost=1) is False
+
+
+def test_bad_arguments_are_refused(tracker: Tracker) -> None:
+    limit = tracker.rate_limits.create(
+        name="per-model", limit_value=5, window="minute", per=["customer_id", "model"]
+    )
+    gate = tracker.rate_limits.gate(limit.id)
+    with pytest.raises(TypeError, match="per \\['customer_id', 'model'\\]: give 2"):
+        gate.hit("cust_1")
+    with pytest.raises(TypeError, match="give 2 key value"):
+        gate.hit("a", "b", "c")
+    for cost in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="cost must be an integer >= 0"):
+            gate.hit("cust_1", "m", cost=cost)  # type: ignore[arg-type]
+    assert gate.hit("cust_1", "m") is True
+    status = tracker.rate_limits.check({"customer_id": "cust_1", "model": "m"}).rate_limits[0]
+    assert status.remaining == 4, "the refused calls took nothing"
+
+
+def test_unknown_and_deleted_limits(tracker: Tracker) -> None:
+    with pytest.raises(NotFoundError):
+        tracker.rate_limits.gate("rl_nope")
+    limit = tracker.rate_limits.create(name="rpm", limit_value=5, window="minute")
+    gate = tracker.rate_limits.gate(limit.id)
+    hit = gate.hit
+    assert hit() is True
+    tracker.rate_limits.delete(limit.id)
+    with pytest.raises(NotFoundError):
+        hit()
+    with pytest.raises(NotFoundError):
+        gate.hit()
+
+
+def test_a_gate_follows_its_limit(tracker: Tracker) -> None:
+    limit = tracker.rate_limits.create(
+        name="rpm", limit_value=2, window="hour", per=["customer_id"]
+    )
+    gate = tracker.rate_limits.gate(limit.id)
+    kept = gate.hit  # a caller may keep the function: it follows the limit too
+    assert [kept("c"), kept("c"), kept("c")] == [True, True, False]
+    # A rename keeps the buckets ...
+    tracker.rate_limits.update(limit.id, name="renamed")
+    assert kept("c") is False
+    # ... a reshape starts fresh ones, as it does for usage().
+    tracker.rate_limits.update(limit.id, limit_value=3)
+    assert [kept("c"), gate.hit("c"), gate.hit("c"), kept("c")] == [True, True, True, False]
+    # Disabled: always allowed, nothing taken.
+    tracker.rate_limits.update(limit.id, enabled=False)
+    assert all(gate.hit("d") for _ in range(10))
+    tracker.rate_limits.update(limit.id, enabled=True)
+    assert [gate.hit("d") for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("mode", ["soft", "shadow"])
+def test_unenforced_limits_admit_and_charge(
+    tracker: Tracker, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = tracker.rate_limits.create(
+        name="rpm", limit_value=2, window="hour", per=["customer_id"], mode=mode
+    )
+    gate = tracker.rate_limits.gate(limit.id)
+    with caplog.at_level(logging.INFO, logger="limitry_local.tracker"):
+        assert [gate.hit("c") for _ in range(3)] == [True, True, True]
+    assert f"{mode} rate limit 'rpm' would have denied customer_id=c (a gate hit)" in caplog.text
+    # The bucket was charged: the same limit, once enforced, denies at once.
+    tracker.rate_limits.update(limit.id, mode="enforce")
+    assert gate.hit("c") is False
+
+
+def test_overrides_on_per_dimensions(tracker: Tracker) -> None:
+    limit = tracker.rate_limits.create(
+        name="rpm",
+        limit_value=1,
+        window="hour",
+        per=["customer_id"],
+        overrides={"customer_id": {"vip": 3}},
+    )
+    gate = tracker.rate_limits.gate(limit.id)
+    assert [gate.hit("vip") for _ in range(4)] == [True, True, True, False]
+    assert [gate.hit("basic") for _ in range(2)] == [True, False]
+    # usage() meets the same override on the same bucket.
+    with pytest.raises(RateLimitExceeded) as denied:
+        tracker.usage(customer_id="vip", event_type="x")
+    assert denied.value.body.rate_limits[0].limit == 3
+
+
+def test_overrides_a_hit_cannot_know_are_refused(tracker: Tracker) -> None:
+    by_model = tracker.rate_limits.create(
+        name="rpm",
+        limit_value=1,
+        window="hour",
+        per=["customer_id"],
+        overrides={"model": {"big": 5}},
+    )
+    with pytest.raises(InvalidRequestError, match="overrides on \\['model'\\]"):
+        tracker.rate_limits.gate(by_model.id)
+    plain = tracker.rate_limits.create(
+        name="plain", limit_value=1, window="hour", per=["customer_id"]
+    )
+    gate = tracker.rate_limits.gate(plain.id)
+    tracker.rate_limits.update(plain.id, overrides={"model": {"big": 5}})
+    with pytest.raises(InvalidRequestError, match="use usage\\(\\) for this limit"):
+        gate.hit("c")
+
+
+def test_a_closed_tracker_refuses(tmp_path: Path) -> None:
+    tracker = Tracker(tmp_path / "usage.db")
+    limit = tracker.rate_limits.create(name="rpm", limit_value=5, window="minute")
+    hit = tracker.rate_limits.gate(limit.id).hit
+    tracker.close()
+    with pytest.raises(LimitryError, match="closed"):
+        hit()
+
+
+def test_the_system_clock_path() -> None:
+    """No injected clock: the gate reads time.monotonic itself (the path a1 measures)."""
+    with Tracker() as tracker:
+        limit = tracker.rate_limits.create(
+            name="rpd", limit_value=5, window="1d", per=["customer_id"]
+        )
+        hit = tracker.rate_limits.gate(limit.id).hit
+        assert [hit("c") for _ in range(6)] == [True] * 5 + [False]
+        # usage() on the system clock meets the same, nearly empty, bucket.
+        with pytest.raises(RateLimitExceeded) as denied:
+            tracker.usage(customer_id="c", event_type="x")
+        assert denied.value.body.rate_limits[0].remaining == 0
+        before = time.monotonic()
+        assert tracker._latest <= time.monotonic()
+        assert tracker._latest >= before - 1
+
+
+def test_threads_never_admit_past_the_limit() -> None:
+    """8 threads hit one bucket, half of them also calling usage(): exactly the limit passes.
+
+    Memory store on the system clock (the compiled path).  500 a day refills
+    about 0.006 tokens a second, so no whole token is added while this runs.
+    """
+    with Tracker() as tracker:
+        limit = tracker.rate_limits.create(name="rpd", limit_value=500, window="1d")
+        hit = tracker.rate_limits.gate(limit.id).hit
+        admitted = [0] * 8
+        recorded = [0] * 8
+        start = threading.Barrier(8)
+
+        def worker(i: int) -> None:
+            start.wait()
+            for _ in range(200):
+                if hit():
+                    admitted[i] += 1
+                if i % 2:
+                    try:
+                        tracker.usage(customer_id=f"t{i}", event_type="x")
+                        recorded[i] += 1
+                    except RateLimitExceeded:
+                        pass
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(admitted) + sum(recorded) == 500
+        for i in range(8):
+            assert tracker.customers.get_usage(f"t{i}").total_events == recorded[i]
+
+
+def test_the_store_stays_bounded(clock: ManualClock) -> None:
+    with Tracker(clock=clock, max_buckets=64) as tracker:
+        limit = tracker.rate_limits.create(
+            name="rps", limit_value=1, window="second", per=["customer_id"]
+        )
+        hit = tracker.rate_limits.gate(limit.id).hit
+        for i in range(5000):
+            assert hit(f"c{i}") is True
+            clock.advance(0.05)  # each bucket is full again within 2 s: 40 at a time
+        assert len(tracker._rates) <= 64  # type: ignore[arg-type]
+        assert tracker.premature_bucket_evictions == 0
+
+
+def test_other_processes_changes_are_seen_within_a_second(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "usage.db"
+    with Tracker(path, clock=clock) as mine, Tracker(path, clock=clock) as theirs:
+        limit = mine.rate_limits.create(name="rpm", limit_value=1, window="hour")
+        gate = mine.rate_limits.gate(limit.id)
+        assert [gate.hit(), gate.hit()] == [True, False]
+        theirs.rate_limits.update(limit.id, limit_value=2)  # a reshape: fresh buckets
+        clock.advance(1)
+        assert [gate.hit(), gate.hit(), gate.hit()] == [True, True, False]
+        theirs.rate_limits.delete(limit.id)
+        clock.advance(1)
+        with pytest.raises(NotFoundError):
+            gate.hit()
+
+
+# --- the same answers as a dict token bucket ------------------------------------------
+
+
+class _Reference:
+    """The documented bucket: capacity per window, refilled continuously, full when unseen."""
+
+    def __init__(self, capacity: int, window: float) -> None:
+        self.capacity = capacity
+        self.window = window
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def hit(self, key: str, now: float, cost: int) -> bool:
+        tokens, at = self.buckets.get(key, (float(self.capacity), now))
+        if now > at:
+            tokens = min(float(self.capacity), tokens + (now - at) * self.capacity / self.window)
+            at = now
+        if cost > tokens + EPSILON:
+            return False
+        self.buckets[key] = (max(0.0, tokens - cost), at)
+        return True
+
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("hit"), st.sampled_from(["a", "b", "c"]), st.integers(0, 4)),
+        st.tuples(st.just("usage"), st.sampled_from(["a", "b", "c"]), st.just(1)),
+        st.tuples(st.just("wait"), st.just(""), st.integers(1, 40)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150)
+@given(
+    capacity=st.integers(1, 6),
+    window=st.sampled_from(["second", "minute", "10s"]),
+    steps=steps,
+    max_buckets=st.sampled_from([2, 1000]),
+)
+def test_same_answers_as_a_dict_token_bucket(
+    capacity: int, window: str, steps: list[tuple[str, str, int]], max_buckets: int
+) -> None:
+    """Hits and usage() interleaved on a manual clock answer exactly as the reference does.
+
+    With two buckets for three keys the store must forget: only full
+    buckets may go, so the answers still match (or premature evictions
+    say why not).
+    """
+    seconds = {"second": 1, "minute": 60, "10s": 10}[window]
+    clock = ManualClock(START)
+    reference = _Reference(capacity, seconds)
+    with Tracker(clock=clock, max_buckets=max_buckets) as tracker:
+        limit = tracker.rate_limits.create(
+            name="r", limit_value=capacity, window=window, per=["customer_id"]
+        )
+        hit = tracker.rate_limits.gate(limit.id).hit
+        for kind, key, n in steps:
+            if kind == "wait":
+                clock.advance(n / 4)
+                continue
+            if tracker.premature_bucket_evictions:
+                return  # the documented over-admission of a store too small
+            expected = reference.hit(key, clock(), n)
+            if kind == "hit":
+                assert hit(key, cost=n) is expected, (kind, key, n)
+            else:
+                try:
+                    tracker.usage(customer_id=key, event_type="x")
+                    got = True
+                except RateLimitExceeded:
+                    got = False
+                assert got is expected, (kind, key)
