@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from limitry_local.buckets import EPSILON, BucketAsk, BucketStore
 from limitry_local.errors import InvalidRequestError
-from limitry_local.models import effective_limit
+from limitry_local.models import MAX_AMOUNT, effective_limit
 
 if TYPE_CHECKING:
     from limitry_local.tracker import Tracker, _RateRule
@@ -147,6 +147,7 @@ class RateGate:
                     or len(key) != arity
                     or cost.__class__ is not int  # not a bool, nor a float
                     or cost < 0
+                    or cost > MAX_AMOUNT
                 ):
                     return slowly(*key, cost=cost)
                 now = ticker()
@@ -174,19 +175,20 @@ class RateGate:
                 tokens -= cost
                 if tokens < 0.0:  # noqa: PLR1730
                     tokens = 0.0
+                # BucketStore._put, inline: every write counts toward the next sweep.
                 if entry is not None:
                     entries.move_to_end(bucket)
-                    entries[bucket] = ((tokens, now), math.ceil(now + (capacity - tokens) / rate))
-                    return True
-                # Only a new key can grow the store: count it toward the next sweep.
-                if len(entries) >= store._maxsize:
-                    store._make_room()
+                else:
+                    for value in key:
+                        if value.__class__ is not str:
+                            return slowly(*key, cost=cost)  # raises: buckets are named by text
+                    if len(entries) >= store._maxsize:
+                        store._make_room()
                 entries[bucket] = ((tokens, now), math.ceil(now + (capacity - tokens) / rate))
                 store._writes_since_sweep += 1
                 if store._writes_since_sweep >= store._writes_to_sweep:
                     store._sweep()
                 return True
-
             finally:
                 lock.release()
 
@@ -209,8 +211,14 @@ class RateGate:
                     f"rate limit {self._id!r} is per {limit.per!r}: "
                     f"give {len(limit.per)} key value(s), got {len(key)}"
                 )
-            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
-                raise ValueError(f"cost must be an integer >= 0, got {cost!r}")
+            for value in key:
+                if not isinstance(value, str):
+                    # usage() names buckets by the event's text values: 1 is not "1".
+                    raise TypeError(f"key values must be str, got {value!r}")
+            if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= MAX_AMOUNT:
+                raise InvalidRequestError(
+                    f"cost: must be an integer from 0 to {MAX_AMOUNT}, got {cost!r}"
+                )
             if not limit.enabled:
                 return True
             capacity = (

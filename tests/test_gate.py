@@ -9,7 +9,6 @@ from __future__ import annotations
 import doctest
 import logging
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from limitry_local import (
     RateLimitExceeded,
     Tracker,
 )
-from limitry_local.buckets import EPSILON
+from limitry_local.buckets import EPSILON, BucketStore
 from limitry_local.testing import ManualClock
 from tests.conftest import START
 
@@ -86,9 +85,13 @@ def test_bad_arguments_are_refused(tracker: Tracker) -> None:
         gate.hit("cust_1")
     with pytest.raises(TypeError, match="give 2 key value"):
         gate.hit("a", "b", "c")
-    for cost in (-1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="cost must be an integer >= 0"):
+    for cost in (-1, 1.5, True, "2", 10**12 + 1, 10**400):
+        with pytest.raises(InvalidRequestError, match="cost: must be an integer from 0 to"):
             gate.hit("cust_1", "m", cost=cost)  # type: ignore[arg-type]
+    # usage() names buckets by the event's text: 1 is not "1", and no bucket is made for it.
+    for value in (1, None, True, 1.0):
+        with pytest.raises(TypeError, match="key values must be str"):
+            gate.hit("cust_1", value)  # type: ignore[arg-type]
     assert gate.hit("cust_1", "m") is True
     status = tracker.rate_limits.check({"customer_id": "cust_1", "model": "m"}).rate_limits[0]
     assert status.remaining == 4, "the refused calls took nothing"
@@ -180,10 +183,12 @@ def test_overrides_a_hit_cannot_know_are_refused(tracker: Tracker) -> None:
         gate.hit("c")
 
 
-def test_a_closed_tracker_refuses(tmp_path: Path) -> None:
-    tracker = Tracker(tmp_path / "usage.db")
+@pytest.mark.parametrize("on_file", [False, True], ids=["memory", "file"])
+def test_a_closed_tracker_refuses(tmp_path: Path, on_file: bool) -> None:
+    tracker = Tracker(tmp_path / "usage.db" if on_file else None)
     limit = tracker.rate_limits.create(name="rpm", limit_value=5, window="minute")
     hit = tracker.rate_limits.gate(limit.id).hit
+    assert hit() is True
     tracker.close()
     with pytest.raises(LimitryError, match="closed"):
         hit()
@@ -201,9 +206,9 @@ def test_the_system_clock_path() -> None:
         with pytest.raises(RateLimitExceeded) as denied:
             tracker.usage(customer_id="c", event_type="x")
         assert denied.value.body.rate_limits[0].remaining == 0
-        before = time.monotonic()
-        assert tracker._latest <= time.monotonic()
-        assert tracker._latest >= before - 1
+        # A cost above what the bucket can ever hold is a plain no.
+        assert hit("d", cost=6) is False
+        assert hit("d", cost=5) is True
 
 
 def test_threads_never_admit_past_the_limit() -> None:
@@ -271,6 +276,54 @@ def test_other_processes_changes_are_seen_within_a_second(
             gate.hit()
 
 
+def _charge(tracker: Tracker, gate: RateGate | None, key: str, cost: int) -> bool:
+    """``cost`` tokens for ``key``: a gate hit, or (no gate) an event through usage()."""
+    if gate is not None:
+        return gate.hit(key, cost=cost)
+    try:
+        tracker.usage(customer_id=key, event_type="x", total_tokens=cost)
+        return True
+    except RateLimitExceeded:
+        return False
+
+
+def test_rewrites_count_toward_sweeps_as_usage_writes_do() -> None:
+    """At its bound the store drops full buckets before a non-full one, after gate hits too.
+
+    Rewrites of existing keys must count toward the next sweep as usage()'s
+    do; counting only new keys once left the full buckets in place and
+    evicted k0 while it was nearly empty, which would then admit 3600
+    tokens at once (found in review).
+    """
+    answers = []
+    for via_gate in (True, False):
+        clock = ManualClock(START)
+        with Tracker(clock=clock, max_buckets=16) as tracker:
+            limit = tracker.rate_limits.create(
+                name="tph",
+                limit_value=3600,
+                window="hour",
+                metric="total_tokens",
+                per=["customer_id"],
+            )
+            gate = tracker.rate_limits.gate(limit.id)
+
+            def go(key: str, cost: int) -> bool:
+                return _charge(tracker, gate if via_gate else None, key, cost)  # noqa: B023 (called in this iteration only)
+
+            for i in range(15):
+                assert go(f"k{i}", 1000)
+            go("k15", 1)
+            clock.advance(2)
+            go("n1", 1)
+            clock.advance(2)
+            go("k5", 1)
+            go("k5", 1)
+            go("n2", 1)
+            answers.append((go("k0", 3600), tracker.premature_bucket_evictions))
+    assert answers == [(False, 0), (False, 0)]
+
+
 # --- the same answers as a dict token bucket ------------------------------------------
 
 
@@ -293,53 +346,69 @@ class _Reference:
         return True
 
 
+KEYS = [f"cust_{i}" for i in range(12)]
+
 steps = st.lists(
     st.one_of(
-        st.tuples(st.just("hit"), st.sampled_from(["a", "b", "c"]), st.integers(0, 4)),
-        st.tuples(st.just("usage"), st.sampled_from(["a", "b", "c"]), st.just(1)),
-        st.tuples(st.just("wait"), st.just(""), st.integers(1, 40)),
+        st.tuples(st.just("hit"), st.sampled_from(KEYS[:4]), st.integers(0, 8)),
+        st.tuples(st.just("hit"), st.sampled_from(KEYS), st.integers(0, 8)),
+        st.tuples(st.just("wait"), st.just(""), st.integers(-20, 40)),
     ),
-    max_size=60,
+    max_size=80,
 )
 
 
-@settings(max_examples=150)
+def _bucket_entries(tracker: Tracker) -> list[tuple[object, object]]:
+    """The in-memory store's entries in write order, named without the limit's id and generation."""
+    store = tracker._rates
+    assert isinstance(store, BucketStore)
+    return [(key[2], value) for key, value in store._entries.items()]  # type: ignore[index]
+
+
+@settings(max_examples=300)
 @given(
     capacity=st.integers(1, 6),
     window=st.sampled_from(["second", "minute", "10s"]),
     steps=steps,
-    max_buckets=st.sampled_from([2, 1000]),
+    max_buckets=st.sampled_from([3, 8, 1000]),
 )
-def test_same_answers_as_a_dict_token_bucket(
+def test_hits_leave_the_buckets_usage_would(
     capacity: int, window: str, steps: list[tuple[str, str, int]], max_buckets: int
 ) -> None:
-    """Hits and usage() interleaved on a manual clock answer exactly as the reference does.
+    """The same steps as gate hits on one Tracker and as usage() on its twin.
 
-    With two buckets for three keys the store must forget: only full
-    buckets may go, so the answers still match (or premature evictions
-    say why not).
+    Every answer, every stored bucket (in write order) and the count of
+    premature evictions must be equal, with a store small enough to forget
+    and a clock that sometimes steps back (waits are quarter seconds, some
+    negative).  Until a bucket is evicted before it was full, the answers
+    are also those of a dict token bucket.
     """
     seconds = {"second": 1, "minute": 60, "10s": 10}[window]
-    clock = ManualClock(START)
+    gated_clock, tracked_clock = ManualClock(START), ManualClock(START)
     reference = _Reference(capacity, seconds)
-    with Tracker(clock=clock, max_buckets=max_buckets) as tracker:
-        limit = tracker.rate_limits.create(
-            name="r", limit_value=capacity, window=window, per=["customer_id"]
-        )
-        hit = tracker.rate_limits.gate(limit.id).hit
+    latest = START
+    with (
+        Tracker(clock=gated_clock, max_buckets=max_buckets) as gated,
+        Tracker(clock=tracked_clock, max_buckets=max_buckets) as tracked,
+    ):
+        shape = {
+            "name": "tpm",
+            "limit_value": capacity,
+            "window": window,
+            "metric": "total_tokens",
+            "per": ["customer_id"],
+        }
+        hit = gated.rate_limits.gate(gated.rate_limits.create(**shape).id).hit
+        tracked.rate_limits.create(**shape)
         for kind, key, n in steps:
             if kind == "wait":
-                clock.advance(n / 4)
+                gated_clock.advance(n / 4)
+                tracked_clock.advance(n / 4)
+                latest = max(latest, gated_clock())
                 continue
-            if tracker.premature_bucket_evictions:
-                return  # the documented over-admission of a store too small
-            expected = reference.hit(key, clock(), n)
-            if kind == "hit":
-                assert hit(key, cost=n) is expected, (kind, key, n)
-            else:
-                try:
-                    tracker.usage(customer_id=key, event_type="x")
-                    got = True
-                except RateLimitExceeded:
-                    got = False
-                assert got is expected, (kind, key)
+            got = hit(key, cost=n)
+            assert got is _charge(tracked, None, key, n), (key, n)
+            if not gated.premature_bucket_evictions:
+                assert got is reference.hit(key, latest, n), (key, n)
+        assert _bucket_entries(gated) == _bucket_entries(tracked)
+        assert gated.premature_bucket_evictions == tracked.premature_bucket_evictions
