@@ -127,6 +127,10 @@ class RateGate:
         window = float(rule.seconds)
         rate = capacity / window
         entries = store._entries
+        # Bound once: a closure variable is one load, a method lookup three.
+        lookup = entries.get
+        move_to_end = entries.move_to_end
+        ceil = math.ceil
         slowly = self._hit_slowly
         ticker = tracker._ticker
         if ticker is None:
@@ -157,7 +161,7 @@ class RateGate:
                 else:
                     now = latest
                 bucket = (limit_id, generation, key)
-                entry = entries.get(bucket)
+                entry = lookup(bucket)
                 if entry is None or entry[1] <= now:
                     tokens = capacity
                 else:
@@ -170,21 +174,21 @@ class RateGate:
                         now = at  # the clock stepped back: keep the later instant
                 if cost > tokens + EPSILON:
                     if entry is not None:
-                        entries.move_to_end(bucket)  # a denied key is an active key
+                        move_to_end(bucket)  # a denied key is an active key
                     return False
                 tokens -= cost
                 if tokens < 0.0:  # noqa: PLR1730
                     tokens = 0.0
                 # BucketStore._put, inline: every write counts toward the next sweep.
                 if entry is not None:
-                    entries.move_to_end(bucket)
+                    move_to_end(bucket)
                 else:
                     for value in key:
                         if value.__class__ is not str:
                             return slowly(*key, cost=cost)  # raises: buckets are named by text
                     if len(entries) >= store._maxsize:
                         store._make_room()
-                entries[bucket] = ((tokens, now), math.ceil(now + (capacity - tokens) / rate))
+                entries[bucket] = ((tokens, now), ceil(now + (capacity - tokens) / rate))
                 store._writes_since_sweep += 1
                 if store._writes_since_sweep >= store._writes_to_sweep:
                     store._sweep()
