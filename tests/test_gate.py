@@ -147,15 +147,16 @@ def test_unenforced_limits_admit_and_charge(
     assert gate.hit("c") is False
 
 
+def _per_customer(tracker: Tracker, overrides: dict[str, dict[str, int]]) -> str:
+    """A limit of 1 an hour per customer with these overrides; its id."""
+    return tracker.rate_limits.create(
+        name="rph", limit_value=1, window="hour", per=["customer_id"], overrides=overrides
+    ).id
+
+
 def test_overrides_on_per_dimensions(tracker: Tracker) -> None:
-    limit = tracker.rate_limits.create(
-        name="rpm",
-        limit_value=1,
-        window="hour",
-        per=["customer_id"],
-        overrides={"customer_id": {"vip": 3}},
-    )
-    gate = tracker.rate_limits.gate(limit.id)
+    limit_id = _per_customer(tracker, {"customer_id": {"vip": 3}})
+    gate = tracker.rate_limits.gate(limit_id)
     assert [gate.hit("vip") for _ in range(4)] == [True, True, True, False]
     assert [gate.hit("basic") for _ in range(2)] == [True, False]
     # usage() meets the same override on the same bucket.
@@ -165,20 +166,12 @@ def test_overrides_on_per_dimensions(tracker: Tracker) -> None:
 
 
 def test_overrides_a_hit_cannot_know_are_refused(tracker: Tracker) -> None:
-    by_model = tracker.rate_limits.create(
-        name="rpm",
-        limit_value=1,
-        window="hour",
-        per=["customer_id"],
-        overrides={"model": {"big": 5}},
-    )
+    by_model = _per_customer(tracker, {"model": {"big": 5}})
     with pytest.raises(InvalidRequestError, match="overrides on \\['model'\\]"):
-        tracker.rate_limits.gate(by_model.id)
-    plain = tracker.rate_limits.create(
-        name="plain", limit_value=1, window="hour", per=["customer_id"]
-    )
-    gate = tracker.rate_limits.gate(plain.id)
-    tracker.rate_limits.update(plain.id, overrides={"model": {"big": 5}})
+        tracker.rate_limits.gate(by_model)
+    plain = _per_customer(tracker, {})
+    gate = tracker.rate_limits.gate(plain)
+    tracker.rate_limits.update(plain, overrides={"model": {"big": 5}})
     with pytest.raises(InvalidRequestError, match="use usage\\(\\) for this limit"):
         gate.hit("c")
 
