@@ -112,5 +112,12 @@ def key_function(filters: Filters, per: Sequence[str]) -> KeyFunction:
     return one_dimension
 
 
+def describe_key(per: Sequence[str], key: Key) -> str:
+    """A key for people: ``customer_id=cust_1, model=gpt-4o`` (in messages and logs)."""
+    if not per:
+        return "all matching events"
+    return ", ".join(f"{name}={value}" for name, value in zip(per, key, strict=True))
+
+
 def _every_event(dims: Mapping[str, str]) -> Key:
     return ()

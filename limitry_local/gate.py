@@ -21,6 +21,7 @@ import math
 from typing import TYPE_CHECKING, Protocol
 
 from limitry_local.buckets import EPSILON, BucketAsk, BucketStore
+from limitry_local.dimensions import describe_key
 from limitry_local.errors import InvalidRequestError
 from limitry_local.models import MAX_AMOUNT, effective_limit
 
@@ -257,8 +258,7 @@ class RateGate:
                     "%s rate limit %r would have denied %s (a gate hit)",
                     limit.mode,
                     limit.name,
-                    ", ".join(f"{n}={v}" for n, v in zip(limit.per, key, strict=True))
-                    or "all matching events",
+                    describe_key(limit.per, key),
                 )
             store.adjust([ask], at)
             return True

@@ -37,6 +37,7 @@ from limitry_local.dimensions import (
     Dimensions,
     Key,
     KeyFunction,
+    describe_key,
     extract,
     key_function,
     limit_key,
@@ -497,7 +498,7 @@ class Tracker:
                 limit.mode,
                 kind,
                 limit.name,
-                _describe_key(limit.per, key),
+                describe_key(limit.per, key),
             )
 
     def _charge_unenforced(self, rates: list[_RateOutcome]) -> None:
@@ -883,7 +884,7 @@ class Tracker:
         limit = worst.rule.limit
         detail = (
             f"rate limit {limit.name!r} ({worst.ask.capacity} per {limit.window}) exceeded for "
-            f"{_describe_key(limit.per, worst.key)}: retry in {retry}s"
+            f"{describe_key(limit.per, worst.key)}: retry in {retry}s"
         )
         headers = rate_limit_denied_headers(statuses[at], retry)
         return RateLimitExceeded(body, headers, detail)
@@ -906,7 +907,7 @@ class Tracker:
         resets = datetime.fromtimestamp(worst.end, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         detail = (
             f"quota {quota.name!r} ({quota.metric} per {quota.period}) exceeded for "
-            f"{_describe_key(quota.per, worst.key)}: {_display(quota, worst.used)} used of "
+            f"{describe_key(quota.per, worst.key)}: {_display(quota, worst.used)} used of "
             f"{worst.limit}, this event needs {_display(quota, worst.amount or 0)}, "
             f"resets {resets}"
         )
@@ -1573,12 +1574,6 @@ def _quota_fields(o: _QuotaOutcome, *, charged: bool) -> dict[str, Any]:
 
 def _quota_status(o: _QuotaOutcome, *, charged: bool) -> QuotaStatus:
     return trusted(QuotaStatus, _quota_fields(o, charged=charged))
-
-
-def _describe_key(per: Sequence[str], key: Key) -> str:
-    if not per:
-        return "all matching events"
-    return ", ".join(f"{name}={value}" for name, value in zip(per, key, strict=True))
 
 
 def _event_row(event_id: str, request: TrackPostRequest, when: float) -> EventRow:
