@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import doctest
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -237,6 +241,49 @@ def test_threads_never_admit_past_the_limit() -> None:
         assert sum(admitted) + sum(recorded) == 500
         for i in range(8):
             assert tracker.customers.get_usage(f"t{i}").total_events == recorded[i]
+
+
+FORKED = textwrap.dedent(
+    """
+    import os, threading
+    from limitry_local import Tracker
+
+    tracker = Tracker()
+    limit = tracker.rate_limits.create(name="rpd", limit_value=2, window="1d")
+    hit = tracker.rate_limits.gate(limit.id).hit
+    hit()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with tracker._lock:  # another thread holds the Tracker's lock at the fork
+            held.set()
+            release.wait()
+
+    threading.Thread(target=hold).start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        print("child:", hit(), hit(), flush=True)  # the parent's buckets, copied
+        os._exit(0)
+    os.waitpid(pid, 0)
+    release.set()
+    print("parent:", hit(), hit(), flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_hits_without_the_parents_lock() -> None:
+    """The fork hook gives the child a fresh lock; a gate reads it at every hit."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["child: True False", "parent: True False"]
 
 
 def test_the_store_stays_bounded(clock: ManualClock) -> None:
