@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from limitry_local.analytics import UsageReport
+from limitry_local.gate import RateGate
 from limitry_local.models import (
     CustomerUsageResponse,
     Event,
@@ -235,6 +236,15 @@ class AsyncRateLimits:
         self, dimensions: RateLimitCheckRequest | Mapping[str, Any]
     ) -> RateLimitCheckResponse:
         return self._rate_limits.check(dimensions)
+
+    async def gate(self, rate_limit_id: str) -> RateGate:
+        """The limit's :class:`~limitry_local.gate.RateGate`, whose ``hit`` is synchronous.
+
+        A hit is about a microsecond in memory: awaiting it would cost more.
+        Like the Client's other calls it runs in the caller's thread (on
+        ``RedisBuckets``, one round trip).
+        """
+        return self._rate_limits.gate(rate_limit_id)
 
 
 class AsyncEvents:

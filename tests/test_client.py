@@ -65,6 +65,15 @@ def test_track_usage_takes_a_wire_dict_and_keywords(tracker: Tracker) -> None:
     assert tracker.customers.get_usage("cust_1").total_events == 2
 
 
+def test_a_gate_from_the_client_shares_the_trackers_buckets(tracker: Tracker) -> None:
+    client = Client(tracker)
+    limit = run(client.rate_limits.create(name="rpm", limit_value=2, window="minute"))
+    gate = run(client.rate_limits.gate(limit.id))
+    assert gate.hit() is True
+    run(client.track.usage(CALL))
+    assert gate.hit() is False
+
+
 def test_a_denied_event_raises_api_error_429(tracker: Tracker) -> None:
     client = Client(tracker)
     run(client.rate_limits.create(name="rpm", limit_value=1, window="minute"))
