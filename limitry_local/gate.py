@@ -39,6 +39,13 @@ class _Hit(Protocol):
     def __call__(self, *key: str, cost: int = 1) -> bool: ...
 
 
+_HIT_DOC = """Take ``cost`` tokens from ``key``'s bucket: True, or False (nothing taken).
+
+``key`` is the values of the limit's ``per`` dimensions, in order, as str;
+``cost`` is in the limit's metric (1 for a request).  See :class:`RateGate`.
+"""
+
+
 class RateGate:
     """``tracker.rate_limits.gate(rate_limit_id)``: hit one rate limit's bucket directly.
 
@@ -72,13 +79,16 @@ class RateGate:
     def __init__(self, tracker: Tracker, rate_limit_id: str) -> None:
         self._tracker = tracker
         self._id = rate_limit_id
-        self._refresh_at = -math.inf
+        # Bucket time at which to look for other processes' changes again:
+        # at the first hit on a shared ledger, never on one no other can change.
+        self._refresh_at = -math.inf if tracker._ledger.shared else math.inf
         with tracker._lock:
             tracker._get_rate_limit(rate_limit_id)  # NotFoundError, or a 400 for a bad id
             self._bind()
 
     @property
     def rate_limit_id(self) -> str:
+        """The id of the rate limit whose buckets this gate hits."""
         return self._id
 
     def __repr__(self) -> str:
@@ -103,7 +113,6 @@ class RateGate:
             and limit.enabled
             and rule.enforced
             and not limit.overrides
-            and not tracker._ledger.shared
         ):
             self.hit = self._compiled(rule, store)
         else:
@@ -112,8 +121,9 @@ class RateGate:
     def _compiled(self, rule: _RateRule, store: BucketStore) -> _Hit:
         """The plainest case, decided in one function on the store's own entries.
 
-        An enforced, enabled limit without overrides, on the in-memory store,
-        with no other process to hear definition changes from.  The same
+        An enforced, enabled limit without overrides, on the in-memory store
+        (on a shared ledger, a hit past ``_refresh_at`` first goes the slow
+        way, which looks for other processes' changes).  The same
         arithmetic as :func:`limitry_local.buckets._decide` and the same
         bookkeeping as :meth:`BucketStore._put`, inline and on closure
         variables: this path is measured against a dict token bucket
@@ -133,6 +143,7 @@ class RateGate:
         move_to_end = entries.move_to_end
         ceil = math.ceil
         slowly = self._hit_slowly
+        gate = self
         ticker = tracker._ticker
         if ticker is None:
             # An injected clock: read and validated by the tracker.
@@ -161,9 +172,16 @@ class RateGate:
                     tracker._latest = now
                 else:
                     now = latest
+                if now >= gate._refresh_at:
+                    return slowly(*key, cost=cost)  # time to look for other processes' changes
                 bucket = (limit_id, generation, key)
                 entry = lookup(bucket)
-                if entry is None or entry[1] <= now:
+                if entry is None:
+                    for value in key:
+                        if value.__class__ is not str:
+                            return slowly(*key, cost=cost)  # raises: buckets are named by text
+                    tokens = capacity
+                elif entry[1] <= now:
                     tokens = capacity
                 else:
                     tokens, at = entry[0]
@@ -183,12 +201,8 @@ class RateGate:
                 # BucketStore._put, inline: every write counts toward the next sweep.
                 if entry is not None:
                     move_to_end(bucket)
-                else:
-                    for value in key:
-                        if value.__class__ is not str:
-                            return slowly(*key, cost=cost)  # raises: buckets are named by text
-                    if len(entries) >= store._maxsize:
-                        store._make_room()
+                elif len(entries) >= store._maxsize:
+                    store._make_room()
                 entries[bucket] = ((tokens, now), ceil(now + (capacity - tokens) / rate))
                 store._writes_since_sweep += 1
                 if store._writes_since_sweep >= store._writes_to_sweep:
@@ -197,10 +211,14 @@ class RateGate:
             finally:
                 lock.release()
 
+        hit.__name__ = "hit"
+        hit.__qualname__ = "RateGate.hit"
+        hit.__doc__ = _HIT_DOC
         return hit
 
     def _hit_slowly(self, *key: str, cost: int = 1) -> bool:
-        """Every other case, through the store's take and settle as ``usage()`` uses them."""
+        # Every other case, through the store's take and settle as usage() uses
+        # them; also where each argument is checked and the limit re-read.
         tracker = self._tracker
         with tracker._lock:
             tracker._now()  # first: a closed tracker refuses, and the refresh is on time
@@ -265,3 +283,7 @@ class RateGate:
         (answer,) = store.take([ask], at)
         store.settle(keep=answer.allowed)
         return answer.allowed
+
+
+# What help(gate.hit) shows on either path.
+RateGate._hit_slowly.__doc__ = _HIT_DOC

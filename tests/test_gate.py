@@ -96,6 +96,9 @@ def test_bad_arguments_are_refused(tracker: Tracker) -> None:
     for value in (1, None, True, 1.0):
         with pytest.raises(TypeError, match="key values must be str"):
             gate.hit("cust_1", value)  # type: ignore[arg-type]
+        # Refused before anything is decided, even when the cost could never fit.
+        with pytest.raises(TypeError, match="key values must be str"):
+            gate.hit("cust_1", value, cost=6)  # type: ignore[arg-type]
     assert gate.hit("cust_1", "m") is True
     status = tracker.rate_limits.check({"customer_id": "cust_1", "model": "m"}).rate_limits[0]
     assert status.remaining == 4, "the refused calls took nothing"
@@ -299,6 +302,17 @@ def test_the_store_stays_bounded(clock: ManualClock) -> None:
         assert tracker.premature_bucket_evictions == 0
 
 
+def test_help_shows_what_hit_does(tracker: Tracker) -> None:
+    limit = tracker.rate_limits.create(name="rpm", limit_value=5, window="minute")
+    gate = tracker.rate_limits.gate(limit.id)
+    tracker.rate_limits.update(limit.id, mode="soft")  # the next hit rebinds to the slow path
+    kept = gate.hit
+    assert gate.hit() is True
+    for hit in (kept, gate.hit):
+        assert (hit.__doc__ or "").startswith("Take ``cost`` tokens from ``key``'s bucket")
+    assert repr(gate) == f"<RateGate {limit.id}>"
+
+
 def test_other_processes_changes_are_seen_within_a_second(
     clock: ManualClock, tmp_path: Path
 ) -> None:
@@ -444,8 +458,9 @@ def test_hits_leave_the_buckets_usage_would(
             if kind == "wait":
                 gated_clock.advance(n / 4)
                 tracked_clock.advance(n / 4)
-                latest = max(latest, gated_clock())
                 continue
+            # Bucket time: the latest instant the tracker has read, at a call.
+            latest = max(latest, gated_clock())
             got = hit(key, cost=n)
             assert got is _charge(tracked, None, key, n), (key, n)
             if not gated.premature_bucket_evictions:
