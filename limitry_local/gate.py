@@ -221,46 +221,71 @@ class RateGate:
         # them; also where each argument is checked and the limit re-read.
         tracker = self._tracker
         with tracker._lock:
-            tracker._now()  # first: a closed tracker refuses, and the refresh is on time
-            if tracker._rate_rules.get(self._id) is not self._rule or (
-                tracker._ledger.shared and tracker._latest >= self._refresh_at
-            ):
-                self._rebind()
-                if self.hit != self._hit_slowly:
-                    return self.hit(*key, cost=cost)
-            limit = self._rule.limit
-            if len(key) != len(limit.per):
-                raise TypeError(
-                    f"rate limit {self._id!r} is per {limit.per!r}: "
-                    f"give {len(limit.per)} key value(s), got {len(key)}"
-                )
-            for value in key:
-                if not isinstance(value, str):
-                    # usage() names buckets by the event's text values: 1 is not "1".
-                    raise TypeError(f"key values must be str, got {value!r}")
-            if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= MAX_AMOUNT:
-                raise InvalidRequestError(
-                    f"cost: must be an integer from 0 to {MAX_AMOUNT}, got {cost!r}"
-                )
-            if not limit.enabled:
-                return True
-            capacity = (
-                effective_limit(
-                    limit.limit_value, limit.overrides, dict(zip(limit.per, key, strict=True))
-                )
-                if limit.overrides
-                else limit.limit_value
-            )
-            return self._hit_store(key, capacity, cost)
+            if self._refreshed() and self.hit != self._hit_slowly:
+                return self.hit(*key, cost=cost)
+            capacity = self._checked(key, cost)
+            return True if capacity is None else self._hit_store(key, capacity, cost)
 
-    def _rebind(self) -> None:
+    def retry_after(self, *key: str, cost: int = 1) -> int:
+        """Whole seconds until ``cost`` tokens fit in ``key``'s bucket; 0 if they fit now.
+
+        Takes nothing: for the ``Retry-After`` of a 429 after ``hit``
+        answered False.  The same count as ``usage()``'s denial (a cost
+        above the limit's capacity waits for a full bucket).  0 for a
+        disabled, soft or shadow limit, which never deny.
+        """
         tracker = self._tracker
-        if tracker._ledger.shared and tracker._latest >= self._refresh_at:
+        with tracker._lock:
+            self._refreshed()
+            capacity = self._checked(key, cost)
+            rule = self._rule
+            if capacity is None or not rule.enforced:
+                return 0
+            ask = BucketAsk((self._id, rule.generation, key), capacity, rule.seconds, cost)
+            (answer,) = tracker._rates.peek([ask], tracker._bucket_time())
+            return 0 if answer.allowed else answer.retry_after
+
+    def _checked(self, key: tuple[str, ...], cost: int) -> int | None:
+        """The capacity ``key`` meets (None: the limit is disabled), once the arguments pass."""
+        limit = self._rule.limit
+        if len(key) != len(limit.per):
+            raise TypeError(
+                f"rate limit {self._id!r} is per {limit.per!r}: "
+                f"give {len(limit.per)} key value(s), got {len(key)}"
+            )
+        for value in key:
+            if not isinstance(value, str):
+                # usage() names buckets by the event's text values: 1 is not "1".
+                raise TypeError(f"key values must be str, got {value!r}")
+        if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= MAX_AMOUNT:
+            raise InvalidRequestError(
+                f"cost: must be an integer from 0 to {MAX_AMOUNT}, got {cost!r}"
+            )
+        if not limit.enabled:
+            return None
+        if not limit.overrides:
+            return limit.limit_value
+        return effective_limit(
+            limit.limit_value, limit.overrides, dict(zip(limit.per, key, strict=True))
+        )
+
+    def _refreshed(self) -> bool:
+        """Read the clock, then the limit again if it changed or a look is due; True if rebound.
+
+        The clock first: a closed Tracker refuses, and the look is on time.
+        """
+        tracker = self._tracker
+        tracker._now()
+        due = tracker._ledger.shared and tracker._latest >= self._refresh_at
+        if not due and tracker._rate_rules.get(self._id) is self._rule:
+            return False
+        if due:
             tracker._refresh()
             self._refresh_at = tracker._latest + REFRESH_SECONDS
         if self._id not in tracker._rate_rules:
             tracker._get_rate_limit(self._id)  # raises NotFoundError
         self._bind()
+        return True
 
     def _hit_store(self, key: tuple[str, ...], capacity: int, cost: int) -> bool:
         rule = self._rule

@@ -68,6 +68,31 @@ def test_a_hit_refills_like_usage(tracker: Tracker, clock: ManualClock) -> None:
     assert [hit(), hit()] == [True, False]
 
 
+def test_retry_after_counts_as_a_denial_of_usage_would(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    limit = tracker.rate_limits.create(
+        name="rpm", limit_value=2, window="minute", per=["customer_id"]
+    )
+    gate = tracker.rate_limits.gate(limit.id)
+    assert gate.retry_after("c") == 0
+    assert [gate.hit("c"), gate.hit("c"), gate.hit("c")] == [True, True, False]
+    waits = [gate.retry_after("c"), gate.retry_after("c", cost=2), gate.retry_after("c", cost=3)]
+    # One token of 2 a minute takes 30 s; a cost above capacity waits for a full bucket.
+    assert waits == [30, 60, 60]
+    with pytest.raises(RateLimitExceeded) as denied:
+        tracker.usage(customer_id="c", event_type="x")
+    assert denied.value.retry_after == waits[0], "nothing was taken by asking"
+    clock.advance(30)
+    assert gate.retry_after("c") == 0
+    assert gate.retry_after("c", cost=2) == 30
+    assert gate.hit("c") is True
+    with pytest.raises(TypeError, match="give 1 key value"):
+        gate.retry_after()
+    tracker.rate_limits.update(limit.id, mode="soft")
+    assert gate.retry_after("c", cost=2) == 0, "a soft limit never denies"
+
+
 def test_a_denied_hit_takes_nothing(tracker: Tracker, clock: ManualClock) -> None:
     limit = tracker.rate_limits.create(
         name="tpm", limit_value=100, window="minute", metric="total_tokens", per=["customer_id"]

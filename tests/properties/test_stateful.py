@@ -1041,6 +1041,10 @@ class TrackerMachine(RuleBasedStateMachine):
         assert got is expected, f"gate hit of {cost} on {level} tokens answered {got}"
         if expected:
             self.buckets[bucket] = (max(0.0, level - cost), at)
+            return
+        # Denied: Retry-After as usage()'s denial counts it, on the caller's clock.
+        wait = RateExpect(rate, bucket, level, at, cost, now).wait()
+        assert gate.retry_after(*key, cost=cost) in ceil_options(wait, minimum=1)
 
     # --- reading back ------------------------------------------------------------------
 
