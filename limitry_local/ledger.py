@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -979,17 +979,26 @@ class Ledger:
         if before_seq is not None:
             where.append("seq < ?")
             params.append(before_seq)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        cursor = self.db.conn.execute(
-            f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM events {clause} "
-            "ORDER BY seq DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [(row[0], EventRow(*row[1:])) for row in cursor]
+        rows = self._newest_first("events", EVENT_COLUMNS, where, params, limit)
+        return [(row[0], EventRow(*row[1:])) for row in rows]
 
     @_translated
     def event_seq(self, event_id: str) -> int | None:
-        row = self.db.conn.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchone()
+        return self._seq_of("events", event_id)
+
+    def _newest_first(
+        self, table: str, columns: Sequence[str], where: list[str], params: list[Any], limit: int
+    ) -> list[Any]:
+        """``(seq, *columns)`` of a paged table's matching rows, most recent first."""
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self.db.conn.execute(
+            f"SELECT seq, {', '.join(columns)} FROM {table} {clause} ORDER BY seq DESC LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+
+    def _seq_of(self, table: str, row_id: str) -> int | None:
+        """The seq of a paged table's row (a page cursor), None if it is gone."""
+        row = self.db.conn.execute(f"SELECT seq FROM {table} WHERE id = ?", (row_id,)).fetchone()
         return None if row is None else int(row[0])
 
     @_translated
@@ -1049,18 +1058,12 @@ class Ledger:
         limit: int,
     ) -> list[tuple[int, AlertRow]]:
         where, params = _alert_filters(quota_id, alert_id, before_seq, "?")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        cursor = self.db.conn.execute(
-            f"SELECT seq, {', '.join(ALERT_COLUMNS)} FROM alert_log {clause} "
-            "ORDER BY seq DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [(row[0], AlertRow(*row[1:])) for row in cursor]
+        rows = self._newest_first("alert_log", ALERT_COLUMNS, where, params, limit)
+        return [(row[0], AlertRow(*row[1:])) for row in rows]
 
     @_translated
     def alert_log_seq(self, entry_id: str) -> int | None:
-        row = self.db.conn.execute("SELECT seq FROM alert_log WHERE id = ?", (entry_id,)).fetchone()
-        return None if row is None else int(row[0])
+        return self._seq_of("alert_log", entry_id)
 
     @_translated
     def last_triggered(self, alert_ids: Iterable[str]) -> dict[str, float]:
