@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from limitry_local.dimensions import Key
+from limitry_local.ids import new_id
 from limitry_local.ledger import AlertRow, LedgerBackend
 from limitry_local.metrics import from_units, unit_scale
 from limitry_local.models import Quota, QuotaAlert, QuotaAlertLog
@@ -152,7 +152,7 @@ class Alerts:
 def _row(alert: QuotaAlert, c: Crossing, used: int, now: float) -> AlertRow:
     quota = c.quota
     return AlertRow(
-        id=f"qal_{os.urandom(12).hex()}",
+        id=new_id("qal"),
         alert_id=alert.id,
         quota_id=quota.id,
         key=c.key_json,

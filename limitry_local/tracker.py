@@ -56,6 +56,7 @@ from limitry_local.headers import (
     rate_limit_denied_headers,
     rate_limit_headers,
 )
+from limitry_local.ids import new_id
 from limitry_local.ledger import (
     CounterIncrement,
     Durability,
@@ -449,7 +450,7 @@ class Tracker:
                     taken = bool(rates)
                     quotas = self._quota_outcomes(dims, request, when)
                     self._deny_if_over(rates, quotas)
-                    response = self._admitted(_new_id("evt"), rates, quotas)
+                    response = self._admitted(new_id("evt"), rates, quotas)
                     if self._alerts.by_quota:
                         firings = self._alerts.log(
                             self._ledger,
@@ -546,7 +547,7 @@ class Tracker:
                         first = _response_from_json(stored[1])
                         return Reservation(
                             self,
-                            _new_id("hold"),
+                            new_id("hold"),
                             event=request,
                             estimated=estimated,
                             asks=[],
@@ -560,7 +561,7 @@ class Tracker:
                     taken = bool(rates)
                     quotas = self._quota_outcomes(dims, estimated, when)
                     self._deny_if_over(rates, quotas)
-                    hold_id = _new_id("hold")
+                    hold_id = new_id("hold")
                     self._ledger.add_hold(conn, hold_id, _increments(quotas), now + ttl)
                 kept = True
             finally:
@@ -957,7 +958,7 @@ class Tracker:
                     ids.append(first)
                     continue
             when = request.timestamp.timestamp() if request.timestamp is not None else now
-            event_id = _new_id("evt")
+            event_id = new_id("evt")
             quotas = self._quota_outcomes(_dimensions(request), request, when, read_used=False)
             if self._alerts.by_quota:
                 for o in quotas:
@@ -1079,7 +1080,7 @@ class Tracker:
         stamp = _datetime(self._now())
         fields = data.model_dump(by_alias=False)
         return kind(
-            id=_new_id(prefix),
+            id=new_id(prefix),
             project_id=self._project_id,
             created_at=stamp,
             updated_at=stamp,
@@ -1208,7 +1209,7 @@ class Tracker:
             with self._changing_definitions() as conn:
                 quota = self._get_quota(quota_id)
                 alert = QuotaAlert(
-                    id=_new_id("qa"),
+                    id=new_id("qa"),
                     quota_id=quota.id,
                     threshold=data.threshold,
                     created_at=_datetime(self._now()),
@@ -1304,7 +1305,7 @@ class Tracker:
     def _create_rate_limit(self, data: RateLimitCreate) -> RateLimit:
         with self._changing_definitions() as conn:
             limit = self._new_definition(RateLimit, "rl", data)
-            generation = _new_id("gen")
+            generation = new_id("gen")
             row = {**_definition_row(limit), "generation": generation}
             self._ledger.save_definition(conn, "rate_limits", row)
         self._install_rate_limit(limit, generation)
@@ -1319,7 +1320,7 @@ class Tracker:
             # fresh ones.
             generation = self._rate_rules[limit_id].generation
             if _reshaped(current, limit, _RESHAPING_RATE_FIELDS):
-                generation = _new_id("gen")
+                generation = new_id("gen")
             row = {**_definition_row(limit), "generation": generation}
             self._ledger.save_definition(conn, "rate_limits", row)
         self._install_rate_limit(limit, generation)
@@ -1638,10 +1639,6 @@ def _response_from_json(text: str) -> TrackPostResponse:
     response = TrackPostResponse.model_validate(stored["body"])
     response._headers = stored["headers"]
     return response
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{os.urandom(12).hex()}"
 
 
 def _datetime(seconds: float) -> datetime:
