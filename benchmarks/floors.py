@@ -3,6 +3,11 @@
 - :class:`TokenBucketFloor`: a minimal pure-Python token bucket, a dict of
   ``key -> (tokens, timestamp)`` refilled continuously.  Nothing cheaper
   decides a rate limit per key in Python.
+- :class:`ContractFloor`: the least one ``usage()`` call can do and still
+  answer in the API contract's models: the event validated into a
+  ``TrackPostRequest``, a :class:`TokenBucketFloor` take, a dict quota
+  counter, the event kept (in a list or a :class:`SqliteFloor`), and the 201
+  ``TrackPostResponse`` with its statuses and headers.
 - :class:`SqliteFloor`: raw ``sqlite3`` recording one event per call, one
   event ``INSERT`` plus one counter upsert (``INSERT ... ON CONFLICT DO
   UPDATE``) and one ``COMMIT`` (or one commit per ``commit_every`` events),
@@ -18,7 +23,16 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from limitry_local.headers import rate_limit_headers
+from limitry_local.models import (
+    QuotaStatus,
+    RateLimitStatus,
+    TrackPostRequest,
+    TrackPostResponse,
+    trusted,
+)
 
 Schema = Literal["minimal", "ledger"]
 
@@ -79,6 +93,11 @@ class TokenBucketFloor:
             return False
         self._buckets[key] = (tokens - 1.0, now)
         return True
+
+    def tokens(self, key: str) -> float:
+        """Tokens left in ``key``'s bucket at its last take."""
+        state = self._buckets.get(key)
+        return self._capacity if state is None else state[0]
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -160,3 +179,96 @@ class SqliteFloor:
             self._conn.execute("COMMIT")
             self._pending = 0
         self._conn.close()
+
+
+class ContractFloor:
+    """One track-with-enforcement call with nothing but what the API contract asks for.
+
+    Per call: the event, a dict as the benchmark's callers pass it, validated
+    into a ``TrackPostRequest`` by the model's own validator (``validate=False``
+    trusts the dict instead); one token taken from a :class:`TokenBucketFloor`;
+    the customer's quota counter read from a dict and added to; the event
+    appended to a list, or recorded by ``sqlite`` (a :class:`SqliteFloor`); and
+    the 201 ``TrackPostResponse`` holding one ``RateLimitStatus``, one
+    ``QuotaStatus`` and the ``X-RateLimit-*`` headers, built without
+    revalidation (``models.trusted``, as ``usage()`` builds its answer).
+
+    No lock, no clock checks, no limit matching, no modes, overrides,
+    periods, alerts or idempotency keys: the gap between this and ``usage()``
+    is the library's own machinery, and this row's gap to a peer is what the
+    contract's models cost by themselves.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        quota_limit: int,
+        *,
+        validate: bool = True,
+        sqlite: SqliteFloor | None = None,
+    ) -> None:
+        self._bucket = TokenBucketFloor(capacity, 60)
+        self._capacity = capacity
+        self._quota_limit = quota_limit
+        self._validate = TrackPostRequest.__pydantic_validator__.validate_python
+        self._trust = not validate
+        self._counters: dict[str, int] = {}
+        self._events: list[tuple[str, Any]] = []
+        self._sqlite = sqlite
+
+    def usage(self, event: dict[str, Any]) -> TrackPostResponse | None:
+        """The 201 body, or None where ``usage()`` would raise its 429."""
+        if self._trust:
+            customer = event["customer_id"]
+            tokens = event["input_tokens"] + event["output_tokens"]
+            request: Any = event
+        else:
+            request = self._validate(event)
+            customer = request.customer_id
+            tokens = request.total_tokens
+        used = self._counters.get(customer, 0)
+        if used + tokens > self._quota_limit or not self._bucket.take(customer):
+            return None
+        self._counters[customer] = used + tokens
+        event_id = f"evt_{os.urandom(12).hex()}"
+        if self._sqlite is None:
+            self._events.append((event_id, request))
+        else:
+            self._sqlite.record(customer)
+        now = int(time.time())
+        remaining = int(self._bucket.tokens(customer))
+        rate = trusted(
+            RateLimitStatus,
+            {
+                "id": "rl_floor",
+                "name": "floor",
+                "limit": self._capacity,
+                "remaining": remaining,
+                "reset": now + 60,
+                "window": "minute",
+                "exceeded": False,
+            },
+        )
+        quota = trusted(
+            QuotaStatus,
+            {
+                "id": "q_floor",
+                "name": "floor",
+                "metric": "total_tokens",
+                "period": "day",
+                "limit": self._quota_limit,
+                "used": used + tokens,
+                "remaining": self._quota_limit - used - tokens,
+                "reset": now // _DAY * _DAY + _DAY,
+                "exceeded": False,
+            },
+        )
+        return trusted(
+            TrackPostResponse,
+            {"id": event_id, "allowed": True, "rate_limits": [rate], "quotas": [quota]},
+            {"_headers": rate_limit_headers([rate])},
+        )
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()

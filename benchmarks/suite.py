@@ -36,7 +36,7 @@ import psycopg
 import redis
 
 from benchmarks import ledgers, reports
-from benchmarks.floors import SqliteFloor, TokenBucketFloor
+from benchmarks.floors import ContractFloor, SqliteFloor, TokenBucketFloor
 from benchmarks.harness import Op, Timing, measure
 from benchmarks.peers import LimitsPeer, PyratePeer, PyrateRedisPeer
 from limitry_local import (
@@ -224,6 +224,22 @@ def _gate_hit(tracker: Tracker) -> Op:
     return tracker.rate_limits.gate(limit.id).hit
 
 
+def _contract_floor(floor: ContractFloor) -> Op:
+    # The same event _model_call sends, as the dict usage() builds from its keywords.
+    def op(key: str) -> object:
+        return floor.usage(
+            {
+                "customer_id": key,
+                "event_type": "model_call",
+                "model": "gpt-4o",
+                "input_tokens": 100,
+                "output_tokens": 20,
+            }
+        )
+
+    return op
+
+
 def _floor_record(floor: SqliteFloor) -> Op:
     def op(key: str) -> object:
         floor.record(key)
@@ -288,6 +304,13 @@ def _rate_cases(
 # --- (b) full usage() ------------------------------------------------------------------
 
 
+def _ledger_floor(path: Path, commit_every: int = 1) -> SqliteFloor:
+    """Raw sqlite3 on a ledger file made by limitry_local, with the quota it counts for."""
+    with _tracker(path, quotas=1) as tracker:
+        (quota,) = tracker.quotas.list().data
+    return SqliteFloor(path, schema="ledger", quota_id=quota.id, commit_every=commit_every)
+
+
 def _b_normal(config: Config) -> list[Case]:
     keys = _customers(config.customers)
     warm = 2 * config.customers
@@ -296,11 +319,12 @@ def _b_normal(config: Config) -> list[Case]:
         db = SqliteFloor(ctx.path("floor"))
         return Subject(_floor_record(db), keys, warm, close=db.close)
 
+    def contract(ctx: Context) -> Subject:
+        floor = ContractFloor(RATE_LIMIT, QUOTA_LIMIT, sqlite=_ledger_floor(ctx.path("contract")))
+        return Subject(_contract_floor(floor), keys, warm, _allowed, floor.close)
+
     def floor_ledger(ctx: Context) -> Subject:
-        path = ctx.path("floor-ledger")
-        with _tracker(path, quotas=1) as tracker:
-            (quota,) = tracker.quotas.list().data
-        db = SqliteFloor(path, schema="ledger", quota_id=quota.id)
+        db = _ledger_floor(ctx.path("floor-ledger"))
         return Subject(_floor_record(db), keys, warm, close=db.close)
 
     def pyrate(ctx: Context) -> Subject:
@@ -314,6 +338,7 @@ def _b_normal(config: Config) -> list[Case]:
     return [
         Case("floor: raw sqlite3, 1 commit per event", floor, reference=True),
         Case("floor: raw sqlite3 on the ledger schema", floor_ledger),
+        Case("floor: the contract's models around the ledger-schema floor", contract),
         Case("pyrate SQLiteBucket per key (rate only)", pyrate),
         Case("limitry usage(), durability=normal", usage),
     ]
@@ -327,12 +352,18 @@ def _b_batched(config: Config) -> list[Case]:
         db = SqliteFloor(ctx.path("floor-batched"), commit_every=1000)
         return Subject(_floor_record(db), keys, warm, close=db.close)
 
+    def contract(ctx: Context) -> Subject:
+        db = _ledger_floor(ctx.path("contract-batched"), commit_every=1000)
+        floor = ContractFloor(RATE_LIMIT, QUOTA_LIMIT, sqlite=db)
+        return Subject(_contract_floor(floor), keys, warm, _allowed, floor.close)
+
     def usage(ctx: Context) -> Subject:
         tracker = _tracker(ctx.path("limitry-batched"), rates=1, quotas=1, durability="batched")
         return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
 
     return [
         Case("floor: raw sqlite3, 1 commit per 1000 events", floor, reference=True),
+        Case("floor: the contract's models, the ledger schema, 1 commit per 1000", contract),
         Case("limitry usage(), durability=batched", usage),
     ]
 
@@ -349,6 +380,13 @@ def _b_memory(config: Config) -> list[Case]:
         db = SqliteFloor(None)
         return Subject(_floor_record(db), keys, warm, close=db.close)
 
+    def contract(validate: bool) -> Callable[[Context], Subject]:
+        def make(ctx: Context) -> Subject:
+            floor = ContractFloor(RATE_LIMIT, QUOTA_LIMIT, validate=validate)
+            return Subject(_contract_floor(floor), keys, warm, _allowed, floor.close)
+
+        return make
+
     def usage(ctx: Context) -> Subject:
         tracker = _tracker(None, rates=1, quotas=1)
         return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
@@ -360,6 +398,8 @@ def _b_memory(config: Config) -> list[Case]:
     return [
         Case("limits FixedWindow, MemoryStorage (rate only)", limits, reference=True),
         Case("floor: raw sqlite3 :memory:, 1 commit per event", floor),
+        Case("floor: the contract's 201 models around a dict bucket and counter", contract(False)),
+        Case("floor: the same, the request validated by its pydantic model", contract(True)),
         Case("limitry usage(), memory ledger", usage),
         Case("limitry usage(), SQLite :memory: ledger (as before 0.2)", usage_sqlite),
     ]

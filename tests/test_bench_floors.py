@@ -1,0 +1,70 @@
+"""The benchmark floors do the work they claim, so the rows measured against them mean something."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from benchmarks.floors import ContractFloor, SqliteFloor, TokenBucketFloor
+from limitry_local import TrackPostResponse
+
+
+def _event(customer: str, tokens: int = 60) -> dict[str, object]:
+    return {
+        "customer_id": customer,
+        "event_type": "model_call",
+        "input_tokens": tokens,
+        "output_tokens": tokens,
+    }
+
+
+def test_the_token_bucket_floor_denies_once_empty() -> None:
+    bucket = TokenBucketFloor(capacity=2, window_seconds=3600)
+    assert [bucket.take("k"), bucket.take("k"), bucket.take("k"), bucket.take("j")] == [
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert bucket.tokens("k") < 1 <= bucket.tokens("j") + 1
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_the_contract_floor_answers_a_valid_201_and_enforces_both_limits(validate: bool) -> None:
+    floor = ContractFloor(capacity=3, quota_limit=300, validate=validate)
+    first = floor.usage(_event("a"))
+    assert isinstance(first, TrackPostResponse)
+    # Built without validation, it must still be what validation would build.
+    rebuilt = TrackPostResponse.model_validate(first.model_dump())
+    assert rebuilt.model_dump() == first.model_dump()
+    assert rebuilt.model_fields_set == first.model_fields_set
+    assert first.rate_limits[0].remaining == 2
+    assert first.quotas[0].used == 120
+    assert first.headers["X-RateLimit-Remaining"] == "2"
+    assert floor.usage(_event("a", 30)) is not None
+    assert floor.usage(_event("a", 61)) is None  # 180 + 122 tokens > the quota of 300
+    assert floor.usage(_event("a", 1)) is not None  # the third request: 182 tokens
+    assert floor.usage(_event("a", 1)) is None  # the bucket of 3 is empty
+    assert floor.usage(_event("b")) is not None
+
+
+def test_the_contract_floor_rejects_a_bad_event_only_when_it_validates() -> None:
+    bad = {**_event("a"), "input_tokens": -1}
+    with pytest.raises(ValueError):
+        ContractFloor(capacity=3, quota_limit=300).usage(bad)
+
+
+def test_the_contract_floor_records_through_its_sqlite_floor(tmp_path: Path) -> None:
+    db = SqliteFloor(tmp_path / "floor.db", commit_every=2)
+    floor = ContractFloor(capacity=10, quota_limit=10**6, sqlite=db)
+    for customer in ("a", "b", "a"):
+        assert floor.usage(_event(customer)) is not None
+    floor.close()
+    with sqlite3.connect(tmp_path / "floor.db") as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
+        assert conn.execute("SELECT key, used FROM counters ORDER BY key").fetchall() == [
+            ("a", 240),
+            ("b", 120),
+        ]
