@@ -23,6 +23,12 @@ import os
 import time
 
 
-def new_id(prefix: str) -> str:
-    """A fresh id: ``new_id("evt")`` -> ``"evt_019ac3f2b7e1" + 12 random hex digits``."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+def new_id(prefix: str, millis: int | None = None) -> str:
+    """A fresh id: ``new_id("evt")`` -> ``"evt_019ac3f2b7e1" + 12 random hex digits``.
+
+    ``millis`` (unix milliseconds) stands in for the clock: for tools that
+    write events of the past, such as the benchmarks.
+    """
+    if millis is None:
+        millis = time.time_ns() // 1_000_000
+    return f"{prefix}_{millis:012x}{os.urandom(6).hex()}"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import event_ids
 from benchmarks.floors import ContractFloor, SqliteFloor, TokenBucketFloor
 from limitry_local import TrackPostResponse
 
@@ -68,3 +71,27 @@ def test_the_contract_floor_records_through_its_sqlite_floor(tmp_path: Path) -> 
             ("a", 240),
             ("b", 120),
         ]
+
+
+def test_the_event_id_benchmark_fills_both_layouts_and_prints_their_rows(tmp_path: Path) -> None:
+    samples = event_ids.measure(50, 1000, tmp_path)
+    assert set(samples) == set(event_ids.LAYOUTS)
+    assert all(len(values) == 2 and min(values) > 0 for values in samples.values())
+    # Each file holds its 50 filled events and the 1000 timed ones, ids of its own layout.
+    for i, name in enumerate(event_ids.LAYOUTS):
+        with sqlite3.connect(tmp_path / f"ids-{i}-50.db") as conn:
+            ids = [row[0] for row in conn.execute("SELECT id FROM events ORDER BY seq")]
+        assert len(ids) == len(set(ids)) == 1050
+        millis = [event_id[4:16] for event_id in ids]
+        assert (millis == sorted(millis)) == (name == "time-ordered (new_id)")
+
+    done = subprocess.run(
+        [sys.executable, "benchmarks/event_ids.py", "--sizes", "10", "--inserts", "500"],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 10 |")]
+    assert [row.split("|")[2].strip() for row in rows] == list(event_ids.LAYOUTS)

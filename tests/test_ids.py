@@ -24,6 +24,11 @@ def test_an_id_is_the_prefix_then_the_wall_clock_in_milliseconds_then_random_hex
     assert before <= _millis(event_id) <= after
 
 
+def test_an_id_for_a_given_instant_carries_that_instant() -> None:
+    assert _millis(new_id("evt", 1_700_000_000_123)) == 1_700_000_000_123
+    assert new_id("evt", 0).startswith("evt_000000000000")
+
+
 def test_ids_minted_in_one_millisecond_differ_and_later_ids_sort_after() -> None:
     ids = [new_id("evt") for _ in range(20_000)]
     assert len(set(ids)) == len(ids)

@@ -1,0 +1,110 @@
+"""What the layout of event ids costs the file ledger's inserts.
+
+Builds two ledger files with limitry_local's own schema, fills each with N
+events through raw ``sqlite3`` (ids random, as before ids began with the
+clock, or time-ordered, as ``limitry_local.ids.new_id`` mints them now),
+then times one event ``INSERT`` and ``COMMIT`` at a time (WAL,
+``synchronous=NORMAL``: the default durability) with ids of the same
+layout, the two files taking turns, and prints a table: median and p99 per
+insert, and the ratio to the random layout.
+
+    .venv/bin/python benchmarks/event_ids.py                    # 1M events
+    .venv/bin/python benchmarks/event_ids.py --sizes 0 1000000 --inserts 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from limitry_local import Tracker
+from limitry_local.ids import new_id
+
+_INSERT = (
+    "INSERT INTO events (id, ts, customer_id, event_type, model, provider, input_tokens, "
+    "output_tokens, total_tokens, latency_ms, cost_cents, properties, idempotency_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ROUND = 500
+"""Inserts per sample; the two layouts alternate by sample."""
+
+
+def _random_id(_: float) -> str:
+    return f"evt_{os.urandom(12).hex()}"
+
+
+def _ordered_id(at: float) -> str:
+    return new_id("evt", int(at * 1000))
+
+
+LAYOUTS: dict[str, Callable[[float], str]] = {
+    "random (before)": _random_id,
+    "time-ordered (new_id)": _ordered_id,
+}
+
+
+def _row(event_id: str, at: float, i: int) -> tuple[object, ...]:
+    return (event_id, at, f"cust_{i % 1000}", "model_call", "gpt-4o", None, 100, 20, 120)
+
+
+def _ledger(path: Path, events: int, make_id: Callable[[float], str]) -> sqlite3.Connection:
+    Tracker(path).close()  # the schema, as limitry_local creates it
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    start = time.time() - 30 * 86_400
+    conn.execute("BEGIN")
+    for i in range(events):
+        at = start + i * 0.002
+        conn.execute(_INSERT, (*_row(make_id(at), at, i), None, None, "{}", None))
+    conn.execute("COMMIT")
+    return conn
+
+
+def measure(events: int, inserts: int, workdir: Path) -> dict[str, list[float]]:
+    """Per-insert microseconds of each layout, in samples of ``_ROUND`` inserts."""
+    conns = {
+        name: _ledger(workdir / f"ids-{i}-{events}.db", events, make_id)
+        for i, (name, make_id) in enumerate(LAYOUTS.items())
+    }
+    samples: dict[str, list[float]] = {name: [] for name in LAYOUTS}
+    for r in range(max(1, inserts // _ROUND)):
+        for name, make_id in LAYOUTS.items():
+            conn = conns[name]
+            started = time.perf_counter_ns()
+            for i in range(_ROUND):
+                at = time.time()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_INSERT, (*_row(make_id(at), at, r + i), None, None, "{}", None))
+                conn.execute("COMMIT")
+            samples[name].append((time.perf_counter_ns() - started) / _ROUND / 1000)
+    for conn in conns.values():
+        conn.close()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--inserts", type=int, default=20_000, help="per layout and size")
+    args = parser.parse_args()
+    print("| events in ledger | id layout | median us/insert | p99 us | vs random |")
+    print("|---:|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            samples = measure(size, args.inserts, Path(tmp))
+            base = statistics.median(samples["random (before)"])
+            for name, values in samples.items():
+                median = statistics.median(values)
+                p99 = statistics.quantiles(values, n=100)[98] if len(values) > 1 else median
+                print(f"| {size:,} | {name} | {median:.1f} | {p99:.1f} | {median / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
