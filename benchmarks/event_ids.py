@@ -6,7 +6,8 @@ clock, or time-ordered, as ``limitry_local.ids.new_id`` mints them now),
 then times one event ``INSERT`` and ``COMMIT`` at a time (WAL,
 ``synchronous=NORMAL``: the default durability) with ids of the same
 layout, the two files taking turns, and prints a table: median and p99 per
-insert, and the ratio to the random layout.
+insert (p99 over samples of 500 inserts, each sample's mean), and the
+ratio to the random layout.
 
     .venv/bin/python benchmarks/event_ids.py                    # 1M events
     .venv/bin/python benchmarks/event_ids.py --sizes 0 1000000 --inserts 20000
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--inserts", type=int, default=20_000, help="per layout and size")
     args = parser.parse_args()
-    print("| events in ledger | id layout | median us/insert | p99 us | vs random |")
+    print("| events in ledger | id layout | median us/insert | p99 us (of means) | vs random |")
     print("|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:

@@ -63,6 +63,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "floor: dict token bucket",
         "floor: raw sqlite3, 1 commit per event",
         "floor: the contract's 201 models around a dict bucket and counter",
+        "floor: the same, the request validated by its pydantic model",
         "floor: the contract's models around the ledger-schema floor",
         "floor: the contract's models, the ledger schema, 1 commit per 1000",
         "limits FixedWindow, MemoryStorage",

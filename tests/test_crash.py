@@ -85,7 +85,7 @@ TIMEOUT = 60.0
 
 NOW_TS = NOW.timestamp()
 DAY_START = NOW_TS - NOW_TS % 86_400
-EVENT_ID = re.compile(r"evt_[0-9a-f]{24}")
+EVENT_ID = re.compile(r"evt_[0-9a-f]{32}")
 BUILTIN = ("customer_id", "event_type", "model", "provider")
 EVENT_TYPES = {"model_call", "embedding", "canary"}
 COLUMNS = (

@@ -850,7 +850,7 @@ def test_totals_sum_cents_as_whole_micro_cents(ledger: LedgerBackend) -> None:
 
 # --- 3. the tracker on both ledgers -------------------------------------------------
 
-_ID = re.compile(r"\b(evt|qta|rl)_[0-9a-f]{24}\b")
+_ID = re.compile(r"\b(evt|qta|rl)_[0-9a-f]{32}\b")
 
 
 class _Renamer:
