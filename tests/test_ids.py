@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import time
 
@@ -51,3 +53,27 @@ def test_event_ids_follow_the_wall_clock_not_the_trackers_clock() -> None:
         after = time.time_ns() // 1_000_000
     assert before <= _millis(first) <= _millis(second) <= after
     assert first != second
+
+
+def test_ids_do_not_follow_the_applications_random_seed() -> None:
+    random.seed(7)
+    first = new_id("evt", 1_700_000_000_000)
+    random.seed(7)
+    assert new_id("evt", 1_700_000_000_000) != first
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_mints_other_ids_than_its_parent() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running pytest's exit
+        os.close(read)
+        os.write(write, " ".join(new_id("evt", 0) for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_id("evt", 0) for _ in range(100)}
+    assert len(child) == 100
+    assert not child & parent
