@@ -111,6 +111,8 @@ class SqliteFloor:
     writes into a ledger file that limitry_local created (``quota_id`` names
     the quota whose counter it keeps) and reads the counter before writing.
     ``commit_every`` > 1 keeps one transaction open across that many events.
+    ``read_counter=False`` skips the counter read (for a batch, which holds
+    the write lock across its events, a cache could answer it).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class SqliteFloor:
         schema: Schema = "minimal",
         quota_id: str = "",
         commit_every: int = 1,
+        read_counter: bool = True,
     ) -> None:
         self._conn = sqlite3.connect(
             ":memory:" if path is None else str(path),
@@ -135,6 +138,7 @@ class SqliteFloor:
         self._schema: Schema = schema
         self._quota_id = quota_id
         self._commit_every = commit_every
+        self._read_counter = read_counter
         self._pending = 0
 
     def record(
@@ -160,7 +164,8 @@ class SqliteFloor:
             conn.execute(_MINIMAL_UPSERT, (customer_id, day, tokens))
         else:
             key = f'["{customer_id}"]'
-            conn.execute(_LEDGER_READ, (self._quota_id, key, day)).fetchone()
+            if self._read_counter:
+                conn.execute(_LEDGER_READ, (self._quota_id, key, day)).fetchone()
             conn.execute(
                 _LEDGER_INSERT,
                 (

@@ -61,9 +61,11 @@ def test_the_contract_floor_rejects_a_bad_event_only_when_it_validates() -> None
     assert ContractFloor(capacity=3, quota_limit=300, validate=False).usage(bad) is not None
 
 
-@pytest.mark.parametrize("schema", ["minimal", "ledger"])
+@pytest.mark.parametrize(
+    ("schema", "read_counter"), [("minimal", True), ("ledger", True), ("ledger", False)]
+)
 def test_the_contract_floor_records_its_events_through_its_sqlite_floor(
-    tmp_path: Path, schema: Schema
+    tmp_path: Path, schema: Schema, read_counter: bool
 ) -> None:
     path = tmp_path / "floor.db"
     quota_id = ""
@@ -72,7 +74,9 @@ def test_the_contract_floor_records_its_events_through_its_sqlite_floor(
             quota_id = tracker.quotas.create(
                 name="q", metric="total_tokens", period="day", limit_value=10**6
             ).id
-    db = SqliteFloor(path, schema=schema, quota_id=quota_id, commit_every=2)
+    db = SqliteFloor(
+        path, schema=schema, quota_id=quota_id, commit_every=2, read_counter=read_counter
+    )
     floor = ContractFloor(capacity=10, quota_limit=10**6, sqlite=db)
     answers = [floor.usage(_event(customer, tokens)) for customer, tokens in [("a", 7), ("b", 60)]]
     answers.append(floor.usage(_event("a", 5)))

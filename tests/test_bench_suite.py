@@ -35,6 +35,9 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
     assert "limits 5.8.0" in out
     assert "pyrate-limiter 4.5.1" in out
 
+    # Every row says what it does, below the table.
+    assert ": None" not in out
+
     lines = [line for line in out.splitlines() if line.startswith("| ")]
     assert lines[0] == (
         "| workload | implementation | median us/op | p99 us/op | ops/s | vs ref | samples x ops |"
@@ -66,6 +69,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "floor: the same, the request validated by its pydantic model",
         "floor: the contract's models around the ledger-schema floor",
         "floor: the contract's models, the ledger schema, 1 commit per 1000",
+        "floor: the same without the counter read",
         "limits FixedWindow, MemoryStorage",
         "limits MovingWindow, MemoryStorage",
         "pyrate InMemoryBucket per key",
