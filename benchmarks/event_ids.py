@@ -9,8 +9,8 @@ layout, the two files taking turns, and prints a table: median and p99 per
 insert (p99 over samples of 500 inserts, each sample's mean), and the
 ratio to the random layout.
 
-    .venv/bin/python benchmarks/event_ids.py                    # 1M events
-    .venv/bin/python benchmarks/event_ids.py --sizes 0 1000000 --inserts 20000
+    .venv/bin/python -m benchmarks.event_ids                    # 1M events
+    .venv/bin/python -m benchmarks.event_ids --sizes 0 1000000 --inserts 20000
 """
 
 from __future__ import annotations
@@ -24,14 +24,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.floors import LEDGER_INSERT
 from limitry_local import Tracker
 from limitry_local.ids import new_id
 
-_INSERT = (
-    "INSERT INTO events (id, ts, customer_id, event_type, model, provider, input_tokens, "
-    "output_tokens, total_tokens, latency_ms, cost_cents, properties, idempotency_key) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _ROUND = 500
 """Inserts per sample; the two layouts alternate by sample."""
 
@@ -51,7 +47,23 @@ LAYOUTS: dict[str, Callable[[float], str]] = {
 
 
 def _row(event_id: str, at: float, i: int) -> tuple[object, ...]:
-    return (event_id, at, f"cust_{i % 1000}", "model_call", "gpt-4o", None, 100, 20, 120)
+    """Every column of LEDGER_INSERT, as usage() fills them for a model call."""
+    customer = f"cust_{i % 1000}"
+    return (
+        event_id,
+        at,
+        customer,
+        "model_call",
+        "gpt-4o",
+        None,
+        100,
+        20,
+        120,
+        None,
+        None,
+        "{}",
+        None,
+    )
 
 
 def _ledger(path: Path, events: int, make_id: Callable[[float], str]) -> sqlite3.Connection:
@@ -63,7 +75,7 @@ def _ledger(path: Path, events: int, make_id: Callable[[float], str]) -> sqlite3
     conn.execute("BEGIN")
     for i in range(events):
         at = start + i * 0.002
-        conn.execute(_INSERT, (*_row(make_id(at), at, i), None, None, "{}", None))
+        conn.execute(LEDGER_INSERT, _row(make_id(at), at, i))
     conn.execute("COMMIT")
     # The fill's WAL folded into the file now, not by the first timed commit.
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -84,7 +96,7 @@ def measure(events: int, inserts: int, workdir: Path) -> dict[str, list[float]]:
             for i in range(_ROUND):
                 at = time.time()
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(_INSERT, (*_row(make_id(at), at, r + i), None, None, "{}", None))
+                conn.execute(LEDGER_INSERT, _row(make_id(at), at, r + i))
                 conn.execute("COMMIT")
             samples[name].append((time.perf_counter_ns() - started) / _ROUND / 1000)
     for conn in conns.values():

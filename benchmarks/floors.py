@@ -49,7 +49,7 @@ _MINIMAL_UPSERT = (
     "ON CONFLICT (key, period_start) DO UPDATE SET used = used + excluded.used"
 )
 
-_LEDGER_INSERT = (
+LEDGER_INSERT = (
     "INSERT INTO events (id, ts, customer_id, event_type, model, provider, input_tokens, "
     "output_tokens, total_tokens, latency_ms, cost_cents, properties, idempotency_key) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -167,7 +167,7 @@ class SqliteFloor:
             if self._read_counter:
                 conn.execute(_LEDGER_READ, (self._quota_id, key, day)).fetchone()
             conn.execute(
-                _LEDGER_INSERT,
+                LEDGER_INSERT,
                 (
                     event_id or new_id("evt"),
                     now,
@@ -213,10 +213,10 @@ class ContractFloor:
     It does less than the contract in ways that only make it cheaper: one
     counter per customer, never per period; a rate-limit ``reset`` that is
     always a window away; no ``timestamp``, idempotency key, limit matching
-    or ``per`` keys; no lock.  So it is a lower bound: a target below this
-    row cannot be met by any implementation of the contract's call, and the
-    gap between it and ``usage()`` is the most the library's own machinery
-    could give back.
+    or ``per`` keys; no lock.  So it is a lower bound for a Python
+    implementation of the contract's call: a target below this row cannot
+    be met in Python, and the gap between it and ``usage()`` is the most the
+    library's own machinery could give back.
     """
 
     def __init__(

@@ -105,7 +105,7 @@ def test_the_event_id_benchmark_fills_both_layouts_and_prints_their_rows(tmp_pat
         assert (millis == sorted(millis)) == (name == "time-ordered (new_id)")
 
     done = subprocess.run(
-        [sys.executable, "benchmarks/event_ids.py", "--sizes", "10", "--inserts", "500"],
+        [sys.executable, "-m", "benchmarks.event_ids", "--sizes", "10", "--inserts", "500"],
         cwd=Path(__file__).parents[1],
         capture_output=True,
         text=True,
