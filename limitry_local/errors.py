@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -21,6 +21,32 @@ M = TypeVar("M", bound=BaseModel)
 
 class LimitryError(Exception):
     """Root of every error this library raises."""
+
+
+LedgerErrorReason = Literal[
+    "locked",
+    "read_only",
+    "not_a_database",
+    "corrupt",
+    "cannot_open",
+    "disk_full",
+    "not_a_ledger",
+    "schema_version",
+    "io",
+]
+
+
+class LedgerError(LimitryError):
+    """The ledger file cannot be opened or used: the message names the file, the cause
+    and what to do.  ``.reason`` names the cause for code that reacts to it:
+    ``"locked"``, ``"read_only"``, ``"not_a_database"``, ``"corrupt"``,
+    ``"cannot_open"``, ``"disk_full"``, ``"not_a_ledger"``, ``"schema_version"``
+    or ``"io"``.
+    """
+
+    def __init__(self, message: str, reason: LedgerErrorReason = "io") -> None:
+        super().__init__(message)
+        self.reason: LedgerErrorReason = reason
 
 
 class APIError(LimitryError):

@@ -1,4 +1,4 @@
-"""The SQLite ledger: schema, events, quota counters, limit definitions, idempotency keys.
+"""The SQLite ledger: events, quota counters, limit definitions, idempotency keys in one file.
 
 The ledger stores; it never decides.  The tracker opens a write scope
 (:meth:`Ledger.write`), reads what it needs to decide, and writes the rows
@@ -22,86 +22,39 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, ParamSpec, Protocol, TypeVar, get_args
+from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
 
-from limitry_local.errors import LimitryError
-
-SCHEMA_VERSION = 5
-"""1: the first release.  2: ``meta.definitions_version``, so processes sharing
-a file see each other's limit changes.  3: ``holds``, the quota amounts that
-open reservations hold, so any process can release an expired one.
-4: ``quotas.timezone``, the IANA zone of a quota's calendar periods,
-``events.cached_input_tokens``, ``rate_limits.generation`` and both
-definition tables' ``overrides`` and ``mode``.  5: ``quota_alerts`` and
-``alert_log``, quota alerts and the history of their firings."""
-
-Durability = Literal["normal", "full", "batched"]
-DURABILITIES: tuple[str, ...] = get_args(Durability)
-
-
-class EventRow(NamedTuple):
-    """One row of the events table; ``ts`` is unix seconds, ``properties`` JSON text."""
-
-    id: str
-    ts: float
-    customer_id: str | None
-    event_type: str | None
-    model: str | None
-    provider: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    total_tokens: int | None
-    latency_ms: int | None
-    cost_cents: float | None
-    properties: str
-    idempotency_key: str | None
-    cached_input_tokens: int | None = None
-
-
-EVENT_COLUMNS = EventRow._fields
-
-
-class AlertRow(NamedTuple):
-    """One firing of a quota alert, as the alert history keeps it.
-
-    It describes the quota as it was when the alert fired (name, metric,
-    period), so the history reads the same after the quota changes or goes.
-    ``used`` and ``limit_units`` are whole units (micro-cents for cost);
-    ``dimensions`` is the JSON object of the quota's ``per`` values.
-    """
-
-    id: str
-    alert_id: str
-    quota_id: str
-    key: str
-    period_start: int
-    period_end: int
-    threshold: int
-    used: int
-    limit_units: int
-    quota_name: str
-    metric: str
-    period: str
-    dimensions: str
-    event_id: str
-    triggered_at: float
-
-
-ALERT_COLUMNS = AlertRow._fields
-DEFINITION_TABLES = ("quotas", "rate_limits", "quota_alerts")
+from limitry_local.errors import LedgerError
+from limitry_local.ledger.common import (
+    alert_filters,
+    decode_definition,
+    decode_increments,
+    held_in,
+)
+from limitry_local.ledger.protocol import (
+    ALERT_COLUMNS,
+    EVENT_COLUMNS,
+    AlertRow,
+    CounterIncrement,
+    Durability,
+    EventRow,
+    ReportFilter,
+    UsageTotals,
+    check_options,
+    report_column,
+)
+from limitry_local.ledger.schema import MIGRATIONS, SCHEMA_VERSION, create_schema
 
 _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
@@ -119,37 +72,9 @@ _LOG_ALERT = (
     "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
 )
 
-CounterIncrement = tuple[str, str, int, int]
-"""``(quota_id, key_json, period_start, amount)``."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-LedgerErrorReason = Literal[
-    "locked",
-    "read_only",
-    "not_a_database",
-    "corrupt",
-    "cannot_open",
-    "disk_full",
-    "not_a_ledger",
-    "schema_version",
-    "io",
-]
-
-
-class LedgerError(LimitryError):
-    """The ledger file cannot be opened or used: the message names the file, the cause
-    and what to do.  ``.reason`` names the cause for code that reacts to it:
-    ``"locked"``, ``"read_only"``, ``"not_a_database"``, ``"corrupt"``,
-    ``"cannot_open"``, ``"disk_full"``, ``"not_a_ledger"``, ``"schema_version"``
-    or ``"io"``.
-    """
-
-    def __init__(self, message: str, reason: LedgerErrorReason = "io") -> None:
-        super().__init__(message)
-        self.reason: LedgerErrorReason = reason
 
 
 def _explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
@@ -264,154 +189,6 @@ def _release(
             conn.close()
             released.set()
             wake.notify_all()  # the flusher, if any, has nothing left to do
-
-
-@dataclass(frozen=True, slots=True)
-class UsageTotals:
-    events: int
-    total_tokens: int
-    input_tokens: int
-    output_tokens: int
-    cost_micro_cents: int
-
-
-class LedgerBackend(Protocol):
-    """What the tracker asks of a ledger: it stores, it never decides.
-
-    Writes happen inside :meth:`write` and take the scope it yields; reads
-    inside a write scope see the scope's own writes and, for a shared
-    store, hold off other writers until the scope ends, which is what keeps
-    quota admission exact.  :class:`Ledger` (SQLite) and
-    :class:`~limitry_local.memory_ledger.MemoryLedger` implement it.
-    """
-
-    @property
-    def path(self) -> Path | None:
-        """The SQLite file, if the ledger is one."""
-        ...
-
-    @property
-    def where(self) -> str:
-        """Where the ledger lives, as error messages name it."""
-        ...
-
-    @property
-    def shared(self) -> bool:
-        """Whether other connections (processes, hosts) may change it between two calls."""
-        ...
-
-    @property
-    def durability(self) -> Durability: ...
-
-    def write(self, *, durable: bool = False) -> AbstractContextManager[Any]: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
-    def definitions_version(self) -> int: ...
-    def bump_definitions(self, scope: Any) -> int: ...
-    def definitions(self, table: str) -> list[dict[str, Any]]: ...
-    def save_definition(self, scope: Any, table: str, row: dict[str, Any]) -> None: ...
-    def delete_definition(self, scope: Any, table: str, limit_id: str) -> None: ...
-    def replace_counters(
-        self, scope: Any, quota_id: str, totals: Iterable[tuple[str, int, int]]
-    ) -> None: ...
-    def counter(self, quota_id: str, key: str, period_start: int) -> int: ...
-    def idempotent(self, key: str) -> tuple[str, str] | None: ...
-    def add_to_counters(self, scope: Any, increments: Iterable[CounterIncrement]) -> None: ...
-    def add_hold(
-        self, scope: Any, hold_id: str, increments: list[CounterIncrement], expires_at: float
-    ) -> None:
-        """Add ``increments`` to the counters and remember them under ``hold_id``."""
-        ...
-
-    def pop_hold(self, scope: Any, hold_id: str) -> list[CounterIncrement] | None:
-        """Forget a hold and take its increments back off the counters; None if it is gone."""
-        ...
-
-    def pop_expired_holds(self, scope: Any, now: float) -> list[str]:
-        """Release every hold that expired at ``now``; returns their ids."""
-        ...
-
-    def record(
-        self,
-        scope: Any,
-        events: Iterable[tuple[EventRow, Iterable[CounterIncrement], str | None]],
-    ) -> None: ...
-    def scan_events(self) -> Iterator[EventRow]: ...
-    def list_events(
-        self,
-        *,
-        customer_id: str | None,
-        event_type: str | None,
-        model: str | None,
-        start: float | None,
-        end: float | None,
-        before_seq: int | None,
-        limit: int,
-    ) -> list[tuple[int, EventRow]]: ...
-    def event_seq(self, event_id: str) -> int | None: ...
-    def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals: ...
-    def counters(self) -> dict[tuple[str, str, int], int]: ...
-    def event_count(self) -> int: ...
-    def held(self, quota_id: str, key: str, period_start: int) -> int:
-        """What open holds add to one counter (so ``counter - held`` is recorded usage)."""
-        ...
-
-    def log_alert(self, scope: Any, row: AlertRow) -> bool:
-        """Add a firing to the alert history; False (and nothing written) if that
-        alert already fired for this key and period."""
-        ...
-
-    def alert_log(
-        self,
-        *,
-        quota_id: str | None,
-        alert_id: str | None,
-        before_seq: int | None,
-        limit: int,
-    ) -> list[tuple[int, AlertRow]]:
-        """Firings, newest first, as ``(seq, row)``."""
-        ...
-
-    def alert_log_seq(self, entry_id: str) -> int | None: ...
-    def last_triggered(self, alert_ids: Iterable[str]) -> dict[str, float]:
-        """When each of these alerts last fired, by alert id; one that never fired is left out."""
-        ...
-
-    # --- usage reports ---
-
-    def usage_breakdown(
-        self, column: str, where: ReportFilter
-    ) -> list[tuple[str | None, UsageTotals]]:
-        """Totals of the matching events per value of ``column`` (one of
-        :data:`REPORT_COLUMNS`); None is the group of events without a value.
-        In no particular order."""
-        ...
-
-    def usage_timeseries(
-        self, seconds: int, origin: int, where: ReportFilter
-    ) -> list[tuple[int, UsageTotals]]:
-        """Totals of the matching events per period of the grid ``(seconds, origin)``
-        (see :func:`~limitry_local.periods.utc_grid`), keyed by the period's start in
-        unix seconds; periods without events are absent.  In no particular order."""
-        ...
-
-
-def check_options(*, timeout: float, durability: str, flush_events: int, flush_ms: float) -> None:
-    """Refuse options no ledger can honour, whichever ledger is chosen."""
-    if durability not in DURABILITIES:
-        raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
-    if isinstance(flush_events, bool) or not isinstance(flush_events, int) or flush_events < 1:
-        raise ValueError(f"flush_events must be a positive integer, got {flush_events!r}")
-    if (
-        isinstance(flush_ms, bool)
-        or not isinstance(flush_ms, (int, float))
-        or not 0 < flush_ms < math.inf
-    ):
-        raise ValueError(f"flush_ms must be a number of milliseconds > 0, got {flush_ms!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-    if not 0 <= timeout < math.inf:
-        raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
 
 
 class _WriteScope:
@@ -623,10 +400,10 @@ class Ledger:
         with self.transaction():
             version = self._schema_version()
             if version is None:
-                _create_schema(self.db)
+                create_schema(self.db)
             elif version < SCHEMA_VERSION:
                 for step in range(version, SCHEMA_VERSION):
-                    _MIGRATIONS[step](self.db)
+                    MIGRATIONS[step](self.db)
                 self.db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'",
                     [str(SCHEMA_VERSION)],
@@ -832,7 +609,7 @@ class Ledger:
         """Every quota or rate limit in creation order, JSON columns decoded."""
         rows = self.db.query(f"SELECT * FROM {table} ORDER BY seq")
         try:
-            return [_decode_definition(row) for row in rows]
+            return [decode_definition(row) for row in rows]
         except ValueError as exc:  # JSONDecodeError is a ValueError
             raise LedgerError(
                 f"ledger {self.where} is corrupt: a stored definition in {table} cannot be "
@@ -883,7 +660,7 @@ class Ledger:
         # The counters no longer include what holds added to this quota, so
         # releasing a hold must not take it off again.
         for hold_id, text in conn.execute("SELECT id, increments FROM holds").fetchall():
-            increments = _decode_increments(text)
+            increments = decode_increments(text)
             kept = [i for i in increments if i[0] != quota_id]
             if len(kept) != len(increments):
                 conn.execute(
@@ -913,7 +690,7 @@ class Ledger:
         row = conn.execute("SELECT increments FROM holds WHERE id = ?", (hold_id,)).fetchone()
         if row is None:
             return None
-        increments = _decode_increments(row[0])
+        increments = decode_increments(row[0])
         conn.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
         conn.executemany(_ADD_TO_COUNTER, [(q, k, s, -amount) for q, k, s, amount in increments])
         return increments
@@ -1038,7 +815,7 @@ class Ledger:
         cursor = self.db.conn.execute(
             "SELECT increments FROM holds WHERE instr(increments, ?) > 0", (quota_id,)
         )
-        return _held_in((text for (text,) in cursor), quota_id, key, period_start)
+        return held_in((text for (text,) in cursor), quota_id, key, period_start)
 
     def log_alert(self, conn: sqlite3.Connection, row: AlertRow) -> bool:
         """Add a firing (inside :meth:`write`); False if this alert, key and period fired before.
@@ -1057,7 +834,7 @@ class Ledger:
         before_seq: int | None,
         limit: int,
     ) -> list[tuple[int, AlertRow]]:
-        where, params = _alert_filters(quota_id, alert_id, before_seq, "?")
+        where, params = alert_filters(quota_id, alert_id, before_seq, "?")
         rows = self._newest_first("alert_log", ALERT_COLUMNS, where, params, limit)
         return [(row[0], AlertRow(*row[1:])) for row in rows]
 
@@ -1124,161 +901,6 @@ class Ledger:
         return [(row[0], _joined(row[1:])) for row in rows]
 
 
-def _create_schema(db: sqlite_utils.Database) -> None:
-    """The current schema, for a new ledger (an old one is migrated instead)."""
-    db.table("meta").create({"key": str, "value": str}, pk="key")
-    db.execute(
-        "INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('definitions_version', '0')",
-        [str(SCHEMA_VERSION)],
-    )
-    db.table("events").create(
-        {
-            "seq": int,
-            "id": str,
-            "ts": float,
-            "customer_id": str,
-            "event_type": str,
-            "model": str,
-            "provider": str,
-            "input_tokens": int,
-            "output_tokens": int,
-            "total_tokens": int,
-            "latency_ms": int,
-            "cost_cents": float,
-            "properties": str,
-            "idempotency_key": str,
-            "cached_input_tokens": int,
-        },
-        pk="seq",
-        not_null={"id", "ts", "properties"},
-    )
-    db.table("events").create_index(["id"], unique=True)
-    db.table("events").create_index(["customer_id", "ts"])
-    db.table("events").create_index(["ts"])
-    # Amounts are whole units (tokens, events, micro-cents); INTEGER keeps
-    # the sums exact where REAL would round above 2**53.
-    db.table("quota_counters").create(
-        {"quota_id": str, "key": str, "period_start": int, "used": int},
-        pk=("quota_id", "key", "period_start"),
-        not_null={"used"},
-    )
-    db.table("idempotency_keys").create({"key": str, "event_id": str, "response": str}, pk="key")
-    _create_holds(db)
-    _create_alert_tables(db)
-    for table, extra in (
-        ("quotas", {"period": str, "timezone": str, "overrides": str, "mode": str}),
-        (
-            "rate_limits",
-            {"window": str, "enabled": int, "generation": str, "overrides": str, "mode": str},
-        ),
-    ):
-        db.table(table).create(
-            {
-                "seq": int,
-                "id": str,
-                "name": str,
-                "dimension_filters": str,
-                "metric": str,
-                "limit_value": int,
-                **extra,
-                "per": str,
-                "created_at": str,
-                "updated_at": str,
-            },
-            pk="seq",
-        )
-        db.table(table).create_index(["id"], unique=True)
-
-
-def _v1_to_v2(db: sqlite_utils.Database) -> None:
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('definitions_version', '0')")
-
-
-def _create_holds(db: sqlite_utils.Database) -> None:
-    # increments: JSON [[quota_id, key, period_start, amount], ...], already on the counters.
-    db.table("holds").create({"id": str, "increments": str, "expires_at": float}, pk="id")
-    db.table("holds").create_index(["expires_at"])
-
-
-def _v2_to_v3(db: sqlite_utils.Database) -> None:
-    _create_holds(db)
-
-
-def _v3_to_v4(db: sqlite_utils.Database) -> None:
-    # NULL reads as UTC, every quota's zone before version 4.
-    db.execute("ALTER TABLE quotas ADD COLUMN timezone TEXT")
-    db.execute("ALTER TABLE events ADD COLUMN cached_input_tokens INTEGER")
-    # NULL: the limit's shape names its buckets until it is next reshaped.
-    db.execute("ALTER TABLE rate_limits ADD COLUMN generation TEXT")
-    for table in ("quotas", "rate_limits"):
-        db.execute(f"ALTER TABLE {table} ADD COLUMN overrides TEXT")  # NULL: none
-        db.execute(f"ALTER TABLE {table} ADD COLUMN mode TEXT")  # NULL: enforce
-
-
-def _create_alert_tables(db: sqlite_utils.Database) -> None:
-    db.table("quota_alerts").create(
-        {"seq": int, "id": str, "quota_id": str, "threshold": int, "created_at": str},
-        pk="seq",
-    )
-    db.table("quota_alerts").create_index(["id"], unique=True)
-    db.table("alert_log").create(
-        {
-            "seq": int,
-            "id": str,
-            "alert_id": str,
-            "quota_id": str,
-            "key": str,
-            "period_start": int,
-            "period_end": int,
-            "threshold": int,
-            "used": int,
-            "limit_units": int,
-            "quota_name": str,
-            "metric": str,
-            "period": str,
-            "dimensions": str,
-            "event_id": str,
-            "triggered_at": float,
-        },
-        pk="seq",
-        not_null={"id", "alert_id", "quota_id", "key", "period_start", "triggered_at"},
-    )
-    db.table("alert_log").create_index(["id"], unique=True)
-    # Once per alert, key and period: the database, not the tracker, keeps it so.
-    db.table("alert_log").create_index(["alert_id", "key", "period_start"], unique=True)
-    # The history's pages, by quota and by alert; an alert's last firing.
-    db.table("alert_log").create_index(["quota_id", "seq"])
-    db.table("alert_log").create_index(["alert_id", "seq"])
-    db.table("alert_log").create_index(["alert_id", "triggered_at"])
-
-
-def _v4_to_v5(db: sqlite_utils.Database) -> None:
-    _create_alert_tables(db)
-
-
-# _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
-_MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _v1_to_v2,
-    2: _v2_to_v3,
-    3: _v3_to_v4,
-    4: _v4_to_v5,
-}
-
-
-def _decode_increments(text: str) -> list[CounterIncrement]:
-    return [(str(q), str(k), int(s), int(a)) for q, k, s, a in json.loads(text)]
-
-
-def _held_in(holds: Iterable[str], quota_id: str, key: str, period_start: int) -> int:
-    """The sum the holds' increments (JSON, as stored) add to one counter."""
-    return sum(
-        amount
-        for text in holds
-        for q, k, s, amount in _decode_increments(text)
-        if q == quota_id and k == key and s == period_start
-    )
-
-
 def _flusher(ref: weakref.ref[Ledger]) -> None:
     """The batched mode's timer: commits a batch ``flush_ms`` after its first write."""
     while True:
@@ -1331,68 +953,6 @@ def _event_filters(
     return where, params
 
 
-def _alert_filters(
-    quota_id: str | None, alert_id: str | None, before_seq: int | None, mark: str
-) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    for condition, value in (
-        (f"quota_id = {mark}", quota_id),
-        (f"alert_id = {mark}", alert_id),
-        (f"seq < {mark}", before_seq),
-    ):
-        if value is not None:
-            where.append(condition)
-            params.append(value)
-    return where, params
-
-
-def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
-    decoded = dict(row)
-    decoded.pop("seq", None)
-    for key in ("dimension_filters", "per"):
-        if key in decoded:
-            decoded[key] = (
-                json.loads(decoded[key])
-                if decoded[key]
-                else ({} if key == "dimension_filters" else [])
-            )
-    if "enabled" in decoded:
-        decoded["enabled"] = bool(decoded["enabled"])
-    # Columns a migration added read as absent when empty: a quota from before
-    # zones is UTC, a rate limit from before stored generations has none.
-    for added in ("timezone", "generation", "overrides", "mode"):
-        if added in decoded and decoded[added] is None:
-            del decoded[added]
-    if "overrides" in decoded:
-        decoded["overrides"] = json.loads(decoded["overrides"])
-    return decoded
-
-
-# --- usage reports ---
-
-REPORT_COLUMNS = ("customer_id", "event_type", "model", "provider")
-"""The event columns a usage breakdown may group by."""
-
-
-class ReportFilter(NamedTuple):
-    """The events a usage report sums: equal to each value given, ``start <= ts < end``."""
-
-    customer_id: str | None = None
-    event_type: str | None = None
-    model: str | None = None
-    provider: str | None = None
-    start: float | None = None
-    end: float | None = None
-
-
-def report_column(column: str) -> str:
-    """``column`` if a report may group by it (it is written into SQL); else ValueError."""
-    if column not in REPORT_COLUMNS:
-        raise ValueError(f"no report column {column!r}; expected one of {REPORT_COLUMNS}")
-    return column
-
-
 # The amounts of a report, each summed per event in whole units.  Cents are
 # micro-cents rounded per event by round(), half away from zero, as totals() and
 # the other ledgers round them, so every ledger gives the same integers.
@@ -1413,3 +973,6 @@ def _joined(row: Iterable[Any]) -> UsageTotals:
     count, *halves = (int(value or 0) for value in row)
     pairs = zip(halves[::2], halves[1::2], strict=True)
     return UsageTotals(count, *((high << 32) + low for high, low in pairs))
+
+
+Ledger.__module__ = "limitry_local.ledger"  # where users import it from
