@@ -32,6 +32,7 @@ LedgerErrorReason = Literal[
     "disk_full",
     "not_a_ledger",
     "schema_version",
+    "overflow",
     "io",
 ]
 
@@ -40,8 +41,8 @@ class LedgerError(LimitryError):
     """The ledger file cannot be opened or used: the message names the file, the cause
     and what to do.  ``.reason`` names the cause for code that reacts to it:
     ``"locked"``, ``"read_only"``, ``"not_a_database"``, ``"corrupt"``,
-    ``"cannot_open"``, ``"disk_full"``, ``"not_a_ledger"``, ``"schema_version"``
-    or ``"io"``.
+    ``"cannot_open"``, ``"disk_full"``, ``"not_a_ledger"``, ``"schema_version"``,
+    ``"overflow"`` (a quota counter would pass 2**63 - 1) or ``"io"``.
     """
 
     def __init__(self, message: str, reason: LedgerErrorReason = "io") -> None:

@@ -8,6 +8,7 @@ floating-point sums would come to 3.0000000000000004 and deny the last.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 Metric = Literal[
@@ -38,7 +39,23 @@ def amount_units(
         return input_tokens or 0
     if metric == "output_tokens":
         return output_tokens or 0
-    return round((cost_cents or 0) * MICRO_CENTS)
+    return micro_cents(cost_cents) or 0
+
+
+def micro_cents(cost_cents: float | None) -> int | None:
+    """``cost_cents`` in whole micro-cents, the one rounding every ledger uses.
+
+    To the nearest micro-cent, half away from zero (``2.5e-6`` cents is 3),
+    as SQLite's ``round()`` rounds: ledgers store this integer with each
+    event when it is recorded, quota counters add it, and reports sum it,
+    so a counter and a report of the same events always agree.
+    """
+    if cost_cents is None:
+        return None
+    value = cost_cents * MICRO_CENTS
+    if not math.isfinite(value):
+        raise ValueError(f"cost_cents must be a finite number, got {cost_cents!r}")
+    return int(value + 0.5) if value >= 0 else -int(-value + 0.5)
 
 
 def from_units(metric: Metric, units: int) -> int | float:

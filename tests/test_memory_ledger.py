@@ -6,10 +6,11 @@ same writes, and that a write scope which raises leaves nothing behind.  The
 SQLite ledger (on ``:memory:``) is the reference here, because its answers
 come from SQL the rest of the suite has long pinned down:
 
-1. a hypothesis state machine drives random write scopes (events with
-   counter increments, definition saves and deletes, counter rebuilds,
-   version bumps, and scopes that raise halfway) through both ledgers and
-   compares every read after every step, and inside each scope;
+1. the operations and reads of the differential state machine, which
+   tests/properties/test_ledger_differential.py drives through all three
+   ledgers (events with counter increments, definition saves and deletes,
+   counter rebuilds, version bumps, holds, alerts, and scopes that raise
+   halfway), comparing every read after every step and inside each scope;
 2. focused examples pin the rollback, closed-ledger, outside-a-scope and
    copy rules one at a time, on both ledgers where both promise them;
 3. one scripted run through ``Tracker()`` and ``Tracker(path)`` compares
@@ -28,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from limitry_local import LimitExceeded, Tracker
 from limitry_local.ledger import (
@@ -399,154 +398,10 @@ def _assert_same(sqlite: dict[str, object], memory: dict[str, object]) -> None:
         assert memory[name] == expected, f"{name}: sqlite {expected!r} != memory {memory[name]!r}"
 
 
-# --- 1. the differential state machine ---------------------------------------------
-
-
-class LedgerDifferential(RuleBasedStateMachine):
-    """The same write scopes on both ledgers; after every step every read must agree."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sqlite = Ledger(None)
-        self.memory: LedgerBackend = MemoryLedger()  # tests/test_postgres_ledger.py swaps it
-        self.serial = 0
-        self.event_ids: list[str] = []
-        self.keys: list[str] = []
-        self.holds: list[str] = []
-        self.entries: list[str] = []
-
-    def teardown(self) -> None:
-        self.sqlite.close()
-        self.memory.close()
-
-    def _concrete(self, op: Op) -> Op:
-        """Give each event a unique id and, if it asked for one, a unique key.
-
-        Ids and keys are unique by contract (the tracker makes them so), and
-        stay unique across rolled-back scopes, which keeps reads of a
-        rolled-back id meaningful: it must be unknown afterwards.
-        """
-        if isinstance(op, Hold):
-            self.serial += 1
-            self.holds.append(f"hold_{self.serial}")
-            return Hold(op.increments, op.expires_at, self.holds[-1])
-        if isinstance(op, PopHold):
-            return PopHold(op.pick, self.holds[op.pick % len(self.holds)] if self.holds else "none")
-        if isinstance(op, LogAlert):
-            self.serial += 1
-            self.entries.append(f"qal_{self.serial}")
-            return LogAlert(op.row._replace(id=self.entries[-1]))
-        if not isinstance(op, Record):
-            return op
-        items = []
-        for row, inc in op.items:
-            self.serial += 1
-            event_id = f"evt_{self.serial}"
-            key = None if row.idempotency_key is None else f"key_{self.serial}"
-            self.event_ids.append(event_id)
-            if key is not None:
-                self.keys.append(key)
-            items.append((row._replace(id=event_id, idempotency_key=key), inc))
-        return Record(tuple(items))
-
-    def _run(self, ledger: LedgerBackend, ops: Sequence[Op], fail: bool) -> list[object]:
-        seen: list[object] = []
-        try:
-            with ledger.write() as scope:
-                for op in ops:
-                    seen.append(_apply(ledger, scope, op))
-                    seen.append(_in_scope_reads(ledger))
-                if fail:
-                    raise Abort
-        except Abort:
-            seen.append("aborted")
-        return seen
-
-    @rule(ops=st.lists(operations, min_size=1, max_size=6), fail=st.booleans())
-    def write_scope(self, ops: list[Op], fail: bool) -> None:
-        self._scope(ops, fail)
-
-    # Definition changes alone too, as the tracker makes them: without this
-    # rule events crowd them out and few runs hold two definitions to reorder.
-    @rule(ops=st.lists(definition_operations, min_size=1, max_size=4), fail=st.booleans())
-    def change_definitions(self, ops: list[Op], fail: bool) -> None:
-        self._scope(ops, fail)
-
-    def _scope(self, ops: list[Op], fail: bool) -> None:
-        concrete = [self._concrete(op) for op in ops]
-        before = _state(self.sqlite, self.event_ids, self.keys) if fail else None
-        from_sqlite = self._run(self.sqlite, concrete, fail)
-        from_memory = self._run(self.memory, concrete, fail)
-        for step, (expected, got) in enumerate(zip(from_sqlite, from_memory, strict=True)):
-            assert got == expected, f"inside the scope, after write {step // 2}"
-        if before is not None:
-            # A failed scope leaves the reference exactly as it was (the
-            # invariant then holds the memory ledger to the same).
-            _assert_same(before, _state(self.sqlite, self.event_ids, self.keys))
-
-    @rule(ops=st.lists(alert_operations, min_size=1, max_size=4), fail=st.booleans())
-    def log_alerts(self, ops: list[Op], fail: bool) -> None:
-        self._scope(ops, fail)
-
-    @precondition(lambda self: bool(self.entries))
-    @rule(pick=st.integers(0, 10**6), alert_id=st.sampled_from([None, *ALERT_IDS]))
-    def alert_pages_from_a_cursor_agree(self, pick: int, alert_id: str | None) -> None:
-        # The tracker pages the history with before_seq = alert_log_seq(cursor id).
-        entry = self.entries[pick % len(self.entries)]
-        seq = self.sqlite.alert_log_seq(entry)
-        assert self.memory.alert_log_seq(entry) == seq
-        if seq is not None:
-            for limit in (1, 3):
-                query = {"alert_id": alert_id, "before_seq": seq, "limit": limit}
-                assert _alert_log(self.memory, **query) == _alert_log(self.sqlite, **query)
-
-    @rule(
-        query=st.fixed_dictionaries(
-            {
-                "customer_id": st.sampled_from(CUSTOMERS),
-                "event_type": st.sampled_from(EVENT_TYPES),
-                "model": st.sampled_from(MODELS),
-                "start": bounds,
-                "end": bounds,
-                "before_seq": st.one_of(st.none(), st.integers(-1, 40)),
-                "limit": st.integers(1, 25),
-            }
-        )
-    )
-    def list_events_agree(self, query: dict[str, Any]) -> None:
-        assert _list(self.memory, **query) == _list(self.sqlite, **query)
-
-    @precondition(lambda self: bool(self.event_ids))
-    @rule(pick=st.integers(0, 10**6), customer_id=st.sampled_from(CUSTOMERS))
-    def pages_from_a_cursor_agree(self, pick: int, customer_id: str | None) -> None:
-        # The tracker pages with before_seq = event_seq(cursor id).
-        seq = self.sqlite.event_seq(self.event_ids[pick % len(self.event_ids)])
-        assert self.memory.event_seq(self.event_ids[pick % len(self.event_ids)]) == seq
-        if seq is not None:
-            for limit in (1, 3):
-                expected = _list(self.sqlite, customer_id=customer_id, before_seq=seq, limit=limit)
-                got = _list(self.memory, customer_id=customer_id, before_seq=seq, limit=limit)
-                assert got == expected
-
-    @rule(customer_id=st.sampled_from(TOTAL_CUSTOMERS), start=bounds, end=bounds)
-    def totals_agree(self, customer_id: str, start: float | None, end: float | None) -> None:
-        assert self.memory.totals(customer_id, start, end) == self.sqlite.totals(
-            customer_id, start, end
-        )
-
-    @invariant()
-    def every_read_agrees(self) -> None:
-        _assert_same(
-            _state(self.sqlite, self.event_ids, self.keys),
-            _state(self.memory, self.event_ids, self.keys),
-        )
-        _assert_same(
-            _alert_state(self.sqlite, self.entries), _alert_state(self.memory, self.entries)
-        )
-
-
-LedgerDifferential.TestCase.settings = settings(max_examples=60, stateful_step_count=25)
-TestLedgerDifferential = LedgerDifferential.TestCase
+# --- 1. the differential state machine: tests/properties/test_ledger_differential.py ---
+#
+# It drives the operations above through all three ledgers (memory, a SQLite
+# file, PostgreSQL) and compares the reads above after every step.
 
 
 # --- 2. focused examples ------------------------------------------------------------

@@ -6,7 +6,9 @@ anyway.  Here an event is appended to a list and a quota counter is a dict
 entry, so the hot path costs what the rules cost.  Every read answers
 exactly what :class:`~limitry_local.ledger.Ledger` answers on the same
 writes (the whole test suite runs on both), including the order of lists
-and the exact integer sums of totals.
+and the exact integer sums of totals; the rules that make it so (filters,
+paging, holds, rounding, counter bounds) are the ones the SQL ledgers use
+(:mod:`limitry_local.ledger.common`, :func:`limitry_local.metrics.micro_cents`).
 
 Writes happen inside :meth:`MemoryLedger.write`, under the tracker's lock;
 a scope that raises is undone from a small journal of what it changed, so
@@ -25,6 +27,13 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from limitry_local.errors import LedgerError
+from limitry_local.ledger.common import (
+    checked_units,
+    event_matches,
+    held_by,
+    page,
+    without_quota,
+)
 from limitry_local.ledger.protocol import (
     EVENT_COLUMNS,
     AlertRow,
@@ -35,6 +44,7 @@ from limitry_local.ledger.protocol import (
     UsageTotals,
     report_column,
 )
+from limitry_local.metrics import micro_cents
 
 K = TypeVar("K")
 
@@ -158,12 +168,14 @@ class MemoryLedger:
 
         self._undo(restore_holds)
         for hold_id, (increments, expires_at) in before_holds.items():
-            kept = [i for i in increments if i[0] != quota_id]
+            kept = without_quota(increments, quota_id)
             if len(kept) != len(increments):
                 holds[hold_id] = (kept, expires_at)
         counters = self._counters
         old = {k: v for k, v in counters.items() if k[0] == quota_id}
-        new = {(quota_id, key, start): used for key, start, used in totals}
+        new = {
+            (quota_id, key, start): checked_units(used, self.where) for key, start, used in totals
+        }
 
         def undo() -> None:
             for k in new:
@@ -204,8 +216,9 @@ class MemoryLedger:
         for quota_id, key, start, amount in increments:
             counter = (quota_id, key, start)
             before = counters.get(counter)
+            used = checked_units(amount if before is None else before + amount, self.where)
             changed.append((counter, before))
-            counters[counter] = amount if before is None else before + amount
+            counters[counter] = used
 
     def add_hold(
         self, scope: object, hold_id: str, increments: list[CounterIncrement], expires_at: float
@@ -259,8 +272,9 @@ class MemoryLedger:
             for quota_id, key, start, amount in increments:
                 counter = (quota_id, key, start)
                 before = counters.get(counter)
-                counters[counter] = amount if before is None else before + amount
+                used = checked_units(amount if before is None else before + amount, self.where)
                 added.append((counter, before))
+                counters[counter] = used
             if row.idempotency_key is not None:
                 self._idempotency[row.idempotency_key] = (row.id, response or "")
                 keys.append(row.idempotency_key)
@@ -303,16 +317,15 @@ class MemoryLedger:
     ) -> list[tuple[int, EventRow]]:
         """Matching events, most recently recorded first, as ``(seq, row)``."""
         self._ensure_usable()
-        found: list[tuple[int, EventRow]] = []
-        if limit == 0:
-            return found  # SQLite's LIMIT 0; a negative LIMIT means no limit there too
-        for seq in self._seqs_newest_first(customer_id, before_seq):
-            row = self._events[seq - 1]
-            if _matches(row, event_type, model, start, end):
-                found.append((seq, row))
-                if len(found) == limit:
-                    break
-        return found
+        events = self._events
+        return page(
+            (
+                (seq, events[seq - 1])
+                for seq in self._seqs_newest_first(customer_id, before_seq)
+                if event_matches(events[seq - 1], event_type, model, start, end)
+            ),
+            limit,
+        )
 
     def _seqs_newest_first(self, customer_id: str | None, before_seq: int | None) -> Iterator[int]:
         if customer_id is None:
@@ -329,18 +342,17 @@ class MemoryLedger:
 
     def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals:
         self._ensure_usable()
-        events = total = inputs = outputs = micro_cents = 0
+        events = total = inputs = outputs = cents = 0
         for seq in self._by_customer.get(customer_id, ()):
             row = self._events[seq - 1]
-            if not _matches(row, None, None, start, end):
+            if not event_matches(row, None, None, start, end):
                 continue
             events += 1
             total += row.total_tokens or 0
             inputs += row.input_tokens or 0
             outputs += row.output_tokens or 0
-            if row.cost_cents is not None:
-                micro_cents += _sqlite_round(row.cost_cents * 1_000_000)
-        return UsageTotals(events, total, inputs, outputs, micro_cents)
+            cents += micro_cents(row.cost_cents) or 0
+        return UsageTotals(events, total, inputs, outputs, cents)
 
     def counters(self) -> dict[tuple[str, str, int], int]:
         """Every quota counter in whole units (micro-cents for cost), for audits and tests."""
@@ -355,13 +367,8 @@ class MemoryLedger:
 
     def held(self, quota_id: str, key: str, period_start: int) -> int:
         self._ensure_usable()
-        counter = (quota_id, key, period_start)
-        return sum(
-            amount
-            for increments, _ in self._holds.values()
-            for q, k, s, amount in increments
-            if (q, k, s) == counter
-        )
+        holds = (increments for increments, _ in self._holds.values())
+        return held_by(holds, quota_id, key, period_start)
 
     def log_alert(self, scope: object, row: AlertRow) -> bool:
         self._open_journal()
@@ -393,16 +400,16 @@ class MemoryLedger:
         top = len(self._alert_log)
         if before_seq is not None:
             top = min(before_seq - 1, top)
-        found: list[tuple[int, AlertRow]] = []
-        for seq in range(top, 0, -1):
-            if len(found) >= limit:
-                break
-            row = self._alert_log[seq - 1]
-            if (quota_id is None or row.quota_id == quota_id) and (
-                alert_id is None or row.alert_id == alert_id
-            ):
-                found.append((seq, row))
-        return found
+        log = self._alert_log
+        return page(
+            (
+                (seq, log[seq - 1])
+                for seq in range(top, 0, -1)
+                if (quota_id is None or log[seq - 1].quota_id == quota_id)
+                and (alert_id is None or log[seq - 1].alert_id == alert_id)
+            ),
+            limit,
+        )
 
     def alert_log_seq(self, entry_id: str) -> int | None:
         self._ensure_usable()
@@ -446,8 +453,8 @@ class MemoryLedger:
             else (self._events[seq - 1] for seq in self._by_customer.get(where.customer_id, ()))
         )
         for row in rows:
-            if not _matches(row, where.event_type, where.model, where.start, where.end) or (
-                where.provider is not None and row.provider != where.provider
+            if not event_matches(
+                row, where.event_type, where.model, where.start, where.end, provider=where.provider
             ):
                 continue
             group = key(row)
@@ -458,8 +465,7 @@ class MemoryLedger:
             sums[1] += row.total_tokens or 0
             sums[2] += row.input_tokens or 0
             sums[3] += row.output_tokens or 0
-            if row.cost_cents is not None:
-                sums[4] += _sqlite_round(row.cost_cents * 1_000_000)
+            sums[4] += micro_cents(row.cost_cents) or 0
         return [(group, UsageTotals(*sums)) for group, sums in groups.items()]
 
 
@@ -506,28 +512,6 @@ def _copy(row: dict[str, Any]) -> dict[str, Any]:
     # Definitions hold lists and dicts (filters, per): the caller's later
     # changes to its own objects must not reach the ledger, nor ours the caller.
     return copy.deepcopy(row)
-
-
-def _matches(
-    row: EventRow,
-    event_type: str | None,
-    model: str | None,
-    start: float | None,
-    end: float | None,
-) -> bool:
-    return (
-        (event_type is None or row.event_type == event_type)
-        and (model is None or row.model == model)
-        and (start is None or row.ts >= start)
-        and (end is None or row.ts < end)
-    )
-
-
-def _sqlite_round(value: float) -> int:
-    """SQLite's ``round()``: half away from zero, as the file ledger sums cents."""
-    if not math.isfinite(value):
-        return 0
-    return int(value + 0.5) if value >= 0 else -int(-value + 0.5)
 
 
 MemoryLedger.__module__ = "limitry_local.memory_ledger"  # where users import it from

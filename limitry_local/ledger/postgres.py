@@ -13,9 +13,15 @@ what keeps quota admission exact across hosts (docs/scaling.md says why not
 row locks, and what the lock costs).
 
 Every read answers what :class:`~limitry_local.ledger.Ledger` answers on
-the same writes (the differential test in tests/test_postgres_ledger.py),
+the same writes (tests/properties/test_ledger_differential.py),
 including event sequence numbers, the order definitions are listed in and
 the exact integer sums of totals.
+
+Every statement it shares with the SQLite ledger is the SQL core's
+(:mod:`limitry_local.ledger.sql`); this module keeps what is the server's:
+the connection, and the transaction and locking code in one place
+(``_transaction``, ``write``, ``_commit``, ``_abandon``, ``record`` and how it
+numbers events and alert firings), so a new write path replaces it whole.
 
 psycopg is imported when a PostgresLedger is made, never by importing
 limitry_local: ``pip install 'limitry_local[postgres]'`` brings it.
@@ -23,39 +29,33 @@ limitry_local: ``pip install 'limitry_local[postgres]'`` brings it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
-import json
 import math
 import os
 import re
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
-    alert_filters,
-    decode_definition,
-    decode_increments,
-    held_in,
+    checked_units,
+    definitions_version_of,
+    overflow,
+    schema_version_of,
 )
 from limitry_local.ledger.protocol import (
     ALERT_COLUMNS,
-    DEFINITION_TABLES,
     EVENT_COLUMNS,
-    AlertRow,
     CounterIncrement,
     Durability,
     EventRow,
-    ReportFilter,
-    UsageTotals,
-    report_column,
 )
+from limitry_local.ledger.sql import Dialect, SqlLedger
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -64,9 +64,6 @@ SCHEMA_VERSION = 1
 """1: the first PostgreSQL schema (the SQLite ledger's version 5, in PostgreSQL types)."""
 
 _SCAN_PAGE = 2000
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def _psycopg() -> Any:
@@ -102,14 +99,10 @@ def _dec(value: Any) -> Any:
     return value
 
 
-def _event_from(row: tuple[Any, ...]) -> EventRow:
-    return EventRow(*(_dec(value) for value in row))
-
-
 # --- errors ---------------------------------------------------------------------------
 
 
-def _explained(exc: Exception, where: str, timeout: float) -> LedgerError:
+def _explained(exc: BaseException, where: str, timeout: float) -> LedgerError:
     """A :class:`LedgerError` for a psycopg failure, in words a user can act on."""
     state = getattr(exc, "sqlstate", None) or ""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -125,6 +118,8 @@ def _explained(exc: Exception, where: str, timeout: float) -> LedgerError:
             "the schema and write access to its tables, on a primary server",
             "read_only",
         )
+    if state == "22003":  # numeric_value_out_of_range: a counter cast to bigint
+        return overflow(where)
     if state == "53100":
         return LedgerError(f"ledger {where}: the server's disk is full ({text})", "disk_full")
     if state.startswith("08") or not state:
@@ -134,23 +129,6 @@ def _explained(exc: Exception, where: str, timeout: float) -> LedgerError:
             "io",
         )
     return LedgerError(f"ledger {where}: {text}", "io")
-
-
-def _translated(method: Callable[P, R]) -> Callable[P, R]:
-    """Run under the ledger's lock; raise :class:`LedgerError` for any psycopg failure."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        ledger = args[0]
-        assert isinstance(ledger, PostgresLedger)
-        with ledger.lock:
-            ledger._ensure_usable()
-            try:
-                return method(*args, **kwargs)
-            except ledger._errors as exc:
-                raise _explained(exc, ledger.where, ledger.timeout) from exc
-
-    return wrapper
 
 
 # Every open ledger, weakly: a child of fork gets fresh locks (a thread of the
@@ -196,7 +174,7 @@ class _Scope:
     __slots__ = ()
 
 
-class PostgresLedger:
+class PostgresLedger(SqlLedger):
     """Limits, events, quota counters and idempotency keys in one PostgreSQL schema.
 
     >>> ledger = PostgresLedger("postgresql://app@db.internal/usage")  # doctest: +SKIP
@@ -234,17 +212,37 @@ class PostgresLedger:
         self.lock = threading.RLock()
         self._dsn = dsn
         self._errors: type[Exception] = psycopg.Error
-        self._sql = importlib.import_module("psycopg.sql")
+        self.driver_errors = (psycopg.Error,)
         self._pid = os.getpid()
         self._closed = False
         self._depth = 0
         self._scope = _Scope()
         # definitions_version as read under the lock: exact until the scope ends.
         self._scope_version: int | None = None
-        self._saves: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._lock_key = _lock_key(schema)
         self._lock_timeout_ms = max(1, round(timeout * 1000))
-        self._q = _Queries('"' + schema.replace('"', '""') + '"')
+        quoted = '"' + schema.replace('"', '""') + '"'
+        self._q = _Queries(quoted)
+        self.dialect = Dialect(
+            mark="%s",
+            prefix=f"{quoted}.",
+            float_mark="%s::float8",
+            int_mark="%s::bigint",
+            # floor(), not a cast: ::bigint rounds.
+            second="floor(ts)::bigint",
+            modulo="%%",
+            contains="strpos({0}, {1}) > 0",
+            no_limit=None,  # LIMIT NULL; a negative LIMIT is an error here
+            # SQLite's round(), and so metrics.micro_cents: add 0.5 in double
+            # precision, truncate, away from zero.
+            micro_cents=(
+                "CASE WHEN cost_cents >= 0 THEN trunc(cost_cents * 1e6::float8 + 0.5::float8) "
+                "ELSE -trunc(-cost_cents * 1e6::float8 + 0.5::float8) END::bigint"
+            ),
+            enc=_enc,
+            dec=_dec,
+        )
+        self._insert_alert = self._q.log_alert
         self._conn: Connection[Any] = self._connect()
         _OPEN.add(self)
         try:
@@ -338,18 +336,26 @@ class PostgresLedger:
                     "not_a_ledger",
                 )
             return None
-        row = conn.execute(
-            f"SELECT value FROM {self._q.schema}.meta WHERE key = 'schema_version'"
+        columns = conn.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'meta' AND column_name IN ('key', 'value')",
+            [self.schema],
         ).fetchone()
-        value = row[0] if row else None
-        version = int(value) if value is not None and str(value).isdigit() else None
-        if version is None or version > SCHEMA_VERSION:
+        row = (
+            conn.execute(
+                f"SELECT value FROM {self._q.schema}.meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if columns and columns[0] == 2
+            else None
+        )
+        if row is None:
+            # A table named meta is not enough: ours has key/value rows and a version.
             raise LedgerError(
-                f"ledger {self.where} has schema version {value}; this limitry_local reads "
-                f"versions up to {SCHEMA_VERSION}: upgrade limitry_local to open it",
-                "schema_version",
+                f"schema {self.schema!r} has a meta table but is not a limitry_local ledger "
+                f"({self.where}); give PostgresLedger(schema=...) another name",
+                "not_a_ledger",
             )
-        return version
+        return schema_version_of(row[0], SCHEMA_VERSION, self.where)
 
     def _create_schema(self) -> None:
         exists = self._conn.execute(
@@ -379,7 +385,7 @@ class PostgresLedger:
             if read_version:
                 while cursor.nextset():
                     pass
-                self._scope_version = _version(cursor.fetchone(), self.where)
+                self._scope_version = definitions_version_of(cursor.fetchone(), self.where)
         except BaseException as exc:
             self._scope_version = None
             self._abandon()
@@ -461,156 +467,20 @@ class PostgresLedger:
 
     # --- limit definitions ----------------------------------------------------
 
-    @_translated
     def definitions_version(self) -> int:
         """Bumped by every change of a limit definition, by any process on this schema."""
         if self._scope_version is not None:
             return self._scope_version
-        return _version(self._conn.execute(self._q.version).fetchone(), self.where)
+        return definitions_version_of(self._conn.execute(self._q.version).fetchone(), self.where)
 
-    @_translated
     def bump_definitions(self, scope: object) -> int:
         """Record a definition change (inside :meth:`write`); returns the new version."""
         self._check_scope(scope)
-        self._scope_version = _version(self._conn.execute(self._q.bump).fetchone(), self.where)
+        self._scope_version = definitions_version_of(
+            self._conn.execute(self._q.bump).fetchone(), self.where
+        )
         return self._scope_version
 
-    @_translated
-    def definitions(self, table: str) -> list[dict[str, Any]]:
-        """Every quota or rate limit in creation order, JSON columns decoded."""
-        cursor = self._conn.execute(self._q.definitions[_table(table)])
-        names = [column.name for column in cursor.description or ()]
-        try:
-            return [
-                decode_definition({n: _dec(v) for n, v in zip(names, row, strict=True)})
-                for row in cursor
-            ]
-        except ValueError as exc:  # JSONDecodeError is a ValueError
-            raise LedgerError(
-                f"ledger {self.where} is corrupt: a stored definition in {table} cannot be "
-                f"read ({exc}); restore it from a backup",
-                "corrupt",
-            ) from None
-
-    @_translated
-    def save_definition(self, scope: object, table: str, row: dict[str, Any]) -> None:
-        """Insert or replace a definition; an update keeps its place in the order."""
-        self._check_scope(scope)
-        columns = tuple(row)
-        query = self._saves.get((table, columns))
-        if query is None:
-            sql = self._sql
-            names = [sql.Identifier(column) for column in columns]
-            query = sql.SQL(
-                "INSERT INTO {}.{} ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}"
-            ).format(
-                sql.Identifier(self.schema),
-                sql.Identifier(_table(table)),
-                sql.SQL(", ").join(names),
-                sql.SQL(", ").join(sql.Placeholder() for _ in columns),
-                sql.SQL(", ").join(
-                    sql.SQL("{0} = excluded.{0}").format(name)
-                    for name, column in zip(names, columns, strict=True)
-                    if column != "id"
-                ),
-            )
-            self._saves[table, columns] = query
-        self._conn.execute(
-            query,
-            [
-                json.dumps(value) if isinstance(value, (dict, list)) else _enc(value)
-                for value in row.values()
-            ],
-        )
-
-    @_translated
-    def delete_definition(self, scope: object, table: str, limit_id: str) -> None:
-        self._check_scope(scope)
-        with self._conn.pipeline():
-            self._conn.execute(self._q.delete[_table(table)], [_enc(limit_id)])
-            if table == "quotas":
-                self._conn.execute(self._q.drop_counters, [_enc(limit_id)])
-        if table == "quotas":
-            self._forget_held(limit_id)
-
-    def _forget_held(self, quota_id: str) -> None:
-        # The counters no longer include what holds added to this quota, so
-        # releasing a hold must not take it off again.
-        for hold_id, text in self._conn.execute(self._q.all_holds).fetchall():
-            increments = decode_increments(text)
-            kept = [i for i in increments if i[0] != quota_id]
-            if len(kept) != len(increments):
-                self._conn.execute(self._q.set_hold, [json.dumps(kept), hold_id])
-
-    @_translated
-    def replace_counters(
-        self, scope: object, quota_id: str, totals: Iterable[tuple[str, int, int]]
-    ) -> None:
-        """Counters of a quota rebuilt from the events: open holds on it are forgotten."""
-        self._check_scope(scope)
-        rows = [(_enc(quota_id), _enc(key), start, used) for key, start, used in totals]
-        with self._conn.pipeline(), self._conn.cursor() as cursor:
-            cursor.execute(self._q.drop_counters, [_enc(quota_id)])
-            if rows:
-                cursor.executemany(self._q.insert_counter, rows)
-        self._forget_held(quota_id)
-
-    @_translated
-    def add_to_counters(self, scope: object, increments: Iterable[CounterIncrement]) -> None:
-        """Add (or, negative, take back) amounts on counters (inside :meth:`write`)."""
-        self._check_scope(scope)
-        added: dict[tuple[str, str, int], int] = {}
-        for quota_id, key, start, amount in increments:
-            counter = (_enc(quota_id), _enc(key), start)
-            added[counter] = added.get(counter, 0) + amount
-        if added:
-            with self._conn.cursor() as cursor:
-                cursor.executemany(
-                    self._q.add_to_counter, [(*counter, n) for counter, n in added.items()]
-                )
-
-    @_translated
-    def add_hold(
-        self, scope: object, hold_id: str, increments: list[CounterIncrement], expires_at: float
-    ) -> None:
-        self.add_to_counters(scope, increments)
-        # JSON escapes NUL, so the text needs no _enc.
-        self._conn.execute(self._q.insert_hold, [hold_id, json.dumps(increments), expires_at])
-
-    @_translated
-    def pop_hold(self, scope: object, hold_id: str) -> list[CounterIncrement] | None:
-        self._check_scope(scope)
-        row = self._conn.execute(self._q.take_hold, [hold_id]).fetchone()
-        if row is None:
-            return None
-        increments = decode_increments(row[0])
-        self.add_to_counters(scope, [(q, k, s, -amount) for q, k, s, amount in increments])
-        return increments
-
-    @_translated
-    def pop_expired_holds(self, scope: object, now: float) -> list[str]:
-        self._check_scope(scope)
-        expired = [str(row[0]) for row in self._conn.execute(self._q.expired_holds, [now])]
-        for hold_id in expired:
-            self.pop_hold(scope, hold_id)
-        return expired
-
-    # --- the hot path -----------------------------------------------------------
-
-    @_translated
-    def counter(self, quota_id: str, key: str, period_start: int) -> int:
-        row = self._conn.execute(
-            self._q.counter, [_enc(quota_id), _enc(key), period_start]
-        ).fetchone()
-        return 0 if row is None else int(row[0])
-
-    @_translated
-    def idempotent(self, key: str) -> tuple[str, str] | None:
-        """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""
-        row = self._conn.execute(self._q.idempotent, [_enc(key)]).fetchone()
-        return None if row is None else (_dec(row[0]), _dec(row[1]))
-
-    @_translated
     def record(
         self,
         scope: object,
@@ -656,147 +526,45 @@ class PostgresLedger:
                 return
             after = page[-1][0]
 
-    @_translated
     def _scan_page(self, after: int) -> list[tuple[int, EventRow]]:
-        cursor = self._conn.execute(self._q.scan, [after, _SCAN_PAGE])
-        return [(row[0], _event_from(row[1:])) for row in cursor]
+        with self.lock:
+            self._ensure_usable()
+            try:
+                cursor = self._conn.execute(self._q.scan, [after, _SCAN_PAGE])
+                return [(row[0], self._event(row[1:])) for row in cursor]
+            except self._errors as exc:
+                raise self.explained(exc) from exc
 
-    @_translated
-    def list_events(
-        self,
-        *,
-        customer_id: str | None,
-        event_type: str | None,
-        model: str | None,
-        start: float | None,
-        end: float | None,
-        before_seq: int | None,
-        limit: int,
-    ) -> list[tuple[int, EventRow]]:
-        """Matching events, most recently recorded first, as ``(seq, row)``."""
-        where, params = _event_filters(customer_id, event_type, model, start, end)
-        if before_seq is not None:
-            where.append("seq < %s")
-            params.append(before_seq)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        # SQLite reads a negative LIMIT as no limit; PostgreSQL's is LIMIT NULL.
-        params.append(None if limit < 0 else limit)
-        cursor = self._conn.execute(
-            f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM {self._q.schema}.events {clause} "
-            "ORDER BY seq DESC LIMIT %s",
-            params,
-        )
-        return [(row[0], _event_from(row[1:])) for row in cursor]
+    # --- what the SQL core asks of an engine ---------------------------------------
 
-    @_translated
-    def event_seq(self, event_id: str) -> int | None:
-        row = self._conn.execute(self._q.event_seq, [_enc(event_id)]).fetchone()
-        return None if row is None else int(row[0])
+    def _reader(self) -> Connection[Any]:
+        return self._conn
 
-    @_translated
-    def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals:
-        where, params = _event_filters(customer_id, None, None, start, end)
-        row = self._conn.execute(f"{self._q.totals} WHERE {' AND '.join(where)}", params).fetchone()
-        return UsageTotals(*(int(value or 0) for value in row or ()))
-
-    @_translated
-    def counters(self) -> dict[tuple[str, str, int], int]:
-        """Every quota counter in whole units (micro-cents for cost), for audits and tests."""
-        cursor = self._conn.execute(self._q.all_counters)
-        return {(_dec(q), _dec(k), int(s)): int(used) for q, k, s, used in cursor}
-
-    @_translated
-    def event_count(self) -> int:
-        row = self._conn.execute(self._q.event_count).fetchone()
-        return int(row[0]) if row else 0
-
-    # --- quota alerts -----------------------------------------------------------
-
-    @_translated
-    def held(self, quota_id: str, key: str, period_start: int) -> int:
-        # The increments are JSON, which escapes NUL: compared as they are, no _enc.
-        cursor = self._conn.execute(self._q.held, [quota_id])
-        return held_in((text for (text,) in cursor), quota_id, key, period_start)
-
-    @_translated
-    def log_alert(self, scope: object, row: AlertRow) -> bool:
-        """Add a firing (inside :meth:`write`); False if this alert, key and period fired before."""
+    def _writer(self, scope: object) -> Connection[Any]:
         self._check_scope(scope)
-        cursor = self._conn.execute(self._q.log_alert, [_enc(value) for value in row])
-        return cursor.rowcount == 1
+        return self._conn
 
-    @_translated
-    def alert_log(
-        self,
-        *,
-        quota_id: str | None,
-        alert_id: str | None,
-        before_seq: int | None,
-        limit: int,
-    ) -> list[tuple[int, AlertRow]]:
-        where, params = alert_filters(
-            None if quota_id is None else _enc(quota_id),
-            None if alert_id is None else _enc(alert_id),
-            before_seq,
-            "%s",
-        )
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        cursor = self._conn.execute(
-            f"SELECT seq, {', '.join(ALERT_COLUMNS)} FROM {self._q.schema}.alert_log {clause} "
-            "ORDER BY seq DESC LIMIT %s",
-            [*params, limit],
-        )
-        return [(row[0], _alert_from(row[1:])) for row in cursor]
+    def _many(self, conn: Connection[Any], sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with conn.cursor() as cursor:
+            cursor.executemany(sql, rows)
 
-    @_translated
-    def alert_log_seq(self, entry_id: str) -> int | None:
-        row = self._conn.execute(self._q.alert_log_seq, [_enc(entry_id)]).fetchone()
-        return None if row is None else int(row[0])
+    def _add(self, conn: Connection[Any], added: dict[tuple[str, str, int], int]) -> None:
+        # One round trip for the lot; the column is NUMERIC, the ::bigint
+        # cast in the statement refuses a sum past 2**63 - 1 (22003: "overflow").
+        d = self.dialect
+        rows = [
+            (d.enc(q), d.enc(k), s, checked_units(n, self.where)) for (q, k, s), n in added.items()
+        ]
+        if rows:
+            self._many(conn, self._q.add_to_counter, rows)
 
-    @_translated
-    def last_triggered(self, alert_ids: Iterable[str]) -> dict[str, float]:
-        cursor = self._conn.execute(self._q.last_triggered, [[_enc(a) for a in alert_ids]])
-        return {_dec(alert_id): float(when) for alert_id, when in cursor if when is not None}
-
-    # --- usage reports ---
-
-    @_translated
-    def usage_breakdown(
-        self, column: str, where: ReportFilter
-    ) -> list[tuple[str | None, UsageTotals]]:
-        rows = self._report(report_column(column), [], where)
-        return [(_dec(value), totals) for value, totals in rows]
-
-    @_translated
-    def usage_timeseries(
-        self, seconds: int, origin: int, where: ReportFilter
-    ) -> list[tuple[int, UsageTotals]]:
-        # floor(), not a cast: ::bigint rounds.  ts >= 0, so % is never negative.
-        second = "floor(ts)::bigint"
-        start = f"{second} - ({second} - %s::bigint) %% %s::bigint"
-        rows = self._report(start, [origin, seconds], where)
-        return [(int(start), totals) for start, totals in rows]
-
-    def _report(
-        self, key: str, key_params: list[Any], where: ReportFilter
-    ) -> list[tuple[Any, UsageTotals]]:
-        """``SELECT key, totals ... GROUP BY 1`` over the events ``where`` picks."""
-        conditions, params = _event_filters(
-            where.customer_id, where.event_type, where.model, where.start, where.end
-        )
-        if where.provider is not None:
-            conditions.append("provider = %s")
-            params.append(_enc(where.provider))
-        clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        cursor = self._conn.execute(
-            f"SELECT {key}, {_REPORT_TOTALS} FROM {self._q.schema}.events {clause} GROUP BY 1",
-            [*key_params, *params],
-        )
-        return [(row[0], UsageTotals(*(int(v or 0) for v in row[1:]))) for row in cursor]
+    def explained(self, exc: BaseException) -> LedgerError:
+        return _explained(exc, self.where, self.timeout)
 
 
 class _Queries:
-    """Every fixed statement, with the schema's quoted name written in once."""
+    """The statements only this engine runs (the writers' lock, the numbering), with
+    the schema's quoted name written in once; the rest are the SQL core's."""
 
     def __init__(self, schema: str) -> None:
         s = self.schema = schema
@@ -805,22 +573,13 @@ class _Queries:
             f"UPDATE {s}.meta SET value = (value::bigint + 1)::text "
             "WHERE key = 'definitions_version' RETURNING value"
         )
-        self.definitions = {t: f"SELECT * FROM {s}.{t} ORDER BY seq" for t in DEFINITION_TABLES}
-        self.delete = {t: f"DELETE FROM {s}.{t} WHERE id = %s" for t in DEFINITION_TABLES}
-        self.drop_counters = f"DELETE FROM {s}.quota_counters WHERE quota_id = %s"
-        self.insert_counter = (
-            f"INSERT INTO {s}.quota_counters (quota_id, key, period_start, used) "
-            "VALUES (%s, %s, %s, %s)"
-        )
+        # used is NUMERIC; the cast refuses a sum past 2**63 - 1 (22003), as
+        # SQLite's INTEGER would, so no ledger holds a counter the others cannot.
         self.add_to_counter = (
-            f"{self.insert_counter} ON CONFLICT (quota_id, key, period_start) "
-            f"DO UPDATE SET used = {s}.quota_counters.used + excluded.used"
+            f"INSERT INTO {s}.quota_counters (quota_id, key, period_start, used) "
+            "VALUES (%s, %s, %s, %s::bigint) ON CONFLICT (quota_id, key, period_start) "
+            f"DO UPDATE SET used = ({s}.quota_counters.used + excluded.used)::bigint"
         )
-        self.counter = (
-            f"SELECT used FROM {s}.quota_counters "
-            "WHERE quota_id = %s AND key = %s AND period_start = %s"
-        )
-        self.idempotent = f"SELECT event_id, response FROM {s}.idempotency_keys WHERE key = %s"
         # seq is max + 1, as SQLite numbers rowids: no gaps after a rollback, so
         # both ledgers number events alike.  Safe because writers hold the lock.
         self.insert_event = (
@@ -835,38 +594,12 @@ class _Queries:
             f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM {s}.events "
             "WHERE seq > %s ORDER BY seq LIMIT %s"
         )
-        self.event_seq = f"SELECT seq FROM {s}.events WHERE id = %s"
-        # Cents are summed as whole micro-cents, rounded per event exactly as
-        # SQLite's round() does it (add 0.5 in double precision, truncate; away
-        # from zero), then summed as NUMERIC so no sum overflows.
-        micro_cents = (
-            "CASE WHEN cost_cents >= 0 THEN trunc(cost_cents * 1e6::float8 + 0.5::float8) "
-            "ELSE -trunc(-cost_cents * 1e6::float8 + 0.5::float8) END::bigint"
-        )
-        self.totals = (
-            "SELECT count(*), sum(total_tokens), sum(input_tokens), sum(output_tokens), "
-            f"sum({micro_cents}) FROM {s}.events"
-        )
-        self.all_counters = f"SELECT quota_id, key, period_start, used FROM {s}.quota_counters"
-        self.insert_hold = f"INSERT INTO {s}.holds (id, increments, expires_at) VALUES (%s, %s, %s)"
-        self.take_hold = f"DELETE FROM {s}.holds WHERE id = %s RETURNING increments"
-        self.expired_holds = f"SELECT id FROM {s}.holds WHERE expires_at <= %s ORDER BY id"
-        self.all_holds = f"SELECT id, increments FROM {s}.holds"
-        self.set_hold = f"UPDATE {s}.holds SET increments = %s WHERE id = %s"
-        self.event_count = f"SELECT count(*) FROM {s}.events"
         # seq as for events: max + 1 under the writers' lock, numbered as SQLite numbers them.
         self.log_alert = (
             f"INSERT INTO {s}.alert_log (seq, {', '.join(ALERT_COLUMNS)}) VALUES "
             f"((SELECT coalesce(max(seq), 0) + 1 FROM {s}.alert_log), "
             f"{', '.join('%s' for _ in ALERT_COLUMNS)}) "
             "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
-        )
-        self.alert_log_seq = f"SELECT seq FROM {s}.alert_log WHERE id = %s"
-        self.held = f"SELECT increments FROM {s}.holds WHERE strpos(increments, %s) > 0"
-        # One indexed max() per alert: a history of millions of firings is not scanned.
-        self.last_triggered = (
-            f"SELECT a, (SELECT max(triggered_at) FROM {s}.alert_log WHERE alert_id = a) "
-            "FROM unnest(%s::text[]) AS a"
         )
 
 
@@ -953,75 +686,10 @@ def _schema_ddl(s: str) -> str:
     """
 
 
-def _alert_from(row: tuple[Any, ...]) -> AlertRow:
-    decoded = [_dec(value) for value in row]
-    for at in (ALERT_COLUMNS.index("used"), ALERT_COLUMNS.index("limit_units")):
-        decoded[at] = int(decoded[at])
-    return AlertRow(*decoded)
-
-
 def _lock_key(schema: str) -> int:
     """The writers' advisory lock for one schema, the same in every process and host."""
     digest = hashlib.blake2b(f"limitry_local:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _table(table: str) -> str:
-    if table not in DEFINITION_TABLES:
-        raise ValueError(f"no definition table {table!r}")
-    return table
-
-
-def _version(row: tuple[Any, ...] | None, where: str) -> int:
-    if row is None or not str(row[0]).isdigit():
-        raise LedgerError(
-            f"ledger {where} is corrupt (meta.definitions_version is {row!r}); "
-            "restore it from a backup",
-            "corrupt",
-        )
-    return int(row[0])
-
-
-def _event_filters(
-    customer_id: str | None,
-    event_type: str | None,
-    model: str | None,
-    start: float | None,
-    end: float | None,
-) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("customer_id", customer_id),
-        ("event_type", event_type),
-        ("model", model),
-    ):
-        if value is not None:
-            where.append(f"{column} = %s")
-            params.append(_enc(value))
-    # As float8, so an int bound compares as SQLite compares it with a REAL.
-    if start is not None:
-        where.append("ts >= %s::float8")
-        params.append(float(start))
-    if end is not None:
-        where.append("ts < %s::float8")
-        params.append(float(end))
-    return where, params
-
-
-# --- usage reports ---
-
-# Cents as whole micro-cents, rounded per event as SQLite's round() rounds them
-# (add 0.5 in double precision, truncate; away from zero), so every ledger sums
-# the same integers.  sum() of bigint is NUMERIC: exact, it cannot overflow.
-_REPORT_MICRO_CENTS = (
-    "CASE WHEN cost_cents >= 0 THEN trunc(cost_cents * 1e6::float8 + 0.5::float8) "
-    "ELSE -trunc(-cost_cents * 1e6::float8 + 0.5::float8) END::bigint"
-)
-_REPORT_TOTALS = (
-    "count(*), sum(total_tokens), sum(input_tokens), sum(output_tokens), "
-    f"sum({_REPORT_MICRO_CENTS})"
-)
 
 
 PostgresLedger.__module__ = "limitry_local.postgres_ledger"  # where users import it from

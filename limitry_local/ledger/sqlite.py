@@ -20,61 +20,60 @@ keeps one transaction open and commits it every ``flush_events`` scopes or
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import sqlite_utils
 
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
-    alert_filters,
-    decode_definition,
-    decode_increments,
-    held_in,
+    definitions_version_of,
+    merged_increments,
+    schema_version_of,
 )
 from limitry_local.ledger.protocol import (
     ALERT_COLUMNS,
     EVENT_COLUMNS,
-    AlertRow,
     CounterIncrement,
     Durability,
     EventRow,
-    ReportFilter,
-    UsageTotals,
     check_options,
-    report_column,
 )
 from limitry_local.ledger.schema import MIGRATIONS, SCHEMA_VERSION, create_schema
+from limitry_local.ledger.sql import Dialect, SqlLedger
 
+SQLITE = Dialect(
+    mark="?",
+    prefix="",
+    float_mark="?",
+    int_mark="?",
+    second="CAST(ts AS INTEGER)",
+    modulo="%",
+    contains="instr({0}, {1}) > 0",
+    no_limit=-1,  # a negative LIMIT is no limit
+    # round() adds 0.5 in double precision and truncates, away from zero:
+    # metrics.micro_cents' rule, so reports sum what the counters added.
+    micro_cents="CAST(round(cost_cents * 1000000) AS INTEGER)",
+)
+
+# seq is the rowid: SQLite numbers a new row max(seq) + 1 under its write lock.
 _INSERT_EVENT = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({SQLITE.marks(len(EVENT_COLUMNS))})"
 )
-_ADD_TO_COUNTER = (
-    "INSERT INTO quota_counters (quota_id, key, period_start, used) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (quota_id, key, period_start) DO UPDATE SET used = used + excluded.used"
-)
-_GET_COUNTER = "SELECT used FROM quota_counters WHERE quota_id = ? AND key = ? AND period_start = ?"
 _INSERT_IDEMPOTENCY = "INSERT INTO idempotency_keys (key, event_id, response) VALUES (?, ?, ?)"
 _LOG_ALERT = (
     f"INSERT INTO alert_log ({', '.join(ALERT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in ALERT_COLUMNS)}) "
+    f"VALUES ({SQLITE.marks(len(ALERT_COLUMNS))}) "
     "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
 )
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def _explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
@@ -112,23 +111,6 @@ def _explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
     if name.startswith("SQLITE_FULL") or "disk is full" in text:
         return LedgerError(f"ledger {where}: the disk is full ({text})", "disk_full")
     return LedgerError(f"ledger {where}: {text}", "io")
-
-
-def _translated(method: Callable[P, R]) -> Callable[P, R]:
-    """Run under the ledger's lock; raise :class:`LedgerError` for any SQLite failure."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        ledger = args[0]
-        assert isinstance(ledger, Ledger)
-        with ledger.lock:
-            ledger._ensure_usable()
-            try:
-                return method(*args, **kwargs)
-            except sqlite3.Error as exc:
-                raise _explained(exc, ledger.where, ledger.timeout) from exc
-
-    return wrapper
 
 
 # Every open ledger, weakly: a child process must not use a connection it
@@ -282,7 +264,7 @@ class _WriteScope:
         raise ledger._batch_lost(exc) from exc
 
 
-class Ledger:
+class Ledger(SqlLedger):
     """One SQLite database, in memory (``path=None``) or in a file that survives restarts.
 
     ``durability`` applies to a file (an in-memory ledger has nothing to
@@ -290,6 +272,10 @@ class Ledger:
     write waits for another connection's lock before failing with a
     ``"locked"`` :class:`LedgerError`.
     """
+
+    dialect = SQLITE
+    driver_errors = (sqlite3.Error,)
+    _insert_alert = _LOG_ALERT
 
     def __init__(
         self,
@@ -421,16 +407,20 @@ class Ledger:
                     "not_a_ledger",
                 )
             return None
+        if {"key", "value"} - set(db.table("meta").columns_dict):
+            raise self._foreign()
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        found = row[0] if row else None
-        version = int(found) if found is not None and str(found).isdigit() else None
-        if version is None or version > SCHEMA_VERSION:
-            raise LedgerError(
-                f"ledger {self.where} has schema version {found}; this limitry_local "
-                f"reads versions up to {SCHEMA_VERSION}: upgrade limitry_local to open it",
-                "schema_version",
-            )
-        return version
+        if row is None:
+            raise self._foreign()
+        return schema_version_of(row[0], SCHEMA_VERSION, self.where)
+
+    def _foreign(self) -> LedgerError:
+        # A table named meta is not enough: ours has key/value rows and a version.
+        return LedgerError(
+            f"{self.where} is a SQLite database but not a limitry_local ledger (its meta "
+            "table holds no schema_version); give Tracker a new file",
+            "not_a_ledger",
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -514,11 +504,12 @@ class Ledger:
 
     def _batch_lost(self, exc: BaseException) -> LedgerError:
         """SQLite rolled the open batch back: an error that says so and how much was lost."""
-        cause = (
-            _explained(exc, self.where, self.timeout)
-            if isinstance(exc, sqlite3.Error)
-            else LedgerError(f"ledger {self.where}: {exc}")
-        )
+        if isinstance(exc, LedgerError):
+            cause = exc  # a write's own error, already explained
+        elif isinstance(exc, sqlite3.Error):
+            cause = _explained(exc, self.where, self.timeout)
+        else:
+            cause = LedgerError(f"ledger {self.where}: {exc}")
         lost = LedgerError(
             f"{cause}; the open batch of {self._pending} events was lost", cause.reason
         )
@@ -573,7 +564,6 @@ class Ledger:
             # A batch the timer thread lost, and nobody was told of yet.
             self._raise_lost()
 
-    @_translated
     def definitions_version(self) -> int:
         """Bumped by every change of a limit definition, by any process on this file."""
         conn = self.db.conn
@@ -582,16 +572,12 @@ class Ledger:
         if seen is not None and seen[0] == self._transactions and conn.in_transaction:
             return seen[1]
         row = conn.execute("SELECT value FROM meta WHERE key = 'definitions_version'").fetchone()
-        if row is None or not str(row[0]).isdigit():
-            raise LedgerError(
-                f"ledger {self.where} is corrupt (meta.definitions_version is {row!r}); "
-                "restore it from a backup",
-                "corrupt",
-            )
-        version = int(row[0])
+        version = definitions_version_of(row, self.where)
         if conn.in_transaction:
             self._version_seen = (self._transactions, version)
         return version
+
+    # --- limit definitions ----------------------------------------------------
 
     def bump_definitions(self, conn: sqlite3.Connection) -> int:
         """Record a definition change (call inside :meth:`write`); returns the new version."""
@@ -600,114 +586,7 @@ class Ledger:
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'definitions_version'"
         )
         row = conn.execute("SELECT value FROM meta WHERE key = 'definitions_version'").fetchone()
-        return int(row[0])
-
-    # --- limit definitions ----------------------------------------------------
-
-    @_translated
-    def definitions(self, table: str) -> list[dict[str, Any]]:
-        """Every quota or rate limit in creation order, JSON columns decoded."""
-        rows = self.db.query(f"SELECT * FROM {table} ORDER BY seq")
-        try:
-            return [decode_definition(row) for row in rows]
-        except ValueError as exc:  # JSONDecodeError is a ValueError
-            raise LedgerError(
-                f"ledger {self.where} is corrupt: a stored definition in {table} cannot be "
-                f"read ({exc}); restore it from a backup",
-                "corrupt",
-            ) from None
-
-    def save_definition(self, conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
-        """Insert or replace a definition (call inside :meth:`transaction`)."""
-        encoded = {
-            key: json.dumps(value) if isinstance(value, (dict, list)) else value
-            for key, value in row.items()
-        }
-        columns = ", ".join(encoded)
-        marks = ", ".join("?" for _ in encoded)
-        updates = ", ".join(f"{key} = excluded.{key}" for key in encoded if key != "id")
-        conn.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
-            f"ON CONFLICT (id) DO UPDATE SET {updates}",
-            list(encoded.values()),
-        )
-
-    def delete_definition(self, conn: sqlite3.Connection, table: str, limit_id: str) -> None:
-        conn.execute(f"DELETE FROM {table} WHERE id = ?", [limit_id])
-        if table == "quotas":
-            conn.execute("DELETE FROM quota_counters WHERE quota_id = ?", [limit_id])
-            self._forget_held(conn, limit_id)
-
-    def replace_counters(
-        self, conn: sqlite3.Connection, quota_id: str, totals: Iterable[tuple[str, int, int]]
-    ) -> None:
-        """Counters of a quota rebuilt from the events: open holds on it are forgotten."""
-        conn.execute("DELETE FROM quota_counters WHERE quota_id = ?", [quota_id])
-        self._forget_held(conn, quota_id)
-        conn.executemany(
-            "INSERT INTO quota_counters (quota_id, key, period_start, used) VALUES (?, ?, ?, ?)",
-            ((quota_id, key, start, used) for key, start, used in totals),
-        )
-
-    # --- the hot path -------------------------------------------------------
-
-    @_translated
-    def counter(self, quota_id: str, key: str, period_start: int) -> int:
-        row = self.db.conn.execute(_GET_COUNTER, (quota_id, key, period_start)).fetchone()
-        return 0 if row is None else row[0]
-
-    def _forget_held(self, conn: sqlite3.Connection, quota_id: str) -> None:
-        # The counters no longer include what holds added to this quota, so
-        # releasing a hold must not take it off again.
-        for hold_id, text in conn.execute("SELECT id, increments FROM holds").fetchall():
-            increments = decode_increments(text)
-            kept = [i for i in increments if i[0] != quota_id]
-            if len(kept) != len(increments):
-                conn.execute(
-                    "UPDATE holds SET increments = ? WHERE id = ?", (json.dumps(kept), hold_id)
-                )
-
-    def add_to_counters(
-        self, conn: sqlite3.Connection, increments: Iterable[CounterIncrement]
-    ) -> None:
-        """Add (or, negative, take back) amounts on counters (inside :meth:`write`)."""
-        conn.executemany(_ADD_TO_COUNTER, increments)
-
-    def add_hold(
-        self,
-        conn: sqlite3.Connection,
-        hold_id: str,
-        increments: list[CounterIncrement],
-        expires_at: float,
-    ) -> None:
-        conn.executemany(_ADD_TO_COUNTER, increments)
-        conn.execute(
-            "INSERT INTO holds (id, increments, expires_at) VALUES (?, ?, ?)",
-            (hold_id, json.dumps(increments), expires_at),
-        )
-
-    def pop_hold(self, conn: sqlite3.Connection, hold_id: str) -> list[CounterIncrement] | None:
-        row = conn.execute("SELECT increments FROM holds WHERE id = ?", (hold_id,)).fetchone()
-        if row is None:
-            return None
-        increments = decode_increments(row[0])
-        conn.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
-        conn.executemany(_ADD_TO_COUNTER, [(q, k, s, -amount) for q, k, s, amount in increments])
-        return increments
-
-    def pop_expired_holds(self, conn: sqlite3.Connection, now: float) -> list[str]:
-        rows = conn.execute("SELECT id FROM holds WHERE expires_at <= ?", (now,)).fetchall()
-        for (hold_id,) in rows:
-            self.pop_hold(conn, hold_id)
-        return [hold_id for (hold_id,) in rows]
-
-    @_translated
-    def idempotent(self, key: str) -> tuple[str, str] | None:
-        """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""
-        row = self.db.conn.execute(
-            "SELECT event_id, response FROM idempotency_keys WHERE key = ?", (key,)
-        ).fetchone()
-        return None if row is None else (row[0], row[1])
+        return definitions_version_of(row, self.where)
 
     def record(
         self,
@@ -722,11 +601,9 @@ class Ledger:
         for row, increments, response in events:
             self._scope_events += 1
             conn.execute(_INSERT_EVENT, row)
-            conn.executemany(_ADD_TO_COUNTER, increments)
+            self._add(conn, merged_increments(increments))
             if row.idempotency_key is not None:
                 conn.execute(_INSERT_IDEMPOTENCY, (row.idempotency_key, row.id, response))
-
-    # --- reads ----------------------------------------------------------------
 
     def scan_events(self) -> Iterator[EventRow]:
         """Every event, oldest first (for rebuilding a quota's counters).
@@ -739,166 +616,24 @@ class Ledger:
         for row in cursor:
             yield EventRow(*row)
 
-    @_translated
-    def list_events(
-        self,
-        *,
-        customer_id: str | None,
-        event_type: str | None,
-        model: str | None,
-        start: float | None,
-        end: float | None,
-        before_seq: int | None,
-        limit: int,
-    ) -> list[tuple[int, EventRow]]:
-        """Matching events, most recently recorded first, as ``(seq, row)``."""
-        where, params = _event_filters(customer_id, event_type, model, start, end)
-        if before_seq is not None:
-            where.append("seq < ?")
-            params.append(before_seq)
-        rows = self._newest_first("events", EVENT_COLUMNS, where, params, limit)
-        return [(row[0], EventRow(*row[1:])) for row in rows]
+    # --- what the SQL core asks of an engine ---------------------------------------
 
-    @_translated
-    def event_seq(self, event_id: str) -> int | None:
-        return self._seq_of("events", event_id)
+    def _reader(self) -> sqlite3.Connection:
+        return self.db.conn
 
-    def _newest_first(
-        self, table: str, columns: Sequence[str], where: list[str], params: list[Any], limit: int
-    ) -> list[Any]:
-        """``(seq, *columns)`` of a paged table's matching rows, most recent first."""
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        return self.db.conn.execute(
-            f"SELECT seq, {', '.join(columns)} FROM {table} {clause} ORDER BY seq DESC LIMIT ?",
-            [*params, limit],
-        ).fetchall()
+    def _writer(self, scope: object) -> sqlite3.Connection:
+        assert isinstance(scope, sqlite3.Connection), "ledger writes take the write scope"
+        return scope
 
-    def _seq_of(self, table: str, row_id: str) -> int | None:
-        """The seq of a paged table's row (a page cursor), None if it is gone."""
-        row = self.db.conn.execute(f"SELECT seq FROM {table} WHERE id = ?", (row_id,)).fetchone()
-        return None if row is None else int(row[0])
+    def _many(self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        conn.executemany(sql, rows)
 
-    @_translated
-    def totals(self, customer_id: str, start: float | None, end: float | None) -> UsageTotals:
-        where, params = _event_filters(customer_id, None, None, start, end)
-        # Cents are summed as whole micro-cents, like the quota counters, so
-        # thirty events of 0.1 cents total exactly 3.
-        sums = (
-            "count(*), {0}(total_tokens), {0}(input_tokens), {0}(output_tokens), "
-            "{0}(CAST(round(cost_cents * 1000000) AS INTEGER))"
-        )
-        query = f"SELECT {{}} FROM events WHERE {' AND '.join(where)}"
-        try:
-            row = self.db.conn.execute(query.format(sums.format("sum")), params).fetchone()
-        except sqlite3.OperationalError:
-            # sum() refuses to overflow 64 bits; total() answers in floating point.
-            row = self.db.conn.execute(query.format(sums.format("total")), params).fetchone()
-        return UsageTotals(*(int(value or 0) for value in row))
+    def _sum_overflowed(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "integer overflow" in str(exc)
 
-    @_translated
-    def counters(self) -> dict[tuple[str, str, int], int]:
-        """Every quota counter in whole units (micro-cents for cost), for audits and tests."""
-        cursor = self.db.conn.execute(
-            "SELECT quota_id, key, period_start, used FROM quota_counters"
-        )
-        return {(q, k, s): used for q, k, s, used in cursor}
-
-    @_translated
-    def event_count(self) -> int:
-        return int(self.db.conn.execute("SELECT count(*) FROM events").fetchone()[0])
-
-    # --- quota alerts -----------------------------------------------------------
-
-    @_translated
-    def held(self, quota_id: str, key: str, period_start: int) -> int:
-        # Open reservations only, and the quota id narrows them down before decoding.
-        cursor = self.db.conn.execute(
-            "SELECT increments FROM holds WHERE instr(increments, ?) > 0", (quota_id,)
-        )
-        return held_in((text for (text,) in cursor), quota_id, key, period_start)
-
-    def log_alert(self, conn: sqlite3.Connection, row: AlertRow) -> bool:
-        """Add a firing (inside :meth:`write`); False if this alert, key and period fired before.
-
-        The unique index decides, under the write lock: two processes that
-        both see usage cross a threshold log it once.
-        """
-        return conn.execute(_LOG_ALERT, row).rowcount == 1
-
-    @_translated
-    def alert_log(
-        self,
-        *,
-        quota_id: str | None,
-        alert_id: str | None,
-        before_seq: int | None,
-        limit: int,
-    ) -> list[tuple[int, AlertRow]]:
-        where, params = alert_filters(quota_id, alert_id, before_seq, "?")
-        rows = self._newest_first("alert_log", ALERT_COLUMNS, where, params, limit)
-        return [(row[0], AlertRow(*row[1:])) for row in rows]
-
-    @_translated
-    def alert_log_seq(self, entry_id: str) -> int | None:
-        return self._seq_of("alert_log", entry_id)
-
-    @_translated
-    def last_triggered(self, alert_ids: Iterable[str]) -> dict[str, float]:
-        # One indexed max() per alert: a history of millions of firings is not scanned.
-        last: dict[str, float] = {}
-        for alert_id in alert_ids:
-            (when,) = self.db.conn.execute(
-                "SELECT max(triggered_at) FROM alert_log WHERE alert_id = ?", (alert_id,)
-            ).fetchone()
-            if when is not None:
-                last[alert_id] = float(when)
-        return last
-
-    # --- usage reports ---
-
-    @_translated
-    def usage_breakdown(
-        self, column: str, where: ReportFilter
-    ) -> list[tuple[str | None, UsageTotals]]:
-        return self._report(report_column(column), [], where)
-
-    @_translated
-    def usage_timeseries(
-        self, seconds: int, origin: int, where: ReportFilter
-    ) -> list[tuple[int, UsageTotals]]:
-        # ts >= 0 (events are 1970 or later), so CAST truncates to the floor and % is
-        # never negative: the period start, as periods.period_bounds computes it.
-        start = "CAST(ts AS INTEGER) - (CAST(ts AS INTEGER) - ?) % ?"
-        return self._report(start, [origin, seconds], where)
-
-    def _report(
-        self, key: str, key_params: list[Any], where: ReportFilter
-    ) -> list[tuple[Any, UsageTotals]]:
-        """``SELECT key, totals ... GROUP BY key`` over the events ``where`` picks."""
-        conditions, params = _event_filters(
-            where.customer_id, where.event_type, where.model, where.start, where.end
-        )
-        if where.provider is not None:
-            conditions.append("provider = ?")
-            params.append(where.provider)
-        clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        conn = self.db.conn
-        try:
-            rows = conn.execute(
-                f"SELECT {key}, count(*), {_SUMS} FROM events {clause} GROUP BY 1",
-                [*key_params, *params],
-            ).fetchall()
-            return [(row[0], UsageTotals(*(int(v or 0) for v in row[1:]))) for row in rows]
-        except sqlite3.OperationalError as exc:
-            if "integer overflow" not in str(exc):
-                raise
-        # sum() refuses to pass 2**63 (thousands of maximal costs in micro-cents).
-        # Summing the high and low 32 bits apart stays exact up to 2**31 events.
-        rows = conn.execute(
-            f"SELECT {key}, count(*), {_SPLIT_SUMS} FROM events {clause} GROUP BY 1",
-            [*key_params, *params],
-        ).fetchall()
-        return [(row[0], _joined(row[1:])) for row in rows]
+    def explained(self, exc: BaseException) -> LedgerError:
+        assert isinstance(exc, sqlite3.Error)
+        return _explained(exc, self.where, self.timeout)
 
 
 def _flusher(ref: weakref.ref[Ledger]) -> None:
@@ -925,54 +660,6 @@ def _flusher(ref: weakref.ref[Ledger]) -> None:
             if wait is None:
                 return
             wake.wait(wait)
-
-
-def _event_filters(
-    customer_id: str | None,
-    event_type: str | None,
-    model: str | None,
-    start: float | None,
-    end: float | None,
-) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("customer_id", customer_id),
-        ("event_type", event_type),
-        ("model", model),
-    ):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if start is not None:
-        where.append("ts >= ?")
-        params.append(start)
-    if end is not None:
-        where.append("ts < ?")
-        params.append(end)
-    return where, params
-
-
-# The amounts of a report, each summed per event in whole units.  Cents are
-# micro-cents rounded per event by round(), half away from zero, as totals() and
-# the other ledgers round them, so every ledger gives the same integers.
-_AMOUNTS = (
-    "total_tokens",
-    "input_tokens",
-    "output_tokens",
-    "CAST(round(cost_cents * 1000000) AS INTEGER)",
-)
-_SUMS = ", ".join(f"sum({amount})" for amount in _AMOUNTS)
-_SPLIT_SUMS = ", ".join(
-    f"sum(({amount}) >> 32), sum(({amount}) & 4294967295)" for amount in _AMOUNTS
-)
-
-
-def _joined(row: Iterable[Any]) -> UsageTotals:
-    """Totals from ``count, high1, low1, high2, low2, ...`` of :data:`_SPLIT_SUMS`."""
-    count, *halves = (int(value or 0) for value in row)
-    pairs = zip(halves[::2], halves[1::2], strict=True)
-    return UsageTotals(count, *((high << 32) + low for high, low in pairs))
 
 
 Ledger.__module__ = "limitry_local.ledger"  # where users import it from

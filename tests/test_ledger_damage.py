@@ -1,0 +1,216 @@
+"""Damage, overflow and rounding: every ledger answers the same, and a damaged one says so.
+
+1. A damaged ledger fails with a :class:`LedgerError` that names the cause,
+   never a raw KeyError, TypeError or JSONDecodeError from inside the
+   library: a schema version of 0, a counter holding text, a damaged
+   idempotency response, a limit value that is not a number, a foreign
+   database (or schema) that happens to have a ``meta`` table.
+2. A quota counter that would pass 2**63 - 1 is refused with the same
+   ``"overflow"`` LedgerError on the memory, SQLite and PostgreSQL ledgers,
+   and the write scope that met it keeps nothing.
+3. Money is rounded once: ``cost_cents=2.5e-6`` is 3 micro-cents in the
+   quota counter and in every report, on every ledger.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from limitry_local import LedgerError, Tracker
+from limitry_local.ledger import EventRow, Ledger, LedgerBackend, ReportFilter
+from limitry_local.memory_ledger import MemoryLedger
+from limitry_local.metrics import micro_cents
+from limitry_local.postgres_ledger import PostgresLedger
+from limitry_local.testing import ManualClock
+from tests.conftest import POSTGRES_DSN, START, postgres_schema
+
+EVENT = {"customer_id": "cust_1", "event_type": "model_call", "total_tokens": 10}
+MAX = 2**63 - 1
+
+
+def _damaged(path: Path, *statements: str) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+
+
+def _refused(path: Path, reason: str) -> LedgerError:
+    with pytest.raises(LedgerError) as caught:
+        Tracker(path)
+    assert caught.value.reason == reason, caught.value
+    assert str(path) in str(caught.value)
+    return caught.value
+
+
+# --- 1. damaged files ------------------------------------------------------------------------
+
+
+def test_a_schema_version_of_zero_is_a_schema_version_error(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    Tracker(path).close()
+    _damaged(path, "UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    error = _refused(path, "schema_version")
+    assert "'0'" in str(error) and "restore the ledger from a backup" in str(error)
+
+
+def test_a_foreign_database_with_a_meta_table_is_not_a_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _damaged(
+        path,
+        "CREATE TABLE meta (name TEXT, content TEXT)",
+        "INSERT INTO meta VALUES ('author', 'someone else')",
+    )
+    _refused(path, "not_a_ledger")
+    # A key/value meta table without our version is someone else's too.
+    other = tmp_path / "kv.db"
+    _damaged(other, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    _refused(other, "not_a_ledger")
+    with closing(sqlite3.connect(other)) as conn:  # and it is left as it was
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        assert tables == [("meta",)]
+
+
+def test_a_postgres_schema_with_someone_elses_meta_table_is_not_a_ledger() -> None:
+    with postgres_schema() as schema, psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        admin.execute(f'CREATE TABLE "{schema}".meta (name text, content text)')
+        with pytest.raises(LedgerError) as caught:
+            PostgresLedger(POSTGRES_DSN, schema=schema)
+        assert caught.value.reason == "not_a_ledger"
+        assert "another name" in str(caught.value)
+
+
+def test_a_counter_holding_text_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    clock = ManualClock(START)
+    with Tracker(path, clock=clock) as tracker:
+        tracker.quotas.create(name="tokens", metric="total_tokens", limit_value=1000, period="day")
+        tracker.usage(EVENT)
+    _damaged(path, "UPDATE quota_counters SET used = 'lots'")
+    with Tracker(path, clock=clock) as tracker:
+        with pytest.raises(LedgerError) as caught:
+            tracker.usage(EVENT)
+        assert caught.value.reason == "corrupt"
+        assert "'lots'" in str(caught.value) and "backup" in str(caught.value)
+        assert tracker.ledger.event_count() == 1  # the denied write kept nothing
+
+
+def test_a_damaged_idempotency_response_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with Tracker(path) as tracker:
+        tracker.usage({**EVENT, "idempotency_key": "k1"})
+    _damaged(path, "UPDATE idempotency_keys SET response = '{\"body\": ' WHERE key = 'k1'")
+    with Tracker(path) as tracker:
+        with pytest.raises(LedgerError) as caught:
+            tracker.usage({**EVENT, "idempotency_key": "k1"})
+        assert caught.value.reason == "corrupt"
+        assert "'k1'" in str(caught.value)
+
+
+def test_a_limit_value_that_is_not_a_number_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with Tracker(path) as tracker:
+        tracker.quotas.create(name="tokens", metric="total_tokens", limit_value=1000, period="day")
+    _damaged(path, "UPDATE quotas SET limit_value = 'a thousand'")
+    error = _refused(path, "corrupt")
+    assert "limit_value" in str(error)
+
+
+# --- 2. overflow, on every ledger ------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerBackend]:
+    if request.param == "postgres":
+        with postgres_schema() as schema:
+            opened: LedgerBackend = PostgresLedger(POSTGRES_DSN, schema=schema)
+            yield opened
+            opened.close()
+        return
+    opened = MemoryLedger() if request.param == "memory" else Ledger(tmp_path / "usage.db")
+    yield opened
+    opened.close()
+
+
+def _row(event_id: str, cost_cents: float | None = None) -> EventRow:
+    return EventRow(
+        event_id, START, "acme", "chat", "gpt", "openai", 1, 2, 3, 4, cost_cents, "{}", None
+    )
+
+
+def _overflows(ledger: LedgerBackend, *writes: Any) -> None:
+    with pytest.raises(LedgerError) as caught, ledger.write() as scope:
+        for write in writes:
+            write(scope)
+    assert caught.value.reason == "overflow", caught.value
+    assert "2**63 - 1" in str(caught.value)
+
+
+def test_a_counter_past_2_63_is_refused_alike_and_the_scope_keeps_nothing(
+    ledger: LedgerBackend,
+) -> None:
+    counter = ("qta_1", "[]", 0)
+    with ledger.write() as scope:
+        ledger.record(scope, [(_row("evt_1"), [(*counter, MAX - 5)], None)])
+    _overflows(ledger, lambda scope: ledger.record(scope, [(_row("evt_2"), [(*counter, 6)], None)]))
+    _overflows(ledger, lambda scope: ledger.add_to_counters(scope, [(*counter, 3), (*counter, 3)]))
+    _overflows(ledger, lambda scope: ledger.add_hold(scope, "hold_1", [(*counter, 6)], START))
+    assert ledger.counter(*counter) == MAX - 5
+    assert ledger.event_count() == 1
+    assert ledger.held(*counter) == 0
+    # Up to the last unit is fine.
+    with ledger.write() as scope:
+        ledger.add_to_counters(scope, [(*counter, 5)])
+    assert ledger.counter(*counter) == MAX
+
+
+def test_a_rebuilt_counter_past_2_63_is_refused_alike(ledger: LedgerBackend) -> None:
+    with ledger.write() as scope:
+        ledger.replace_counters(scope, "qta_1", [("[]", 0, 7)])
+    _overflows(ledger, lambda scope: ledger.replace_counters(scope, "qta_1", [("[]", 0, MAX + 1)]))
+    assert ledger.counters() == {("qta_1", "[]", 0): 7}
+
+
+def test_reshaping_a_quota_over_costs_past_2_63_is_an_overflow_error(tmp_path: Path) -> None:
+    # 10,000 events of 10**9 cents are 10**19 micro-cents, past 2**63 - 1.
+    with Tracker(tmp_path / "usage.db") as tracker:
+        with tracker.ledger.write() as scope:
+            tracker.ledger.record(scope, [(_row(f"evt_{i}", 1e9), [], None) for i in range(10_000)])
+        with pytest.raises(LedgerError) as caught:
+            tracker.quotas.create(
+                name="spend", metric="total_cost_cents", limit_value=10**12, period="month"
+            )
+        assert caught.value.reason == "overflow"
+        assert tracker.quotas.list().data == []
+        # The report's sum is exact all the same.
+        (group,) = tracker.ledger.usage_breakdown("customer_id", ReportFilter())
+        assert group[1].cost_micro_cents == 10**19
+
+
+# --- 3. one rounding ---------------------------------------------------------------------------
+
+
+def test_half_a_micro_cent_rounds_away_from_zero_in_counters_and_reports(
+    ledger: LedgerBackend,
+) -> None:
+    assert micro_cents(2.5e-6) == 3
+    clock = ManualClock(START)
+    with Tracker(ledger=ledger, clock=clock) as tracker:
+        quota = tracker.quotas.create(
+            name="spend", metric="total_cost_cents", limit_value=1, period="day"
+        )
+        tracker.usage({**EVENT, "cost_cents": 2.5e-6})
+        assert list(tracker.ledger.counters().values()) == [3]
+        (group,) = tracker.usage_report.breakdown("customer_id").data
+        assert group.total_cost_cents == 3e-6
+        assert tracker.customers.get_usage("cust_1").total_cost_cents == 3e-6
+        (check,) = tracker.quotas.check({"customer_id": "cust_1"}).quotas
+        assert (check.id, check.used) == (quota.id, 3e-6)
