@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
-    checked_units,
     definitions_version_of,
+    merged_increments,
     overflow,
     schema_version_of,
 )
@@ -548,12 +548,13 @@ class PostgresLedger(SqlLedger):
         with conn.cursor() as cursor:
             cursor.executemany(sql, rows)
 
-    def _add(self, conn: Connection[Any], added: dict[tuple[str, str, int], int]) -> None:
-        # One round trip for the lot; the column is NUMERIC, the ::bigint
-        # cast in the statement refuses a sum past 2**63 - 1 (22003: "overflow").
+    def _add(self, conn: Connection[Any], increments: Iterable[CounterIncrement]) -> None:
+        # One round trip for the lot, one upsert per counter (an upsert may not
+        # touch a row twice).  The column is NUMERIC; the statement's ::bigint
+        # casts refuse a sum past 2**63 - 1 (22003: "overflow").
         d = self.dialect
         rows = [
-            (d.enc(q), d.enc(k), s, checked_units(n, self.where)) for (q, k, s), n in added.items()
+            (d.enc(q), d.enc(k), s, n) for (q, k, s), n in merged_increments(increments).items()
         ]
         if rows:
             self._many(conn, self._q.add_to_counter, rows)

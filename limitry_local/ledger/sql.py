@@ -32,8 +32,6 @@ from limitry_local.ledger.common import (
     decode_definition,
     decode_increments,
     held_in,
-    merged_increments,
-    overflow,
     without_quota,
 )
 from limitry_local.ledger.protocol import (
@@ -186,6 +184,18 @@ class SqlLedger(Translated):
     where: str
     _insert_alert: str
 
+    @functools.cached_property
+    def _hot(self) -> _HotStatements:
+        """The statements of every ``usage()`` call, formatted once per ledger."""
+        d = self.dialect
+        counters = d.table("quota_counters")
+        return _HotStatements(
+            counter=f"SELECT used FROM {counters} "
+            f"WHERE quota_id = {d.mark} AND key = {d.mark} AND period_start = {d.mark}",
+            idempotent=f"SELECT event_id, response FROM {d.table('idempotency_keys')} "
+            f"WHERE key = {d.mark}",
+        )
+
     # --- what the engine supplies ------------------------------------------------
 
     def _reader(self) -> Any:
@@ -300,11 +310,11 @@ class SqlLedger(Translated):
     # --- counters and holds ----------------------------------------------------------
 
     def counter(self, quota_id: str, key: str, period_start: int) -> int:
-        d = self.dialect
-        row = self._one(
-            f"SELECT used FROM {d.table('quota_counters')} "
-            f"WHERE quota_id = {d.mark} AND key = {d.mark} AND period_start = {d.mark}",
-            [d.enc(quota_id), d.enc(key), period_start],
+        enc = self.dialect.enc
+        row = (
+            self._reader()
+            .execute(self._hot.counter, [enc(quota_id), enc(key), period_start])
+            .fetchone()
         )
         return 0 if row is None else self._units(row[0], "a quota counter")
 
@@ -322,30 +332,14 @@ class SqlLedger(Translated):
     def add_to_counters(self, scope: object, increments: Iterable[CounterIncrement]) -> None:
         """Add (or, negative, take back) amounts on counters (inside a write scope).
 
-        Increments of one counter are added up first; a counter that would
-        pass 2**63 - 1 is refused with a ``"overflow"`` :class:`LedgerError`.
+        A counter that would pass 2**63 - 1 is refused with an ``"overflow"``
+        :class:`LedgerError`, and the scope keeps nothing.
         """
-        self._add(self._writer(scope), merged_increments(increments))
+        self._add(self._writer(scope), increments)
 
-    def _add(self, conn: Any, added: dict[tuple[str, str, int], int]) -> None:
-        """Add each amount to its counter, refusing a sum a counter cannot hold."""
-        d = self.dialect
-        table = d.table("quota_counters")
-        for (quota_id, key, start), amount in added.items():
-            try:
-                row = conn.execute(
-                    f"INSERT INTO {table} (quota_id, key, period_start, used) "
-                    f"VALUES ({d.marks(4)}) ON CONFLICT (quota_id, key, period_start) "
-                    f"DO UPDATE SET used = {table}.used + excluded.used RETURNING used",
-                    [d.enc(quota_id), d.enc(key), start, checked_units(amount, self.where)],
-                ).fetchone()
-            except OverflowError:  # the driver's, binding an int beyond 64 bits
-                raise overflow(self.where) from None
-            used = row[0]
-            # SQLite turns an integer sum past 2**63 into a REAL.
-            if isinstance(used, float):
-                raise overflow(self.where)
-            checked_units(self._units(used, "a quota counter"), self.where)
+    def _add(self, conn: Any, increments: Iterable[CounterIncrement]) -> None:
+        """Add each amount to its counter; a sum past 2**63 - 1 is the ``overflow`` error."""
+        raise NotImplementedError
 
     def add_hold(
         self, scope: object, hold_id: str, increments: list[CounterIncrement], expires_at: float
@@ -426,10 +420,7 @@ class SqlLedger(Translated):
     def idempotent(self, key: str) -> tuple[str, str] | None:
         """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""
         d = self.dialect
-        row = self._one(
-            f"SELECT event_id, response FROM {d.table('idempotency_keys')} WHERE key = {d.mark}",
-            [d.enc(key)],
-        )
+        row = self._one(self._hot.idempotent, [d.enc(key)])
         if row is None:
             return None
         event_id, response = d.dec(row[0]), d.dec(row[1])
@@ -632,6 +623,12 @@ class SqlLedger(Translated):
             if when is not None:
                 last[alert_id] = float(when)
         return last
+
+
+@dataclass(frozen=True, slots=True)
+class _HotStatements:
+    counter: str
+    idempotent: str
 
 
 _WHOLE_ALERT_COLUMNS = (ALERT_COLUMNS.index("used"), ALERT_COLUMNS.index("limit_units"))

@@ -36,7 +36,7 @@ import sqlite_utils
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
     definitions_version_of,
-    merged_increments,
+    overflow,
     schema_version_of,
 )
 from limitry_local.ledger.protocol import (
@@ -67,6 +67,13 @@ SQLITE = Dialect(
 # seq is the rowid: SQLite numbers a new row max(seq) + 1 under its write lock.
 _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({SQLITE.marks(len(EVENT_COLUMNS))})"
+)
+_ADD_TO_COUNTER = (
+    "INSERT INTO quota_counters (quota_id, key, period_start, used) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (quota_id, key, period_start) DO UPDATE SET used = "
+    # SQLite turns an integer sum past 2**63 into a REAL: NULL instead, which
+    # the column's NOT NULL refuses (and _add reports as an overflow).
+    "CASE WHEN typeof(used + excluded.used) = 'integer' THEN used + excluded.used END"
 )
 _INSERT_IDEMPOTENCY = "INSERT INTO idempotency_keys (key, event_id, response) VALUES (?, ?, ?)"
 _LOG_ALERT = (
@@ -601,7 +608,7 @@ class Ledger(SqlLedger):
         for row, increments, response in events:
             self._scope_events += 1
             conn.execute(_INSERT_EVENT, row)
-            self._add(conn, merged_increments(increments))
+            self._add(conn, increments)
             if row.idempotency_key is not None:
                 conn.execute(_INSERT_IDEMPOTENCY, (row.idempotency_key, row.id, response))
 
@@ -627,6 +634,16 @@ class Ledger(SqlLedger):
 
     def _many(self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         conn.executemany(sql, rows)
+
+    def _add(self, conn: sqlite3.Connection, increments: Iterable[CounterIncrement]) -> None:
+        try:
+            conn.executemany(_ADD_TO_COUNTER, increments)
+        except OverflowError:  # an amount beyond 64 bits, refused by the driver
+            raise overflow(self.where) from None
+        except sqlite3.IntegrityError as exc:
+            if "NOT NULL" not in str(exc):
+                raise
+            raise overflow(self.where) from None
 
     def _sum_overflowed(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "integer overflow" in str(exc)
