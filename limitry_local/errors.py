@@ -25,6 +25,7 @@ class LimitryError(Exception):
 
 LedgerErrorReason = Literal[
     "locked",
+    "conflict",
     "read_only",
     "not_a_database",
     "corrupt",
@@ -40,7 +41,9 @@ LedgerErrorReason = Literal[
 class LedgerError(LimitryError):
     """The ledger file cannot be opened or used: the message names the file, the cause
     and what to do.  ``.reason`` names the cause for code that reacts to it:
-    ``"locked"``, ``"read_only"``, ``"not_a_database"``, ``"corrupt"``,
+    ``"locked"``, ``"conflict"`` (a shared ledger chose this write to give way
+    in a deadlock; nothing of it was kept, and running it again is safe),
+    ``"read_only"``, ``"not_a_database"``, ``"corrupt"``,
     ``"cannot_open"``, ``"disk_full"``, ``"not_a_ledger"``, ``"schema_version"``,
     ``"overflow"`` (a quota counter would pass 2**63 - 1) or ``"io"``.
     """

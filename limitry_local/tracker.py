@@ -115,6 +115,10 @@ DEFAULT_MAX_BUCKETS = 1_000_000
 DEFAULT_HOLD_TTL = 600.0
 """Seconds an unsettled reservation holds its amounts."""
 HOLD_SWEEP_SECONDS = 1.0
+# A shared ledger may pick a write to give way in a deadlock ("conflict": nothing
+# of it was kept).  usage() and events take their locks in one order, so only a
+# rare call (a reservation settled across periods) can meet one; two more tries.
+_CONFLICT_RETRIES = 2
 """How often usage() looks for expired holds (one indexed query at most once a second)."""
 
 # Trackers alive in this process, weakly, for the fork hook below.
@@ -427,6 +431,16 @@ class Tracker:
         :class:`InvalidRequestError` (400) for a bad event.
         """
         request = parse(TrackPostRequest, event, fields)
+        for attempt in range(_CONFLICT_RETRIES, -1, -1):
+            try:
+                return self._usage_once(request)
+            except LedgerError as exc:
+                if exc.reason != "conflict" or not attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _usage_once(self, request: TrackPostRequest) -> TrackPostResponse:
+        """One try of :meth:`usage`: all of it is undone if it raises."""
         firings: list[Firing] = []
         with self._lock:
             now = self._now()
@@ -448,7 +462,7 @@ class Tracker:
                     dims = _dimensions(request)
                     rates = self._take_rates(dims, request.total_tokens or 0)
                     taken = bool(rates)
-                    quotas = self._quota_outcomes(dims, request, when)
+                    quotas = self._quota_outcomes(dims, request, when, scope=conn)
                     self._deny_if_over(rates, quotas)
                     response = self._admitted(new_id("evt"), rates, quotas)
                     if self._alerts.by_quota:
@@ -559,7 +573,7 @@ class Tracker:
                     dims = _dimensions(estimated)
                     rates = self._take_rates(dims, estimated.total_tokens or 0)
                     taken = bool(rates)
-                    quotas = self._quota_outcomes(dims, estimated, when)
+                    quotas = self._quota_outcomes(dims, estimated, when, scope=conn)
                     self._deny_if_over(rates, quotas)
                     hold_id = new_id("hold")
                     self._ledger.add_hold(conn, hold_id, _increments(quotas), now + ttl)
@@ -621,9 +635,11 @@ class Tracker:
                 fired: list[Firing] = []
                 with self._ledger.write() as conn:
                     self._refresh()
-                    self._ledger.pop_hold(conn, reservation.id)
+                    # The key before the hold: a shared ledger takes its locks in
+                    # one order (idempotency key, then counters) in every call.
                     key = final.idempotency_key
                     stored = self._ledger.idempotent(key) if key is not None else None
+                    self._ledger.pop_hold(conn, reservation.id)
                     if stored is not None:
                         replay: TrackPostResponse | None = _response_from_json(stored[1])
                     else:
@@ -808,11 +824,18 @@ class Tracker:
         when: float,
         *,
         read_used: bool = True,
+        scope: Any = None,
     ) -> list[_QuotaOutcome]:
-        """Every quota the event matches, with its key, period and (if read) current usage."""
+        """Every quota the event matches, with its key, period and (if read) current usage.
+
+        Inside a write ``scope`` the counters are read in one batch that holds
+        them against other writers until the scope ends (a shared ledger
+        locks them in one global order, so two writers cannot deadlock).
+        """
         outcomes = []
         rules = self._quota_rules
         second = math.floor(when)
+        unlocked = read_used and scope is None
         for quota in self._quotas.values():
             rule = rules.get(quota.id)
             if rule is None or rule.quota is not quota:
@@ -825,7 +848,7 @@ class Tracker:
                 rule.second = second
                 rule.bounds = period_bounds(quota.period, when, quota.timezone)
             start, end = rule.bounds
-            used = self._ledger.counter(quota.id, key_json, start) if read_used else 0
+            used = self._ledger.counter(quota.id, key_json, start) if unlocked else 0
             amount = (
                 None
                 if request is None
@@ -845,6 +868,13 @@ class Tracker:
                     quota, key, key_json, start, end, used, amount, limit, limit_units, exceeded
                 )
             )
+        if read_used and scope is not None and outcomes:
+            counters = [(o.quota.id, o.key_json, o.start) for o in outcomes]
+            for o, used in zip(outcomes, self._ledger.lock_counters(scope, counters), strict=True):
+                o.used = used
+                o.exceeded = (
+                    used >= o.limit_units if o.amount is None else used + o.amount > o.limit_units
+                )
         return outcomes
 
     def _quota_rule(self, quota: Quota) -> _QuotaRule:
@@ -923,10 +953,16 @@ class Tracker:
         Returns each event's id (the first one's for a repeated idempotency
         key) and how many were newly recorded.
         """
-        with self._lock:
-            self._ensure_open()
-            with self._ledger.write() as conn:
-                ids, recorded, firings = self._ingest_in(conn, requests)
+        for attempt in range(_CONFLICT_RETRIES, -1, -1):
+            try:
+                with self._lock:
+                    self._ensure_open()
+                    with self._ledger.write() as conn:
+                        ids, recorded, firings = self._ingest_in(conn, requests)
+                break
+            except LedgerError as exc:
+                if exc.reason != "conflict" or not attempt:
+                    raise
         if firings:
             self._alerts.announce(firings)
         return ids, recorded
@@ -1098,7 +1134,7 @@ class Tracker:
         with self._lock:
             self._ensure_open()
             try:
-                with self._ledger.write(durable=True) as conn:
+                with self._ledger.write(durable=True, exclusive=True) as conn:
                     self._refresh()
                     yield conn
                     version = self._ledger.bump_definitions(conn)

@@ -41,6 +41,7 @@ from limitry_local.ledger import (
     LedgerError,
 )
 from limitry_local.memory_ledger import MemoryLedger
+from limitry_local.postgres_ledger import PostgresLedger
 from limitry_local.testing import ManualClock
 from tests.conftest import START
 
@@ -509,12 +510,17 @@ def test_a_failed_record_leaves_events_counters_keys_and_customer_lists_intact(
     assert ledger.idempotent("k2") is None
     assert ledger.event_seq("evt_3") is None
     assert _list(ledger, customer_id="initech") == []
-    # The next event takes the next seq, and the per-customer list holds no
-    # stale seq of the rolled-back events.
+    # The next event takes a seq above every kept one (PostgreSQL's identity
+    # may skip the numbers the rolled-back scope drew; SQLite and memory reuse
+    # them), and the per-customer list holds no stale seq of the rolled-back events.
     with ledger.write() as scope:
         ledger.record(scope, [(_event("evt_5", "acme", T0 + 3), [], None)])
-    assert [seq for seq, _ in _list(ledger, customer_id="acme")] == [3, 2, 1]
-    assert [seq for seq, _ in _list(ledger, customer_id="acme", before_seq=3)] == [2, 1]
+    listed = _list(ledger, customer_id="acme")
+    assert [row.id for _, row in listed] == ["evt_5", "evt_2", "evt_1"]
+    assert [seq for seq, _ in listed][1:] == [2, 1]
+    newest = listed[0][0]
+    assert newest == (5 if isinstance(ledger, PostgresLedger) else 3)
+    assert [seq for seq, _ in _list(ledger, customer_id="acme", before_seq=newest)] == [2, 1]
     assert ledger.totals("acme", None, None).events == 3
 
 

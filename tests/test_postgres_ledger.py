@@ -23,6 +23,7 @@ import queue
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from tests.conftest import POSTGRES_DSN, START, postgres_schema
 # The focused examples of test_memory_ledger, collected here a second time:
 # pytest gives them this module's `ledger` fixture, a PostgresLedger.
 from tests.test_memory_ledger import (
+    COUNTER,
     OUTSIDE_WRITES,
     READS,
     T0,
@@ -249,6 +251,36 @@ def test_someone_elses_schema_is_left_alone() -> None:
         assert [row[0] for row in tables] == ["users"]
 
 
+def test_a_version_1_schema_is_migrated_to_numbering_by_identity() -> None:
+    # Version 1 numbered events and firings max(seq) + 1 under one lock: made
+    # here from a current schema, as a 0.2 ledger would be on the server.
+    with postgres_schema() as schema:
+        ledger = PostgresLedger(POSTGRES_DSN, schema=schema)
+        with ledger.write() as scope:
+            ledger.record(scope, [(_event(f"evt_{n}", "acme", T0 + n), [], None) for n in (1, 2)])
+        ledger.close()
+        with _admin() as admin:
+            for table in ("events", "alert_log"):
+                admin.execute(f'ALTER TABLE "{schema}".{table} ALTER COLUMN seq DROP IDENTITY')
+            admin.execute(f"UPDATE \"{schema}\".meta SET value = '1' WHERE key = 'schema_version'")
+        ledger = PostgresLedger(POSTGRES_DSN, schema=schema)
+        try:
+            with ledger.write() as scope:
+                ledger.record(scope, [(_event("evt_3", "acme", T0 + 3), [], None)])
+            assert [(seq, row.id) for seq, row in _list(ledger)] == [
+                (3, "evt_3"),
+                (2, "evt_2"),
+                (1, "evt_1"),
+            ]
+        finally:
+            ledger.close()
+        with _admin() as admin:
+            version = admin.execute(
+                f"SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'"
+            ).fetchone()
+            assert version == (str(SCHEMA_VERSION),)
+
+
 def test_a_schema_from_a_newer_version_is_refused() -> None:
     with postgres_schema() as schema:
         PostgresLedger(POSTGRES_DSN, schema=schema).close()
@@ -266,23 +298,76 @@ def test_a_writer_held_up_past_the_timeout_fails_as_locked(
     postgres_ledger: PostgresLedger,
 ) -> None:
     waiting = PostgresLedger(POSTGRES_DSN, schema=postgres_ledger.schema, timeout=0.2)
+    other = ("qta_1", '["initech"]', 0)
     try:
         with postgres_ledger.write() as scope:
-            postgres_ledger.record(scope, [(_event("evt_1", "acme", T0), [], None)])
+            assert postgres_ledger.lock_counters(scope, [COUNTER]) == [0]
+            postgres_ledger.record(scope, [(_event("evt_1", "acme", T0), [(*COUNTER, 1)], None)])
+            # Another writer on another counter runs beside this scope ...
+            with waiting.write() as beside:
+                assert waiting.lock_counters(beside, [other]) == [0]
+                waiting.record(beside, [(_event("evt_0", "initech", T0), [(*other, 2)], None)])
+            # ... one on the same counter waits for it, then fails.
             with (
                 pytest.raises(LedgerError, match="held the ledger's lock") as info,
-                waiting.write(),
+                waiting.write() as blocked,
+            ):
+                waiting.lock_counters(blocked, [other, COUNTER])
+            assert info.value.reason == "locked"
+            # So does a change of definitions, which waits for every writer.
+            with (
+                pytest.raises(LedgerError, match="held the ledger's lock") as info,
+                waiting.write(exclusive=True),
             ):
                 pass
             assert info.value.reason == "locked"
-            # Readers never wait for the writers' lock.
-            assert waiting.event_count() == 0
+            # Readers never wait for a writer.
+            assert waiting.event_count() == 1
         # The failed scope left its connection ready for the next one.
         with waiting.write() as scope:
+            assert waiting.lock_counters(scope, [COUNTER, other]) == [1, 2]
             waiting.record(scope, [(_event("evt_2", "acme", T0), [], None)])
-        assert postgres_ledger.event_count() == 2
+        assert postgres_ledger.event_count() == 3
     finally:
         waiting.close()
+
+
+def test_a_deadlock_between_two_writers_fails_one_as_a_conflict_that_kept_nothing(
+    postgres_ledger: PostgresLedger,
+) -> None:
+    # One call locks its counters in one sorted group, so calls cannot wait on
+    # each other in a cycle; two groups in one scope can, and the server breaks it.
+    other = PostgresLedger(POSTGRES_DSN, schema=postgres_ledger.schema)
+    first, second = COUNTER, ("qta_1", '["initech"]', 0)
+    both_hold_one = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def writer(name: str, ledger: PostgresLedger, mine: Any, theirs: Any) -> None:
+        try:
+            with ledger.write() as scope:
+                ledger.lock_counters(scope, [mine])
+                ledger.record(scope, [(_event(f"evt_{name}", "acme", T0), [(*mine, 1)], None)])
+                both_hold_one.wait(timeout=10)
+                ledger.lock_counters(scope, [theirs])
+            outcomes[name] = "committed"
+        except LedgerError as exc:
+            outcomes[name] = exc.reason
+
+    try:
+        threads = [
+            threading.Thread(target=writer, args=("a", postgres_ledger, first, second)),
+            threading.Thread(target=writer, args=("b", other, second, first)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(map(str, outcomes.values())) == ["committed", "conflict"]
+        # The one that gave way kept nothing; the other kept its event.
+        assert postgres_ledger.event_count() == 1
+        assert sum(postgres_ledger.counters().values()) == 1
+    finally:
+        other.close()
 
 
 def test_a_failed_statement_the_caller_swallowed_keeps_nothing(
@@ -295,8 +380,15 @@ def test_a_failed_statement_the_caller_swallowed_keeps_nothing(
         postgres_ledger.write() as scope,
     ):
         postgres_ledger.record(scope, [(_event("evt_1", "acme", T0), [], None)])
-        with pytest.raises(LedgerError):
-            postgres_ledger.record(scope, [(_event("evt_1", "acme", T0), [], None)])
+        # Writes go out with the scope's next statement (here a read) or its COMMIT.
+        postgres_ledger.record(scope, [(_event("evt_1", "acme", T0), [], None)])
+        with pytest.raises(LedgerError, match="duplicate key"):
+            postgres_ledger.event_count()
+    assert postgres_ledger.event_count() == 0
+    # A failure among the writes that go out with COMMIT fails the scope too.
+    with pytest.raises(LedgerError, match="duplicate key"), postgres_ledger.write() as scope:
+        postgres_ledger.record(scope, [(_event("evt_1", "acme", T0), [], None)])
+        postgres_ledger.record(scope, [(_event("evt_1", "acme", T0), [], None)])
     assert postgres_ledger.event_count() == 0
     with postgres_ledger.write() as scope:
         postgres_ledger.record(scope, [(_event("evt_1", "acme", T0), [], None)])
@@ -476,7 +568,10 @@ def test_processes_opening_a_new_schema_at_once_create_it_once(shared_schema: st
     assert answers == [["0"]] * PROCESSES
     with _admin() as admin:
         rows = admin.execute(f'SELECT key, value FROM "{shared_schema}".meta ORDER BY key')
-        assert rows.fetchall() == [("definitions_version", "0"), ("schema_version", "1")]
+        assert rows.fetchall() == [
+            ("definitions_version", "0"),
+            ("schema_version", str(SCHEMA_VERSION)),
+        ]
 
 
 def test_ledger_backend_protocol_is_met(postgres_ledger: PostgresLedger) -> None:

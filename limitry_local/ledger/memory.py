@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
@@ -91,8 +91,10 @@ class MemoryLedger:
 
     # --- scopes ---------------------------------------------------------------
 
-    def write(self, *, durable: bool = False) -> _Scope:
-        """A write scope: everything written inside is undone if the scope raises."""
+    def write(self, *, durable: bool = False, exclusive: bool = False) -> _Scope:
+        """A write scope: everything written inside is undone if the scope raises.
+
+        The Tracker's lock makes every scope exclusive (one process, one ledger)."""
         return self._scope
 
     def _undo(self, step: Callable[[], None]) -> None:
@@ -193,6 +195,10 @@ class MemoryLedger:
         if self._closed:
             self._ensure_usable()
         return self._counters.get((quota_id, key, period_start), 0)
+
+    def lock_counters(self, scope: object, counters: Sequence[tuple[str, str, int]]) -> list[int]:
+        self._open_journal()
+        return [self.counter(*counter) for counter in counters]
 
     def idempotent(self, key: str) -> tuple[str, str] | None:
         """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""

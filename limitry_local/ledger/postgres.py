@@ -4,18 +4,27 @@ For several processes on several hosts sharing one set of quotas:
 ``Tracker(ledger=PostgresLedger("postgresql://app@db/usage"))``.  The
 ledger stores; it never decides (the rules stay in the tracker).
 
-Writers are serialised per schema by a transaction-level advisory lock,
-taken as the first statement of every write scope: the tracker reads the
-quota counters and the idempotency key inside the scope and writes after
-deciding, so nothing another writer does may land between the read and the
-commit.  That is SQLite's single write lock, moved to the server, and it is
-what keeps quota admission exact across hosts (docs/scaling.md says why not
-row locks, and what the lock costs).
+Writers run in parallel; what one decides on, no other can change before
+it commits.  Every write scope takes transaction-level advisory locks, always
+in one order, so two writers never deadlock on them:
+
+1. the schema's definitions lock: shared by every writer, exclusive for a
+   scope that changes limit definitions (``write(exclusive=True)``), so a
+   writer decides on the definitions current when its scope began and a
+   change waits for the writers before it;
+2. the idempotency key it looks up, so one key is recorded once;
+3. the quota counters it reads or changes, all of one call at once, sorted
+   by lock id (:meth:`PostgresLedger.lock_counters`).
+
+Events and alert firings are numbered by identity columns: in the order
+their numbers were drawn, which across hosts is not always the order of
+commit (docs/scaling.md, "Event numbers", says what ``events.list``
+promises).
 
 Every read answers what :class:`~limitry_local.ledger.Ledger` answers on
-the same writes (tests/properties/test_ledger_differential.py),
-including event sequence numbers, the order definitions are listed in and
-the exact integer sums of totals.
+the same writes (tests/properties/test_ledger_differential.py), including
+the order of events, the order definitions are listed in and the exact
+integer sums of totals.
 
 Every statement it shares with the SQLite ledger is the SQL core's
 (:mod:`limitry_local.ledger.sql`); this module keeps what is the server's:
@@ -60,8 +69,9 @@ from limitry_local.ledger.sql import Dialect, SqlLedger
 if TYPE_CHECKING:
     from psycopg import Connection
 
-SCHEMA_VERSION = 1
-"""1: the first PostgreSQL schema (the SQLite ledger's version 5, in PostgreSQL types)."""
+SCHEMA_VERSION = 2
+"""1: the first PostgreSQL schema (the SQLite ledger's version 5, in PostgreSQL types).
+2: events and alert firings numbered by identity columns, not ``max(seq) + 1``."""
 
 _SCAN_PAGE = 2000
 
@@ -106,7 +116,13 @@ def _explained(exc: BaseException, where: str, timeout: float) -> LedgerError:
     """A :class:`LedgerError` for a psycopg failure, in words a user can act on."""
     state = getattr(exc, "sqlstate", None) or ""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if state in ("55P03", "40P01", "40001") or (state == "57014" and "timeout" in text):
+    if state in ("40P01", "40001"):
+        return LedgerError(
+            f"ledger {where}: this write gave way to another in a deadlock ({text}); "
+            "nothing of it was kept, and running it again is safe",
+            "conflict",
+        )
+    if state == "55P03" or (state == "57014" and "timeout" in text):
         return LedgerError(
             f"ledger {where}: another writer held the ledger's lock for longer than "
             f"{timeout:g}s ({text}); wait for it, or give PostgresLedger(timeout=...) more time",
@@ -216,10 +232,16 @@ class PostgresLedger(SqlLedger):
         self._pid = os.getpid()
         self._closed = False
         self._depth = 0
+        self._exclusive = False
+        # Advisory locks this scope's transaction holds, and the writes queued
+        # to go out with the next statement (or with COMMIT, in one round trip).
+        self._held: set[int] = set()
+        self._pending: list[tuple[str, list[Any]]] = []
         self._scope = _Scope()
         # definitions_version as read under the lock: exact until the scope ends.
         self._scope_version: int | None = None
         self._lock_key = _lock_key(schema)
+        self._schema_salt = f"limitry_local:{schema}:".encode()
         self._lock_timeout_ms = max(1, round(timeout * 1000))
         quoted = '"' + schema.replace('"', '""') + '"'
         self._q = _Queries(quoted)
@@ -311,11 +333,13 @@ class PostgresLedger(SqlLedger):
                 # Under the writers' lock, deciding again there: several processes
                 # may start on a new schema at once, and only one must create it.
                 # One transaction, so a failure leaves nothing half made.
-                with self._transaction(read_version=False):
+                with self._transaction(read_version=False, exclusive=True):
                     version = self._schema_version()
                     if version is None:
                         self._create_schema()
-                    # Migrations from version n go here when there is a version 2.
+                    elif version == 1:
+                        for statement, params in _v1_to_v2(self._q.schema):
+                            self._conn.execute(statement, params)
             except self._errors as exc:
                 raise _explained(exc, self.where, self.timeout) from exc
 
@@ -370,16 +394,18 @@ class PostgresLedger(SqlLedger):
     # --- scopes ---------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, *, read_version: bool) -> Iterator[_Scope]:
-        """BEGIN, take the writers' lock, yield; COMMIT, or ROLLBACK if anything raised."""
+    def _transaction(self, *, read_version: bool, exclusive: bool) -> Iterator[_Scope]:
+        """BEGIN, take the definitions lock, yield; COMMIT, or ROLLBACK if anything raised."""
         conn = self._conn
+        self._exclusive = exclusive
+        take = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         try:
             # One round trip: the lock, then (a new snapshot under READ COMMITTED,
-            # so it sees the last writer's commit) the definitions version.
+            # so it sees the last change's commit) the definitions version.
             cursor = conn.execute(
                 "BEGIN ISOLATION LEVEL READ COMMITTED; "
                 f"SET LOCAL lock_timeout = {self._lock_timeout_ms}; "
-                f"SELECT pg_advisory_xact_lock({self._lock_key})"
+                f"SELECT {take}({self._lock_key})"
                 + (f"; {self._q.version}" if read_version else "")
             )
             if read_version:
@@ -409,6 +435,8 @@ class PostgresLedger(SqlLedger):
     def _commit(self) -> None:
         conn = self._conn
         psycopg = _psycopg()
+        pending, self._pending = self._pending, []
+        self._held.clear()
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             # A statement failed and the caller went on: COMMIT would quietly
             # roll back, and the caller would believe its writes landed.
@@ -419,13 +447,22 @@ class PostgresLedger(SqlLedger):
                 "io",
             )
         try:
-            conn.execute("COMMIT")
+            if pending:
+                # The scope's last writes and COMMIT: one round trip.
+                with conn.pipeline(), conn.cursor() as cursor:
+                    for query, rows in pending:
+                        cursor.executemany(query, rows)
+                    cursor.execute("COMMIT")
+            else:
+                conn.execute("COMMIT")
         except self._errors as exc:
             self._abandon()
             raise _explained(exc, self.where, self.timeout) from exc
 
     def _abandon(self) -> None:
         """Roll back; if even that fails, drop the connection (the server rolls back)."""
+        self._pending.clear()
+        self._held.clear()
         conn = self._conn
         try:
             idle = _psycopg().pq.TransactionStatus.IDLE
@@ -435,29 +472,72 @@ class PostgresLedger(SqlLedger):
             self._finalizer()
 
     @contextmanager
-    def write(self, *, durable: bool = False) -> Iterator[_Scope]:
-        """A write scope: one transaction holding the writers' lock; all or nothing.
+    def write(self, *, durable: bool = False, exclusive: bool = False) -> Iterator[_Scope]:
+        """A write scope: one transaction; all or nothing.
 
-        Reads inside the scope see its own writes, and no other writer can
-        change what was read before the scope commits.  ``durable`` changes
-        nothing: every scope commits when it ends.  A scope opened inside
-        another joins it (the outer one commits or rolls back).
+        Reads inside the scope see its own writes; the counters it locks
+        (:meth:`lock_counters`) and the idempotency keys it looks up stay
+        as read until it commits.  Other writers run beside it, unless it is
+        ``exclusive`` (for changes of limit definitions).  ``durable``
+        changes nothing: every scope commits when it ends.  A scope opened
+        inside another joins it (the outer one commits or rolls back).
         """
         with self.lock:
             self._ensure_usable()
             if self._depth:
+                if exclusive and not self._exclusive:
+                    raise RuntimeError("an exclusive write scope cannot join a shared one")
                 self._depth += 1
                 try:
                     yield self._scope
                 finally:
                     self._depth -= 1
                 return
-            with self._transaction(read_version=True) as scope:
+            with self._transaction(read_version=True, exclusive=exclusive) as scope:
                 yield scope
 
     def _check_scope(self, scope: object) -> None:
         if self._depth == 0 or scope is not self._scope:
             raise RuntimeError("ledger writes must happen inside PostgresLedger.write()")
+
+    # --- locks in one order -------------------------------------------------------
+
+    def _changing_definitions(self, scope: object) -> Connection[Any]:
+        """No other writer beside a scope that changes definitions or rebuilds counters.
+
+        A scope opened ``exclusive`` holds the lock already; a shared one waits
+        here for the writers before it (two such upgrades are a deadlock the
+        server breaks: "conflict")."""
+        conn = self._writer(scope)
+        if not self._exclusive:
+            conn.execute(f"SELECT pg_advisory_xact_lock({self._lock_key})")
+            self._exclusive = True
+        return conn
+
+    def _lock_id(self, kind: bytes, *parts: str | int) -> int:
+        text = "\x00".join(str(part) for part in parts).encode("utf-8", "surrogatepass")
+        digest = hashlib.blake2b(self._schema_salt + kind + text, digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    def _to_lock(self, ids: Iterable[int]) -> list[int]:
+        """The ids not held yet, sorted: every call takes its locks in one global order."""
+        new = sorted(set(ids) - self._held)
+        self._held.update(new)
+        return new
+
+    def _counter_locks(self, counters: Iterable[tuple[str, str, int]]) -> list[int]:
+        return self._to_lock(self._lock_id(b"c", q, k, s) for q, k, s in counters)
+
+    def _queue(self, query: str, rows: list[Any]) -> None:
+        if rows:
+            self._pending.append((query, rows))
+
+    def _send_pending(self) -> None:
+        """Writes queued by :meth:`record`, sent before the scope's next statement."""
+        pending, self._pending = self._pending, []
+        with self._conn.pipeline(), self._conn.cursor() as cursor:
+            for query, rows in pending:
+                cursor.executemany(query, rows)
 
     def flush(self) -> None:
         """Nothing to commit: every scope committed when it ended."""
@@ -475,9 +555,9 @@ class PostgresLedger(SqlLedger):
 
     def bump_definitions(self, scope: object) -> int:
         """Record a definition change (inside :meth:`write`); returns the new version."""
-        self._check_scope(scope)
+        conn = self._changing_definitions(scope)
         self._scope_version = definitions_version_of(
-            self._conn.execute(self._q.bump).fetchone(), self.where
+            conn.execute(self._q.bump).fetchone(), self.where
         )
         return self._scope_version
 
@@ -488,30 +568,73 @@ class PostgresLedger(SqlLedger):
     ) -> None:
         """Write events, their counter increments and idempotency responses (inside :meth:`write`).
 
-        One round trip for the lot (a pipeline).  Increments of one counter
-        are added up first: one upsert may not touch a row twice.
+        Queued, to go to the server with the scope's next statement or its
+        COMMIT (one round trip for the lot).  Increments of one counter are
+        added up first: one upsert may not touch a row twice.
         """
         self._check_scope(scope)
         rows: list[list[Any]] = []
-        added: dict[tuple[str, str, int], int] = {}
+        increments: list[CounterIncrement] = []
         keys: list[tuple[Any, Any, Any]] = []
-        for row, increments, response in events:
+        for row, added_by_event, response in events:
             rows.append([_enc(value) for value in row])
-            for quota_id, key, start, amount in increments:
-                counter = (_enc(quota_id), _enc(key), start)
-                added[counter] = added.get(counter, 0) + amount
+            increments.extend(added_by_event)
             if row.idempotency_key is not None:
                 keys.append((_enc(row.idempotency_key), _enc(row.id), _enc(response)))
         if not rows:
             return
-        with self._conn.pipeline(), self._conn.cursor() as cursor:
-            cursor.executemany(self._q.insert_event, rows)
-            if added:
-                cursor.executemany(
-                    self._q.add_to_counter, [(*counter, n) for counter, n in added.items()]
-                )
-            if keys:
-                cursor.executemany(self._q.insert_key, keys)
+        added = merged_increments(increments)
+        locks = self._counter_locks(added)
+        if locks:
+            self._queue(self._q.lock_all, [[locks]])
+        self._queue(self._q.insert_event, rows)
+        self._queue(
+            self._q.add_to_counter, [(_enc(q), _enc(k), s, n) for (q, k, s), n in added.items()]
+        )
+        self._queue(self._q.insert_key, keys)
+
+    def lock_counters(self, scope: object, counters: Sequence[tuple[str, str, int]]) -> list[int]:
+        """Lock these counters (advisory locks, sorted) and read them: one round trip."""
+        conn = self._writer(scope)
+        if not counters:
+            return []
+        locks = self._counter_locks(counters)
+        encoded = [(_enc(q), _enc(k), s) for q, k, s in counters]
+        with conn.pipeline():
+            if locks:
+                conn.execute(self._q.lock_all, [locks])
+            cursor = conn.execute(
+                self._q.counters_of,
+                [[q for q, _, _ in encoded], [k for _, k, _ in encoded], [s for *_, s in encoded]],
+            )
+        found = {
+            (q, k, int(s)): self._units(used, "a quota counter")
+            for q, k, s, used in cursor.fetchall()
+        }
+        return [found.get(counter, 0) for counter in encoded]
+
+    def idempotent(self, key: str) -> tuple[str, str] | None:
+        """``(event_id, stored response JSON)`` of the event recorded with this key, if any.
+
+        Inside a write scope the key is locked first, so a writer on another
+        host with the same key waits, then sees this scope's event."""
+        locks = self._to_lock([self._lock_id(b"i", key)]) if self._depth else []
+        if not locks:
+            return super().idempotent(key)
+        conn = self._writer(self._scope)
+        with conn.pipeline():
+            conn.execute(self._q.lock_all, [locks])
+            cursor = conn.execute(self._hot.idempotent, [_enc(key)])
+        return self._stored_response(key, cursor.fetchone())
+
+    def pop_expired_holds(self, scope: object, now: float) -> list[str]:
+        # One group of counter locks for every hold, and holds another writer
+        # is releasing right now are its to release (SKIP LOCKED).
+        conn = self._writer(scope)
+        taken = conn.execute(self._q.take_expired_holds, [now]).fetchall()
+        increments = [i for _, text in taken for i in self._increments(text)]
+        self._add(conn, [(q, k, s, -amount) for q, k, s, amount in increments])
+        return sorted(str(hold_id) for hold_id, _ in taken)
 
     # --- reads ------------------------------------------------------------------
 
@@ -538,10 +661,14 @@ class PostgresLedger(SqlLedger):
     # --- what the SQL core asks of an engine ---------------------------------------
 
     def _reader(self) -> Connection[Any]:
+        if self._pending:
+            self._send_pending()
         return self._conn
 
     def _writer(self, scope: object) -> Connection[Any]:
         self._check_scope(scope)
+        if self._pending:
+            self._send_pending()
         return self._conn
 
     def _many(self, conn: Connection[Any], sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -553,11 +680,14 @@ class PostgresLedger(SqlLedger):
         # touch a row twice).  The column is NUMERIC; the statement's ::bigint
         # casts refuse a sum past 2**63 - 1 (22003: "overflow").
         d = self.dialect
-        rows = [
-            (d.enc(q), d.enc(k), s, n) for (q, k, s), n in merged_increments(increments).items()
-        ]
+        added = merged_increments(increments)
+        locks = self._counter_locks(added)
+        rows = [(d.enc(q), d.enc(k), s, n) for (q, k, s), n in added.items()]
         if rows:
-            self._many(conn, self._q.add_to_counter, rows)
+            with conn.pipeline(), conn.cursor() as cursor:
+                if locks:
+                    cursor.execute(self._q.lock_all, [locks])
+                cursor.executemany(self._q.add_to_counter, rows)
 
     def explained(self, exc: BaseException) -> LedgerError:
         return _explained(exc, self.where, self.timeout)
@@ -581,12 +711,22 @@ class _Queries:
             "VALUES (%s, %s, %s, %s::bigint) ON CONFLICT (quota_id, key, period_start) "
             f"DO UPDATE SET used = ({s}.quota_counters.used + excluded.used)::bigint"
         )
-        # seq is max + 1, as SQLite numbers rowids: no gaps after a rollback, so
-        # both ledgers number events alike.  Safe because writers hold the lock.
+        # Advisory locks in the array's order, which the caller sorted: a function
+        # scan yields unnest's rows in order, and nothing here sorts them again.
+        self.lock_all = "SELECT count(pg_advisory_xact_lock(x)) FROM unnest(%s::bigint[]) AS x"
+        self.counters_of = (
+            f"SELECT quota_id, key, period_start, used FROM {s}.quota_counters "
+            "WHERE (quota_id, key, period_start) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]))"
+        )
+        self.take_expired_holds = (
+            f"DELETE FROM {s}.holds WHERE id IN (SELECT id FROM {s}.holds "
+            "WHERE expires_at <= %s FOR UPDATE SKIP LOCKED) RETURNING id, increments"
+        )
+        # seq from the identity column: no lock on the whole table to number one.
         self.insert_event = (
-            f"INSERT INTO {s}.events (seq, {', '.join(EVENT_COLUMNS)}) VALUES "
-            f"((SELECT coalesce(max(seq), 0) + 1 FROM {s}.events), "
-            f"{', '.join('%s' for _ in EVENT_COLUMNS)})"
+            f"INSERT INTO {s}.events ({', '.join(EVENT_COLUMNS)}) VALUES "
+            f"({', '.join('%s' for _ in EVENT_COLUMNS)})"
         )
         self.insert_key = (
             f"INSERT INTO {s}.idempotency_keys (key, event_id, response) VALUES (%s, %s, %s)"
@@ -595,11 +735,11 @@ class _Queries:
             f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM {s}.events "
             "WHERE seq > %s ORDER BY seq LIMIT %s"
         )
-        # seq as for events: max + 1 under the writers' lock, numbered as SQLite numbers them.
+        # seq from the identity column, as for events.  Two writers logging one
+        # alert, key and period hold that counter's lock, so they take turns.
         self.log_alert = (
-            f"INSERT INTO {s}.alert_log (seq, {', '.join(ALERT_COLUMNS)}) VALUES "
-            f"((SELECT coalesce(max(seq), 0) + 1 FROM {s}.alert_log), "
-            f"{', '.join('%s' for _ in ALERT_COLUMNS)}) "
+            f"INSERT INTO {s}.alert_log ({', '.join(ALERT_COLUMNS)}) VALUES "
+            f"({', '.join('%s' for _ in ALERT_COLUMNS)}) "
             "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
         )
 
@@ -615,7 +755,7 @@ def _schema_ddl(s: str) -> str:
         INSERT INTO {s}.meta (key, value)
             VALUES ('schema_version', '{SCHEMA_VERSION}'), ('definitions_version', '0');
         CREATE TABLE {s}.events (
-            seq bigint PRIMARY KEY,
+            seq bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
             id text NOT NULL UNIQUE,
             ts double precision NOT NULL,
             customer_id text,
@@ -663,7 +803,7 @@ def _schema_ddl(s: str) -> str:
         );
         -- One row per firing; the unique key is "once per alert, key and period".
         CREATE TABLE {s}.alert_log (
-            seq bigint PRIMARY KEY,
+            seq bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
             id text NOT NULL UNIQUE,
             alert_id text NOT NULL,
             quota_id text NOT NULL,
@@ -685,6 +825,24 @@ def _schema_ddl(s: str) -> str:
         CREATE INDEX ON {s}.alert_log (alert_id, seq);
         CREATE INDEX ON {s}.alert_log (alert_id, triggered_at);
     """
+
+
+def _v1_to_v2(s: str) -> list[tuple[str, list[Any]]]:
+    """Version 1 numbered events and firings as ``max(seq) + 1`` under one lock."""
+    steps: list[tuple[str, list[Any]]] = []
+    for table in ("events", "alert_log"):
+        steps.append(
+            (f"ALTER TABLE {s}.{table} ALTER COLUMN seq ADD GENERATED BY DEFAULT AS IDENTITY", [])
+        )
+        steps.append(
+            (
+                "SELECT setval(pg_get_serial_sequence(%s, 'seq'), "
+                f"coalesce((SELECT max(seq) FROM {s}.{table}), 0) + 1, false)",
+                [f"{s}.{table}"],
+            )
+        )
+    steps.append((f"UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'", []))
+    return steps
 
 
 def _lock_key(schema: str) -> int:

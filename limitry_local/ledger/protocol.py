@@ -10,7 +10,7 @@ modes.  The engines live beside it: :mod:`limitry_local.ledger.sqlite`,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +113,13 @@ class LedgerBackend(Protocol):
     @property
     def durability(self) -> Durability: ...
 
-    def write(self, *, durable: bool = False) -> AbstractContextManager[Any]: ...
+    def write(
+        self, *, durable: bool = False, exclusive: bool = False
+    ) -> AbstractContextManager[Any]:
+        """A write scope.  ``exclusive=True`` for a scope that changes limit
+        definitions: no other writer of a shared ledger runs beside it."""
+        ...
+
     def flush(self) -> None: ...
     def close(self) -> None: ...
     def definitions_version(self) -> int: ...
@@ -125,7 +131,17 @@ class LedgerBackend(Protocol):
         self, scope: Any, quota_id: str, totals: Iterable[tuple[str, int, int]]
     ) -> None: ...
     def counter(self, quota_id: str, key: str, period_start: int) -> int: ...
-    def idempotent(self, key: str) -> tuple[str, str] | None: ...
+    def lock_counters(self, scope: Any, counters: Sequence[tuple[str, str, int]]) -> list[int]:
+        """The values of these counters (``(quota_id, key, period_start)``), in the
+        order given, held against every other writer until the scope ends: what
+        the scope decides on them stays true when it commits."""
+        ...
+
+    def idempotent(self, key: str) -> tuple[str, str] | None:
+        """``(event_id, response JSON)`` of the event recorded under ``key``.  Inside a
+        write scope, no other writer can record under ``key`` until the scope ends."""
+        ...
+
     def add_to_counters(self, scope: Any, increments: Iterable[CounterIncrement]) -> None: ...
     def add_hold(
         self, scope: Any, hold_id: str, increments: list[CounterIncrement], expires_at: float

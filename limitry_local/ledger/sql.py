@@ -245,9 +245,15 @@ class SqlLedger(Translated):
                 "corrupt",
             ) from None
 
+    def _changing_definitions(self, scope: object) -> Any:
+        """The connection of a scope that changes definitions or rebuilds counters.
+
+        An engine whose writers run in parallel makes the scope exclusive here."""
+        return self._writer(scope)
+
     def save_definition(self, scope: object, table: str, row: dict[str, Any]) -> None:
         """Insert or replace a definition; an update keeps its place in the order."""
-        conn = self._writer(scope)
+        conn = self._changing_definitions(scope)
         names = [f'"{column}"' for column in row]
         updates = ", ".join(f"{name} = excluded.{name}" for name in names if name != '"id"')
         conn.execute(
@@ -260,7 +266,7 @@ class SqlLedger(Translated):
         )
 
     def delete_definition(self, scope: object, table: str, limit_id: str) -> None:
-        conn = self._writer(scope)
+        conn = self._changing_definitions(scope)
         d = self.dialect
         conn.execute(f"DELETE FROM {d.table(_table(table))} WHERE id = {d.mark}", [d.enc(limit_id)])
         if table == "quotas":
@@ -274,7 +280,7 @@ class SqlLedger(Translated):
         self, scope: object, quota_id: str, totals: Iterable[tuple[str, int, int]]
     ) -> None:
         """Counters of a quota rebuilt from the events: open holds on it are forgotten."""
-        conn = self._writer(scope)
+        conn = self._changing_definitions(scope)
         d = self.dialect
         rows = [
             (d.enc(quota_id), d.enc(key), start, checked_units(used, self.where))
@@ -317,6 +323,11 @@ class SqlLedger(Translated):
             .fetchone()
         )
         return 0 if row is None else self._units(row[0], "a quota counter")
+
+    def lock_counters(self, scope: object, counters: Sequence[tuple[str, str, int]]) -> list[int]:
+        """Read inside the scope; an engine with one writer at a time holds them already."""
+        self._writer(scope)
+        return [self.counter(*counter) for counter in counters]
 
     def counters(self) -> dict[tuple[str, str, int], int]:
         """Every quota counter in whole units (micro-cents for cost), for audits and tests."""
@@ -419,10 +430,13 @@ class SqlLedger(Translated):
 
     def idempotent(self, key: str) -> tuple[str, str] | None:
         """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""
-        d = self.dialect
-        row = self._one(self._hot.idempotent, [d.enc(key)])
+        return self._stored_response(key, self._one(self._hot.idempotent, [self.dialect.enc(key)]))
+
+    def _stored_response(self, key: str, row: Any) -> tuple[str, str] | None:
+        """An idempotency key's row as :meth:`idempotent` answers it, checked."""
         if row is None:
             return None
+        d = self.dialect
         event_id, response = d.dec(row[0]), d.dec(row[1])
         if not isinstance(event_id, str) or not isinstance(response, str):
             raise self._corrupt(f"idempotency key {key!r} holds {row!r}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -76,6 +76,68 @@ def _by(ledger: LedgerBackend, column: str, where: ReportFilter) -> list[tuple[A
     return sorted(rows, key=lambda row: (row[0] is None, row[0] or ""))
 
 
+class _Ranked:
+    """A PostgresLedger whose event and firing numbers read as their rank (1, 2, ...).
+
+    PostgreSQL numbers rows from identity sequences, which skip the numbers a
+    rolled-back scope drew; SQLite reuses them.  Both promise the same order,
+    which is what the differential compares: ``before_seq`` given as a rank
+    means "before the event of that rank".
+    """
+
+    def __init__(self, ledger: PostgresLedger) -> None:
+        self.ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+    def _event_seqs(self) -> list[int]:
+        return sorted(
+            seq
+            for seq, _ in self.ledger.list_events(
+                customer_id=None,
+                event_type=None,
+                model=None,
+                start=None,
+                end=None,
+                before_seq=None,
+                limit=-1,
+            )
+        )
+
+    def _alert_seqs(self) -> list[int]:
+        rows = self.ledger.alert_log(quota_id=None, alert_id=None, before_seq=None, limit=10**6)
+        return sorted(seq for seq, _ in rows)
+
+    @staticmethod
+    def _bound(seqs: list[int], rank: int | None) -> int | None:
+        if rank is None:
+            return None
+        if rank <= 1:
+            return -(2**62)
+        return seqs[rank - 1] if rank <= len(seqs) else 2**62
+
+    def list_events(self, *, before_seq: int | None, **query: Any) -> list[tuple[int, Any]]:
+        seqs = self._event_seqs()
+        rank = {seq: i + 1 for i, seq in enumerate(seqs)}
+        rows = self.ledger.list_events(before_seq=self._bound(seqs, before_seq), **query)
+        return [(rank[seq], row) for seq, row in rows]
+
+    def event_seq(self, event_id: str) -> int | None:
+        seq = self.ledger.event_seq(event_id)
+        return None if seq is None else self._event_seqs().index(seq) + 1
+
+    def alert_log(self, *, before_seq: int | None, **query: Any) -> list[tuple[int, Any]]:
+        seqs = self._alert_seqs()
+        rank = {seq: i + 1 for i, seq in enumerate(seqs)}
+        rows = self.ledger.alert_log(before_seq=self._bound(seqs, before_seq), **query)
+        return [(rank[seq], row) for seq, row in rows]
+
+    def alert_log_seq(self, entry_id: str) -> int | None:
+        seq = self.ledger.alert_log_seq(entry_id)
+        return None if seq is None else self._alert_seqs().index(seq) + 1
+
+
 class ThreeLedgers(RuleBasedStateMachine):
     """Memory, SQLite file and PostgreSQL, driven alike; every read must agree."""
 
@@ -86,7 +148,10 @@ class ThreeLedgers(RuleBasedStateMachine):
         self.reference = Ledger(Path(self._dir.name) / "usage.db")
         self.others: dict[str, LedgerBackend] = {
             "memory": MemoryLedger(),
-            "postgres": PostgresLedger(POSTGRES_DSN, schema=self._schema.__enter__()),
+            "postgres": cast(
+                LedgerBackend,
+                _Ranked(PostgresLedger(POSTGRES_DSN, schema=self._schema.__enter__())),
+            ),
         }
         self.serial = 0
         self.event_ids: list[str] = []
