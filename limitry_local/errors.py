@@ -70,11 +70,22 @@ class InvalidRequestError(APIError, ValueError):
         return cls("; ".join(parts), details)
 
 
+NOT_FOUND_BODY = "Resource not found"
+"""The hosted API's 404 body says only this (``{"error": "Resource not found"}``)."""
+
+
 class NotFoundError(APIError):
-    """404: no quota or rate limit with that id."""
+    """404: no quota, rate limit or alert with that id.
+
+    ``.response`` is the hosted body, ``{"error": "Resource not found"}``, so
+    code that reads it sees what the hosted client would; ``.message`` and
+    ``str()`` keep the detail (``quota 'qta_x' not found``).
+    """
 
     def __init__(self, message: str) -> None:
-        super().__init__(404, HTTPStatus.NOT_FOUND.phrase, {"error": message})
+        super().__init__(404, HTTPStatus.NOT_FOUND.phrase, {"error": NOT_FOUND_BODY})
+        self.message = message
+        self.args = (f"404 {self.status_text}: {message}",)
 
 
 class AuthenticationError(APIError):
