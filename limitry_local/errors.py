@@ -89,17 +89,30 @@ class NotFoundError(APIError):
 
 
 class AuthenticationError(APIError):
-    """401 from the hosted service.  Never raised locally; importable for code that catches it."""
+    """401 (or 403) from the hosted service.  Never raised in process; importable for code
+    that catches it, and constructible as the hosted client's: ``(message, status, response)``.
+    """
 
-    def __init__(self, message: str = "Invalid or missing API key") -> None:
-        super().__init__(401, HTTPStatus.UNAUTHORIZED.phrase, {"error": message})
+    def __init__(
+        self,
+        message: str = "Invalid or missing API key",
+        status: int = 401,
+        response: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(status, HTTPStatus.UNAUTHORIZED.phrase, response or {"error": message})
+        self.message = message
 
 
 class NetworkError(LimitryError):
-    """The hosted client's transport failure.
+    """The hosted client's transport failure: ``NetworkError(message, cause=None)``.
 
-    Never raised locally; importable for code written against the hosted client.
+    Never raised in process; importable for code written against the hosted client.
     """
+
+    def __init__(self, message: str = "network error", cause: Exception | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cause = cause
 
 
 class LimitExceeded(APIError):

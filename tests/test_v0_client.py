@@ -674,3 +674,32 @@ def test_an_unknown_request_field_is_a_400_naming_it() -> None:
             assert (await client.usage.get_summary(None, None)).total_events == 0
 
     run(go())
+
+
+def test_the_hosted_only_exceptions_construct_as_the_hosted_client_builds_them() -> None:
+    # Code that fakes the hosted service in its own tests raises these by hand.
+    denied = limitry_local.AuthenticationError(
+        "Authentication failed. Please check your API key.", 403, {"error": "Forbidden"}
+    )
+    assert (denied.status, denied.response) == (403, {"error": "Forbidden"})
+    assert denied.message == "Authentication failed. Please check your API key."
+    assert limitry_local.AuthenticationError().response == golden("errors.json")["unauthorized"]
+    cause = ConnectionError("refused")
+    failed = limitry_local.NetworkError("Request failed: refused", cause)
+    assert (failed.message, failed.cause) == ("Request failed: refused", cause)
+    assert isinstance(failed, limitry_local.LimitryError)
+
+
+def test_the_drop_in_example_of_the_docs_runs() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "semantics.md").read_text(encoding="utf-8")
+    section = docs.split("## The hosted v0 client", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    imports = "".join(line + "\n" for line in code.splitlines() if line.startswith("from "))
+    body = "".join(
+        "    " + line + "\n" for line in code.splitlines() if not line.startswith("from ")
+    )
+    scope: dict[str, Any] = {}
+    exec(imports + "async def main():\n" + body + "    return quotas, summary\n", scope)
+    quotas, summary = run(scope["main"]())
+    assert [quota.name for quota in quotas] == ["daily"]
+    assert summary.total_events == 0
