@@ -4,7 +4,15 @@
 >>> tracker = Tracker()
 """
 
-from limitry_local.client import Client
+from limitry_local.client import AsyncCustomers as Customers
+from limitry_local.client import AsyncEvents as Events
+from limitry_local.client import AsyncProject as Project
+from limitry_local.client import AsyncQuotaAlerts as QuotaAlerts
+from limitry_local.client import AsyncQuotas as Quotas
+from limitry_local.client import AsyncRateLimits as RateLimits
+from limitry_local.client import AsyncTrack as Track
+from limitry_local.client import AsyncUsageReport as Usage
+from limitry_local.client import Client, ClientConfig, collect_all, paginate_all
 from limitry_local.errors import (
     APIError,
     AuthenticationError,
@@ -20,12 +28,14 @@ from limitry_local.gate import RateGate
 from limitry_local.ledger import LedgerError
 from limitry_local.models import (
     CustomerUsageResponse,
+    DeleteResponse,
     ErrorBody,
     Event,
     EventBatchRequest,
     EventBatchResponse,
     EventIngestResponse,
     Page,
+    PaginatedResponse,
     Quota,
     QuotaAlert,
     QuotaAlertCreate,
@@ -33,25 +43,33 @@ from limitry_local.models import (
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
+    QuotasCheckRequest,
     QuotaStatus,
     QuotaUpdate,
     RateLimit,
     RateLimitCheckRequest,
     RateLimitCheckResponse,
     RateLimitCreate,
+    RateLimitsCheckRequest,
     RateLimitStatus,
     RateLimitUpdate,
     TrackDeniedResponse,
     TrackPostRequest,
     TrackPostResponse,
+    UsageBreakdown,
+    UsageBreakdownItem,
     UsageBreakdownResponse,
     UsageGroup,
     UsagePoint,
+    UsageSummary,
+    UsageTimeseries,
+    UsageTimeseriesItem,
     UsageTimeseriesResponse,
 )
 from limitry_local.redis_buckets import RateLimitStoreError, RedisBuckets
 from limitry_local.reservations import Guard, Reservation
 from limitry_local.tracker import Tracker
+from limitry_local.types import EventsBatchPostRequest, EventsPostRequest
 
 __version__ = "0.2.0.dev0"
 
@@ -59,12 +77,18 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "Client",
+    "ClientConfig",
     "CustomerUsageResponse",
+    "Customers",
+    "DeleteResponse",
     "ErrorBody",
     "Event",
     "EventBatchRequest",
     "EventBatchResponse",
     "EventIngestResponse",
+    "Events",
+    "EventsBatchPostRequest",
+    "EventsPostRequest",
     "Guard",
     "InvalidRequestError",
     "LedgerError",
@@ -73,16 +97,21 @@ __all__ = [
     "NetworkError",
     "NotFoundError",
     "Page",
+    "PaginatedResponse",
+    "Project",
     "Quota",
     "QuotaAlert",
     "QuotaAlertCreate",
     "QuotaAlertLog",
+    "QuotaAlerts",
     "QuotaCheckRequest",
     "QuotaCheckResponse",
     "QuotaCreate",
     "QuotaExceeded",
     "QuotaStatus",
     "QuotaUpdate",
+    "Quotas",
+    "QuotasCheckRequest",
     "RateGate",
     "RateLimit",
     "RateLimitCheckRequest",
@@ -92,15 +121,26 @@ __all__ = [
     "RateLimitStatus",
     "RateLimitStoreError",
     "RateLimitUpdate",
+    "RateLimits",
+    "RateLimitsCheckRequest",
     "RedisBuckets",
     "Reservation",
+    "Track",
     "TrackDeniedResponse",
     "TrackPostRequest",
     "TrackPostResponse",
     "Tracker",
+    "Usage",
+    "UsageBreakdown",
+    "UsageBreakdownItem",
     "UsageBreakdownResponse",
     "UsageGroup",
     "UsagePoint",
+    "UsageSummary",
+    "UsageTimeseries",
+    "UsageTimeseriesItem",
     "UsageTimeseriesResponse",
     "__version__",
+    "collect_all",
+    "paginate_all",
 ]

@@ -175,7 +175,7 @@ def log_entry(row: AlertRow) -> QuotaAlertLog:
     metric: Any = row.metric  # as stored: validated when the quota was written
     return QuotaAlertLog(
         id=row.id,
-        alert_id=row.alert_id,
+        quota_alert_id=row.alert_id,
         quota_id=row.quota_id,
         quota_name=row.quota_name,
         metric=metric,
@@ -184,8 +184,8 @@ def log_entry(row: AlertRow) -> QuotaAlertLog:
         dimensions=json.loads(row.dimensions),
         period_start=_datetime(row.period_start),
         period_end=_datetime(row.period_end),
-        used=from_units(metric, row.used),
-        limit=row.limit_units // unit_scale(metric),
+        current_usage=from_units(metric, row.used),
+        limit_value=row.limit_units // unit_scale(metric),
         event_id=row.event_id,
         triggered_at=_datetime(row.triggered_at),
     )

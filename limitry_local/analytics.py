@@ -1,5 +1,13 @@
 """Usage analytics: ``tracker.usage_report``, the totals of recorded events by dimension or period.
 
+Two faces over the same sums.  The local reports (``breakdown``,
+``timeseries``, since release 0.2) answer with the range they read and
+name a group's value ``value`` and a point's start ``periodStart``.  The
+hosted v0 client's calls (``get_summary``, ``get_breakdown``,
+``get_timeseries``; ``client.usage`` on the async Client) answer the hosted
+shapes: ``{data: [...]}`` with ``dimension`` and ``timestamp``.  Each name
+keeps its own shape, so neither kind of caller sees its fields renamed.
+
 The ledger answers each report with one aggregate query (GROUP BY in SQL, or
 one pass over the in-memory events) and returns the groups unordered; the
 request's validation, the period grid and the order of the answer are
@@ -21,11 +29,16 @@ from limitry_local.metrics import from_units
 from limitry_local.models import (
     MAX_YEAR,
     MIN_YEAR,
+    UsageBreakdown,
+    UsageBreakdownItem,
     UsageBreakdownResponse,
     UsageGroup,
     UsageGroupBy,
     UsageInterval,
     UsagePoint,
+    UsageSummary,
+    UsageTimeseries,
+    UsageTimeseriesItem,
     UsageTimeseriesResponse,
 )
 from limitry_local.periods import FixedPeriod, utc_grid
@@ -138,6 +151,129 @@ class UsageReport:
                 for start, totals in points
             ],
         )
+
+    # --- the hosted v0 client's calls (``limitry.client.Usage``) -----------------
+
+    def get_summary(
+        self,
+        start_date: DateLike,
+        end_date: DateLike,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+    ) -> UsageSummary:
+        """The hosted ``GET /usage``: the totals of every matching event in the range.
+
+        Summed by the ledger: one grouped query on a column the filters fix
+        (or on ``event_type``), whose few groups are added up here.
+        """
+        where = _filter(
+            start_date=start_date,
+            end_date=end_date,
+            customer_id=customer_id,
+            event_type=event_type,
+            model=model,
+            provider=provider,
+        )
+        # Grouped on a column a filter fixes, the ledger answers one group.
+        filtered: tuple[tuple[UsageGroupBy, str | None], ...] = (
+            ("customer_id", customer_id),
+            ("event_type", event_type),
+            ("model", model),
+            ("provider", provider),
+        )
+        column: UsageGroupBy = next(
+            (name for name, value in filtered if value is not None), "event_type"
+        )
+        tracker = self._tracker
+        with tracker._lock:
+            tracker._now()
+            groups = tracker._ledger.usage_breakdown(column, where)
+        totals = {
+            "total_events": 0,
+            "total_tokens": 0,
+            "total_input_tokens": 0,
+            "total_output_tokens": 0,
+            "cost_micro_cents": 0,
+        }
+        for _, group in groups:
+            totals["total_events"] += group.events
+            totals["total_tokens"] += group.total_tokens
+            totals["total_input_tokens"] += group.input_tokens
+            totals["total_output_tokens"] += group.output_tokens
+            totals["cost_micro_cents"] += group.cost_micro_cents
+        cents = from_units("total_cost_cents", totals.pop("cost_micro_cents"))
+        return UsageSummary(**totals, total_cost_cents=cents)
+
+    def get_breakdown(  # noqa: PLR0917 (the hosted client's positional signature)
+        self,
+        group_by: UsageGroupBy,
+        start_date: DateLike,
+        end_date: DateLike,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+    ) -> UsageBreakdown:
+        """The hosted ``GET /usage/breakdown``: :meth:`breakdown`, each group's value as
+        ``dimension``, in the same order."""
+        report = self.breakdown(
+            group_by,
+            start_date=start_date,
+            end_date=end_date,
+            customer_id=customer_id,
+            event_type=event_type,
+            model=model,
+            provider=provider,
+        )
+        return UsageBreakdown(
+            data=[
+                UsageBreakdownItem(dimension=group.value, **_group_totals(group))
+                for group in report.data
+            ]
+        )
+
+    def get_timeseries(  # noqa: PLR0917 (the hosted client's positional signature)
+        self,
+        interval: UsageInterval,
+        start_date: DateLike,
+        end_date: DateLike,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+    ) -> UsageTimeseries:
+        """The hosted ``GET /usage/timeseries``: :meth:`timeseries`, each point's start as
+        ``timestamp``, oldest first."""
+        report = self.timeseries(
+            interval,
+            start_date=start_date,
+            end_date=end_date,
+            customer_id=customer_id,
+            event_type=event_type,
+            model=model,
+            provider=provider,
+        )
+        return UsageTimeseries(
+            data=[
+                UsageTimeseriesItem(timestamp=point.period_start, **_group_totals(point))
+                for point in report.data
+            ]
+        )
+
+
+def _group_totals(row: UsageGroup | UsagePoint) -> dict[str, int | float]:
+    return {
+        "total_events": row.total_events,
+        "total_tokens": row.total_tokens,
+        "total_input_tokens": row.total_input_tokens,
+        "total_output_tokens": row.total_output_tokens,
+        "total_cost_cents": row.total_cost_cents,
+    }
 
 
 def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:

@@ -1,6 +1,12 @@
 """``Client``: the hosted client's async shape over an in-process :class:`Tracker`.
 
-Code written against the hosted client keeps working offline and in tests::
+It mirrors the hosted v0 Python client, ``limitry`` 0.3/0.4 (``from
+limitry.client import Client``): the same resources (``track``, ``events``,
+``quotas``, ``quota_alerts``, ``rate_limits``, ``customers``, ``usage``,
+``project``), method names, arguments and return shapes, and its helpers
+``ClientConfig``, ``PaginatedResponse``, ``paginate_all`` and ``collect_all``.
+(The ``limitry`` 1.0 on the package index is a different API.)  Code written
+against the hosted client keeps working offline and in tests::
 
     client = Client()                                    # or Client(tracker) to share one
     response = await client.track.usage(TrackPostRequest(customer_id="c", event_type="call"))
@@ -17,20 +23,24 @@ blocks the loop for that time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from limitry_local.analytics import UsageReport
 from limitry_local.gate import RateGate
 from limitry_local.models import (
     CustomerUsageResponse,
+    DeleteResponse,
     Event,
     EventBatchRequest,
     EventBatchResponse,
     EventIngestResponse,
     Page,
+    Project,
     Quota,
     QuotaAlert,
     QuotaAlertCreate,
@@ -38,17 +48,22 @@ from limitry_local.models import (
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
+    QuotasCheckRequest,
     QuotaUpdate,
     RateLimit,
     RateLimitCheckRequest,
     RateLimitCheckResponse,
     RateLimitCreate,
+    RateLimitsCheckRequest,
     RateLimitUpdate,
     TrackPostRequest,
     TrackPostResponse,
+    UsageBreakdown,
     UsageBreakdownResponse,
     UsageGroupBy,
     UsageInterval,
+    UsageSummary,
+    UsageTimeseries,
     UsageTimeseriesResponse,
 )
 from limitry_local.periods import Clock
@@ -56,55 +71,142 @@ from limitry_local.resources import (
     Customers,
     DateLike,
     Events,
+    Limit,
     QuotaAlerts,
     Quotas,
     RateLimits,
 )
 from limitry_local.tracker import Tracker
 
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "https://api.limitry.com/v1"
+DEFAULT_TIMEOUT = 30
+
+
+class ClientConfig:
+    """The hosted client's settings: ``ClientConfig(api_key, base_url=None, timeout=None,
+    headers=None)``, with its defaults (``https://api.limitry.com/v1``, 30 seconds, no
+    extra headers).
+
+    Offline they change nothing: no request leaves the process, so there is
+    no key to check, no URL to call, no time-out to wait for and no header to
+    send.  They are kept (``client.config``) so code that builds or reads
+    them runs unchanged; wrong types are refused, as they would fail against
+    the hosted service too.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError(f"api_key must be a string, got {type(api_key).__name__}")
+        if base_url is not None and not isinstance(base_url, str):
+            raise TypeError(f"base_url must be a string URL, got {type(base_url).__name__}")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a number of seconds > 0 (or None), got {timeout!r}")
+        if headers is not None and not (
+            isinstance(headers, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise TypeError(f"headers must map header names to string values, got {headers!r}")
+        self.api_key = api_key
+        self.base_url = base_url or DEFAULT_BASE_URL
+        self.timeout = timeout or DEFAULT_TIMEOUT
+        self.headers = dict(headers or {})
+
+    def __repr__(self) -> str:
+        # The key is a secret: never printed.
+        key = None if self.api_key is None else "***"
+        return (
+            f"ClientConfig(api_key={key!r}, base_url={self.base_url!r}, "
+            f"timeout={self.timeout!r}, headers={self.headers!r})"
+        )
+
 
 class Client:
-    """Async drop-in for the hosted Limitry client, backed by a :class:`Tracker`.
+    """Async drop-in for the hosted Limitry v0 client, backed by a :class:`Tracker`.
 
     ``Client(tracker)`` shares an existing Tracker, so sync and async code in
     one application see the same limits.  ``Client()`` opens its own (ledger
     in memory, or ``path=`` for a file) and closes it in :meth:`close` or at
     the end of ``async with``.
 
-    ``api_key``, ``base_url``, ``max_retries`` and ``default_headers`` are the
-    hosted client's options; they are accepted so constructor calls need no
-    change, and ignored, since nothing goes over a network.
+    The hosted constructor, ``Client(api_key, base_url=None, timeout=None,
+    headers=None)``, works as written (a string first argument is the API
+    key), and so does ``Client(config=ClientConfig(...))``.  Offline those
+    settings change nothing (see :class:`ClientConfig`); ``max_retries`` and
+    ``default_headers`` (other hosted clients' names) are accepted and
+    ignored likewise.
 
     Errors are the hosted client's: :class:`APIError` with ``status_code``
-    429 (as :class:`RateLimitExceeded` / :class:`QuotaExceeded`) or 400.
+    429 (as :class:`RateLimitExceeded` / :class:`QuotaExceeded`), 400 or 404.
     """
 
     def __init__(
         self,
-        tracker: Tracker | None = None,
+        tracker: Tracker | str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
         *,
         path: str | Path | None = None,
         clock: Clock | None = None,
         api_key: str | None = None,
-        base_url: str | None = None,
+        config: ClientConfig | None = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
     ) -> None:
+        if isinstance(tracker, str):
+            # The hosted client's first argument: Client("sk_...").
+            if api_key is not None:
+                raise ValueError("pass the API key once: as the first argument or as api_key=")
+            tracker, api_key = None, tracker
+        if tracker is not None and not isinstance(tracker, Tracker):
+            raise TypeError(
+                f"Client's first argument is a Tracker (or the hosted API key), "
+                f"got {type(tracker).__name__}"
+            )
         if tracker is not None and (path is not None or clock is not None):
             raise ValueError("pass a Tracker, or path=/clock= to open one, not both")
+        if config is not None:
+            if not isinstance(config, ClientConfig):
+                raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
+            if (api_key, base_url, timeout, headers) != (None, None, None, None):
+                raise ValueError("pass config= or api_key/base_url/timeout/headers, not both")
+            self._config = config
+        else:
+            self._config = ClientConfig(api_key, base_url, timeout, headers)
         self._owns_tracker = tracker is None
         self._tracker = tracker if tracker is not None else Tracker(path, clock=clock)
         self.track = AsyncTrack(self._tracker)
         self.quotas = AsyncQuotas(self._tracker.quotas)
+        self.quota_alerts = self.quotas.alerts
         self.rate_limits = AsyncRateLimits(self._tracker.rate_limits)
         self.events = AsyncEvents(self._tracker.events)
         self.customers = AsyncCustomers(self._tracker.customers)
         self.usage_report = AsyncUsageReport(self._tracker.usage_report)
+        self.usage = self.usage_report
+        self.project = AsyncProject(self._tracker)
 
     @property
     def tracker(self) -> Tracker:
         """The Tracker behind this client, for sync code in the same application."""
         return self._tracker
+
+    @property
+    def config(self) -> ClientConfig:
+        """The hosted settings this client was given; offline they change nothing."""
+        return self._config
 
     async def close(self) -> None:
         """Close the Tracker if this client opened it; a shared one stays open."""
@@ -121,6 +223,60 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def paginate_all(
+    fetch_page: Callable[[str | None], Awaitable[Page[T]]],
+    initial_cursor: str | None = None,
+) -> AsyncIterator[T]:
+    """Every item of every page, as the hosted ``paginate_all``: ``fetch_page(cursor)``
+    answers one page, called with each ``next_cursor`` while ``has_more``.
+
+    >>> async def quotas(cursor):  # doctest: +SKIP
+    ...     return await client.quotas.list(limit="100", cursor=cursor)
+    >>> async for quota in paginate_all(quotas): ...  # doctest: +SKIP
+    """
+    cursor = initial_cursor
+    while True:
+        page = await fetch_page(cursor)
+        for item in page.data:
+            yield item
+        cursor = page.next_cursor
+        if not page.has_more or cursor is None:
+            return
+
+
+async def collect_all(
+    fetch_page: Callable[[str | None], Awaitable[Page[T]]],
+    initial_cursor: str | None = None,
+) -> list[T]:
+    """Every item of every page in one list, as the hosted ``collect_all``."""
+    return [item async for item in paginate_all(fetch_page, initial_cursor)]
+
+
+class AsyncProject:
+    """``client.project``: the project the (offline, unchecked) API key belongs to."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+        self._first_asked: datetime | None = None
+
+    async def get(self) -> Project:
+        """The Tracker's project: its ``project_id``, organization ``org_local``, named
+        ``local``.  Offline a project has no history of its own: ``createdAt`` and
+        ``updatedAt`` are when this client first asked for it."""
+        if self._first_asked is None:
+            with self._tracker._lock:
+                self._tracker._ensure_open()
+                self._first_asked = datetime.fromtimestamp(self._tracker._now(), timezone.utc)
+        return Project(
+            id=self._tracker._project_id,
+            organization_id="org_local",
+            name="local",
+            slug="local",
+            created_at=self._first_asked,
+            updated_at=self._first_asked,
+        )
 
 
 class AsyncTrack:
@@ -148,8 +304,8 @@ class AsyncQuotas:
     ) -> Quota:
         return self._quotas.create(data, **fields)
 
-    async def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[Quota]:
-        return self._quotas.list(limit=limit, cursor=cursor)
+    async def list(self, limit: Limit = None, cursor: str | None = None) -> Page[Quota]:
+        return self._quotas.list(limit, cursor)
 
     async def get(self, quota_id: str) -> Quota:
         return self._quotas.get(quota_id)
@@ -159,15 +315,32 @@ class AsyncQuotas:
     ) -> Quota:
         return self._quotas.update(quota_id, data, **fields)
 
-    async def delete(self, quota_id: str) -> None:
-        self._quotas.delete(quota_id)
+    async def delete(self, quota_id: str) -> DeleteResponse:
+        return self._quotas.delete(quota_id)
 
-    async def check(self, dimensions: QuotaCheckRequest | Mapping[str, Any]) -> QuotaCheckResponse:
+    async def check(
+        self, dimensions: QuotaCheckRequest | QuotasCheckRequest | Mapping[str, Any]
+    ) -> QuotaCheckResponse:
         return self._quotas.check(dimensions)
+
+    async def create_alert(
+        self,
+        quota_id: str,
+        request: QuotaAlertCreate | Mapping[str, Any] | None = None,
+        /,
+        **fields: Any,
+    ) -> QuotaAlert:
+        return self._quotas.create_alert(quota_id, request, **fields)
+
+    async def list_alerts(
+        self, quota_id: str, limit: Limit = None, cursor: str | None = None
+    ) -> Page[QuotaAlert]:
+        return self._quotas.list_alerts(quota_id, limit, cursor)
 
 
 class AsyncQuotaAlerts:
-    """``client.quotas.alerts``: the coroutine face of ``tracker.quotas.alerts``."""
+    """``client.quotas.alerts``, also ``client.quota_alerts`` (the hosted name): the
+    coroutine face of ``tracker.quotas.alerts``."""
 
     def __init__(self, alerts: QuotaAlerts) -> None:
         self._alerts = alerts
@@ -182,25 +355,30 @@ class AsyncQuotaAlerts:
         return self._alerts.create(quota_id, data, **fields)
 
     async def list(
-        self, quota_id: str | None = None, *, limit: int = 50, cursor: str | None = None
+        self, quota_id: str | None = None, *, limit: Limit = None, cursor: str | None = None
     ) -> Page[QuotaAlert]:
         return self._alerts.list(quota_id, limit=limit, cursor=cursor)
 
     async def get(self, alert_id: str) -> QuotaAlert:
         return self._alerts.get(alert_id)
 
-    async def delete(self, alert_id: str) -> None:
-        self._alerts.delete(alert_id)
+    async def delete(self, alert_id: str) -> DeleteResponse:
+        return self._alerts.delete(alert_id)
 
     async def history(
         self,
         quota_id: str | None = None,
         *,
         alert_id: str | None = None,
-        limit: int = 50,
+        limit: Limit = None,
         cursor: str | None = None,
     ) -> Page[QuotaAlertLog]:
         return self._alerts.history(quota_id, alert_id=alert_id, limit=limit, cursor=cursor)
+
+    async def get_history(
+        self, alert_id: str, limit: Limit = None, cursor: str | None = None
+    ) -> Page[QuotaAlertLog]:
+        return self._alerts.get_history(alert_id, limit, cursor)
 
 
 class AsyncRateLimits:
@@ -214,8 +392,8 @@ class AsyncRateLimits:
     ) -> RateLimit:
         return self._rate_limits.create(data, **fields)
 
-    async def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[RateLimit]:
-        return self._rate_limits.list(limit=limit, cursor=cursor)
+    async def list(self, limit: Limit = None, cursor: str | None = None) -> Page[RateLimit]:
+        return self._rate_limits.list(limit, cursor)
 
     async def get(self, rate_limit_id: str) -> RateLimit:
         return self._rate_limits.get(rate_limit_id)
@@ -229,11 +407,11 @@ class AsyncRateLimits:
     ) -> RateLimit:
         return self._rate_limits.update(rate_limit_id, data, **fields)
 
-    async def delete(self, rate_limit_id: str) -> None:
-        self._rate_limits.delete(rate_limit_id)
+    async def delete(self, rate_limit_id: str) -> DeleteResponse:
+        return self._rate_limits.delete(rate_limit_id)
 
     async def check(
-        self, dimensions: RateLimitCheckRequest | Mapping[str, Any]
+        self, dimensions: RateLimitCheckRequest | RateLimitsCheckRequest | Mapping[str, Any]
     ) -> RateLimitCheckResponse:
         return self._rate_limits.check(dimensions)
 
@@ -266,16 +444,24 @@ class AsyncEvents:
     ) -> EventBatchResponse:
         return self._events.batch(events)
 
+    async def ingest_batch(
+        self,
+        request: EventBatchRequest
+        | Mapping[str, Any]
+        | Sequence[TrackPostRequest | Mapping[str, Any]],
+    ) -> EventBatchResponse:
+        return self._events.ingest_batch(request)
+
     async def list(
         self,
-        *,
         customer_id: str | None = None,
         event_type: str | None = None,
         model: str | None = None,
+        limit: Limit = None,
+        cursor: str | None = None,
+        *,
         start_date: DateLike = None,
         end_date: DateLike = None,
-        limit: int = 50,
-        cursor: str | None = None,
     ) -> Page[Event]:
         return self._events.list(
             customer_id=customer_id,
@@ -301,7 +487,8 @@ class AsyncCustomers:
 
 
 class AsyncUsageReport:
-    """``client.usage_report``: the coroutine face of ``tracker.usage_report``."""
+    """``client.usage`` (the hosted name) and ``client.usage_report``: the coroutine
+    face of ``tracker.usage_report``."""
 
     def __init__(self, report: UsageReport) -> None:
         self._report = report
@@ -346,4 +533,48 @@ class AsyncUsageReport:
             event_type=event_type,
             model=model,
             provider=provider,
+        )
+
+    async def get_summary(
+        self,
+        start_date: DateLike,
+        end_date: DateLike,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+    ) -> UsageSummary:
+        return self._report.get_summary(
+            start_date, end_date, customer_id, event_type, model, provider=provider
+        )
+
+    async def get_breakdown(  # noqa: PLR0917 (the hosted client's positional signature)
+        self,
+        group_by: UsageGroupBy,
+        start_date: DateLike,
+        end_date: DateLike,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+    ) -> UsageBreakdown:
+        return self._report.get_breakdown(
+            group_by, start_date, end_date, customer_id, event_type, model, provider=provider
+        )
+
+    async def get_timeseries(  # noqa: PLR0917 (the hosted client's positional signature)
+        self,
+        interval: UsageInterval,
+        start_date: DateLike,
+        end_date: DateLike,
+        customer_id: str | None = None,
+        event_type: str | None = None,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+    ) -> UsageTimeseries:
+        return self._report.get_timeseries(
+            interval, start_date, end_date, customer_id, event_type, model, provider=provider
         )

@@ -100,25 +100,49 @@ class InvalidRequestError(APIError, ValueError):
         return cls("; ".join(parts), details)
 
 
+NOT_FOUND_BODY = "Resource not found"
+"""The hosted API's 404 body says only this (``{"error": "Resource not found"}``)."""
+
+
 class NotFoundError(APIError):
-    """404: no quota or rate limit with that id."""
+    """404: no quota, rate limit or alert with that id.
+
+    ``.response`` is the hosted body, ``{"error": "Resource not found"}``, so
+    code that reads it sees what the hosted client would; ``.message`` and
+    ``str()`` keep the detail (``quota 'qta_x' not found``).
+    """
 
     def __init__(self, message: str) -> None:
-        super().__init__(404, HTTPStatus.NOT_FOUND.phrase, {"error": message})
+        super().__init__(404, HTTPStatus.NOT_FOUND.phrase, {"error": NOT_FOUND_BODY})
+        self.message = message
+        self.args = (f"404 {self.status_text}: {message}",)
 
 
 class AuthenticationError(APIError):
-    """401 from the hosted service.  Never raised locally; importable for code that catches it."""
+    """401 (or 403) from the hosted service.  Never raised in process; importable for code
+    that catches it, and constructible as the hosted client's: ``(message, status, response)``.
+    """
 
-    def __init__(self, message: str = "Invalid or missing API key") -> None:
-        super().__init__(401, HTTPStatus.UNAUTHORIZED.phrase, {"error": message})
+    def __init__(
+        self,
+        message: str = "Invalid or missing API key",
+        status: int = 401,
+        response: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(status, HTTPStatus.UNAUTHORIZED.phrase, response or {"error": message})
+        self.message = message
 
 
 class NetworkError(LimitryError):
-    """The hosted client's transport failure.
+    """The hosted client's transport failure: ``NetworkError(message, cause=None)``.
 
-    Never raised locally; importable for code written against the hosted client.
+    Never raised in process; importable for code written against the hosted client.
     """
+
+    def __init__(self, message: str = "network error", cause: Exception | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cause = cause
 
 
 class LimitExceeded(APIError):

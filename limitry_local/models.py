@@ -28,16 +28,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     PrivateAttr,
+    RootModel,
     SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
     model_serializer,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -528,39 +531,110 @@ class QuotaAlertCreate(RequestModel):
 
 
 class QuotaAlert(WireModel):
-    """An alert on a quota ("qa_..."): fires once per quota key and period at ``threshold`` %."""
+    """An alert on a quota ("qa_..."): fires once per quota key and period at ``threshold`` %.
+
+    ``updatedAt`` is the hosted field; a local alert is never changed after
+    it is made (there is no update yet), so it always equals ``createdAt``,
+    and input without it reads that way.
+    """
 
     id: str
     quota_id: str
     threshold: int
     last_triggered_at: Timestamp | None = None
     created_at: Timestamp
+    updated_at: Timestamp
+
+    @model_validator(mode="before")
+    @classmethod
+    def _never_updated(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "updatedAt" not in data and "updated_at" not in data:
+            created = data.get("createdAt", data.get("created_at"))
+            if created is not None:
+                data = {**data, "updated_at": created}
+        return data
+
+
+WEBHOOK_NOT_SENT = "not_sent"
+"""``webhookStatus`` of every local firing: offline no webhook is sent (the
+Tracker's :meth:`~limitry_local.Tracker.on_alert` callbacks are called instead)."""
 
 
 class QuotaAlertLog(WireModel):
     """One firing of an alert ("qal_..."): an entry of the alert history, and what callbacks get.
 
-    ``dimensions`` are the quota's ``per`` values the firing is for ({} for a
-    quota without ``per``); ``used`` and ``limit`` are in the metric's units
-    (``limit`` is the override the key met, if any); ``eventId`` is the
-    recorded event that took usage over the threshold (for a batch, the last
-    event of the batch on that key).
+    The hosted entry's fields come first, under its names: ``quotaAlertId``,
+    ``currentUsage`` and ``limitValue`` (in the metric's units; ``limitValue``
+    is the override the key met, if any), ``percentage`` (``currentUsage`` as
+    a percentage of ``limitValue``, to two decimals), and ``webhookStatus`` /
+    ``webhookResponseCode``, which offline always hold ``"not_sent"`` and
+    ``0``: no webhook exists, the ``on_alert`` callbacks run instead.  The
+    names of release 0.2 still read (``entry.alert_id``, ``entry.used``,
+    ``entry.limit``) and are accepted on input.
+
+    Ours after them: ``dimensions`` are the quota's ``per`` values the firing
+    is for ({} for a quota without ``per``); ``eventId`` is the recorded event
+    that took usage over the threshold (for a batch, the last event of the
+    batch on that key); the quota's name, metric, period and the period's
+    bounds as they were when it fired.
     """
 
     id: str
-    alert_id: str
+    quota_alert_id: str = Field(
+        validation_alias=AliasChoices("quotaAlertId", "quota_alert_id", "alertId", "alert_id")
+    )
     quota_id: str
+    threshold: int
+    current_usage: float | int = Field(
+        validation_alias=AliasChoices("currentUsage", "current_usage", "used")
+    )
+    limit_value: int = Field(validation_alias=AliasChoices("limitValue", "limit_value", "limit"))
+    percentage: float | int = -1
+    webhook_status: str = WEBHOOK_NOT_SENT
+    webhook_response_code: int = 0
+    triggered_at: Timestamp
     quota_name: str
     metric: Metric
     period: Period
-    threshold: int
     dimensions: dict[str, str]
     period_start: Timestamp
     period_end: Timestamp
-    used: float | int
-    limit: int
     event_id: str
-    triggered_at: Timestamp
+
+    @model_validator(mode="after")
+    def _percentage(self) -> QuotaAlertLog:
+        # Computed when not given (a stored firing keeps usage and limit only).
+        if self.percentage == -1:
+            share = round(self.current_usage * 100 / self.limit_value, 2)
+            self.percentage = int(share) if share.is_integer() else share
+        return self
+
+    @property
+    def alert_id(self) -> str:
+        """Release 0.2's name of :attr:`quota_alert_id`."""
+        return self.quota_alert_id
+
+    @alert_id.setter
+    def alert_id(self, value: str) -> None:
+        self.quota_alert_id = value
+
+    @property
+    def used(self) -> float | int:
+        """Release 0.2's name of :attr:`current_usage`."""
+        return self.current_usage
+
+    @used.setter
+    def used(self, value: float | int) -> None:
+        self.current_usage = value
+
+    @property
+    def limit(self) -> int:
+        """Release 0.2's name of :attr:`limit_value`."""
+        return self.limit_value
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self.limit_value = value
 
 
 # --- rate limits ------------------------------------------------------------
@@ -772,3 +846,107 @@ class UsageTimeseriesResponse(WireModel):
     start_date: ReportTime | None
     end_date: ReportTime | None
     data: list[UsagePoint]
+
+
+# --- the hosted v0 client's shapes (``limitry`` 0.3/0.4, ``limitry.client.types``) ----
+
+
+class UsageSummary(WireModel):
+    """``GET /usage``: the totals of the matching events over the range, as the hosted
+    ``UsageSummary`` names them."""
+
+    total_events: int
+    total_tokens: int
+    total_input_tokens: int
+    total_output_tokens: int
+    total_cost_cents: CentsTotal
+
+
+class UsageBreakdownItem(WireModel):
+    """One group of the hosted breakdown: ``dimension`` is the grouped value (None: no value).
+
+    The hosted name of :class:`UsageGroup`'s ``value``.
+    """
+
+    dimension: str | None = None
+    total_events: int
+    total_tokens: int
+    total_input_tokens: int
+    total_output_tokens: int
+    total_cost_cents: CentsTotal
+
+
+class UsageTimeseriesItem(WireModel):
+    """One point of the hosted time series: ``timestamp`` is the bucket's start (UTC).
+
+    The hosted name of :class:`UsagePoint`'s ``periodStart``.
+    """
+
+    timestamp: ReportTime
+    total_events: int
+    total_tokens: int
+    total_input_tokens: int
+    total_output_tokens: int
+    total_cost_cents: CentsTotal
+
+
+class UsageBreakdown(WireModel):
+    """``GET /usage/breakdown`` as the hosted API answers it: ``{data: [...]}`` only.
+
+    The hosted client calls this type ``UsageBreakdownResponse``; that name
+    here is the local report (with ``groupBy`` and the dates), kept as it was.
+    """
+
+    data: list[UsageBreakdownItem]
+
+
+class UsageTimeseries(WireModel):
+    """``GET /usage/timeseries`` as the hosted API answers it: ``{data: [...]}`` only.
+
+    The hosted client's ``UsageTimeseriesResponse``; see :class:`UsageBreakdown`.
+    """
+
+    data: list[UsageTimeseriesItem]
+
+
+class Project(WireModel):
+    """``GET /project``: the project an API key belongs to.
+
+    Offline there is one project per Tracker: its ``project_id`` (``proj_local``
+    unless given), in the organization ``org_local``, named and slugged
+    ``local``.
+    """
+
+    id: str
+    organization_id: str
+    name: str
+    slug: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class DeleteResponse(WireModel):
+    """What a hosted delete answers: ``{"success": true}``."""
+
+    success: bool = True
+
+
+class _DimensionsBody(RootModel[dict[str, Any]]):
+    """A check's body as the hosted client types it: any JSON object.
+
+    ``QuotasCheckRequest({"dimensions": {"customer_id": "c"}})``, or the
+    dimensions bare; the check reads either, as it reads a plain dict.
+    """
+
+
+class QuotasCheckRequest(_DimensionsBody):
+    """The hosted client's quota-check body (a root model over the JSON object)."""
+
+
+class RateLimitsCheckRequest(_DimensionsBody):
+    """The hosted client's rate-limit-check body (a root model over the JSON object)."""
+
+
+PaginatedResponse = Page
+"""The hosted client's name of a page: ``PaginatedResponse[Quota](data=[...])``,
+with ``.data``, ``.next_cursor`` and ``.has_more``."""

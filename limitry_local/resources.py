@@ -16,6 +16,7 @@ from limitry_local.errors import InvalidRequestError, key_name, parse
 from limitry_local.gate import RateGate
 from limitry_local.models import (
     CustomerUsageResponse,
+    DeleteResponse,
     Event,
     EventBatchRequest,
     EventBatchResponse,
@@ -28,11 +29,13 @@ from limitry_local.models import (
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
+    QuotasCheckRequest,
     QuotaUpdate,
     RateLimit,
     RateLimitCheckRequest,
     RateLimitCheckResponse,
     RateLimitCreate,
+    RateLimitsCheckRequest,
     RateLimitUpdate,
     TrackPostRequest,
 )
@@ -41,6 +44,10 @@ if TYPE_CHECKING:
     from limitry_local.tracker import Tracker
 
 DateLike = date | datetime | str | None
+Limit = int | str | None
+"""A page size: 1 to 100, as an int or the decimal string the hosted client sends
+(``limit="10"``); None is the default, 50."""
+DEFAULT_LIMIT = 50
 
 
 L = TypeVar("L", Quota, RateLimit)
@@ -52,13 +59,40 @@ def _copy(limit: L) -> L:
     return limit.model_copy(deep=True)
 
 
+def page_limit(limit: Limit) -> int:
+    """``limit`` as an int: None is 50, ``"10"`` is 10.
+
+    The range (1 to 100) is checked where the page is cut.
+    """
+    if limit is None:
+        return DEFAULT_LIMIT
+    if isinstance(limit, str):
+        # The hosted client sends every limit as a string, as a query parameter would be.
+        if not (limit.isascii() and limit.isdigit()) or len(limit) > 3:
+            raise InvalidRequestError(
+                f"limit: must be an integer from 1 to 100 (or its decimal string), got {limit!r}"
+            )
+        return int(limit)
+    return limit
+
+
 def _dimensions(
-    given: QuotaCheckRequest | RateLimitCheckRequest | Mapping[str, Any],
+    given: QuotaCheckRequest
+    | RateLimitCheckRequest
+    | QuotasCheckRequest
+    | RateLimitsCheckRequest
+    | Mapping[str, Any],
     model: type[QuotaCheckRequest] | type[RateLimitCheckRequest],
 ) -> Mapping[str, Any]:
-    """The dimensions of a check: the model, its wire body ``{"dimensions": {...}}``, or bare."""
+    """The dimensions of a check: the model, its wire body ``{"dimensions": {...}}``, or bare.
+
+    The hosted client's ``QuotasCheckRequest`` / ``RateLimitsCheckRequest``
+    wrap either form of the body.
+    """
     if isinstance(given, model):
         return given.dimensions
+    if isinstance(given, (QuotasCheckRequest, RateLimitsCheckRequest)):
+        given = given.root
     if (
         isinstance(given, Mapping)
         and list(given) == ["dimensions"]
@@ -93,28 +127,35 @@ class QuotaAlerts(_Resource):
         return self._tracker._create_alert(quota_id, parse(QuotaAlertCreate, data, fields))
 
     def list(
-        self, quota_id: str | None = None, *, limit: int = 50, cursor: str | None = None
+        self, quota_id: str | None = None, *, limit: Limit = None, cursor: str | None = None
     ) -> Page[QuotaAlert]:
         """The alerts of a quota (or of every quota), in creation order."""
-        return self._tracker._list_alerts(quota_id, limit, cursor)
+        return self._tracker._list_alerts(quota_id, page_limit(limit), cursor)
 
     def get(self, alert_id: str) -> QuotaAlert:
         return self._tracker._get_alert(alert_id)
 
-    def delete(self, alert_id: str) -> None:
-        """Stop the alert; what it fired stays in the history."""
+    def delete(self, alert_id: str) -> DeleteResponse:
+        """Stop the alert; what it fired stays in the history.  Answers ``{"success": true}``."""
         self._tracker._delete_alert(alert_id)
+        return DeleteResponse()
 
     def history(
         self,
         quota_id: str | None = None,
         *,
         alert_id: str | None = None,
-        limit: int = 50,
+        limit: Limit = None,
         cursor: str | None = None,
     ) -> Page[QuotaAlertLog]:
         """Every firing ("qal_..."), newest first, of one quota or alert, or of all."""
-        return self._tracker._alert_history(quota_id, alert_id, limit, cursor)
+        return self._tracker._alert_history(quota_id, alert_id, page_limit(limit), cursor)
+
+    def get_history(
+        self, alert_id: str, limit: Limit = None, cursor: str | None = None
+    ) -> Page[QuotaAlertLog]:
+        """The hosted ``quota_alerts.get_history``: the firings of one alert, newest first."""
+        return self.history(alert_id=alert_id, limit=limit, cursor=cursor)
 
 
 class Quotas(_Resource):
@@ -130,12 +171,13 @@ class Quotas(_Resource):
         """``create(name=..., metric="total_tokens", limit_value=100_000, period="day")``."""
         return _copy(self._tracker._create_quota(parse(QuotaCreate, data, fields)))
 
-    def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[Quota]:
+    def list(self, limit: Limit = None, cursor: str | None = None) -> Page[Quota]:
+        size = page_limit(limit)
         with self._tracker._lock:
             self._tracker._ensure_open()
             self._tracker._refresh()
             items = list(self._tracker._quotas.values())
-            page = self._tracker._page(Page[Quota], items, limit, cursor, "quota")
+            page = self._tracker._page(Page[Quota], items, size, cursor, "quota")
             page.data = [_copy(quota) for quota in page.data]
             return page
 
@@ -148,13 +190,32 @@ class Quotas(_Resource):
     ) -> Quota:
         return _copy(self._tracker._update_quota(quota_id, parse(QuotaUpdate, data, fields)))
 
-    def delete(self, quota_id: str) -> None:
+    def delete(self, quota_id: str) -> DeleteResponse:
+        """Delete the quota and its alerts (their history stays); answers ``{"success": true}``."""
         self._tracker._delete_quota(quota_id)
+        return DeleteResponse()
 
-    def check(self, dimensions: QuotaCheckRequest | Mapping[str, Any]) -> QuotaCheckResponse:
+    def check(
+        self, dimensions: QuotaCheckRequest | QuotasCheckRequest | Mapping[str, Any]
+    ) -> QuotaCheckResponse:
         """Where each matching quota stands now, consuming nothing."""
-        dimensions = _dimensions(dimensions, QuotaCheckRequest)
-        return self._tracker._check_quotas(dimensions)
+        return self._tracker._check_quotas(_dimensions(dimensions, QuotaCheckRequest))
+
+    def create_alert(
+        self,
+        quota_id: str,
+        request: QuotaAlertCreate | Mapping[str, Any] | None = None,
+        /,
+        **fields: Any,
+    ) -> QuotaAlert:
+        """The hosted ``quotas.create_alert``: :meth:`QuotaAlerts.create`."""
+        return self.alerts.create(quota_id, request, **fields)
+
+    def list_alerts(
+        self, quota_id: str, limit: Limit = None, cursor: str | None = None
+    ) -> Page[QuotaAlert]:
+        """The hosted ``quotas.list_alerts``: the alerts of one quota, in creation order."""
+        return self.alerts.list(quota_id, limit=limit, cursor=cursor)
 
 
 class RateLimits(_Resource):
@@ -166,12 +227,13 @@ class RateLimits(_Resource):
         """``create(name="rpm", limit_value=60, window="minute", per=["customer_id"])``."""
         return _copy(self._tracker._create_rate_limit(parse(RateLimitCreate, data, fields)))
 
-    def list(self, *, limit: int = 50, cursor: str | None = None) -> Page[RateLimit]:
+    def list(self, limit: Limit = None, cursor: str | None = None) -> Page[RateLimit]:
+        size = page_limit(limit)
         with self._tracker._lock:
             self._tracker._ensure_open()
             self._tracker._refresh()
             items = [rule.limit for rule in self._tracker._rate_rules.values()]
-            page = self._tracker._page(Page[RateLimit], items, limit, cursor, "rate limit")
+            page = self._tracker._page(Page[RateLimit], items, size, cursor, "rate limit")
             page.data = [_copy(limit) for limit in page.data]
             return page
 
@@ -190,15 +252,16 @@ class RateLimits(_Resource):
             self._tracker._update_rate_limit(rate_limit_id, parse(RateLimitUpdate, data, fields))
         )
 
-    def delete(self, rate_limit_id: str) -> None:
+    def delete(self, rate_limit_id: str) -> DeleteResponse:
+        """Delete the rate limit, unenforced at once; answers ``{"success": true}``."""
         self._tracker._delete_rate_limit(rate_limit_id)
+        return DeleteResponse()
 
     def check(
-        self, dimensions: RateLimitCheckRequest | Mapping[str, Any]
+        self, dimensions: RateLimitCheckRequest | RateLimitsCheckRequest | Mapping[str, Any]
     ) -> RateLimitCheckResponse:
         """Whether a one-request event would pass now, consuming nothing."""
-        dimensions = _dimensions(dimensions, RateLimitCheckRequest)
-        return self._tracker._check_rate_limits(dimensions)
+        return self._tracker._check_rate_limits(_dimensions(dimensions, RateLimitCheckRequest))
 
     def gate(self, rate_limit_id: str) -> RateGate:
         """The rate-only path: a :class:`~limitry_local.gate.RateGate` on this limit's buckets.
@@ -243,25 +306,38 @@ class Events(_Resource):
             items = events
         return self._tracker._ingest_batch(items)
 
+    def ingest_batch(
+        self,
+        request: EventBatchRequest
+        | Mapping[str, Any]
+        | Sequence[TrackPostRequest | Mapping[str, Any]],
+    ) -> EventBatchResponse:
+        """The hosted ``events.ingest_batch``: :meth:`batch`."""
+        return self.batch(request)
+
     def list(
         self,
-        *,
         customer_id: str | None = None,
         event_type: str | None = None,
         model: str | None = None,
+        limit: Limit = None,
+        cursor: str | None = None,
+        *,
         start_date: DateLike = None,
         end_date: DateLike = None,
-        limit: int = 50,
-        cursor: str | None = None,
     ) -> Page[Event]:
-        """Recorded events, most recently recorded first."""
+        """Recorded events, most recently recorded first.
+
+        The hosted client's parameters, in its order; ``start_date`` and
+        ``end_date`` (ours) narrow the range.
+        """
         return self._tracker._list_events(
             customer_id=customer_id,
             event_type=event_type,
             model=model,
             start_date=start_date,
             end_date=end_date,
-            limit=limit,
+            limit=page_limit(limit),
             cursor=cursor,
         )
 

@@ -1244,13 +1244,17 @@ class Tracker:
         with self._lock:
             with self._changing_definitions() as conn:
                 quota = self._get_quota(quota_id)
+                stamp = _datetime(self._now())
                 alert = QuotaAlert(
                     id=new_id("qa"),
                     quota_id=quota.id,
                     threshold=data.threshold,
-                    created_at=_datetime(self._now()),
+                    created_at=stamp,
+                    updated_at=stamp,
                 )
-                row = alert.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
+                row = alert.model_dump(
+                    mode="json", by_alias=False, exclude={"last_triggered_at", "updated_at"}
+                )
                 self._ledger.save_definition(conn, "quota_alerts", row)
             self._alerts.add(alert)
         return alert.model_copy()

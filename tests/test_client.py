@@ -28,11 +28,12 @@ from limitry_local.analytics import UsageReport
 from limitry_local.client import (
     AsyncCustomers,
     AsyncEvents,
+    AsyncQuotaAlerts,
     AsyncQuotas,
     AsyncRateLimits,
     AsyncUsageReport,
 )
-from limitry_local.resources import Customers, Events, Quotas, RateLimits
+from limitry_local.resources import Customers, Events, QuotaAlerts, Quotas, RateLimits
 from limitry_local.testing import ManualClock
 
 T = TypeVar("T")
@@ -250,6 +251,7 @@ def test_a_tracker_and_tracker_options_together_are_refused(tracker: Tracker) ->
     ("sync_cls", "async_cls"),
     [
         (Quotas, AsyncQuotas),
+        (QuotaAlerts, AsyncQuotaAlerts),
         (RateLimits, AsyncRateLimits),
         (Events, AsyncEvents),
         (Customers, AsyncCustomers),

@@ -1324,8 +1324,9 @@ def test_unknown_id_is_a_404(tracker: Tracker, kind: str, action: str) -> None:
     assert isinstance(error, APIError)
     assert error.status_code == error.status == 404
     assert error.status_text == "Not Found"
-    assert error.response == {"error": error.message}
-    assert "nope_123" in error.message
+    # The body is the hosted one; the detail stays in the message.
+    assert error.response == {"error": "Resource not found"}
+    assert "nope_123" in error.message and "nope_123" in str(error)
 
 
 # --- checks (non-consuming) -------------------------------------------------------------------

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 import limitry_local
 from limitry_local import (
     CustomerUsageResponse,
+    DeleteResponse,
     ErrorBody,
     Event,
     EventBatchRequest,
@@ -46,23 +47,31 @@ from limitry_local import (
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
+    QuotasCheckRequest,
     QuotaStatus,
     QuotaUpdate,
     RateLimit,
     RateLimitCheckRequest,
     RateLimitCheckResponse,
     RateLimitCreate,
+    RateLimitsCheckRequest,
     RateLimitStatus,
     RateLimitUpdate,
     TrackDeniedResponse,
     TrackPostRequest,
     TrackPostResponse,
+    UsageBreakdown,
+    UsageBreakdownItem,
     UsageBreakdownResponse,
     UsageGroup,
     UsagePoint,
+    UsageSummary,
+    UsageTimeseries,
+    UsageTimeseriesItem,
     UsageTimeseriesResponse,
 )
 from limitry_local.models import RequestModel
+from limitry_local.types import Project
 
 GOLDEN = Path(__file__).parent / "golden"
 README = GOLDEN / "README.md"
@@ -185,6 +194,7 @@ def _alert_80() -> QuotaAlert:
         threshold=80,
         last_triggered_at=_at("2024-01-15T10:30:00"),
         created_at=_at("2024-01-02T08:00:00"),
+        updated_at=_at("2024-01-02T08:00:00"),
     )
 
 
@@ -396,24 +406,25 @@ BUILDERS: dict[str, Callable[[], BaseModel]] = {
                 threshold=100,
                 last_triggered_at=None,
                 created_at=_at("2024-01-02T08:00:05"),
+                updated_at=_at("2024-01-02T08:00:05"),
             ),
         ],
     ),
     "ours/quota_alert_log.json": lambda: QuotaAlertLog(
         id="qal_3c8v2n",
-        alert_id="qa_7h2k9m",
+        quota_alert_id="qa_7h2k9m",
         quota_id="qta_5r2t8w",
+        threshold=80,
+        current_usage=40000.5,
+        limit_value=50000,
+        triggered_at=_at("2024-01-15T10:30:00"),
         quota_name="Monthly spend per customer",
         metric="total_cost_cents",
         period="month",
-        threshold=80,
         dimensions={"customer_id": "cust_123"},
         period_start=_at("2024-01-01T00:00:00"),
         period_end=_at("2024-02-01T00:00:00"),
-        used=40000.5,
-        limit=50000,
         event_id="evt_9a7b3c2d1e0f",
-        triggered_at=_at("2024-01-15T10:30:00"),
     ),
     "ours/quota_update.json": lambda: QuotaUpdate(limit_value=200_000),
     "ours/quota_update_full.json": lambda: QuotaUpdate(
@@ -637,6 +648,84 @@ BUILDERS: dict[str, Callable[[], BaseModel]] = {
         total_output_tokens=0,
         total_cost_cents=0.000001,
     ),
+    "ours/delete_response.json": lambda: DeleteResponse(success=True),
+    "ours/project.json": lambda: Project(
+        id="proj_xyz",
+        organization_id="org_abc",
+        name="My Project",
+        slug="my-project",
+        created_at=_at("2024-01-15T10:30:00"),
+        updated_at=_at("2024-01-15T10:30:00"),
+    ),
+    "ours/quotas_check_request_hosted.json": lambda: QuotasCheckRequest(
+        {"dimensions": {"customer_id": "cust_123", "model": "gpt-4"}}
+    ),
+    "ours/rate_limits_check_request_hosted.json": lambda: RateLimitsCheckRequest(
+        {"customer_id": "cust_123"}
+    ),
+    "ours/usage_summary.json": lambda: UsageSummary(
+        total_events=500,
+        total_tokens=200_000,
+        total_input_tokens=120_000,
+        total_output_tokens=80_000,
+        total_cost_cents=500,
+    ),
+    "ours/usage_breakdown_hosted.json": lambda: UsageBreakdown(
+        data=[
+            UsageBreakdownItem(
+                dimension="gpt-4",
+                total_events=300,
+                total_tokens=150_000,
+                total_input_tokens=90_000,
+                total_output_tokens=60_000,
+                total_cost_cents=450,
+            ),
+            UsageBreakdownItem(
+                dimension=None,
+                total_events=200,
+                total_tokens=50_000,
+                total_input_tokens=30_000,
+                total_output_tokens=20_000,
+                total_cost_cents=50.5,
+            ),
+        ]
+    ),
+    "ours/usage_breakdown_item.json": lambda: UsageBreakdownItem(
+        dimension="cust_123",
+        total_events=3,
+        total_tokens=0,
+        total_input_tokens=0,
+        total_output_tokens=0,
+        total_cost_cents=0.000001,
+    ),
+    "ours/usage_timeseries_hosted.json": lambda: UsageTimeseries(
+        data=[
+            UsageTimeseriesItem(
+                timestamp=_at("2024-01-15T00:00:00"),
+                total_events=120,
+                total_tokens=48_000,
+                total_input_tokens=30_000,
+                total_output_tokens=18_000,
+                total_cost_cents=120,
+            ),
+            UsageTimeseriesItem(
+                timestamp=_at("2024-01-16T00:00:00"),
+                total_events=80,
+                total_tokens=32_000,
+                total_input_tokens=20_000,
+                total_output_tokens=12_000,
+                total_cost_cents=80,
+            ),
+        ]
+    ),
+    "ours/usage_timeseries_item.json": lambda: UsageTimeseriesItem(
+        timestamp=_at("2024-01-15T10:00:00"),
+        total_events=1,
+        total_tokens=200,
+        total_input_tokens=150,
+        total_output_tokens=50,
+        total_cost_cents=25,
+    ),
     "ours/usage_timeseries.json": lambda: UsageTimeseriesResponse(
         interval="week",
         start_date=_at("2024-01-01T00:00:00"),
@@ -748,6 +837,15 @@ CASES = [
     Case("ours/usage_group.json", UsageGroup),
     Case("ours/usage_point.json", UsagePoint),
     Case("ours/usage_timeseries.json", UsageTimeseriesResponse),
+    Case("ours/delete_response.json", DeleteResponse),
+    Case("ours/project.json", Project),
+    Case("ours/quotas_check_request_hosted.json", QuotasCheckRequest),
+    Case("ours/rate_limits_check_request_hosted.json", RateLimitsCheckRequest),
+    Case("ours/usage_summary.json", UsageSummary),
+    Case("ours/usage_breakdown_hosted.json", UsageBreakdown),
+    Case("ours/usage_breakdown_item.json", UsageBreakdownItem),
+    Case("ours/usage_timeseries_hosted.json", UsageTimeseries),
+    Case("ours/usage_timeseries_item.json", UsageTimeseriesItem),
 ]
 
 each_case = pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -825,6 +923,8 @@ def _models_within(model: BaseModel) -> Iterator[BaseModel]:
 def test_every_dumped_field_name_is_camel_case(case: Case) -> None:
     # Field names only: data keys (properties, dimensionFilters, dimensions) are the user's own.
     for model in _models_within(case.model.model_validate(case.raw())):
+        if isinstance(model, RootModel):
+            continue  # the hosted check bodies: every key is the caller's own data
         aliases = {field.alias or name for name, field in type(model).model_fields.items()}
         dumps = (
             model.model_dump(mode="json", by_alias=True),

@@ -1,0 +1,126 @@
+"""The hosted v0 client's type names, as ``limitry.client.types`` spells them.
+
+Code written against ``limitry`` 0.3/0.4 imports its request and response
+models from ``limitry.client.types``; ``from limitry_local.types import ...``
+gives the same names, each the model this library reads and writes for
+that shape (most are another name of a model in :mod:`limitry_local.models`).
+
+Two names mean the hosted shape here and the local one at the package root:
+``UsageBreakdownResponse`` and ``UsageTimeseriesResponse`` are the hosted
+``{data: [...]}`` answers (``dimension``, ``timestamp``), while
+``limitry_local.UsageBreakdownResponse`` is the local report (with
+``groupBy`` and the dates) as release 0.2 made it.  ``Project`` here is the
+model that ``client.project.get()`` answers; ``limitry_local.Project`` is the
+resource class, as ``limitry.client.Project`` is.
+
+Left out: the hosted enums (``GroupBy``, ``Interval``, ``Metric``, ``Period``,
+``Window``); every field takes their string values (``"day"``), and
+``QuotaAlertsPutRequest``, since alerts cannot be updated locally yet.
+"""
+
+from __future__ import annotations
+
+from limitry_local.models import (
+    CustomerUsageResponse,
+    DeleteResponse,
+    ErrorBody,
+    Event,
+    EventBatchRequest,
+    EventBatchResponse,
+    EventIngestResponse,
+    Page,
+    Project,
+    Quota,
+    QuotaAlert,
+    QuotaAlertCreate,
+    QuotaAlertLog,
+    QuotaCheckResponse,
+    QuotaCreate,
+    QuotasCheckRequest,
+    QuotaStatus,
+    QuotaUpdate,
+    RateLimit,
+    RateLimitCheckResponse,
+    RateLimitCreate,
+    RateLimitsCheckRequest,
+    RateLimitStatus,
+    RateLimitUpdate,
+    TrackDeniedResponse,
+    TrackPostRequest,
+    TrackPostResponse,
+    UsageBreakdown,
+    UsageBreakdownItem,
+    UsageSummary,
+    UsageTimeseries,
+    UsageTimeseriesItem,
+)
+
+ErrorResponse = ErrorBody
+EventsPostRequest = TrackPostRequest
+EventsPostResponse = EventIngestResponse
+EventsBatchPostRequest = EventBatchRequest
+EventsBatchPostResponse = EventBatchResponse
+EventsGetResponse = Page[Event]
+QuotasPostRequest = QuotaCreate
+QuotasPutRequest = QuotaUpdate
+QuotasGetResponse = Page[Quota]
+QuotasDeleteResponse = DeleteResponse
+QuotasCheckResponse = QuotaCheckResponse
+QuotaCheckResult = QuotaStatus
+QuotaAlertsPostRequest = QuotaAlertCreate
+QuotaAlertsDeleteResponse = DeleteResponse
+QuotasQuotaIdAlertsGetResponse = Page[QuotaAlert]
+QuotaAlertsAlertIdHistoryGetResponse = Page[QuotaAlertLog]
+RateLimitsPostRequest = RateLimitCreate
+RateLimitsPutRequest = RateLimitUpdate
+RateLimitsGetResponse = Page[RateLimit]
+RateLimitsDeleteResponse = DeleteResponse
+RateLimitsCheckResponse = RateLimitCheckResponse
+RateLimitCheckResult = RateLimitStatus
+TrackPostErrorResponse = TrackDeniedResponse
+UsageBreakdownResponse = UsageBreakdown
+UsageTimeseriesResponse = UsageTimeseries
+
+__all__ = [
+    "CustomerUsageResponse",
+    "ErrorResponse",
+    "Event",
+    "EventsBatchPostRequest",
+    "EventsBatchPostResponse",
+    "EventsGetResponse",
+    "EventsPostRequest",
+    "EventsPostResponse",
+    "Project",
+    "Quota",
+    "QuotaAlert",
+    "QuotaAlertLog",
+    "QuotaAlertsAlertIdHistoryGetResponse",
+    "QuotaAlertsDeleteResponse",
+    "QuotaAlertsPostRequest",
+    "QuotaCheckResult",
+    "QuotaStatus",
+    "QuotasCheckRequest",
+    "QuotasCheckResponse",
+    "QuotasDeleteResponse",
+    "QuotasGetResponse",
+    "QuotasPostRequest",
+    "QuotasPutRequest",
+    "QuotasQuotaIdAlertsGetResponse",
+    "RateLimit",
+    "RateLimitCheckResult",
+    "RateLimitStatus",
+    "RateLimitsCheckRequest",
+    "RateLimitsCheckResponse",
+    "RateLimitsDeleteResponse",
+    "RateLimitsGetResponse",
+    "RateLimitsPostRequest",
+    "RateLimitsPutRequest",
+    "TrackPostErrorResponse",
+    "TrackPostRequest",
+    "TrackPostResponse",
+    "UsageBreakdownItem",
+    "UsageBreakdownResponse",
+    "UsageSummary",
+    "UsageTimeseriesItem",
+    "UsageTimeseriesResponse",
+]
