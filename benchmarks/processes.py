@@ -11,10 +11,12 @@ call (``usage()`` on a ledger, or a raw floor) over which keys.  Each worker
 builds its operation, warms it up over ``warmup`` keys and says it is ready;
 when every worker is ready the parent names a start a moment ahead (the
 barrier), and each worker calls its operation from then for ``seconds``,
-checking every answer and counting the calls that end in each slice of
-``slice_s``.  The parent adds up the slices of all workers: a slice's time
-per event is its length over every event the P processes finished in it,
-the inverse of their total throughput (as :func:`benchmarks.harness.measure`
+checking every answer and noting when each call ended.  The parent cuts
+the run into equal slices (:func:`slice_count`: about
+:data:`EVENTS_PER_SLICE` events each, so a slow row is not measured in
+whole events per tiny slice) and counts every process's events in each: a
+slice's time per event is its length over those events, the inverse of
+the P processes' total throughput (as :func:`benchmarks.harness.measure`
 reads threaded samples), so the median and p99 in the table are over slices.
 """
 
@@ -40,6 +42,10 @@ Kind = Literal["usage", "postgres-floor", "sqlite-floor"]
 
 START_DELAY_S = 0.2
 """The start the parent names is this far ahead: every worker is waiting by then."""
+EVENTS_PER_SLICE = 50
+"""Aim for this many events (of all processes) per slice..."""
+SLICES = (5, 40)
+"""...in at least 5 and at most 40 slices of the timed run."""
 REPLY_TIMEOUT_S = 120.0
 """Longest wait for a worker's answer beyond the timed run; a hung worker fails the row."""
 
@@ -66,9 +72,10 @@ class Job:
 
 @dataclass(frozen=True)
 class Report:
-    """What one worker did: events per slice, and every event it recorded."""
+    """What one worker did: when each timed call ended, and every event it recorded."""
 
-    slices: list[int]
+    ends: list[float]
+    """Seconds from the start to the end of each call that ended within ``seconds``."""
     timed: int
     """Calls from the start to the first that ended after ``seconds`` (included)."""
     warmup: int
@@ -104,13 +111,12 @@ def _timed(
     op: Op,
     accept: Callable[[object], bool] | None,
     keys: Keys,
-    start: tuple[float, float, float],
-) -> tuple[list[int], int]:
-    """Call ``op`` from ``start_at`` (wall clock, shared by the processes) for ``seconds``,
-    counting the calls that end in each slice of ``slice_s``: ``start`` is those three."""
-    start_at, seconds, slice_s = start
-    slices = [0] * max(1, round(seconds / slice_s))
-    last = len(slices) - 1
+    start: tuple[float, float],
+) -> tuple[list[float], int]:
+    """Call ``op`` from ``start_at`` (wall clock, shared by the processes) for ``seconds``
+    (``start`` is those two); when each call ended, and how many calls were made."""
+    start_at, seconds = start
+    ends: list[float] = []
     end = start_at + seconds
     done = 0
     clock = time.time
@@ -126,8 +132,8 @@ def _timed(
                     raise AssertionError(f"{key}: not admitted: {answer!r}")
                 now = clock()
                 if now >= end:
-                    return slices, done
-                slices[min(last, max(0, int((now - start_at) / slice_s)))] += 1
+                    return ends, done
+                ends.append(now - start_at)
     finally:
         gc.enable()
 
@@ -154,12 +160,22 @@ def _serve(pipe: Connection) -> None:
             if start is None:  # another worker failed: no timed run
                 pipe.send(("done", None))
                 continue
-            slices, timed = _timed(op, accept, keys, start)
-            pipe.send(("done", Report(slices, timed, job.warmup)))
+            ends, timed = _timed(op, accept, keys, start)
+            pipe.send(("done", Report(ends, timed, job.warmup)))
         except BaseException:
             pipe.send(("error", traceback.format_exc()))
         finally:
             close()
+
+
+def slice_count(events: int) -> int:
+    """Slices to cut a timed run of ``events`` events into (see :data:`EVENTS_PER_SLICE`).
+
+    >>> slice_count(100), slice_count(1000), slice_count(100_000)
+    (5, 20, 40)
+    """
+    low, high = SLICES
+    return max(low, min(high, events // EVENTS_PER_SLICE))
 
 
 class Pool:
@@ -181,7 +197,7 @@ class Pool:
     def size(self) -> int:
         return len(self._processes)
 
-    def run(self, jobs: Sequence[Job], *, seconds: float, slice_s: float) -> tuple[Timing, int]:
+    def run(self, jobs: Sequence[Job], *, seconds: float) -> tuple[Timing, int]:
         """Run ``jobs[i]`` in worker i, all started together; the timing and events recorded."""
         if not 0 < len(jobs) <= self.size:
             raise ValueError(f"{len(jobs)} jobs for a pool of {self.size} processes")
@@ -190,7 +206,7 @@ class Pool:
             pipe.send(job)
         first = [self._receive(pipe, 0.0) for pipe in pipes]
         failed = [text for kind, text in first if kind == "error"]
-        start = None if failed else (time.time() + START_DELAY_S, seconds, slice_s)
+        start = None if failed else (time.time() + START_DELAY_S, seconds)
         for pipe, (kind, _) in zip(pipes, first, strict=True):
             if kind == "ready":
                 pipe.send(start)
@@ -203,7 +219,11 @@ class Pool:
         if failed:
             raise RuntimeError("a benchmark worker failed:\n" + "\n".join(failed))
         reports: list[Report] = [report for _, report in done]
-        slices = [sum(counts) for counts in zip(*(r.slices for r in reports), strict=True)]
+        ends = [t for r in reports for t in r.ends]
+        slice_s = seconds / slice_count(len(ends))
+        slices = [0] * slice_count(len(ends))
+        for t in ends:
+            slices[min(len(slices) - 1, max(0, int(t / slice_s)))] += 1
         per_event_ns = [slice_s * 1e9 / max(1, n) for n in slices]
         timing = Timing(
             per_event_ns,
