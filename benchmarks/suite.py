@@ -9,9 +9,9 @@ Every row is timed by :func:`benchmarks.harness.measure`: warm-up, then
 samples of ``batch`` calls with ``time.perf_counter_ns``, gc disabled; the
 median and p99 are over the samples' per-call times.  The rows of workload
 h run in P worker processes at once (:mod:`benchmarks.processes`); their
-samples are slices of one timed run, per event over all P processes.  Each workload group
-names its reference row, and "vs ref" is a row's median over the reference
-median (below 1.00x is faster).  Peers and floors are configured with a
+samples are slices of one timed run, per event over all P processes.  Each
+workload group names its reference row, and "vs ref" is a row's median over
+the reference median (below 1.00x is faster).  Peers and floors are configured with a
 limit that never denies; every answer is checked during warm-up.
 """
 
