@@ -15,6 +15,12 @@
   its own minimal schema, or on a ledger file written by limitry_local, where
   it also reads the counter first (a quota check needs it) and fills every
   column of the ledger's events table.
+- :class:`PostgresFloor`: the same writes with raw ``psycopg`` on a
+  PostgreSQL schema of its own (BEGIN; event ``INSERT``; counter upsert;
+  ``COMMIT`` per event), shaped like the ledger's events and counters
+  tables but independent of them, so it stays a floor while the ledger's
+  internals change.  Several processes on one schema measure what the
+  server does with the writes of P writers.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Literal
+
+import psycopg
 
 from limitry_local.headers import rate_limit_headers
 from limitry_local.ids import new_id
@@ -294,3 +302,115 @@ class ContractFloor:
     def close(self) -> None:
         if self._sqlite is not None:
             self._sqlite.close()
+
+
+_POSTGRES_SCHEMA = """
+    CREATE SCHEMA {s};
+    CREATE TABLE {s}.events (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        ts double precision NOT NULL,
+        customer_id text,
+        event_type text,
+        model text,
+        provider text,
+        input_tokens bigint,
+        output_tokens bigint,
+        total_tokens bigint,
+        latency_ms bigint,
+        cost_cents double precision,
+        properties text NOT NULL,
+        idempotency_key text
+    );
+    CREATE INDEX ON {s}.events (customer_id, ts);
+    CREATE INDEX ON {s}.events (ts);
+    CREATE TABLE {s}.counters (
+        quota_id text,
+        key text,
+        period_start bigint,
+        used numeric NOT NULL,
+        PRIMARY KEY (quota_id, key, period_start)
+    );
+"""
+
+
+class PostgresFloor:
+    """Record one event per :meth:`record` call with raw ``psycopg``, one transaction each.
+
+    Per event: BEGIN; one event ``INSERT`` (the ledger's 13 columns, an id
+    minted as ``usage()`` mints it); one counter upsert (``INSERT ... ON
+    CONFLICT DO UPDATE``, the row lock held to the commit, as a quota
+    counter's is); COMMIT.  No lock beyond the row's, no counter read, no
+    definitions: what the server must do for each event a ``usage()`` on
+    PostgreSQL records.  :meth:`create` makes the schema once; each process
+    then opens its own ``PostgresFloor`` on it.
+    """
+
+    QUOTA_ID = "qta_floor"
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self._conn = psycopg.connect(dsn)
+        s = _quoted(schema)
+        self._insert = (
+            f"INSERT INTO {s}.events (id, ts, customer_id, event_type, model, provider, "
+            "input_tokens, output_tokens, total_tokens, latency_ms, cost_cents, properties, "
+            "idempotency_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        )
+        self._upsert = (
+            f"INSERT INTO {s}.counters (quota_id, key, period_start, used) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (quota_id, key, period_start) "
+            f"DO UPDATE SET used = {s}.counters.used + excluded.used"
+        )
+
+    @staticmethod
+    def create(dsn: str, schema: str) -> None:
+        """Make ``schema`` and the floor's two tables in it."""
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(_POSTGRES_SCHEMA.format(s=_quoted(schema)))
+
+    @staticmethod
+    def events(dsn: str, schema: str) -> int:
+        """How many events the floors recorded in ``schema``."""
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {_quoted(schema)}.events").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def record(self, customer_id: str, input_tokens: int = 100, output_tokens: int = 20) -> None:
+        """One event for ``customer_id``, its total tokens counted in today's counter."""
+        conn = self._conn
+        tokens = input_tokens + output_tokens
+        now = time.time()
+        # psycopg opens the transaction (BEGIN) with the first statement.
+        conn.execute(
+            self._insert,
+            (
+                new_id("evt"),
+                now,
+                customer_id,
+                "model_call",
+                "gpt-4o",
+                None,
+                input_tokens,
+                output_tokens,
+                tokens,
+                None,
+                None,
+                "{}",
+                None,
+            ),
+            prepare=True,
+        )
+        key = f'["{customer_id}"]'
+        conn.execute(
+            self._upsert,
+            (self.QUOTA_ID, key, int(now) // _DAY * _DAY, tokens),
+            prepare=True,
+        )
+        conn.commit()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _quoted(schema: str) -> str:
+    return '"' + schema.replace('"', '""') + '"'

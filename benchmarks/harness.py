@@ -9,7 +9,9 @@ and the p99 of a batched row the p99 of batch means.  The median and p99
 are taken over the samples.  With ``threads`` > 0 every sample runs
 ``batch`` calls in each of that many worker threads at once, and the
 per-operation time is the sample's wall time divided by all the calls:
-the inverse of the total throughput.
+the inverse of the total throughput.  Rows run in several processes
+(:mod:`benchmarks.processes`) read the same way, their samples being
+slices of a timed run.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Timing:
     threads: int
     warmup_ops: int
     seconds: float
+    processes: int = 0
+    """Worker processes that ran the row at once (benchmarks/processes.py); 0: this one."""
     ops: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -7,9 +7,11 @@
 
 Every row is timed by :func:`benchmarks.harness.measure`: warm-up, then
 samples of ``batch`` calls with ``time.perf_counter_ns``, gc disabled; the
-median and p99 are over the samples' per-call times.  Each workload group
-names its reference row, and "vs ref" is a row's median over the reference
-median (below 1.00x is faster).  Peers and floors are configured with a
+median and p99 are over the samples' per-call times.  The rows of workload
+h run in P worker processes at once (:mod:`benchmarks.processes`); their
+samples are slices of one timed run, per event over all P processes.  Each
+workload group names its reference row, and "vs ref" is a row's median over
+the reference median (below 1.00x is faster).  Peers and floors are configured with a
 limit that never denies; every answer is checked during warm-up.
 """
 
@@ -26,19 +28,20 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import psycopg
 import redis
 
 from benchmarks import ledgers, reports
-from benchmarks.floors import ContractFloor, SqliteFloor, TokenBucketFloor
+from benchmarks.floors import ContractFloor, PostgresFloor, SqliteFloor, TokenBucketFloor
 from benchmarks.harness import Op, Timing, measure
 from benchmarks.peers import LimitsPeer, PyratePeer, PyrateRedisPeer
+from benchmarks.processes import Job, close_pools, shared_pool
 from limitry_local import (
     RedisBuckets,
     Tracker,
@@ -67,6 +70,12 @@ class Config:
     """Where big ledgers are cached; None builds them in the run's temp directory."""
     report_events: int = 1_000_000
     """Events in the ledger of workload g (usage reports)."""
+    processes: tuple[int, ...] = (1, 2, 4)
+    """Workload h: the numbers of processes writing one ledger at once."""
+    process_customers: int = 100
+    """Workload h: the customers of each process (and its warm-up calls)."""
+    process_seconds: float = 1.5
+    """Workload h: the timed run of each row, every process at once."""
 
 
 @dataclass
@@ -80,6 +89,8 @@ class Subject:
     close: Callable[[], None] = lambda: None
     threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    run: Callable[[], Timing] | None = None
+    """Times the row itself (workload h: in worker processes) instead of ``op``."""
 
 
 class Context:
@@ -129,6 +140,7 @@ class Workload:
             keys=f"{config.rotating_keys:,}",
             customers=f"{config.customers:,}",
             events=f"{config.report_events:,}",
+            process_customers=f"{config.process_customers:,}",
         )
 
 
@@ -571,10 +583,14 @@ POSTGRES_DSN = os.environ.get(
 
 
 def _postgres_ledger(ctx: Context) -> PostgresLedger:
-    # A fresh schema per row, dropped when the row is done.
+    return PostgresLedger(POSTGRES_DSN, schema=_bench_schema(ctx))
+
+
+def _bench_schema(ctx: Context) -> str:
+    """A fresh schema name per row, the schema dropped when the workload group is done."""
     schema = f"limitry_bench_{os.urandom(6).hex()}"
     ctx.shared(schema, lambda: schema, _drop_schema)
-    return PostgresLedger(POSTGRES_DSN, schema=schema)
+    return schema
 
 
 def _drop_schema(schema: str) -> None:
@@ -686,6 +702,117 @@ def _g_reports(config: Config) -> list[Case]:
     ]
 
 
+# --- (h) P processes writing one ledger ---------------------------------------------
+
+Engine = Literal["postgres", "sqlite"]
+Series = Literal["floor", "usage"]
+
+H_NAMES: dict[tuple[Engine, Series], str] = {
+    ("postgres", "floor"): "floor: raw psycopg",
+    ("postgres", "usage"): "limitry usage(), PostgresLedger",
+    ("sqlite", "floor"): "floor: raw sqlite3 on the ledger schema",
+    ("sqlite", "usage"): "limitry usage(), SQLite file",
+}
+H_WHAT: dict[tuple[Engine, Series], str] = {
+    ("postgres", "floor"): "benchmarks/floors.py PostgresFloor in each process, all on one "
+    "schema of its own: BEGIN, INSERT the event (the ledger's 13 columns, 2 indexes), upsert "
+    "the customer's day counter, COMMIT, per event; no lock but the counter row's",
+    ("postgres", "usage"): "Tracker(ledger=PostgresLedger(dsn, schema)).usage(...) in each "
+    "process, all on one schema: 1 rate limit (memory buckets, each process its own) + "
+    "1 quota, per customer",
+    ("sqlite", "floor"): "SqliteFloor on the ledger's schema in each process, all on one "
+    "file: BEGIN IMMEDIATE, read the counter, INSERT the event, upsert the counter, COMMIT",
+    ("sqlite", "usage"): "Tracker(path).usage(...) in each process, all on one file "
+    "(durability=normal): 1 rate limit (memory buckets, each process its own) + 1 quota, "
+    "per customer",
+}
+
+
+def _process_count(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
+
+
+def _recorded(open_tracker: Callable[[], Tracker]) -> int:
+    """Every event in a ledger, counted through the public usage report."""
+    with open_tracker() as tracker:
+        report = tracker.usage_report.breakdown("customer_id")
+    return sum(group.total_events for group in report.data)
+
+
+def _h_store(ctx: Context, engine: Engine, series: Series) -> tuple[Job, Callable[[], int]]:
+    """A fresh ledger (or floor) for one row: the job's template, and its event count."""
+    if engine == "postgres":
+        schema = _bench_schema(ctx)
+        if series == "floor":
+            PostgresFloor.create(POSTGRES_DSN, schema)
+            job = Job("postgres-floor", (), 0, dsn=POSTGRES_DSN, schema=schema)
+            return job, lambda: PostgresFloor.events(POSTGRES_DSN, schema)
+        _tracker(
+            None, rates=1, quotas=1, ledger=PostgresLedger(POSTGRES_DSN, schema=schema)
+        ).close()
+        job = Job("usage", (), 0, dsn=POSTGRES_DSN, schema=schema)
+        return job, lambda: _recorded(
+            lambda: Tracker(ledger=PostgresLedger(POSTGRES_DSN, schema=schema))
+        )
+    path = ctx.path(f"h-{series}")
+    if series == "floor":
+        with _tracker(path, quotas=1) as tracker:
+            (quota,) = tracker.quotas.list().data
+        job = Job("sqlite-floor", (), 0, path=str(path), quota_id=quota.id)
+    else:
+        _tracker(path, rates=1, quotas=1).close()
+        job = Job("usage", (), 0, path=str(path))
+    return job, lambda: _recorded(lambda: Tracker(path))
+
+
+def _unused(key: str) -> object:
+    raise AssertionError("workload h rows are timed by their own run")
+
+
+def _h_cases(engine: Engine, hot: bool) -> Callable[[Config], list[Case]]:
+    def cases(config: Config) -> list[Case]:
+        def row(series: Series, processes: int) -> Callable[[Context], Subject]:
+            def make(ctx: Context) -> Subject:
+                keys: list[tuple[str, ...]]
+                if hot:
+                    keys = [("cust_hot",)] * processes
+                else:
+                    keys = [
+                        tuple(f"p{i}_cust_{j}" for j in range(config.process_customers))
+                        for i in range(processes)
+                    ]
+                template, count = _h_store(ctx, engine, series)
+                jobs = [replace(template, keys=k, warmup=config.process_customers) for k in keys]
+                pool = shared_pool(max(config.processes))
+                extra: dict[str, Any] = {"processes": processes, "series": series}
+
+                def run() -> Timing:
+                    timing, events = pool.run(jobs, seconds=config.process_seconds)
+                    # The counts are real: every call the workers counted is in the ledger.
+                    recorded = count()
+                    if recorded != events:
+                        raise AssertionError(
+                            f"workers made {events:,} calls, {recorded:,} recorded"
+                        )
+                    extra["events"] = events
+                    return timing
+
+                return Subject(_unused, [], 0, run=run, extra=extra)
+
+            return make
+
+        out: list[Case] = []
+        for processes in config.processes:
+            series: Series
+            for series in ("floor", "usage"):
+                name = f"{H_NAMES[engine, series]}, {_process_count(processes)}"
+                reference = series == "floor" and processes == config.processes[0]
+                out.append(Case(name, row(series, processes), reference=reference))
+        return out
+
+    return cases
+
+
 WORKLOADS = [
     Workload(
         "a1",
@@ -735,6 +862,23 @@ WORKLOADS = [
         "usage reports on a file ledger of {events} events over 30 days",
         _g_reports,
         note="each answer checked against raw SQL sums of the range",
+    ),
+    Workload(
+        "h1",
+        "P processes on one PostgreSQL schema, {process_customers} customers each",
+        _h_cases("postgres", hot=False),
+        note="a sample is a slice of one timed run (5 to 40 slices, about 50 events each): "
+        "its length over the events all P processes finished in it",
+    ),
+    Workload(
+        "h2",
+        "P processes on one PostgreSQL schema, all on one customer (hot key)",
+        _h_cases("postgres", hot=True),
+    ),
+    Workload(
+        "h3",
+        "P processes on one SQLite file, {process_customers} customers each",
+        _h_cases("sqlite", hot=False),
     ),
 ]
 
@@ -894,21 +1038,26 @@ def run_workload(config: Config, root: Path, workload: Workload) -> list[Row]:
             gc.collect()
             subject = case.make(ctx)
             try:
-                timing = measure(
-                    subject.op,
-                    subject.keys,
-                    budget_s=config.budget_s,
-                    warmup_ops=subject.warmup_ops,
-                    accept=subject.accept,
-                    threads=subject.threads,
-                    max_samples=100_000,
+                timing = (
+                    subject.run()
+                    if subject.run is not None
+                    else measure(
+                        subject.op,
+                        subject.keys,
+                        budget_s=config.budget_s,
+                        warmup_ops=subject.warmup_ops,
+                        accept=subject.accept,
+                        threads=subject.threads,
+                        max_samples=100_000,
+                    )
                 )
             finally:
                 subject.close()
             rows.append(Row(workload, case, timing, subject.extra))
             print(
                 f"  {workload.id} {case.implementation}: {timing.median_us:.2f} us "
-                f"({len(timing.per_op_ns)} x {timing.batch}, {timing.seconds:.1f} s)",
+                f"({len(timing.per_op_ns)} x {timing.batch}{_workers(timing)}, "
+                f"{timing.seconds:.1f} s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -916,6 +1065,12 @@ def run_workload(config: Config, root: Path, workload: Workload) -> list[Row]:
     for row in rows:
         row.ratio = row.timing.median_us / reference.timing.median_us
     return rows
+
+
+def _workers(timing: Timing) -> str:
+    if timing.processes:
+        return f" x {_process_count(timing.processes)}"
+    return f" x {timing.threads} thr" if timing.threads else ""
 
 
 def _us(value: float) -> str:
@@ -930,7 +1085,7 @@ def table(rows: list[Row], config: Config) -> str:
     for row in rows:
         t = row.timing
         ratio = f"{row.ratio:.2f}x" + (" (ref)" if row.case.reference else "")
-        threads = f" x {t.threads} thr" if t.threads else ""
+        threads = _workers(t)
         lines.append(
             f"| {row.workload.id} {row.workload.heading(config)} | {row.case.implementation} "
             f"| {_us(t.median_us)} | {_us(t.p99_us)} | {t.ops_per_second:,.0f} | {ratio} "
@@ -956,6 +1111,7 @@ def notes(rows: list[Row], config: Config) -> str:
             f"{last.timing.median_us / first.timing.median_us:.2f}x median, "
             f"{last.timing.p99_us / first.timing.p99_us:.2f}x p99"
         )
+    out.extend(_scaling(rows))
     out.append("")
     out.append("What each row does:")
     described: set[str] = set()
@@ -982,6 +1138,14 @@ def notes(rows: list[Row], config: Config) -> str:
                 "schema, cached)"
             )
             described.update(r.case.implementation for r in rows if r.workload.id == "c")
+        if what is None and row.workload.id.startswith("h"):
+            engine: Engine = "sqlite" if row.workload.id == "h3" else "postgres"
+            series: Series = row.extra["series"]
+            name = f"{H_NAMES[engine, series]}, P processes"
+            if name in described:
+                continue
+            what = H_WHAT[engine, series]
+            described.add(name)
         out.append(f"- {name}: {what}")
     out.append("")
     out.append(
@@ -991,6 +1155,32 @@ def notes(rows: list[Row], config: Config) -> str:
         "(their p99 is a single call's); batched rows' p99 is over batch means."
     )
     return "\n".join(out)
+
+
+def _scaling(rows: list[Row]) -> list[str]:
+    """Workload h's events/s per P, the scaling from the fewest to the most processes,
+    and usage() over the floor with the same P."""
+    out: list[str] = []
+    for workload in dict.fromkeys(r.workload for r in rows if r.workload.id.startswith("h")):
+        series: dict[str, dict[int, float]] = {"floor": {}, "usage": {}}
+        for row in rows:
+            if row.workload is workload:
+                series[row.extra["series"]][row.extra["processes"]] = row.timing.ops_per_second
+        counts = sorted(series["usage"])
+        if not counts or sorted(series["floor"]) != counts:
+            continue
+        low, high = counts[0], counts[-1]
+        ps = ", ".join(str(n) for n in counts)
+        parts = []
+        for name, rates in (("floor", series["floor"]), ("usage()", series["usage"])):
+            each = ", ".join(f"{rates[n]:,.0f}" for n in counts)
+            parts.append(f"{name} {each} (P={low} -> {high}: {rates[high] / rates[low]:.2f}x)")
+        ratios = ", ".join(f"{series['usage'][n] / series['floor'][n]:.2f}x" for n in counts)
+        out.append(
+            f"- {workload.id}: events/s at P = {ps}: {'; '.join(parts)}; "
+            f"usage() / floor at the same P: {ratios}"
+        )
+    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1008,7 +1198,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the raw numbers")
     parser.add_argument(
-        "--budget", type=float, help="seconds of timed samples per row (default 3, quick 0.03)"
+        "--budget",
+        type=float,
+        help="seconds of timed samples per row (default 3, quick 0.03; the timed run of a "
+        "workload h row: default 1.5, quick 0.25)",
     )
     parser.add_argument(
         "--sizes",
@@ -1042,6 +1235,9 @@ def config_from(args: argparse.Namespace) -> Config:
             sizes=tuple(args.sizes or (1_000, 3_000, 10_000)),
             cache_dir=None,
             report_events=args.report_events or 2_000,
+            processes=(1, 2),
+            process_customers=10,
+            process_seconds=args.budget if args.budget is not None else 0.25,
         )
     return Config(
         quick=False,
@@ -1052,6 +1248,7 @@ def config_from(args: argparse.Namespace) -> Config:
         sizes=tuple(args.sizes or (10_000, 1_000_000, 10_000_000)),
         cache_dir=args.cache_dir,
         report_events=args.report_events or 1_000_000,
+        process_seconds=args.budget if args.budget is not None else 1.5,
     )
 
 
@@ -1079,9 +1276,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="limitry-bench-") as tmp:
-        for workload in workloads:
-            print(f"{workload.id}: {workload.heading(config)}", file=sys.stderr, flush=True)
-            rows.extend(run_workload(config, Path(tmp), workload))
+        try:
+            for workload in workloads:
+                print(f"{workload.id}: {workload.heading(config)}", file=sys.stderr, flush=True)
+                rows.extend(run_workload(config, Path(tmp), workload))
+        finally:
+            close_pools()
     elapsed = time.perf_counter() - started
     info["loadavg_end"] = _loadavg()
 
@@ -1127,6 +1327,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "ratio": row.ratio,
                             "batch": row.timing.batch,
                             "threads": row.timing.threads,
+                            "processes": row.timing.processes,
                             "samples": len(row.timing.per_op_ns),
                             "warmup_ops": row.timing.warmup_ops,
                             "seconds": row.timing.seconds,

@@ -27,7 +27,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=240,
     )
     out = done.stdout
     assert out.startswith("Machine: ")
@@ -60,6 +60,9 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "f1",
         "f2",
         "g",
+        "h1",
+        "h2",
+        "h3",
     }
     implementations = {i for _, i in expected}
     for name in (
@@ -85,9 +88,22 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "pyrate RedisBucket per key",
         "limitry usage(), RedisBuckets, memory ledger",
         "limitry usage(), PostgresLedger, RedisBuckets",
+        "floor: raw psycopg, 1 process",
+        "limitry usage(), PostgresLedger, 2 processes",
+        "floor: raw sqlite3 on the ledger schema, 2 processes",
+        "limitry usage(), SQLite file, 1 process",
     ):
         assert name in implementations
     assert sum(1 for w, _ in expected if w == "c") == 3
+    # h: each engine's floor beside usage() at each P (1 and 2 when --quick), interleaved.
+    for workload, floor, usage in (
+        ("h1", "floor: raw psycopg", "limitry usage(), PostgresLedger"),
+        ("h2", "floor: raw psycopg", "limitry usage(), PostgresLedger"),
+        ("h3", "floor: raw sqlite3 on the ledger schema", "limitry usage(), SQLite file"),
+    ):
+        assert [i for w, i in expected if w == workload] == [
+            f"{name}, {count}" for count in ("1 process", "2 processes") for name in (floor, usage)
+        ]
     # g: each grouping and each interval, over the whole month and over one day.
     assert [i for w, i in expected if w == "g"] == [
         f"{report}, {span}"
@@ -112,6 +128,8 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         count, _, batch = samples.partition(" x ")
         assert int(count.replace(",", "")) > 0
         assert int(batch.split()[0].replace(",", "")) > 0
+        if workload.startswith("h"):
+            assert samples.endswith(implementation.rpartition(", ")[2])  # "x 2 processes"
     # One reference per workload, and it is 1.00x.
     references = [c for c in cells if c[5].endswith("(ref)")]
     assert [c[0].split()[0] for c in references] == sorted({w for w, _ in expected})
@@ -120,11 +138,22 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
     for workload in {w for w, _ in expected}:
         assert f"\n- {workload}: " in out
     assert "What each row does:" in out
+    # h: events/s at each P, the scaling, and usage() over the floor at the same P.
+    for workload in ("h1", "h2", "h3"):
+        assert f"\n- {workload}: events/s at P = 1, 2: floor " in out
+        assert "usage() / floor at the same P: " in out
 
     data = json.loads(raw.read_text())
     assert data["config"]["quick"] is True
     assert [(r["workload"], r["implementation"]) for r in data["rows"]] == expected
     for row in data["rows"]:
+        if row["workload"].startswith("h"):
+            processes = int(row["implementation"].rpartition(", ")[2].split()[0])
+            assert row["processes"] == processes
+            # Every call the workers made, warm-up included, is in the ledger (the run checks).
+            assert row["events"] > row["warmup_ops"] == processes * 10
+        else:
+            assert row["processes"] == 0
         assert row["per_op_ns"]
         assert all(x > 0 for x in row["per_op_ns"])
         assert row["median_us"] > 0
