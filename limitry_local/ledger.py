@@ -39,14 +39,15 @@ import sqlite_utils
 
 from limitry_local.errors import LimitryError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """1: the first release.  2: ``meta.definitions_version``, so processes sharing
 a file see each other's limit changes.  3: ``holds``, the quota amounts that
 open reservations hold, so any process can release an expired one.
 4: ``quotas.timezone``, the IANA zone of a quota's calendar periods,
 ``events.cached_input_tokens``, ``rate_limits.generation`` and both
 definition tables' ``overrides`` and ``mode``.  5: ``quota_alerts`` and
-``alert_log``, quota alerts and the history of their firings."""
+``alert_log``, quota alerts and the history of their firings.  6: both
+definition tables' ``fail_mode``."""
 
 Durability = Literal["normal", "full", "batched"]
 DURABILITIES: tuple[str, ...] = get_args(Durability)
@@ -1166,10 +1167,20 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     _create_holds(db)
     _create_alert_tables(db)
     for table, extra in (
-        ("quotas", {"period": str, "timezone": str, "overrides": str, "mode": str}),
+        (
+            "quotas",
+            {"period": str, "timezone": str, "overrides": str, "mode": str, "fail_mode": str},
+        ),
         (
             "rate_limits",
-            {"window": str, "enabled": int, "generation": str, "overrides": str, "mode": str},
+            {
+                "window": str,
+                "enabled": int,
+                "generation": str,
+                "overrides": str,
+                "mode": str,
+                "fail_mode": str,
+            },
         ),
     ):
         db.table(table).create(
@@ -1256,12 +1267,18 @@ def _v4_to_v5(db: sqlite_utils.Database) -> None:
     _create_alert_tables(db)
 
 
+def _v5_to_v6(db: sqlite_utils.Database) -> None:
+    for table in ("quotas", "rate_limits"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN fail_mode TEXT")  # NULL: closed
+
+
 # _MIGRATIONS[n] takes a ledger from schema version n to n + 1.
 _MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 
@@ -1361,7 +1378,7 @@ def _decode_definition(row: dict[str, Any]) -> dict[str, Any]:
         decoded["enabled"] = bool(decoded["enabled"])
     # Columns a migration added read as absent when empty: a quota from before
     # zones is UTC, a rate limit from before stored generations has none.
-    for added in ("timezone", "generation", "overrides", "mode"):
+    for added in ("timezone", "generation", "overrides", "mode", "fail_mode"):
         if added in decoded and decoded[added] is None:
             del decoded[added]
     if "overrides" in decoded:

@@ -58,8 +58,9 @@ from limitry_local.ledger import (
 if TYPE_CHECKING:
     from psycopg import Connection
 
-SCHEMA_VERSION = 1
-"""1: the first PostgreSQL schema (the SQLite ledger's version 5, in PostgreSQL types)."""
+SCHEMA_VERSION = 2
+"""1: the first PostgreSQL schema (the SQLite ledger's version 5, in PostgreSQL types).
+2: both definition tables' ``fail_mode`` (the SQLite ledger's version 6)."""
 
 _SCAN_PAGE = 2000
 
@@ -315,7 +316,14 @@ class PostgresLedger:
                     version = self._schema_version()
                     if version is None:
                         self._create_schema()
-                    # Migrations from version n go here when there is a version 2.
+                    elif version == 1:
+                        # NULL reads as "closed", every limit's fail mode before version 2.
+                        self._conn.execute(
+                            f"ALTER TABLE {self._q.schema}.quotas ADD COLUMN fail_mode text; "
+                            f"ALTER TABLE {self._q.schema}.rate_limits ADD COLUMN fail_mode text; "
+                            f"UPDATE {self._q.schema}.meta SET value = '{SCHEMA_VERSION}' "
+                            "WHERE key = 'schema_version'"
+                        )
             except self._errors as exc:
                 raise _explained(exc, self.where, self.timeout) from exc
 
@@ -915,11 +923,11 @@ def _schema_ddl(s: str) -> str:
         CREATE INDEX ON {s}.holds (expires_at);
         CREATE TABLE {s}.quotas (
             {definition}, period text, per text, timezone text, overrides text, mode text,
-            created_at text, updated_at text
+            created_at text, updated_at text, fail_mode text
         );
         CREATE TABLE {s}.rate_limits (
             {definition}, "window" text, enabled boolean, per text, generation text,
-            overrides text, mode text, created_at text, updated_at text
+            overrides text, mode text, created_at text, updated_at text, fail_mode text
         );
         CREATE TABLE {s}.quota_alerts (
             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text NOT NULL UNIQUE,
