@@ -6,6 +6,10 @@ from collections.abc import Sequence
 
 from limitry_local.models import QuotaStatus, RateLimitStatus
 
+FAILED_OPEN_HEADER = "X-Limitry-Failed-Open"
+"""Ours: the ids of the limits an admitted event passed unchecked (``failMode: open``)
+because their store could not be reached, comma-separated."""
+
 
 def rate_limit_headers(statuses: Sequence[RateLimitStatus]) -> dict[str, str]:
     """``X-RateLimit-*`` for the matching limit with the least remaining (none if none matched)."""

@@ -77,6 +77,17 @@ def _is_enforce(value: object) -> bool:
     return value == "enforce"
 
 
+FailMode = Literal["closed", "open"]
+"""What a limit does when its store cannot be reached (wire ``failMode``, the hosted
+SDK's name): ``closed`` refuses the event with the store's error (503-style),
+``open`` lets it pass that limit unchecked and says so in the answer's
+``failedOpen`` (docs/semantics.md)."""
+
+
+def _is_closed(value: object) -> bool:
+    return value == "closed"
+
+
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAMED_WINDOWS = {"second": 1, "minute": 60, "hour": 3600}
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
@@ -438,13 +449,30 @@ class QuotaStatus(WireModel):
     exceeded: bool
 
 
+class FailedOpen(WireModel):
+    """Ours: a limit the event passed unchecked, its store being unreachable (``failMode: open``).
+
+    ``reason`` is the store error's: ``connection`` or ``timeout``.
+    """
+
+    id: str
+    name: str
+    kind: Literal["rate_limit", "quota"]
+    reason: str
+
+
 class TrackPostResponse(WireModel):
-    """The 201 body.  ``.headers`` holds the rate-limit headers (not part of the body)."""
+    """The 201 body.  ``.headers`` holds the rate-limit headers (not part of the body).
+
+    ``failedOpen`` (ours, written only when not empty) lists the limits the
+    event passed unchecked because their store could not be reached.
+    """
 
     id: str
     allowed: Literal[True] = True
     rate_limits: list[RateLimitStatus] = Field(default_factory=list)
     quotas: list[QuotaStatus] = Field(default_factory=list)
+    failed_open: list[FailedOpen] = Field(default_factory=list, exclude_if=_is_empty)
     _headers: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
@@ -476,6 +504,7 @@ class QuotaCreate(RequestModel):
     timezone: TimeZone = "UTC"
     overrides: Overrides = Field(default_factory=dict)
     mode: Mode = "enforce"
+    fail_mode: FailMode = "closed"
 
 
 class QuotaUpdate(RequestModel):
@@ -490,6 +519,7 @@ class QuotaUpdate(RequestModel):
     timezone: TimeZone | None = None
     overrides: Overrides | None = None
     mode: Mode | None = None
+    fail_mode: FailMode | None = None
 
 
 class Quota(WireModel):
@@ -505,6 +535,7 @@ class Quota(WireModel):
     timezone: str = Field(default="UTC", exclude_if=_is_utc)
     overrides: dict[str, dict[str, int]] = Field(default_factory=dict, exclude_if=_is_empty)
     mode: Mode = Field(default="enforce", exclude_if=_is_enforce)
+    fail_mode: FailMode = Field(default="closed", exclude_if=_is_closed)
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -650,6 +681,7 @@ class RateLimitCreate(RequestModel):
     metric: RateLimitMetric = "total_events"
     overrides: Overrides = Field(default_factory=dict)
     mode: Mode = "enforce"
+    fail_mode: FailMode = "closed"
 
 
 class RateLimitUpdate(RequestModel):
@@ -664,6 +696,7 @@ class RateLimitUpdate(RequestModel):
     metric: RateLimitMetric | None = None
     overrides: Overrides | None = None
     mode: Mode | None = None
+    fail_mode: FailMode | None = None
 
 
 class RateLimit(WireModel):
@@ -678,6 +711,7 @@ class RateLimit(WireModel):
     metric: RateLimitMetric = Field(default="total_events", exclude_if=_is_default_metric)
     overrides: dict[str, dict[str, int]] = Field(default_factory=dict, exclude_if=_is_empty)
     mode: Mode = Field(default="enforce", exclude_if=_is_enforce)
+    fail_mode: FailMode = Field(default="closed", exclude_if=_is_closed)
     created_at: Timestamp
     updated_at: Timestamp
 

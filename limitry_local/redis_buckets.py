@@ -26,6 +26,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from limitry_local.breaker import CircuitBreaker
 from limitry_local.buckets import BucketAnswer, BucketAsk, BucketTime
 from limitry_local.errors import LimitryError
 
@@ -106,8 +107,19 @@ class RedisBuckets:
       slots, and the script must see them all.
 
     Failures raise :class:`RateLimitStoreError`.  Built from ``url``, the
-    client gets 5 s connect and socket timeouts unless the URL sets its own
-    (``?socket_timeout=1``), so a dead server cannot hang ``usage()``.
+    client gets ``timeout`` (default 0.5 s) as its connect and socket timeouts
+    unless the URL sets its own (``?socket_timeout=1``), so a dead or paused
+    server cannot hang ``usage()``: a bucket script answers in well under a
+    millisecond on a healthy server.
+
+    A circuit breaker (:mod:`limitry_local.breaker`) stops calling a server
+    known to be down: after ``breaker_failures`` calls in a row could not reach
+    it (refused or timed out), calls fail at once with a ``"connection"`` or
+    ``"timeout"`` :class:`RateLimitStoreError` for ``breaker_cool_down``
+    seconds; then one call probes the server, and closes the breaker if it
+    gets an answer.  The cool-down runs on the tracker's bucket clock (an
+    injected clock drives it).  ``breaker_failures=0`` turns it off.  What a
+    limit does while its store fails is its ``fail_mode`` (docs/semantics.md).
     """
 
     def __init__(
@@ -118,6 +130,9 @@ class RedisBuckets:
         clock: ClockSource = "server",
         client: redis.Redis | None = None,
         ttl_margin: float = 1.0,
+        timeout: float = 0.5,
+        breaker_failures: int = 3,
+        breaker_cool_down: float = 5.0,
     ) -> None:
         if clock not in ("server", "client"):
             raise ValueError(f"clock must be 'server' or 'client', got {clock!r}")
@@ -125,6 +140,16 @@ class RedisBuckets:
             raise ValueError(f"prefix must be a string, got {prefix!r}")
         if not ttl_margin >= 0:
             raise ValueError(f"ttl_margin must be a number of seconds >= 0, got {ttl_margin!r}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < float("inf")
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        self._breaker = CircuitBreaker(breaker_failures, breaker_cool_down)
+        # The bucket clock's latest reading, for the breaker of a call that has
+        # none of its own (settle).
+        self._now = float("-inf")
         redis_module = _import_redis()
         self._errors = redis_module.exceptions
         self.where = _without_password(url)
@@ -135,7 +160,9 @@ class RedisBuckets:
         self._client: redis.Redis = (
             client
             if client is not None
-            else redis_module.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+            else redis_module.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
         )
         self._take = _script("bucket_take.lua")
         self._give_back = _script("bucket_give_back.lua")
@@ -147,6 +174,8 @@ class RedisBuckets:
         # (each under its own lock) cannot settle each other's takes.
         self._local = threading.local()
         self._encoded: dict[Hashable, str] = {}
+        self._last_failure = ""
+        self._last_reason: RateLimitStoreErrorReason = "connection"
 
     # --- RateLimitStore -----------------------------------------------------
 
@@ -202,6 +231,7 @@ class RedisBuckets:
         args: list[str | int | float] = [mode, now, asked, self._margin_ms, write_id]
         for ask in asks:
             args += [ask.capacity, float(ask.window), ask.cost]
+        self._now = max(self._now, at.now)
         reply = self._run(self._take, keys, args)
         if mode == "adjust":
             return []
@@ -233,6 +263,36 @@ class RedisBuckets:
         return encoded
 
     def _run(self, script: _Script, keys: list[str], args: list[str | int | float]) -> list[Any]:
+        refusal = self._breaker.admit(self._now)
+        if refusal is not None:
+            when = (
+                f"the next try goes in {refusal.retry_in:.1f}s"
+                if refusal.retry_in
+                else "a probe of it is under way"
+            )
+            raise RateLimitStoreError(
+                f"Redis at {self.where} is taken to be down: {refusal.failures} calls in a row "
+                f"could not reach it (the last: {self._last_failure}); {when} "
+                "(RedisBuckets(breaker_cool_down=...) sets the wait)",
+                self._last_reason,
+            )
+        try:
+            reply = self._call(script, keys, args)
+        except RateLimitStoreError as exc:
+            if exc.reason in ("connection", "timeout"):
+                self._last_failure = str(exc.__cause__ or exc)
+                self._last_reason = exc.reason
+                self._breaker.failed(self._now)
+            else:
+                self._breaker.succeeded()  # the server answered, if only to refuse
+            raise
+        except BaseException:
+            self._breaker.abandoned()
+            raise
+        self._breaker.succeeded()
+        return reply
+
+    def _call(self, script: _Script, keys: list[str], args: list[str | int | float]) -> list[Any]:
         errors = self._errors
         try:
             try:
@@ -250,8 +310,8 @@ class RedisBuckets:
             ) from exc
         except errors.TimeoutError as exc:
             raise RateLimitStoreError(
-                f"Redis at {self.where} did not answer in time ({exc}); "
-                "is it overloaded? (?socket_timeout= in the URL sets the wait)",
+                f"Redis at {self.where} did not answer in time ({exc}); is it overloaded or "
+                "paused? (RedisBuckets(timeout=...) or ?socket_timeout= in the URL sets the wait)",
                 "timeout",
             ) from exc
         except errors.ConnectionError as exc:

@@ -52,6 +52,7 @@ from limitry_local.errors import (
     parse,
 )
 from limitry_local.headers import (
+    FAILED_OPEN_HEADER,
     quota_denied_headers,
     rate_limit_denied_headers,
     rate_limit_headers,
@@ -76,6 +77,7 @@ from limitry_local.models import (
     Event,
     EventBatchResponse,
     EventIngestResponse,
+    FailedOpen,
     Page,
     Quota,
     QuotaAlert,
@@ -97,6 +99,7 @@ from limitry_local.models import (
     window_seconds,
 )
 from limitry_local.periods import Clock, period_bounds, system_clock
+from limitry_local.redis_buckets import RateLimitStoreError
 from limitry_local.reservations import (
     AMOUNT_FIELDS,
     ESTIMATE_FIELDS,
@@ -460,11 +463,16 @@ class Tracker:
                             return _response_from_json(stored[1])
                     when = request.timestamp.timestamp() if request.timestamp is not None else now
                     dims = _dimensions(request)
-                    rates = self._take_rates(dims, request.total_tokens or 0)
+                    failed_open: list[FailedOpen] = []
+                    try:
+                        rates = self._take_rates(dims, request.total_tokens or 0)
+                    except RateLimitStoreError as exc:
+                        failed_open = self._failed_open(dims, exc)
+                        rates = []
                     taken = bool(rates)
                     quotas = self._quota_outcomes(dims, request, when, scope=conn)
                     self._deny_if_over(rates, quotas)
-                    response = self._admitted(new_id("evt"), rates, quotas)
+                    response = self._admitted(new_id("evt"), rates, quotas, failed_open)
                     if self._alerts.by_quota:
                         firings = self._alerts.log(
                             self._ledger,
@@ -493,6 +501,30 @@ class Tracker:
         if firings:
             self._alerts.announce(firings)
         return response
+
+    def _failed_open(self, dims: Dimensions, exc: RateLimitStoreError) -> list[FailedOpen]:
+        """The limits an event passes unchecked when the rate store cannot be reached.
+
+        Re-raises ``exc`` unless every rate limit the event matches fails
+        open, and the store is unreachable (not refusing us: a wrong password
+        or script is a fault to fix, not an outage to ride out).
+        """
+        matched, _ = self._rate_asks(dims, None)
+        if exc.reason not in ("connection", "timeout") or any(
+            rule.limit.fail_mode != "open" for rule, _ in matched
+        ):
+            raise exc
+        logger.warning(
+            "rate limits %s failed open for %s: %s",
+            ", ".join(repr(rule.limit.name) for rule, _ in matched),
+            dims.get("customer_id"),
+            exc,
+        )
+        return [
+            FailedOpen(id=rule.limit.id, name=rule.limit.name, kind="rate_limit", reason=exc.reason)
+            for rule, _ in matched
+            if rule.shown
+        ]
 
     def _deny_if_over(self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]) -> None:
         """Raise the 429 an enforced limit calls for; log what soft and shadow ones saw."""
@@ -679,6 +711,7 @@ class Tracker:
                     "allowed": True,
                     "rate_limits": statuses,
                     "quotas": [_quota_status(o, charged=False) for o in _shown_quotas(quotas)],
+                    "failed_open": [],
                 },
                 {"_headers": rate_limit_headers(statuses)},
             )
@@ -729,12 +762,19 @@ class Tracker:
                 self._settle_tokens(_rate_differences(reservation, None, charged_before=True))
 
     def _admitted(
-        self, event_id: str, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]
+        self,
+        event_id: str,
+        rates: list[_RateOutcome],
+        quotas: list[_QuotaOutcome],
+        failed_open: list[FailedOpen],
     ) -> TrackPostResponse:
         """The 201 body, built from values just computed (see models.trusted)."""
         rate_statuses = [
             trusted(RateLimitStatus, _rate_fields(o, charged=True)) for o in _shown(rates)
         ]
+        headers = rate_limit_headers(rate_statuses)
+        if failed_open:
+            headers[FAILED_OPEN_HEADER] = ",".join(f.id for f in failed_open)
         return trusted(
             TrackPostResponse,
             {
@@ -745,8 +785,9 @@ class Tracker:
                     trusted(QuotaStatus, _quota_fields(o, charged=True))
                     for o in _shown_quotas(quotas)
                 ],
+                "failed_open": failed_open,
             },
-            {"_headers": rate_limit_headers(rate_statuses)},
+            {"_headers": headers},
         )
 
     def _bucket_time(self) -> BucketTime:
@@ -1661,6 +1702,7 @@ def _definition_row(model: Quota | RateLimit) -> dict[str, Any]:
     row.setdefault("per", [])
     row.setdefault("overrides", {})  # written when empty too, to replace stored ones
     row.setdefault("mode", model.mode)
+    row.setdefault("fail_mode", model.fail_mode)
     if isinstance(model, Quota):
         # Written even when UTC (the dump leaves the default out), so a
         # change back to UTC replaces the stored zone.

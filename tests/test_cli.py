@@ -165,6 +165,20 @@ def test_apply_creates_the_limits_then_applying_again_changes_nothing(
     assert (moved.id, moved.timezone) == (spend.id, "Europe/Berlin")
 
 
+def test_a_changed_fail_mode_is_applied_in_place(db: Path, toml_file: Path) -> None:
+    ok("--db", db, "limits", "apply", toml_file)
+    with Tracker(db) as tracker:
+        burst = {r.name: r for r in tracker.rate_limits.list().data}["burst"]
+    assert burst.fail_mode == "closed"
+    text = toml_file.read_text()
+    toml_file.write_text(text.replace("enabled = false\n", 'enabled = false\nfail_mode = "open"\n'))
+    applied = ok("--db", db, "limits", "apply", toml_file)
+    assert "1 updated" in applied
+    with Tracker(db) as tracker:
+        after = {r.name: r for r in tracker.rate_limits.list().data}["burst"]
+    assert (after.id, after.fail_mode) == (burst.id, "open")
+
+
 def test_the_yaml_and_json_forms_declare_the_same_limits_as_the_toml(
     db: Path, toml_file: Path, tmp_path: Path
 ) -> None:

@@ -177,6 +177,9 @@ def test_a_version_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
         [limit] = tracker.rate_limits.list().data
         assert (quota.name, quota.limit_value, quota.per) == ("daily tokens", 1000, ["customer_id"])
         assert (limit.name, limit.window) == ("rpm", "minute")
+        # Version 6's fail_mode reads as the default, and can be set.
+        assert (quota.fail_mode, limit.fail_mode) == ("closed", "closed")
+        assert tracker.rate_limits.update(limit.id, fail_mode="open").fail_mode == "open"
         assert tracker.customers.get_usage("cust_1").total_tokens == 150
         # The idempotency key recorded by 0.1.0 still answers its first response.
         replay = tracker.usage(customer_id="cust_1", event_type="model_call", idempotency_key="k1")

@@ -31,7 +31,7 @@ from limitry_local import (
     TrackPostRequest,
     TrackPostResponse,
 )
-from limitry_local.models import trusted, window_seconds
+from limitry_local.models import FailedOpen, trusted, window_seconds
 
 # Copies of shared/spec/golden (the hosted reference's wire examples), kept with the tests.
 GOLDEN = Path(__file__).parent / "golden"
@@ -486,9 +486,23 @@ _quota_status_fields = st.fixed_dictionaries(
 )
 
 
-@given(rates=st.lists(_rate_status_fields, max_size=3), quotas=st.lists(_quota_status_fields))
+_failed_open_fields = st.fixed_dictionaries(
+    {
+        "id": st.text(min_size=1, max_size=8),
+        "name": st.text(min_size=1, max_size=8),
+        "kind": st.just("rate_limit"),
+        "reason": st.sampled_from(["connection", "timeout"]),
+    }
+)
+
+
+@given(
+    rates=st.lists(_rate_status_fields, max_size=3),
+    quotas=st.lists(_quota_status_fields),
+    failed_open=st.lists(_failed_open_fields, max_size=2),
+)
 def test_trusted_builds_what_validation_would(
-    rates: list[dict[str, Any]], quotas: list[dict[str, Any]]
+    rates: list[dict[str, Any]], quotas: list[dict[str, Any]], failed_open: list[dict[str, Any]]
 ) -> None:
     headers = {"X-RateLimit-Limit": "1"}
     built = trusted(
@@ -498,11 +512,18 @@ def test_trusted_builds_what_validation_would(
             "allowed": True,
             "rate_limits": [trusted(RateLimitStatus, declared(RateLimitStatus, r)) for r in rates],
             "quotas": [trusted(QuotaStatus, declared(QuotaStatus, q)) for q in quotas],
+            "failed_open": [FailedOpen.model_validate(f) for f in failed_open],
         },
         {"_headers": headers},
     )
     validated = TrackPostResponse.model_validate(
-        {"id": "evt_1", "allowed": True, "rate_limits": rates, "quotas": quotas}
+        {
+            "id": "evt_1",
+            "allowed": True,
+            "rate_limits": rates,
+            "quotas": quotas,
+            "failed_open": failed_open,
+        }
     )
     validated._headers = headers
     assert built == validated

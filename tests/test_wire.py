@@ -39,6 +39,7 @@ from limitry_local import (
     EventBatchRequest,
     EventBatchResponse,
     EventIngestResponse,
+    FailedOpen,
     Page,
     Quota,
     QuotaAlert,
@@ -110,6 +111,12 @@ def _rl_hourly(remaining: int, reset: int, exceeded: bool = False) -> RateLimitS
         reset=reset,
         window="1h",
         exceeded=exceeded,
+    )
+
+
+def _failed_open() -> FailedOpen:
+    return FailedOpen(
+        id="rl_4k8m2p", name="Per-customer requests", kind="rate_limit", reason="timeout"
     )
 
 
@@ -598,6 +605,23 @@ BUILDERS: dict[str, Callable[[], BaseModel]] = {
         ],
     ),
     "ours/track_response_unmatched.json": lambda: TrackPostResponse(id="evt_1a2b3c4d5e6f"),
+    "ours/track_response_failed_open.json": lambda: TrackPostResponse(
+        id="evt_1a2b3c4d5e6f",
+        quotas=[_qs_daily_tokens(12_500)],
+        failed_open=[_failed_open()],
+    ),
+    "ours/failed_open.json": _failed_open,
+    "ours/rate_limit_fail_open.json": lambda: RateLimit(
+        id="rl_4k8m2p",
+        project_id="proj_xyz",
+        name="Per-customer requests",
+        limit_value=60,
+        window="minute",
+        per=["customer_id"],
+        fail_mode="open",
+        created_at=T0,
+        updated_at=T0,
+    ),
     "ours/usage_breakdown.json": lambda: UsageBreakdownResponse(
         group_by="model",
         start_date=_at("2024-01-01T00:00:00"),
@@ -832,6 +856,9 @@ CASES = [
     Case("ours/track_request_zeros.json", TrackPostRequest),
     Case("ours/track_response.json", TrackPostResponse),
     Case("ours/track_response_unmatched.json", TrackPostResponse),
+    Case("ours/track_response_failed_open.json", TrackPostResponse),
+    Case("ours/failed_open.json", FailedOpen),
+    Case("ours/rate_limit_fail_open.json", RateLimit),
     Case("ours/usage_breakdown.json", UsageBreakdownResponse),
     Case("ours/usage_breakdown_unbounded.json", UsageBreakdownResponse),
     Case("ours/usage_group.json", UsageGroup),

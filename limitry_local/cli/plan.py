@@ -33,6 +33,7 @@ RATE_LIMIT_FIELDS = (
     "metric",
     "overrides",
     "mode",
+    "fail_mode",
 )
 QUOTA_FIELDS = (
     "name",
@@ -44,6 +45,7 @@ QUOTA_FIELDS = (
     "timezone",
     "overrides",
     "mode",
+    "fail_mode",
 )
 
 KIND_LABEL: dict[Kind, str] = {"rate_limit": "rate limit", "quota": "quota"}

@@ -138,7 +138,7 @@ def decode_definition(row: dict[str, Any]) -> dict[str, Any]:
         decoded["enabled"] = bool(decoded["enabled"])
     # Columns a migration added read as absent when empty: a quota from before
     # zones is UTC, a rate limit from before stored generations has none.
-    for added in ("timezone", "generation", "overrides", "mode"):
+    for added in ("timezone", "generation", "overrides", "mode", "fail_mode"):
         if added in decoded and decoded[added] is None:
             del decoded[added]
     if "overrides" in decoded:

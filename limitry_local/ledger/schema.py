@@ -10,14 +10,15 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """1: the first release.  2: ``meta.definitions_version``, so processes sharing
 a file see each other's limit changes.  3: ``holds``, the quota amounts that
 open reservations hold, so any process can release an expired one.
 4: ``quotas.timezone``, the IANA zone of a quota's calendar periods,
 ``events.cached_input_tokens``, ``rate_limits.generation`` and both
 definition tables' ``overrides`` and ``mode``.  5: ``quota_alerts`` and
-``alert_log``, quota alerts and the history of their firings."""
+``alert_log``, quota alerts and the history of their firings.  6: both
+definition tables' ``fail_mode``."""
 
 
 def create_schema(db: sqlite_utils.Database) -> None:
@@ -62,10 +63,20 @@ def create_schema(db: sqlite_utils.Database) -> None:
     _create_holds(db)
     _create_alert_tables(db)
     for table, extra in (
-        ("quotas", {"period": str, "timezone": str, "overrides": str, "mode": str}),
+        (
+            "quotas",
+            {"period": str, "timezone": str, "overrides": str, "mode": str, "fail_mode": str},
+        ),
         (
             "rate_limits",
-            {"window": str, "enabled": int, "generation": str, "overrides": str, "mode": str},
+            {
+                "window": str,
+                "enabled": int,
+                "generation": str,
+                "overrides": str,
+                "mode": str,
+                "fail_mode": str,
+            },
         ),
     ):
         db.table(table).create(
@@ -152,10 +163,16 @@ def _v4_to_v5(db: sqlite_utils.Database) -> None:
     _create_alert_tables(db)
 
 
+def _v5_to_v6(db: sqlite_utils.Database) -> None:
+    for table in ("quotas", "rate_limits"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN fail_mode TEXT")  # NULL: closed
+
+
 # MIGRATIONS[n] takes a ledger from schema version n to n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
