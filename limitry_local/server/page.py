@@ -55,10 +55,10 @@ async def page(request: Request) -> HTMLResponse:
 
 def render(tracker: Tracker) -> str:
     """The whole page, from the Tracker's limits, events and usage as of its clock."""
-    now = datetime.fromtimestamp(tracker._clock(), timezone.utc)
+    now = datetime.fromtimestamp(tracker._clock(), timezone.utc).replace(microsecond=0)
     sections = [
         "<h1>limitry-local</h1>",
-        f'<p class="muted">As of <time datetime="{_iso(now)}">{_iso(now)}</time>. '
+        f'<p class="muted">As of {_iso(now)}. '
         "The API is under <code>/v1</code>; its OpenAPI document is "
         '<a href="/openapi.json">/openapi.json</a>.</p>',
         _limits(tracker),
@@ -132,13 +132,16 @@ def _busiest(tracker: Tracker, now: datetime) -> str:
 
 
 def _standing(status: RateLimitStatus | QuotaStatus) -> str:
-    used = status.used if isinstance(status, QuotaStatus) else status.limit - status.remaining
+    """A quota as used of limit; a rate limit as the bucket's tokens taken (full is 0)."""
+    if isinstance(status, QuotaStatus):
+        used, what = status.used, f"quota, {status.period}"
+    else:
+        used, what = status.limit - status.remaining, f"rate limit, per {status.window}"
     share = min(1.0, used / status.limit) if status.limit else 1.0
     over = " over" if status.exceeded or share >= 1 else ""
-    what = "quota" if isinstance(status, QuotaStatus) else "rate limit"
     return (
         f'<div class="standing{over}"><b>{_e(status.name)}</b> '
-        f'<span class="muted">{what}</span> {_number(used)} of {status.limit:,} '
+        f'<span class="muted">{_e(what)}</span> {_number(used)} of {status.limit:,} '
         f"({share:.0%})"
         f'<div class="bar"><div class="fill" style="width:{share * 100:.1f}%"></div></div></div>'
     )
@@ -153,12 +156,12 @@ def _chart(tracker: Tracker, now: datetime) -> str:
     }
     hours = [start + timedelta(hours=i) for i in range(CHART_HOURS)]
     peak = max((point.total_tokens for point in points.values()), default=0) or 1
-    width, height, bar = 720, 160, 720 / CHART_HOURS
+    width, height, bar, top = 720, 176, 720 / CHART_HOURS, 16
     bars = []
     for i, hour in enumerate(hours):
         point = points.get(hour)
         tokens = point.total_tokens if point is not None else 0
-        tall = (height - 20) * tokens / peak
+        tall = (height - 20 - top) * tokens / peak
         bars.append(
             f'<rect x="{i * bar + 2:.1f}" y="{height - 20 - tall:.1f}" width="{bar - 4:.1f}" '
             f'height="{tall:.1f}" fill="#3b7dd8"><title>{_point_title(hour, point)}</title></rect>'
@@ -169,7 +172,7 @@ def _chart(tracker: Tracker, now: datetime) -> str:
         f"<h2>Tokens per hour, last {CHART_HOURS} hours (UTC)</h2>"
         f'<svg id="chart" width="{width}" height="{height}" role="img" '
         f'aria-label="tokens per hour; peak {peak:,}">'
-        f'<text x="{width - 4}" y="12" text-anchor="end">peak {peak:,} tokens</text>'
+        f'<text x="0" y="11">peak {peak:,} tokens an hour</text>'
         f"{''.join(bars)}</svg>"
     )
 
