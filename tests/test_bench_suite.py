@@ -60,6 +60,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "f1",
         "f2",
         "g",
+        "h",
     }
     implementations = {i for _, i in expected}
     for name in (
@@ -85,6 +86,8 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "pyrate RedisBucket per key",
         "limitry usage(), RedisBuckets, memory ledger",
         "limitry usage(), PostgresLedger, RedisBuckets",
+        "floor: bare Starlette endpoint, the same 201 JSON",
+        "limitry POST /v1/track (serve, 1 worker)",
     ):
         assert name in implementations
     assert sum(1 for w, _ in expected if w == "c") == 3

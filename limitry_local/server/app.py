@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 
 from limitry_local.server import openapi
 from limitry_local.server.auth import ApiKeyAuth
@@ -57,7 +57,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Mount("/v1", routes=API_ROUTES),
+            *API_ROUTES,
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/", page, methods=["GET"]),
         ],

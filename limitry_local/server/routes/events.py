@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from limitry_local.server.routes import tracker_of
+from limitry_local.server.routes import V1, tracker_of
 from limitry_local.server.wire import json_object, page_args, query_text, respond
 
 
@@ -33,7 +33,7 @@ async def list_events(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/events", ingest, methods=["POST"]),
-    Route("/events", list_events, methods=["GET"]),
-    Route("/events/batch", batch, methods=["POST"]),
+    Route(V1 + "/events", ingest, methods=["POST"]),
+    Route(V1 + "/events", list_events, methods=["GET"]),
+    Route(V1 + "/events/batch", batch, methods=["POST"]),
 ]

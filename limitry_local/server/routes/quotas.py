@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from limitry_local.errors import parse
 from limitry_local.models import QuotaCheckRequest
-from limitry_local.server.routes import tracker_of
+from limitry_local.server.routes import V1, tracker_of
 from limitry_local.server.wire import json_object, page_args, respond
 
 
@@ -63,13 +63,13 @@ async def alert_history(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/quotas", list_quotas, methods=["GET"]),
-    Route("/quotas", create, methods=["POST"]),
-    Route("/quotas/check", check, methods=["POST"]),
-    Route("/quotas/{quota_id}", get, methods=["GET"]),
-    Route("/quotas/{quota_id}", update, methods=["PUT"]),
-    Route("/quotas/{quota_id}", delete, methods=["DELETE"]),
-    Route("/quotas/{quota_id}/alerts", create_alert, methods=["POST"]),
-    Route("/quotas/{quota_id}/alerts", list_alerts, methods=["GET"]),
-    Route("/quota-alerts/{alert_id}/history", alert_history, methods=["GET"]),
+    Route(V1 + "/quotas", list_quotas, methods=["GET"]),
+    Route(V1 + "/quotas", create, methods=["POST"]),
+    Route(V1 + "/quotas/check", check, methods=["POST"]),
+    Route(V1 + "/quotas/{quota_id}", get, methods=["GET"]),
+    Route(V1 + "/quotas/{quota_id}", update, methods=["PUT"]),
+    Route(V1 + "/quotas/{quota_id}", delete, methods=["DELETE"]),
+    Route(V1 + "/quotas/{quota_id}/alerts", create_alert, methods=["POST"]),
+    Route(V1 + "/quotas/{quota_id}/alerts", list_alerts, methods=["GET"]),
+    Route(V1 + "/quota-alerts/{alert_id}/history", alert_history, methods=["GET"]),
 ]

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from limitry_local.errors import parse
 from limitry_local.models import RateLimitCheckRequest
-from limitry_local.server.routes import tracker_of
+from limitry_local.server.routes import V1, tracker_of
 from limitry_local.server.wire import json_object, page_args, respond
 
 
@@ -42,10 +42,10 @@ async def check(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/rate-limits", list_rate_limits, methods=["GET"]),
-    Route("/rate-limits", create, methods=["POST"]),
-    Route("/rate-limits/check", check, methods=["POST"]),
-    Route("/rate-limits/{rate_limit_id}", get, methods=["GET"]),
-    Route("/rate-limits/{rate_limit_id}", update, methods=["PUT"]),
-    Route("/rate-limits/{rate_limit_id}", delete, methods=["DELETE"]),
+    Route(V1 + "/rate-limits", list_rate_limits, methods=["GET"]),
+    Route(V1 + "/rate-limits", create, methods=["POST"]),
+    Route(V1 + "/rate-limits/check", check, methods=["POST"]),
+    Route(V1 + "/rate-limits/{rate_limit_id}", get, methods=["GET"]),
+    Route(V1 + "/rate-limits/{rate_limit_id}", update, methods=["PUT"]),
+    Route(V1 + "/rate-limits/{rate_limit_id}", delete, methods=["DELETE"]),
 ]

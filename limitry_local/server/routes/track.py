@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from limitry_local.server.routes import tracker_of
+from limitry_local.server.routes import V1, tracker_of
 from limitry_local.server.wire import json_object, respond
 
 
@@ -16,4 +16,4 @@ async def track(request: Request) -> Response:
     return respond(response, 201, response.headers)
 
 
-ROUTES = [Route("/track", track, methods=["POST"])]
+ROUTES = [Route(V1 + "/track", track, methods=["POST"])]

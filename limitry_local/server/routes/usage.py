@@ -19,7 +19,7 @@ from starlette.routing import Route
 from limitry_local.analytics import GROUP_BYS, INTERVALS
 from limitry_local.metrics import MICRO_CENTS, from_units
 from limitry_local.models import CentsTotal, UsageGroupBy, UsageInterval, WireModel
-from limitry_local.server.routes import tracker_of
+from limitry_local.server.routes import V1, tracker_of
 from limitry_local.server.wire import query_text, required_text, respond
 from limitry_local.tracker import Tracker
 
@@ -96,8 +96,8 @@ async def timeseries(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/customers/{customer_id}/usage", customer_usage, methods=["GET"]),
-    Route("/usage/summary", summary, methods=["GET"]),
-    Route("/usage/breakdown", breakdown, methods=["GET"]),
-    Route("/usage/timeseries", timeseries, methods=["GET"]),
+    Route(V1 + "/customers/{customer_id}/usage", customer_usage, methods=["GET"]),
+    Route(V1 + "/usage/summary", summary, methods=["GET"]),
+    Route(V1 + "/usage/breakdown", breakdown, methods=["GET"]),
+    Route(V1 + "/usage/timeseries", timeseries, methods=["GET"]),
 ]
