@@ -29,7 +29,7 @@ def chromium() -> str:
     found = shutil.which("chromium")
     if found is None and shutil.which("apt-get") is not None and os.geteuid() == 0:
         subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+            ["apt-get", "install", "-y", "chromium"],
             check=True,
             capture_output=True,
             timeout=600,
