@@ -37,7 +37,7 @@ from typing import Any, Literal, cast
 import psycopg
 import redis
 
-from benchmarks import ledgers, reports
+from benchmarks import http_api, ledgers, reports
 from benchmarks.floors import ContractFloor, PostgresFloor, SqliteFloor, TokenBucketFloor
 from benchmarks.harness import Op, Timing, measure
 from benchmarks.peers import LimitsPeer, PyratePeer, PyrateRedisPeer
@@ -53,6 +53,8 @@ from limitry_local.ledger import Durability, Ledger, LedgerBackend
 from limitry_local.models import UsageGroupBy, UsageInterval
 from limitry_local.postgres_ledger import PostgresLedger
 
+HTTP_CONNECTIONS = 4
+"""Workload h: client threads, each with its own keep-alive connection to the one server."""
 RATE_LIMIT = 10**9
 """Per minute: every implementation's limit, high enough never to deny."""
 QUOTA_LIMIT = 10**12
@@ -813,6 +815,41 @@ def _h_cases(engine: Engine, hot: bool) -> Callable[[Config], list[Case]]:
     return cases
 
 
+# --- (i) the HTTP API ------------------------------------------------------------------------
+
+
+def _i_http(config: Config) -> list[Case]:
+    keys = _customers(config.customers)
+    warm = 2 * config.customers
+
+    def server(ctx: Context, durability: Durability) -> http_api.Server:
+        made: http_api.Server = ctx.shared(
+            f"server-{durability}",
+            lambda: http_api.Server(ctx.path(f"http-{durability}"), durability),
+            lambda s: s.close(),
+        )
+        return made
+
+    def row(path: str, durability: Durability = "normal") -> Callable[[Context], Subject]:
+        def make(ctx: Context) -> Subject:
+            load = http_api.Load(server(ctx, durability).port, path, keys)
+            return Subject(load.op, keys, warm, _created, load.close, threads=HTTP_CONNECTIONS)
+
+        return make
+
+    return [
+        Case("floor: bare Starlette endpoint, the same 201 JSON", row(http_api.FLOOR_PATH),
+             reference=True),
+        Case("limitry POST /v1/track (serve, 1 worker)", row(http_api.TRACK_PATH)),
+        Case("limitry POST /v1/track (serve --durability batched)",
+             row(http_api.TRACK_PATH, "batched")),
+    ]  # fmt: skip
+
+
+def _created(status: object) -> bool:
+    return status == 201
+
+
 WORKLOADS = [
     Workload(
         "a1",
@@ -855,7 +892,7 @@ WORKLOADS = [
         "f2",
         "usage(): 1 rate limit + 1 quota on shared engines (127.0.0.1)",
         _f_postgres,
-        note="PostgreSQL: 4 round trips per call under the writers' advisory lock",
+        note="PostgreSQL: 3 round trips per call, counters locked in one sorted batch",
     ),
     Workload(
         "g",
@@ -880,9 +917,24 @@ WORKLOADS = [
         "P processes on one SQLite file, {process_customers} customers each",
         _h_cases("sqlite", hot=False),
     ),
+    Workload(
+        "i",
+        "POST /v1/track over HTTP, 1 uvicorn worker, file ledger (127.0.0.1)",
+        _i_http,
+        note=f"{HTTP_CONNECTIONS} client threads, a keep-alive connection each; ops/s is "
+        "requests per second (the server's throughput)",
+    ),
 ]
 
 WHAT = {
+    "floor: bare Starlette endpoint, the same 201 JSON": "benchmarks/http_api.py: a route "
+    "added to the served app (same uvicorn, middleware and auth) that reads the body and "
+    "answers a precomputed 201 body and headers: the HTTP stack's own cost",
+    "limitry POST /v1/track (serve --durability batched)": "the same on a second server "
+    "whose ledger commits once per 1000 events or 50 ms",
+    "limitry POST /v1/track (serve, 1 worker)": "the app `limitry-local serve` runs, on a "
+    "file ledger (durability=normal) with 1 rate limit + 1 quota per customer: JSON parsed, "
+    "usage(), the 201 body and X-RateLimit headers written",
     "limitry usage(), SQLite file, memory buckets": "Tracker(path).usage(...), "
     "durability=normal: the single-host default, for scale",
     "limitry usage(), PostgresLedger, memory buckets": "Tracker(ledger=PostgresLedger(dsn))"

@@ -63,6 +63,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "h1",
         "h2",
         "h3",
+        "i",
     }
     implementations = {i for _, i in expected}
     for name in (
@@ -92,6 +93,8 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "limitry usage(), PostgresLedger, 2 processes",
         "floor: raw sqlite3 on the ledger schema, 2 processes",
         "limitry usage(), SQLite file, 1 process",
+        "floor: bare Starlette endpoint, the same 201 JSON",
+        "limitry POST /v1/track (serve, 1 worker)",
     ):
         assert name in implementations
     assert sum(1 for w, _ in expected if w == "c") == 3

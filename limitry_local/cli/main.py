@@ -173,6 +173,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated day, YYYY-MM-DD (default: today, UTC)",
     )
     run_demo.set_defaults(handler=_demo)
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the hosted v0 REST API over HTTP on the ledger (needs the [server] extra)",
+        description="Serve the hosted Limitry v0 REST API (/v1/track, quotas, rate limits, "
+        "events, usage) on the ledger file, with its OpenAPI document at /openapi.json and "
+        "a page at /. Ctrl-C or SIGTERM stops it after committing what is pending. "
+        "See docs/server.md.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
+    )
+    serve.add_argument("--port", type=_port, default=8080, help="TCP port (default: 8080)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the ledger file (default: 1)",
+    )
+    serve.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="only 'Authorization: Bearer KEY' passes (default: $LIMITRY_LOCAL_API_KEY; "
+        "with neither, every request passes)",
+    )
+    serve.add_argument(
+        "--durability",
+        choices=["normal", "full", "batched"],
+        default="normal",
+        help="when events reach the disk (default: normal); see docs/reliability.md",
+    )
+    serve.add_argument(
+        "--flush-ms",
+        type=_milliseconds,
+        default=50.0,
+        metavar="MS",
+        help="batched: commit at most this long after an event (default: 50)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request (default: on)",
+    )
+    serve.set_defaults(handler=_serve)
     return parser
 
 
@@ -293,6 +340,40 @@ def _demo(args: argparse.Namespace, out: Console) -> int:
     return ExitCode.OK
 
 
+def _serve(args: argparse.Namespace, out: Console) -> int:
+    try:
+        from limitry_local.server.serve import ENV_API_KEY, Settings, serve  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in {"uvicorn", "starlette"}:
+            raise
+        raise CliError(
+            f"the {exc.name!r} module is missing; serve needs the [server] extra: "
+            "pip install 'limitry_local[server]'",
+            ExitCode.MISSING_EXTRA,
+        ) from None
+    api_key = args.api_key or os.environ.get(ENV_API_KEY) or None
+    if api_key is None:
+        sys.stderr.write(
+            f"limitry-local serve: no API key (--api-key or ${ENV_API_KEY}): every request "
+            "passes, whatever its Authorization header\n"
+        )
+    settings = Settings(
+        db=str(_db_path(args)),
+        api_key=api_key,
+        durability=args.durability,
+        flush_ms=args.flush_ms,
+        timeout=getattr(args, "timeout", 5.0),
+    )
+    serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=args.access_log,
+    )
+    return ExitCode.OK
+
+
 # --- the ledger -------------------------------------------------------------------
 
 
@@ -380,6 +461,28 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 0 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535)")
+    return int(text)
+
+
+def _workers(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
+    return int(text)
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds > 0")
     return value
 
 

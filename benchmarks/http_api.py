@@ -1,0 +1,194 @@
+"""Workload h: ``POST /v1/track`` over HTTP, beside a bare Starlette endpoint on the same server.
+
+The server is a separate process (``python -m benchmarks.http_api PORT DB
+DURABILITY``): the app ``limitry-local serve`` runs
+(:func:`limitry_local.server.create_app` on a file ledger), under uvicorn as
+the command configures it (one worker, no access log), plus one extra route,
+``POST /floor/track``:
+a bare Starlette endpoint that reads the body and answers the same 201 JSON
+and headers, precomputed.  The floor is what the HTTP stack alone costs, so
+``/v1/track`` over it is the share the API adds.
+
+The load generator is this process: keep-alive HTTP/1.1 over raw sockets
+with prebuilt request bytes, so the client costs microseconds and both rows
+pay it alike.  Each worker thread has its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import cast
+
+from limitry_local.ledger import Durability
+
+FLOOR_PATH = "/floor/track"
+TRACK_PATH = "/v1/track"
+STARTUP_SECONDS = 60.0
+
+
+def _event(customer: str) -> bytes:
+    """The event every row sends, as workload b sends it to ``usage()``."""
+    return json.dumps(
+        {
+            "customerId": customer,
+            "eventType": "model_call",
+            "model": "gpt-4o",
+            "inputTokens": 100,
+            "outputTokens": 20,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and returns the status."""
+
+    def __init__(self, port: int) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port))
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._pending = b""
+
+    def request(self, raw: bytes) -> int:
+        self._sock.sendall(raw)
+        data = self._pending
+        while b"\r\n\r\n" not in data:
+            data += self._recv()
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            rest += self._recv()
+        self._pending = rest[length:]
+        return int(head[9:12])
+
+    def _recv(self) -> bytes:
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def post(path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+class Load:
+    """``op(customer)`` POSTs the customer's event to ``path``, on this thread's connection."""
+
+    def __init__(self, port: int, path: str, customers: list[str]) -> None:
+        self._port = port
+        self._requests = {customer: post(path, _event(customer)) for customer in customers}
+        self._local = threading.local()
+        self._connections: list[Connection] = []
+        self._lock = threading.Lock()
+
+    def op(self, customer: str) -> object:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = Connection(self._port)
+            with self._lock:
+                self._connections.append(connection)
+        return connection.request(self._requests[customer])
+
+    def close(self) -> None:
+        for connection in self._connections:
+            connection.close()
+
+
+class Server:
+    """The server process: started on a free port, stopped with SIGTERM."""
+
+    def __init__(self, db: Path, durability: Durability = "normal") -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.http_api", str(self.port), str(db), durability],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the bench server exited with {self._process.returncode}")
+            try:
+                probe_connection = Connection(self.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the bench server did not start") from None
+                time.sleep(0.05)
+                continue
+            probe_connection.close()
+            return
+
+    def close(self) -> None:
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def serve(port: int, db: Path, durability: Durability) -> None:
+    """The server half: the served app, one rate limit and one quota per customer, the floor."""
+    # Imported here: the load generator's process needs none of it.
+    import uvicorn  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415
+    from starlette.responses import Response  # noqa: PLC0415
+    from starlette.routing import Route  # noqa: PLC0415
+
+    from benchmarks.suite import QUOTA_LIMIT, RATE_LIMIT  # noqa: PLC0415
+    from limitry_local import Tracker  # noqa: PLC0415
+    from limitry_local.server import create_app  # noqa: PLC0415
+
+    tracker = Tracker(db, durability=durability)
+    tracker.rate_limits.create(
+        name="rpm", limit_value=RATE_LIMIT, window="minute", per=["customer_id"]
+    )
+    tracker.quotas.create(
+        name="daily tokens",
+        metric="total_tokens",
+        limit_value=QUOTA_LIMIT,
+        period="day",
+        per=["customer_id"],
+    )
+    # The floor's answer: a real 201 of this server, body and headers.
+    sample = tracker.usage(json.loads(_event("cust_floor")))
+    body, headers = sample.model_dump_json().encode(), sample.headers
+
+    async def floor(request: Request) -> Response:
+        await request.body()
+        return Response(body, 201, headers, "application/json")
+
+    app = create_app(tracker, close_tracker=True)
+    app.router.routes.insert(0, Route(FLOOR_PATH, floor, methods=["POST"]))
+    # As `limitry-local serve --no-access-log` runs it.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), Path(sys.argv[2]), cast(Durability, sys.argv[3]))

@@ -1,0 +1,275 @@
+"""The served v0 API driven over HTTP: statuses, bodies and headers as the hosted API gives them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+
+from tests.server.conftest import API_KEY, Server, running
+
+TRACK = {"customerId": "cust_1", "eventType": "model_call", "model": "gpt-4", "inputTokens": 120}
+
+
+def test_a_tracked_event_is_201_with_its_body_and_rate_limit_headers(
+    client: httpx.Client,
+) -> None:
+    rpm = client.post(
+        "/rate-limits",
+        json={"name": "rpm", "limitValue": 3, "window": "minute", "per": ["customer_id"]},
+    )
+    assert rpm.status_code == 201, rpm.text
+    quota = client.post(
+        "/quotas",
+        json={"name": "daily", "metric": "total_tokens", "limitValue": 1000, "period": "day"},
+    ).json()
+
+    answer = client.post("/track", json={**TRACK, "outputTokens": 30})
+
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["allowed"] is True
+    assert body["id"].startswith("evt_")
+    assert [status["name"] for status in body["rateLimits"]] == ["rpm"]
+    assert body["rateLimits"][0]["remaining"] == 2
+    [standing] = body["quotas"]
+    assert standing["id"] == quota["id"]
+    assert (standing["used"], standing["remaining"]) == (150, 850)
+    assert answer.headers["X-RateLimit-Limit"] == "3"
+    assert answer.headers["X-RateLimit-Remaining"] == "2"
+    assert int(answer.headers["X-RateLimit-Reset"]) == body["rateLimits"][0]["reset"]
+    assert answer.headers["content-type"] == "application/json"
+    listed = client.get("/events").json()
+    assert [event["id"] for event in listed["data"]] == [body["id"]]
+    assert listed["data"][0]["totalTokens"] == 150
+
+
+def test_a_quota_denial_is_429_with_the_quota_headers_and_records_nothing(
+    client: httpx.Client,
+) -> None:
+    client.post(
+        "/quotas",
+        json={"name": "two a day", "metric": "total_events", "limitValue": 2, "period": "day"},
+    )
+    assert [client.post("/track", json=TRACK).status_code for _ in range(2)] == [201, 201]
+
+    denied = client.post("/track", json=TRACK)
+
+    assert denied.status_code == 429
+    body = denied.json()
+    assert body["error"] == "Quota exceeded"
+    assert body["allowed"] is False
+    assert body["quotas"][0]["exceeded"] is True
+    assert body["retryAfter"] == int(denied.headers["Retry-After"]) >= 1
+    assert denied.headers["X-Quota-Period"] == "day"
+    assert denied.headers["X-Quota-Metric"] == "total_events"
+    assert int(denied.headers["X-Quota-Reset"]) == body["quotas"][0]["reset"]
+    assert len(client.get("/events").json()["data"]) == 2
+
+
+def test_a_rate_limit_denial_is_429_with_retry_after(client: httpx.Client) -> None:
+    client.post("/rate-limits", json={"name": "one", "limitValue": 1, "window": "hour"})
+    assert client.post("/track", json=TRACK).status_code == 201
+
+    denied = client.post("/track", json=TRACK)
+
+    assert denied.status_code == 429
+    assert denied.json()["error"] == "Rate limit exceeded"
+    assert denied.headers["X-RateLimit-Limit"] == "1"
+    assert denied.headers["X-RateLimit-Remaining"] == "0"
+    assert 1 <= int(denied.headers["Retry-After"]) <= 3600
+    assert "X-Quota-Period" not in denied.headers
+
+
+def test_bad_input_is_400_naming_the_field(client: httpx.Client) -> None:
+    cases = {
+        "customerId: String should have at least 1 character": client.post(
+            "/track", json={**TRACK, "customerId": ""}
+        ),
+        "inputTokens: Input should be greater than or equal to 0": client.post(
+            "/track", json={**TRACK, "inputTokens": -1}
+        ),
+        "body: not valid JSON": client.post("/track", content=b"{not json"),
+        "body: expected a JSON object, got an array": client.post("/events", json=[TRACK]),
+        "limit: must be an integer from 1 to 100, got '0'": client.get("/quotas?limit=0"),
+        "groupBy: required": client.get("/usage/breakdown"),
+        "interval: must be one of hour, day, week": client.get("/usage/timeseries?interval=y"),
+        "startDate: 'soon' is not an ISO 8601 date": client.get("/events?startDate=soon"),
+        "events[1].eventType: Field required": client.post(
+            "/events/batch", json={"events": [TRACK, {"customerId": "c"}]}
+        ),
+    }
+    for expected, answer in cases.items():
+        assert answer.status_code == 400, (expected, answer.text)
+        assert list(answer.json()) == ["error"]
+        assert expected in answer.json()["error"]
+    assert client.get("/events").json()["data"] == []  # the bad batch recorded nothing
+
+
+def test_unknown_ids_and_paths_are_404_in_the_hosted_envelope(client: httpx.Client) -> None:
+    for answer in (
+        client.get("/quotas/qta_missing"),
+        client.put("/quotas/qta_missing", json={"name": "x"}),
+        client.delete("/rate-limits/rl_missing"),
+        client.get("/quotas/qta_missing/alerts"),
+        client.post("/quotas/qta_missing/alerts", json={"threshold": 80}),
+        client.get("/quota-alerts/qa_missing/history"),
+        client.get("/no-such-thing"),
+    ):
+        assert answer.status_code == 404, answer.request.url
+        assert list(answer.json()) == ["error"]
+        assert answer.json()["error"]
+    assert client.get("/no-such-thing").json() == {"error": "Resource not found"}
+    wrong_method = client.patch("/quotas")
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
+
+
+def test_only_the_configured_key_passes(server: Server) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+        answer = httpx.get(f"{server.url}/quotas", headers=headers)
+        assert answer.status_code == 401
+        assert answer.json() == {"error": "Invalid or missing API key"}
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+    good = httpx.get(f"{server.url}/quotas", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert good.status_code == 200
+    # The page asks a browser for the key (as a Basic password); the document is public.
+    page = httpx.get(server.root)
+    assert page.status_code == 401
+    assert page.headers["WWW-Authenticate"].startswith("Basic")
+    assert httpx.get(server.root, auth=("me", API_KEY)).status_code == 200
+    assert httpx.get(f"{server.root}/openapi.json").status_code == 200
+
+
+def test_the_key_can_come_from_the_environment(tmp_path: Path) -> None:
+    env = {"LIMITRY_LOCAL_API_KEY": "from_env"}
+    with running(tmp_path / "env.db", env=env, api_key=None) as server:
+        assert httpx.get(f"{server.url}/quotas").status_code == 401
+        ok = httpx.get(f"{server.url}/quotas", headers={"Authorization": "Bearer from_env"})
+        assert ok.status_code == 200
+        assert "no API key" not in server.output()
+
+
+def test_without_a_key_any_request_passes_and_the_server_says_so(tmp_path: Path) -> None:
+    with running(tmp_path / "open.db", api_key=None) as server:
+        for headers in ({}, {"Authorization": "Bearer anything"}):
+            assert httpx.get(f"{server.url}/quotas", headers=headers).status_code == 200
+        assert "no API key" in server.output()
+        assert "every request passes" in server.output()
+
+
+def test_it_binds_the_loopback_address_unless_told(server: Server) -> None:
+    assert re.search(r"running on http://127\.0\.0\.1:\d+", server.output()), server.output()
+
+
+def test_limits_round_trip_with_put_for_updates(client: httpx.Client) -> None:
+    quota = client.post(
+        "/quotas",
+        json={
+            "name": "gpt-4 tokens",
+            "metric": "total_tokens",
+            "limitValue": 100,
+            "period": "day",
+            "dimensionFilters": {"model": "gpt-4"},
+        },
+    ).json()
+    assert set(quota) >= {"id", "projectId", "createdAt", "updatedAt", "dimensionFilters"}
+    changed = client.put(f"/quotas/{quota['id']}", json={"limitValue": 500})
+    assert changed.status_code == 200
+    assert changed.json()["limitValue"] == 500
+    assert changed.json()["name"] == "gpt-4 tokens"
+    assert client.get(f"/quotas/{quota['id']}").json() == changed.json()
+    assert client.get("/quotas").json() == {
+        "data": [changed.json()],
+        "nextCursor": None,
+        "hasMore": False,
+    }
+    check = client.post("/quotas/check", json={"dimensions": {"model": "gpt-4"}}).json()
+    assert check["allowed"] is True
+    assert check["quotas"][0]["limit"] == 500
+
+    limit = client.post(
+        "/rate-limits", json={"name": "rpm", "limitValue": 5, "window": "minute"}
+    ).json()
+    disabled = client.put(f"/rate-limits/{limit['id']}", json={"enabled": False}).json()
+    assert disabled["enabled"] is False
+    assert client.post("/rate-limits/check", json={"dimensions": {}}).json()["allowed"] is True
+
+    for path in (f"/quotas/{quota['id']}", f"/rate-limits/{limit['id']}"):
+        gone = client.delete(path)
+        assert (gone.status_code, gone.content) == (204, b"")
+        assert client.get(path).status_code == 404
+
+
+def test_lists_page_with_a_string_limit_and_a_cursor(client: httpx.Client) -> None:
+    ids = [
+        client.post(
+            "/rate-limits", json={"name": f"r{i}", "limitValue": 1, "window": "second"}
+        ).json()["id"]
+        for i in range(3)
+    ]
+    first = client.get("/rate-limits", params={"limit": "2"}).json()
+    assert [item["id"] for item in first["data"]] == ids[:2]
+    assert first["hasMore"] is True
+    second = client.get("/rate-limits", params={"limit": "2", "cursor": first["nextCursor"]})
+    assert [item["id"] for item in second.json()["data"]] == ids[2:]
+    assert second.json()["hasMore"] is False
+
+
+def test_an_alert_fires_and_its_history_is_served(client: httpx.Client) -> None:
+    quota = client.post(
+        "/quotas",
+        json={"name": "daily", "metric": "total_events", "limitValue": 4, "period": "day"},
+    ).json()
+    alert = client.post(f"/quotas/{quota['id']}/alerts", json={"threshold": 50})
+    assert alert.status_code == 201
+    assert alert.json()["lastTriggeredAt"] is None
+    for _ in range(2):
+        client.post("/track", json=TRACK)
+
+    alerts = client.get(f"/quotas/{quota['id']}/alerts").json()["data"]
+    assert [a["id"] for a in alerts] == [alert.json()["id"]]
+    assert alerts[0]["lastTriggeredAt"] is not None
+    history = client.get(f"/quota-alerts/{alert.json()['id']}/history").json()
+    assert len(history["data"]) == 1
+    assert history["data"][0]["id"].startswith("qal_")
+    assert history["data"][0]["quotaId"] == quota["id"]
+    assert client.post(f"/quotas/{quota['id']}/alerts", json={"threshold": 101}).status_code == 400
+
+
+def test_events_batch_filters_and_usage_reports(client: httpx.Client) -> None:
+    events = [
+        {**TRACK, "customerId": "a", "model": "gpt-4", "inputTokens": 10, "costCents": 0.1},
+        {**TRACK, "customerId": "a", "model": "gpt-4o", "inputTokens": 20, "costCents": 0.2},
+        {**TRACK, "customerId": "b", "model": "gpt-4", "inputTokens": 30, "outputTokens": 5},
+    ]
+    one = client.post("/events", json=events[0])
+    assert one.status_code == 201
+    assert one.json()["id"].startswith("evt_")
+    batch = client.post("/events/batch", json={"events": events[1:]})
+    assert (batch.status_code, batch.json()) == (201, {"count": 2})
+
+    assert len(client.get("/events", params={"customerId": "a"}).json()["data"]) == 2
+    assert len(client.get("/events", params={"model": "gpt-4"}).json()["data"]) == 2
+    usage = client.get("/customers/a/usage").json()
+    assert usage == {
+        "customerId": "a",
+        "totalEvents": 2,
+        "totalTokens": 30,
+        "totalInputTokens": 30,
+        "totalOutputTokens": 0,
+        "totalCostCents": 0.3,
+    }
+    summary = client.get("/usage/summary").json()
+    assert summary == {
+        "totalEvents": 3,
+        "totalTokens": 65,
+        "totalInputTokens": 60,
+        "totalOutputTokens": 5,
+        "totalCostCents": 0.3,
+    }
+    assert client.get("/usage/summary", params={"model": "gpt-4"}).json()["totalEvents"] == 2
+    groups = client.get("/usage/breakdown", params={"groupBy": "customer_id"}).json()["data"]
+    assert [(group["value"], group["totalTokens"]) for group in groups] == [("b", 35), ("a", 30)]
+    points = client.get("/usage/timeseries", params={"interval": "day"}).json()["data"]
+    assert [point["totalEvents"] for point in points] == [3]
