@@ -41,6 +41,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from limitry_local.dimensions import is_snapshot_of
 from limitry_local.metrics import Metric
 from limitry_local.periods import Period
 
@@ -626,6 +627,12 @@ def effective_limit(
             override = values.get(value)
             if override is not None:
                 return override
+            if name == "model":
+                # A model override also covers its dated snapshots, as a model
+                # filter does (see dimensions.value_matches).
+                for wanted, snapshot_override in values.items():
+                    if is_snapshot_of(value, wanted):
+                        return snapshot_override
     return limit_value
 
 
