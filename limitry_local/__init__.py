@@ -8,6 +8,8 @@ from limitry_local.client import Client
 from limitry_local.errors import (
     APIError,
     AuthenticationError,
+    ConflictError,
+    DuplicateNameWarning,
     InvalidRequestError,
     LimitExceeded,
     LimitryError,
@@ -18,6 +20,7 @@ from limitry_local.errors import (
 )
 from limitry_local.gate import RateGate
 from limitry_local.ledger import LedgerError
+from limitry_local.limits_as_code import LimitsConfig
 from limitry_local.models import (
     CustomerUsageResponse,
     ErrorBody,
@@ -59,7 +62,9 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "Client",
+    "ConflictError",
     "CustomerUsageResponse",
+    "DuplicateNameWarning",
     "ErrorBody",
     "Event",
     "EventBatchRequest",
@@ -70,6 +75,7 @@ __all__ = [
     "LedgerError",
     "LimitExceeded",
     "LimitryError",
+    "LimitsConfig",
     "NetworkError",
     "NotFoundError",
     "Page",

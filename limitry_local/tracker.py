@@ -66,6 +66,9 @@ from limitry_local.ledger import (
     LedgerError,
     check_options,
 )
+from limitry_local.limits_as_code import Change, LimitsConfig, parse_limits
+from limitry_local.limits_as_code import apply as apply_limits
+from limitry_local.limits_as_code import plan as plan_limits
 from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.metrics import amount_units, from_units, unit_scale
 from limitry_local.models import (
@@ -412,6 +415,38 @@ class Tracker:
         # Wall time minus bucket time, to state resets as unix seconds.
         self._offset = 0.0 if self._ticker is None else now - self._latest
         return self._wall
+
+    # --- limits as code ---------------------------------------------------------
+
+    def apply(
+        self,
+        config: LimitsConfig | Mapping[str, Any],
+        *,
+        prune: bool = False,
+        dry_run: bool = False,
+    ) -> list[Change]:
+        """Bring the ledger's limits to ``config``, by name; safe to run at every start.
+
+        ``config`` is a :class:`~limitry_local.limits_as_code.LimitsConfig`
+        or its plain form, what ``limitry-local limits apply`` reads from a
+        file::
+
+            tracker.apply({
+                "rate_limits": [{"name": "rpm", "limit_value": 60, "window": "minute"}],
+                "quotas": [{"name": "daily tokens", "metric": "total_tokens",
+                            "limit_value": 100_000, "period": "day"}],
+            })
+
+        A declared limit is created, updated or left as it is; one the
+        config does not name is kept, or deleted with ``prune=True``.
+        Returns the changes (``dry_run=True``: planned, none made).  A bad
+        config is a 400 naming the entry and field; two limits of one kind
+        sharing a declared name, a :class:`ConflictError` (409).
+        """
+        wanted = config if isinstance(config, LimitsConfig) else parse_limits(config)
+        with self._lock:
+            changes = plan_limits(self, wanted, prune=prune)
+            return changes if dry_run else apply_limits(self, changes)
 
     # --- POST /track ------------------------------------------------------------
 
