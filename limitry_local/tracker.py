@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from limitry_local.alerts import AlertCallback, Alerts, Crossing, Firing, log_entry
 from limitry_local.analytics import UsageReport
 from limitry_local.buckets import BucketAnswer, BucketAsk, BucketStore, BucketTime, RateLimitStore
+from limitry_local.decision_log import logged
 from limitry_local.dimensions import (
     Dimensions,
     Key,
@@ -119,6 +120,9 @@ DEFAULT_HOLD_TTL = 600.0
 """Seconds an unsettled reservation holds its amounts."""
 HOLD_SWEEP_SECONDS = 1.0
 """How often usage() looks for expired holds (one indexed query at most once a second)."""
+
+# How a repr names the ledgers this package has (by class name: no import of psycopg).
+_LEDGER_KINDS = {"Ledger": "SQLite", "MemoryLedger": "memory", "PostgresLedger": "PostgreSQL"}
 
 # Trackers alive in this process, weakly, for the fork hook below.
 _TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
@@ -339,6 +343,26 @@ class Tracker:
     ) -> None:
         self.close()
 
+    def __repr__(self) -> str:
+        """``<Tracker ledger=SQLite 'usage.db', buckets in memory, 1 rate limit, 2 quotas>``.
+
+        The counts are of the definitions this Tracker has loaded; reading
+        the repr does no I/O.
+        """
+        kind = _LEDGER_KINDS.get(type(self._ledger).__name__, type(self._ledger).__name__)
+        ledger = "in memory" if kind == "memory" else f"{kind} {self._ledger.where!r}"
+        store = (
+            "in memory"
+            if isinstance(self._rates, BucketStore)
+            else f"{type(self._rates).__name__} {getattr(self._rates, 'where', '')!r}"
+        )
+        rates, quotas = len(self._rate_rules), len(self._quotas)
+        return (
+            f"<Tracker ledger {ledger}, buckets {store}, "
+            f"{rates} rate limit{'' if rates == 1 else 's'}, "
+            f"{quotas} quota{'' if quotas == 1 else 's'}{', closed' if self._closed else ''}>"
+        )
+
     @property
     def ledger(self) -> LedgerBackend:
         """The ledger, for audits and tests (``tracker.ledger.counters()``)."""
@@ -450,6 +474,7 @@ class Tracker:
 
     # --- POST /track ------------------------------------------------------------
 
+    @logged
     def usage(
         self, event: TrackPostRequest | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> TrackPostResponse:
@@ -545,6 +570,7 @@ class Tracker:
 
     # --- reserve, then settle ------------------------------------------------------
 
+    @logged
     def reserve(
         self,
         event: TrackPostRequest | Mapping[str, Any] | None = None,
