@@ -12,12 +12,12 @@ to run again and again on one ledger.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from limitry_local.errors import ConflictError, InvalidRequestError, parse
-from limitry_local.models import Quota, QuotaCreate, RateLimit, RateLimitCreate
+from limitry_local.models import Page, Quota, QuotaCreate, RateLimit, RateLimitCreate
 
 if TYPE_CHECKING:
     from limitry_local.tracker import Tracker
@@ -27,6 +27,7 @@ Action = Literal["create", "update", "unchanged", "delete", "keep"]
 """``keep``: in the ledger, not declared, and left alone (no ``prune``)."""
 
 C = TypeVar("C", RateLimitCreate, QuotaCreate)
+T = TypeVar("T", RateLimit, Quota)
 
 # The fields a declaration states, in the order a diff shows them.  Everything
 # else (id, timestamps, projectId) belongs to the ledger.
@@ -241,20 +242,18 @@ def _plan_kind(
 
 def rate_limits_in(tracker: Tracker) -> Iterator[RateLimit]:
     """Every rate limit of the ledger, page by page."""
-    cursor: str | None = None
-    while True:
-        page = tracker.rate_limits.list(limit=100, cursor=cursor)
-        yield from page.data
-        if not page.has_more:
-            return
-        cursor = page.next_cursor
+    return _every(tracker.rate_limits.list)
 
 
 def quotas_in(tracker: Tracker) -> Iterator[Quota]:
     """Every quota of the ledger, page by page."""
+    return _every(tracker.quotas.list)
+
+
+def _every(list_page: Callable[..., Page[T]]) -> Iterator[T]:
     cursor: str | None = None
     while True:
-        page = tracker.quotas.list(limit=100, cursor=cursor)
+        page = list_page(limit=100, cursor=cursor)
         yield from page.data
         if not page.has_more:
             return
