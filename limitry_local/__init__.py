@@ -16,6 +16,8 @@ from limitry_local.client import Client, ClientConfig, collect_all, paginate_all
 from limitry_local.errors import (
     APIError,
     AuthenticationError,
+    ConflictError,
+    DuplicateNameWarning,
     InvalidRequestError,
     LimitExceeded,
     LimitryError,
@@ -26,6 +28,7 @@ from limitry_local.errors import (
 )
 from limitry_local.gate import RateGate
 from limitry_local.ledger import LedgerError
+from limitry_local.limits_as_code import LimitsConfig
 from limitry_local.models import (
     CustomerUsageResponse,
     DeleteResponse,
@@ -79,9 +82,11 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "ClientConfig",
+    "ConflictError",
     "CustomerUsageResponse",
     "Customers",
     "DeleteResponse",
+    "DuplicateNameWarning",
     "ErrorBody",
     "Event",
     "EventBatchRequest",
@@ -96,6 +101,7 @@ __all__ = [
     "LedgerError",
     "LimitExceeded",
     "LimitryError",
+    "LimitsConfig",
     "NetworkError",
     "NotFoundError",
     "Page",

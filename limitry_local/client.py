@@ -304,6 +304,12 @@ class AsyncQuotas:
     ) -> Quota:
         return self._quotas.create(data, **fields)
 
+    async def ensure(
+        self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> Quota:
+        """Create-or-update by name, safe to re-run (ours); see :meth:`Quotas.ensure`."""
+        return self._quotas.ensure(data, **fields)
+
     async def list(self, limit: Limit = None, cursor: str | None = None) -> Page[Quota]:
         return self._quotas.list(limit, cursor)
 
@@ -391,6 +397,12 @@ class AsyncRateLimits:
         self, data: RateLimitCreate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> RateLimit:
         return self._rate_limits.create(data, **fields)
+
+    async def ensure(
+        self, data: RateLimitCreate | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> RateLimit:
+        """Create-or-update by name, safe to re-run (ours); see :meth:`RateLimits.ensure`."""
+        return self._rate_limits.ensure(data, **fields)
 
     async def list(self, limit: Limit = None, cursor: str | None = None) -> Page[RateLimit]:
         return self._rate_limits.list(limit, cursor)

@@ -7,6 +7,7 @@ decide "does this limit apply, and to which key?" through :func:`limit_key`.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,16 @@ Key = tuple[str, ...]
 KeyFunction = Callable[[Mapping[str, str]], "Key | None"]
 
 BUILTIN_DIMENSIONS = ("customer_id", "event_type", "model", "provider")
+
+# What a provider appends to a model's name to pin a snapshot: a date
+# (OpenAI's ``-2024-08-06`` and older ``-0613``, Anthropic's ``-20241022``) or
+# ``-latest``.  Months and days are checked, so ``-2024`` or ``-1234`` are
+# not snapshot suffixes but part of a name.
+_MONTH_DAY = r"(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+_SNAPSHOT = re.compile(
+    rf"-(?:[0-9]{{4}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    rf"|[0-9]{{4}}{_MONTH_DAY}|{_MONTH_DAY}|latest)"
+)
 
 
 def extract(
@@ -57,19 +68,49 @@ def extract(
     return dims
 
 
+def is_snapshot_of(value: str, wanted: str) -> bool:
+    """True when model name ``value`` is ``wanted`` plus a dated-snapshot suffix.
+
+    ``gpt-4o-2024-08-06`` and ``gpt-4o-latest`` are snapshots of ``gpt-4o``;
+    ``claude-sonnet-4-5-20250929`` of ``claude-sonnet-4-5``.  ``gpt-4o-mini``
+    is not a snapshot of ``gpt-4o`` (``-mini`` is not a date), nor
+    ``gpt-4o-mini-2024-07-18``.
+    """
+    return (
+        len(value) > len(wanted)
+        and value.startswith(wanted)
+        and _SNAPSHOT.fullmatch(value, len(wanted)) is not None
+    )
+
+
+def value_matches(name: str, wanted: str, value: str) -> bool:
+    """Whether a filter's (or an override's) ``wanted`` value admits the event's ``value``.
+
+    Equal values match.  For ``model`` alone a dated snapshot of the wanted
+    name matches too: providers answer with the snapshot they served
+    (``gpt-4o-2024-08-06``) when asked for the alias (``gpt-4o``), and a
+    limit written for the alias is meant for both.
+    """
+    return value == wanted or (name == "model" and is_snapshot_of(value, wanted))
+
+
 def matches(filters: Filters, dims: Mapping[str, str]) -> bool:
-    """True when every filter names a dimension of the event with an equal value.
+    """True when every filter names a dimension of the event with a matching value.
 
     A list value means "any of these"; empty filters match every event.
+    Values match when equal, and a ``model`` filter also matches its dated
+    snapshots (:func:`value_matches`).
     """
     for name, wanted in filters.items():
         value = dims.get(name)
         if value is None:
             return False
         if isinstance(wanted, str):
-            if value != wanted:
+            if value != wanted and not (name == "model" and is_snapshot_of(value, wanted)):
                 return False
-        elif value not in wanted:
+        elif value not in wanted and not (
+            name == "model" and any(is_snapshot_of(value, one) for one in wanted)
+        ):
             return False
     return True
 

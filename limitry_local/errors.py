@@ -1,7 +1,9 @@
 """The error hierarchy, shaped like the hosted client's.
 
 ``LimitryError`` > ``APIError(status, status_text, response)`` for any
-answer the hosted API would give as non-2xx.  A denied event is an
+answer the hosted API would give as non-2xx: ``InvalidRequestError`` (400),
+``NotFoundError`` (404), ``ConflictError`` (409, ours), ``LimitExceeded``
+(429).  ``DuplicateNameWarning`` is a warning, not an error.  A denied event is an
 ``APIError`` with status 429 (as in the hosted client), raised as
 ``RateLimitExceeded`` or ``QuotaExceeded`` so callers can tell them apart.
 """
@@ -116,6 +118,23 @@ class NotFoundError(APIError):
         super().__init__(404, HTTPStatus.NOT_FOUND.phrase, {"error": NOT_FOUND_BODY})
         self.message = message
         self.args = (f"404 {self.status_text}: {message}",)
+
+
+class ConflictError(APIError):
+    """409: the request names something ambiguous, e.g. two limits share the name to ensure."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(409, HTTPStatus.CONFLICT.phrase, {"error": message})
+
+
+class DuplicateNameWarning(UserWarning):
+    """``create`` made a second quota or rate limit under a name already in the ledger.
+
+    Both are enforced.  Usually start-up code ran again on a ledger file:
+    ``ensure(...)`` or ``tracker.apply(...)`` create a limit once and keep it
+    in step.  Turn it into an error with
+    ``warnings.simplefilter("error", DuplicateNameWarning)``.
+    """
 
 
 class AuthenticationError(APIError):

@@ -37,13 +37,16 @@ from pydantic import (
     PrivateAttr,
     RootModel,
     SerializerFunctionWrapHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic._internal._model_construction import ModelMetaclass
 from pydantic.alias_generators import to_camel
 
+from limitry_local.dimensions import is_snapshot_of
 from limitry_local.metrics import Metric
 from limitry_local.periods import Period
 
@@ -338,13 +341,37 @@ def trusted(model: type[W], fields: dict[str, Any], private: dict[str, Any] | No
     return instance
 
 
-class RequestModel(WireModel):
+class _RequestModelType(ModelMetaclass):
+    """Makes ``RequestModel(...)`` with a bad field raise the library's 400.
+
+    A caller builds ``TrackPostRequest(customerId=key, ...)`` inside the
+    ``try`` whose ``except APIError`` answers the client, so a bad field
+    must be an :class:`~limitry_local.errors.InvalidRequestError` there too,
+    not pydantic's ValidationError (both are ValueErrors).  Only the call of
+    the class is wrapped: ``model_validate`` stays pydantic's, and the
+    library's own parsing (which calls the validator) costs nothing more.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            # Here, not at the top: errors.py imports this module.
+            from limitry_local.errors import InvalidRequestError  # noqa: PLC0415
+
+            raise InvalidRequestError.from_validation(exc, cls) from None  # type: ignore[arg-type]
+
+
+class RequestModel(WireModel, metaclass=_RequestModelType):
     """Base of what a caller sends: dumps the fields it was given, and only those.
 
     So a request read from hosted JSON writes back the same JSON, and a
     request built in Python sends no defaults the caller did not choose.  A
     field changed after construction (``event.properties["team"] = "a"``)
-    counts as given.
+    counts as given.  Built with a bad field (``TrackPostRequest(customerId="")``)
+    it raises :class:`~limitry_local.errors.InvalidRequestError` (400) naming
+    the field by its wire name; ``model_validate`` raises pydantic's
+    ValidationError, as pydantic's API does.
     """
 
     def _derived(self) -> set[str]:
@@ -734,6 +761,12 @@ def effective_limit(
             override = values.get(value)
             if override is not None:
                 return override
+            if name == "model":
+                # A model override also covers its dated snapshots, as a model
+                # filter does (see dimensions.value_matches).
+                for wanted, snapshot_override in values.items():
+                    if is_snapshot_of(value, wanted):
+                        return snapshot_override
     return limit_value
 
 

@@ -20,6 +20,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast
 
@@ -148,7 +149,26 @@ class Reservation:
         self.release()
 
     def __repr__(self) -> str:
-        return f"<Reservation {self.id} {self._state}, expires at {self.expires_at:.0f}>"
+        """``<Reservation hold_... open: customer_id='c' event_type='call', holds
+        total_tokens=500 on 1 rate limit and 1 quota, expires 2026-11-25T12:10:00Z>``."""
+        held = ", ".join(
+            f"{name}={value}"
+            for name in ESTIMATE_FIELDS
+            if (value := getattr(self.estimated, name)) is not None
+        )
+        expires = datetime.fromtimestamp(self.expires_at, timezone.utc)
+        return (
+            f"<Reservation {self.id} {self._state}: customer_id={self.event.customer_id!r} "
+            f"event_type={self.event.event_type!r}, "
+            f"{'holds' if self._state == 'open' else 'held'} {held or 'one request'} on "
+            f"{_count(len(self.rate_limits), 'rate limit')} and "
+            f"{_count(len(self.quotas), 'quota')}, "
+            f"expires {expires.strftime('%Y-%m-%dT%H:%M:%SZ')}>"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class Guard:

@@ -8,12 +8,14 @@ keyword arguments or the matching model (or a wire-form dict).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from limitry_local.errors import InvalidRequestError, key_name, parse
+from limitry_local.errors import DuplicateNameWarning, InvalidRequestError, key_name, parse
 from limitry_local.gate import RateGate
+from limitry_local.limits_as_code import ensure_change
 from limitry_local.models import (
     CustomerUsageResponse,
     DeleteResponse,
@@ -103,6 +105,20 @@ def _dimensions(
     return given  # type: ignore[return-value]
 
 
+def _warn_if_taken(name: str, kind: str, existing: Iterable[Quota | RateLimit]) -> None:
+    """Warn (not refuse, as the hosted API allows it) when ``name`` is already a limit's name."""
+    ids = [limit.id for limit in existing if limit.name == name]
+    if ids:
+        warnings.warn(
+            DuplicateNameWarning(
+                f"a {kind} named {name!r} already exists ({', '.join(ids)}); this creates "
+                f"another, and every one is enforced. To create it once and keep it as "
+                f"declared, call ensure(...) instead of create(...)"
+            ),
+            stacklevel=3,
+        )
+
+
 class _Resource:
     def __init__(self, tracker: Tracker) -> None:
         self._tracker = tracker
@@ -168,8 +184,37 @@ class Quotas(_Resource):
     def create(
         self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> Quota:
-        """``create(name=..., metric="total_tokens", limit_value=100_000, period="day")``."""
-        return _copy(self._tracker._create_quota(parse(QuotaCreate, data, fields)))
+        """``create(name=..., metric="total_tokens", limit_value=100_000, period="day")``.
+
+        Always a new quota, as on the hosted API: a name already in use
+        warns (:class:`DuplicateNameWarning`); :meth:`ensure` is safe to re-run.
+        """
+        request = parse(QuotaCreate, data, fields)
+        tracker = self._tracker
+        with tracker._lock:
+            tracker._ensure_open()
+            tracker._refresh()
+            _warn_if_taken(request.name, "quota", tracker._quotas.values())
+            return _copy(tracker._create_quota(request))
+
+    def ensure(
+        self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> Quota:
+        """The quota named ``name``, created if absent, else updated to these fields.
+
+        Takes what :meth:`create` takes and is safe to run at every start:
+        ``ensure(name="daily tokens", metric="total_tokens", limit_value=100_000,
+        period="day")`` makes one quota however often it runs, and changing
+        a field in the code changes it in the ledger (counters stay, as for
+        :meth:`update`).  A field left out means its default, as in a limits
+        file.  Raises :class:`~limitry_local.errors.ConflictError` (409) when
+        several quotas already share the name.
+        """
+        request = parse(QuotaCreate, data, fields)
+        with self._tracker._lock:
+            change = ensure_change(self._tracker, "quota", request)
+            assert change.id is not None
+            return self.get(change.id)
 
     def list(self, limit: Limit = None, cursor: str | None = None) -> Page[Quota]:
         size = page_limit(limit)
@@ -224,8 +269,39 @@ class RateLimits(_Resource):
     def create(
         self, data: RateLimitCreate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> RateLimit:
-        """``create(name="rpm", limit_value=60, window="minute", per=["customer_id"])``."""
-        return _copy(self._tracker._create_rate_limit(parse(RateLimitCreate, data, fields)))
+        """``create(name="rpm", limit_value=60, window="minute", per=["customer_id"])``.
+
+        Always a new rate limit, as on the hosted API: a name already in use
+        warns (:class:`DuplicateNameWarning`); :meth:`ensure` is safe to re-run.
+        """
+        request = parse(RateLimitCreate, data, fields)
+        tracker = self._tracker
+        with tracker._lock:
+            tracker._ensure_open()
+            tracker._refresh()
+            existing = (rule.limit for rule in tracker._rate_rules.values())
+            _warn_if_taken(request.name, "rate limit", existing)
+            return _copy(tracker._create_rate_limit(request))
+
+    def ensure(
+        self, data: RateLimitCreate | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> RateLimit:
+        """The rate limit named ``name``, created if absent, else updated to these fields.
+
+        Takes what :meth:`create` takes and is safe to run at every start:
+        ``ensure(name="rpm", limit_value=60, window="minute")`` makes one
+        rate limit however often it runs; an unchanged one keeps its id and
+        its buckets, a changed one is updated (buckets start afresh only
+        when its shape changes, as for :meth:`update`).  A field left out
+        means its default, as in a limits file.  Raises
+        :class:`~limitry_local.errors.ConflictError` (409) when several rate
+        limits already share the name.
+        """
+        request = parse(RateLimitCreate, data, fields)
+        with self._tracker._lock:
+            change = ensure_change(self._tracker, "rate_limit", request)
+            assert change.id is not None
+            return self.get(change.id)
 
     def list(self, limit: Limit = None, cursor: str | None = None) -> Page[RateLimit]:
         size = page_limit(limit)

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from limitry_local.alerts import AlertCallback, Alerts, Crossing, Firing, log_entry
 from limitry_local.analytics import UsageReport
 from limitry_local.buckets import BucketAnswer, BucketAsk, BucketStore, BucketTime, RateLimitStore
+from limitry_local.decision_log import logged
 from limitry_local.dimensions import (
     Dimensions,
     Key,
@@ -67,6 +68,9 @@ from limitry_local.ledger import (
     LedgerError,
     check_options,
 )
+from limitry_local.limits_as_code import Change, LimitsConfig, parse_limits
+from limitry_local.limits_as_code import apply as apply_limits
+from limitry_local.limits_as_code import plan as plan_limits
 from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.metrics import amount_units, from_units, unit_scale
 from limitry_local.models import (
@@ -123,6 +127,9 @@ HOLD_SWEEP_SECONDS = 1.0
 # rare call (a reservation settled across periods) can meet one; two more tries.
 _CONFLICT_RETRIES = 2
 """How often usage() looks for expired holds (one indexed query at most once a second)."""
+
+# How a repr names the ledgers this package has (by class name: no import of psycopg).
+_LEDGER_KINDS = {"Ledger": "SQLite", "MemoryLedger": "memory", "PostgresLedger": "PostgreSQL"}
 
 # Trackers alive in this process, weakly, for the fork hook below.
 _TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
@@ -343,6 +350,26 @@ class Tracker:
     ) -> None:
         self.close()
 
+    def __repr__(self) -> str:
+        """``<Tracker ledger=SQLite 'usage.db', buckets in memory, 1 rate limit, 2 quotas>``.
+
+        The counts are of the definitions this Tracker has loaded; reading
+        the repr does no I/O.
+        """
+        kind = _LEDGER_KINDS.get(type(self._ledger).__name__, type(self._ledger).__name__)
+        ledger = "in memory" if kind == "memory" else f"{kind} {self._ledger.where!r}"
+        store = (
+            "in memory"
+            if isinstance(self._rates, BucketStore)
+            else f"{type(self._rates).__name__} {getattr(self._rates, 'where', '')!r}"
+        )
+        rates, quotas = len(self._rate_rules), len(self._quotas)
+        return (
+            f"<Tracker ledger {ledger}, buckets {store}, "
+            f"{rates} rate limit{'' if rates == 1 else 's'}, "
+            f"{quotas} quota{'' if quotas == 1 else 's'}{', closed' if self._closed else ''}>"
+        )
+
     @property
     def ledger(self) -> LedgerBackend:
         """The ledger, for audits and tests (``tracker.ledger.counters()``)."""
@@ -420,8 +447,41 @@ class Tracker:
         self._offset = 0.0 if self._ticker is None else now - self._latest
         return self._wall
 
+    # --- limits as code ---------------------------------------------------------
+
+    def apply(
+        self,
+        config: LimitsConfig | Mapping[str, Any],
+        *,
+        prune: bool = False,
+        dry_run: bool = False,
+    ) -> list[Change]:
+        """Bring the ledger's limits to ``config``, by name; safe to run at every start.
+
+        ``config`` is a :class:`~limitry_local.limits_as_code.LimitsConfig`
+        or its plain form, what ``limitry-local limits apply`` reads from a
+        file::
+
+            tracker.apply({
+                "rate_limits": [{"name": "rpm", "limit_value": 60, "window": "minute"}],
+                "quotas": [{"name": "daily tokens", "metric": "total_tokens",
+                            "limit_value": 100_000, "period": "day"}],
+            })
+
+        A declared limit is created, updated or left as it is; one the
+        config does not name is kept, or deleted with ``prune=True``.
+        Returns the changes (``dry_run=True``: planned, none made).  A bad
+        config is a 400 naming the entry and field; two limits of one kind
+        sharing a declared name, a :class:`ConflictError` (409).
+        """
+        wanted = config if isinstance(config, LimitsConfig) else parse_limits(config)
+        with self._lock:
+            changes = plan_limits(self, wanted, prune=prune)
+            return changes if dry_run else apply_limits(self, changes)
+
     # --- POST /track ------------------------------------------------------------
 
+    @logged
     def usage(
         self, event: TrackPostRequest | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> TrackPostResponse:
@@ -556,6 +616,7 @@ class Tracker:
 
     # --- reserve, then settle ------------------------------------------------------
 
+    @logged
     def reserve(
         self,
         event: TrackPostRequest | Mapping[str, Any] | None = None,

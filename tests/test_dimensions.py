@@ -14,6 +14,7 @@ from limitry_local.dimensions import (
     key_function,
     limit_key,
     matches,
+    value_matches,
 )
 
 
@@ -166,3 +167,101 @@ def test_extract_is_the_string_properties_then_the_named_fields(
     dims = extract(customer_id, event_type, model, provider, properties)
     assert dims == expected
     assert list(dims) == list(expected)
+
+
+# --- model names: a filter on the alias matches its dated snapshots ----------------
+
+
+@pytest.mark.parametrize(
+    ("wanted", "served"),
+    [
+        ("gpt-4o", "gpt-4o-2024-08-06"),
+        ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+        ("gpt-4", "gpt-4-0613"),
+        ("claude-3-5-sonnet", "claude-3-5-sonnet-20241022"),
+        ("claude-3-5-sonnet", "claude-3-5-sonnet-latest"),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+        ("gpt-4o", "gpt-4o"),
+    ],
+)
+def test_a_model_filter_matches_the_dated_snapshots_of_its_name(wanted: str, served: str) -> None:
+    assert matches({"model": wanted}, {"model": served})
+    assert matches({"model": ["other", wanted]}, {"model": served})
+    assert value_matches("model", wanted, served)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "served"),
+    [
+        ("gpt-4o", "gpt-4o-mini"),
+        ("gpt-4o", "gpt-4o-mini-2024-07-18"),
+        ("gpt-4", "gpt-4o"),
+        ("gpt-4", "gpt-4-turbo"),
+        ("gpt-4o-2024-08-06", "gpt-4o"),  # a snapshot filter wants that snapshot
+        ("gpt-4o-2024-08-06", "gpt-4o-2024-11-20"),
+        ("gpt-4o", "gpt-4o-2024"),  # not a date: month 20 does not exist
+        ("gpt-4o", "gpt-4o-2024-13-01"),
+        ("gpt-4o", "gpt-4o2024-08-06"),  # no dash before the date
+        ("claude-3-5-sonnet", "claude-3-5-sonnet-v2"),
+    ],
+)
+def test_a_model_filter_does_not_match_other_models(wanted: str, served: str) -> None:
+    assert not matches({"model": wanted}, {"model": served})
+    assert not matches({"model": [wanted]}, {"model": served})
+
+
+def test_only_the_model_dimension_matches_snapshots() -> None:
+    dims = {"model": "gpt-4o", "customer_id": "acme-2024-08-06", "feature": "chat-latest"}
+    assert not matches({"customer_id": "acme"}, dims)
+    assert not matches({"feature": "chat"}, dims)
+    assert not value_matches("provider", "openai", "openai-latest")
+
+
+def test_a_per_model_key_is_the_name_as_served() -> None:
+    # Matching widens, keys do not merge: per=["model"] counts each snapshot apart.
+    assert limit_key({"model": "gpt-4o"}, ["model"], {"model": "gpt-4o-2024-08-06"}) == (
+        "gpt-4o-2024-08-06",
+    )
+
+
+def _is_date(digits: str, month_at: int) -> bool:
+    """The reference: month 01-12 and day 01-31 at the given offsets of an all-digit string."""
+    if not (digits.isascii() and digits.isdigit()):
+        return False
+    month, day = int(digits[month_at : month_at + 2]), int(digits[month_at + 2 : month_at + 4])
+    return 1 <= month <= 12 and 1 <= day <= 31
+
+
+def _reference_snapshot_suffix(suffix: str) -> bool:
+    if not suffix.startswith("-"):
+        return False
+    rest = suffix[1:]
+    if rest == "latest":
+        return True
+    if len(rest) == 10 and rest[4] == "-" and rest[7] == "-":
+        return _is_date(rest[:4] + rest[5:7] + rest[8:], 4)
+    if len(rest) == 8:
+        return _is_date(rest, 4)
+    if len(rest) == 4:
+        return _is_date(rest, 0)
+    return False
+
+
+_name_st = st.text(alphabet="abcdeglopt0123456789.-", min_size=1, max_size=12)
+_suffix_st = st.one_of(
+    st.dates().map(lambda d: d.strftime("-%Y-%m-%d") if d.year >= 1000 else "-x"),
+    st.dates().map(lambda d: d.strftime("-%Y%m%d") if d.year >= 1000 else "-x"),
+    st.dates().map(lambda d: d.strftime("-%m%d")),
+    st.just("-latest"),
+    st.text(alphabet="-0123456789latesmini", min_size=1, max_size=11),
+)
+
+
+@given(_name_st, _suffix_st)
+def test_model_matching_is_equality_or_a_dated_suffix(wanted: str, suffix: str) -> None:
+    served = wanted + suffix
+    assert value_matches("model", wanted, served) == _reference_snapshot_suffix(suffix)
+    assert matches({"model": wanted}, {"model": served}) == _reference_snapshot_suffix(suffix)
+    assert value_matches("model", wanted, wanted)
+    # Never the other way round: a snapshot filter does not match a shorter name.
+    assert not value_matches("model", served, wanted)

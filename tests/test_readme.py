@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,6 +39,45 @@ def test_quick_start_runs_and_admits_the_event(
         assert reopened.customers.get_usage("cust_1").total_tokens == 150
 
 
+def test_quick_start_runs_twice_on_one_file_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = _quick_start()
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    for _ in range(2):
+        scope: dict[str, object] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a DuplicateNameWarning would fail the run
+            exec(compile(code, str(README), "exec"), scope)
+        tracker = scope["tracker"]
+        assert isinstance(tracker, Tracker)
+        limits = tracker.rate_limits.list().data
+        quotas = tracker.quotas.list().data
+        response = scope["r"]
+        assert isinstance(response, TrackPostResponse)
+        seen.append(
+            (
+                [(limit.id, limit.name) for limit in limits],
+                [(quota.id, quota.name) for quota in quotas],
+                response.allowed,
+                response.headers["X-RateLimit-Remaining"],
+            )
+        )
+        tracker.close()
+    assert seen[0] == seen[1]
+    assert [name for _, name in seen[0][0]] == ["rpm"]
+    assert [name for _, name in seen[0][1]] == ["daily tokens"]
+    with Tracker(tmp_path / "usage.db") as reopened:
+        assert reopened.customers.get_usage("cust_1").total_tokens == 300
+
+
+def _quick_start() -> str:
+    text = README.read_text()
+    start = text.index("```python") + len("```python")
+    return text[start : text.index("```", start)]
+
+
 def test_the_usage_report_example_runs_on_the_quick_starts_events(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -56,8 +96,8 @@ def test_the_usage_report_example_runs_on_the_quick_starts_events(
         exec(compile(report, str(README), "exec"), scope)
     by_model, daily = scope["by_model"], scope["daily"]
     assert isinstance(by_model, UsageBreakdownResponse)
-    assert [(g.value, g.total_tokens) for g in by_model.data] == [("gpt-4", 150)]
-    assert capsys.readouterr().out == "gpt-4 1 150 0\n"
+    assert [(g.value, g.total_tokens) for g in by_model.data] == [("gpt-4o", 150)]
+    assert capsys.readouterr().out == "gpt-4o 1 150 0\n"
     assert isinstance(daily, UsageTimeseriesResponse)
     assert [(p.period_start.isoformat(), p.total_events) for p in daily.data] == [
         ("2026-11-25T00:00:00+00:00", 1)

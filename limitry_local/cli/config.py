@@ -16,35 +16,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import yaml
 
 from limitry_local.cli.exits import CliError
-from limitry_local.errors import InvalidRequestError, parse
-from limitry_local.models import QuotaCreate, RateLimitCreate
+from limitry_local.errors import InvalidRequestError
+from limitry_local.limits_as_code import LimitsConfig, parse_limits
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-C = TypeVar("C", RateLimitCreate, QuotaCreate)
-
 SUFFIXES = (".toml", ".yaml", ".yml", ".json")
-# Each section under both spellings, as the models take both.
-_SECTIONS = {"rate_limits": "rate_limits", "rateLimits": "rate_limits", "quotas": "quotas"}
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    """What a config file declares, validated by the same models as ``create``."""
-
-    rate_limits: list[RateLimitCreate]
-    quotas: list[QuotaCreate]
 
 
 def load(path: Path) -> LimitsConfig:
@@ -86,51 +71,7 @@ def read_document(path: Path) -> object:
 
 def parse_document(document: object, source: str) -> LimitsConfig:
     """Validate already-read data; ``source`` names it in error messages."""
-    if document is None:
-        document = {}  # an empty YAML file declares no limits
-    if not isinstance(document, Mapping):
-        raise CliError(
-            f"{source}: the top level must be a table/mapping with rate_limits and quotas, "
-            f"got {type(document).__name__}"
-        )
-    sections: dict[str, Any] = {}
-    for key, value in document.items():
-        section = _SECTIONS.get(key) if isinstance(key, str) else None
-        if section is None:
-            raise CliError(f"{source}: {key!r}: unknown section; expected rate_limits or quotas")
-        if section in sections:
-            raise CliError(f"{source}: rate_limits is given twice (rate_limits and rateLimits)")
-        sections[section] = value
-    return LimitsConfig(
-        rate_limits=_entries(RateLimitCreate, sections.get("rate_limits"), "rate_limits", source),
-        quotas=_entries(QuotaCreate, sections.get("quotas"), "quotas", source),
-    )
-
-
-def _entries(model: type[C], value: object, section: str, source: str) -> list[C]:
-    if value is None:
-        return []
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
-        raise CliError(f"{source}: {section}: must be a list of tables/mappings")
-    entries: list[C] = []
-    seen: dict[str, int] = {}
-    for index, entry in enumerate(value):
-        where = f"{section}[{index}]"
-        if not isinstance(entry, Mapping):
-            raise CliError(f"{source}: {where}: must be a table/mapping of fields")
-        name = entry.get("name")
-        if isinstance(name, str) and name:
-            where += f" ({name!r})"
-        try:
-            created = parse(model, entry, {}, prefix=f"{where}.")
-        except InvalidRequestError as exc:
-            raise CliError(f"{source}: {exc.message}") from None
-        # Limits are matched to the ledger by name, so a name may appear once per section.
-        first = seen.setdefault(created.name, index)
-        if first != index:
-            raise CliError(
-                f"{source}: {section}[{first}] and {section}[{index}] are both named "
-                f"{created.name!r}; names identify limits, so each must be unique in its section"
-            )
-        entries.append(created)
-    return entries
+    try:
+        return parse_limits(document)
+    except InvalidRequestError as exc:
+        raise CliError(f"{source}: {exc.message}") from None

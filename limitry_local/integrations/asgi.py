@@ -25,6 +25,12 @@ ASGI scope (or answers None to let the request through unmetered), and
   to fix, and letting it through unmetered would let a client dodge its
   limits by sending a malformed key.
 
+The 201 of an allowed request is kept on the scope for the app:
+``response_of(scope)`` (or Starlette's ``request.state.limitry_response``)
+answers it, so a route can read the decision instead of calling
+``tracker.usage`` again, which would be a second event and take a second
+token from every rate limit both match (see docs/integrations.md).
+
 Lifespan and websocket scopes pass through untouched.  ``tracker.usage`` is
 synchronous and runs in the event loop's thread, as :class:`limitry_local.Client`
 does: tens of microseconds on an in-memory ledger, one SQLite commit on a
@@ -47,7 +53,7 @@ from typing import Any
 
 from limitry_local.errors import InvalidRequestError, LimitExceeded, NotFoundError
 from limitry_local.integrations._ietf import ratelimit_fields
-from limitry_local.models import QuotaStatus, RateLimitStatus, TrackPostRequest
+from limitry_local.models import QuotaStatus, RateLimitStatus, TrackPostRequest, TrackPostResponse
 from limitry_local.periods import Clock
 from limitry_local.tracker import Tracker
 
@@ -58,6 +64,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+STATE_KEY = "limitry_response"
+"""Where in ``scope["state"]`` (Starlette's ``request.state``) the 201 of the request is kept."""
 
 EventLike = TrackPostRequest | Mapping[str, Any]
 EventFactory = Callable[[Scope], EventLike | Awaitable[EventLike | None] | None]
@@ -98,17 +107,18 @@ class LimitryMiddleware:
             event = await made if inspect.isawaitable(made) else made
             response = None if event is None else self.tracker.usage(event)
         except LimitExceeded as denied:
-            headers = {**denied.headers, **self._ietf(denied.body.rate_limits, denied.body.quotas)}
-            await _answer(send, 429, denied.response, headers)
+            denial = {**denied.headers, **self._ietf(denied.body.rate_limits, denied.body.quotas)}
+            await _answer(send, 429, denied.response, denial)
             return
         except InvalidRequestError as invalid:
             await _answer(send, 400, invalid.response, {})
             return
-        headers = (
-            {}
-            if response is None
-            else {**response.headers, **self._ietf(response.rate_limits, response.quotas)}
-        )
+        headers: dict[str, str] = {}
+        if response is not None:
+            # A new dict for a scope without state: the server's, when there is
+            # one, holds per-request state (a copy of the lifespan's).
+            scope.setdefault("state", {})[STATE_KEY] = response
+            headers = {**response.headers, **self._ietf(response.rate_limits, response.quotas)}
         if not headers:
             await self.app(scope, receive, send)
             return
@@ -134,6 +144,17 @@ class LimitryMiddleware:
             return self.tracker.rate_limits.get(status.id).metric
         except NotFoundError:
             return None  # deleted since it was applied: say nothing about its unit
+
+
+def response_of(scope: Scope) -> TrackPostResponse | None:
+    """The 201 :class:`LimitryMiddleware` got for this request, or None (skipped, or no middleware).
+
+    For the app behind the middleware: the statuses and headers of the
+    event already recorded for this request, without tracking it twice.
+    """
+    state = scope.get("state")
+    found = state.get(STATE_KEY) if isinstance(state, Mapping) else None
+    return found if isinstance(found, TrackPostResponse) else None
 
 
 def _raw(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
 from limitry_local import InvalidRequestError, Tracker, TrackPostRequest
-from limitry_local.integrations.asgi import LimitryMiddleware, Scope
+from limitry_local.integrations.asgi import LimitryMiddleware, Scope, response_of
 from limitry_local.testing import ManualClock
 
 
@@ -258,3 +258,58 @@ def test_through_httpx_asgi_transport_with_middleware_list(tracker: Tracker) -> 
     assert allowed.headers["x-ratelimit-limit"] == "1"
     assert denied.status_code == 429
     assert denied.headers["retry-after"] == "1"
+
+
+# --- one event per HTTP request: a route reads the middleware's decision ----------------
+
+
+def _app_with_a_tracking_route(tracker: Tracker, clock: ManualClock, *, reuse: bool) -> Starlette:
+    seen: list[str] = []
+
+    async def chat(request: Request) -> JSONResponse:
+        if reuse:
+            response = response_of(request.scope)
+            assert response is not None
+            assert request.state.limitry_response is response  # the same, for Starlette
+        else:  # the trap docs/integrations.md warns about: a second event, a second token
+            response = tracker.usage(customer_id="cust_1", event_type="http_request")
+        seen.append(response.id)
+        return JSONResponse({"event": response.id, "remaining": response.headers})
+
+    app = Starlette(routes=[Route("/chat", chat)])
+    app.add_middleware(LimitryMiddleware, tracker=tracker, event=customer_event, clock=clock)
+    app.state.seen = seen
+    return app
+
+
+def test_a_route_calling_usage_again_takes_a_second_token(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    tracker.rate_limits.create(name="rpm", limit_value=2, window="minute", per=["customer_id"])
+    with TestClient(_app_with_a_tracking_route(tracker, clock, reuse=False)) as client:
+        assert client.get("/chat", headers=CUST_1).status_code == 200
+        assert client.get("/chat", headers=CUST_1).status_code == 429
+    assert len(tracker.events.list(customer_id="cust_1").data) == 2  # one HTTP request
+
+
+def test_a_route_reading_response_of_takes_one_token_per_request(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    tracker.rate_limits.create(name="rpm", limit_value=2, window="minute", per=["customer_id"])
+    app = _app_with_a_tracking_route(tracker, clock, reuse=True)
+    with TestClient(app) as client:
+        first = client.get("/chat", headers=CUST_1)
+        second = client.get("/chat", headers=CUST_1)
+        assert client.get("/chat", headers=CUST_1).status_code == 429
+    assert (first.status_code, second.status_code) == (200, 200)
+    recorded = [event.id for event in tracker.events.list(customer_id="cust_1").data]
+    # Each request's route saw its own event: the one the middleware recorded.
+    assert app.state.seen == [first.json()["event"], second.json()["event"]]
+    assert sorted(recorded) == sorted(app.state.seen)
+    assert second.json()["remaining"]["X-RateLimit-Remaining"] == "0"
+
+
+def test_response_of_is_none_without_the_middleware_or_for_a_skipped_request() -> None:
+    assert response_of({"type": "http"}) is None
+    assert response_of({"type": "http", "state": {}}) is None
+    assert response_of({"type": "http", "state": {"limitry_response": "not a response"}}) is None

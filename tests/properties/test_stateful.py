@@ -84,6 +84,15 @@ START_TIMES = [
 ]
 CUSTOMERS = ["cust_a", "cust_b", "cust_c"]
 MODELS = ["gpt-4", "claude-3-opus"]
+# What events name: the filters' models, their dated snapshots (which a model
+# filter matches) and names that only look alike (which it does not).
+EVENT_MODELS = [
+    *MODELS,
+    "gpt-4-0613",
+    "gpt-4-turbo",
+    "claude-3-opus-20240229",
+    "claude-3-opus-latest",
+]
 EVENT_TYPES = ["model_call", "embedding"]
 TIERS = ["free", "pro"]
 IDEMPOTENCY_KEYS = ["key-1", "key-2", "key-3", "key-4"]
@@ -228,7 +237,7 @@ event_st = st.builds(
     EventSpec,
     customer_id=st.sampled_from(CUSTOMERS),
     event_type=st.sampled_from(EVENT_TYPES),
-    model=st.one_of(st.none(), st.sampled_from(MODELS)),
+    model=st.one_of(st.none(), st.sampled_from(EVENT_MODELS)),
     provider=st.one_of(st.none(), st.just("openai")),
     input_tokens=st.one_of(st.none(), st.integers(0, 60)),
     output_tokens=st.one_of(st.none(), st.integers(0, 60)),
@@ -263,7 +272,7 @@ forms_st = st.sampled_from(["kwargs", "model", "wire"])
 check_dims_st = st.fixed_dictionaries(
     {"customer_id": st.sampled_from(CUSTOMERS)},
     optional={
-        "model": st.sampled_from(MODELS),
+        "model": st.sampled_from(EVENT_MODELS),
         "event_type": st.sampled_from(EVENT_TYPES),
         "tier": st.sampled_from(TIERS),
     },
@@ -319,14 +328,24 @@ class FirstAnswer:
     """The first usage() response; None when the key was recorded by events.ingest/batch."""
 
 
+# docs/semantics.md: a model filter also matches the name plus a dated
+# snapshot suffix; the reference lists the snapshots of its own few models.
+SNAPSHOT_SUFFIXES = ("-0613", "-20240229", "-latest")
+
+
+def _value_matches(name: str, wanted: str, value: str) -> bool:
+    if value == wanted:
+        return True
+    return name == "model" and any(value == wanted + suffix for suffix in SNAPSHOT_SUFFIXES)
+
+
 def applies(filters: Filters, per: Sequence[str], dims: dict[str, str]) -> Key | None:
     """The key an event charges under a limit, or None when the limit does not match."""
     for name, wanted in filters.items():
         if name not in dims:
             return None
-        if isinstance(wanted, str) and dims[name] != wanted:
-            return None
-        if isinstance(wanted, list) and dims[name] not in wanted:
+        choices = [wanted] if isinstance(wanted, str) else wanted
+        if not any(_value_matches(name, one, dims[name]) for one in choices):
             return None
     if any(name not in dims for name in per):
         return None
