@@ -189,6 +189,38 @@ def _explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
     return LedgerError(f"ledger {where}: {text}", "io")
 
 
+def _check_wal_files(path: Path) -> None:
+    """Refuse a ledger whose ``-wal`` or ``-shm`` file SQLite could not write.
+
+    WAL mode maps ``-shm`` into memory, and a ``-shm`` that could not be
+    written was seen to end the interpreter with SIGBUS inside ``PRAGMA
+    journal_mode = WAL`` (issue 20); at best the Tracker opened and failed
+    at its first write.
+    ``os.access`` is asked, not a trial open: it sees an immutable file
+    (``chattr +i``) and a read-only mount even for root, and opening and
+    closing the file here would drop the locks SQLite holds on it for
+    another connection of this process.  A file that appears or changes
+    after this look is SQLite's to report.
+    """
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if not os.path.lexists(side):
+            continue
+        if not side.is_file():
+            raise LedgerError(
+                f"cannot open ledger {path}: {side} is not a regular file; remove it "
+                "(SQLite keeps its -wal and -shm files beside the ledger)",
+                "cannot_open",
+            )
+        if not os.access(side, os.W_OK):
+            raise LedgerError(
+                f"ledger {path} is read-only: {side} cannot be written; the ledger, its "
+                "-wal and -shm files and its directory must be writable (permissions, "
+                "chattr +i, a read-only mount)",
+                "read_only",
+            )
+
+
 def _translated(method: Callable[P, R]) -> Callable[P, R]:
     """Run under the ledger's lock; raise :class:`LedgerError` for any SQLite failure."""
 
@@ -561,6 +593,8 @@ class Ledger:
                 f"ledger {self.where} is read-only; the file and its directory must be writable",
                 "read_only",
             )
+        if self.path is not None:
+            _check_wal_files(self.path)
         try:
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so
             # a counter increment can never be committed apart from its event.
