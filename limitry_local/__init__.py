@@ -8,6 +8,7 @@ from limitry_local.client import Client
 from limitry_local.errors import (
     APIError,
     AuthenticationError,
+    BucketStoreFull,
     InvalidRequestError,
     LimitExceeded,
     LimitryError,
@@ -58,6 +59,7 @@ __version__ = "0.2.0.dev0"
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BucketStoreFull",
     "Client",
     "CustomerUsageResponse",
     "ErrorBody",
