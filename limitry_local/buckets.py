@@ -229,8 +229,9 @@ class BucketStore:
     token-bucket check (docs/benchmarks.md).  Full buckets are swept in
     bulk instead, every time the store has seen as many writes as it holds
     entries, and at the bound once a bucket may have become full since the
-    last sweep (``_next_full``, the earliest full-again instant written),
-    so a store whose every bucket is active refuses without scanning.
+    last sweep (``_next_full``, the earliest full-again instant written)
+    and enough new keys paid for it (:meth:`_make_room`), so a store whose
+    every bucket is active refuses without scanning.
     """
 
     def __init__(self, maxsize: int, clock: Clock) -> None:
@@ -253,6 +254,11 @@ class BucketStore:
         # written since the last sweep (or found by it).  Rewriting a key can
         # leave it too early, never too late, which costs a sweep, not a limit.
         self._next_full = math.inf
+        # New keys the bound must still turn away before it scans for full
+        # buckets again.  A scan of a million entries costs about a second:
+        # each must be paid for by maxsize/8 new keys, stored (the room it
+        # freed) or refused, so the work per call stays constant, amortised.
+        self._asks_before_scan = 0
         self._pending: list[tuple[Hashable, tuple[float, float], float]] | None = None
         self._asked: Sequence[BucketAsk] = ()
 
@@ -395,6 +401,9 @@ class BucketStore:
         full = [key for key, (_, full_at) in entries.items() if full_at <= now]
         for key in full:
             del entries[key]
+        # A small store is cheap to scan: it may look at every ask.
+        scan_every = self._maxsize // 8 if self._maxsize > _MIN_SWEEP else 0
+        self._asks_before_scan = max(0, scan_every - len(full))
         self._next_full = min((full_at for _, full_at in entries.values()), default=math.inf)
         self._writes_to_sweep = max(_MIN_SWEEP, len(entries))
         self._writes_since_sweep = 0
@@ -404,11 +413,18 @@ class BucketStore:
         """Drop full buckets until ``needed`` new keys fit; refuse ``key`` when they cannot.
 
         Only full buckets go, as they change no answer.  The sweep runs only
-        once some bucket may have become full since the last one, so a
-        store whose every bucket is active refuses in constant time.
+        once some bucket may have become full since the last one, and (in a
+        store of more than ``_MIN_SWEEP`` buckets) only once ``maxsize // 8``
+        new keys have been stored or refused since the last, so a store at
+        its bound costs constant work per call,
+        amortised, whatever a caller minting keys does.  The price: after a
+        sweep that found few full buckets, a new key may be refused for up
+        to that many asks while a bucket is full again; never is a key
+        admitted past its limit.
         """
         now = self._clock()
-        if self._next_full <= now:
+        self._asks_before_scan -= 1
+        if self._next_full <= now and self._asks_before_scan < 0:
             self.evictions += self._sweep()
         if len(self._entries) + needed <= self._maxsize:
             return

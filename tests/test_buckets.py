@@ -220,3 +220,41 @@ def test_store_dropping_full_buckets_is_not_premature() -> None:
     store.put("d", BucketState(0.0, T0 + 20), T0 + 80)
     assert (store.premature_evictions, store.evictions, store.refusals) == (0, 2, 0)
     assert len(store) == 2
+
+
+def test_a_large_store_at_its_bound_does_not_scan_itself_for_every_refused_key() -> None:
+    """A scan must be paid for by max_buckets/8 new keys, stored or refused.
+
+    4096 buckets, one full again each second, 100 new keys asked each
+    second: scanning whenever a bucket may be full would scan 50 times in
+    50 s, a million-bucket store about a second each.  Keys are still
+    admitted (after a scan) and nothing below capacity is dropped.
+    """
+    clock = ManualClock(T0)
+    store = BucketStore(4096, clock)
+    for i in range(4096):
+        store.put(i, BucketState(0.0, T0), T0 + 1 + i)
+    scans = 0
+    sweep = store._sweep
+
+    def counted() -> int:
+        nonlocal scans
+        scans += 1
+        return sweep()
+
+    store._sweep = counted  # type: ignore[method-assign]
+    stored = 0
+    for second in range(50):
+        clock.advance(1)
+        for n in range(100):
+            try:
+                store.put(("new", second, n), BucketState(0.0, clock()), clock() + 3600)
+                stored += 1
+            except BucketStoreFull:
+                pass
+    assert scans <= 50 * 100 // (4096 // 8 - 10) + 1
+    assert stored == store.evictions > 0
+    assert len(store) == 4096
+    assert store.refusals == 50 * 100 - stored
+    # Every bucket still held is one a scan found below capacity or a new one.
+    assert all(store.get(key) is not None for key in list(store._entries)[-stored:])
