@@ -416,11 +416,10 @@ class BucketStore:
         once some bucket may have become full since the last one, and (in a
         store of more than ``_MIN_SWEEP`` buckets) only once ``maxsize // 8``
         new keys have been stored or refused since the last, so a store at
-        its bound costs constant work per call,
-        amortised, whatever a caller minting keys does.  The price: after a
-        sweep that found few full buckets, a new key may be refused for up
-        to that many asks while a bucket is full again; never is a key
-        admitted past its limit.
+        its bound costs constant work per call, amortised, whatever a caller
+        minting keys does.  The price: after a sweep that found few full
+        buckets, a new key may be refused for up to that many asks while a
+        bucket is full again; never is a key admitted past its limit.
         """
         now = self._clock()
         self._asks_before_scan -= 1

@@ -361,9 +361,9 @@ class Tracker:
 
     @property
     def premature_bucket_evictions(self) -> int:
-        """Buckets dropped before they were full: always 0 since 0.3, which refuses instead.
+        """Buckets dropped before they were full: always 0, the store refuses a new key instead.
 
-        Kept for code written against 0.2; see :attr:`bucket_refusals`.
+        Kept so code that reads it goes on working; see :attr:`bucket_refusals`.
         """
         return getattr(self._rates, "premature_evictions", 0)
 
