@@ -2,15 +2,17 @@
 
 One rate limit ``per=["customer_id"]`` (10 per hour) and N customers that
 each send one event at the same instant: every key leaves a bucket below
-capacity, so the store must keep all of them (or, past ``max_buckets``,
-drop some early).  The buckets are filled through the tracker's own
-rate-limit path, the half of ``usage()`` that decides and stores buckets,
-without the ledger write: an event row in SQLite would be counted too.
+capacity, so the store must keep all of them (past ``max_buckets`` it
+refuses new keys with ``BucketStoreFull`` rather than drop one).  The
+buckets are filled through the tracker's own rate-limit path, the half
+of ``usage()`` that decides and stores buckets, without the ledger
+write: an event row in SQLite would be counted too.
 
 Each row runs in a fresh process.  It fills once untraced (fill time, RSS
 delta from VmRSS) and once under tracemalloc (bytes allocated through
-Python and still held, after ``gc.collect()``).  The last row inserts the
-largest N keys into a store bounded below N.
+Python and still held, after ``gc.collect()``).  The last row sends the
+largest N keys to a store bounded below N: it holds the first
+``max_buckets`` and refuses the rest, without scanning itself each time.
 
     .venv/bin/python benchmarks/bucket_memory.py                  # 10k, 100k, 1M keys
     .venv/bin/python benchmarks/bucket_memory.py --sizes 2000 --bounded-max 500
@@ -29,7 +31,7 @@ import tracemalloc
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from limitry_local import Tracker
+from limitry_local import BucketStoreFull, Tracker
 from limitry_local.buckets import BucketStore
 from limitry_local.testing import ManualClock
 from limitry_local.tracker import DEFAULT_MAX_BUCKETS
@@ -47,7 +49,8 @@ class Row:
     traced_bytes: int
     rss_bytes: int
     fill_seconds: float
-    premature_evictions: int
+    refusals: int
+    evictions: int
 
     @property
     def bytes_per_key(self) -> float:
@@ -69,20 +72,25 @@ def fill(tracker: Tracker, keys: int) -> None:
         tracker._refresh()
         for i in range(keys):
             dims = {"customer_id": f"c{i}", "event_type": "e"}
-            for o in tracker._take_rates(dims, 0):
+            try:
+                outcomes = tracker._take_rates(dims, 0)
+            except BucketStoreFull:
+                continue  # past max_buckets, every bucket below capacity: counted
+            for o in outcomes:
                 if not o.answer.allowed:
                     raise AssertionError(f"c{i} denied: the fill is not one event per key")
             tracker._rates.settle(keep=True)
 
 
 def check_filled(tracker: Tracker, keys: int, max_buckets: int) -> int:
-    """The buckets held are the ones ``usage()`` reads: the last key has 1 token taken."""
+    """The buckets held are the ones ``usage()`` reads: the last key held has 1 token taken."""
     store = tracker._rates
     assert isinstance(store, BucketStore)
     held = len(store)
     if held != min(keys, max_buckets):
         raise AssertionError(f"{held} buckets held for {keys} keys, max_buckets={max_buckets}")
-    status = tracker.usage(customer_id=f"c{keys - 1}", event_type="e").rate_limits[0]
+    last = min(keys, max_buckets) - 1
+    status = tracker.usage(customer_id=f"c{last}", event_type="e").rate_limits[0]
     if status.remaining != LIMIT - 2:
         raise AssertionError(f"the last key's bucket was not stored: {status}")
     return held
@@ -110,7 +118,9 @@ def measure(keys: int, max_buckets: int) -> Row:
     fill_seconds = time.perf_counter() - started
     gc.collect()
     rss_bytes = rss() - rss_before
-    evictions = tracker.premature_bucket_evictions
+    refusals, evictions = tracker.bucket_refusals, tracker.bucket_evictions
+    if refusals != max(0, keys - max_buckets) or tracker.premature_bucket_evictions:
+        raise AssertionError(f"{refusals} refusals for {keys} keys, max_buckets={max_buckets}")
     held = check_filled(tracker, keys, max_buckets)
     tracker.close()
     del tracker
@@ -125,10 +135,10 @@ def measure(keys: int, max_buckets: int) -> Row:
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    if tracker.premature_bucket_evictions != evictions:
-        raise AssertionError("the traced fill evicted differently from the untraced one")
+    if (tracker.bucket_refusals, tracker.bucket_evictions) != (refusals, evictions):
+        raise AssertionError("the traced fill refused differently from the untraced one")
     tracker.close()
-    return Row(keys, max_buckets, held, traced, rss_bytes, fill_seconds, evictions)
+    return Row(keys, max_buckets, held, traced, rss_bytes, fill_seconds, refusals, evictions)
 
 
 def run_child(keys: int, max_buckets: int) -> Row:
@@ -167,25 +177,25 @@ def main() -> None:
     )
     print(
         "| keys | max_buckets | tracemalloc MiB | bytes/key | RSS delta MiB | fill seconds "
-        "| premature evictions |"
+        "| refusals | evictions |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row.keys:,} | {row.max_buckets:,} | {row.traced_bytes / MiB:.2f} "
             f"| {row.bytes_per_key:.0f} | {row.rss_bytes / MiB:.2f} | {row.fill_seconds:.2f} "
-            f"| {row.premature_evictions:,} |"
+            f"| {row.refusals:,} | {row.evictions:,} |"
         )
     print(
         "\nbytes/key: tracemalloc bytes divided by the buckets held, min(keys, max_buckets);"
         "\nit includes the key tuple and its customer_id string, which the bucket keeps alive."
         "\nRSS delta: VmRSS after minus before the untraced fill; it adds allocator overhead"
-        "\nand, for the bounded row, memory freed by evictions but not returned to the OS."
-        "\npremature evictions (tracker.premature_bucket_evictions): buckets dropped by the"
-        "\nmax_buckets bound while still below capacity.  A dropped bucket counts as full, so"
-        "\nthat key may admit up to one capacity more than its limit once.  Buckets that"
-        "\nrefilled to full expire on their own and are not counted.  Keep max_buckets above"
-        "\nthe number of keys active within one window and it stays 0."
+        "\nand, for the bounded row, the refused calls' garbage not returned to the OS."
+        "\nrefusals (tracker.bucket_refusals): new keys refused with BucketStoreFull (503)"
+        "\nbecause all max_buckets buckets were below capacity; nothing was charged.  The"
+        "\nclock is stopped, so no bucket refills and none can be dropped: evictions"
+        "\n(tracker.bucket_evictions, full buckets dropped for a new key) stay 0.  Keep"
+        "\nmax_buckets above the number of keys active within one window and both stay 0."
     )
 
 

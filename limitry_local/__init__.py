@@ -16,6 +16,7 @@ from limitry_local.client import Client, ClientConfig, collect_all, paginate_all
 from limitry_local.errors import (
     APIError,
     AuthenticationError,
+    BucketStoreFull,
     ConflictError,
     DuplicateNameWarning,
     InvalidRequestError,
@@ -80,6 +81,7 @@ __version__ = "0.2.0.dev0"
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BucketStoreFull",
     "Client",
     "ClientConfig",
     "ConflictError",

@@ -14,6 +14,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from limitry_local.errors import BucketStoreFull
 from limitry_local.periods import Clock
 
 # Refill is float arithmetic: 4 tokens per 60 s refilled over 15 s can come
@@ -207,28 +208,39 @@ def _full_at(capacity: int, rate: float, state: BucketState) -> int:
 
 
 class BucketStore:
-    """Bucket states in memory, at most ``maxsize`` of them.
+    """Bucket states in memory, at most ``maxsize`` of them, never forgetting one early.
 
     Why forgetting cannot over-admit: a missing bucket is treated as full,
     so dropping a bucket is only safe once it *is* full.  Each entry keeps
     the instant its bucket is full again; from then on it reads as missing
-    and a sweep may drop it.  The one unsafe case is the size bound: when
-    more than ``maxsize`` buckets are below capacity at once, the least
-    recently written one is dropped early, and that key may then admit at
-    most its missing tokens (up to one capacity) once more.
-    ``premature_evictions`` counts those; keep ``maxsize`` above the number
-    of keys active within one window and it stays zero.
+    and a sweep may drop it.  At the size bound a new key first makes room
+    by dropping full buckets (``evictions`` counts them); when every bucket
+    held is below capacity, the new key is refused with
+    :class:`~limitry_local.BucketStoreFull` (a 503, counted in
+    ``refusals``) and nothing is taken.  Dropping a bucket that is not full
+    would let its key admit up to one capacity more than its limit, again
+    each time a caller minting new keys pushed it out; refusing the new key
+    keeps every limit, at the price of turning new keys away until a bucket
+    refills.  Keep ``maxsize`` above the number of keys active within one
+    window and neither happens.
 
     An ordered dict in write order, not a cachetools TLRU cache: the cache's
     get and set cost about 3 us per bucket per event, seven times a whole
     token-bucket check (docs/benchmarks.md).  Full buckets are swept in
     bulk instead, every time the store has seen as many writes as it holds
-    entries, and before evictions at the bound (constant work per write,
-    amortised).
+    entries, and at the bound once a bucket may have become full since the
+    last sweep (``_next_full``, the earliest full-again instant written)
+    and enough new keys paid for it (:meth:`_make_room`), so a store whose
+    every bucket is active refuses without scanning.
     """
 
     def __init__(self, maxsize: int, clock: Clock) -> None:
+        self.evictions = 0
+        """Full buckets dropped to make room for a new key at the bound."""
+        self.refusals = 0
+        """New keys refused (:class:`BucketStoreFull`): every bucket held was below capacity."""
         self.premature_evictions = 0
+        """Buckets dropped before they were full: always 0 since the store refuses instead."""
         self._maxsize = maxsize
         self._clock = clock
         # key -> ((tokens, updated), full_at), oldest write first.  An
@@ -238,6 +250,15 @@ class BucketStore:
         self._entries: OrderedDict[Hashable, tuple[tuple[float, float], float]] = OrderedDict()
         self._writes_to_sweep = _MIN_SWEEP
         self._writes_since_sweep = 0
+        # No bucket held is full before this instant: the earliest full_at
+        # written since the last sweep (or found by it).  Rewriting a key can
+        # leave it too early, never too late, which costs a sweep, not a limit.
+        self._next_full = math.inf
+        # New keys the bound must still turn away before it scans for full
+        # buckets again.  A scan of a million entries costs about a second:
+        # each must be paid for by maxsize/8 new keys, stored (the room it
+        # freed) or refused, so the work per call stays constant, amortised.
+        self._asks_before_scan = 0
         self._pending: list[tuple[Hashable, tuple[float, float], float]] | None = None
         self._asked: Sequence[BucketAsk] = ()
 
@@ -249,6 +270,7 @@ class BucketStore:
         return BucketState(*entry[0])
 
     def put(self, key: Hashable, state: BucketState, full_at: float) -> None:
+        """Store a bucket; :class:`BucketStoreFull` if it is new and no full bucket makes room."""
         self._put(key, (state.tokens, state.updated), full_at)
 
     def _put(self, key: Hashable, state: tuple[float, float], full_at: float) -> None:
@@ -256,8 +278,10 @@ class BucketStore:
         if key in entries:
             entries.move_to_end(key)  # the order is the order of last writes
         elif len(entries) >= self._maxsize:
-            self._make_room()
+            self._make_room(key, 1)
         entries[key] = (state, full_at)
+        if full_at < self._next_full:  # noqa: PLR1730 (min() is a call, on every write)
+            self._next_full = full_at
         self._writes_since_sweep += 1
         if self._writes_since_sweep >= self._writes_to_sweep:
             self._sweep()
@@ -265,7 +289,30 @@ class BucketStore:
     # --- RateLimitStore ---------------------------------------------------------
 
     def take(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
-        """Decide every bucket; the states are written only by ``settle(keep=True)``."""
+        """Decide every bucket; the states are written only by ``settle(keep=True)``.
+
+        Room for the event's new keys is made (or refused) here, before
+        anything is recorded, so ``settle`` never meets a full store.
+        """
+        answers = self._decide(asks, at)
+        self._asked = asks
+        entries = self._entries
+        pending = self._pending
+        if pending and len(entries) + len(pending) > self._maxsize:
+            new = [key for key, _, _ in pending if key not in entries]
+            if new and len(entries) + len(new) > self._maxsize:
+                # The sweep that makes room also drops this event's own keys
+                # that are full: they need room again.
+                now = at.now
+                full = sum(1 for key, _, _ in pending if key in entries and entries[key][1] <= now)
+                try:
+                    self._make_room(new[0], len(new) + full)
+                except BucketStoreFull:
+                    self._pending = None
+                    raise
+        return answers
+
+    def _decide(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
         answers = []
         pending: list[tuple[Hashable, tuple[float, float], float]] = []
         allowed = True
@@ -300,7 +347,6 @@ class BucketStore:
                     BucketAnswer(False, remaining, current_reset, remaining, current_reset, retry)
                 )
         self._pending = pending if allowed else None
-        self._asked = asks
         return answers
 
     def settle(self, *, keep: bool) -> None:
@@ -309,23 +355,36 @@ class BucketStore:
             for key, state, full_at in pending:
                 self._put(key, state, full_at)
         else:
-            # A denied key is an active key: the size bound should drop idle ones first.
+            # A denied key is an active key: sweeps and the write order see it first.
             for ask in self._asked:
                 self.touch(ask.key)
 
     def peek(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
-        answers = self.take(asks, at)
+        """What ``take`` would answer, taking nothing; a new key needs no room to be read."""
+        answers = self._decide(asks, at)
         self._pending = None
         return answers
 
     def adjust(self, asks: Sequence[BucketAsk], at: BucketTime) -> None:
+        """Apply every ask that has room; then :class:`BucketStoreFull` if one had none.
+
+        Its callers have recorded the event already and log the error: an
+        unenforced (soft, shadow) limit's bucket that found no room only
+        misses a log line of what it would have denied.
+        """
         now = at.now
+        refused: BucketStoreFull | None = None
         for key, capacity, window, cost in asks:
             entry = self._entries.get(key)
             state = None if entry is None or entry[1] <= now else BucketState(*entry[0])
             current = refill(capacity, window, state, now)
             after = BucketState(min(float(capacity), max(0.0, current.tokens - cost)), now)
-            self.put(key, after, math.ceil(full_at(capacity, window, after)))
+            try:
+                self.put(key, after, math.ceil(full_at(capacity, window, after)))
+            except BucketStoreFull as exc:
+                refused = exc
+        if refused is not None:
+            raise refused
 
     def close(self) -> None:
         self._entries.clear()
@@ -335,28 +394,61 @@ class BucketStore:
         if key in self._entries:
             self._entries.move_to_end(key)
 
-    def _sweep(self) -> None:
+    def _sweep(self) -> int:
+        """Drop every full bucket; how many went."""
         now = self._clock()
-        full = [key for key, (_, full_at) in self._entries.items() if full_at <= now]
-        for key in full:
-            del self._entries[key]
-        self._writes_to_sweep = max(_MIN_SWEEP, len(self._entries))
-        self._writes_since_sweep = 0
-
-    def _make_room(self) -> None:
-        # Full buckets go first, as they cost no answer; sweeping for them at
-        # most once per eighth of the bound keeps a store whose every bucket
-        # is active from scanning itself on every new key.
-        if self._writes_since_sweep >= max(1, self._maxsize // 8):
-            self._sweep()
         entries = self._entries
-        while len(entries) >= self._maxsize:
-            _, (_, full_at) = entries.popitem(last=False)
-            if full_at > self._clock():
-                self.premature_evictions += 1
+        full = [key for key, (_, full_at) in entries.items() if full_at <= now]
+        for key in full:
+            del entries[key]
+        # A small store is cheap to scan: it may look at every ask.
+        scan_every = self._maxsize // 8 if self._maxsize > _MIN_SWEEP else 0
+        self._asks_before_scan = max(0, scan_every - len(full))
+        self._next_full = min((full_at for _, full_at in entries.values()), default=math.inf)
+        self._writes_to_sweep = max(_MIN_SWEEP, len(entries))
+        self._writes_since_sweep = 0
+        return len(full)
+
+    def _make_room(self, key: Hashable, needed: int) -> None:
+        """Drop full buckets until ``needed`` new keys fit; refuse ``key`` when they cannot.
+
+        Only full buckets go, as they change no answer.  The sweep runs only
+        once some bucket may have become full since the last one, and (in a
+        store of more than ``_MIN_SWEEP`` buckets) only once ``maxsize // 8``
+        new keys have been stored or refused since the last, so a store at
+        its bound costs constant work per call, amortised, whatever a caller
+        minting keys does.  The price: after a sweep that found few full
+        buckets, a new key may be refused for up to that many asks while a
+        bucket is full again; never is a key admitted past its limit.
+        """
+        now = self._clock()
+        self._asks_before_scan -= 1
+        if self._next_full <= now and self._asks_before_scan < 0:
+            self.evictions += self._sweep()
+        if len(self._entries) + needed <= self._maxsize:
+            return
+        self.refusals += 1
+        wait = max(1, math.ceil(self._next_full - now)) if self._next_full < math.inf else 1
+        raise BucketStoreFull(
+            f"rate-limit bucket store full: all {self._maxsize} buckets (max_buckets) are "
+            f"below capacity, and forgetting one would let its key past its limit, so the "
+            f"new bucket {_bucket_name(key)} is refused and nothing was charged; the first "
+            f"bucket is full again in {wait} s.  Raise Tracker(max_buckets=...) above the "
+            "number of keys active within one window, or share buckets in Redis "
+            "(RedisBuckets)",
+            wait,
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _bucket_name(key: Hashable) -> str:
+    """A bucket as an error names it: the tracker's keys are (limit id, generation, values)."""
+    if isinstance(key, tuple) and len(key) == 3 and isinstance(key[2], tuple):
+        values = ", ".join(map(repr, key[2]))
+        return f"of rate limit {key[0]} for ({values})"
+    return repr(key)
 
 
 # Sweeping a small store often is cheap; below this many writes it is not worth it.

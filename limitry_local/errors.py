@@ -181,6 +181,22 @@ class LimitExceeded(APIError):
         self.args = (f"429 {self.status_text}: {detail}",)
 
 
+class BucketStoreFull(APIError):
+    """503: the in-memory buckets are at ``max_buckets`` and every one is below capacity.
+
+    Forgetting any of them would let its key admit past its limit, so the
+    new key is refused instead: nothing was recorded or charged.
+    ``.retry_after`` is whole seconds until the first held bucket is full
+    again (and may be dropped); raising ``Tracker(max_buckets=...)`` above
+    the number of keys active within one window avoids the refusal.
+    """
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(503, HTTPStatus.SERVICE_UNAVAILABLE.phrase, {"error": message})
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class RateLimitExceeded(LimitExceeded):
     """429 from a rate limit (token bucket)."""
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from limitry_local.buckets import EPSILON, BucketAsk, BucketStore
 from limitry_local.dimensions import describe_key
-from limitry_local.errors import InvalidRequestError
+from limitry_local.errors import BucketStoreFull, InvalidRequestError
 from limitry_local.models import MAX_AMOUNT, effective_limit
 
 if TYPE_CHECKING:
@@ -125,7 +125,8 @@ class RateGate:
         (on a shared ledger, a hit past ``_refresh_at`` first goes the slow
         way, which looks for other processes' changes).  The same
         arithmetic as :func:`limitry_local.buckets._decide` and the same
-        bookkeeping as :meth:`BucketStore._put`, inline and on closure
+        bookkeeping as :meth:`BucketStore._put` (including its refusal at
+        the bound), inline and on closure
         variables: this path is measured against a dict token bucket
         (docs/benchmarks.md, a1), and every attribute load and call counts.
         """
@@ -198,12 +199,18 @@ class RateGate:
                 tokens -= cost
                 if tokens < 0.0:  # noqa: PLR1730
                     tokens = 0.0
-                # BucketStore._put, inline: every write counts toward the next sweep.
+                # BucketStore._put, inline: room for a new key is made from full
+                # buckets only (or refused, before anything is taken), the
+                # earliest full-again instant is kept, and every write counts
+                # toward the next sweep.
                 if entry is not None:
                     move_to_end(bucket)
                 elif len(entries) >= store._maxsize:
-                    store._make_room()
-                entries[bucket] = ((tokens, now), ceil(now + (capacity - tokens) / rate))
+                    store._make_room(bucket, 1)
+                full = ceil(now + (capacity - tokens) / rate)
+                entries[bucket] = ((tokens, now), full)
+                if full < store._next_full:  # noqa: PLR1730
+                    store._next_full = full
                 store._writes_since_sweep += 1
                 if store._writes_since_sweep >= store._writes_to_sweep:
                     store._sweep()
@@ -303,7 +310,11 @@ class RateGate:
                     limit.name,
                     describe_key(limit.per, key),
                 )
-            store.adjust([ask], at)
+            try:
+                store.adjust([ask], at)
+            except BucketStoreFull as exc:
+                # As usage() does: a limit that never denies is not charged, and says so.
+                logger.warning("%s rate limit %r not charged: %s", limit.mode, limit.name, exc)
             return True
         (answer,) = store.take([ask], at)
         store.settle(keep=answer.allowed)

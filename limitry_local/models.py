@@ -269,7 +269,9 @@ def _check_timezone(name: str) -> str:
         return name
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: ZoneInfo opens the name as a file under its search path, so a
+    # name too long for a file name, or a folder ("Europe"), fails there.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(
             f"{name!r} is not an IANA time zone name (such as 'UTC' or 'America/New_York')"
         ) from None

@@ -376,15 +376,38 @@ class Tracker:
         return self._ledger
 
     @property
-    def premature_bucket_evictions(self) -> int:
-        """Buckets dropped by the size bound before they were full (see :class:`BucketStore`).
+    def bucket_evictions(self) -> int:
+        """Full buckets the in-memory store dropped at ``max_buckets`` to make room for new keys.
 
-        Always 0 for a rate-limit store other than the in-memory one.
+        Harmless (a full bucket reads as missing); 0 for another rate-limit store.
+        """
+        return getattr(self._rates, "evictions", 0)
+
+    @property
+    def bucket_refusals(self) -> int:
+        """Calls refused with :class:`~limitry_local.BucketStoreFull` at ``max_buckets``.
+
+        Each is a new key turned away because every bucket held was below
+        capacity; keep ``max_buckets`` above the keys active within one
+        window and it stays 0.  Always 0 for another rate-limit store.
+        """
+        return getattr(self._rates, "refusals", 0)
+
+    @property
+    def premature_bucket_evictions(self) -> int:
+        """Buckets dropped before they were full: always 0, the store refuses a new key instead.
+
+        Kept so code that reads it goes on working; see :attr:`bucket_refusals`.
         """
         return getattr(self._rates, "premature_evictions", 0)
 
     def flush(self) -> None:
-        """Commit the pending batch now (``durability="batched"``); a no-op otherwise."""
+        """Commit the pending batch now (``durability="batched"``); a no-op otherwise.
+
+        After a batch was lost (disk full), every call that writes raises the
+        same :class:`LedgerError` until a ``flush()`` commits again: free the
+        space, then call this (docs/reliability.md).
+        """
         with self._lock:
             self._ensure_open()
             self._ledger.flush()

@@ -579,6 +579,7 @@ LOST_BATCH = textwrap.dedent(
     except LedgerError as exc:
         print("lost:", "was lost" in str(exc))
     resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    tracker.flush()  # writes are refused after a loss until a flush commits
     again = tracker.usage(customer_id="c", event_type="e", total_tokens=60)
     tracker.flush()
     history = tracker.quotas.alerts.history().data

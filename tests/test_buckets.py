@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from limitry_local import BucketStoreFull
 from limitry_local.buckets import BucketState, BucketStore, peek, refill, take
 from limitry_local.testing import ManualClock
 
@@ -173,17 +174,40 @@ def test_store_forgets_a_bucket_once_it_is_full() -> None:
     assert store.premature_evictions == 0
 
 
-def test_store_size_bound_counts_premature_evictions() -> None:
+def test_store_at_its_bound_refuses_a_new_key_rather_than_drop_one_below_capacity() -> None:
     clock = ManualClock(T0)
     store = BucketStore(2, clock)
     store.put("a", BucketState(0.0, T0), T0 + 60)
-    store.put("b", BucketState(0.0, T0), T0 + 60)
-    store.put("c", BucketState(0.0, T0), T0 + 60)
-    assert len(store) == 2
-    assert store.premature_evictions == 1
-    # The least recently used key went.
-    assert store.get("a") is None
-    assert store.get("c") == BucketState(0.0, T0)
+    store.put("b", BucketState(0.0, T0), T0 + 30)
+    with pytest.raises(BucketStoreFull, match=r"max_buckets.*'c'.*full again in 30 s") as caught:
+        store.put("c", BucketState(0.0, T0), T0 + 60)
+    assert (caught.value.status, caught.value.retry_after) == (503, 30)
+    assert caught.value.headers == {"Retry-After": "30"}
+    # Both empty buckets are still there; nothing was dropped.
+    assert store.get("a") == BucketState(0.0, T0)
+    assert store.get("b") == BucketState(0.0, T0)
+    assert (store.refusals, store.evictions, store.premature_evictions) == (1, 0, 0)
+    # Once b is full again it makes room for c.
+    clock.advance(30)
+    store.put("c", BucketState(0.0, T0 + 30), T0 + 90)
+    assert store.get("c") == BucketState(0.0, T0 + 30)
+    assert store.get("a") == BucketState(0.0, T0)
+    assert (store.refusals, store.evictions) == (1, 1)
+
+
+def test_a_rewritten_key_that_fills_later_does_not_stop_the_store_finding_full_ones() -> None:
+    """The earliest full-again instant may be stale (too early): that costs a sweep, not room."""
+    clock = ManualClock(T0)
+    store = BucketStore(2, clock)
+    store.put("a", BucketState(9.0, T0), T0 + 6)
+    store.put("a", BucketState(0.0, T0), T0 + 60)  # rewritten: full later than first said
+    store.put("b", BucketState(0.0, T0), T0 + 20)
+    clock.advance(10)
+    with pytest.raises(BucketStoreFull, match="full again in 10 s"):
+        store.put("c", BucketState(0.0, T0 + 10), T0 + 70)
+    clock.advance(10)
+    store.put("c", BucketState(0.0, T0 + 20), T0 + 80)
+    assert (len(store), store.evictions, store.refusals) == (2, 1, 1)
 
 
 def test_store_dropping_full_buckets_is_not_premature() -> None:
@@ -194,5 +218,43 @@ def test_store_dropping_full_buckets_is_not_premature() -> None:
     clock.advance(20)
     store.put("c", BucketState(0.0, T0 + 20), T0 + 80)
     store.put("d", BucketState(0.0, T0 + 20), T0 + 80)
-    assert store.premature_evictions == 0
+    assert (store.premature_evictions, store.evictions, store.refusals) == (0, 2, 0)
     assert len(store) == 2
+
+
+def test_a_large_store_at_its_bound_does_not_scan_itself_for_every_refused_key() -> None:
+    """A scan must be paid for by max_buckets/8 new keys, stored or refused.
+
+    4096 buckets, one full again each second, 100 new keys asked each
+    second: scanning whenever a bucket may be full would scan 50 times in
+    50 s, a million-bucket store about a second each.  Keys are still
+    admitted (after a scan) and nothing below capacity is dropped.
+    """
+    clock = ManualClock(T0)
+    store = BucketStore(4096, clock)
+    for i in range(4096):
+        store.put(i, BucketState(0.0, T0), T0 + 1 + i)
+    scans = 0
+    sweep = store._sweep
+
+    def counted() -> int:
+        nonlocal scans
+        scans += 1
+        return sweep()
+
+    store._sweep = counted  # type: ignore[method-assign]
+    stored = 0
+    for second in range(50):
+        clock.advance(1)
+        for n in range(100):
+            try:
+                store.put(("new", second, n), BucketState(0.0, clock()), clock() + 3600)
+                stored += 1
+            except BucketStoreFull:
+                pass
+    assert scans <= 50 * 100 // (4096 // 8 - 10) + 1
+    assert stored == store.evictions > 0
+    assert len(store) == 4096
+    assert store.refusals == 50 * 100 - stored
+    # Every bucket still held is one a scan found below capacity or a new one.
+    assert all(store.get(key) is not None for key in list(store._entries)[-stored:])

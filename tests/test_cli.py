@@ -401,6 +401,38 @@ def test_a_bad_line_fails_the_import_before_anything_is_written(db: Path, tmp_pa
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    ("hostile", "message"),
+    [
+        (
+            '{"customerId": "acme", "eventType": "x", "properties": {"p": '
+            + "[" * 100_000
+            + "]" * 100_000
+            + "}}",
+            "nested too deeply to read (brackets inside brackets, about 1000 levels or more); "
+            "an event's properties nest at most 32 levels",
+        ),
+        ("[" * 100_000, "nested too deeply to read"),
+        (
+            '{"customerId": "acme", "eventType": "x", "totalTokens": ' + "9" * 5000 + "}",
+            "a number too long to read (more than 4300 digits); amounts are at most 13 digits",
+        ),
+    ],
+    ids=["deep-properties", "deep-line", "5000-digits"],
+)
+def test_a_line_too_deep_or_too_long_to_read_is_exit_2_naming_it(
+    db: Path, tmp_path: Path, hostile: str, message: str
+) -> None:
+    """0.2 exited 70 (internal error) with a RecursionError or ValueError traceback."""
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"customerId": "acme", "eventType": "x"}\n' + hostile + "\n")
+    done = run("--db", db, "events", "import", events)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"limitry-local: error: {events}:2: {message}")
+    assert done.stderr.count("\n") == 1  # one line, no traceback
+    assert not db.exists()  # nothing recorded, not even the good first line
+
+
 def test_import_draws_a_progress_bar_on_a_terminal_only(db: Path, tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text('{"customerId": "a", "eventType": "x"}\n' * 3)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from limitry_local import QuotaExceeded, Tracker
+from limitry_local import LedgerError, QuotaExceeded, Tracker
 from limitry_local.ledger import Ledger
 from limitry_local.testing import ManualClock
 from tests.conftest import START
@@ -375,6 +375,9 @@ FULL_DISK = textwrap.dedent(
         print("next: ok")
     except LedgerError as exc:
         print("next:", exc.reason, exc)
+    tracker.flush()  # a write commits again: calls are accepted again
+    tracker.usage(customer_id="after", event_type="e")
+    print("after flush: ok")
     tracker.flush()  # the open batch holds the write lock; let the other Tracker write
     # Another Tracker adds a rate limit of 1 per hour: the first must enforce it.
     other.rate_limits.create(name="r", limit_value=1, window="hour")
@@ -405,10 +408,75 @@ def test_a_batch_lost_to_a_full_disk_is_reported_not_hidden(tmp_path: Path, mode
     first = lines[0]
     assert first.split()[1] in {"disk_full", "io"}, first
     assert "the open batch of 200 events was lost" in first
-    # The loss was told once, where it happened; the tracker then goes on.
-    assert lines[1] == "next: ok"
+    assert "refused with this error until tracker.flush() commits again" in first
+    # The next call is refused with the same error, though the disk has room
+    # again: nothing more is acknowledged until a flush commits (issue 20).
+    assert lines[1] == "next: " + first.split(": ", 1)[1]
+    assert lines[2] == "after flush: ok"
     # A failed definition change must not leave the tracker blind to later ones.
-    assert lines[2] == "then: admitted RateLimitExceeded"
+    assert lines[3] == "then: admitted RateLimitExceeded"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB file system (tmpfs), mounted for the test and unmounted after it."""
+    if os.geteuid() != 0:
+        pytest.skip(
+            "mounting a 2 MiB tmpfs needs root (CI runs as root); the RLIMIT_FSIZE "
+            "tests above make the disk full without it"
+        )
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        gc.collect()  # a Tracker a failed test left open holds files on it
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def test_a_full_disk_in_batched_mode_loses_one_batch_then_refuses(tiny_disk: Path) -> None:
+    """Issue 20: on a 2 MiB file system 0.2 acknowledged 5,958 calls and stored 1,800.
+
+    Each lost batch was told to the one call whose flush met it, and the
+    next calls started new batches that were lost in turn.  Now the first
+    loss makes every call raise the same LedgerError until a flush()
+    commits, so exactly one batch (at most ``flush_events`` events) is lost.
+    """
+    path = tiny_disk / "usage.db"
+    spare = tiny_disk / "spare"
+    spare.write_bytes(b"\0" * 256 * 1024)  # freed later, to show how writing resumes
+    tracker = Tracker(path, durability="batched", flush_events=100, flush_ms=600_000)
+    pad = {f"p{n}": "x" * 250 for n in range(4)}  # about 1 KB an event
+    acknowledged = 0
+    errors: list[tuple[str, str]] = []
+    for i in range(3000):
+        try:
+            tracker.usage(customer_id=f"c{i}", event_type="e", properties=pad)
+            acknowledged += 1
+        except LedgerError as exc:
+            errors.append((exc.reason, str(exc)))
+    assert errors, "the disk never filled: the test proves nothing"
+    assert sqlite_ledger(tracker).lost_batches == 1
+    assert len(set(errors)) == 1, set(errors)  # the same error, every call after the loss
+    reason, message = errors[0]
+    assert reason in {"disk_full", "io"}
+    assert len(errors) == 3000 - acknowledged
+    stored = committed(path)
+    lost = acknowledged - stored
+    assert 0 < lost < 100
+    # The batch counted the event of the call whose commit met the full disk,
+    # which raised instead of acknowledging it.
+    assert f"the open batch of {lost + 1} events was lost" in message
+    # Room again: a flush commits, and calls are recorded again.
+    spare.unlink()
+    with pytest.raises(LedgerError, match="was lost"):
+        tracker.usage(customer_id="before the flush", event_type="e")
+    tracker.flush()
+    tracker.usage(customer_id="after", event_type="e")
+    tracker.close()
+    assert committed(path) == stored + 1
+    assert sqlite_ledger(tracker).lost_batches == 1
 
 
 FORKED = textwrap.dedent(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 import limitry_local.gate
 from limitry_local import (
+    BucketStoreFull,
     InvalidRequestError,
     LimitryError,
     NotFoundError,
@@ -325,6 +327,7 @@ def test_the_store_stays_bounded(clock: ManualClock) -> None:
             clock.advance(0.05)  # each bucket is full again within 2 s: 40 at a time
         assert len(tracker._rates) <= 64  # type: ignore[arg-type]
         assert tracker.premature_bucket_evictions == 0
+        assert tracker.bucket_refusals == 0
 
 
 def test_help_shows_what_hit_does(tracker: Tracker) -> None:
@@ -399,7 +402,7 @@ def test_rewrites_count_toward_sweeps_as_usage_writes_do() -> None:
             go("k5", 1)
             go("k5", 1)
             go("n2", 1)
-            answers.append((go("k0", 3600), tracker.premature_bucket_evictions))
+            answers.append((go("k0", 3600), tracker.bucket_refusals))
     assert answers == [(False, 0), (False, 0)]
 
 
@@ -437,6 +440,14 @@ steps = st.lists(
 )
 
 
+def _refused_or(charge: Callable[[], bool]) -> bool | str:
+    """The charge's answer, or "refused" when the store at its bound turned the new key away."""
+    try:
+        return charge()
+    except BucketStoreFull:
+        return "refused"
+
+
 def _bucket_entries(tracker: Tracker) -> list[tuple[object, object]]:
     """The in-memory store's entries in write order, named without the limit's id and generation."""
     store = tracker._rates
@@ -456,11 +467,11 @@ def test_hits_leave_the_buckets_usage_would(
 ) -> None:
     """The same steps as gate hits on one Tracker and as usage() on its twin.
 
-    Every answer, every stored bucket (in write order) and the count of
-    premature evictions must be equal, with a store small enough to forget
-    and a clock that sometimes steps back (waits are quarter seconds, some
-    negative).  Until a bucket is evicted before it was full, the answers
-    are also those of a dict token bucket.
+    Every answer (a refusal at ``max_buckets`` included), every stored
+    bucket (in write order) and the counts of evictions and refusals must
+    be equal, with a store small enough to fill and a clock that sometimes
+    steps back (waits are quarter seconds, some negative).  Every answer
+    but a refusal is also that of an unbounded dict token bucket.
     """
     seconds = {"second": 1, "minute": 60, "10s": 10}[window]
     gated_clock, tracked_clock = ManualClock(START), ManualClock(START)
@@ -486,9 +497,11 @@ def test_hits_leave_the_buckets_usage_would(
                 continue
             # Bucket time: the latest instant the tracker has read, at a call.
             latest = max(latest, gated_clock())
-            got = hit(key, cost=n)
-            assert got is _charge(tracked, None, key, n), (key, n)
-            if not gated.premature_bucket_evictions:
+            got = _refused_or(lambda: hit(key, cost=n))  # noqa: B023 (called at once)
+            assert got == _refused_or(lambda: _charge(tracked, None, key, n)), (key, n)  # noqa: B023
+            if got != "refused":  # a refusal takes nothing, so the reference is not asked
                 assert got is reference.hit(key, latest, n), (key, n)
         assert _bucket_entries(gated) == _bucket_entries(tracked)
-        assert gated.premature_bucket_evictions == tracked.premature_bucket_evictions
+        assert gated.bucket_refusals == tracked.bucket_refusals
+        assert gated.bucket_evictions == tracked.bucket_evictions
+        assert gated.premature_bucket_evictions == 0

@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -155,6 +156,77 @@ def test_a_ledger_in_a_read_only_directory_is_reported(tmp_path: Path) -> None:
     with read_only(folder):
         error = open_fails(folder / "usage.db", "cannot_open")
     assert "writable" in str(error)
+
+
+# --- -wal and -shm files SQLite cannot write --------------------------------------------
+# Opened in a child process: a -shm SQLite cannot write was seen to kill the
+# interpreter with SIGBUS inside PRAGMA journal_mode = WAL (issue 20).  0.2
+# opened such a ledger and failed at the first write, or died.
+
+OPEN_CHILD = """
+import sys
+from limitry_local import LedgerError, Tracker
+try:
+    tracker = Tracker(sys.argv[1])
+except LedgerError as exc:
+    print("LedgerError", exc.reason, exc)
+else:
+    print("opened")
+"""
+
+
+def open_in_child(path: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)  # -7 would be SIGBUS
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def used_ledger(tmp_path: Path) -> Path:
+    path = tmp_path / "usage.db"
+    with Tracker(path) as tracker:
+        tracker.usage(EVENT)
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["-shm", "-wal"])
+def test_a_wal_file_that_cannot_be_written_is_a_ledger_error_at_open(
+    used_ledger: Path, suffix: str
+) -> None:
+    side = Path(f"{used_ledger}{suffix}")
+    side.write_bytes(b"\0" * 32768 if suffix == "-shm" else b"")
+    with read_only(side):
+        out = open_in_child(used_ledger)
+    assert out.startswith(f"LedgerError read_only ledger {used_ledger} is read-only: {side}")
+    assert "must be writable" in out
+    # Once it can be written again the ledger opens with its event.
+    side.unlink()
+    with Tracker(used_ledger) as tracker:
+        assert tracker.ledger.event_count() == 1
+
+
+def test_a_shm_that_is_a_directory_is_a_ledger_error_at_open(used_ledger: Path) -> None:
+    side = Path(f"{used_ledger}-shm")
+    side.mkdir()
+    out = open_in_child(used_ledger)
+    assert out == (
+        f"LedgerError cannot_open cannot open ledger {used_ledger}: {side} is not a regular "
+        "file; remove it (SQLite keeps its -wal and -shm files beside the ledger)"
+    )
+
+
+def test_two_trackers_on_one_file_in_one_process_still_share_it(used_ledger: Path) -> None:
+    """The look at -wal and -shm opens nothing, so it drops no lock of a connection open here."""
+    with Tracker(used_ledger) as first, Tracker(used_ledger) as second:
+        first.usage(EVENT)
+        second.usage(EVENT)
+        assert first.ledger.event_count() == second.ledger.event_count() == 3
 
 
 # --- migration ---------------------------------------------------------------------------

@@ -70,6 +70,30 @@ def test_an_unknown_time_zone_is_a_400_naming_the_field(tracker: Tracker) -> Non
     assert tracker.quotas.list().data == []
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x" * 256,  # too long for a file name: OSError in 0.2
+        "Europe",  # a folder of zone files, not a zone: IsADirectoryError in 0.2
+        "America/" + "y" * 300,
+        "/etc/localtime",
+        "../zoneinfo/UTC",
+        "UTC\x00",
+        "",
+    ],
+    ids=["long", "folder", "long-in-folder", "absolute", "relative", "nul", "empty"],
+)
+def test_any_bad_time_zone_is_a_400_naming_the_field(tracker: Tracker, name: str) -> None:
+    with pytest.raises(InvalidRequestError, match=r"^400 Bad Request: timezone: .*IANA time zone"):
+        tracker.quotas.create(
+            name="x", metric="total_events", limit_value=1, period="day", timezone=name
+        )
+    quota = tracker.quotas.create(name="y", metric="total_events", limit_value=1, period="day")
+    with pytest.raises(InvalidRequestError, match="timezone"):
+        tracker.quotas.update(quota.id, timezone=name)
+    assert [q.name for q in tracker.quotas.list().data] == ["y"]
+
+
 def test_changing_the_zone_recounts_and_survives_a_reopen(
     clock: ManualClock, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from limitry_local import LedgerError, Tracker
+from limitry_local import BucketStoreFull, LedgerError, RateLimitExceeded, Tracker
 from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.testing import ManualClock
 
@@ -74,14 +74,47 @@ def test_buckets_forgotten_once_full_change_no_answer(clock: ManualClock) -> Non
         assert tracker.premature_bucket_evictions == 0
 
 
-def test_a_bucket_dropped_by_the_size_bound_is_counted(clock: ManualClock) -> None:
+def test_a_new_key_at_the_size_bound_is_refused_and_nothing_recorded(clock: ManualClock) -> None:
     with Tracker(clock=clock, max_buckets=1) as tracker:
         tracker.rate_limits.create(name="r", limit_value=1, window="hour", per=["customer_id"])
         tracker.usage(customer_id="a", event_type="e")
-        tracker.usage(customer_id="b", event_type="e")  # pushes a's empty bucket out
-        assert tracker.premature_bucket_evictions == 1
-        # The documented bound: a's bucket comes back full, one capacity at most.
-        assert tracker.usage(customer_id="a", event_type="e").allowed is True
+        with pytest.raises(BucketStoreFull, match=r"max_buckets.*\('b'\)") as caught:
+            tracker.usage(customer_id="b", event_type="e")
+        assert caught.value.status == 503
+        assert caught.value.retry_after == 3600
+        assert (tracker.bucket_refusals, tracker.bucket_evictions) == (1, 0)
+        assert tracker.premature_bucket_evictions == 0
+        assert tracker.ledger.event_count() == 1
+        # a's empty bucket was kept: a is still denied.
+        with pytest.raises(RateLimitExceeded):
+            tracker.usage(customer_id="a", event_type="e")
+        clock.advance(3600)  # a is full again: it makes room for b
+        assert tracker.usage(customer_id="b", event_type="e").allowed is True
+        assert (tracker.bucket_refusals, tracker.bucket_evictions) == (1, 1)
+
+
+@pytest.mark.parametrize("via_gate", [False, True])
+def test_a_soft_limit_at_the_size_bound_admits_and_is_not_charged(
+    clock: ManualClock, via_gate: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A soft limit never denies: a new key that finds no room is admitted, uncharged, logged."""
+    with Tracker(clock=clock, max_buckets=1) as tracker:
+        limit = tracker.rate_limits.create(
+            name="soft", limit_value=1, window="hour", per=["customer_id"], mode="soft"
+        )
+        gate = tracker.rate_limits.gate(limit.id)
+
+        def send(customer: str) -> bool:
+            if via_gate:
+                return gate.hit(customer)
+            return tracker.usage(customer_id=customer, event_type="e").allowed
+
+        assert send("a") is True
+        with caplog.at_level("WARNING", logger="limitry_local"):
+            assert send("b") is True
+        assert "max_buckets" in caplog.text
+        assert tracker.bucket_refusals == 1
+        assert tracker.ledger.event_count() == (0 if via_gate else 2)
 
 
 def test_a_ledger_locked_past_the_timeout_is_a_ledger_error(

@@ -11,6 +11,7 @@ line may also be a plain ``TrackPostRequest`` in wire form.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,14 @@ from typing import Any, TextIO
 
 from limitry_local.cli.exits import CliError
 from limitry_local.errors import InvalidRequestError, parse
-from limitry_local.models import MAX_BATCH, Event, Page, TrackPostRequest
+from limitry_local.models import (
+    MAX_AMOUNT,
+    MAX_BATCH,
+    MAX_PROPERTY_DEPTH,
+    Event,
+    Page,
+    TrackPostRequest,
+)
 from limitry_local.tracker import Tracker
 
 PAGE = 100  # the largest page events.list serves
@@ -116,6 +124,22 @@ def read_events(source: str, text: str) -> list[Incoming]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CliError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            # The decoder recurses once per bracket: Python's stack gives out
+            # long before any event nests this deep (properties allow 32 levels).
+            raise CliError(
+                f"{where}: nested too deeply to read (brackets inside brackets, "
+                f"about {sys.getrecursionlimit()} levels or more); an event's "
+                f"properties nest at most {MAX_PROPERTY_DEPTH} levels"
+            ) from None
+        except ValueError:
+            # The one other way json.loads fails: an integer longer than
+            # Python converts (sys.get_int_max_str_digits()).
+            raise CliError(
+                f"{where}: a number too long to read (more than "
+                f"{sys.get_int_max_str_digits()} digits); amounts are at most "
+                f"{len(str(MAX_AMOUNT))} digits"
+            ) from None
         if not isinstance(item, Mapping):
             raise CliError(
                 f"{where}: expected a JSON object (one event), got {type(item).__name__}"

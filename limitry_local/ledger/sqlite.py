@@ -180,6 +180,38 @@ def _release(
             wake.notify_all()  # the flusher, if any, has nothing left to do
 
 
+def _check_wal_files(path: Path) -> None:
+    """Refuse a ledger whose ``-wal`` or ``-shm`` file SQLite could not write.
+
+    WAL mode maps ``-shm`` into memory, and a ``-shm`` that could not be
+    written was seen to end the interpreter with SIGBUS inside ``PRAGMA
+    journal_mode = WAL`` (issue 20); at best the Tracker opened and failed
+    at its first write.
+    ``os.access`` is asked, not a trial open: it sees an immutable file
+    (``chattr +i``) and a read-only mount even for root, and opening and
+    closing the file here would drop the locks SQLite holds on it for
+    another connection of this process.  A file that appears or changes
+    after this look is SQLite's to report.
+    """
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if not os.path.lexists(side):
+            continue
+        if not side.is_file():
+            raise LedgerError(
+                f"cannot open ledger {path}: {side} is not a regular file; remove it "
+                "(SQLite keeps its -wal and -shm files beside the ledger)",
+                "cannot_open",
+            )
+        if not os.access(side, os.W_OK):
+            raise LedgerError(
+                f"ledger {path} is read-only: {side} cannot be written; the ledger, its "
+                "-wal and -shm files and its directory must be writable (permissions, "
+                "chattr +i, a read-only mount)",
+                "read_only",
+            )
+
+
 class _WriteScope:
     """What :meth:`Ledger.write` returns: a plain context manager.
 
@@ -202,7 +234,7 @@ class _WriteScope:
         try:
             ledger._ensure_usable()
             if self._batched:
-                ledger._raise_lost()
+                ledger._refuse_after_loss()
             conn = ledger.db.conn
             try:
                 if not self._batched:
@@ -314,6 +346,9 @@ class Ledger(SqlLedger):
         self._transactions = 0
         self._version_seen: tuple[int, int] | None = None
         self._lost: LedgerError | None = None
+        # Set by a lost batch, cleared by a flush() that commits: until then
+        # every write is refused with it, so no more is acknowledged and lost.
+        self._failed: LedgerError | None = None
         self.lost_batches = 0
         """How many open batches SQLite rolled back: what they wrote, alert firings
         included, is gone (the Tracker forgets which alerts it saw fire)."""
@@ -331,6 +366,8 @@ class Ledger(SqlLedger):
                 f"ledger {self.where} is read-only; the file and its directory must be writable",
                 "read_only",
             )
+        if self.path is not None:
+            _check_wal_files(self.path)
         try:
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so
             # a counter increment can never be committed apart from its event.
@@ -494,12 +531,42 @@ class Ledger(SqlLedger):
             self._wake.notify()  # the flusher times this batch from now
 
     def flush(self) -> None:
-        """Commit the open batch now (batched mode); a no-op otherwise."""
+        """Commit the open batch now (batched mode); a no-op otherwise.
+
+        After a lost batch it is also how writing resumes: it commits a
+        small write of the ledger's own and, once that lands, accepts
+        calls again; else it raises what SQLite said and writes stay refused.
+        """
         with self.lock:
             if not self._closed:
                 self._ensure_usable()
+                if self._failed is not None:
+                    self._lost = None  # the caller is asking about the loss: told
+                    self._try_write()
+                    self._failed = None
+                    return
                 self._raise_lost()
                 self._commit()
+
+    def _refuse_after_loss(self) -> None:
+        """Raise the lost batch's error again, until a flush() commits."""
+        failed = self._failed
+        if failed is not None:
+            self._lost = None  # told now
+            raise LedgerError(str(failed), failed.reason)
+
+    def _try_write(self) -> None:
+        """Commit a write that changes nothing, to learn whether the file takes writes again."""
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._transactions += 1
+            conn.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _explained(exc, self.where, self.timeout) from exc
 
     def _commit(self) -> None:
         conn = self.db.conn
@@ -521,10 +588,14 @@ class Ledger(SqlLedger):
         else:
             cause = LedgerError(f"ledger {self.where}: {exc}")
         lost = LedgerError(
-            f"{cause}; the open batch of {self._pending} events was lost", cause.reason
+            f"{cause}; the open batch of {self._pending} events was lost, and every "
+            "write is refused with this error until tracker.flush() commits again "
+            "(free space or fix the file, then call flush())",
+            cause.reason,
         )
         self._pending = 0
         self.lost_batches += 1
+        self._failed = lost
         return lost
 
     def _raise_lost(self) -> None:

@@ -1,0 +1,142 @@
+"""Key churn at ``max_buckets`` never resets another tenant's limit (issue 20, item 1).
+
+0.2 dropped the least recently written bucket at the bound, full or not: a
+caller minting new customer ids faster than ``max_buckets`` a window pushed
+every other tenant's empty bucket out, and each came back full.  The store
+now drops only full buckets and refuses a new key when none is.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from limitry_local import BucketStoreFull, RateLimitExceeded, Tracker
+from limitry_local.testing import ManualClock
+from tests.conftest import START
+
+
+def _send(tracker: Tracker, customer: str) -> str:
+    try:
+        tracker.usage(customer_id=customer, event_type="call")
+    except RateLimitExceeded:
+        return "denied"
+    except BucketStoreFull:
+        return "refused"
+    return "admitted"
+
+
+def test_a_key_minting_caller_cannot_reset_a_victims_limit() -> None:
+    """The issue's scenario: 10/hour per customer, 100 buckets, 20 rounds of a second.
+
+    Each round the victim sends 30 calls and the others 150, each with a new
+    customer id.  0.2 admitted the victim 200 times (10 a round); its limit
+    allows 10 in the hour, plus what 20 s refill (0.06 of a token).
+    """
+    clock = ManualClock(START)
+    with Tracker(clock=clock, max_buckets=100) as tracker:
+        tracker.rate_limits.create(
+            name="per customer", limit_value=10, window="hour", per=["customer_id"]
+        )
+        victim: list[str] = []
+        others: list[str] = []
+        minted = 0
+        for _ in range(20):
+            victim += [_send(tracker, "victim") for _ in range(30)]
+            for _ in range(150):
+                others.append(_send(tracker, f"mint_{minted}"))
+                minted += 1
+            clock.advance(1)
+        assert victim.count("admitted") == 10
+        assert victim.count("denied") == 20 * 30 - 10
+        # The store held the victim and 99 minted keys; every later new key was refused.
+        assert others.count("admitted") == 99
+        assert others.count("refused") == 20 * 150 - 99
+        assert tracker.bucket_refusals == 20 * 150 - 99
+        assert tracker.bucket_evictions == 0
+        assert tracker.ledger.event_count() == 10 + 99
+
+
+class _Reference:
+    """Unbounded buckets: capacity per window, refilled continuously, full when unseen."""
+
+    def __init__(self, capacity: int, window: float) -> None:
+        self.capacity = capacity
+        self.window = window
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def hit(self, key: str, now: float) -> bool:
+        tokens, at = self.buckets.get(key, (float(self.capacity), now))
+        if now > at:
+            tokens = min(float(self.capacity), tokens + (now - at) * self.capacity / self.window)
+            at = now
+        if tokens < 1 - 1e-9:
+            return False
+        self.buckets[key] = (max(0.0, tokens - 1), at)
+        return True
+
+
+@settings(max_examples=200)
+@given(
+    capacity=st.integers(1, 4),
+    max_buckets=st.integers(1, 6),
+    via_gate=st.booleans(),
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("call"), st.integers(0, 3)),  # a few steady tenants
+            st.tuples(st.just("mint"), st.integers(1, 12)),  # new keys, many at once
+            st.tuples(st.just("wait"), st.integers(1, 40)),  # quarter seconds
+        ),
+        max_size=60,
+    ),
+)
+def test_no_churn_admits_past_a_limit(
+    capacity: int, max_buckets: int, via_gate: bool, steps: list[tuple[str, int]]
+) -> None:
+    """Under any churn every admitted call is one an unbounded bucket would admit too.
+
+    A refused call takes nothing (the reference is not asked), every other
+    answer equals the reference's, and the store never holds more than
+    ``max_buckets`` buckets.  Through ``usage()`` and through a gate's
+    compiled path, which keeps the store's bookkeeping by hand.
+    """
+    clock = ManualClock(START)
+    reference = _Reference(capacity, 10)
+    minted = 0
+    with Tracker(clock=clock, max_buckets=max_buckets) as tracker:
+        limit = tracker.rate_limits.create(
+            name="r", limit_value=capacity, window="10s", per=["customer_id"]
+        )
+        gate = tracker.rate_limits.gate(limit.id)
+        refused = 0
+        admitted = 0
+
+        def call(key: str) -> None:
+            nonlocal refused, admitted
+            if via_gate:
+                try:
+                    got = "admitted" if gate.hit(key) else "denied"
+                except BucketStoreFull:
+                    got = "refused"
+            else:
+                got = _send(tracker, key)
+            if got == "refused":
+                refused += 1
+                return
+            admitted += got == "admitted"
+            assert (got == "admitted") is reference.hit(key, clock()), key
+
+        for kind, n in steps:
+            if kind == "wait":
+                clock.advance(n / 4)
+            elif kind == "call":
+                call(f"tenant_{n}")
+            else:
+                for _ in range(n):
+                    call(f"mint_{minted}")
+                    minted += 1
+            assert len(tracker._rates) <= max_buckets  # type: ignore[arg-type]
+        assert tracker.bucket_refusals == refused
+        assert tracker.premature_bucket_evictions == 0
+        if not via_gate:
+            assert tracker.ledger.event_count() == admitted
