@@ -5,6 +5,7 @@
 """
 
 from limitry_local.client import Client
+from limitry_local.denials import LimitStats, TrackerStats
 from limitry_local.errors import (
     APIError,
     AuthenticationError,
@@ -69,6 +70,7 @@ __all__ = [
     "InvalidRequestError",
     "LedgerError",
     "LimitExceeded",
+    "LimitStats",
     "LimitryError",
     "NetworkError",
     "NotFoundError",
@@ -98,6 +100,7 @@ __all__ = [
     "TrackPostRequest",
     "TrackPostResponse",
     "Tracker",
+    "TrackerStats",
     "UsageBreakdownResponse",
     "UsageGroup",
     "UsagePoint",
