@@ -13,6 +13,7 @@ from limitry_local.client import AsyncRateLimits as RateLimits
 from limitry_local.client import AsyncTrack as Track
 from limitry_local.client import AsyncUsageReport as Usage
 from limitry_local.client import Client, ClientConfig, collect_all, paginate_all
+from limitry_local.denials import LimitStats, TrackerStats
 from limitry_local.errors import (
     APIError,
     AuthenticationError,
@@ -102,6 +103,7 @@ __all__ = [
     "InvalidRequestError",
     "LedgerError",
     "LimitExceeded",
+    "LimitStats",
     "LimitryError",
     "LimitsConfig",
     "NetworkError",
@@ -140,6 +142,7 @@ __all__ = [
     "TrackPostRequest",
     "TrackPostResponse",
     "Tracker",
+    "TrackerStats",
     "Usage",
     "UsageBreakdown",
     "UsageBreakdownItem",

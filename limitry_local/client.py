@@ -23,7 +23,9 @@ blocks the loop for that time.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +33,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from limitry_local.analytics import UsageReport
+from limitry_local.errors import parse
 from limitry_local.gate import RateGate
 from limitry_local.models import (
     CustomerUsageResponse,
@@ -76,7 +79,7 @@ from limitry_local.resources import (
     Quotas,
     RateLimits,
 )
-from limitry_local.tracker import Tracker
+from limitry_local.tracker import Tracker, _wait_seconds
 
 T = TypeVar("T")
 
@@ -286,10 +289,37 @@ class AsyncTrack:
         self._tracker = tracker
 
     async def usage(
-        self, request: TrackPostRequest | Mapping[str, Any] | None = None, /, **fields: Any
+        self,
+        request: TrackPostRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        # Any, not float | None: callers spread a dict of event fields
+        # (``usage(**fields)``), which a typed ``wait`` would make them cast.
+        wait: Any = None,
+        **fields: Any,
     ) -> TrackPostResponse:
-        """Check rate limits, check quotas, record the event; see :meth:`Tracker.usage`."""
-        return self._tracker.usage(request, **fields)
+        """Check rate limits, check quotas, record the event; see :meth:`Tracker.usage`.
+
+        ``wait`` waits for rate limits as there, awaiting rather than blocking
+        the loop: ``asyncio.sleep``, unless the Tracker was given a ``sleep``
+        (or a clock that has one, as ``ManualClock``), which is then called as
+        a simulated sleep.
+        """
+        tracker = self._tracker
+        if wait is None or wait == 0:
+            return tracker.usage(request, **fields)
+        attempts = tracker._attempts(parse(TrackPostRequest, request, fields), _wait_seconds(wait))
+        try:
+            while True:
+                seconds = next(attempts)
+                if tracker._sleep is time.sleep:
+                    await asyncio.sleep(seconds)
+                else:
+                    tracker._sleep(seconds)
+                    await asyncio.sleep(0)  # still a turn for the loop's other tasks
+        except StopIteration as admitted:
+            response: TrackPostResponse = admitted.value
+            return response
 
 
 class AsyncQuotas:

@@ -88,6 +88,10 @@ def run(path: Path, out: TextIO, day: date | None = None) -> None:
                 )
             say(f"{stamp:8}  {customer:8}  {model:18} {tokens_in + tokens_out:>6,}  {outcome}\n")
             say(f"{'':47}{'  '.join(f'{k}: {v}' for k, v in headers.items())}\n")
+        # Counted in this process's memory (tracker.stats()), so read before it ends.
+        say("\ndenials per limit (tracker.stats()):\n")
+        for limit in tracker.stats().limits:
+            say(f"  {limit.kind:10} {limit.name!r:22} denied {limit.denied}\n")
 
     # A new Tracker on the same file: everything below is read back from disk.
     with Tracker(path, clock=manual) as reopened:

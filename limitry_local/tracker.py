@@ -20,7 +20,7 @@ import threading
 import time as time_module
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -34,6 +34,7 @@ from limitry_local.alerts import AlertCallback, Alerts, Crossing, Firing, log_en
 from limitry_local.analytics import UsageReport
 from limitry_local.buckets import BucketAnswer, BucketAsk, BucketStore, BucketTime, RateLimitStore
 from limitry_local.decision_log import logged
+from limitry_local.denials import DenialCounter, TrackerStats
 from limitry_local.dimensions import (
     Dimensions,
     Key,
@@ -157,6 +158,14 @@ _RESHAPING_RATE_FIELDS = (
 )
 
 
+class _Wait(Exception):
+    """Rate limits alone deny, and their buckets refill within the wait: sleep, then retry."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
 @dataclass(frozen=True, slots=True)
 class _RateRule:
     """A rate limit with what the hot path needs precomputed."""
@@ -241,6 +250,10 @@ class Tracker:
     :class:`~limitry_local.buckets.RateLimitStore` instead of the in-memory
     buckets (``RedisBuckets``); the Tracker owns both from then on and closes
     them on :meth:`close`.
+
+    ``sleep`` is what ``usage(wait=...)`` sleeps with (default: the clock's
+    own ``sleep`` if it has one, as :class:`~limitry_local.testing.ManualClock`
+    does, else :func:`time.sleep`).
     """
 
     def __init__(
@@ -256,12 +269,19 @@ class Tracker:
         flush_ms: float = 50.0,
         ledger: LedgerBackend | None = None,
         rate_limits: RateLimitStore | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
             raise ValueError(f"max_buckets must be a positive integer, got {max_buckets!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         self._clock: Clock = clock if clock is not None else system_clock
+        # What usage(wait=...) sleeps with: a clock that can sleep (ManualClock
+        # advances itself) keeps a simulated wait simulated.
+        self._sleep: Callable[[float], None] = (
+            sleep if sleep is not None else getattr(clock, "sleep", None) or time_module.sleep
+        )
+        self._denials = DenialCounter()
         # Buckets measure durations.  With the system clock they use
         # time.monotonic, which NTP steps and VM resumes cannot move; an
         # injected clock (tests, simulations) drives both.
@@ -374,6 +394,15 @@ class Tracker:
     def ledger(self) -> LedgerBackend:
         """The ledger, for audits and tests (``tracker.ledger.counters()``)."""
         return self._ledger
+
+    def stats(self) -> TrackerStats:
+        """How many calls each limit denied (and soft/shadow ones would have), in this process.
+
+        Counted in memory since this Tracker was made, not stored in the
+        ledger; see :mod:`limitry_local.denials`.
+        """
+        with self._lock:
+            return self._denials.snapshot()
 
     @property
     def bucket_evictions(self) -> int:
@@ -506,7 +535,14 @@ class Tracker:
 
     @logged
     def usage(
-        self, event: TrackPostRequest | Mapping[str, Any] | None = None, /, **fields: Any
+        self,
+        event: TrackPostRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        # Any, not float | None: callers spread a dict of event fields
+        # (``usage(**fields)``), which a typed ``wait`` would make them cast.
+        wait: Any = None,
+        **fields: Any,
     ) -> TrackPostResponse:
         """Check rate limits, check quotas, record the event: all or nothing.
 
@@ -515,18 +551,63 @@ class Tracker:
         rate-limit headers); raises :class:`RateLimitExceeded` or
         :class:`QuotaExceeded` (429) when denied, and
         :class:`InvalidRequestError` (400) for a bad event.
+
+        ``wait`` (seconds): when only rate limits deny, sleep until their
+        buckets hold the event's cost and try again, for up to ``wait``
+        seconds in all, instead of raising at once.  Nothing is taken while
+        waiting, and the event is admitted all or nothing as without it.  A
+        quota never waits (its period ends hours away): a quota denial, or a
+        rate denial whose retry lies beyond what is left of ``wait``, raises
+        at once.  The sleep is the Tracker's ``sleep`` (a
+        :class:`~limitry_local.testing.ManualClock` advances itself).
         """
         request = parse(TrackPostRequest, event, fields)
+        if wait is None or wait == 0:
+            return self._use(request, 0.0)
+        attempts = self._attempts(request, _wait_seconds(wait))
+        try:
+            while True:
+                self._sleep(next(attempts))
+        except StopIteration as admitted:
+            response: TrackPostResponse = admitted.value
+            return response
+
+    def _attempts(
+        self, request: TrackPostRequest, patience: float
+    ) -> Generator[float, None, TrackPostResponse]:
+        """``usage(wait=patience)`` as steps: yields each sleep it needs, returns the 201.
+
+        The sync face sleeps with the Tracker's ``sleep``, the async face
+        (:class:`~limitry_local.client.Client`) awaits; the lock is never held
+        while sleeping.
+        """
+        ticker = self._ticker or self._clock
+        started = ticker()
+        slept = 0.0
+        while True:
+            # Both measures of the time spent: the clock (what callers see) and
+            # the sum of sleeps, so a clock that does not move still ends the wait.
+            left = patience - max(slept, ticker() - started)
+            try:
+                return self._use(request, max(0.0, left))
+            except _Wait as pause:
+                yield float(pause.seconds)
+                slept += pause.seconds
+
+    def _use(self, request: TrackPostRequest, patience: float) -> TrackPostResponse:
+        """One attempt of :meth:`usage`; raises :class:`_Wait` for a rate denial
+        that ``patience`` seconds of waiting would cure.  A write a shared ledger
+        made give way in a deadlock ("conflict": nothing kept) runs again."""
         for attempt in range(_CONFLICT_RETRIES, -1, -1):
             try:
-                return self._usage_once(request)
+                return self._use_once(request, patience)
             except LedgerError as exc:
                 if exc.reason != "conflict" or not attempt:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _usage_once(self, request: TrackPostRequest) -> TrackPostResponse:
-        """One try of :meth:`usage`: all of it is undone if it raises."""
+    def _use_once(self, request: TrackPostRequest, patience: float) -> TrackPostResponse:
+        """One try of :meth:`_use`: all of it is undone if it raises."""
         firings: list[Firing] = []
         with self._lock:
             now = self._now()
@@ -554,7 +635,7 @@ class Tracker:
                         rates = []
                     taken = bool(rates)
                     quotas = self._quota_outcomes(dims, request, when, scope=conn)
-                    self._deny_if_over(rates, quotas)
+                    self._deny_if_over(rates, quotas, patience)
                     response = self._admitted(new_id("evt"), rates, quotas, failed_open)
                     if self._alerts.by_quota:
                         firings = self._alerts.log(
@@ -609,20 +690,47 @@ class Tracker:
             if rule.shown
         ]
 
-    def _deny_if_over(self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome]) -> None:
-        """Raise the 429 an enforced limit calls for; log what soft and shadow ones saw."""
+    def _deny_if_over(
+        self, rates: list[_RateOutcome], quotas: list[_QuotaOutcome], patience: float = 0.0
+    ) -> None:
+        """Raise the 429 an enforced limit calls for; log what soft and shadow ones saw.
+
+        With ``patience`` (seconds ``usage(wait=...)`` may still wait), a
+        denial by rate limits alone whose retry comes within it raises
+        :class:`_Wait` instead, and counts as no denial.
+        """
+        over_rates = [o for o in rates if o.enforced and not o.answer.allowed]
+        over_quotas = [q for q in quotas if q.exceeded and q.quota.mode == "enforce"]
+        if over_rates and patience > 0 and not over_quotas:
+            retry = max(o.answer.retry_after for o in over_rates)
+            # A cost above a bucket's capacity never fits, however long the wait.
+            if retry <= patience and all(o.ask.cost <= o.ask.capacity for o in over_rates):
+                raise _Wait(retry)
+        if over_rates or over_quotas:
+            for o in over_rates:
+                rate = o.rule.limit
+                self._denials.count("rate_limit", rate.id, rate.name, rate.mode, enforced=True)
+            for q in over_quotas:
+                self._denials.count("quota", q.quota.id, q.quota.name, "enforce", enforced=True)
+            # Waiting on a quota is pointless: its denial goes first when waiting.
+            if over_rates and not (patience > 0 and over_quotas):
+                raise self._rate_denial(rates, quotas)
+            raise self._quota_denial(rates, quotas, self._raw_now)
         unenforced_over: list[tuple[str, Quota | RateLimit, Key]] = []
         for o in rates:
             if not o.answer.allowed:
-                if o.enforced:
-                    raise self._rate_denial(rates, quotas)
                 unenforced_over.append(("rate limit", o.rule.limit, o.key))
         for q in quotas:
             if q.exceeded:
-                if q.quota.mode == "enforce":
-                    raise self._quota_denial(rates, quotas, self._raw_now)
                 unenforced_over.append(("quota", q.quota, q.key))
         for kind, limit, key in unenforced_over:
+            self._denials.count(
+                "rate_limit" if kind == "rate limit" else "quota",
+                limit.id,
+                limit.name,
+                limit.mode,
+                enforced=False,
+            )
             logger.info(
                 "%s %s %r would have denied %s",
                 limit.mode,
@@ -1538,6 +1646,16 @@ class Tracker:
 
 
 # --- pure helpers of the rules ----------------------------------------------------
+
+
+def _wait_seconds(value: object) -> float:
+    """``usage(wait=...)``: a finite number of seconds >= 0, or a 400 naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise InvalidRequestError(
+            f"wait: must be a number of seconds >= 0 (how long to wait for rate limits), "
+            f"got {value!r}"
+        )
+    return float(value)
 
 
 def _check_dimensions(dimensions: Mapping[str, str]) -> Dimensions:

@@ -23,6 +23,8 @@ from pydantic.alias_generators import to_camel
 
 from limitry_local import Tracker, __version__
 from limitry_local.cli.config import read_document
+from limitry_local.cli.transfer import EventFilters
+from limitry_local.cli.usage import _walk, aggregate
 from limitry_local.testing import ManualClock
 
 ROOT = Path(__file__).parents[1]
@@ -459,7 +461,9 @@ def test_import_draws_a_progress_bar_on_a_terminal_only(db: Path, tmp_path: Path
             drawn += chunk
         assert process.wait(timeout=60) == 0
     os.close(controller)
-    assert b"importing" in drawn
+    # Both passes: every line checked (bytes read), then written (events).
+    assert b"validating" in drawn
+    assert b"writing" in drawn
     assert b"3/3" in drawn
 
 
@@ -615,3 +619,170 @@ def test_bad_arguments_exit_2(db: Path) -> None:
     done = run("--db", db, "check", "customer_id")
     assert done.returncode == 2
     assert "'customer_id' is not KEY=VALUE" in done.stderr
+
+
+# --- breakdown, timeseries, progress when asked, bounded import, check's warning ----
+
+
+def _report_ledger(db: Path) -> None:
+    """Events over three days: two customers, two models and one event without a model."""
+    day = datetime(2026, 11, 23, 10, tzinfo=timezone.utc).timestamp()
+    with Tracker(db, clock=ManualClock(day)) as tracker:
+        rows = [
+            (0, "acme", "gpt-4o", 100, 0.5),
+            (0, "acme", "claude-sonnet-4", 300, 1.25),
+            (1, "acme", "gpt-4o", 50, 0.1),
+            (1, "globex", None, 20, 0.2),
+            (2, "globex", "gpt-4o", 500, 2.0),
+        ]
+        for offset, customer, model, tokens, cents in rows:
+            fields = {"model": model, "provider": "openai"} if model else {}
+            tracker.events.ingest(
+                customer_id=customer,
+                event_type="model_call",
+                total_tokens=tokens,
+                cost_cents=cents,
+                timestamp=datetime.fromtimestamp(day + offset * 86_400, timezone.utc),
+                **fields,
+            )
+
+
+def test_breakdown_is_the_usage_report_in_tables_and_wire_json(db: Path) -> None:
+    _report_ledger(db)
+    answer = json.loads(ok("--db", db, "breakdown", "--by", "model", "--json"))
+    with Tracker(db) as tracker:
+        assert answer == tracker.usage_report.breakdown("model").model_dump(
+            mode="json", by_alias=True
+        )
+    assert [(g["value"], g["totalTokens"]) for g in answer["data"]] == [
+        ("gpt-4o", 650),
+        ("claude-sonnet-4", 300),
+        (None, 20),
+    ]
+    table = ok("--db", db, "breakdown", "--by", "customer_id", "--model", "gpt-4o")
+    assert re.search(r"globex\s.*\s500\s.*76\.9%", table)
+    assert re.search(r"total\s.*\s650\s", table)
+    assert ok("--db", db, "breakdown", "--customer", "nobody") == "no events match\n"
+
+
+def test_timeseries_charts_each_period_with_a_bar_as_long_as_its_share(db: Path) -> None:
+    _report_ledger(db)
+    answer = json.loads(ok("--db", db, "timeseries", "--interval", "day", "--json"))
+    assert [(p["periodStart"], p["totalTokens"]) for p in answer["data"]] == [
+        ("2026-11-23T00:00:00Z", 400),
+        ("2026-11-24T00:00:00Z", 70),
+        ("2026-11-25T00:00:00Z", 500),
+    ]
+    chart = ok("--db", db, "timeseries", "--interval", "day")
+    bars = {line.split()[1]: line.count("█") for line in chart.splitlines() if "2026-11-2" in line}
+    assert bars == {"2026-11-23": 32, "2026-11-24": 5, "2026-11-25": 40}  # of 40 cells
+    by_events = ok("--db", db, "timeseries", "--metric", "events", "--provider", "openai")
+    assert "bars: events" in by_events
+
+
+def walked_day(tracker: Tracker) -> list[object]:
+    return list(_walk(tracker, "day", EventFilters()))
+
+
+def test_usage_from_the_ledger_matches_a_walk_over_the_events(db: Path) -> None:
+    """Every grouping and filter: the rows summed by report queries equal the events' sums."""
+    _report_ledger(db)
+    with Tracker(db) as tracker:
+        for grouping in ("hour", "day", "week", "month"):
+            for filters in (
+                EventFilters(),
+                EventFilters(customer_id="acme"),
+                EventFilters(model="gpt-4o", start_date="2026-11-24"),
+                EventFilters(end_date="2026-11-24"),
+            ):
+                queried = aggregate(tracker, grouping, filters, query_cost=0)
+                walked = _walk(tracker, grouping, filters)
+                assert queried
+                assert queried == walked, (grouping, filters)
+        assert aggregate(tracker, "day", EventFilters()) == walked_day(tracker)
+        everything = aggregate(tracker, "all", EventFilters())
+        assert [(r.customer_id, r.model, r.total_tokens) for r in everything] == [
+            ("acme", "claude-sonnet-4", 300),
+            ("acme", "gpt-4o", 150),
+            ("globex", None, 20),
+            ("globex", "gpt-4o", 500),
+        ]
+        assert sum(r.cost_micro_cents for r in everything) == 4_050_000
+
+
+def test_progress_is_drawn_when_asked_even_off_a_terminal(db: Path, tmp_path: Path) -> None:
+    seed_events(db)
+    exported = tmp_path / "out.jsonl"
+    done = run("--db", db, "events", "export", "-o", exported, "--progress")
+    assert done.returncode == 0
+    assert "exporting" in done.stderr
+    lines = exported.read_text().splitlines()
+    assert f"{len(lines)}/{len(lines)}" in done.stderr
+    quiet = run("--db", tmp_path / "copy.db", "events", "import", exported, "--no-progress")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    loud = run("--db", tmp_path / "other.db", "events", "import", exported, "--progress")
+    assert "validating" in loud.stderr and "writing" in loud.stderr
+
+
+def test_import_from_stdin_reads_twice_through_a_spool(db: Path, tmp_path: Path) -> None:
+    lines = "".join(
+        json.dumps({"customerId": f"c{i}", "eventType": "x", "idempotencyKey": f"k{i}"}) + "\n"
+        for i in range(2500)
+    )
+    first = run("--db", db, "events", "import", "-", "--json", stdin=lines)
+    assert json.loads(first.stdout) == {"read": 2500, "recorded": 2500, "alreadyPresent": 0}
+    again = run("--db", db, "events", "import", "-", "--json", stdin=lines)
+    assert json.loads(again.stdout) == {"read": 2500, "recorded": 0, "alreadyPresent": 2500}
+    # A bad last line: nothing of the 2,500 before it is written (the first pass stops it).
+    bad = lines.replace("k", "n") + '{"customerId": "", "eventType": "x"}\n'
+    refused = run("--db", db, "events", "import", "-", stdin=bad)
+    assert refused.returncode == 2
+    assert "<stdin>:2501: customerId" in refused.stderr
+    with Tracker(db) as tracker:
+        assert tracker.ledger.event_count() == 2500
+
+
+def test_import_memory_stays_bounded_however_long_the_file(tmp_path: Path) -> None:
+    """Peak memory of importing 60k events is within a few MB of importing 3k."""
+    line = '{"customerId": "c", "eventType": "x", "model": "gpt-4o", "totalTokens": 5}\n'
+
+    def peak_kb(events: int) -> int:
+        source = tmp_path / f"{events}.jsonl"
+        source.write_text(line * events)
+        script = (
+            "import resource, sys\n"
+            "from limitry_local.cli.main import run\n"
+            f"code = run(['--db', {str(tmp_path / f'{events}.db')!r}, 'events', 'import', "
+            f"{str(source)!r}])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+            "sys.exit(code)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        return int(done.stdout.splitlines()[-1])
+
+    small, large = peak_kb(3_000), peak_kb(60_000)
+    # Holding the file would cost ~1-2 KB an event: 57k more events, about 60-120 MB.
+    assert large - small < 20_000, (small, large)
+
+
+def test_check_warns_about_a_dimension_no_limit_uses(db: Path) -> None:
+    with Tracker(db) as tracker:
+        tracker.quotas.create(
+            name="daily", metric="total_events", limit_value=5, period="day", per=["customer_id"]
+        )
+        tracker.rate_limits.create(
+            name="rpm", limit_value=60, window="minute", dimension_filters={"tier": "free"}
+        )
+    typo = run("--db", db, "check", "customer=cust_1")
+    assert typo.returncode == 0  # still the answer to "allowed?"
+    assert typo.stderr == (
+        "limitry-local: warning: 'customer': no rate limit or quota uses this dimension, "
+        "so it changes no answer; did you mean 'customer_id'?\n"
+    )
+    near = run("--db", db, "check", "customer_id=c", "teir=free", "--json")
+    assert "did you mean 'tier'?" in near.stderr
+    assert json.loads(near.stdout)["unusedDimensions"] == ["teir"]
+    fine = run("--db", db, "check", "customer_id=c", "tier=free")
+    assert fine.returncode == 0 and fine.stderr == ""

@@ -25,6 +25,9 @@ def test_demo_prints_outcomes_and_usage_read_back_from_the_file(tmp_path: Path) 
     assert out.count("429 Rate limit exceeded") == 1
     assert out.count("429 Quota exceeded") == 2
     assert "9 events recorded, 3 denied" in out
+    # The denial counters agree with the 429s printed.
+    assert "  quota      'daily tokens'         denied 2\n" in out
+    assert "  rate_limit '4 calls per minute'   denied 1\n" in out
     # The usage table agrees with the ledger the demo left behind.
     with Tracker(ledger) as reopened:
         acme = reopened.customers.get_usage("acme")

@@ -19,10 +19,18 @@ from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from limitry_local import __version__, demo
-from limitry_local.cli import config, plan, render, transfer
+from limitry_local.cli import check, config, plan, render, transfer
 from limitry_local.cli.exits import CliError, ExitCode
 from limitry_local.cli.usage import Grouping, aggregate
 from limitry_local.errors import APIError, LimitryError
@@ -125,6 +133,40 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(usage)
     usage.set_defaults(handler=_usage)
 
+    breakdown = commands.add_parser(
+        "breakdown",
+        parents=[common],
+        help="usage totals per model, customer, event type or provider",
+    )
+    breakdown.add_argument(
+        "--by",
+        choices=["model", "customer_id", "event_type", "provider"],
+        default="model",
+        help="the dimension to group by (default: model)",
+    )
+    _event_filters(breakdown, provider=True)
+    _json_flag(breakdown)
+    breakdown.set_defaults(handler=_breakdown)
+
+    series = commands.add_parser(
+        "timeseries", parents=[common], help="usage per hour, day or week, with a chart"
+    )
+    series.add_argument(
+        "--interval",
+        choices=["hour", "day", "week"],
+        default="day",
+        help="UTC period of each point (default: day)",
+    )
+    series.add_argument(
+        "--metric",
+        choices=list(render.CHART_METRICS),
+        default="tokens",
+        help="what the chart's bars measure (default: tokens)",
+    )
+    _event_filters(series, provider=True)
+    _json_flag(series)
+    series.set_defaults(handler=_timeseries)
+
     events = commands.add_parser("events", help="export or import events as JSON Lines")
     event_commands = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
     export = event_commands.add_parser(
@@ -137,12 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
     )
     _event_filters(export)
+    _progress_flag(export)
     export.set_defaults(handler=_export)
     load = event_commands.add_parser(
         "import", parents=[common], help="record events from a JSON Lines file (idempotent)"
     )
     load.add_argument("file", help="a JSON Lines file, or - for stdin")
     _json_flag(load)
+    _progress_flag(load)
     load.set_defaults(handler=_import)
 
     check = commands.add_parser(
@@ -256,7 +300,7 @@ def _list_limits(args: argparse.Namespace, out: Console) -> int:
 def _usage(args: argparse.Namespace, out: Console) -> int:
     grouping: Grouping = args.period
     with _ledger(args, "fail") as tracker:
-        rows = aggregate(transfer.events_newest_first(tracker, _filters(args)), grouping)
+        rows = aggregate(tracker, grouping, _filters(args))
     if args.json:
         print(render.to_json(render.usage_json(rows, grouping)))
     elif not rows:
@@ -266,14 +310,43 @@ def _usage(args: argparse.Namespace, out: Console) -> int:
     return ExitCode.OK
 
 
-def _export(args: argparse.Namespace, out: Console) -> int:
+def _breakdown(args: argparse.Namespace, out: Console) -> int:
     with _ledger(args, "fail") as tracker:
+        report = tracker.usage_report.breakdown(args.by, **_report_filters(args))
+    if args.json:
+        print(render.to_json(report.model_dump(mode="json", by_alias=True)))
+    elif not report.data:
+        out.print("no events match")
+    else:
+        out.print(render.breakdown_table(report))
+    return ExitCode.OK
+
+
+def _timeseries(args: argparse.Namespace, out: Console) -> int:
+    with _ledger(args, "fail") as tracker:
+        report = tracker.usage_report.timeseries(args.interval, **_report_filters(args))
+    if args.json:
+        print(render.to_json(report.model_dump(mode="json", by_alias=True)))
+    elif not report.data:
+        out.print("no events match")
+    else:
+        out.print(render.timeseries_chart(report, args.metric))
+    return ExitCode.OK
+
+
+def _export(args: argparse.Namespace, out: Console) -> int:
+    filters = _filters(args)
+    with _ledger(args, "fail") as tracker, _progress(args) as progress:
+        task = None
+        if progress is not None:
+            task = progress.add_task("exporting", total=transfer.export_total(tracker, filters))
+        advance = _advancer(progress, task)
         if args.output is None:
-            transfer.export_events(tracker, _filters(args), sys.stdout)
+            transfer.export_events(tracker, filters, sys.stdout, advance)
             return ExitCode.OK
         try:
             with args.output.open("w", encoding="utf-8", newline="\n") as file:
-                count = transfer.export_events(tracker, _filters(args), file)
+                count = transfer.export_events(tracker, filters, file, advance)
         except OSError as exc:
             raise CliError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
     _console(stderr=True).print(f"exported {count:,} events to {args.output}")
@@ -282,24 +355,18 @@ def _export(args: argparse.Namespace, out: Console) -> int:
 
 def _import(args: argparse.Namespace, out: Console) -> int:
     source = None if args.file == "-" else Path(args.file)
-    name, text = transfer.read_source(source, sys.stdin)
-    incoming = transfer.read_events(name, text)  # every line checked before any is written
-    errors = _console(stderr=True)
-    with (
-        _ledger(args, "create") as tracker,
-        Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=errors,
-            disable=not errors.is_terminal,
-        ) as progress,
-    ):
-        task = progress.add_task("import", total=len(incoming))
-        result = transfer.import_events(
-            tracker, incoming, lambda done: progress.advance(task, done)
-        )
+    with transfer.open_source(source, sys.stdin.buffer) as (name, file):
+        # Two passes over the file, one line in memory at a time: every line is
+        # checked before any is written (as documented), then written in batches.
+        size = os.fstat(file.fileno()).st_size
+        with _progress(args) as progress:
+            task = None if progress is None else progress.add_task("validating", total=size)
+            lines = transfer.lines_of(file, _advancer(progress, task))
+            count = sum(1 for _ in transfer.scan_events(name, lines))
+        with _ledger(args, "create") as tracker, _progress(args) as progress:
+            task = None if progress is None else progress.add_task("writing", total=count)
+            incoming = transfer.scan_events(name, transfer.lines_of(file), check=False)
+            result = transfer.import_events(tracker, incoming, _advancer(progress, task))
     if args.json:
         print(
             render.to_json(
@@ -318,14 +385,46 @@ def _import(args: argparse.Namespace, out: Console) -> int:
     return ExitCode.OK
 
 
+@contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[Progress | None]:
+    """A progress bar on stderr: on a terminal, or wherever ``--progress`` asks; else None."""
+    wanted: bool | None = getattr(args, "progress", None)
+    errors = Console(stderr=True, markup=False, highlight=False, force_terminal=wanted or None)
+    if not (wanted or (wanted is None and errors.is_terminal)):
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+    ) as progress:
+        yield progress
+
+
+def _advancer(progress: Progress | None, task: TaskID | None) -> Callable[[int], None]:
+    if progress is None or task is None:
+        return lambda _: None
+    return lambda done: progress.advance(task, done)
+
+
 def _check(args: argparse.Namespace, out: Console) -> int:
     dimensions = dict(args.dimensions)
     with _ledger(args, "fail") as tracker:
         rates = tracker.rate_limits.check(dimensions)
         quotas = tracker.quotas.check(dimensions)
+        unused = check.unused_dimensions(tracker, dimensions)
     allowed = rates.allowed and quotas.allowed
+    # A warning, not a failure: the exit code answers "allowed?", which a
+    # dimension no limit reads does not change (it may be a plain property).
+    for warning in unused.values():
+        sys.stderr.write(f"limitry-local: warning: {warning}\n")
     if args.json:
-        print(render.to_json(render.check_json(allowed, rates.rate_limits, quotas.quotas)))
+        answer = render.check_json(allowed, rates.rate_limits, quotas.quotas)
+        answer["unusedDimensions"] = list(unused)
+        print(render.to_json(answer))
     elif not rates.rate_limits and not quotas.quotas:
         out.print("allowed: no limit matches these dimensions")
     else:
@@ -418,10 +517,21 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _event_filters(parser: argparse.ArgumentParser) -> None:
+def _progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw a progress bar on stderr (default: only when stderr is a terminal)",
+    )
+
+
+def _event_filters(parser: argparse.ArgumentParser, *, provider: bool = False) -> None:
     parser.add_argument("--customer", metavar="ID", help="only this customerId")
     parser.add_argument("--model", help="only this model")
     parser.add_argument("--event-type", metavar="TYPE", help="only this eventType")
+    if provider:
+        parser.add_argument("--provider", help="only this provider")
     parser.add_argument(
         "--start", type=_instant, help="from this date or ISO 8601 date-time (UTC if no offset)"
     )
@@ -438,6 +548,18 @@ def _filters(args: argparse.Namespace) -> transfer.EventFilters:
         start_date=args.start,
         end_date=args.end,
     )
+
+
+def _report_filters(args: argparse.Namespace) -> dict[str, str | None]:
+    """The filters as ``tracker.usage_report`` takes them."""
+    return {
+        "customer_id": args.customer,
+        "event_type": args.event_type,
+        "model": args.model,
+        "provider": args.provider,
+        "start_date": args.start,
+        "end_date": args.end,
+    }
 
 
 def _instant(text: str) -> str:

@@ -18,7 +18,17 @@ from rich.text import Text
 
 from limitry_local.cli.plan import KIND_LABEL, Change
 from limitry_local.cli.usage import Grouping, UsageRow, period_label, total
-from limitry_local.models import Quota, QuotaStatus, RateLimit, RateLimitStatus
+from limitry_local.metrics import MICRO_CENTS, from_units
+from limitry_local.models import (
+    Quota,
+    QuotaStatus,
+    RateLimit,
+    RateLimitStatus,
+    UsageBreakdownResponse,
+    UsageGroup,
+    UsagePoint,
+    UsageTimeseriesResponse,
+)
 
 
 def to_json(value: Any) -> str:
@@ -166,6 +176,111 @@ def usage_json(rows: Sequence[UsageRow], grouping: Grouping) -> dict[str, Any]:
         "rows": [row.to_json() for row in rows],
         "total": {k: v for k, v in total(rows).to_json().items() if k.startswith("total")},
     }
+
+
+# --- breakdown and timeseries -----------------------------------------------------
+
+CHART_METRICS = {
+    "tokens": "total_tokens",
+    "events": "total_events",
+    "cost": "total_cost_cents",
+    "input": "total_input_tokens",
+    "output": "total_output_tokens",
+}
+"""``timeseries --metric`` choices, and the point field each one charts."""
+_BAR_WIDTH = 40
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def breakdown_table(report: UsageBreakdownResponse) -> Table:
+    table = Table(title=f"usage by {report.group_by}{_range(report)}", title_justify="left")
+    table.add_column(report.group_by)
+    for column in ("events", "input", "output", "total tokens", "cost (cents)", "share"):
+        table.add_column(column, justify="right")
+    tokens = sum(group.total_tokens for group in report.data)
+    for group in report.data:
+        share = group.total_tokens / tokens if tokens else 0.0
+        table.add_row(Text(group.value or "-"), *_report_totals(group), f"{share:.1%}")
+    if len(report.data) > 1:
+        table.add_section()
+        table.add_row("total", *_report_totals(_sum(report.data)), "100.0%", style="bold")
+    return table
+
+
+def timeseries_chart(report: UsageTimeseriesResponse, metric: str) -> Table:
+    """One line per period: its totals and a bar of ``metric`` (block characters)."""
+    name = CHART_METRICS[metric]
+    table = Table(
+        title=f"usage per {report.interval} (UTC){_range(report)}, bars: {metric}",
+        title_justify="left",
+    )
+    table.add_column("period")
+    for column in ("events", "input", "output", "total tokens", "cost (cents)"):
+        table.add_column(column, justify="right")
+    table.add_column(metric, no_wrap=True)
+    values = [float(getattr(point, name)) for point in report.data]
+    top = max(values, default=0.0)
+    for point, value in zip(report.data, values, strict=True):
+        table.add_row(
+            _period_start(point.period_start, report.interval),
+            *_report_totals(point),
+            Text(bar(value, top), style="cyan"),
+        )
+    if len(report.data) > 1:
+        table.add_section()
+        table.add_row("total", *_report_totals(_sum(report.data)), "", style="bold")
+    return table
+
+
+def bar(value: float, top: float, width: int = _BAR_WIDTH) -> str:
+    """A horizontal bar, ``value`` of ``top`` over ``width`` cells, in eighths of a cell.
+
+    Plain Unicode block characters: rich is already here, and a chart library
+    would not draw a bar per table row any better.
+    """
+    if top <= 0 or value <= 0:
+        return ""
+    eighths = max(1, round(value / top * width * 8))  # a non-zero value always shows
+    full, rest = divmod(eighths, 8)
+    return "█" * full + (_EIGHTHS[rest] if rest else "")
+
+
+def _range(report: UsageBreakdownResponse | UsageTimeseriesResponse) -> str:
+    start, end = report.start_date, report.end_date
+    if start is None and end is None:
+        return ""
+    shown = f"{'' if start is None else _when(int(start.timestamp()))} to "
+    return f", {shown}{'' if end is None else _when(int(end.timestamp()))}".replace(" 00:00:00", "")
+
+
+def _period_start(start: datetime, interval: str) -> str:
+    if interval == "hour":
+        return start.strftime("%Y-%m-%d %H:00")
+    if interval == "week":
+        return f"week of {start:%Y-%m-%d}"
+    return start.strftime("%Y-%m-%d")
+
+
+def _report_totals(totals: UsageGroup | UsagePoint) -> list[str]:
+    return [
+        f"{totals.total_events:,}",
+        f"{totals.total_input_tokens:,}",
+        f"{totals.total_output_tokens:,}",
+        f"{totals.total_tokens:,}",
+        f"{totals.total_cost_cents:,}",
+    ]
+
+
+def _sum(items: Sequence[UsageGroup] | Sequence[UsagePoint]) -> UsageGroup:
+    micro = sum(round(item.total_cost_cents * MICRO_CENTS) for item in items)
+    return UsageGroup(
+        value=None,
+        total_events=sum(item.total_events for item in items),
+        total_tokens=sum(item.total_tokens for item in items),
+        total_input_tokens=sum(item.total_input_tokens for item in items),
+        total_output_tokens=sum(item.total_output_tokens for item in items),
+        total_cost_cents=from_units("total_cost_cents", micro),
+    )
 
 
 # --- check ----------------------------------------------------------------------

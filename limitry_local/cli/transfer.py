@@ -10,12 +10,16 @@ line may also be a plain ``TrackPostRequest`` in wire form.
 
 from __future__ import annotations
 
+import itertools
 import json
+import shutil
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from limitry_local.cli.exits import CliError
 from limitry_local.errors import InvalidRequestError, parse
@@ -82,12 +86,26 @@ def _page(tracker: Tracker, filters: EventFilters, cursor: str | None) -> Page[E
     )
 
 
-def export_events(tracker: Tracker, filters: EventFilters, out: TextIO) -> int:
-    """Write matching events to ``out`` as JSON Lines, oldest first; returns how many."""
+def export_events(
+    tracker: Tracker,
+    filters: EventFilters,
+    out: TextIO,
+    advance: Callable[[int], None] = lambda _: None,
+) -> int:
+    """Write matching events to ``out`` as JSON Lines, oldest first; returns how many.
+
+    ``advance`` is told of each page written.
+    """
     count = 0
+    pending = 0
     for event in events_oldest_first(tracker, filters):
         out.write(json.dumps(event.model_dump(mode="json"), separators=(",", ":")) + "\n")
         count += 1
+        pending += 1
+        if pending == PAGE:
+            advance(pending)
+            pending = 0
+    advance(pending)
     return count
 
 
@@ -109,53 +127,61 @@ class ImportResult:
         return self.read - self.recorded
 
 
-def read_events(source: str, text: str) -> list[Incoming]:
-    """Every line of ``text`` as a wire-form ``TrackPostRequest``, validated.
+def scan_events(source: str, lines: Iterable[str], *, check: bool = True) -> Iterator[Incoming]:
+    """Each line of ``lines`` as a wire-form ``TrackPostRequest``, validated, as it is read.
 
-    A bad line fails the whole import before anything is written, naming
-    ``source`` and the line number.  Blank lines are skipped.
+    A bad line raises :class:`CliError` naming ``source`` and the line
+    number; blank lines are skipped.  Only the current line is in memory.
+    ``check=False`` skips the model's validation, for lines validated
+    already (``events.batch`` validates them again as it records them).
     """
-    events: list[Incoming] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        except RecursionError:
-            # The decoder recurses once per bracket: Python's stack gives out
-            # long before any event nests this deep (properties allow 32 levels).
-            raise CliError(
-                f"{where}: nested too deeply to read (brackets inside brackets, "
-                f"about {sys.getrecursionlimit()} levels or more); an event's "
-                f"properties nest at most {MAX_PROPERTY_DEPTH} levels"
-            ) from None
-        except ValueError:
-            # The one other way json.loads fails: an integer longer than
-            # Python converts (sys.get_int_max_str_digits()).
-            raise CliError(
-                f"{where}: a number too long to read (more than "
-                f"{sys.get_int_max_str_digits()} digits); amounts are at most "
-                f"{len(str(MAX_AMOUNT))} digits"
-            ) from None
-        if not isinstance(item, Mapping):
-            raise CliError(
-                f"{where}: expected a JSON object (one event), got {type(item).__name__}"
-            )
-        incoming = _incoming(item, where)
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            yield _validated(line, f"{source}:{number}", check=check)
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"{source}:{number + 1}: not UTF-8 text ({exc.reason} at byte {exc.start} of a block)"
+        ) from None
+
+
+def _validated(line: str, where: str, *, check: bool) -> Incoming:
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        # The decoder recurses once per bracket: Python's stack gives out
+        # long before any event nests this deep (properties allow 32 levels).
+        raise CliError(
+            f"{where}: nested too deeply to read (brackets inside brackets, "
+            f"about {sys.getrecursionlimit()} levels or more); an event's "
+            f"properties nest at most {MAX_PROPERTY_DEPTH} levels"
+        ) from None
+    except ValueError:
+        # The one other way json.loads fails: an integer longer than
+        # Python converts (sys.get_int_max_str_digits()).
+        raise CliError(
+            f"{where}: a number too long to read (more than "
+            f"{sys.get_int_max_str_digits()} digits); amounts are at most "
+            f"{len(str(MAX_AMOUNT))} digits"
+        ) from None
+    if not isinstance(item, Mapping):
+        raise CliError(f"{where}: expected a JSON object (one event), got {type(item).__name__}")
+    incoming = _incoming(item, where)
+    if check:
         try:
             parse(TrackPostRequest, incoming.request, {})
         except InvalidRequestError as exc:
             raise CliError(f"{where}: {exc.message}") from None
-        events.append(incoming)
-    return events
+    return incoming
 
 
 def import_events(
     tracker: Tracker,
-    events: list[Incoming],
+    events: Iterable[Incoming],
     advance: Callable[[int], None] = lambda _: None,
 ) -> ImportResult:
     """Ingest ``events`` (never denied; they count toward quotas) in batches of 1000.
@@ -163,10 +189,11 @@ def import_events(
     Each batch is one transaction; ``advance`` is told how many lines each
     batch covered.  An exported event whose id is already in this ledger is
     skipped, so importing an export back into its own ledger adds nothing.
+    ``events`` is read a batch at a time: memory holds one batch.
     """
-    recorded = 0
-    for start in range(0, len(events), MAX_BATCH):
-        chunk = events[start : start + MAX_BATCH]
+    read = recorded = 0
+    iterator = iter(events)
+    while chunk := list(itertools.islice(iterator, MAX_BATCH)):
         fresh = [
             event.request
             for event in chunk
@@ -174,20 +201,51 @@ def import_events(
         ]
         if fresh:
             recorded += tracker.events.batch(fresh).count
+        read += len(chunk)
         advance(len(chunk))
-    return ImportResult(read=len(events), recorded=recorded)
+    return ImportResult(read=read, recorded=recorded)
 
 
-def read_source(path: Path | None, stdin: TextIO) -> tuple[str, str]:
-    """``(name for messages, text)`` of the file, or of stdin when ``path`` is None."""
+@contextmanager
+def open_source(path: Path | None, stdin: BinaryIO) -> Iterator[tuple[str, BinaryIO]]:
+    """``(name for messages, seekable binary file)`` of the file, or of stdin when ``path`` is None.
+
+    The import reads its input twice (validate every line, then write), so
+    stdin is first copied to a temporary file: on disk, not in memory.
+    """
     if path is None:
-        return "<stdin>", stdin.read()
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(stdin, spool, 1 << 20)
+            spool.seek(0)
+            yield "<stdin>", spool
+        return
     try:
-        return str(path), path.read_text(encoding="utf-8")
+        file = path.open("rb")
     except OSError as exc:
         raise CliError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise CliError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    with file:
+        yield str(path), file
+
+
+def lines_of(file: BinaryIO, advance: Callable[[int], None] = lambda _: None) -> Iterator[str]:
+    """The file's lines from its start, decoded as UTF-8; ``advance`` is told the bytes read."""
+    file.seek(0)
+    for raw in file:
+        advance(len(raw))
+        yield raw.decode("utf-8")
+
+
+def export_total(tracker: Tracker, filters: EventFilters) -> int:
+    """How many events the export will write: one aggregate query, for the progress bar."""
+    report = tracker.usage_report.breakdown(
+        "event_type",
+        customer_id=filters.customer_id,
+        event_type=filters.event_type,
+        model=filters.model,
+        start_date=filters.start_date,
+        end_date=filters.end_date,
+    )
+    return sum(group.total_events for group in report.data)
 
 
 def _incoming(item: Mapping[str, Any], where: str) -> Incoming:

@@ -2,6 +2,8 @@
 
 - :mod:`limitry_local.integrations.openai` and :mod:`.anthropic`: a track
   event from an SDK response's usage (``event_from(response, customer_id=...)``).
+- :mod:`limitry_local.integrations.streaming`: :func:`track_stream`, reserving
+  when a streamed call starts and committing the usage its last chunk reports.
 - :mod:`limitry_local.integrations.asgi`: :class:`LimitryMiddleware`, enforcing
   limits per HTTP request in any ASGI app (Starlette, FastAPI, ...).
 

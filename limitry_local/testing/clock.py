@@ -26,6 +26,14 @@ class ManualClock:
         with self._lock:
             self._now += float(seconds)
 
+    def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds`` at once: the sleep a Tracker on this clock uses.
+
+        ``Tracker(clock=manual)`` takes it as its ``sleep``, so
+        ``usage(wait=...)`` waits in simulated time and a test never sleeps.
+        """
+        self.advance(seconds)
+
     def set(self, when: datetime | float) -> None:
         """Jump to ``when`` (an aware datetime or unix seconds)."""
         with self._lock:
