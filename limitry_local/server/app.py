@@ -16,7 +16,7 @@ from limitry_local.server import openapi
 from limitry_local.server.auth import ApiKeyAuth
 from limitry_local.server.envelope import HANDLERS
 from limitry_local.server.page import page
-from limitry_local.server.routes import events, quotas, rate_limits, track, usage
+from limitry_local.server.routes import events, project, quotas, rate_limits, track, usage
 from limitry_local.server.wire import JSON
 from limitry_local.tracker import Tracker
 
@@ -26,6 +26,7 @@ API_ROUTES: list[BaseRoute] = [
     *quotas.ROUTES,
     *rate_limits.ROUTES,
     *usage.ROUTES,
+    *project.ROUTES,
 ]
 
 

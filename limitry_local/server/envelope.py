@@ -17,14 +17,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from limitry_local.errors import APIError, LimitExceeded, LimitryError
+from limitry_local.errors import NOT_FOUND_BODY, APIError, LimitExceeded, LimitryError
 from limitry_local.ledger import LedgerError
 from limitry_local.server.wire import respond_json
 
 log = logging.getLogger("limitry_local.server")
-
-NOT_FOUND = "Resource not found"
-"""The hosted 404 body's message (golden/errors.json)."""
 
 # What a busy ledger answers: another process held the file's write lock for
 # the Tracker's whole timeout.  Nothing was recorded, so a retry is safe.
@@ -41,9 +38,8 @@ async def api_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own: no such route (404), a method the route lacks (405)."""
     assert isinstance(exc, HTTPException)
-    message = (
-        NOT_FOUND if exc.status_code == HTTPStatus.NOT_FOUND else HTTPStatus(exc.status_code).phrase
-    )
+    status = exc.status_code
+    message = NOT_FOUND_BODY if status == HTTPStatus.NOT_FOUND else HTTPStatus(status).phrase
     return respond_json({"error": message}, exc.status_code, exc.headers)
 
 

@@ -21,12 +21,14 @@ from limitry_local import __version__
 from limitry_local.analytics import GROUP_BYS, INTERVALS
 from limitry_local.models import (
     CustomerUsageResponse,
+    DeleteResponse,
     ErrorBody,
     Event,
     EventBatchRequest,
     EventBatchResponse,
     EventIngestResponse,
     Page,
+    Project,
     Quota,
     QuotaAlert,
     QuotaAlertCreate,
@@ -43,10 +45,10 @@ from limitry_local.models import (
     TrackDeniedResponse,
     TrackPostRequest,
     TrackPostResponse,
-    UsageBreakdownResponse,
-    UsageTimeseriesResponse,
+    UsageBreakdown,
+    UsageSummary,
+    UsageTimeseries,
 )
-from limitry_local.server.routes.usage import UsageSummary
 
 Location = Literal["query", "path"]
 
@@ -66,7 +68,7 @@ class Operation:
     path: str
     operation_id: str
     summary: str
-    answer: type[BaseModel] | None
+    answer: type[BaseModel]
     status: int = 200
     body: type[BaseModel] | None = None
     params: tuple[Param, ...] = ()
@@ -141,8 +143,8 @@ OPERATIONS: tuple[Operation, ...] = (
               params=(_id("quotaId"),)),
     Operation("put", "/v1/quotas/{quotaId}", "updateQuota", "Change any of a quota's fields",
               Quota, body=QuotaUpdate, params=(_id("quotaId"),)),
-    Operation("delete", "/v1/quotas/{quotaId}", "deleteQuota", "Delete a quota", None, 204,
-              params=(_id("quotaId"),)),
+    Operation("delete", "/v1/quotas/{quotaId}", "deleteQuota", "Delete a quota",
+              DeleteResponse, params=(_id("quotaId"),)),
     Operation(
         "post", "/v1/quotas/{quotaId}/alerts", "createQuotaAlert",
         "Alert at a percentage of the quota's limit", QuotaAlert, 201, QuotaAlertCreate,
@@ -150,6 +152,11 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("get", "/v1/quotas/{quotaId}/alerts", "listQuotaAlerts", "A quota's alerts",
               Page[QuotaAlert], params=(_id("quotaId"), *_PAGE)),
+    Operation("get", "/v1/quota-alerts/{alertId}", "getQuotaAlert", "One alert", QuotaAlert,
+              params=(_id("alertId"),)),
+    Operation("delete", "/v1/quota-alerts/{alertId}", "deleteQuotaAlert",
+              "Stop an alert (what it fired stays recorded)", DeleteResponse,
+              params=(_id("alertId"),)),
     Operation(
         "get", "/v1/quota-alerts/{alertId}/history", "getQuotaAlertHistory",
         "An alert's firings, newest first", Page[QuotaAlertLog], params=(_id("alertId"), *_PAGE),
@@ -169,24 +176,29 @@ OPERATIONS: tuple[Operation, ...] = (
               "Change any of a rate limit's fields", RateLimit, body=RateLimitUpdate,
               params=(_id("rateLimitId"),)),
     Operation("delete", "/v1/rate-limits/{rateLimitId}", "deleteRateLimit",
-              "Delete a rate limit", None, 204, params=(_id("rateLimitId"),)),
+              "Delete a rate limit", DeleteResponse, params=(_id("rateLimitId"),)),
     Operation("get", "/v1/customers/{customerId}/usage", "getCustomerUsage",
               "A customer's totals over a range", CustomerUsageResponse,
               params=(_id("customerId"), *_RANGE)),
-    Operation("get", "/v1/usage/summary", "getUsageSummary", "Totals of the matching events",
+    Operation("get", "/v1/usage", "getUsage", "Totals of the matching events (the hosted path)",
               UsageSummary, params=_FILTERS),
+    Operation("get", "/v1/usage/summary", "getUsageSummary",
+              "Totals of the matching events (the same as GET /v1/usage)", UsageSummary,
+              params=_FILTERS),
     Operation(
         "get", "/v1/usage/breakdown", "getUsageBreakdown", "Totals per value of a dimension",
-        UsageBreakdownResponse,
+        UsageBreakdown,
         params=(Param("groupBy", {"type": "string", "enum": list(GROUP_BYS)}, required=True),
                 *_FILTERS),
     ),
     Operation(
         "get", "/v1/usage/timeseries", "getUsageTimeseries", "Totals per UTC hour, day or week",
-        UsageTimeseriesResponse,
+        UsageTimeseries,
         params=(Param("interval", {"type": "string", "enum": list(INTERVALS)}, required=True),
                 *_FILTERS),
     ),
+    Operation("get", "/v1/project", "getProject", "The project the API key belongs to",
+              Project),
 )  # fmt: skip
 
 _ERRORS = {
@@ -214,8 +226,7 @@ def _schemas() -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], str], dict[
     for operation in OPERATIONS:
         if operation.body is not None:
             wanted.append((operation.body, "validation"))
-        if operation.answer is not None:
-            wanted.append((operation.answer, "serialization"))
+        wanted.append((operation.answer, "serialization"))
     keys, top = models_json_schema(
         list(dict.fromkeys(wanted)), ref_template="#/components/schemas/{model}"
     )
@@ -245,9 +256,10 @@ def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         responses: dict[str, Any] = {}
-        success: dict[str, Any] = {"description": op.summary}
-        if op.answer is not None:
-            success["content"] = _json(refs[(op.answer, "serialization")])
+        success: dict[str, Any] = {
+            "description": op.summary,
+            "content": _json(refs[(op.answer, "serialization")]),
+        }
         if op.status in op.headers:
             success["headers"] = _headers(op.headers[op.status])
         responses[str(op.status)] = success

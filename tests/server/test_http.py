@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.server.conftest import API_KEY, Server, running
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+NOT_FOUND = {"error": "Resource not found"}  # the hosted 404 body, golden/errors.json
 
 TRACK = {"customerId": "cust_1", "eventType": "model_call", "model": "gpt-4", "inputTokens": 120}
 
@@ -114,13 +119,13 @@ def test_unknown_ids_and_paths_are_404_in_the_hosted_envelope(client: httpx.Clie
         client.delete("/rate-limits/rl_missing"),
         client.get("/quotas/qta_missing/alerts"),
         client.post("/quotas/qta_missing/alerts", json={"threshold": 80}),
+        client.get("/quota-alerts/qa_missing"),
+        client.delete("/quota-alerts/qa_missing"),
         client.get("/quota-alerts/qa_missing/history"),
         client.get("/no-such-thing"),
     ):
-        assert answer.status_code == 404, answer.request.url
-        assert list(answer.json()) == ["error"]
-        assert answer.json()["error"]
-    assert client.get("/no-such-thing").json() == {"error": "Resource not found"}
+        assert (answer.status_code, answer.json()) == (404, NOT_FOUND), answer.request.url
+    assert _golden("errors.json")["not_found"] == NOT_FOUND
     wrong_method = client.patch("/quotas")
     assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
 
@@ -197,8 +202,11 @@ def test_limits_round_trip_with_put_for_updates(client: httpx.Client) -> None:
 
     for path in (f"/quotas/{quota['id']}", f"/rate-limits/{limit['id']}"):
         gone = client.delete(path)
-        assert (gone.status_code, gone.content) == (204, b"")
-        assert client.get(path).status_code == 404
+        # What the hosted API answers and its client reads (DeleteResponse).
+        assert (gone.status_code, gone.json()) == (200, {"success": True})
+        assert gone.json() == _golden("ours/delete_response.json")
+        assert (client.get(path).status_code, client.get(path).json()) == (404, NOT_FOUND)
+        assert client.delete(path).status_code == 404
 
 
 def test_lists_page_with_a_string_limit_and_a_cursor(client: httpx.Client) -> None:
@@ -232,8 +240,17 @@ def test_an_alert_fires_and_its_history_is_served(client: httpx.Client) -> None:
     assert alerts[0]["lastTriggeredAt"] is not None
     history = client.get(f"/quota-alerts/{alert.json()['id']}/history").json()
     assert len(history["data"]) == 1
-    assert history["data"][0]["id"].startswith("qal_")
-    assert history["data"][0]["quotaId"] == quota["id"]
+    entry = history["data"][0]
+    # The hosted entry's fields, under its names, then ours (golden/ours/quota_alert_log.json).
+    assert list(entry) == list(_golden("ours/quota_alert_log.json"))
+    assert entry["id"].startswith("qal_")
+    assert (entry["quotaAlertId"], entry["quotaId"], entry["threshold"]) == (
+        alert.json()["id"],
+        quota["id"],
+        50,
+    )
+    assert (entry["currentUsage"], entry["limitValue"], entry["percentage"]) == (2, 4, 50)
+    assert (entry["webhookStatus"], entry["webhookResponseCode"]) == ("not_sent", 0)
     assert client.post(f"/quotas/{quota['id']}/alerts", json={"threshold": 101}).status_code == 400
 
 
@@ -260,7 +277,8 @@ def test_events_batch_filters_and_usage_reports(client: httpx.Client) -> None:
         "totalOutputTokens": 0,
         "totalCostCents": 0.3,
     }
-    summary = client.get("/usage/summary").json()
+    summary = client.get("/usage").json()
+    assert client.get("/usage/summary").json() == summary
     assert summary == {
         "totalEvents": 3,
         "totalTokens": 65,
@@ -268,8 +286,93 @@ def test_events_batch_filters_and_usage_reports(client: httpx.Client) -> None:
         "totalOutputTokens": 5,
         "totalCostCents": 0.3,
     }
-    assert client.get("/usage/summary", params={"model": "gpt-4"}).json()["totalEvents"] == 2
+    assert client.get("/usage", params={"model": "gpt-4"}).json()["totalEvents"] == 2
     groups = client.get("/usage/breakdown", params={"groupBy": "customer_id"}).json()["data"]
-    assert [(group["value"], group["totalTokens"]) for group in groups] == [("b", 35), ("a", 30)]
+    assert [(group["dimension"], group["totalTokens"]) for group in groups] == [
+        ("b", 35),
+        ("a", 30),
+    ]
     points = client.get("/usage/timeseries", params={"interval": "day"}).json()["data"]
     assert [point["totalEvents"] for point in points] == [3]
+
+
+def test_usage_reports_answer_the_hosted_shapes_as_the_hosted_client_asks(
+    client: httpx.Client,
+) -> None:
+    # The hosted client's calls: GET /usage, /usage/breakdown, /usage/timeseries,
+    # each with startDate and endDate (and the filters it was given).
+    inside = {"startDate": "2020-01-01", "endDate": "2100-01-01"}
+    events = [
+        {**TRACK, "customerId": "a", "model": "gpt-4", "inputTokens": 10, "costCents": 1.5},
+        {**TRACK, "customerId": "a", "inputTokens": 4, "outputTokens": 1, "model": None},
+        {**TRACK, "customerId": "b", "model": "gpt-4", "outputTokens": 7},
+    ]
+    assert client.post("/events/batch", json={"events": events}).status_code == 201
+
+    summary = client.get("/usage", params={**inside, "customerId": "a"})
+    assert summary.status_code == 200
+    assert summary.json() == {
+        "totalEvents": 2,
+        "totalTokens": 15,
+        "totalInputTokens": 14,
+        "totalOutputTokens": 1,
+        "totalCostCents": 1.5,
+    }
+    outside = {"startDate": "2000-01-01", "endDate": "2000-01-02"}
+    assert client.get("/usage", params=outside).json()["totalEvents"] == 0
+
+    breakdown = client.get("/usage/breakdown", params={**inside, "groupBy": "model"}).json()
+    assert list(breakdown) == ["data"]  # the hosted body: nothing of ours beside it
+    for group in breakdown["data"]:
+        assert list(group) == list(_golden("ours/usage_breakdown_hosted.json")["data"][0])
+    by_model = {group["dimension"]: group["totalEvents"] for group in breakdown["data"]}
+    assert by_model == {"gpt-4": 2, None: 1}
+
+    timeseries = client.get("/usage/timeseries", params={**inside, "interval": "hour"}).json()
+    assert list(timeseries) == ["data"]
+    (point,) = timeseries["data"]
+    assert list(point) == list(_golden("ours/usage_timeseries_hosted.json")["data"][0])
+    assert point["totalEvents"] == 3
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:00:00Z", point["timestamp"]), point
+
+
+def test_quota_alerts_get_and_delete_by_id(client: httpx.Client) -> None:
+    quota = client.post(
+        "/quotas",
+        json={"name": "daily", "metric": "total_events", "limitValue": 2, "period": "day"},
+    ).json()
+    alert = client.post(f"/quotas/{quota['id']}/alerts", json={"threshold": 50}).json()
+    path = f"/quota-alerts/{alert['id']}"
+    got = client.get(path)
+    assert (got.status_code, got.json()) == (200, alert)
+    assert client.post("/track", json=TRACK).status_code == 201  # 1 of 2: fires at 50%
+    assert len(client.get(f"{path}/history").json()["data"]) == 1
+
+    gone = client.delete(path)
+    assert (gone.status_code, gone.json()) == (200, {"success": True})
+    for answer in (client.get(path), client.delete(path), client.get(f"{path}/history")):
+        assert (answer.status_code, answer.json()) == (404, NOT_FOUND)
+    assert client.get(f"/quotas/{quota['id']}/alerts").json()["data"] == []
+    assert client.get(f"/quotas/{quota['id']}").status_code == 200  # the quota stays
+
+
+def test_the_project_is_the_servers_and_keeps_its_times(client: httpx.Client) -> None:
+    first = client.get("/project")
+    assert first.status_code == 200
+    project = first.json()
+    assert list(project) == list(_golden("ours/project.json"))
+    assert (project["id"], project["organizationId"], project["name"], project["slug"]) == (
+        "proj_local",
+        "org_local",
+        "local",
+        "local",
+    )
+    assert project["createdAt"] == project["updatedAt"]
+    assert client.get("/project").json() == project
+    # The project every definition names is this one.
+    limit = client.post("/rate-limits", json={"name": "r", "limitValue": 1, "window": "second"})
+    assert limit.json()["projectId"] == project["id"]
+
+
+def _golden(name: str) -> Any:
+    return json.loads((GOLDEN / name).read_text(encoding="utf-8"))

@@ -1,4 +1,8 @@
-"""``/v1/quotas``: create, list, get, update (``PUT``), delete, check, and their alerts."""
+"""``/v1/quotas``: create, list, get, update (``PUT``), delete, check; and ``/v1/quota-alerts``.
+
+Deletes answer 200 ``{"success": true}``, what the hosted API answers and
+the hosted client reads (``DeleteResponse``).
+"""
 
 from __future__ import annotations
 
@@ -31,8 +35,7 @@ async def update(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    tracker_of(request).quotas.delete(request.path_params["quota_id"])
-    return Response(status_code=204)
+    return respond(tracker_of(request).quotas.delete(request.path_params["quota_id"]))
 
 
 async def check(request: Request) -> Response:
@@ -54,6 +57,16 @@ async def list_alerts(request: Request) -> Response:
     return respond(tracker.quotas.alerts.list(quota_id, **page_args(request)))
 
 
+async def get_alert(request: Request) -> Response:
+    """``GET /v1/quota-alerts/{id}``: one alert, whichever quota it is on."""
+    return respond(tracker_of(request).quotas.alerts.get(request.path_params["alert_id"]))
+
+
+async def delete_alert(request: Request) -> Response:
+    """``DELETE /v1/quota-alerts/{id}``: the alert stops firing; what it fired stays recorded."""
+    return respond(tracker_of(request).quotas.alerts.delete(request.path_params["alert_id"]))
+
+
 async def alert_history(request: Request) -> Response:
     """``GET /v1/quota-alerts/{id}/history``: the alert's firings, newest first."""
     tracker = tracker_of(request)
@@ -71,5 +84,7 @@ ROUTES = [
     Route(V1 + "/quotas/{quota_id}", delete, methods=["DELETE"]),
     Route(V1 + "/quotas/{quota_id}/alerts", create_alert, methods=["POST"]),
     Route(V1 + "/quotas/{quota_id}/alerts", list_alerts, methods=["GET"]),
+    Route(V1 + "/quota-alerts/{alert_id}", get_alert, methods=["GET"]),
+    Route(V1 + "/quota-alerts/{alert_id}", delete_alert, methods=["DELETE"]),
     Route(V1 + "/quota-alerts/{alert_id}/history", alert_history, methods=["GET"]),
 ]

@@ -31,8 +31,8 @@ async def update(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    tracker_of(request).rate_limits.delete(request.path_params["rate_limit_id"])
-    return Response(status_code=204)
+    """200 ``{"success": true}``, as the hosted API answers a delete."""
+    return respond(tracker_of(request).rate_limits.delete(request.path_params["rate_limit_id"]))
 
 
 async def check(request: Request) -> Response:

@@ -1,41 +1,33 @@
-"""``GET /v1/customers/{id}/usage`` and ``GET /v1/usage/summary|breakdown|timeseries``.
+"""``GET /v1/customers/{id}/usage``, ``GET /v1/usage`` and its breakdown and time series.
 
-The analytics routes serve what ``tracker.usage_report`` answers today.
-Each report is one call in the ``_summary`` / ``_breakdown`` / ``_timeseries``
-functions below, so serving the hosted-shaped report (``dimension`` for a
-group's value, ``timestamp`` for a point's start) is a change of that one
-line once the Tracker offers it; docs/server.md lists the names that differ.
+The analytics routes answer what the hosted v0 API answers, through the
+Tracker's hosted-shaped calls (``tracker.usage_report.get_summary`` /
+``get_breakdown`` / ``get_timeseries``): a breakdown group names its value
+``dimension``, a time-series point its start ``timestamp``, and both bodies
+are ``{"data": [...]}`` alone.  The hosted client asks ``GET /usage`` for the
+summary; ``/usage/summary`` (this server's first path for it) answers the same.
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from limitry_local.analytics import GROUP_BYS, INTERVALS
-from limitry_local.metrics import MICRO_CENTS, from_units
-from limitry_local.models import CentsTotal, UsageGroupBy, UsageInterval, WireModel
+from limitry_local.models import UsageGroupBy, UsageInterval
 from limitry_local.server.routes import V1, tracker_of
 from limitry_local.server.wire import query_text, required_text, respond
-from limitry_local.tracker import Tracker
-
-
-class UsageSummary(WireModel):
-    """``GET /usage/summary``: the five totals of every matching event."""
-
-    total_events: int
-    total_tokens: int
-    total_input_tokens: int
-    total_output_tokens: int
-    total_cost_cents: CentsTotal
 
 
 def _filters(request: Request) -> dict[str, Any]:
-    """The range and the filters every usage report takes, by their wire names."""
+    """The range and the filters every usage report takes, by their wire names.
+
+    The dates are optional here (no bound when absent), where the hosted
+    client always sends both; what it sends is read the same way.
+    """
     return {
         "start_date": query_text(request, "startDate"),
         "end_date": query_text(request, "endDate"),
@@ -44,31 +36,6 @@ def _filters(request: Request) -> dict[str, Any]:
         "model": query_text(request, "model"),
         "provider": query_text(request, "provider"),
     }
-
-
-def _summary(tracker: Tracker, filters: dict[str, Any]) -> BaseModel:
-    # The Tracker has no summary report yet: the totals of one breakdown's
-    # groups, every event being in exactly one of them.  Cents are summed as
-    # the ledger's whole micro-cents, so the total is exact.
-    groups = tracker.usage_report.breakdown("event_type", **filters).data
-    return UsageSummary(
-        total_events=sum(group.total_events for group in groups),
-        total_tokens=sum(group.total_tokens for group in groups),
-        total_input_tokens=sum(group.total_input_tokens for group in groups),
-        total_output_tokens=sum(group.total_output_tokens for group in groups),
-        total_cost_cents=from_units(
-            "total_cost_cents",
-            sum(round(group.total_cost_cents * MICRO_CENTS) for group in groups),
-        ),
-    )
-
-
-def _breakdown(tracker: Tracker, group_by: str, filters: dict[str, Any]) -> BaseModel:
-    return tracker.usage_report.breakdown(cast(UsageGroupBy, group_by), **filters)
-
-
-def _timeseries(tracker: Tracker, interval: str, filters: dict[str, Any]) -> BaseModel:
-    return tracker.usage_report.timeseries(cast(UsageInterval, interval), **filters)
 
 
 async def customer_usage(request: Request) -> Response:
@@ -82,21 +49,25 @@ async def customer_usage(request: Request) -> Response:
 
 
 async def summary(request: Request) -> Response:
-    return respond(_summary(tracker_of(request), _filters(request)))
+    """The five totals of every matching event (``UsageSummary``)."""
+    return respond(tracker_of(request).usage_report.get_summary(**_filters(request)))
 
 
 async def breakdown(request: Request) -> Response:
-    group_by = required_text(request, "groupBy", GROUP_BYS)
-    return respond(_breakdown(tracker_of(request), group_by, _filters(request)))
+    group_by = cast(UsageGroupBy, required_text(request, "groupBy", GROUP_BYS))
+    report = tracker_of(request).usage_report.get_breakdown(group_by, **_filters(request))
+    return respond(report)
 
 
 async def timeseries(request: Request) -> Response:
-    interval = required_text(request, "interval", INTERVALS)
-    return respond(_timeseries(tracker_of(request), interval, _filters(request)))
+    interval = cast(UsageInterval, required_text(request, "interval", INTERVALS))
+    report = tracker_of(request).usage_report.get_timeseries(interval, **_filters(request))
+    return respond(report)
 
 
 ROUTES = [
     Route(V1 + "/customers/{customer_id}/usage", customer_usage, methods=["GET"]),
+    Route(V1 + "/usage", summary, methods=["GET"]),
     Route(V1 + "/usage/summary", summary, methods=["GET"]),
     Route(V1 + "/usage/breakdown", breakdown, methods=["GET"]),
     Route(V1 + "/usage/timeseries", timeseries, methods=["GET"]),
