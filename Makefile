@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit crash bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# SIGKILL crash test at full length: 34 kill/reopen cycles of one ledger file in each
+# durability mode (102 in all; `make test` runs 20 each). docs/reliability.md has timings.
+# CRASH_SEED=<seed> CRASH_CYCLES=<n> (as printed) replays a failure.
+crash: $(STAMP)
+	CRASH_CYCLES=$${CRASH_CYCLES:-34} $(BIN)/pytest tests/test_crash.py -q -s
 
 # The peers (the bench extra, part of dev) share the venv, so they run side by side
 # with limitry_local in one process.

@@ -1,9 +1,12 @@
 """The child process of tests/test_crash.py: records usage on a file ledger until it is killed.
 
-Run as ``python tests/crash_child.py LEDGER SEED RUN``, or started once as a fork
-server (``python tests/crash_child.py serve FD``, see :func:`serve`) that forks
-one such process per request, saving each the half second of importing
-limitry_local.  It uses the public API only (nothing from ``tests`` is
+Run as ``python tests/crash_child.py LEDGER SEED RUN DURABILITY``, or started
+once as a fork server (``python tests/crash_child.py serve FD``, see
+:func:`serve`) that forks one such process per request, saving each the half
+second of importing limitry_local.  ``DURABILITY`` is the Tracker's
+``durability`` (``normal``, ``full`` or ``batched``; batched with
+``flush_events=FLUSH_EVENTS``), so the parent audits each mode against its own
+promise.  It uses the public API only (nothing from ``tests`` is
 imported).  The protocol, one line per message on stdout, each written and
 flushed whole:
 
@@ -19,7 +22,10 @@ flushed whole:
   - ``N <tag> <event id> <total tokens>``: ``tracker.events.ingest()`` recorded it;
   - ``B <tag> <count>``: ``tracker.events.batch()`` of ``size`` events answered ``count``;
   - ``D <tag> <key> <event id>``: ``tracker.usage()`` repeating an idempotency key answered;
-  - ``Q <tag> <per as JSON>``: a quota was reshaped (its counters rebuilt from every event).
+  - ``Q <tag> <per as JSON>``: a quota was reshaped (its counters rebuilt from every event);
+    a definition change commits at once, so in batched mode every event before it is committed;
+  - ``F <tag>``: ``tracker.flush()`` returned: in batched mode every event acknowledged
+    before it is committed (a no-op in the other modes, whose calls commit on return).
 
 Every event carries ``properties.op = <tag>`` (and batch events ``properties.idx``),
 so the parent can match ledger rows to acknowledgements.  Timestamps stay within
@@ -36,14 +42,20 @@ import socket
 import sys
 import traceback
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast, get_args
 
 from limitry_local import QuotaExceeded, Tracker
+from limitry_local.ledger import Durability
 
 # Wednesday 2026-11-25 10:00:00 UTC, like tests/conftest.py's START.
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 BIG = 10**12
+DURABILITIES: tuple[str, ...] = get_args(Durability)
 CANARY_LIMIT = 5
+# Batched mode commits once this many events are pending (or flush_ms, 50, passed): small
+# enough that the occasional batch of a few hundred events crosses it, so kills land both
+# before and after such commits.
+FLUSH_EVENTS = 200
 CUSTOMERS = [f"cust_{i}" for i in range(7)] + ["cüst_ø"]
 MODELS: list[str | None] = ["gpt-4o", "gpt-4o-mini", "claude-3", None]
 CENTS: list[float | None] = [None, None, 0.1, 0.25, 1.5, 3.0]
@@ -150,15 +162,15 @@ def event(rng: random.Random, tag: str, **extra: Any) -> dict[str, Any]:
     return fields
 
 
-def record(path: str, seed: int, run: str) -> None:
-    """Wait for ``go``, open the ledger and record usage until killed."""
+def record(path: str, seed: int, run: str, durability: Durability) -> None:
+    """Wait for ``go``, open the ledger in ``durability`` and record usage until killed."""
     rng = random.Random(seed)
     word, _, rest = sys.stdin.readline().partition(" ")
     if word.strip() != "go":
         return  # the parent no longer needs this child
     old_keys: list[str] = json.loads(rest) if rest.strip() else []
 
-    tracker = Tracker(path, clock=fixed_clock)
+    tracker = Tracker(path, clock=fixed_clock, durability=durability, flush_events=FLUSH_EVENTS)
     reshaped = setup(tracker)
     per = next(q.per for q in tracker.quotas.list(limit=100).data if q.id == reshaped)
     say("R")
@@ -213,12 +225,24 @@ def record(path: str, seed: int, run: str) -> None:
                 say(f"X {tag}")
             else:
                 say(f"U {tag} {response.id} {tokens_of(fields)}")
-        elif roll < 0.985:
+        elif roll < 0.98:
             per = RESHAPES[1] if per == RESHAPES[0] else RESHAPES[0]
             say(f"I {tag} Q 1")
             tracker.quotas.update(reshaped, per=per)
             say(f"Q {tag} {json.dumps(per, separators=(',', ':'))}")
+        elif roll < 0.99:
+            # Batched mode: a commit the child sees, which the parent holds the file to.
+            say(f"I {tag} F 0")
+            tracker.flush()
+            say(f"F {tag}")
     say("DONE")
+
+
+def durability(name: str) -> Durability:
+    """``name`` as a Tracker durability, or a clear error naming the argument."""
+    if name not in DURABILITIES:
+        raise SystemExit(f"DURABILITY must be one of {', '.join(DURABILITIES)}, not {name!r}")
+    return cast(Durability, name)
 
 
 def tokens_of(fields: dict[str, Any]) -> int:
@@ -250,7 +274,7 @@ def serve(sock: socket.socket) -> None:
                     os.close(fd)
                 code = 0
                 try:
-                    record(request["path"], request["seed"], request["run"])
+                    record(request["path"], request["seed"], request["run"], request["durability"])
                 except BaseException:
                     traceback.print_exc()
                     code = 1
@@ -270,7 +294,7 @@ def main() -> None:
     if sys.argv[1] == "serve":
         serve(socket.socket(fileno=int(sys.argv[2])))
     else:
-        record(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+        record(sys.argv[1], int(sys.argv[2]), sys.argv[3], durability(sys.argv[4]))
 
 
 if __name__ == "__main__":
