@@ -27,8 +27,8 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-# SIGKILL crash test at full length: 34 kill/reopen cycles of one ledger file in each
-# durability mode (102 in all; `make test` runs 20 each). docs/reliability.md has timings.
+# The SIGKILL crash test alone: 34 kill/reopen cycles of one ledger file in each durability
+# mode (102 in all, as `make test` runs it); CRASH_CYCLES=100 make crash for a longer soak.
 # CRASH_SEED=<seed> CRASH_CYCLES=<n> (as printed) replays a failure.
 crash: $(STAMP)
 	CRASH_CYCLES=$${CRASH_CYCLES:-34} $(BIN)/pytest tests/test_crash.py -q -s

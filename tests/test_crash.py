@@ -30,7 +30,7 @@ anything, the file is audited through a read-only ``sqlite3`` connection:
 4. a reopened Tracker agrees with the file (counters, event count, listed
    events) and still works: one more ``usage()`` succeeds and is counted.
 
-In each mode, one ledger file goes through ``CRASH_CYCLES`` (default 20)
+In each mode, one ledger file goes through ``CRASH_CYCLES`` (default 34)
 kill/reopen cycles, each a new process continuing it; ``make crash`` runs 34
 per mode, 102 in all (timings in docs/reliability.md).  Fresh files, in each
 mode, are killed during the first open, right after readiness, or mid-run,
@@ -89,8 +89,8 @@ from tests.pages import walk
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and fork are POSIX")
 
 SEED = int(os.environ.get("CRASH_SEED") or random.SystemRandom().randrange(2**32))
-CYCLES = int(os.environ.get("CRASH_CYCLES") or 20)
-"""Kill/reopen cycles of one ledger file per durability mode (``make crash``: 34 each)."""
+CYCLES = int(os.environ.get("CRASH_CYCLES") or 34)
+"""Kill/reopen cycles of one ledger file per durability mode: 102 in all by default."""
 FORK = os.environ.get("CRASH_FORK", "1") != "0"
 SPARES = 0 if FORK else 1
 MODES: tuple[Durability, ...] = get_args(Durability)
