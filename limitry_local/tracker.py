@@ -222,6 +222,12 @@ class _QuotaOutcome:
     exceeded: bool
 
 
+def _exceeds(used: int, amount: int | None, limit_units: int) -> bool:
+    """Over the quota: the event's ``amount`` does not fit, or (a check, no amount)
+    nothing more fits."""
+    return used >= limit_units if amount is None else used + amount > limit_units
+
+
 class Tracker:
     """Usage tracking with enforcement: the hosted ``POST /track`` in process.
 
@@ -1095,7 +1101,7 @@ class Tracker:
             )
             limit = quota.limit_for(dims) if quota.overrides else quota.limit_value
             limit_units = limit * rule.scale
-            exceeded = used >= limit_units if amount is None else used + amount > limit_units
+            exceeded = _exceeds(used, amount, limit_units)
             outcomes.append(
                 _QuotaOutcome(
                     quota, key, key_json, start, end, used, amount, limit, limit_units, exceeded
@@ -1105,9 +1111,7 @@ class Tracker:
             counters = [(o.quota.id, o.key_json, o.start) for o in outcomes]
             for o, used in zip(outcomes, self._ledger.lock_counters(scope, counters), strict=True):
                 o.used = used
-                o.exceeded = (
-                    used >= o.limit_units if o.amount is None else used + o.amount > o.limit_units
-                )
+                o.exceeded = _exceeds(used, o.amount, o.limit_units)
         return outcomes
 
     def _quota_rule(self, quota: Quota) -> _QuotaRule:
