@@ -26,9 +26,11 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         cwd=ROOT,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=240,
     )
+    # The run's own words when it fails: CI keeps only what the assertion prints.
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr[-4000:]}"
     out = done.stdout
     assert out.startswith("Machine: ")
     assert "SQLite " in out
