@@ -33,6 +33,7 @@ from pathlib import Path
 
 from limitry_local import BucketStoreFull, Tracker
 from limitry_local.buckets import BucketStore
+from limitry_local.engine.admission import decide_rates
 from limitry_local.testing import ManualClock
 from limitry_local.tracker import DEFAULT_MAX_BUCKETS
 
@@ -67,24 +68,32 @@ def new_tracker(max_buckets: int) -> Tracker:
 
 def fill(tracker: Tracker, keys: int) -> None:
     """One event per key, through what ``usage()`` runs for rate limits, minus the ledger."""
-    with tracker._lock:
-        tracker._now()
-        tracker._refresh()
+    engine = tracker.engine
+    with engine.lock:
+        engine.now()
+        engine.definitions.refresh()
         for i in range(keys):
             dims = {"customer_id": f"c{i}", "event_type": "e"}
             try:
-                outcomes = tracker._take_rates(dims, 0)
+                outcomes = decide_rates(
+                    engine.store,
+                    engine.definitions.plan,
+                    dims,
+                    0,
+                    engine.clock.bucket_time(),
+                    take=True,
+                )
             except BucketStoreFull:
                 continue  # past max_buckets, every bucket below capacity: counted
             for o in outcomes:
                 if not o.answer.allowed:
                     raise AssertionError(f"c{i} denied: the fill is not one event per key")
-            tracker._rates.settle(keep=True)
+            engine.store.settle(keep=True)
 
 
 def check_filled(tracker: Tracker, keys: int, max_buckets: int) -> int:
     """The buckets held are the ones ``usage()`` reads: the last key held has 1 token taken."""
-    store = tracker._rates
+    store = tracker.engine.store
     assert isinstance(store, BucketStore)
     held = len(store)
     if held != min(keys, max_buckets):

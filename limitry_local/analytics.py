@@ -21,14 +21,15 @@ reservations are holds on quotas, not events, and are not counted.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, cast, get_args
+from typing import cast, get_args
 
+from limitry_local.engine import Engine
+from limitry_local.engine.clock import EARLIEST, LATEST
 from limitry_local.errors import InvalidRequestError
+from limitry_local.inputs import DateLike, date_range, text
 from limitry_local.ledger import ReportFilter, UsageTotals
 from limitry_local.metrics import from_units
 from limitry_local.models import (
-    MAX_YEAR,
-    MIN_YEAR,
     UsageBreakdown,
     UsageBreakdownItem,
     UsageBreakdownResponse,
@@ -42,17 +43,11 @@ from limitry_local.models import (
     UsageTimeseriesResponse,
 )
 from limitry_local.periods import FixedPeriod, utc_grid
-from limitry_local.resources import DateLike
-
-if TYPE_CHECKING:
-    from limitry_local.tracker import Tracker
 
 GROUP_BYS: tuple[str, ...] = get_args(UsageGroupBy)
 INTERVALS: tuple[str, ...] = get_args(UsageInterval)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The span event times live in: [1970-01-01, 9999-01-01).
-_EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()
-_LATEST = datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()
 
 
 class UsageReport:
@@ -71,8 +66,8 @@ class UsageReport:
     exact value of the event's field.
     """
 
-    def __init__(self, tracker: Tracker) -> None:
-        self._tracker = tracker
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
 
     def breakdown(
         self,
@@ -100,10 +95,10 @@ class UsageReport:
             model=model,
             provider=provider,
         )
-        tracker = self._tracker
-        with tracker._lock:
-            tracker._now()
-            groups = tracker._ledger.usage_breakdown(column, where)
+        engine = self._engine
+        with engine.lock:
+            engine.now()
+            groups = engine.ledger.usage_breakdown(column, where)
         groups.sort(key=lambda group: (-group[1].total_tokens, group[0] is None, group[0] or ""))
         return UsageBreakdownResponse(
             group_by=column,
@@ -137,10 +132,10 @@ class UsageReport:
             model=model,
             provider=provider,
         )
-        tracker = self._tracker
-        with tracker._lock:
-            tracker._now()
-            points = tracker._ledger.usage_timeseries(seconds, origin, where)
+        engine = self._engine
+        with engine.lock:
+            engine.now()
+            points = engine.ledger.usage_timeseries(seconds, origin, where)
         points.sort(key=lambda point: point[0])
         return UsageTimeseriesResponse(
             interval=period,
@@ -187,10 +182,10 @@ class UsageReport:
         column: UsageGroupBy = next(
             (name for name, value in filtered if value is not None), "event_type"
         )
-        tracker = self._tracker
-        with tracker._lock:
-            tracker._now()
-            groups = tracker._ledger.usage_breakdown(column, where)
+        engine = self._engine
+        with engine.lock:
+            engine.now()
+            groups = engine.ledger.usage_breakdown(column, where)
         totals = {
             "total_events": 0,
             "total_tokens": 0,
@@ -292,11 +287,7 @@ def _filter(
     provider: str | None,
 ) -> ReportFilter:
     """The events a report sums, or a 400 naming the bad argument by its wire name."""
-    # Dates and text are read as everywhere else in the tracker, which imports this
-    # module: imported at the call, once both modules are loaded.
-    from limitry_local.tracker import _range, _text  # noqa: PLC0415
-
-    start, end = _range(start_date, end_date)
+    start, end = date_range(start_date, end_date)
     for name, value in (
         ("customerId", customer_id),
         ("eventType", event_type),
@@ -304,7 +295,7 @@ def _filter(
         ("provider", provider),
     ):
         if value is not None:
-            _text(value, name)
+            text(value, name)
     return ReportFilter(customer_id, event_type, model, provider, start, end)
 
 
@@ -313,7 +304,7 @@ def _bound(seconds: float | None) -> datetime | None:
     outside it picks the same events as that edge, and every datetime can state it."""
     if seconds is None:
         return None
-    return datetime.fromtimestamp(min(max(seconds, _EARLIEST), _LATEST), timezone.utc)
+    return datetime.fromtimestamp(min(max(seconds, EARLIEST), LATEST), timezone.utc)
 
 
 def _totals(totals: UsageTotals) -> dict[str, int | float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -285,6 +285,68 @@ class BucketStore:
         self._writes_since_sweep += 1
         if self._writes_since_sweep >= self._writes_to_sweep:
             self._sweep()
+
+    def taker(
+        self, limit_id: str, generation: str, capacity: float, window: float
+    ) -> Callable[[tuple[str, ...], int, float], bool | None]:
+        """One enforced limit's take, compiled for :class:`~limitry_local.gate.RateGate`.
+
+        ``take(key, cost, now)`` answers True (taken), False (denied, nothing
+        taken) or None (a new key whose values are not all str: the caller
+        goes the checked way, which raises).  ``now`` is bucket time, never
+        earlier than the last.  The same arithmetic as :func:`_decide` and
+        the same bookkeeping as :meth:`_put` (including the refusal at the
+        bound), inline and on closure variables: the gate is measured against
+        a dict token bucket (docs/benchmarks.md, a1), and every attribute
+        load and call counts.
+        """
+        rate = capacity / window
+        entries = self._entries
+        # Bound once: a closure variable is one load, a method lookup three.
+        lookup = entries.get
+        move_to_end = entries.move_to_end
+        ceil = math.ceil
+        store = self
+
+        def take(key: tuple[str, ...], cost: int, now: float) -> bool | None:
+            bucket = (limit_id, generation, key)
+            entry = lookup(bucket)
+            if entry is None:
+                for value in key:
+                    if value.__class__ is not str:
+                        return None  # buckets are named by text: the caller raises
+                tokens = capacity
+            elif entry[1] <= now:
+                tokens = capacity
+            else:
+                tokens, at = entry[0]
+                if now > at:
+                    tokens += (now - at) * capacity / window
+                    if tokens > capacity:  # noqa: PLR1730 (min() is a call: slower)
+                        tokens = capacity
+                else:
+                    now = at  # the clock stepped back: keep the later instant
+            if cost > tokens + EPSILON:
+                if entry is not None:
+                    move_to_end(bucket)  # a denied key is an active key
+                return False
+            tokens -= cost
+            if tokens < 0.0:  # noqa: PLR1730
+                tokens = 0.0
+            if entry is not None:
+                move_to_end(bucket)
+            elif len(entries) >= store._maxsize:
+                store._make_room(bucket, 1)
+            full = ceil(now + (capacity - tokens) / rate)
+            entries[bucket] = ((tokens, now), full)
+            if full < store._next_full:  # noqa: PLR1730
+                store._next_full = full
+            store._writes_since_sweep += 1
+            if store._writes_since_sweep >= store._writes_to_sweep:
+                store._sweep()
+            return True
+
+        return take
 
     # --- RateLimitStore ---------------------------------------------------------
 

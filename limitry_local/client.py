@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from limitry_local.analytics import UsageReport
 from limitry_local.errors import parse
 from limitry_local.gate import RateGate
+from limitry_local.inputs import DateLike, wait_seconds
 from limitry_local.models import (
     CustomerUsageResponse,
     DeleteResponse,
@@ -72,14 +73,13 @@ from limitry_local.models import (
 from limitry_local.periods import Clock
 from limitry_local.resources import (
     Customers,
-    DateLike,
     Events,
     Limit,
     QuotaAlerts,
     Quotas,
     RateLimits,
 )
-from limitry_local.tracker import Tracker, _wait_seconds
+from limitry_local.tracker import Tracker
 
 T = TypeVar("T")
 
@@ -269,11 +269,11 @@ class AsyncProject:
         ``local``.  Offline a project has no history of its own: ``createdAt`` and
         ``updatedAt`` are when this client first asked for it."""
         if self._first_asked is None:
-            with self._tracker._lock:
-                self._tracker._ensure_open()
-                self._first_asked = datetime.fromtimestamp(self._tracker._now(), timezone.utc)
+            engine = self._tracker.engine
+            with engine.lock:
+                self._first_asked = datetime.fromtimestamp(engine.now(), timezone.utc)
         return Project(
-            id=self._tracker._project_id,
+            id=self._tracker.engine.project_id,
             organization_id="org_local",
             name="local",
             slug="local",
@@ -308,14 +308,16 @@ class AsyncTrack:
         tracker = self._tracker
         if wait is None or wait == 0:
             return tracker.usage(request, **fields)
-        attempts = tracker._attempts(parse(TrackPostRequest, request, fields), _wait_seconds(wait))
+        engine = tracker.engine
+        attempts = engine.attempts(parse(TrackPostRequest, request, fields), wait_seconds(wait))
+        sleep = engine.clock.sleep
         try:
             while True:
                 seconds = next(attempts)
-                if tracker._sleep is time.sleep:
+                if sleep is time.sleep:
                     await asyncio.sleep(seconds)
                 else:
-                    tracker._sleep(seconds)
+                    sleep(seconds)
                     await asyncio.sleep(0)  # still a turn for the loop's other tasks
         except StopIteration as admitted:
             response: TrackPostResponse = admitted.value

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from limitry_local.models import TrackDeniedResponse
+if TYPE_CHECKING:
+    # The body's type only: the models raise this module's errors.
+    from limitry_local.models import TrackDeniedResponse
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from limitry_local.buckets import EPSILON, BucketAsk, BucketStore
+from limitry_local.buckets import BucketAsk, BucketStore
 from limitry_local.dimensions import describe_key
+from limitry_local.engine import Engine
+from limitry_local.engine.rules import RateRule
 from limitry_local.errors import BucketStoreFull, InvalidRequestError
 from limitry_local.models import MAX_AMOUNT, effective_limit
-
-if TYPE_CHECKING:
-    from limitry_local.tracker import Tracker, _RateRule
 
 logger = logging.getLogger("limitry_local.tracker")
 
@@ -72,19 +71,19 @@ class RateGate:
     limit is deleted.
     """
 
-    __slots__ = ("_id", "_refresh_at", "_rule", "_tracker", "hit")
+    __slots__ = ("_definitions", "_engine", "_id", "_refresh_at", "_rule", "hit")
 
     hit: _Hit
 
-    def __init__(self, tracker: Tracker, rate_limit_id: str) -> None:
-        self._tracker = tracker
+    def __init__(self, engine: Engine, rate_limit_id: str) -> None:
+        self._engine = engine
+        self._definitions = engine.definitions
         self._id = rate_limit_id
         # Bucket time at which to look for other processes' changes again:
         # at the first hit on a shared ledger, never on one no other can change.
-        self._refresh_at = -math.inf if tracker._ledger.shared else math.inf
-        with tracker._lock:
-            tracker._get_rate_limit(rate_limit_id)  # NotFoundError, or a 400 for a bad id
-            self._bind()
+        self._refresh_at = -math.inf if engine.ledger.shared else math.inf
+        with engine.lock:
+            self._bind(self._definitions.rate_rule(rate_limit_id))  # NotFound, or a 400
 
     @property
     def rate_limit_id(self) -> str:
@@ -94,10 +93,8 @@ class RateGate:
     def __repr__(self) -> str:
         return f"<RateGate {self._id}>"
 
-    def _bind(self) -> None:
+    def _bind(self, rule: RateRule) -> None:
         """Compile ``hit`` for the limit as it stands (called again whenever it changes)."""
-        tracker = self._tracker
-        rule: _RateRule = tracker._rate_rules[self._id]
         limit = rule.limit
         outside = [name for name in limit.overrides if name not in limit.per]
         if outside:
@@ -107,7 +104,7 @@ class RateGate:
                 "use usage() for this limit"
             )
         self._rule = rule
-        store = tracker._rates
+        store = self._engine.store
         if (
             isinstance(store, BucketStore)
             and limit.enabled
@@ -118,49 +115,41 @@ class RateGate:
         else:
             self.hit = self._hit_slowly
 
-    def _compiled(self, rule: _RateRule, store: BucketStore) -> _Hit:
-        """The plainest case, decided in one function on the store's own entries.
+    def _compiled(self, rule: RateRule, store: BucketStore) -> _Hit:
+        """The plainest case: an enforced, enabled limit without overrides, on the
+        in-memory store, decided by the store's compiled take (:meth:`BucketStore.taker`).
 
-        An enforced, enabled limit without overrides, on the in-memory store
-        (on a shared ledger, a hit past ``_refresh_at`` first goes the slow
-        way, which looks for other processes' changes).  The same
-        arithmetic as :func:`limitry_local.buckets._decide` and the same
-        bookkeeping as :meth:`BucketStore._put` (including its refusal at
-        the bound), inline and on closure
-        variables: this path is measured against a dict token bucket
-        (docs/benchmarks.md, a1), and every attribute load and call counts.
+        On a shared ledger, a hit past ``_refresh_at`` first goes the slow
+        way, which looks for other processes' changes.  Every check here is
+        a closure variable or one attribute load: this path is measured
+        against a dict token bucket (docs/benchmarks.md, a1).
         """
-        tracker = self._tracker
-        rules = tracker._rate_rules
+        engine = self._engine
+        clock = engine.clock
+        loaded = self._definitions.loaded
         limit_id = self._id
-        generation = rule.generation
         arity = len(rule.limit.per)
-        capacity = float(rule.limit.limit_value)
-        window = float(rule.seconds)
-        rate = capacity / window
-        entries = store._entries
-        # Bound once: a closure variable is one load, a method lookup three.
-        lookup = entries.get
-        move_to_end = entries.move_to_end
-        ceil = math.ceil
+        take = store.taker(
+            limit_id, rule.generation, float(rule.limit.limit_value), float(rule.seconds)
+        )
         slowly = self._hit_slowly
         gate = self
-        ticker = tracker._ticker
+        ticker = clock.ticker
         if ticker is None:
-            # An injected clock: read and validated by the tracker.
+            # An injected clock: read and validated by the engine.
             def ticker() -> float:
-                tracker._now()
-                return tracker._latest
+                engine.now()
+                return clock.latest
 
         def hit(*key: str, cost: int = 1) -> bool:
             # acquire/release, not `with`: the special-method lookups of a
             # with block cost a fifth of this function.
-            lock = tracker._lock
+            lock = engine.lock
             lock.acquire()
             try:
                 if (
-                    rules.get(limit_id) is not rule
-                    or tracker._closed
+                    loaded(limit_id) is not rule
+                    or engine.closed
                     or len(key) != arity
                     or cost.__class__ is not int  # not a bool, nor a float
                     or cost < 0
@@ -168,53 +157,15 @@ class RateGate:
                 ):
                     return slowly(*key, cost=cost)
                 now = ticker()
-                latest = tracker._latest
+                latest = clock.latest
                 if now > latest:
-                    tracker._latest = now
+                    clock.latest = now
                 else:
                     now = latest
                 if now >= gate._refresh_at:
                     return slowly(*key, cost=cost)  # time to look for other processes' changes
-                bucket = (limit_id, generation, key)
-                entry = lookup(bucket)
-                if entry is None:
-                    for value in key:
-                        if value.__class__ is not str:
-                            return slowly(*key, cost=cost)  # raises: buckets are named by text
-                    tokens = capacity
-                elif entry[1] <= now:
-                    tokens = capacity
-                else:
-                    tokens, at = entry[0]
-                    if now > at:
-                        tokens += (now - at) * capacity / window
-                        if tokens > capacity:  # noqa: PLR1730 (min() is a call: slower)
-                            tokens = capacity
-                    else:
-                        now = at  # the clock stepped back: keep the later instant
-                if cost > tokens + EPSILON:
-                    if entry is not None:
-                        move_to_end(bucket)  # a denied key is an active key
-                    return False
-                tokens -= cost
-                if tokens < 0.0:  # noqa: PLR1730
-                    tokens = 0.0
-                # BucketStore._put, inline: room for a new key is made from full
-                # buckets only (or refused, before anything is taken), the
-                # earliest full-again instant is kept, and every write counts
-                # toward the next sweep.
-                if entry is not None:
-                    move_to_end(bucket)
-                elif len(entries) >= store._maxsize:
-                    store._make_room(bucket, 1)
-                full = ceil(now + (capacity - tokens) / rate)
-                entries[bucket] = ((tokens, now), full)
-                if full < store._next_full:  # noqa: PLR1730
-                    store._next_full = full
-                store._writes_since_sweep += 1
-                if store._writes_since_sweep >= store._writes_to_sweep:
-                    store._sweep()
-                return True
+                taken = take(key, cost, now)
+                return slowly(*key, cost=cost) if taken is None else taken
             finally:
                 lock.release()
 
@@ -226,8 +177,7 @@ class RateGate:
     def _hit_slowly(self, *key: str, cost: int = 1) -> bool:
         # Every other case, through the store's take and settle as usage() uses
         # them; also where each argument is checked and the limit re-read.
-        tracker = self._tracker
-        with tracker._lock:
+        with self._engine.lock:
             if self._refreshed() and self.hit != self._hit_slowly:
                 return self.hit(*key, cost=cost)
             capacity = self._checked(key, cost)
@@ -241,15 +191,15 @@ class RateGate:
         above the limit's capacity waits for a full bucket).  0 for a
         disabled, soft or shadow limit, which never deny.
         """
-        tracker = self._tracker
-        with tracker._lock:
+        engine = self._engine
+        with engine.lock:
             self._refreshed()
             capacity = self._checked(key, cost)
             rule = self._rule
             if capacity is None or not rule.enforced:
                 return 0
             ask = BucketAsk((self._id, rule.generation, key), capacity, rule.seconds, cost)
-            (answer,) = tracker._rates.peek([ask], tracker._bucket_time())
+            (answer,) = engine.store.peek([ask], engine.clock.bucket_time())
             return 0 if answer.allowed else answer.retry_after
 
     def _checked(self, key: tuple[str, ...], cost: int) -> int | None:
@@ -281,26 +231,24 @@ class RateGate:
 
         The clock first: a closed Tracker refuses, and the look is on time.
         """
-        tracker = self._tracker
-        tracker._now()
-        due = tracker._ledger.shared and tracker._latest >= self._refresh_at
-        if not due and tracker._rate_rules.get(self._id) is self._rule:
+        engine = self._engine
+        engine.now()
+        due = engine.ledger.shared and engine.clock.latest >= self._refresh_at
+        if not due and self._definitions.loaded(self._id) is self._rule:
             return False
         if due:
-            tracker._refresh()
-            self._refresh_at = tracker._latest + REFRESH_SECONDS
-        if self._id not in tracker._rate_rules:
-            tracker._get_rate_limit(self._id)  # raises NotFoundError
-        self._bind()
+            self._definitions.refresh()
+            self._refresh_at = engine.clock.latest + REFRESH_SECONDS
+        self._bind(self._definitions.rate_rule(self._id))  # NotFoundError once deleted
         return True
 
     def _hit_store(self, key: tuple[str, ...], capacity: int, cost: int) -> bool:
         rule = self._rule
         limit = rule.limit
-        tracker = self._tracker
+        engine = self._engine
         ask = BucketAsk((self._id, rule.generation, key), capacity, rule.seconds, cost)
-        at = tracker._bucket_time()
-        store = tracker._rates
+        at = engine.clock.bucket_time()
+        store = engine.store
         if not rule.enforced:
             (answer,) = store.peek([ask], at)
             if not answer.allowed:

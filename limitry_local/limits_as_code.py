@@ -14,13 +14,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from limitry_local.errors import ConflictError, InvalidRequestError, parse
 from limitry_local.models import Page, Quota, QuotaCreate, RateLimit, RateLimitCreate
 
-if TYPE_CHECKING:
-    from limitry_local.tracker import Tracker
+
+class LimitResource(Protocol):
+    """The four calls of ``rate_limits`` or ``quotas`` that limits as code make."""
+
+    def list(self, limit: int, cursor: str | None) -> Page[Any]: ...
+
+    def create(self, **fields: Any) -> Any: ...
+
+    def update(self, limit_id: str, /, **fields: Any) -> Any: ...
+
+    def delete(self, limit_id: str, /) -> Any: ...
+
+
+class Limits(Protocol):
+    """What holds the two resources: a Tracker, or the resources' own pair."""
+
+    @property
+    def rate_limits(self) -> LimitResource: ...
+
+    @property
+    def quotas(self) -> LimitResource: ...
+
 
 Kind = Literal["rate_limit", "quota"]
 Action = Literal["create", "update", "unchanged", "delete", "keep"]
@@ -142,7 +162,7 @@ def _entries(model: type[C], value: object, section: str) -> list[C]:
     return entries
 
 
-def plan(tracker: Tracker, config: LimitsConfig, *, prune: bool) -> list[Change]:
+def plan(tracker: Limits, config: LimitsConfig, *, prune: bool) -> list[Change]:
     """What applying ``config`` would do; reads the ledger, changes nothing.
 
     Raises :class:`ConflictError` when the ledger holds several limits of
@@ -160,7 +180,7 @@ def plan(tracker: Tracker, config: LimitsConfig, *, prune: bool) -> list[Change]
     ]
 
 
-def apply(tracker: Tracker, changes: Sequence[Change]) -> list[Change]:
+def apply(tracker: Limits, changes: Sequence[Change]) -> list[Change]:
     """Make the planned changes, one call each; returns them with the new ids filled in.
 
     Not one transaction: a failure part-way leaves the earlier changes made,
@@ -183,7 +203,7 @@ def apply(tracker: Tracker, changes: Sequence[Change]) -> list[Change]:
     return done
 
 
-def ensure_change(tracker: Tracker, kind: Kind, desired: RateLimitCreate | QuotaCreate) -> Change:
+def ensure_change(tracker: Limits, kind: Kind, desired: RateLimitCreate | QuotaCreate) -> Change:
     """Create the limit named ``desired.name``, or bring the one of that name to ``desired``.
 
     The caller holds the Tracker's lock, so two threads ensuring one name
@@ -242,12 +262,12 @@ def _plan_kind(
     return changes
 
 
-def rate_limits_in(tracker: Tracker) -> Iterator[RateLimit]:
+def rate_limits_in(tracker: Limits) -> Iterator[RateLimit]:
     """Every rate limit of the ledger, page by page."""
     return _every(tracker.rate_limits.list)
 
 
-def quotas_in(tracker: Tracker) -> Iterator[Quota]:
+def quotas_in(tracker: Limits) -> Iterator[Quota]:
     """Every quota of the ledger, page by page."""
     return _every(tracker.quotas.list)
 

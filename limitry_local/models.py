@@ -47,6 +47,7 @@ from pydantic._internal._model_construction import ModelMetaclass
 from pydantic.alias_generators import to_camel
 
 from limitry_local.dimensions import is_snapshot_of
+from limitry_local.errors import InvalidRequestError
 from limitry_local.metrics import Metric
 from limitry_local.periods import Period
 
@@ -358,9 +359,6 @@ class _RequestModelType(ModelMetaclass):
         try:
             return super().__call__(*args, **kwargs)
         except ValidationError as exc:
-            # Here, not at the top: errors.py imports this module.
-            from limitry_local.errors import InvalidRequestError  # noqa: PLC0415
-
             raise InvalidRequestError.from_validation(exc, cls) from None  # type: ignore[arg-type]
 
 

@@ -22,14 +22,11 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from limitry_local.buckets import BucketAsk
-from limitry_local.errors import LimitryError
+from limitry_local.errors import InvalidRequestError, LimitryError, key_name, parse
 from limitry_local.models import QuotaStatus, RateLimitStatus, TrackPostRequest, TrackPostResponse
-
-if TYPE_CHECKING:
-    from limitry_local.tracker import Tracker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,6 +41,16 @@ ESTIMATE_FIELDS = ("total_tokens", "input_tokens", "output_tokens", "cost_cents"
 """What an estimate may hold."""
 
 
+class Settler(Protocol):
+    """What settles a reservation: the engine that took the hold."""
+
+    def commit_reservation(
+        self, reservation: Reservation, actual: Mapping[str, Any]
+    ) -> TrackPostResponse: ...
+
+    def release_reservation(self, reservation: Reservation) -> None: ...
+
+
 class Reservation:
     """A hold on every limit an event matches, until :meth:`commit` or :meth:`release`.
 
@@ -55,7 +62,7 @@ class Reservation:
 
     def __init__(
         self,
-        tracker: Tracker,
+        settler: Settler,
         hold_id: str,
         *,
         event: TrackPostRequest,
@@ -75,8 +82,8 @@ class Reservation:
         self.quotas = quotas
         self.response: TrackPostResponse | None = None
         """The 201 body of the recorded event, once committed."""
-        self._tracker = tracker
-        self._asks = asks
+        self._settler = settler
+        self.asks = asks
         """The buckets held, each with whether it counts tokens (else events)."""
         self._state: State = "open"
 
@@ -99,38 +106,35 @@ class Reservation:
         never dropped.  Committing twice is an error; committing after the
         hold expired still records.
         """
-        response = self._tracker._commit_reservation(self, {**(event or {}), **actual})
+        response = self._settler.commit_reservation(self, {**(event or {}), **actual})
         self.response = response
         return response
 
     def release(self) -> None:
         """Give the whole hold back; nothing is recorded.  A no-op once settled."""
-        self._tracker._release_reservation(self)
+        self._settler.release_reservation(self)
 
-    # Transitions, made by the Tracker under its lock.
+    # Transitions, made by the settler under its lock.
 
-    def _begin_commit(self) -> bool:
+    def begin_commit(self) -> bool:
         """Refuse a settled reservation; True when its tokens are still held."""
         if self._state in ("committed", "released"):
             raise LimitryError(f"reservation {self.id} is already {self._state}")
         return self._state == "open"
 
-    def _abort_commit(self) -> None:
-        """The commit failed before anything was recorded: the reservation stays as it was."""
-
-    def _committed(self) -> None:
+    def committed(self) -> None:
         self._state = "committed"
 
-    def _begin_release(self) -> bool | None:
+    def begin_release(self) -> bool | None:
         """None when settled; else whether its tokens are still held."""
         if self._state in ("committed", "released"):
             return None
         return self._state == "open"
 
-    def _released(self) -> None:
+    def released(self) -> None:
         self._state = "released"
 
-    def _expire(self) -> bool:
+    def expire(self) -> bool:
         """Mark an open reservation expired; True if it was open (its tokens go back)."""
         if self._state != "open":
             return False
@@ -182,8 +186,7 @@ class Guard:
     the function, sync or async, is guarded so.
     """
 
-    def __init__(self, tracker: Tracker, reserve: Callable[[], Reservation]) -> None:
-        self._tracker = tracker
+    def __init__(self, reserve: Callable[[], Reservation]) -> None:
         self._reserve = reserve
         # One guard may be entered by several threads or tasks at once (a
         # module-level guard): each context settles its own reservation.
@@ -254,3 +257,90 @@ def _settle(reservation: Reservation, *, failed: bool) -> None:
         reservation.release()
     elif reservation.state in ("open", "expired"):
         reservation.commit()
+
+
+# --- the amounts of a reservation ------------------------------------------------
+
+
+def estimated(
+    request: TrackPostRequest, estimate: int | Mapping[str, Any] | None
+) -> TrackPostRequest:
+    """The event with the estimate's amounts, validated like any event."""
+    if estimate is None:
+        return request
+    if isinstance(estimate, bool) or not isinstance(estimate, (int, Mapping)):
+        raise InvalidRequestError(
+            "estimate: must be a number of tokens or a dict of amounts, "
+            f"got {type(estimate).__name__}"
+        )
+    if isinstance(estimate, int):
+        amounts: dict[str, Any] = {"total_tokens": estimate}
+    else:
+        names = _field_names(ESTIMATE_FIELDS)
+        unknown = [key_name(key) for key in estimate if key not in names]
+        if unknown:
+            raise InvalidRequestError(
+                f"estimate.{unknown[0]}: an estimate holds amounts only "
+                f"({', '.join(ESTIMATE_FIELDS)})"
+            )
+        amounts = {names[key]: value for key, value in estimate.items()}
+    base = request.model_dump(by_alias=False, exclude_unset=True)
+    for name in AMOUNT_FIELDS:
+        base.pop(name, None)
+    return parse(TrackPostRequest, {**base, **amounts}, {}, prefix="estimate.")
+
+
+def _field_names(fields: tuple[str, ...]) -> dict[str, str]:
+    """Each field's snake_case and wire names, mapped to its snake_case name."""
+    model_fields = TrackPostRequest.model_fields
+    return {given: name for name in fields for given in (name, model_fields[name].alias or name)}
+
+
+def settled(reservation: Reservation, actual: Mapping[str, Any]) -> TrackPostRequest:
+    """The event to record: the reserved event with the real amounts.
+
+    Tokens given (any of input, output, total) replace the estimate's tokens
+    as a group, so ``commit(input_tokens=, output_tokens=)`` records their
+    sum; ``cost_cents`` and ``latency_ms`` not given are the estimate's.
+    """
+    names = _field_names((*AMOUNT_FIELDS, "properties"))
+    unknown = [key_name(key) for key in actual if key not in names]
+    if unknown:
+        raise InvalidRequestError(
+            f"{unknown[0]}: a commit sets amounts and properties only "
+            f"({', '.join(AMOUNT_FIELDS)}, properties)"
+        )
+    given = {names[key]: value for key, value in actual.items()}
+    estimate = reservation.estimated
+    from_estimate = [
+        name
+        for name in AMOUNT_FIELDS
+        if name not in given
+        and name in estimate.model_fields_set
+        and not (name in TOKEN_FIELDS and any(t in given for t in TOKEN_FIELDS))
+    ]
+    amounts = {name: value for name, value in given.items() if name in AMOUNT_FIELDS}
+    amounts.update({name: getattr(estimate, name) for name in from_estimate})
+    base = reservation.event.model_dump(by_alias=False, exclude_unset=True)
+    for name in AMOUNT_FIELDS:
+        base.pop(name, None)
+    if "properties" in given:
+        extra = given["properties"]
+        if not isinstance(extra, Mapping):
+            raise InvalidRequestError("properties: must be an object")
+        base["properties"] = {**base.get("properties", {}), **extra}
+    return parse(TrackPostRequest, {**base, **amounts}, {})
+
+
+def token_differences(
+    reservation: Reservation, final: TrackPostRequest | None, *, charged_before: bool
+) -> list[BucketAsk]:
+    """What each bucket must still be charged (negative: given back) to settle a hold."""
+    asks = []
+    for ask, counts_tokens in reservation.asks:
+        held = ask.cost if charged_before else 0
+        # Owed: nothing when the hold is given back, else what the event costs.
+        owed = 0 if final is None else (final.total_tokens or 0) if counts_tokens else 1
+        if owed != held:
+            asks.append(ask._replace(cost=owed - held))
+    return asks

@@ -2,7 +2,7 @@
 ``.events``, ``.customers``.
 
 Thin by design: each method validates its arguments into a request model
-and calls the Tracker, where the rules live.  Methods take snake_case
+and calls the engine (:mod:`limitry_local.engine`), where the rules live.  Methods take snake_case
 keyword arguments or the matching model (or a wire-form dict).
 """
 
@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from limitry_local.engine import Engine
+from limitry_local.engine.definitions import paged
 from limitry_local.errors import DuplicateNameWarning, InvalidRequestError, key_name, parse
 from limitry_local.gate import RateGate
+from limitry_local.inputs import DateLike
 from limitry_local.limits_as_code import ensure_change
 from limitry_local.models import (
+    MAX_BATCH,
     CustomerUsageResponse,
     DeleteResponse,
     Event,
@@ -42,10 +45,6 @@ from limitry_local.models import (
     TrackPostRequest,
 )
 
-if TYPE_CHECKING:
-    from limitry_local.tracker import Tracker
-
-DateLike = date | datetime | str | None
 Limit = int | str | None
 """A page size: 1 to 100, as an int or the decimal string the hosted client sends
 (``limit="10"``); None is the default, 50."""
@@ -120,8 +119,9 @@ def _warn_if_taken(name: str, kind: str, existing: Iterable[Quota | RateLimit]) 
 
 
 class _Resource:
-    def __init__(self, tracker: Tracker) -> None:
-        self._tracker = tracker
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._definitions = engine.definitions
 
 
 class QuotaAlerts(_Resource):
@@ -140,20 +140,20 @@ class QuotaAlerts(_Resource):
         **fields: Any,
     ) -> QuotaAlert:
         """``create(quota_id, threshold=80)``: a percentage of the quota's limit, 1 to 100."""
-        return self._tracker._create_alert(quota_id, parse(QuotaAlertCreate, data, fields))
+        return self._definitions.create_alert(quota_id, parse(QuotaAlertCreate, data, fields))
 
     def list(
         self, quota_id: str | None = None, *, limit: Limit = None, cursor: str | None = None
     ) -> Page[QuotaAlert]:
         """The alerts of a quota (or of every quota), in creation order."""
-        return self._tracker._list_alerts(quota_id, page_limit(limit), cursor)
+        return self._definitions.list_alerts(quota_id, page_limit(limit), cursor)
 
     def get(self, alert_id: str) -> QuotaAlert:
-        return self._tracker._get_alert(alert_id)
+        return self._definitions.get_alert(alert_id)
 
     def delete(self, alert_id: str) -> DeleteResponse:
         """Stop the alert; what it fired stays in the history.  Answers ``{"success": true}``."""
-        self._tracker._delete_alert(alert_id)
+        self._definitions.delete_alert(alert_id)
         return DeleteResponse()
 
     def history(
@@ -165,7 +165,7 @@ class QuotaAlerts(_Resource):
         cursor: str | None = None,
     ) -> Page[QuotaAlertLog]:
         """Every firing ("qal_..."), newest first, of one quota or alert, or of all."""
-        return self._tracker._alert_history(quota_id, alert_id, page_limit(limit), cursor)
+        return self._engine.alert_history(quota_id, alert_id, page_limit(limit), cursor)
 
     def get_history(
         self, alert_id: str, limit: Limit = None, cursor: str | None = None
@@ -177,9 +177,9 @@ class QuotaAlerts(_Resource):
 class Quotas(_Resource):
     """``tracker.quotas``: totals over UTC calendar periods, counted from the ledger."""
 
-    def __init__(self, tracker: Tracker) -> None:
-        super().__init__(tracker)
-        self.alerts = QuotaAlerts(tracker)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.alerts = QuotaAlerts(engine)
 
     def create(
         self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any
@@ -190,12 +190,9 @@ class Quotas(_Resource):
         warns (:class:`DuplicateNameWarning`); :meth:`ensure` is safe to re-run.
         """
         request = parse(QuotaCreate, data, fields)
-        tracker = self._tracker
-        with tracker._lock:
-            tracker._ensure_open()
-            tracker._refresh()
-            _warn_if_taken(request.name, "quota", tracker._quotas.values())
-            return _copy(tracker._create_quota(request))
+        with self._engine.lock:
+            _warn_if_taken(request.name, "quota", self._definitions.quotas())
+            return _copy(self._definitions.create_quota(request))
 
     def ensure(
         self, data: QuotaCreate | Mapping[str, Any] | None = None, /, **fields: Any
@@ -211,40 +208,35 @@ class Quotas(_Resource):
         several quotas already share the name.
         """
         request = parse(QuotaCreate, data, fields)
-        with self._tracker._lock:
-            change = ensure_change(self._tracker, "quota", request)
+        with self._engine.lock:
+            change = ensure_change(_Pair(self._engine), "quota", request)
             assert change.id is not None
             return self.get(change.id)
 
     def list(self, limit: Limit = None, cursor: str | None = None) -> Page[Quota]:
         size = page_limit(limit)
-        with self._tracker._lock:
-            self._tracker._ensure_open()
-            self._tracker._refresh()
-            items = list(self._tracker._quotas.values())
-            page = self._tracker._page(Page[Quota], items, size, cursor, "quota")
-            page.data = [_copy(quota) for quota in page.data]
-            return page
+        page = paged(Page[Quota], self._definitions.quotas(), size, cursor, "quota")
+        page.data = [_copy(quota) for quota in page.data]
+        return page
 
     def get(self, quota_id: str) -> Quota:
-        with self._tracker._lock:
-            return _copy(self._tracker._get_quota(quota_id))
+        return _copy(self._definitions.get_quota(quota_id))
 
     def update(
         self, quota_id: str, data: QuotaUpdate | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> Quota:
-        return _copy(self._tracker._update_quota(quota_id, parse(QuotaUpdate, data, fields)))
+        return _copy(self._definitions.update_quota(quota_id, parse(QuotaUpdate, data, fields)))
 
     def delete(self, quota_id: str) -> DeleteResponse:
         """Delete the quota and its alerts (their history stays); answers ``{"success": true}``."""
-        self._tracker._delete_quota(quota_id)
+        self._definitions.delete_quota(quota_id)
         return DeleteResponse()
 
     def check(
         self, dimensions: QuotaCheckRequest | QuotasCheckRequest | Mapping[str, Any]
     ) -> QuotaCheckResponse:
         """Where each matching quota stands now, consuming nothing."""
-        return self._tracker._check_quotas(_dimensions(dimensions, QuotaCheckRequest))
+        return self._engine.check_quotas(_dimensions(dimensions, QuotaCheckRequest))
 
     def create_alert(
         self,
@@ -275,13 +267,9 @@ class RateLimits(_Resource):
         warns (:class:`DuplicateNameWarning`); :meth:`ensure` is safe to re-run.
         """
         request = parse(RateLimitCreate, data, fields)
-        tracker = self._tracker
-        with tracker._lock:
-            tracker._ensure_open()
-            tracker._refresh()
-            existing = (rule.limit for rule in tracker._rate_rules.values())
-            _warn_if_taken(request.name, "rate limit", existing)
-            return _copy(tracker._create_rate_limit(request))
+        with self._engine.lock:
+            _warn_if_taken(request.name, "rate limit", self._definitions.rate_limits())
+            return _copy(self._definitions.create_rate_limit(request))
 
     def ensure(
         self, data: RateLimitCreate | Mapping[str, Any] | None = None, /, **fields: Any
@@ -298,24 +286,20 @@ class RateLimits(_Resource):
         limits already share the name.
         """
         request = parse(RateLimitCreate, data, fields)
-        with self._tracker._lock:
-            change = ensure_change(self._tracker, "rate_limit", request)
+        with self._engine.lock:
+            change = ensure_change(_Pair(self._engine), "rate_limit", request)
             assert change.id is not None
             return self.get(change.id)
 
     def list(self, limit: Limit = None, cursor: str | None = None) -> Page[RateLimit]:
         size = page_limit(limit)
-        with self._tracker._lock:
-            self._tracker._ensure_open()
-            self._tracker._refresh()
-            items = [rule.limit for rule in self._tracker._rate_rules.values()]
-            page = self._tracker._page(Page[RateLimit], items, size, cursor, "rate limit")
-            page.data = [_copy(limit) for limit in page.data]
-            return page
+        items = self._definitions.rate_limits()
+        page = paged(Page[RateLimit], items, size, cursor, "rate limit")
+        page.data = [_copy(limit) for limit in page.data]
+        return page
 
     def get(self, rate_limit_id: str) -> RateLimit:
-        with self._tracker._lock:
-            return _copy(self._tracker._get_rate_limit(rate_limit_id))
+        return _copy(self._definitions.get_rate_limit(rate_limit_id))
 
     def update(
         self,
@@ -325,19 +309,19 @@ class RateLimits(_Resource):
         **fields: Any,
     ) -> RateLimit:
         return _copy(
-            self._tracker._update_rate_limit(rate_limit_id, parse(RateLimitUpdate, data, fields))
+            self._definitions.update_rate_limit(rate_limit_id, parse(RateLimitUpdate, data, fields))
         )
 
     def delete(self, rate_limit_id: str) -> DeleteResponse:
         """Delete the rate limit, unenforced at once; answers ``{"success": true}``."""
-        self._tracker._delete_rate_limit(rate_limit_id)
+        self._definitions.delete_rate_limit(rate_limit_id)
         return DeleteResponse()
 
     def check(
         self, dimensions: RateLimitCheckRequest | RateLimitsCheckRequest | Mapping[str, Any]
     ) -> RateLimitCheckResponse:
         """Whether a one-request event would pass now, consuming nothing."""
-        return self._tracker._check_rate_limits(_dimensions(dimensions, RateLimitCheckRequest))
+        return self._engine.check_rate_limits(_dimensions(dimensions, RateLimitCheckRequest))
 
     def gate(self, rate_limit_id: str) -> RateGate:
         """The rate-only path: a :class:`~limitry_local.gate.RateGate` on this limit's buckets.
@@ -347,7 +331,7 @@ class RateLimits(_Resource):
         when it does not fit.  Nothing is recorded and no quota is
         involved; see :mod:`limitry_local.gate`.
         """
-        return RateGate(self._tracker, rate_limit_id)
+        return RateGate(self._engine, rate_limit_id)
 
 
 class Events(_Resource):
@@ -357,7 +341,9 @@ class Events(_Resource):
         self, event: TrackPostRequest | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> EventIngestResponse:
         """Record one event, never denied; it still counts toward matching quotas."""
-        return self._tracker._ingest_one(event, fields)
+        request = parse(TrackPostRequest, event, fields)
+        ids, _ = self._engine.ingest([request])
+        return EventIngestResponse(id=ids[0])
 
     def batch(
         self,
@@ -380,7 +366,17 @@ class Events(_Resource):
             items = events.get("events")
         else:
             items = events
-        return self._tracker._ingest_batch(items)
+        if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+            raise InvalidRequestError("events: must be a list of events")
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidRequestError(
+                f"events: a batch holds 1 to {MAX_BATCH} events, got {len(items)}"
+            )
+        requests = [
+            parse(TrackPostRequest, e, {}, prefix=f"events[{i}].") for i, e in enumerate(items)
+        ]
+        _, recorded = self._engine.ingest(requests)
+        return EventBatchResponse(count=recorded)
 
     def ingest_batch(
         self,
@@ -407,7 +403,7 @@ class Events(_Resource):
         The hosted client's parameters, in its order; ``start_date`` and
         ``end_date`` (ours) narrow the range.
         """
-        return self._tracker._list_events(
+        return self._engine.list_events(
             customer_id=customer_id,
             event_type=event_type,
             model=model,
@@ -425,4 +421,12 @@ class Customers(_Resource):
         self, customer_id: str, start_date: DateLike = None, end_date: DateLike = None
     ) -> CustomerUsageResponse:
         """The customer's totals from ``start_date`` to ``end_date`` (a date end is inclusive)."""
-        return self._tracker._customer_usage(customer_id, start_date, end_date)
+        return self._engine.customer_usage(customer_id, start_date, end_date)
+
+
+class _Pair:
+    """The two resources limits as code work through, for ``ensure``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.rate_limits = RateLimits(engine)
+        self.quotas = Quotas(engine)

@@ -203,7 +203,7 @@ def test_a_commit_that_fails_after_recording_still_announces_its_firings(
         def unreachable(*args: object) -> None:
             raise RateLimitStoreError("redis://localhost: connection refused", "connection")
 
-        monkeypatch.setattr(tracker._rates, "peek", unreachable)
+        monkeypatch.setattr(tracker.engine.store, "peek", unreachable)
         with pytest.raises(RateLimitStoreError):
             reservation.commit({"total_tokens": 60})
         (entry,) = tracker.quotas.alerts.history().data

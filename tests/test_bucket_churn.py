@@ -135,7 +135,7 @@ def test_no_churn_admits_past_a_limit(
                 for _ in range(n):
                     call(f"mint_{minted}")
                     minted += 1
-            assert len(tracker._rates) <= max_buckets  # type: ignore[arg-type]
+            assert len(tracker.engine.store) <= max_buckets  # type: ignore[arg-type]
         assert tracker.bucket_refusals == refused
         assert tracker.premature_bucket_evictions == 0
         if not via_gate:

@@ -543,7 +543,7 @@ FORK_WHILE_BUSY = textwrap.dedent(
 
     tracker = Tracker(sys.argv[1], durability="batched", flush_ms=600_000)
     tracker.usage(customer_id="c", event_type="e")
-    lock = tracker._lock if sys.argv[2] == "tracker" else tracker.ledger.lock
+    lock = tracker.engine.lock if sys.argv[2] == "tracker" else tracker.ledger.lock
     held = threading.Event()
 
     def busy():  # another thread in the middle of a call at the moment of the fork

@@ -285,7 +285,7 @@ FORKED = textwrap.dedent(
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with tracker._lock:  # another thread holds the Tracker's lock at the fork
+        with tracker.engine.lock:  # another thread holds the Tracker's lock at the fork
             held.set()
             release.wait()
 
@@ -325,7 +325,7 @@ def test_the_store_stays_bounded(clock: ManualClock) -> None:
         for i in range(5000):
             assert hit(f"c{i}") is True
             clock.advance(0.05)  # each bucket is full again within 2 s: 40 at a time
-        assert len(tracker._rates) <= 64  # type: ignore[arg-type]
+        assert len(tracker.engine.store) <= 64  # type: ignore[arg-type]
         assert tracker.premature_bucket_evictions == 0
         assert tracker.bucket_refusals == 0
 
@@ -450,7 +450,7 @@ def _refused_or(charge: Callable[[], bool]) -> bool | str:
 
 def _bucket_entries(tracker: Tracker) -> list[tuple[object, object]]:
     """The in-memory store's entries in write order, named without the limit's id and generation."""
-    store = tracker._rates
+    store = tracker.engine.store
     assert isinstance(store, BucketStore)
     return [(key[2], value) for key, value in store._entries.items()]  # type: ignore[index]
 

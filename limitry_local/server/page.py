@@ -55,7 +55,7 @@ async def page(request: Request) -> HTMLResponse:
 
 def render(tracker: Tracker) -> str:
     """The whole page, from the Tracker's limits, events and usage as of its clock."""
-    now = datetime.fromtimestamp(tracker._clock(), timezone.utc).replace(microsecond=0)
+    now = datetime.fromtimestamp(tracker.engine.clock.source(), timezone.utc).replace(microsecond=0)
     sections = [
         "<h1>limitry-local</h1>",
         f'<p class="muted">As of {_iso(now)}. '

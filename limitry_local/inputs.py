@@ -1,0 +1,93 @@
+"""Input checks shared by the Tracker and its faces: texts, dimensions, pages, dates, waits.
+
+Each raises :class:`~limitry_local.errors.InvalidRequestError` (a 400) naming
+the field, as the hosted API does; none reads state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta, timezone
+
+from limitry_local.dimensions import Dimensions
+from limitry_local.errors import InvalidRequestError
+
+DateLike = date | datetime | str | None
+
+
+def text(value: object, name: str) -> str:
+    """A string that every ledger can store, or a 400 naming ``name``."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{name}: must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(f"{name}: must be valid Unicode text") from None
+    return value
+
+
+def limit_id(value: object, kind: str) -> str:
+    """The id of a quota, rate limit or alert, as given to get, update or delete."""
+    return text(value, f"id (a {kind} id)")
+
+
+def check_dimensions(dimensions: Mapping[str, str]) -> Dimensions:
+    """The dimensions of a check (``quotas.check``, ``rate_limits.check``)."""
+    if not isinstance(dimensions, Mapping):
+        raise InvalidRequestError("dimensions: must be an object of string values")
+    for name, value in dimensions.items():
+        text(name, "dimensions")
+        text(value, f"dimensions.{name}")
+    return dict(dimensions)
+
+
+def wait_seconds(value: object) -> float:
+    """``usage(wait=...)``: a finite number of seconds >= 0, or a 400 naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise InvalidRequestError(
+            f"wait: must be a number of seconds >= 0 (how long to wait for rate limits), "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def page_size(limit: int) -> int:
+    """A page of 1 to 100 items."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise InvalidRequestError(f"limit: must be an integer from 1 to 100, got {limit!r}")
+    return limit
+
+
+def date_range(start: DateLike, end: DateLike) -> tuple[float | None, float | None]:
+    """A ``[start, end)`` range in unix seconds; a plain date as ``end`` includes that whole day."""
+    return instant(start, "startDate", end_of_day=False), instant(end, "endDate", end_of_day=True)
+
+
+def instant(value: DateLike, name: str, *, end_of_day: bool) -> float | None:
+    """Unix seconds of a date, datetime or ISO 8601 string (naive means UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = (
+                date.fromisoformat(value)
+                if len(value) == 10
+                else datetime.fromisoformat(value.replace("Z", "+00:00"))
+            )
+        except ValueError:
+            raise InvalidRequestError(
+                f"{name}: {value!r} is not an ISO 8601 date or date-time"
+            ) from None
+    try:
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+            return aware.timestamp()
+        if isinstance(value, date):
+            day = value + timedelta(days=1) if end_of_day else value
+            return datetime.combine(day, time(), timezone.utc).timestamp()
+    except (OverflowError, ValueError):
+        # date.max + 1 day, or an offset that leaves the datetime range: beyond
+        # every event the ledger can hold, so an end is no bound, a start excludes all.
+        return None if end_of_day else math.inf
+    raise InvalidRequestError(f"{name}: expected a date, a datetime or an ISO 8601 string")
