@@ -38,6 +38,8 @@ LedgerErrorReason = Literal[
     "not_a_ledger",
     "schema_version",
     "overflow",
+    "connection",
+    "timeout",
     "io",
 ]
 
@@ -49,7 +51,9 @@ class LedgerError(LimitryError):
     in a deadlock; nothing of it was kept, and running it again is safe),
     ``"read_only"``, ``"not_a_database"``, ``"corrupt"``,
     ``"cannot_open"``, ``"disk_full"``, ``"not_a_ledger"``, ``"schema_version"``,
-    ``"overflow"`` (a quota counter would pass 2**63 - 1) or ``"io"``.
+    ``"overflow"`` (a quota counter would pass 2**63 - 1), ``"connection"``
+    (a server ledger could not be reached, or the connection was lost) and
+    ``"timeout"`` (the server did not answer in time), or ``"io"``.
     """
 
     def __init__(self, message: str, reason: LedgerErrorReason = "io") -> None:

@@ -301,7 +301,9 @@ def test_a_killed_postgres_loses_nothing_acknowledged_and_records_a_retry_once(
 ) -> None:
     clock = ManualClock(START)
     schema = f"s_{new_prefix()[13:21]}"
-    ledger = PostgresLedger(own_postgres.dsn, schema=schema, timeout=1.0)
+    # Without the breaker, so the retry right after the restart is not refused
+    # for its cool-down (tests/test_postgres_faults.py has the breaker).
+    ledger = PostgresLedger(own_postgres.dsn, schema=schema, timeout=1.0, breaker_failures=0)
     with Tracker(clock=clock, ledger=ledger) as tracker:
         tracker.rate_limits.create(name="rpm", limit_value=10, window="minute", fail_mode="open")
         tracker.quotas.create(

@@ -405,7 +405,7 @@ def test_a_lost_connection_fails_one_call_and_the_next_reconnects(
         admin.execute("SELECT pg_terminate_backend(%s)", [backend])
     with pytest.raises(LedgerError) as info:
         tracker.usage(EVENT)
-    assert info.value.reason == "io"
+    assert info.value.reason == "connection"
     tracker.usage(EVENT)
     assert postgres_ledger._conn.info.backend_pid != backend
     assert postgres_ledger.event_count() == 2

@@ -48,14 +48,21 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from limitry_local.breaker import CircuitBreaker, Refusal
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
     definitions_version_of,
     merged_increments,
     overflow,
     schema_version_of,
+)
+from limitry_local.ledger.pg_connection import (
+    Guard,
+    connection_class,
+    first_line,
+    timed_out,
 )
 from limitry_local.ledger.protocol import (
     ALERT_COLUMNS,
@@ -112,11 +119,25 @@ def _dec(value: Any) -> Any:
 
 # --- errors ---------------------------------------------------------------------------
 
+# A COMMIT whose answer never came may have been kept: nothing in the client can tell.
+_IN_DOUBT = (
+    "If this call was committing, its writes may have been kept: send it again with "
+    "the same idempotency key and it is recorded once"
+)
+
 
 def _explained(exc: BaseException, where: str, timeout: float) -> LedgerError:
     """A :class:`LedgerError` for a psycopg failure, in words a user can act on."""
     state = getattr(exc, "sqlstate", None) or ""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = first_line(exc)
+    seconds = timed_out(exc)
+    if seconds is not None:
+        return LedgerError(
+            f"ledger {where}: the server did not answer within {seconds:g}s "
+            "(PostgresLedger(operation_timeout=...)); the connection was dropped and the "
+            f"next call reconnects. {_IN_DOUBT}",
+            "timeout",
+        )
     if state in ("40P01", "40001"):
         return LedgerError(
             f"ledger {where}: this write gave way to another in a deadlock ({text}); "
@@ -139,11 +160,16 @@ def _explained(exc: BaseException, where: str, timeout: float) -> LedgerError:
         return overflow(where)
     if state == "53100":
         return LedgerError(f"ledger {where}: the server's disk is full ({text})", "disk_full")
-    if state.startswith("08") or not state:
+    # 08: connection exceptions; 57P01-57P03: the server shut down or is starting.
+    if (
+        state.startswith("08")
+        or state in ("57P01", "57P02", "57P03")
+        or (not state and isinstance(exc, _psycopg().OperationalError))
+    ):
         return LedgerError(
             f"ledger {where}: the connection to the server failed ({text}); "
-            "the next call reconnects",
-            "io",
+            f"the next call reconnects. {_IN_DOUBT}",
+            "connection",
         )
     return LedgerError(f"ledger {where}: {text}", "io")
 
@@ -156,6 +182,7 @@ _OPEN: weakref.WeakSet[PostgresLedger] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for ledger in list(_OPEN):
         ledger.lock = threading.RLock()
+        ledger._guard.after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -166,6 +193,11 @@ def _close_connection(conn: Connection[Any], pid: int) -> None:
     sends the server a goodbye on the socket that a forked child shares."""
     if os.getpid() == pid and not conn.closed:
         conn.close()
+
+
+def _seconds(value: object) -> bool:
+    """A number of seconds >= 0 (infinity included; NaN and booleans not)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
 
 
 def _describe(dsn: str, schema: str) -> str:
@@ -199,9 +231,24 @@ class PostgresLedger(SqlLedger):
 
     The schema (default ``limitry``) is created on first use; several
     processes and hosts may share it and quota admission stays exact.
-    ``timeout`` is how long a write waits for another writer (and how long a
-    connection attempt may take, at least 2 s) before failing with a
-    ``"locked"`` (or ``"cannot_open"``) :class:`LedgerError`.
+
+    - ``timeout`` (5 s): how long a write waits for another writer's lock
+      before failing with a ``"locked"`` :class:`LedgerError`.
+    - ``connect_timeout`` (2 s): how long a connection attempt may take, in
+      whole seconds and at least 2 (libpq's rule; a DSN's own
+      ``connect_timeout`` wins).  Failing it when opening is
+      ``"cannot_open"``; later (a reconnect) ``"timeout"``.
+    - ``operation_timeout`` (default ``timeout + 1``): how long one round
+      trip may wait for the server's answer, even when the server is
+      paused and the socket stays up; then the connection is dropped and the
+      call fails with ``"timeout"``.  Longer than ``timeout``, so a write
+      waiting its turn is not cut off; ``math.inf`` turns it off.
+    - A circuit breaker (:mod:`limitry_local.breaker`): after
+      ``breaker_failures`` (3) calls in a row could not reach the server
+      (connection refused or lost, or a timeout), calls fail at once with
+      a ``"connection"`` or ``"timeout"`` :class:`LedgerError` for
+      ``breaker_cool_down`` (5) seconds; then one call tries to reconnect,
+      and closes the breaker if it can.  ``breaker_failures=0`` turns it off.
 
     One connection per ledger, guarded by a lock, so a Tracker shared by
     threads works; a process forked after opening must open its own.
@@ -213,13 +260,39 @@ class PostgresLedger(SqlLedger):
     # synchronous_commit=on, the commit is on disk before it returns.
     durability: Durability = "full"
 
-    def __init__(self, dsn: str, *, schema: str = "limitry", timeout: float = 5.0) -> None:
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not 0 <= timeout < math.inf
-        ):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "limitry",
+        timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        operation_timeout: float | None = None,
+        breaker_failures: int = 3,
+        breaker_cool_down: float = 5.0,
+    ) -> None:
+        if not _seconds(timeout) or not timeout < math.inf:
             raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+        if not _seconds(connect_timeout) or not 0 < connect_timeout < math.inf:
+            raise ValueError(
+                f"connect_timeout must be a finite number of seconds > 0, got {connect_timeout!r}"
+            )
+        if operation_timeout is None:
+            operation_timeout = timeout + 1.0
+        elif not _seconds(operation_timeout) or not operation_timeout > timeout:
+            raise ValueError(
+                "operation_timeout must be a number of seconds longer than timeout "
+                f"({timeout!r}), so a write waiting for a lock is not cut off; "
+                f"got {operation_timeout!r}"
+            )
+        # Before psycopg is imported: a bad setting is the caller's error either way.
+        self._guard = Guard(
+            None if operation_timeout == math.inf else float(operation_timeout),
+            CircuitBreaker(breaker_failures, breaker_cool_down),
+        )
+        self.operation_timeout = float(operation_timeout)
+        # libpq (and psycopg) count whole seconds, and read 0 or 1 as 2.
+        self._connect_seconds = max(2, math.ceil(connect_timeout))
         if not isinstance(schema, str) or not 0 < len(schema.encode()) < 64 or "\x00" in schema:
             raise ValueError(f"schema must be a PostgreSQL name of 1 to 63 bytes, got {schema!r}")
         psycopg = _psycopg()
@@ -266,7 +339,10 @@ class PostgresLedger(SqlLedger):
             dec=_dec,
         )
         self._insert_alert = self._q.log_alert
-        self._conn: Connection[Any] = self._connect()
+        self._conn: Connection[Any] = self._connect(opening=True)
+        # The watchdog thread holds no reference to the ledger: stop it when
+        # the ledger is collected unclosed.
+        weakref.finalize(self, self._guard.stop)
         _OPEN.add(self)
         try:
             self._set_up()
@@ -276,24 +352,39 @@ class PostgresLedger(SqlLedger):
 
     # --- the connection -------------------------------------------------------
 
-    def _connect(self) -> Connection[Any]:
+    def _connect(self, *, opening: bool = False) -> Connection[Any]:
+        """A new connection whose every wait answers to the guard (deadline, breaker).
+
+        Failing it is ``"cannot_open"`` when the ledger is being opened, and a
+        ``"connection"`` or ``"timeout"`` failure the breaker counts after."""
         psycopg = _psycopg()
         settings: dict[str, Any] = {"autocommit": True}
         given = importlib.import_module("psycopg.conninfo").conninfo_to_dict(self._dsn)
         if "connect_timeout" not in given:
-            # libpq waits forever without one, and reads 0 or 1 as "at least 2".
-            settings["connect_timeout"] = max(2, math.ceil(self.timeout))
+            settings["connect_timeout"] = self._connect_seconds
         if "application_name" not in given:
             settings["application_name"] = "limitry_local"
         try:
-            conn: Connection[Any] = psycopg.connect(self._dsn, **settings)
+            conn: Connection[Any] = connection_class().connect(self._dsn, **settings)
         except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
+            if opening:
+                raise LedgerError(
+                    f"cannot connect to ledger {self.where} ({first}); is the server running "
+                    "and reachable, and does the DSN name the right host, port, user and "
+                    "database?",
+                    "cannot_open",
+                ) from exc
+            reason: Literal["connection", "timeout"] = (
+                "timeout" if isinstance(exc, psycopg.errors.ConnectionTimeout) else "connection"
+            )
+            self._guard.failed(reason, first)
             raise LedgerError(
-                f"cannot connect to ledger {self.where} ({first}); is the server running "
-                "and reachable, and does the DSN name the right host, port, user and database?",
-                "cannot_open",
+                f"cannot reconnect to ledger {self.where} ({first}); the call was not made",
+                reason,
             ) from exc
+        conn.guard = self._guard  # type: ignore[attr-defined]
+        self._guard.reached()
         self._finalizer = weakref.finalize(self, _close_connection, conn, os.getpid())
         return conn
 
@@ -306,11 +397,31 @@ class PostgresLedger(SqlLedger):
             )
         if self._closed:
             raise LedgerError(f"ledger {self.where} is closed", "cannot_open")
-        if self._depth == 0 and (self._conn.closed or self._conn.broken):
-            # The server restarted or the network dropped: the call that met it
-            # failed ("io"); this one starts on a new connection.
+        if self._depth:
+            return  # inside a scope: its own waits answer to the deadline
+        refusal = self._guard.admit()
+        if refusal is not None:
+            raise self._refused(refusal)
+        # After a server restart or a dropped connection (the call that met it
+        # failed), and for the breaker's probe: a new connection.
+        if self._guard.breaker.is_open or self._conn.closed or self._conn.broken:
             self._finalizer()
-            self._conn = self._connect()
+            try:
+                self._conn = self._connect()
+            except LedgerError:
+                raise
+            except BaseException:
+                self._guard.breaker.abandoned()
+                raise
+
+    def _refused(self, refusal: Refusal) -> LedgerError:
+        return LedgerError(
+            f"ledger {self.where}: the server is known to be down ({refusal.failures} calls "
+            f"in a row could not reach it; the last: {self._guard.last_failure}), so this "
+            f"call fails at once; one call tries again in {refusal.retry_in:.1f}s "
+            "(PostgresLedger breaker_failures and breaker_cool_down)",
+            self._guard.reason,
+        )
 
     def close(self) -> None:
         """Close the connection (a no-op after the first call)."""
@@ -321,6 +432,7 @@ class PostgresLedger(SqlLedger):
             _OPEN.discard(self)
             # In a forked child the finalizer leaves the parent's socket alone.
             self._finalizer()
+            self._guard.stop()
 
     # --- schema ---------------------------------------------------------------
 
