@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from limitry_local import LedgerError, Tracker
+from limitry_local import LedgerError, RateLimitExceeded, Tracker
 from limitry_local.postgres_ledger import PostgresLedger
 from limitry_local.testing import ManualClock
 from tests.conftest import START
@@ -239,6 +239,35 @@ def test_a_commit_answered_too_late_was_kept_and_a_retry_with_its_key_is_not_rec
     kept = stored_events(own_postgres, schema)[-1]
     again = tracker.usage(customer_id="c", event_type="e", idempotency_key="k")
     assert (again.id, "k") == kept
+    assert len(stored_events(own_postgres, schema)) == 2
+    tracker.close()
+
+
+def test_a_commit_in_doubt_keeps_its_rate_limit_tokens(
+    own_postgres: OwnPostgres, schema: str
+) -> None:
+    """The timed-out COMMIT above was kept: had its tokens gone back, a limit of 2
+    would admit a third event.  In doubt, the engine keeps them."""
+    tracker = Tracker(clock=ManualClock(START), ledger=ledger_on(own_postgres, schema))
+    tracker.rate_limits.create(name="two", limit_value=2, window="hour")
+    tracker.usage(customer_id="c", event_type="e")
+    with psycopg.connect(own_postgres.dsn, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE FUNCTION {schema}.slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$"
+        )
+        admin.execute(
+            f"CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON {schema}.events "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.slow()"
+        )
+        _, outcome = timed(lambda: tracker.usage(customer_id="c", event_type="e"))
+        failed(outcome, "timeout")
+        eventually(lambda: len(stored_events(own_postgres, schema)) == 2)
+        admin.execute(f"DROP TRIGGER slow_commit ON {schema}.events")
+    check = tracker.rate_limits.check({"customer_id": "c", "event_type": "e"})
+    assert (check.allowed, check.rate_limits[0].remaining) == (False, 0)
+    with pytest.raises(RateLimitExceeded):
+        tracker.usage(customer_id="c", event_type="e")
     assert len(stored_events(own_postgres, schema)) == 2
     tracker.close()
 

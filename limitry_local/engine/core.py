@@ -227,9 +227,13 @@ class Engine:
                         conn, [(event_row(response.id, request, when), increments(quotas), replay)]
                     )
                 kept = True
+            except LedgerError as exc:
+                kept = in_doubt(exc)
+                raise
             finally:
                 # Tokens are kept only once the event is committed (or joined
-                # its batch): a denial or a failed write gives them back.
+                # its batch), or may have been: a denial or a failed write
+                # gives them back.
                 if taken:
                     self.store.settle(keep=kept)
             self._charge_unenforced(rates)
@@ -289,6 +293,9 @@ class Engine:
                     hold_id = new_id("hold")
                     self.ledger.add_hold(conn, hold_id, increments(quotas), now + ttl)
                 kept = True
+            except LedgerError as exc:
+                kept = in_doubt(exc)
+                raise
             finally:
                 if taken:
                     self.store.settle(keep=kept)
@@ -599,6 +606,15 @@ class Engine:
         return Page[QuotaAlertLog](
             data=page, next_cursor=page[-1].id if more else None, has_more=more
         )
+
+
+def in_doubt(exc: LedgerError) -> bool:
+    """Whether a failed write may have been kept: its COMMIT was sent and no answer came.
+
+    Its rate-limit tokens are kept then: a limit may under-admit by one
+    event after a lost answer, never over-admit (docs/reliability.md).
+    """
+    return exc.reason in ("timeout", "connection")
 
 
 def dimensions_of(request: TrackPostRequest) -> Dimensions:
