@@ -15,6 +15,8 @@ def rate_limit_headers(statuses: Sequence[RateLimitStatus]) -> dict[str, str]:
     """``X-RateLimit-*`` for the matching limit with the least remaining (none if none matched)."""
     if not statuses:
         return {}
+    if len(statuses) == 1:
+        return _describe(statuses[0])
     # min() keeps the first of equals: ties go to the limit created first.
     tightest = min(statuses, key=lambda s: s.remaining)
     return _describe(tightest)

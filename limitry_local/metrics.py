@@ -9,7 +9,8 @@ floating-point sums would come to 3.0000000000000004 and deny the last.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 Metric = Literal[
     "total_tokens", "total_events", "total_cost_cents", "input_tokens", "output_tokens"
@@ -23,23 +24,57 @@ def unit_scale(metric: Metric) -> int:
     return MICRO_CENTS if metric == "total_cost_cents" else 1
 
 
-def amount_units(
-    metric: Metric,
-    total_tokens: int | None,
-    cost_cents: float | None,
-    input_tokens: int | None = None,
-    output_tokens: int | None = None,
-) -> int:
+class Amounts(Protocol):
+    """An event's amounts, as a request or a stored row holds them."""
+
+    @property
+    def total_tokens(self) -> int | None: ...
+    @property
+    def cost_cents(self) -> float | None: ...
+    @property
+    def input_tokens(self) -> int | None: ...
+    @property
+    def output_tokens(self) -> int | None: ...
+
+
+def amount_reader(metric: Metric) -> Callable[[Amounts], int]:
+    """The one rule for what an event adds to a ``metric`` counter, in whole units (0
+    when the field is absent): a function chosen once per limit, called per event."""
+    return _READERS[metric]
+
+
+def _one(event: Amounts) -> int:
+    return 1
+
+
+def _total_tokens(event: Amounts) -> int:
+    return event.total_tokens or 0
+
+
+def _input_tokens(event: Amounts) -> int:
+    return event.input_tokens or 0
+
+
+def _output_tokens(event: Amounts) -> int:
+    return event.output_tokens or 0
+
+
+def _cost_units(event: Amounts) -> int:
+    return micro_cents(event.cost_cents) or 0
+
+
+_READERS: dict[str, Callable[[Amounts], int]] = {
+    "total_events": _one,
+    "total_tokens": _total_tokens,
+    "input_tokens": _input_tokens,
+    "output_tokens": _output_tokens,
+    "total_cost_cents": _cost_units,
+}
+
+
+def amount_units(metric: Metric, event: Amounts) -> int:
     """The event's amount in ``metric``'s whole units (0 when the field is absent)."""
-    if metric == "total_events":
-        return 1
-    if metric == "total_tokens":
-        return total_tokens or 0
-    if metric == "input_tokens":
-        return input_tokens or 0
-    if metric == "output_tokens":
-        return output_tokens or 0
-    return micro_cents(cost_cents) or 0
+    return _READERS[metric](event)
 
 
 def micro_cents(cost_cents: float | None) -> int | None:

@@ -18,7 +18,6 @@ from limitry_local.buckets import BucketAsk, BucketTime, RateLimitStore
 from limitry_local.denials import DenialCounter
 from limitry_local.dimensions import Dimensions, Key, describe_key
 from limitry_local.ledger import CounterIncrement, LedgerBackend
-from limitry_local.metrics import amount_units
 from limitry_local.models import FailedOpen, Quota, RateLimit, TrackPostRequest
 from limitry_local.redis_buckets import RateLimitStoreError
 
@@ -68,6 +67,11 @@ def decide_rates(
     matched, asks = rate_asks(plan, dims, tokens)
     if not asks:
         return []
+    if take and plan.enforced_only:
+        return [
+            RateOutcome(rule, key, ask, answer, True)
+            for (rule, key), ask, answer in zip(matched, asks, store.take(asks, at), strict=True)
+        ]
     enforced = [rule.enforced for rule, _ in matched]
     if not take:
         answers = store.peek(asks, at)
@@ -118,18 +122,8 @@ def quota_outcomes(
         counter_key = key_json(key)
         start, end = rule.period(second, when)
         used = ledger.counter(quota.id, counter_key, start) if unlocked else 0
-        amount = (
-            None
-            if request is None
-            else amount_units(
-                quota.metric,
-                request.total_tokens,
-                request.cost_cents,
-                request.input_tokens,
-                request.output_tokens,
-            )
-        )
-        limit = quota.limit_for(dims) if quota.overrides else quota.limit_value
+        amount = None if request is None else rule.amount_of(request)
+        limit = rule.limit if rule.limit is not None else quota.limit_for(dims)
         limit_units = limit * rule.scale
         outcomes.append(
             QuotaOutcome(
@@ -167,6 +161,16 @@ def verdict(
     :class:`Wait` instead, and counts as no denial.  ``now`` is the raw
     clock reading a quota's Retry-After counts from.
     """
+    # The common case first: every limit passed, nothing to count or log.
+    for o in rates:
+        if not o.answer.allowed:
+            break
+    else:
+        for q in quotas:
+            if q.exceeded:
+                break
+        else:
+            return
     over_rates = [o for o in rates if o.enforced and not o.answer.allowed]
     over_quotas = [q for q in quotas if q.exceeded and q.rule.enforced]
     if over_rates and patience > 0 and not over_quotas:

@@ -128,7 +128,8 @@ class Engine:
 
     def now(self) -> float:
         """Read the clock for this call (the engine must be open)."""
-        self.opened()
+        if self.closed:
+            self.opened()  # raises
         return self.clock.read()
 
     def close(self) -> None:
@@ -250,6 +251,8 @@ class Engine:
 
     def _charge_unenforced(self, rates: list[RateOutcome]) -> None:
         """Soft and shadow buckets were only read (peek): charge the admitted event to them."""
+        if self.definitions.plan.enforced_only:
+            return
         unenforced = [o.ask for o in rates if not o.enforced]
         if unenforced:
             self._settle_tokens(unenforced)

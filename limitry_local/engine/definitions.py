@@ -125,9 +125,8 @@ class Definitions:
             if rule is None or rule.quota is not quota:
                 rule = QuotaRule.compile(quota)
             quota_rules.append(rule)
-        self.plan = Plan(
-            tuple(rule for rule in self._rate_rules.values() if rule.limit.enabled),
-            tuple(quota_rules),
+        self.plan = Plan.of(
+            [rule for rule in self._rate_rules.values() if rule.limit.enabled], quota_rules
         )
 
     def _stored(self, kind: type[M], row: dict[str, Any]) -> M:
@@ -254,9 +253,7 @@ class Definitions:
             if key is None:
                 continue
             start, _ = period_bounds(quota.period, row.ts, quota.timezone)
-            totals[key_json(key), start] += amount_units(
-                quota.metric, row.total_tokens, row.cost_cents, row.input_tokens, row.output_tokens
-            )
+            totals[key_json(key), start] += amount_units(quota.metric, row)
         return [(key, start, used) for (key, start), used in totals.items()]
 
     def get_quota(self, quota_id: str) -> Quota:

@@ -72,15 +72,20 @@ def rate_status(o: RateOutcome, *, charged: bool) -> RateLimitStatus:
 
 def quota_fields(o: QuotaOutcome, *, charged: bool) -> dict[str, Any]:
     quota = o.rule.quota
-    used = o.used + (o.amount or 0) if charged else o.used
+    units = o.used + (o.amount or 0) if charged else o.used
+    used: float = units
+    remaining: float = max(0, o.limit_units - units)
+    if o.rule.scale != 1:  # counted in smaller units (micro-cents): back to the metric's
+        used = from_units(quota.metric, units)
+        remaining = from_units(quota.metric, max(0, o.limit_units - units))
     return {
         "id": quota.id,
         "name": quota.name,
         "metric": quota.metric,
         "period": quota.period,
         "limit": o.limit,
-        "used": from_units(quota.metric, used),
-        "remaining": from_units(quota.metric, max(0, o.limit_units - used)),
+        "used": used,
+        "remaining": remaining,
         "reset": o.end,
         "exceeded": o.exceeded,
     }
@@ -100,7 +105,7 @@ def admitted(
 ) -> TrackPostResponse:
     """The 201 body and its headers; ``charged=False`` when the counters already hold the event."""
     rate_statuses = [
-        trusted(RateLimitStatus, rate_fields(o, charged=charged)) for o in shown_rates(rates)
+        trusted(RateLimitStatus, rate_fields(o, charged=charged)) for o in rates if o.rule.shown
     ]
     headers = rate_limit_headers(rate_statuses)
     if failed_open:
@@ -112,7 +117,9 @@ def admitted(
             "allowed": True,
             "rate_limits": rate_statuses,
             "quotas": [
-                trusted(QuotaStatus, quota_fields(o, charged=charged)) for o in shown_quotas(quotas)
+                trusted(QuotaStatus, quota_fields(o, charged=charged))
+                for o in quotas
+                if o.rule.shown
             ],
             "failed_open": failed_open,
         },

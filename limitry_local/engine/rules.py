@@ -13,15 +13,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 
 from limitry_local.buckets import BucketAnswer, BucketAsk
 from limitry_local.dimensions import Key, KeyFunction, key_function
-from limitry_local.metrics import unit_scale
-from limitry_local.models import Quota, RateLimit, window_seconds
+from limitry_local.metrics import amount_reader, unit_scale
+from limitry_local.models import Quota, RateLimit, TrackPostRequest, window_seconds
 from limitry_local.periods import period_bounds
 
 RESHAPING_QUOTA_FIELDS = ("dimension_filters", "per", "metric", "period", "timezone")
@@ -69,6 +69,8 @@ class RateRule:
     key_of: KeyFunction
     """``limit_key`` of this limit's filters and per, compiled once."""
     counts_tokens: bool
+    capacity: int | None
+    """The bucket's capacity, or None when overrides make it depend on the event."""
 
     @classmethod
     def compile(cls, limit: RateLimit, generation: str) -> RateRule:
@@ -80,14 +82,15 @@ class RateRule:
             shown=shown(limit.mode),
             key_of=key_function(limit.dimension_filters, limit.per),
             counts_tokens=limit.metric == "total_tokens",
+            capacity=None if limit.overrides else limit.limit_value,
         )
 
     def ask(self, key: Key, dims: dict[str, str], tokens: int | None) -> BucketAsk:
         """What an event asks of ``key``'s bucket (``tokens`` None: a one-request check)."""
-        limit = self.limit
+        capacity = self.capacity
         return BucketAsk(
-            (limit.id, self.generation, key),
-            limit.limit_for(dims) if limit.overrides else limit.limit_value,
+            (self.limit.id, self.generation, key),
+            capacity if capacity is not None else self.limit.limit_for(dims),
             self.seconds,
             tokens if tokens is not None and self.counts_tokens else 1,
         )
@@ -102,6 +105,10 @@ class QuotaRule:
     scale: int
     enforced: bool
     shown: bool
+    amount_of: Callable[[TrackPostRequest], int]
+    """What an event adds to this quota's counter (:func:`~limitry_local.metrics.amount_reader`)."""
+    limit: int | None
+    """The quota's limitValue, or None when overrides make it depend on the event."""
     second: int | None = None
     """The last whole second asked about, and its period: bounds depend on nothing else."""
     bounds: tuple[int, int] = (0, 0)
@@ -114,6 +121,8 @@ class QuotaRule:
             unit_scale(quota.metric),
             enforced=enforced(quota.mode),
             shown=shown(quota.mode),
+            amount_of=amount_reader(quota.metric),
+            limit=None if quota.overrides else quota.limit_value,
         )
 
     def period(self, second: int, when: float) -> tuple[int, int]:
@@ -132,6 +141,12 @@ class Plan:
     """The enabled rate limits, in creation order."""
     quotas: tuple[QuotaRule, ...]
     """Every quota, in creation order (a quota has no ``enabled``)."""
+    enforced_only: bool = True
+    """No soft or shadow rate limit: no bucket is charged after the event is recorded."""
+
+    @classmethod
+    def of(cls, rates: Sequence[RateRule], quotas: Sequence[QuotaRule]) -> Plan:
+        return cls(tuple(rates), tuple(quotas), all(rule.enforced for rule in rates))
 
 
 @dataclass(slots=True)
