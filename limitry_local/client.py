@@ -48,6 +48,7 @@ from limitry_local.models import (
     QuotaAlert,
     QuotaAlertCreate,
     QuotaAlertLog,
+    QuotaAlertUpdate,
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
@@ -397,6 +398,16 @@ class AsyncQuotaAlerts:
 
     async def get(self, alert_id: str) -> QuotaAlert:
         return self._alerts.get(alert_id)
+
+    async def update(
+        self,
+        alert_id: str,
+        data: QuotaAlertUpdate | Mapping[str, Any] | None = None,
+        /,
+        **fields: Any,
+    ) -> QuotaAlert:
+        """The hosted ``quota_alerts.update(id, QuotaAlertsPutRequest(threshold=...))``."""
+        return self._alerts.update(alert_id, data, **fields)
 
     async def delete(self, alert_id: str) -> DeleteResponse:
         return self._alerts.delete(alert_id)

@@ -88,6 +88,7 @@ from limitry_local.models import (
     QuotaAlert,
     QuotaAlertCreate,
     QuotaAlertLog,
+    QuotaAlertUpdate,
     QuotaCheckResponse,
     QuotaCreate,
     QuotaStatus,
@@ -1489,9 +1490,7 @@ class Tracker:
                     created_at=stamp,
                     updated_at=stamp,
                 )
-                row = alert.model_dump(
-                    mode="json", by_alias=False, exclude={"last_triggered_at", "updated_at"}
-                )
+                row = alert.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
                 self._ledger.save_definition(conn, "quota_alerts", row)
             self._alerts.add(alert)
         return alert.model_copy()
@@ -1540,6 +1539,28 @@ class Tracker:
                     )
                 self._ledger.delete_definition(conn, "quota_alerts", alert_id)
             self._alerts.remove([alert_id])
+
+    def _update_alert(self, alert_id: str, data: QuotaAlertUpdate) -> QuotaAlert:
+        """A new threshold (or the same: ``updatedAt`` moves either way, as a quota's does).
+
+        What the alert fired stays fired: the history's unique (alert, key,
+        period) still holds, so a key it fired for this period is not told
+        again at the new threshold; it applies from the next recorded event.
+        """
+        with self._lock:
+            with self._changing_definitions() as conn:
+                alert = next((a for a in self._alerts.all if a.id == alert_id), None)
+                if alert is None:
+                    raise NotFoundError(
+                        f"quota alert {_limit_id(alert_id, 'quota alert')!r} not found"
+                    )
+                changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
+                updated = alert.model_copy(update={**changes, "updated_at": _datetime(self._now())})
+                row = updated.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
+                self._ledger.save_definition(conn, "quota_alerts", row)
+            # Replaced in place: lists keep creation order.
+            self._alerts.load([updated if a.id == alert_id else a for a in self._alerts.all])
+            return self._fired_last([updated])[0]
 
     def _alert_history(
         self, quota_id: str | None, alert_id: str | None, limit: int, cursor: str | None

@@ -14,8 +14,7 @@ model that ``client.project.get()`` answers; ``limitry_local.Project`` is the
 resource class, as ``limitry.client.Project`` is.
 
 Left out: the hosted enums (``GroupBy``, ``Interval``, ``Metric``, ``Period``,
-``Window``); every field takes their string values (``"day"``), and
-``QuotaAlertsPutRequest``, since alerts cannot be updated locally yet.
+``Window``); every field takes their string values (``"day"``).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from limitry_local.models import (
     QuotaAlert,
     QuotaAlertCreate,
     QuotaAlertLog,
+    QuotaAlertUpdate,
     QuotaCheckResponse,
     QuotaCreate,
     QuotasCheckRequest,
@@ -68,6 +68,7 @@ QuotasDeleteResponse = DeleteResponse
 QuotasCheckResponse = QuotaCheckResponse
 QuotaCheckResult = QuotaStatus
 QuotaAlertsPostRequest = QuotaAlertCreate
+QuotaAlertsPutRequest = QuotaAlertUpdate
 QuotaAlertsDeleteResponse = DeleteResponse
 QuotasQuotaIdAlertsGetResponse = Page[QuotaAlert]
 QuotaAlertsAlertIdHistoryGetResponse = Page[QuotaAlertLog]
@@ -97,6 +98,7 @@ __all__ = [
     "QuotaAlertsAlertIdHistoryGetResponse",
     "QuotaAlertsDeleteResponse",
     "QuotaAlertsPostRequest",
+    "QuotaAlertsPutRequest",
     "QuotaCheckResult",
     "QuotaStatus",
     "QuotasCheckRequest",
