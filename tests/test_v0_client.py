@@ -41,6 +41,7 @@ from limitry_local import (
     collect_all,
     paginate_all,
 )
+from limitry_local.errors import NOT_FOUND_BODY
 from limitry_local.testing import ManualClock
 from limitry_local.types import (
     QuotaAlertsPostRequest,
@@ -646,6 +647,43 @@ def test_quota_alerts_update_changes_the_threshold_and_moves_updated_at() -> Non
                 await client.quota_alerts.update(alert.id, {"threshhold": 90})
             with pytest.raises(NotFoundError, match="qa_missing"):
                 await client.quota_alerts.update("qa_missing", threshold=90)
+
+    run(go())
+
+
+def test_request_calls_the_rest_api_in_process_on_the_clients_tracker() -> None:
+    async def go() -> None:
+        async with Client(clock=ManualClock(START)) as client:
+            created = await client.request(
+                "POST",
+                "/quotas",
+                {"name": "two", "metric": "total_events", "limitValue": 2, "period": "day"},
+            )
+            same_shape(created, golden("quota.json"))
+            assert wire(client.tracker.quotas.get(created["id"])) == created
+            assert await client.request("get", f"/quotas/{created['id']}") == created
+            page = await client.request("GET", "/quotas", params={"limit": "1"})
+            assert ([q["id"] for q in page["data"]], page["hasMore"]) == ([created["id"]], False)
+            event = {"customerId": "c", "eventType": "e"}
+            tracked = await client.request("POST", "/track", event)
+            assert (tracked["allowed"], tracked["quotas"][0]["used"]) == (True, 1)
+            await client.track.usage(event)
+            with pytest.raises(APIError) as denied:
+                await client.request("POST", "/track", event)
+            assert (denied.value.status, denied.value.response["error"]) == (429, "Quota exceeded")
+            with pytest.raises(APIError) as missing:
+                await client.request("DELETE", "/quotas/qta_missing")
+            assert (missing.value.status, missing.value.response) == (
+                404,
+                {"error": NOT_FOUND_BODY},
+            )
+            with pytest.raises(APIError) as bad:
+                await client.request("POST", "/track", {"customerId": ""})
+            assert bad.value.status == 400 and "customerId" in bad.value.message
+            with pytest.raises(InvalidRequestError, match="method"):
+                await client.request("GET /quotas", "/quotas")
+            with pytest.raises(InvalidRequestError, match="path"):
+                await client.request("GET", "quotas")
 
     run(go())
 
