@@ -43,6 +43,7 @@ from limitry_local.models import (
 )
 from limitry_local.periods import FixedPeriod, utc_grid
 from limitry_local.resources import DateLike
+from limitry_local.types import GroupBy, Interval
 
 if TYPE_CHECKING:
     from limitry_local.tracker import Tracker
@@ -76,7 +77,7 @@ class UsageReport:
 
     def breakdown(
         self,
-        group_by: UsageGroupBy,
+        group_by: UsageGroupBy | GroupBy,
         *,
         start_date: DateLike = None,
         end_date: DateLike = None,
@@ -114,7 +115,7 @@ class UsageReport:
 
     def timeseries(
         self,
-        interval: UsageInterval,
+        interval: UsageInterval | Interval,
         *,
         start_date: DateLike = None,
         end_date: DateLike = None,
@@ -209,7 +210,7 @@ class UsageReport:
 
     def get_breakdown(  # noqa: PLR0917 (the hosted client's positional signature)
         self,
-        group_by: UsageGroupBy,
+        group_by: UsageGroupBy | GroupBy,
         start_date: DateLike,
         end_date: DateLike,
         customer_id: str | None = None,
@@ -238,7 +239,7 @@ class UsageReport:
 
     def get_timeseries(  # noqa: PLR0917 (the hosted client's positional signature)
         self,
-        interval: UsageInterval,
+        interval: UsageInterval | Interval,
         start_date: DateLike,
         end_date: DateLike,
         customer_id: str | None = None,

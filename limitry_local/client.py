@@ -84,6 +84,7 @@ from limitry_local.resources import (
     RateLimits,
 )
 from limitry_local.tracker import Tracker, _wait_seconds
+from limitry_local.types import GroupBy, Interval
 
 T = TypeVar("T")
 
@@ -639,7 +640,7 @@ class AsyncUsageReport:
 
     async def breakdown(
         self,
-        group_by: UsageGroupBy,
+        group_by: UsageGroupBy | GroupBy,
         *,
         start_date: DateLike = None,
         end_date: DateLike = None,
@@ -660,7 +661,7 @@ class AsyncUsageReport:
 
     async def timeseries(
         self,
-        interval: UsageInterval,
+        interval: UsageInterval | Interval,
         *,
         start_date: DateLike = None,
         end_date: DateLike = None,
@@ -695,7 +696,7 @@ class AsyncUsageReport:
 
     async def get_breakdown(  # noqa: PLR0917 (the hosted client's positional signature)
         self,
-        group_by: UsageGroupBy,
+        group_by: UsageGroupBy | GroupBy,
         start_date: DateLike,
         end_date: DateLike,
         customer_id: str | None = None,
@@ -710,7 +711,7 @@ class AsyncUsageReport:
 
     async def get_timeseries(  # noqa: PLR0917 (the hosted client's positional signature)
         self,
-        interval: UsageInterval,
+        interval: UsageInterval | Interval,
         start_date: DateLike,
         end_date: DateLike,
         customer_id: str | None = None,

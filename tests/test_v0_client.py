@@ -15,8 +15,9 @@ import inspect
 import json
 from collections.abc import Coroutine
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import pytest
 from hypothesis import given, settings
@@ -42,6 +43,9 @@ from limitry_local import (
     paginate_all,
 )
 from limitry_local.errors import NOT_FOUND_BODY
+from limitry_local.metrics import Metric
+from limitry_local.models import UsageGroupBy, UsageInterval
+from limitry_local.periods import Period
 from limitry_local.testing import ManualClock
 from limitry_local.types import (
     QuotaAlertsPostRequest,
@@ -236,7 +240,60 @@ HOSTED_TYPE_NAMES = [
     "TrackPostResponse",
     "UsageBreakdownResponse",
     "UsageTimeseriesResponse",
+    "GroupBy",
+    "Interval",
+    "Metric",
+    "Period",
+    "Window",
 ]
+HOSTED_ENUMS = [
+    hosted_types.GroupBy,
+    hosted_types.Interval,
+    hosted_types.Metric,
+    hosted_types.Period,
+    hosted_types.Window,
+]
+
+
+def test_the_hosted_enums_are_their_values_everywhere_a_value_goes(tmp_path: Path) -> None:
+    """``from limitry.client.types import Period`` code: a member works where its string
+    does, and what comes back (and what the ledger keeps) is the plain string."""
+    assert {e.__name__: [m.value for m in e] for e in HOSTED_ENUMS} == {
+        "GroupBy": list(get_args(UsageGroupBy)),
+        "Interval": list(get_args(UsageInterval)),
+        # The hosted three; ours adds input_tokens and output_tokens.
+        "Metric": list(get_args(Metric))[:3],
+        "Period": list(get_args(Period)),
+        "Window": ["second", "minute", "hour"],
+    }
+
+    async def go() -> None:
+        async with Client(path=tmp_path / "usage.db", clock=ManualClock(START)) as client:
+            quota = await client.quotas.create(
+                QuotasPostRequest(
+                    name="q",
+                    metric=hosted_types.Metric.total_events,
+                    limit_value=5,
+                    period=hosted_types.Period.day,
+                )
+            )
+            limit = await client.rate_limits.create(
+                RateLimitsPostRequest(name="r", limit_value=5, window=hosted_types.Window.minute)
+            )
+            for model in (quota, limit):
+                assert not any(isinstance(value, Enum) for value in wire(model).values())
+            assert (type(quota.period), type(limit.window)) == (str, str)
+            await client.track.usage(EventsPostRequest(customer_id="c", event_type="e"))
+            day = "2026-11-25"  # START's
+            breakdown = await client.usage.get_breakdown(hosted_types.GroupBy.customer_id, day, day)
+            assert [group.dimension for group in breakdown.data] == ["c"]
+            series = await client.usage.get_timeseries(hosted_types.Interval.hour, day, day)
+            assert sum(point.total_events for point in series.data) == 1
+        with Tracker(tmp_path / "usage.db") as reopened:
+            assert reopened.quotas.get(quota.id).period == "day"
+            assert reopened.rate_limits.get(limit.id).window == "minute"
+
+    run(go())
 
 
 def test_the_hosted_type_names_are_importable() -> None:
