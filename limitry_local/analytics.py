@@ -43,6 +43,7 @@ from limitry_local.models import (
     UsageTimeseriesResponse,
 )
 from limitry_local.periods import FixedPeriod, utc_grid
+from limitry_local.types import GroupBy, Interval
 
 GROUP_BYS: tuple[str, ...] = get_args(UsageGroupBy)
 INTERVALS: tuple[str, ...] = get_args(UsageInterval)
@@ -71,7 +72,7 @@ class UsageReport:
 
     def breakdown(
         self,
-        group_by: UsageGroupBy,
+        group_by: UsageGroupBy | GroupBy,
         *,
         start_date: DateLike = None,
         end_date: DateLike = None,
@@ -109,7 +110,7 @@ class UsageReport:
 
     def timeseries(
         self,
-        interval: UsageInterval,
+        interval: UsageInterval | Interval,
         *,
         start_date: DateLike = None,
         end_date: DateLike = None,
@@ -204,7 +205,7 @@ class UsageReport:
 
     def get_breakdown(  # noqa: PLR0917 (the hosted client's positional signature)
         self,
-        group_by: UsageGroupBy,
+        group_by: UsageGroupBy | GroupBy,
         start_date: DateLike,
         end_date: DateLike,
         customer_id: str | None = None,
@@ -233,7 +234,7 @@ class UsageReport:
 
     def get_timeseries(  # noqa: PLR0917 (the hosted client's positional signature)
         self,
-        interval: UsageInterval,
+        interval: UsageInterval | Interval,
         start_date: DateLike,
         end_date: DateLike,
         customer_id: str | None = None,

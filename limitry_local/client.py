@@ -24,16 +24,19 @@ blocks the loop for that time.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from limitry_local.analytics import UsageReport
-from limitry_local.errors import parse
+from limitry_local.errors import APIError, InvalidRequestError, parse
 from limitry_local.gate import RateGate
 from limitry_local.inputs import DateLike, wait_seconds
 from limitry_local.models import (
@@ -49,6 +52,7 @@ from limitry_local.models import (
     QuotaAlert,
     QuotaAlertCreate,
     QuotaAlertLog,
+    QuotaAlertUpdate,
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
@@ -80,6 +84,7 @@ from limitry_local.resources import (
     RateLimits,
 )
 from limitry_local.tracker import Tracker
+from limitry_local.types import GroupBy, Interval
 
 T = TypeVar("T")
 
@@ -200,6 +205,7 @@ class Client:
         self.usage_report = AsyncUsageReport(self._tracker.usage_report)
         self.usage = self.usage_report
         self.project = AsyncProject(self._tracker)
+        self._app: Any = None  # the REST API, made on the first request()
 
     @property
     def tracker(self) -> Tracker:
@@ -210,6 +216,40 @@ class Client:
     def config(self) -> ClientConfig:
         """The hosted settings this client was given; offline they change nothing."""
         return self._config
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The hosted client's low-level call: ``method`` on ``path``, as the hosted
+        client appends it to its base URL (``"/quotas"``, so ``/v1/quotas``), with a
+        JSON ``body`` and query ``params``; answers the response's JSON.
+
+        It runs the REST API that ``limitry-local serve`` serves, in process on
+        this client's Tracker, so it needs the ``[server]`` extra; the resources
+        (``client.quotas`` ...) do the same without it.  A non-2xx answer raises
+        :class:`APIError` with its status and JSON body, as the hosted client does
+        (a 429 too: the hosted client has no class of its own for it).
+
+        >>> await client.request("GET", "/quotas", params={"limit": "10"})  # doctest: +SKIP
+        """
+        if not isinstance(method, str) or not method.isascii() or not method.isalpha():
+            raise InvalidRequestError(f"method: an HTTP method such as 'GET', got {method!r}")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidRequestError(f"path: a path such as '/quotas', got {path!r}")
+        if self._app is None:
+            try:
+                from limitry_local.server.app import create_app  # noqa: PLC0415
+            except ImportError as exc:  # the extra's modules, named
+                raise ImportError(
+                    f"client.request runs the REST API in process and needs the {exc.name!r} "
+                    "module: pip install 'limitry_local[server]'"
+                ) from exc
+            self._app = create_app(self._tracker)
+        return await _call_in_process(self._app, method.upper(), path, body, params)
 
     async def close(self) -> None:
         """Close the Tracker if this client opened it; a shared one stays open."""
@@ -226,6 +266,60 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _call_in_process(
+    app: Any, method: str, path: str, body: Any, params: Mapping[str, Any] | None
+) -> Any:
+    """One HTTP exchange with the ASGI ``app``, without a socket: its JSON, or the APIError."""
+    # The hosted client sends paths under its base URL, which ends in /v1.
+    full = path if path.startswith("/v1/") else "/v1" + path
+    content = b"" if body is None else json.dumps(body, allow_nan=False).encode()
+    headers = [(b"host", b"localhost"), (b"content-length", str(len(content)).encode())]
+    if body is not None:
+        headers.append((b"content-type", b"application/json"))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": full,
+        "raw_path": full.encode(),
+        "query_string": urlencode(dict(params or {}), doseq=True).encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 0),
+        "server": ("localhost", 80),
+    }
+    sent = False
+    status = 500
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": content, "more_body": False}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    raw = b"".join(chunks)
+    try:
+        answer = json.loads(raw) if raw else None
+    except ValueError:
+        answer = raw.decode("utf-8", "replace")  # not the API (the page at "/")
+    if status >= HTTPStatus.BAD_REQUEST:
+        error = answer if isinstance(answer, dict) else {"error": str(answer)}
+        raise APIError(status, HTTPStatus(status).phrase, error)
+    return answer
 
 
 async def paginate_all(
@@ -400,6 +494,16 @@ class AsyncQuotaAlerts:
     async def get(self, alert_id: str) -> QuotaAlert:
         return self._alerts.get(alert_id)
 
+    async def update(
+        self,
+        alert_id: str,
+        data: QuotaAlertUpdate | Mapping[str, Any] | None = None,
+        /,
+        **fields: Any,
+    ) -> QuotaAlert:
+        """The hosted ``quota_alerts.update(id, QuotaAlertsPutRequest(threshold=...))``."""
+        return self._alerts.update(alert_id, data, **fields)
+
     async def delete(self, alert_id: str) -> DeleteResponse:
         return self._alerts.delete(alert_id)
 
@@ -539,7 +643,7 @@ class AsyncUsageReport:
 
     async def breakdown(
         self,
-        group_by: UsageGroupBy,
+        group_by: UsageGroupBy | GroupBy,
         *,
         start_date: DateLike = None,
         end_date: DateLike = None,
@@ -560,7 +664,7 @@ class AsyncUsageReport:
 
     async def timeseries(
         self,
-        interval: UsageInterval,
+        interval: UsageInterval | Interval,
         *,
         start_date: DateLike = None,
         end_date: DateLike = None,
@@ -595,7 +699,7 @@ class AsyncUsageReport:
 
     async def get_breakdown(  # noqa: PLR0917 (the hosted client's positional signature)
         self,
-        group_by: UsageGroupBy,
+        group_by: UsageGroupBy | GroupBy,
         start_date: DateLike,
         end_date: DateLike,
         customer_id: str | None = None,
@@ -610,7 +714,7 @@ class AsyncUsageReport:
 
     async def get_timeseries(  # noqa: PLR0917 (the hosted client's positional signature)
         self,
-        interval: UsageInterval,
+        interval: UsageInterval | Interval,
         start_date: DateLike,
         end_date: DateLike,
         customer_id: str | None = None,

@@ -31,6 +31,7 @@ from limitry_local.models import (
     QuotaAlert,
     QuotaAlertCreate,
     QuotaAlertLog,
+    QuotaAlertUpdate,
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
@@ -150,6 +151,20 @@ class QuotaAlerts(_Resource):
 
     def get(self, alert_id: str) -> QuotaAlert:
         return self._definitions.get_alert(alert_id)
+
+    def update(
+        self,
+        alert_id: str,
+        data: QuotaAlertUpdate | Mapping[str, Any] | None = None,
+        /,
+        **fields: Any,
+    ) -> QuotaAlert:
+        """``update(alert_id, threshold=90)``, the hosted ``quota_alerts.update``.
+
+        Moves ``updatedAt``; a key the alert already fired for in this period
+        is not told again at the new threshold (see docs/semantics.md).
+        """
+        return self._definitions.update_alert(alert_id, parse(QuotaAlertUpdate, data, fields))
 
     def delete(self, alert_id: str) -> DeleteResponse:
         """Stop the alert; what it fired stays in the history.  Answers ``{"success": true}``."""

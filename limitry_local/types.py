@@ -13,12 +13,15 @@ Two names mean the hosted shape here and the local one at the package root:
 model that ``client.project.get()`` answers; ``limitry_local.Project`` is the
 resource class, as ``limitry.client.Project`` is.
 
-Left out: the hosted enums (``GroupBy``, ``Interval``, ``Metric``, ``Period``,
-``Window``); every field takes their string values (``"day"``), and
-``QuotaAlertsPutRequest``, since alerts cannot be updated locally yet.
+The hosted enums (``GroupBy``, ``Interval``, ``Metric``, ``Period``,
+``Window``) are string enums here: a member is its value (``Period.day ==
+"day"``), so every field and argument takes either, and answers hold the
+plain strings.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from limitry_local.models import (
     CustomerUsageResponse,
@@ -34,6 +37,7 @@ from limitry_local.models import (
     QuotaAlert,
     QuotaAlertCreate,
     QuotaAlertLog,
+    QuotaAlertUpdate,
     QuotaCheckResponse,
     QuotaCreate,
     QuotasCheckRequest,
@@ -55,6 +59,49 @@ from limitry_local.models import (
     UsageTimeseriesItem,
 )
 
+
+class GroupBy(StrEnum):
+    """``usage.get_breakdown``'s ``group_by``."""
+
+    model = "model"
+    customer_id = "customer_id"
+    event_type = "event_type"
+    provider = "provider"
+
+
+class Interval(StrEnum):
+    """``usage.get_timeseries``'s ``interval``: UTC buckets."""
+
+    hour = "hour"
+    day = "day"
+    week = "week"
+
+
+class Metric(StrEnum):
+    """What a quota counts."""
+
+    total_tokens = "total_tokens"
+    total_events = "total_events"
+    total_cost_cents = "total_cost_cents"
+
+
+class Period(StrEnum):
+    """A quota's calendar period."""
+
+    hour = "hour"
+    day = "day"
+    week = "week"
+    month = "month"
+
+
+class Window(StrEnum):
+    """A rate limit's window by name (durations such as ``"5m"`` are taken as strings)."""
+
+    second = "second"
+    minute = "minute"
+    hour = "hour"
+
+
 ErrorResponse = ErrorBody
 EventsPostRequest = TrackPostRequest
 EventsPostResponse = EventIngestResponse
@@ -68,6 +115,7 @@ QuotasDeleteResponse = DeleteResponse
 QuotasCheckResponse = QuotaCheckResponse
 QuotaCheckResult = QuotaStatus
 QuotaAlertsPostRequest = QuotaAlertCreate
+QuotaAlertsPutRequest = QuotaAlertUpdate
 QuotaAlertsDeleteResponse = DeleteResponse
 QuotasQuotaIdAlertsGetResponse = Page[QuotaAlert]
 QuotaAlertsAlertIdHistoryGetResponse = Page[QuotaAlertLog]
@@ -90,6 +138,10 @@ __all__ = [
     "EventsGetResponse",
     "EventsPostRequest",
     "EventsPostResponse",
+    "GroupBy",
+    "Interval",
+    "Metric",
+    "Period",
     "Project",
     "Quota",
     "QuotaAlert",
@@ -97,6 +149,7 @@ __all__ = [
     "QuotaAlertsAlertIdHistoryGetResponse",
     "QuotaAlertsDeleteResponse",
     "QuotaAlertsPostRequest",
+    "QuotaAlertsPutRequest",
     "QuotaCheckResult",
     "QuotaStatus",
     "QuotasCheckRequest",
@@ -123,4 +176,5 @@ __all__ = [
     "UsageSummary",
     "UsageTimeseriesItem",
     "UsageTimeseriesResponse",
+    "Window",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +27,9 @@ from limitry_local import (
     Tracker,
 )
 from limitry_local.alerts import Alerts
+from limitry_local.ledger import SCHEMA_VERSION
 from limitry_local.models import QuotaAlert
+from limitry_local.postgres_ledger import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from limitry_local.postgres_ledger import PostgresLedger
 from limitry_local.redis_buckets import RateLimitStoreError
 from limitry_local.testing import ManualClock
@@ -287,6 +291,96 @@ def test_unknown_quotas_and_alerts_are_404(tracker: Tracker) -> None:
         tracker.quotas.alerts.list("qta_missing")
 
 
+def test_an_update_changes_the_threshold_in_place_and_moves_updated_at(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    quota_id = daily_tokens(tracker)
+    made = [tracker.quotas.alerts.create(quota_id, threshold=t) for t in (50, 80)]
+    clock.advance(120)
+    updated = tracker.quotas.alerts.update(made[0].id, threshold=95)
+    assert (updated.threshold, updated.created_at) == (95, made[0].created_at)
+    assert (updated.updated_at - made[0].updated_at).total_seconds() == 120
+    assert tracker.quotas.alerts.get(made[0].id) == updated
+    # Still first: lists keep creation order.
+    listed = tracker.quotas.alerts.list(quota_id).data
+    assert [(a.id, a.threshold) for a in listed] == [(made[0].id, 95), (made[1].id, 80)]
+    seen = collect(tracker)
+    tracker.usage({**CALL, "total_tokens": 90})  # 90 %: past 80, short of the new 95
+    assert [e.alert_id for e in seen] == [made[1].id]
+    # A key it fired for in this period is not told again at a lowered threshold.
+    tracker.quotas.alerts.update(made[1].id, threshold=10)
+    tracker.usage({**CALL, "total_tokens": 1})
+    assert [e.alert_id for e in seen] == [made[1].id]
+    with pytest.raises(NotFoundError, match="qa_missing"):
+        tracker.quotas.alerts.update("qa_missing", threshold=50)
+    with pytest.raises(InvalidRequestError, match="threshold") as caught:
+        tracker.quotas.alerts.update(made[0].id, threshold=0)
+    assert caught.value.status_code == 400
+    assert tracker.quotas.alerts.get(made[0].id).threshold == 95
+
+
+def test_an_update_survives_a_reopened_file_and_reaches_another_tracker(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "usage.db"
+    with Tracker(path, clock=clock) as one, Tracker(path, clock=clock) as two:
+        quota_id = daily_tokens(one)
+        alert = one.quotas.alerts.create(quota_id, threshold=90)
+        assert two.quotas.alerts.get(alert.id).threshold == 90
+        clock.advance(60)
+        updated = one.quotas.alerts.update(alert.id, threshold=40)
+        seen_two = collect(two)
+        two.usage({**CALL, "total_tokens": 45})  # two fires at the threshold one set
+        assert [(e.alert_id, e.threshold) for e in seen_two] == [(alert.id, 40)]
+    with Tracker(path, clock=clock) as again:
+        stored = again.quotas.alerts.get(alert.id)
+        assert (stored.threshold, stored.updated_at) == (40, updated.updated_at)
+        assert stored.updated_at != stored.created_at
+
+
+def test_alerts_of_a_version_6_file_read_as_never_changed_and_can_be_updated(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Version 6 had no ``quota_alerts.updated_at``: opening adds it, NULL for old alerts."""
+    path = tmp_path / "usage.db"
+    with Tracker(path, clock=clock) as tracker:
+        alert = tracker.quotas.alerts.create(daily_tokens(tracker), threshold=50)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("ALTER TABLE quota_alerts DROP COLUMN updated_at")
+        conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    clock.advance(30)
+    with Tracker(path, clock=clock) as tracker:
+        old = tracker.quotas.alerts.get(alert.id)
+        assert (old.threshold, old.updated_at) == (50, alert.created_at)
+        updated = tracker.quotas.alerts.update(alert.id, threshold=70)
+        assert (updated.updated_at - alert.created_at).total_seconds() == 30
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+
+
+def test_alerts_of_a_version_2_postgres_schema_can_be_updated(clock: ManualClock) -> None:
+    with postgres_schema() as schema:
+        with Tracker(ledger=PostgresLedger(POSTGRES_DSN, schema=schema), clock=clock) as tracker:
+            alert = tracker.quotas.alerts.create(daily_tokens(tracker), threshold=50)
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+            admin.execute(f'ALTER TABLE "{schema}".quota_alerts DROP COLUMN updated_at')
+            admin.execute(f"UPDATE \"{schema}\".meta SET value = '2' WHERE key = 'schema_version'")
+        clock.advance(30)
+        with Tracker(ledger=PostgresLedger(POSTGRES_DSN, schema=schema), clock=clock) as tracker:
+            assert tracker.quotas.alerts.get(alert.id).updated_at == alert.created_at
+            updated = tracker.quotas.alerts.update(alert.id, threshold=70)
+        with Tracker(ledger=PostgresLedger(POSTGRES_DSN, schema=schema), clock=clock) as tracker:
+            assert tracker.quotas.alerts.get(alert.id) == updated
+            assert (updated.updated_at - alert.created_at).total_seconds() == 30
+        with psycopg.connect(POSTGRES_DSN) as admin:
+            version = admin.execute(
+                f"SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'"
+            ).fetchone()
+            assert version == (str(PG_SCHEMA_VERSION),)
+
+
 def test_lists_pages_and_deletes(tracker: Tracker) -> None:
     first = daily_tokens(tracker)
     second = tracker.quotas.create(name="q2", metric="total_events", limit_value=5, period="hour")
@@ -451,6 +545,8 @@ STEP = st.one_of(
     st.tuples(st.just("event"), st.sampled_from(["a", "b"]), st.integers(0, 40)),
     st.tuples(st.just("ingest"), st.sampled_from(["a", "b"]), st.integers(0, 40)),
     st.tuples(st.just("advance"), st.just(""), st.sampled_from([3600, 40_000, DAY])),
+    # quota_alerts.update: the alert (by position) gets a new threshold.
+    st.tuples(st.just("retune"), st.sampled_from(["0", "1", "2"]), st.integers(1, 100)),
 )
 
 
@@ -472,7 +568,8 @@ def test_alerts_fire_as_a_reference_model_says(
     on_file: bool,
 ) -> None:
     """Each alert fires exactly when a recorded event first takes its key's usage in a
-    period to threshold % of the limit, with that usage; denied events fire nothing."""
+    period to threshold % of the limit, with that usage; denied events fire nothing.
+    A changed threshold counts from the next event; what fired stays fired."""
     clock = ManualClock(START)
     path = tmp_path_factory.mktemp("alerts") / "usage.db" if on_file else None
     with Tracker(path, clock=clock) as tracker:
@@ -485,6 +582,11 @@ def test_alerts_fire_as_a_reference_model_says(
         for kind, customer, amount in steps:
             if kind == "advance":
                 clock.advance(amount)
+                continue
+            if kind == "retune":
+                alert_id = list(alerts)[int(customer) % len(alerts)]
+                assert tracker.quotas.alerts.update(alert_id, threshold=amount).threshold == amount
+                alerts[alert_id] = amount
                 continue
             day = int(clock() // DAY * DAY)
             before = used.get((customer, day), 0)

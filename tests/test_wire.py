@@ -45,6 +45,7 @@ from limitry_local import (
     QuotaAlert,
     QuotaAlertCreate,
     QuotaAlertLog,
+    QuotaAlertUpdate,
     QuotaCheckRequest,
     QuotaCheckResponse,
     QuotaCreate,
@@ -404,6 +405,10 @@ BUILDERS: dict[str, Callable[[], BaseModel]] = {
     "ours/quota_status.json": _qs_hourly_tool_calls,
     "ours/quota_alert.json": _alert_80,
     "ours/quota_alert_create.json": lambda: QuotaAlertCreate(threshold=80),
+    "ours/quota_alert_update.json": lambda: QuotaAlertUpdate(threshold=90),
+    "ours/quota_alert_updated.json": lambda: _alert_80().model_copy(
+        update={"threshold": 90, "updated_at": _at("2024-01-20T16:45:00")}
+    ),
     "ours/quota_alert_list.json": lambda: Page[QuotaAlert](
         data=[
             _alert_80(),
@@ -831,6 +836,8 @@ CASES = [
     Case("ours/quota_status.json", QuotaStatus),
     Case("ours/quota_alert.json", QuotaAlert),
     Case("ours/quota_alert_create.json", QuotaAlertCreate),
+    Case("ours/quota_alert_update.json", QuotaAlertUpdate),
+    Case("ours/quota_alert_updated.json", QuotaAlert),
     Case("ours/quota_alert_list.json", Page[QuotaAlert]),
     Case("ours/quota_alert_log.json", QuotaAlertLog),
     Case("ours/quota_update.json", QuotaUpdate),
@@ -1026,6 +1033,7 @@ REQUEST_MODELS = {
     QuotaCreate,
     QuotaUpdate,
     QuotaAlertCreate,
+    QuotaAlertUpdate,
     RateLimitCreate,
     RateLimitUpdate,
     QuotaCheckRequest,

@@ -31,6 +31,7 @@ from limitry_local.models import (
     Quota,
     QuotaAlert,
     QuotaAlertCreate,
+    QuotaAlertUpdate,
     QuotaCreate,
     QuotaUpdate,
     RateLimit,
@@ -336,9 +337,7 @@ class Definitions:
                     created_at=stamp,
                     updated_at=stamp,
                 )
-                row = alert.model_dump(
-                    mode="json", by_alias=False, exclude={"last_triggered_at", "updated_at"}
-                )
+                row = alert.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
                 self._ledger.save_definition(conn, "quota_alerts", row)
             self.alerts.add(alert)
         return alert.model_copy()
@@ -383,6 +382,28 @@ class Definitions:
                     )
                 self._ledger.delete_definition(conn, "quota_alerts", alert_id)
             self.alerts.remove([alert_id])
+
+    def update_alert(self, alert_id: str, data: QuotaAlertUpdate) -> QuotaAlert:
+        """A new threshold (or the same: ``updatedAt`` moves either way, as a quota's does).
+
+        What the alert fired stays fired: the history's unique (alert, key,
+        period) still holds, so a key it fired for this period is not told
+        again at the new threshold; it applies from the next recorded event.
+        """
+        with self.lock:
+            with self.changing() as conn:
+                alert = next((a for a in self.alerts.all if a.id == alert_id), None)
+                if alert is None:
+                    raise NotFoundError(
+                        f"quota alert {limit_id(alert_id, 'quota alert')!r} not found"
+                    )
+                changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
+                updated = alert.model_copy(update={**changes, "updated_at": utc(self._now())})
+                row = updated.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
+                self._ledger.save_definition(conn, "quota_alerts", row)
+            # Replaced in place: lists keep creation order.
+            self.alerts.load([updated if a.id == alert_id else a for a in self.alerts.all])
+            return self._fired_last([updated])[0]
 
 
 def paged(

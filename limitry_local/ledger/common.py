@@ -137,8 +137,9 @@ def decode_definition(row: dict[str, Any]) -> dict[str, Any]:
     if "enabled" in decoded:
         decoded["enabled"] = bool(decoded["enabled"])
     # Columns a migration added read as absent when empty: a quota from before
-    # zones is UTC, a rate limit from before stored generations has none.
-    for added in ("timezone", "generation", "overrides", "mode", "fail_mode"):
+    # zones is UTC, a rate limit from before stored generations has none, an
+    # alert from before updates was never changed.
+    for added in ("timezone", "generation", "overrides", "mode", "fail_mode", "updated_at"):
         if added in decoded and decoded[added] is None:
             del decoded[added]
     if "overrides" in decoded:

@@ -76,10 +76,11 @@ from limitry_local.ledger.sql import Dialect, SqlLedger
 if TYPE_CHECKING:
     from psycopg import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the first PostgreSQL schema (the SQLite ledger's version 5, in PostgreSQL types).
 2: events and alert firings numbered by identity columns, not ``max(seq) + 1``;
-both definition tables' ``fail_mode`` (the SQLite ledger's version 6)."""
+both definition tables' ``fail_mode`` (the SQLite ledger's version 6).
+3: ``quota_alerts.updated_at`` (the SQLite ledger's version 7)."""
 
 _SCAN_PAGE = 2000
 
@@ -450,8 +451,10 @@ class PostgresLedger(SqlLedger):
                     version = self._schema_version()
                     if version is None:
                         self._create_schema()
-                    elif version == 1:
+                    if version == 1:
                         _v1_to_v2(self._conn, self._q.schema, self.schema)
+                    if version in (1, 2):
+                        _v2_to_v3(self._conn, self._q.schema)
             except self._errors as exc:
                 raise _explained(exc, self.where, self.timeout) from exc
 
@@ -911,7 +914,7 @@ def _schema_ddl(s: str) -> str:
         );
         CREATE TABLE {s}.quota_alerts (
             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text NOT NULL UNIQUE,
-            quota_id text, threshold bigint, created_at text
+            quota_id text, threshold bigint, created_at text, updated_at text
         );
         -- One row per firing; the unique key is "once per alert, key and period".
         CREATE TABLE {s}.alert_log (
@@ -960,6 +963,12 @@ def _v1_to_v2(conn: Connection[Any], s: str, schema: str) -> None:
     for table in ("quotas", "rate_limits"):
         conn.execute(f"ALTER TABLE {s}.{table} ADD COLUMN IF NOT EXISTS fail_mode text")
     conn.execute(f"UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def _v2_to_v3(conn: Connection[Any], s: str) -> None:
+    """Version 2 could not change an alert: NULL ``updated_at`` reads as its ``created_at``."""
+    conn.execute(f"ALTER TABLE {s}.quota_alerts ADD COLUMN IF NOT EXISTS updated_at text")
+    conn.execute(f"UPDATE {s}.meta SET value = '3' WHERE key = 'schema_version'")
 
 
 def _lock_key(schema: str) -> int:

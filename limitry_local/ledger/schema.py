@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """1: the first release.  2: ``meta.definitions_version``, so processes sharing
 a file see each other's limit changes.  3: ``holds``, the quota amounts that
 open reservations hold, so any process can release an expired one.
@@ -18,7 +18,8 @@ open reservations hold, so any process can release an expired one.
 ``events.cached_input_tokens``, ``rate_limits.generation`` and both
 definition tables' ``overrides`` and ``mode``.  5: ``quota_alerts`` and
 ``alert_log``, quota alerts and the history of their firings.  6: both
-definition tables' ``fail_mode``."""
+definition tables' ``fail_mode``.  7: ``quota_alerts.updated_at``, since an
+alert can be changed."""
 
 
 def create_schema(db: sqlite_utils.Database) -> None:
@@ -62,6 +63,7 @@ def create_schema(db: sqlite_utils.Database) -> None:
     db.table("idempotency_keys").create({"key": str, "event_id": str, "response": str}, pk="key")
     _create_holds(db)
     _create_alert_tables(db)
+    _add_alert_updated_at(db)
     for table, extra in (
         (
             "quotas",
@@ -168,6 +170,15 @@ def _v5_to_v6(db: sqlite_utils.Database) -> None:
         db.execute(f"ALTER TABLE {table} ADD COLUMN fail_mode TEXT")  # NULL: closed
 
 
+def _add_alert_updated_at(db: sqlite_utils.Database) -> None:
+    # NULL: never changed, so it reads as created_at (alerts from before version 7).
+    db.execute("ALTER TABLE quota_alerts ADD COLUMN updated_at TEXT")
+
+
+def _v6_to_v7(db: sqlite_utils.Database) -> None:
+    _add_alert_updated_at(db)
+
+
 # MIGRATIONS[n] takes a ledger from schema version n to n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2,
@@ -175,4 +186,5 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }

@@ -108,12 +108,18 @@ class QuotaAlertCreate(RequestModel):
     """A percentage of the quota's limit, 1 to 100."""
 
 
+class QuotaAlertUpdate(RequestModel):
+    """The hosted ``QuotaAlertsPutRequest``: a new threshold; left out (or null), it stays."""
+
+    threshold: Threshold | None = None
+
+
 class QuotaAlert(WireModel):
     """An alert on a quota ("qa_..."): fires once per quota key and period at ``threshold`` %.
 
-    ``updatedAt`` is the hosted field; a local alert is never changed after
-    it is made (there is no update yet), so it always equals ``createdAt``,
-    and input without it reads that way.
+    ``updatedAt`` is when it was last changed (``quota_alerts.update``);
+    input without it (an alert stored before updates existed) reads as
+    never changed: ``createdAt``.
     """
 
     id: str

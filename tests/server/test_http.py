@@ -356,6 +356,43 @@ def test_quota_alerts_get_and_delete_by_id(client: httpx.Client) -> None:
     assert client.get(f"/quotas/{quota['id']}").status_code == 200  # the quota stays
 
 
+def test_put_on_a_quota_alert_changes_its_threshold_and_updated_at(
+    client: httpx.Client,
+) -> None:
+    quota = client.post(
+        "/quotas",
+        json={"name": "daily", "metric": "total_events", "limitValue": 4, "period": "day"},
+    ).json()
+    alert = client.post(f"/quotas/{quota['id']}/alerts", json={"threshold": 100}).json()
+    path = f"/quota-alerts/{alert['id']}"
+
+    put = client.put(path, json=_golden("ours/quota_alert_update.json"))  # threshold 90
+
+    assert put.status_code == 200, put.text
+    body = put.json()
+    assert list(body) == list(_golden("ours/quota_alert_updated.json"))
+    assert (body["id"], body["threshold"], body["createdAt"]) == (
+        alert["id"],
+        90,
+        alert["createdAt"],
+    )
+    # The server's clock is the wall clock, in whole seconds on the wire: not earlier.
+    assert body["updatedAt"] >= alert["updatedAt"]
+    assert client.get(path).json() == body
+    assert client.put(path, json={"threshold": 25}).json()["threshold"] == 25
+    assert client.post("/track", json=TRACK).status_code == 201  # 1 of 4: fires at 25%
+    (entry,) = client.get(f"{path}/history").json()["data"]
+    assert (entry["threshold"], entry["currentUsage"]) == (25, 1)
+
+    bad = client.put(path, json={"threshold": 0})
+    assert bad.status_code == 400 and "threshold" in bad.json()["error"]
+    unknown = client.put(path, json={"threshhold": 50})
+    assert unknown.status_code == 400 and "threshhold" in unknown.json()["error"]
+    missing = client.put("/quota-alerts/qa_missing", json={"threshold": 50})
+    assert (missing.status_code, missing.json()) == (404, NOT_FOUND)
+    assert client.get(path).json()["threshold"] == 25
+
+
 def test_the_project_is_the_servers_and_keeps_its_times(client: httpx.Client) -> None:
     first = client.get("/project")
     assert first.status_code == 200

@@ -62,6 +62,12 @@ async def get_alert(request: Request) -> Response:
     return respond(tracker_of(request).quotas.alerts.get(request.path_params["alert_id"]))
 
 
+async def update_alert(request: Request) -> Response:
+    """``PUT /v1/quota-alerts/{id}``: a new ``threshold``; ``updatedAt`` moves."""
+    alert_id = request.path_params["alert_id"]
+    return respond(tracker_of(request).quotas.alerts.update(alert_id, await json_object(request)))
+
+
 async def delete_alert(request: Request) -> Response:
     """``DELETE /v1/quota-alerts/{id}``: the alert stops firing; what it fired stays recorded."""
     return respond(tracker_of(request).quotas.alerts.delete(request.path_params["alert_id"]))
@@ -85,6 +91,7 @@ ROUTES = [
     Route(V1 + "/quotas/{quota_id}/alerts", create_alert, methods=["POST"]),
     Route(V1 + "/quotas/{quota_id}/alerts", list_alerts, methods=["GET"]),
     Route(V1 + "/quota-alerts/{alert_id}", get_alert, methods=["GET"]),
+    Route(V1 + "/quota-alerts/{alert_id}", update_alert, methods=["PUT"]),
     Route(V1 + "/quota-alerts/{alert_id}", delete_alert, methods=["DELETE"]),
     Route(V1 + "/quota-alerts/{alert_id}/history", alert_history, methods=["GET"]),
 ]
