@@ -126,7 +126,7 @@ class RateGate:
         """
         engine = self._engine
         clock = engine.clock
-        loaded = self._definitions.loaded
+        loaded = self._definitions.loaded_rules.get  # a builtin call, not a method's
         limit_id = self._id
         arity = len(rule.limit.per)
         take = store.taker(

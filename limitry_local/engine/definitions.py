@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -105,9 +105,10 @@ class Definitions:
         alerts = [self._stored(QuotaAlert, row) for row in self._ledger.definitions("quota_alerts")]
         self._quotas = {quota.id: quota for quota in quotas}
         self.alerts.load(alerts)
-        self._rate_rules = {
-            limit.id: self._reuse(limit, generation) for limit, generation in limits
-        }
+        rules = {limit.id: self._reuse(limit, generation) for limit, generation in limits}
+        # In place: a gate holds this mapping (see loaded_rules).
+        self._rate_rules.clear()
+        self._rate_rules.update(rules)
         self._compile()
         self._version = version
 
@@ -173,6 +174,12 @@ class Definitions:
         """The rule of a rate limit as last loaded, without looking at the ledger (a gate's
         test that its limit did not change)."""
         return self._rate_rules.get(rate_limit_id)
+
+    @property
+    def loaded_rules(self) -> Mapping[str, RateRule]:
+        """Every rate limit's rule as last loaded, by id: one mapping for the engine's
+        life, kept current in place, so a gate can hold it (read under the lock)."""
+        return self._rate_rules
 
     def counts(self) -> tuple[int, int]:
         """How many rate limits and quotas are loaded (no I/O: for a repr)."""
