@@ -624,7 +624,9 @@ class Tracker:
                 # and record.
                 if now >= self._next_hold_sweep:
                     self._release_expired(now)
-                with self._ledger.write() as conn:
+                # optimistic: _use runs this again on "conflict", so a shared
+                # ledger may guess the definitions version and that the key is new.
+                with self._ledger.write(optimistic=True) as conn:
                     self._refresh()
                     key = request.idempotency_key
                     if key is not None:
