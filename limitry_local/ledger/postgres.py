@@ -29,8 +29,13 @@ integer sums of totals.
 Every statement it shares with the SQLite ledger is the SQL core's
 (:mod:`limitry_local.ledger.sql`); this module keeps what is the server's:
 the connection, and the transaction and locking code in one place
-(``_transaction``, ``write``, ``_commit``, ``_abandon``, ``record`` and how it
-numbers events and alert firings), so a new write path replaces it whole.
+(``_begin``, ``_run``, ``_transaction``, ``write``, ``_commit``, ``_abandon``,
+``record`` and how it numbers events and alert firings), so a new write path
+replaces it whole.
+
+A write scope sends each step's statements as one message (one round trip);
+``usage()``'s scope is optimistic and takes two: see "scopes" below, and
+docs/scaling.md, "Two round trips per usage()".
 
 psycopg is imported when a PostgresLedger is made, never by importing
 limitry_local: ``pip install 'limitry_local[postgres]'`` brings it.
