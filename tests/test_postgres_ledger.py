@@ -712,3 +712,32 @@ def test_a_change_of_definitions_in_progress_holds_usage_up_to_the_timeout(
         assert waiting.event_count() == 1
     finally:
         tracker.close()
+
+
+def test_the_prepared_statements_outlive_a_rollback_after_repeated_reads(
+    postgres_ledger: PostgresLedger,
+) -> None:
+    # psycopg, preparing a read run 5 times on its own, would DEALLOCATE ALL
+    # (the scopes' statements too) at the next ROLLBACK it saw.
+    tracker = Tracker(clock=ManualClock(START), ledger=postgres_ledger)
+    tracker.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+    tracker.usage(EVENT)
+    for _ in range(8):
+        assert tracker.quotas.check({"customer_id": "cust_1"}).quotas[0].used == 1
+    with pytest.raises(QuotaExceeded):
+        tracker.usage(EVENT)  # rolled back
+    with pytest.raises(QuotaExceeded):
+        tracker.usage(EVENT)
+    with _admin() as admin:
+        admin.execute(f'DROP SCHEMA "{postgres_ledger.schema}" CASCADE')
+    # A new connection prepares them again (here on a schema made afresh).
+    again = PostgresLedger(POSTGRES_DSN, schema=postgres_ledger.schema)
+    try:
+        with again.write() as scope:
+            assert again.lock_counters(scope, [COUNTER]) == [0]
+            again.record(scope, [(_event("evt_1", "acme", T0), [(*COUNTER, 1)], None)])
+        with again.write() as scope:
+            assert again.lock_counters(scope, [COUNTER]) == [1]
+    finally:
+        again.close()
+    tracker.close()

@@ -259,6 +259,7 @@ class PostgresLedger(SqlLedger):
         self._guessed_version: int | None = None
         self._guessed_keys: list[tuple[str, list[int]]] = []
         self._client: Any = None
+        self._prepared_on: Any = None
         self._lock_key = _lock_key(schema)
         self._schema_salt = f"limitry_local:{schema}:".encode()
         self._lock_timeout_ms = max(1, round(timeout * 1000))
@@ -303,6 +304,10 @@ class PostgresLedger(SqlLedger):
             settings["connect_timeout"] = max(2, math.ceil(self.timeout))
         if "application_name" not in given:
             settings["application_name"] = "limitry_local"
+        # The scopes' statements are PREPAREd by name (_ensure_prepared); psycopg's
+        # own automatic preparing would send DEALLOCATE ALL, ours included, at
+        # the first ROLLBACK it saw after preparing one of its own.
+        settings["prepare_threshold"] = None
         try:
             conn: Connection[Any] = psycopg.connect(self._dsn, **settings)
         except psycopg.Error as exc:
@@ -452,6 +457,8 @@ class PostgresLedger(SqlLedger):
         guessed, then ``then``: one round trip.  The answers to ``then``.
 
         Raises the ``"conflict"`` LedgerError if a guess was wrong."""
+        if self._read_version:  # not setting up: the tables exist
+            self._ensure_prepared()
         take = "pg_advisory_xact_lock" if self._exclusive else "pg_advisory_xact_lock_shared"
         statements = [
             "BEGIN ISOLATION LEVEL READ COMMITTED",
@@ -461,14 +468,14 @@ class PostgresLedger(SqlLedger):
             f"SELECT {take}({self._lock_key})",
         ]
         if self._read_version:
-            statements.append(self._q.version)
+            statements.append(self._q.run["limitry_version"])
         # Each guessed key: its lock, then its row (the lookups' places noted).
         lookups: list[int] = []
         for key, locks in self._guessed_keys:
             if locks:
                 statements.append(_lock_all(locks))
             lookups.append(len(statements))
-            statements.append(self._sql(self._hot.idempotent, [_enc(key)]))
+            statements.append(self._sql(self._q.run["limitry_idempotent"], [_enc(key)]))
         self._begun = True
         answers = self._run([*statements, *then])
         if self._read_version:
@@ -482,6 +489,27 @@ class PostgresLedger(SqlLedger):
                 self._remember(key, self._stored_response(key, answers[at][0]))
         self._check_guesses(recorded)
         return answers[len(statements) :]
+
+    def _ensure_prepared(self) -> None:
+        """PREPARE the statements of every usage() on this connection, once.
+
+        A scope runs them by ``EXECUTE name(literals)``: planned once per
+        connection, not once per message.  Prepared statements outlive
+        transactions (a ROLLBACK keeps them) and go with the connection."""
+        if self._prepared_on is self._conn:
+            return
+        wanted = self._q.prepared
+        have = {
+            name
+            for (name,) in self._conn.execute(
+                "SELECT name FROM pg_catalog.pg_prepared_statements WHERE name = ANY(%s)",
+                [list(wanted)],
+            )
+        }
+        missing = [f"PREPARE {name} AS {text}" for name, text in wanted.items() if name not in have]
+        if missing:
+            self._run(missing)
+        self._prepared_on = self._conn
 
     def _remember(self, key: str, stored: tuple[str, str] | None) -> None:
         """Keep a recorded key's row for the next guess: it never changes once committed."""
@@ -763,11 +791,12 @@ class PostgresLedger(SqlLedger):
         locks = self._counter_locks(added)
         if locks:
             self._pending.append(_lock_all(locks))
-        self._queue(self._q.insert_event, rows)
+        run = self._q.run
+        self._queue(run["limitry_event"], rows)
         self._queue(
-            self._q.add_to_counter, [(_enc(q), _enc(k), s, n) for (q, k, s), n in added.items()]
+            run["limitry_add"], [(_enc(q), _enc(k), s, n) for (q, k, s), n in added.items()]
         )
-        self._queue(self._q.insert_key, keys)
+        self._queue(run["limitry_key"], keys)
 
     def lock_counters(self, scope: object, counters: Sequence[tuple[str, str, int]]) -> list[int]:
         """Lock these counters (advisory locks, sorted) and read them: one round trip."""
@@ -777,14 +806,9 @@ class PostgresLedger(SqlLedger):
         locks = self._counter_locks(counters)
         encoded = [(_enc(q), _enc(k), s) for q, k, s in counters]
         statements = [_lock_all(locks)] if locks else []
-        rows = ", ".join("(%s, %s, %s::bigint)" for _ in encoded)
-        values = [value for counter in encoded for value in counter]
-        statements.append(self._sql(f"{self._q.counters_of} ({rows})", values))
-        found = {
-            (q, k, int(s)): self._units(used, "a quota counter")
-            for q, k, s, used in self._in_scope(statements)[-1]
-        }
-        return [found.get(counter, 0) for counter in encoded]
+        statements.extend(self._sql(self._q.run["limitry_counter"], c) for c in encoded)
+        answers = self._in_scope(statements)[-len(encoded) :]
+        return [self._units(rows[0][0], "a quota counter") if rows else 0 for rows in answers]
 
     def idempotent(self, key: str) -> tuple[str, str] | None:
         """``(event_id, stored response JSON)`` of the event recorded with this key, if any.
@@ -802,7 +826,7 @@ class PostgresLedger(SqlLedger):
             self._guessed_keys.append((key, locks))
             return None
         statements = [_lock_all(locks)] if locks else []
-        statements.append(self._sql(self._hot.idempotent, [_enc(key)]))
+        statements.append(self._sql(self._q.run["limitry_idempotent"], [_enc(key)]))
         rows = self._in_scope(statements)[-1]
         return self._stored_response(key, rows[0] if rows else None)
 
@@ -864,7 +888,7 @@ class PostgresLedger(SqlLedger):
         rows = [(d.enc(q), d.enc(k), s, n) for (q, k, s), n in added.items()]
         if rows:
             statements = [_lock_all(locks)] if locks else []
-            statements.extend(self._sql(self._q.add_to_counter, row) for row in rows)
+            statements.extend(self._sql(self._q.run["limitry_add"], row) for row in rows)
             self._run(statements)
 
     def explained(self, exc: BaseException) -> LedgerError:
@@ -889,12 +913,11 @@ class _Queries:
             "VALUES (%s, %s, %s, %s::bigint) ON CONFLICT (quota_id, key, period_start) "
             f"DO UPDATE SET used = ({s}.quota_counters.used + excluded.used)::bigint"
         )
-        # Followed by the rows asked for, "((...), (...))": scalars to write in
-        # (a text array costs psycopg's client-side binding three times more).
-        self.counters_of = (
-            f"SELECT quota_id, key, period_start, used FROM {s}.quota_counters "
-            "WHERE (quota_id, key, period_start) IN"
+        self.counter = (
+            f"SELECT used FROM {s}.quota_counters "
+            "WHERE quota_id = %s AND key = %s AND period_start = %s"
         )
+        self.idempotent = f"SELECT event_id, response FROM {s}.idempotency_keys WHERE key = %s"
         self.take_expired_holds = (
             f"DELETE FROM {s}.holds WHERE id IN (SELECT id FROM {s}.holds "
             "WHERE expires_at <= %s FOR UPDATE SKIP LOCKED) RETURNING id, increments"
@@ -918,6 +941,23 @@ class _Queries:
             f"({', '.join('%s' for _ in ALERT_COLUMNS)}) "
             "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
         )
+        # The statements of every usage(): PREPAREd once per connection under
+        # these names ($1, $2, ... for %s), run as "EXECUTE name(literals)".
+        hot = {
+            "limitry_version": self.version,
+            "limitry_idempotent": self.idempotent,
+            "limitry_counter": self.counter,
+            "limitry_event": self.insert_event,
+            "limitry_add": self.add_to_counter,
+            "limitry_key": self.insert_key,
+        }
+        self.prepared = {name: _numbered(text) for name, text in hot.items()}
+        self.run = {
+            name: f"EXECUTE {name}({', '.join(['%s'] * text.count('%s'))})"
+            if "%s" in text
+            else f"EXECUTE {name}"
+            for name, text in hot.items()
+        }
 
 
 def _schema_ddl(s: str) -> str:
@@ -1024,6 +1064,12 @@ def _v1_to_v2(conn: Connection[Any], s: str, schema: str) -> None:
     for table in ("quotas", "rate_limits"):
         conn.execute(f"ALTER TABLE {s}.{table} ADD COLUMN IF NOT EXISTS fail_mode text")
     conn.execute(f"UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def _numbered(query: str) -> str:
+    """A statement with psycopg's ``%s`` placeholders as PREPARE's ``$1``, ``$2``, ..."""
+    numbers = iter(range(1, query.count("%s") + 1))
+    return re.sub("%s", lambda _: f"${next(numbers)}", query)
 
 
 def _lock_all(locks: Sequence[int]) -> str:
