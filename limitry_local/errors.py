@@ -54,11 +54,18 @@ class LedgerError(LimitryError):
     ``"overflow"`` (a quota counter would pass 2**63 - 1), ``"connection"``
     (a server ledger could not be reached, or the connection was lost) and
     ``"timeout"`` (the server did not answer in time), or ``"io"``.
+
+    ``.in_doubt`` is True when the write's COMMIT was sent and no answer
+    came: it may have been kept (a retry with the same idempotency key is
+    recorded once).
     """
 
-    def __init__(self, message: str, reason: LedgerErrorReason = "io") -> None:
+    def __init__(
+        self, message: str, reason: LedgerErrorReason = "io", *, in_doubt: bool = False
+    ) -> None:
         super().__init__(message)
         self.reason: LedgerErrorReason = reason
+        self.in_doubt = in_doubt
 
 
 class APIError(LimitryError):

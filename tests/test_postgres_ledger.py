@@ -11,7 +11,9 @@ server fails.
 3. what only a server has: errors naming the server (never the password),
    schema creation and refusal, lock timeouts, lost connections, fork;
 4. several processes on one schema: a quota admits exactly its limit and
-   loses no admitted event; a racing idempotency key records one event.
+   loses no admitted event; a racing idempotency key records one event;
+5. usage() in two messages, and what its scope guesses (the definitions
+   version, a new idempotency key) checked against another host's changes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -32,7 +35,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from limitry_local import QuotaExceeded, Tracker
+from limitry_local import QuotaExceeded, RateLimitExceeded, Tracker
 from limitry_local.ledger import LedgerBackend, LedgerError
 from limitry_local.postgres_ledger import SCHEMA_VERSION, PostgresLedger
 from limitry_local.testing import ManualClock
@@ -579,3 +582,162 @@ def test_ledger_backend_protocol_is_met(postgres_ledger: PostgresLedger) -> None
     backend: LedgerBackend = postgres_ledger
     assert backend.shared and backend.path is None
     assert "postgresql://" in backend.where and postgres_ledger.schema in backend.where
+
+
+# --- 5. usage() in two round trips, its guesses checked ------------------------------
+#
+# An optimistic scope (usage()'s) guesses the definitions version and that
+# its idempotency key is new, and checks both with its first statement.
+# libpq's own trace of the connection counts the messages: no timing.
+
+
+def _messages(ledger: PostgresLedger, call: Callable[[], object]) -> list[str]:
+    """The kinds of the messages ``call`` sent the server (Query, Parse, Sync, ...)."""
+    pgconn = ledger._conn.pgconn
+    with tempfile.TemporaryFile("w+") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            call()
+        finally:
+            pgconn.untrace()
+        trace.seek(0)
+        return [line.split("\t")[2] for line in trace if line.startswith("F\t")]
+
+
+def _two_trackers(schema: str) -> tuple[Tracker, Tracker]:
+    """Two Trackers on one schema, each with a connection of its own (two hosts)."""
+    clock = ManualClock(START)
+    return (
+        Tracker(clock=clock, ledger=PostgresLedger(POSTGRES_DSN, schema=schema)),
+        Tracker(clock=clock, ledger=PostgresLedger(POSTGRES_DSN, schema=schema)),
+    )
+
+
+def test_usage_with_a_quota_and_a_key_sends_two_messages(
+    postgres_ledger: PostgresLedger,
+) -> None:
+    tracker = Tracker(clock=ManualClock(START), ledger=postgres_ledger)
+    tracker.quotas.create(name="q", metric="total_events", limit_value=10, period="day")
+    tracker.rate_limits.create(name="r", limit_value=10, window="hour", per=["customer_id"])
+    tracker.usage(EVENT)
+    # BEGIN, locks, version, key and counter reads; then the writes and COMMIT.
+    sent = _messages(postgres_ledger, lambda: tracker.usage({**EVENT, "idempotency_key": "k"}))
+    assert sent == ["Query", "Query"]
+    # Only rate limits: the same two (the guesses checked before the writes go out).
+    tracker.quotas.delete(tracker.quotas.list().data[0].id)
+    tracker.usage(EVENT)
+    assert _messages(postgres_ledger, lambda: tracker.usage(EVENT)) == ["Query", "Query"]
+    assert postgres_ledger.event_count() == 4
+    tracker.close()
+
+
+def test_a_quota_changed_by_another_host_is_seen_before_deciding() -> None:
+    with postgres_schema() as schema:
+        mine, theirs = _two_trackers(schema)
+        quota = mine.quotas.create(
+            name="q", metric="total_events", limit_value=3, period="day", per=["customer_id"]
+        )
+        mine.usage(EVENT)
+        mine.usage(EVENT)
+        theirs.quotas.update(quota.id, limit_value=2)
+        with pytest.raises(QuotaExceeded):
+            mine.usage(EVENT)
+        theirs.quotas.update(quota.id, limit_value=3)
+        assert mine.usage(EVENT).quotas[0].remaining == 0
+        assert mine.ledger.event_count() == 3
+        mine.close()
+        theirs.close()
+
+
+def test_a_rate_limit_deleted_by_another_host_denies_no_more() -> None:
+    with postgres_schema() as schema:
+        mine, theirs = _two_trackers(schema)
+        limit = mine.rate_limits.create(name="r", limit_value=1, window="hour", per=["customer_id"])
+        mine.usage(EVENT)
+        with pytest.raises(RateLimitExceeded):
+            mine.usage(EVENT)
+        theirs.rate_limits.delete(limit.id)
+        # The denial was decided on the old definitions: checked, and decided again.
+        assert mine.usage(EVENT).allowed
+        assert mine.ledger.event_count() == 2
+        mine.close()
+        theirs.close()
+
+
+def test_a_quota_created_by_another_host_applies_to_the_next_call() -> None:
+    with postgres_schema() as schema:
+        mine, theirs = _two_trackers(schema)
+        mine.usage(EVENT)  # no limits at all yet
+        theirs.quotas.create(name="q", metric="total_tokens", limit_value=10, period="day")
+        # Admitted on the old definitions, this call's guess fails before COMMIT.
+        with pytest.raises(QuotaExceeded):
+            mine.usage({**EVENT, "total_tokens": 100})
+        assert mine.ledger.event_count() == 1
+        # Rebuilt from the one earlier event (no tokens); the denied call added nothing.
+        assert list(mine.ledger.counters().values()) == [0]
+        mine.close()
+        theirs.close()
+
+
+def test_a_key_recorded_by_another_host_answers_its_event_even_past_a_rate_limit() -> None:
+    with postgres_schema() as schema:
+        mine, theirs = _two_trackers(schema)
+        mine.rate_limits.create(name="r", limit_value=1, window="hour", per=["customer_id"])
+        first = theirs.usage({**EVENT, "idempotency_key": "k"})
+        # This host's bucket is full: only the stored answer avoids a 429.
+        mine.usage(EVENT)
+        for _ in range(3):
+            assert mine.usage({**EVENT, "idempotency_key": "k"}).id == first.id
+        # And on the host that recorded it, whose bucket is full as well.
+        assert theirs.usage({**EVENT, "idempotency_key": "k"}).id == first.id
+        assert mine.ledger.event_count() == 2
+        mine.close()
+        theirs.close()
+
+
+def test_a_change_of_definitions_in_progress_holds_usage_up_to_the_timeout(
+    postgres_ledger: PostgresLedger,
+) -> None:
+    waiting = PostgresLedger(POSTGRES_DSN, schema=postgres_ledger.schema, timeout=0.2)
+    tracker = Tracker(clock=ManualClock(START), ledger=waiting)
+    tracker.quotas.create(name="q", metric="total_events", limit_value=10, period="day")
+    try:
+        with postgres_ledger.write(exclusive=True):
+            with pytest.raises(LedgerError, match="held the ledger's lock") as info:
+                tracker.usage(EVENT)
+            assert info.value.reason == "locked"
+        # Nothing was kept, and the connection is ready for the next call.
+        assert tracker.usage(EVENT).quotas[0].used == 1
+        assert waiting.event_count() == 1
+    finally:
+        tracker.close()
+
+
+def test_the_prepared_statements_outlive_a_rollback_after_repeated_reads(
+    postgres_ledger: PostgresLedger,
+) -> None:
+    # psycopg, preparing a read run 5 times on its own, would DEALLOCATE ALL
+    # (the scopes' statements too) at the next ROLLBACK it saw.
+    tracker = Tracker(clock=ManualClock(START), ledger=postgres_ledger)
+    tracker.quotas.create(name="q", metric="total_events", limit_value=1, period="day")
+    tracker.usage(EVENT)
+    for _ in range(8):
+        assert tracker.quotas.check({"customer_id": "cust_1"}).quotas[0].used == 1
+    with pytest.raises(QuotaExceeded):
+        tracker.usage(EVENT)  # rolled back
+    with pytest.raises(QuotaExceeded):
+        tracker.usage(EVENT)
+    with _admin() as admin:
+        admin.execute(f'DROP SCHEMA "{postgres_ledger.schema}" CASCADE')
+    # A new connection prepares them again (here on a schema made afresh).
+    again = PostgresLedger(POSTGRES_DSN, schema=postgres_ledger.schema)
+    try:
+        with again.write() as scope:
+            assert again.lock_counters(scope, [COUNTER]) == [0]
+            again.record(scope, [(_event("evt_1", "acme", T0), [(*COUNTER, 1)], None)])
+        with again.write() as scope:
+            assert again.lock_counters(scope, [COUNTER]) == [1]
+    finally:
+        again.close()
+    tracker.close()

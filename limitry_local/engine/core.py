@@ -198,7 +198,9 @@ class Engine:
                     self._release_expired(now)
                 # Counters are read inside the write scope, under the ledger's
                 # locks: no other process can add to them between check and record.
-                with self.ledger.write() as conn:
+                # Optimistic: use() runs this again on "conflict", so a shared
+                # ledger may guess the definitions version and that the key is new.
+                with self.ledger.write(optimistic=True) as conn:
                     definitions.refresh()
                     plan = definitions.plan
                     key = request.idempotency_key
@@ -617,7 +619,7 @@ def in_doubt(exc: LedgerError) -> bool:
     Its rate-limit tokens are kept then: a limit may under-admit by one
     event after a lost answer, never over-admit (docs/reliability.md).
     """
-    return exc.reason in ("timeout", "connection")
+    return exc.in_doubt
 
 
 def dimensions_of(request: TrackPostRequest) -> Dimensions:

@@ -91,10 +91,13 @@ class MemoryLedger:
 
     # --- scopes ---------------------------------------------------------------
 
-    def write(self, *, durable: bool = False, exclusive: bool = False) -> _Scope:
+    def write(
+        self, *, durable: bool = False, exclusive: bool = False, optimistic: bool = False
+    ) -> _Scope:
         """A write scope: everything written inside is undone if the scope raises.
 
-        The Tracker's lock makes every scope exclusive (one process, one ledger)."""
+        The Tracker's lock makes every scope exclusive (one process, one ledger):
+        ``exclusive`` and ``optimistic`` change nothing."""
         return self._scope
 
     def _undo(self, step: Callable[[], None]) -> None:

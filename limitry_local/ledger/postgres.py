@@ -29,8 +29,13 @@ integer sums of totals.
 Every statement it shares with the SQLite ledger is the SQL core's
 (:mod:`limitry_local.ledger.sql`); this module keeps what is the server's:
 the connection, and the transaction and locking code in one place
-(``_transaction``, ``write``, ``_commit``, ``_abandon``, ``record`` and how it
-numbers events and alert firings), so a new write path replaces it whole.
+(``_begin``, ``_run``, ``_transaction``, ``write``, ``_commit``, ``_abandon``,
+``record`` and how it numbers events and alert firings), so a new write path
+replaces it whole.
+
+A write scope sends each step's statements as one message (one round trip);
+``usage()``'s scope is optimistic and takes two: see "scopes" below, and
+docs/scaling.md, "Two round trips per usage()".
 
 psycopg is imported when a PostgresLedger is made, never by importing
 limitry_local: ``pip install 'limitry_local[postgres]'`` brings it.
@@ -83,6 +88,7 @@ both definition tables' ``fail_mode`` (the SQLite ledger's version 6).
 3: ``quota_alerts.updated_at`` (the SQLite ledger's version 7)."""
 
 _SCAN_PAGE = 2000
+_RECORDED_KEPT = 1024
 
 
 def _psycopg() -> Any:
@@ -309,12 +315,25 @@ class PostgresLedger(SqlLedger):
         self._depth = 0
         self._exclusive = False
         # Advisory locks this scope's transaction holds, and the writes queued
-        # to go out with the next statement (or with COMMIT, in one round trip).
+        # to go out with the next statement (or with COMMIT, in one round trip),
+        # as text with their values written in.
         self._held: set[int] = set()
-        self._pending: list[tuple[str, list[Any]]] = []
+        self._pending: list[str] = []
         self._scope = _Scope()
         # definitions_version as read under the lock: exact until the scope ends.
         self._scope_version: int | None = None
+        # The scope's state between BEGIN and COMMIT (see "scopes"): whether
+        # BEGIN went out, and what an optimistic scope guessed before it did.
+        self._read_version = True
+        self._begun = False
+        self._optimistic = False
+        self._known_version: int | None = None
+        # Idempotency keys a guess found recorded, and their rows, newest last.
+        self._recorded: dict[str, tuple[str, str]] = {}
+        self._guessed_version: int | None = None
+        self._guessed_keys: list[tuple[str, list[int]]] = []
+        self._client: Any = None
+        self._prepared_on: Any = None
         self._lock_key = _lock_key(schema)
         self._schema_salt = f"limitry_local:{schema}:".encode()
         self._lock_timeout_ms = max(1, round(timeout * 1000))
@@ -365,6 +384,10 @@ class PostgresLedger(SqlLedger):
             settings["connect_timeout"] = self._connect_seconds
         if "application_name" not in given:
             settings["application_name"] = "limitry_local"
+        # The scopes' statements are PREPAREd by name (_ensure_prepared); psycopg's
+        # own automatic preparing would send DEALLOCATE ALL, ours included, at
+        # the first ROLLBACK it saw after preparing one of its own.
+        settings["prepare_threshold"] = None
         try:
             conn: Connection[Any] = connection_class().connect(self._dsn, **settings)
         except psycopg.Error as exc:
@@ -507,28 +530,142 @@ class PostgresLedger(SqlLedger):
         self._conn.execute(_schema_ddl(self._q.schema))
 
     # --- scopes ---------------------------------------------------------------
+    #
+    # Every statement of a scope goes to the server as text with its values
+    # written in (client-side binding, psycopg's ClientCursor.mogrify), several
+    # statements to one message: PostgreSQL's simple query protocol runs them
+    # in order and answers them together, one round trip for the lot.
+    #
+    # An optimistic scope (write(optimistic=True)) sends nothing when it
+    # opens.  definitions_version() answers the version this connection last
+    # read and idempotent() answers "not recorded"; the scope's first
+    # statement goes out behind BEGIN, the definitions lock, the version and
+    # each key's lock and lookup, so usage() with a quota is two round trips:
+    # that batch (with the counters' locks and reads), then the writes and
+    # COMMIT.  A guess the batch shows wrong ends the scope with "conflict"
+    # before anything is decided on what came back; the caller runs it again,
+    # and guesses right this time: the version is the one just read, and a
+    # key found recorded is answered from its row, kept (_recorded).
+
+    def _sql(self, query: str, params: Sequence[Any]) -> str:
+        """``query`` with ``params`` written in as literals, to send in a batch."""
+        client = self._client
+        if client is None or client.connection is not self._conn:
+            client = self._client = _psycopg().ClientCursor(self._conn)
+        text: str = client.mogrify(query, params)
+        return text
+
+    def _run(self, statements: Sequence[str]) -> list[list[Any]]:
+        """Send ``statements`` in one message: one round trip.  The rows each answered."""
+        # No parameters, so psycopg sends a simple query (several statements
+        # allowed); an error stops the rest of the message, and the
+        # transaction is then failed until ROLLBACK.
+        cursor = self._conn.execute("; ".join(statements), prepare=False)
+        answers: list[list[Any]] = []
+        while True:
+            answers.append(cursor.fetchall() if cursor.description is not None else [])
+            if not cursor.nextset():
+                return answers
+
+    def _begin(self, then: Sequence[str] = ()) -> list[list[Any]]:
+        """BEGIN, the definitions lock, the version, the checks of what this scope
+        guessed, then ``then``: one round trip.  The answers to ``then``.
+
+        Raises the ``"conflict"`` LedgerError if a guess was wrong."""
+        if self._read_version:  # not setting up: the tables exist
+            self._ensure_prepared()
+        take = "pg_advisory_xact_lock" if self._exclusive else "pg_advisory_xact_lock_shared"
+        statements = [
+            "BEGIN ISOLATION LEVEL READ COMMITTED",
+            f"SET LOCAL lock_timeout = {self._lock_timeout_ms}",
+            # The lock, then (a new snapshot under READ COMMITTED, so it sees
+            # the last change's commit) the definitions version.
+            f"SELECT {take}({self._lock_key})",
+        ]
+        if self._read_version:
+            statements.append(self._q.run["limitry_version"])
+        # Each guessed key: its lock, then its row (the lookups' places noted).
+        lookups: list[int] = []
+        for key, locks in self._guessed_keys:
+            if locks:
+                statements.append(_lock_all(locks))
+            lookups.append(len(statements))
+            statements.append(self._sql(self._q.run["limitry_idempotent"], [_enc(key)]))
+        self._begun = True
+        answers = self._run([*statements, *then])
+        if self._read_version:
+            rows = answers[3]
+            self._scope_version = definitions_version_of(rows[0] if rows else None, self.where)
+            self._known_version = self._scope_version
+        recorded = False
+        for (key, _), at in zip(self._guessed_keys, lookups, strict=True):
+            if answers[at]:
+                recorded = True
+                self._remember(key, self._stored_response(key, answers[at][0]))
+        self._check_guesses(recorded)
+        return answers[len(statements) :]
+
+    def _ensure_prepared(self) -> None:
+        """PREPARE the statements of every usage() on this connection, once.
+
+        A scope runs them by ``EXECUTE name(literals)``: planned once per
+        connection, not once per message.  Prepared statements outlive
+        transactions (a ROLLBACK keeps them) and go with the connection."""
+        if self._prepared_on is self._conn:
+            return
+        wanted = self._q.prepared
+        have = {
+            name
+            for (name,) in self._conn.execute(
+                "SELECT name FROM pg_catalog.pg_prepared_statements WHERE name = ANY(%s)",
+                [list(wanted)],
+            )
+        }
+        missing = [f"PREPARE {name} AS {text}" for name, text in wanted.items() if name not in have]
+        if missing:
+            self._run(missing)
+        self._prepared_on = self._conn
+
+    def _remember(self, key: str, stored: tuple[str, str] | None) -> None:
+        """Keep a recorded key's row for the next guess: it never changes once committed."""
+        if stored is not None:
+            self._recorded[key] = stored
+            if len(self._recorded) > _RECORDED_KEPT:
+                del self._recorded[next(iter(self._recorded))]
+
+    def _check_guesses(self, recorded: bool) -> None:
+        guessed, self._guessed_version = self._guessed_version, None
+        self._guessed_keys = []
+        if recorded or (guessed is not None and guessed != self._scope_version):
+            raise LedgerError(
+                f"ledger {self.where}: the limit definitions changed, or the idempotency key "
+                "was recorded, since this process last looked; nothing of this write was "
+                "kept, and running it again is safe",
+                "conflict",
+            )
+
+    def _guessing(self) -> bool:
+        """Whether this scope may still guess: optimistic, and nothing sent yet."""
+        return self._optimistic and not self._begun
 
     @contextmanager
-    def _transaction(self, *, read_version: bool, exclusive: bool) -> Iterator[_Scope]:
-        """BEGIN, take the definitions lock, yield; COMMIT, or ROLLBACK if anything raised."""
-        conn = self._conn
+    def _transaction(
+        self, *, read_version: bool, exclusive: bool, optimistic: bool = False
+    ) -> Iterator[_Scope]:
+        """BEGIN, take the definitions lock, yield; COMMIT, or ROLLBACK if anything raised.
+
+        An ``optimistic`` scope begins with its first statement instead (see above)."""
         self._exclusive = exclusive
-        take = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self._read_version = read_version
+        self._begun = False
+        self._optimistic = optimistic
+        self._guessed_version = None
+        self._guessed_keys = []
         try:
-            # One round trip: the lock, then (a new snapshot under READ COMMITTED,
-            # so it sees the last change's commit) the definitions version.
-            cursor = conn.execute(
-                "BEGIN ISOLATION LEVEL READ COMMITTED; "
-                f"SET LOCAL lock_timeout = {self._lock_timeout_ms}; "
-                f"SELECT {take}({self._lock_key})"
-                + (f"; {self._q.version}" if read_version else "")
-            )
-            if read_version:
-                while cursor.nextset():
-                    pass
-                self._scope_version = definitions_version_of(cursor.fetchone(), self.where)
+            if not self._optimistic:
+                self._begin()
         except BaseException as exc:
-            self._scope_version = None
+            self._end_scope()
             self._abandon()
             if isinstance(exc, self._errors):
                 raise _explained(exc, self.where, self.timeout) from exc
@@ -538,14 +675,47 @@ class PostgresLedger(SqlLedger):
             yield self._scope
         except BaseException as exc:
             self._depth = 0
-            self._scope_version = None
+            stale = self._stale_decision(exc)
+            self._end_scope()
             self._abandon()
+            if stale is not None:
+                raise stale from exc
             if isinstance(exc, self._errors):
                 raise _explained(exc, self.where, self.timeout) from exc
             raise
         self._depth = 0
+        try:
+            self._commit()
+        finally:
+            self._end_scope()
+
+    def _stale_decision(self, exc: BaseException) -> LedgerError | None:
+        """The "conflict" to raise instead of ``exc`` if it was decided on a wrong guess.
+
+        A denial of a call that sent nothing yet was decided on the guesses
+        alone: they are checked (and the transaction rolled back) in one round
+        trip before the denial stands."""
+        if not (
+            isinstance(exc, Exception)
+            and not self._begun
+            and (self._guessed_version is not None or self._guessed_keys)
+        ):
+            return None
+        try:
+            self._begin(["ROLLBACK"])
+        except LedgerError as conflict:
+            return conflict
+        except self._errors:
+            pass  # the check could not run: the scope's own failure stands
+        return None
+
+    def _end_scope(self) -> None:
+        self._depth = 0
         self._scope_version = None
-        self._commit()
+        self._optimistic = False
+        self._begun = False
+        self._guessed_version = None
+        self._guessed_keys = []
 
     def _commit(self) -> None:
         conn = self._conn
@@ -562,17 +732,29 @@ class PostgresLedger(SqlLedger):
                 "io",
             )
         try:
-            if pending:
-                # The scope's last writes and COMMIT: one round trip.
-                with conn.pipeline(), conn.cursor() as cursor:
-                    for query, rows in pending:
-                        cursor.executemany(query, rows)
-                    cursor.execute("COMMIT")
-            else:
-                conn.execute("COMMIT")
-        except self._errors as exc:
+            if not self._begun:
+                guessed = self._guessed_version is not None or bool(self._guessed_keys)
+                if not (guessed and pending):
+                    # Nothing guessed, or nothing to write: BEGIN, the checks, the
+                    # writes and COMMIT in one round trip (or none at all).
+                    if guessed or pending:
+                        self._begin([*pending, "COMMIT"])
+                    return
+                # The guesses are checked before the writes go out: a key
+                # another host recorded would otherwise fail its INSERT.
+                self._begin()
+            # The scope's last writes and COMMIT: one round trip.
+            self._run([*pending, "COMMIT"])
+        except BaseException as exc:
             self._abandon()
-            raise _explained(exc, self.where, self.timeout) from exc
+            if isinstance(exc, self._errors):
+                error = _explained(exc, self.where, self.timeout)
+                # The COMMIT went out and its answer never came: it may have landed.
+                error.in_doubt = error.reason in ("timeout", "connection")
+                raise error from exc
+            raise
+        if self._scope_version is not None:
+            self._known_version = self._scope_version
 
     def _abandon(self) -> None:
         """Roll back; if even that fails, drop the connection (the server rolls back)."""
@@ -587,7 +769,9 @@ class PostgresLedger(SqlLedger):
             self._finalizer()
 
     @contextmanager
-    def write(self, *, durable: bool = False, exclusive: bool = False) -> Iterator[_Scope]:
+    def write(
+        self, *, durable: bool = False, exclusive: bool = False, optimistic: bool = False
+    ) -> Iterator[_Scope]:
         """A write scope: one transaction; all or nothing.
 
         Reads inside the scope see its own writes; the counters it locks
@@ -596,6 +780,11 @@ class PostgresLedger(SqlLedger):
         ``exclusive`` (for changes of limit definitions).  ``durable``
         changes nothing: every scope commits when it ends.  A scope opened
         inside another joins it (the outer one commits or rolls back).
+
+        ``optimistic`` is for a caller that runs the scope again when it ends
+        in a ``"conflict"`` :class:`LedgerError`: the scope then guesses the
+        definitions version and that idempotency keys are new, and checks
+        the guesses with its first statement (see the note above).
         """
         with self.lock:
             self._ensure_usable()
@@ -608,7 +797,9 @@ class PostgresLedger(SqlLedger):
                 finally:
                     self._depth -= 1
                 return
-            with self._transaction(read_version=True, exclusive=exclusive) as scope:
+            with self._transaction(
+                read_version=True, exclusive=exclusive, optimistic=optimistic
+            ) as scope:
                 yield scope
 
     def _check_scope(self, scope: object) -> None:
@@ -643,16 +834,21 @@ class PostgresLedger(SqlLedger):
     def _counter_locks(self, counters: Iterable[tuple[str, str, int]]) -> list[int]:
         return self._to_lock(self._lock_id(b"c", q, k, s) for q, k, s in counters)
 
-    def _queue(self, query: str, rows: list[Any]) -> None:
-        if rows:
-            self._pending.append((query, rows))
+    def _queue(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._pending.extend(self._sql(query, row) for row in rows)
 
     def _send_pending(self) -> None:
         """Writes queued by :meth:`record`, sent before the scope's next statement."""
         pending, self._pending = self._pending, []
-        with self._conn.pipeline(), self._conn.cursor() as cursor:
-            for query, rows in pending:
-                cursor.executemany(query, rows)
+        self._run(pending)
+
+    def _in_scope(self, statements: list[str]) -> list[list[Any]]:
+        """Run ``statements`` in the open scope (behind BEGIN if it has not gone out yet,
+        after the writes queued): the rows each answered."""
+        if not self._begun and not self._pending:
+            return self._begin(statements)
+        self._writer(self._scope)
+        return self._run(statements)
 
     def flush(self) -> None:
         """Nothing to commit: every scope committed when it ended."""
@@ -666,7 +862,18 @@ class PostgresLedger(SqlLedger):
         """Bumped by every change of a limit definition, by any process on this schema."""
         if self._scope_version is not None:
             return self._scope_version
-        return definitions_version_of(self._conn.execute(self._q.version).fetchone(), self.where)
+        if self._depth and not self._begun:
+            if self._guessing() and self._known_version is not None:
+                if self._guessed_version is None:
+                    self._guessed_version = self._known_version
+                return self._guessed_version
+            self._begin()
+            if self._scope_version is not None:
+                return self._scope_version
+        self._known_version = definitions_version_of(
+            self._conn.execute(self._q.version).fetchone(), self.where
+        )
+        return self._known_version
 
     def bump_definitions(self, scope: object) -> int:
         """Record a definition change (inside :meth:`write`); returns the new version."""
@@ -701,46 +908,45 @@ class PostgresLedger(SqlLedger):
         added = merged_increments(increments)
         locks = self._counter_locks(added)
         if locks:
-            self._queue(self._q.lock_all, [[locks]])
-        self._queue(self._q.insert_event, rows)
+            self._pending.append(_lock_all(locks))
+        run = self._q.run
+        self._queue(run["limitry_event"], rows)
         self._queue(
-            self._q.add_to_counter, [(_enc(q), _enc(k), s, n) for (q, k, s), n in added.items()]
+            run["limitry_add"], [(_enc(q), _enc(k), s, n) for (q, k, s), n in added.items()]
         )
-        self._queue(self._q.insert_key, keys)
+        self._queue(run["limitry_key"], keys)
 
     def lock_counters(self, scope: object, counters: Sequence[tuple[str, str, int]]) -> list[int]:
         """Lock these counters (advisory locks, sorted) and read them: one round trip."""
-        conn = self._writer(scope)
+        self._check_scope(scope)
         if not counters:
             return []
         locks = self._counter_locks(counters)
         encoded = [(_enc(q), _enc(k), s) for q, k, s in counters]
-        with conn.pipeline():
-            if locks:
-                conn.execute(self._q.lock_all, [locks])
-            cursor = conn.execute(
-                self._q.counters_of,
-                [[q for q, _, _ in encoded], [k for _, k, _ in encoded], [s for *_, s in encoded]],
-            )
-        found = {
-            (q, k, int(s)): self._units(used, "a quota counter")
-            for q, k, s, used in cursor.fetchall()
-        }
-        return [found.get(counter, 0) for counter in encoded]
+        statements = [_lock_all(locks)] if locks else []
+        statements.extend(self._sql(self._q.run["limitry_counter"], c) for c in encoded)
+        answers = self._in_scope(statements)[-len(encoded) :]
+        return [self._units(rows[0][0], "a quota counter") if rows else 0 for rows in answers]
 
     def idempotent(self, key: str) -> tuple[str, str] | None:
         """``(event_id, stored response JSON)`` of the event recorded with this key, if any.
 
         Inside a write scope the key is locked first, so a writer on another
-        host with the same key waits, then sees this scope's event."""
-        locks = self._to_lock([self._lock_id(b"i", key)]) if self._depth else []
-        if not locks:
+        host with the same key waits, then sees this scope's event.  An
+        optimistic scope answers None, and checks under the lock with its
+        first statement."""
+        if not self._depth:
             return super().idempotent(key)
-        conn = self._writer(self._scope)
-        with conn.pipeline():
-            conn.execute(self._q.lock_all, [locks])
-            cursor = conn.execute(self._hot.idempotent, [_enc(key)])
-        return self._stored_response(key, cursor.fetchone())
+        if self._guessing() and key in self._recorded:
+            return self._recorded[key]
+        locks = self._to_lock([self._lock_id(b"i", key)])
+        if self._guessing():
+            self._guessed_keys.append((key, locks))
+            return None
+        statements = [_lock_all(locks)] if locks else []
+        statements.append(self._sql(self._q.run["limitry_idempotent"], [_enc(key)]))
+        rows = self._in_scope(statements)[-1]
+        return self._stored_response(key, rows[0] if rows else None)
 
     def pop_expired_holds(self, scope: object, now: float) -> list[str]:
         # One group of counter locks for every hold, and holds another writer
@@ -776,15 +982,15 @@ class PostgresLedger(SqlLedger):
     # --- what the SQL core asks of an engine ---------------------------------------
 
     def _reader(self) -> Connection[Any]:
+        if self._depth and not self._begun:
+            self._begin()
         if self._pending:
             self._send_pending()
         return self._conn
 
     def _writer(self, scope: object) -> Connection[Any]:
         self._check_scope(scope)
-        if self._pending:
-            self._send_pending()
-        return self._conn
+        return self._reader()
 
     def _many(self, conn: Connection[Any], sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with conn.cursor() as cursor:
@@ -799,10 +1005,9 @@ class PostgresLedger(SqlLedger):
         locks = self._counter_locks(added)
         rows = [(d.enc(q), d.enc(k), s, n) for (q, k, s), n in added.items()]
         if rows:
-            with conn.pipeline(), conn.cursor() as cursor:
-                if locks:
-                    cursor.execute(self._q.lock_all, [locks])
-                cursor.executemany(self._q.add_to_counter, rows)
+            statements = [_lock_all(locks)] if locks else []
+            statements.extend(self._sql(self._q.run["limitry_add"], row) for row in rows)
+            self._run(statements)
 
     def explained(self, exc: BaseException) -> LedgerError:
         return _explained(exc, self.where, self.timeout)
@@ -826,14 +1031,11 @@ class _Queries:
             "VALUES (%s, %s, %s, %s::bigint) ON CONFLICT (quota_id, key, period_start) "
             f"DO UPDATE SET used = ({s}.quota_counters.used + excluded.used)::bigint"
         )
-        # Advisory locks in the array's order, which the caller sorted: a function
-        # scan yields unnest's rows in order, and nothing here sorts them again.
-        self.lock_all = "SELECT count(pg_advisory_xact_lock(x)) FROM unnest(%s::bigint[]) AS x"
-        self.counters_of = (
-            f"SELECT quota_id, key, period_start, used FROM {s}.quota_counters "
-            "WHERE (quota_id, key, period_start) IN "
-            "(SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]))"
+        self.counter = (
+            f"SELECT used FROM {s}.quota_counters "
+            "WHERE quota_id = %s AND key = %s AND period_start = %s"
         )
+        self.idempotent = f"SELECT event_id, response FROM {s}.idempotency_keys WHERE key = %s"
         self.take_expired_holds = (
             f"DELETE FROM {s}.holds WHERE id IN (SELECT id FROM {s}.holds "
             "WHERE expires_at <= %s FOR UPDATE SKIP LOCKED) RETURNING id, increments"
@@ -857,6 +1059,23 @@ class _Queries:
             f"({', '.join('%s' for _ in ALERT_COLUMNS)}) "
             "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
         )
+        # The statements of every usage(): PREPAREd once per connection under
+        # these names ($1, $2, ... for %s), run as "EXECUTE name(literals)".
+        hot = {
+            "limitry_version": self.version,
+            "limitry_idempotent": self.idempotent,
+            "limitry_counter": self.counter,
+            "limitry_event": self.insert_event,
+            "limitry_add": self.add_to_counter,
+            "limitry_key": self.insert_key,
+        }
+        self.prepared = {name: _numbered(text) for name, text in hot.items()}
+        self.run = {
+            name: f"EXECUTE {name}({', '.join(['%s'] * text.count('%s'))})"
+            if "%s" in text
+            else f"EXECUTE {name}"
+            for name, text in hot.items()
+        }
 
 
 def _schema_ddl(s: str) -> str:
@@ -969,6 +1188,20 @@ def _v2_to_v3(conn: Connection[Any], s: str) -> None:
     """Version 2 could not change an alert: NULL ``updated_at`` reads as its ``created_at``."""
     conn.execute(f"ALTER TABLE {s}.quota_alerts ADD COLUMN IF NOT EXISTS updated_at text")
     conn.execute(f"UPDATE {s}.meta SET value = '3' WHERE key = 'schema_version'")
+
+
+def _numbered(query: str) -> str:
+    """A statement with psycopg's ``%s`` placeholders as PREPARE's ``$1``, ``$2``, ..."""
+    numbers = iter(range(1, query.count("%s") + 1))
+    return re.sub("%s", lambda _: f"${next(numbers)}", query)
+
+
+def _lock_all(locks: Sequence[int]) -> str:
+    """Take these advisory locks, in the order given (the caller sorted them)."""
+    # A function scan yields unnest's rows in the array's order, and nothing
+    # here sorts them again.  The ids are ints: written in as they are.
+    ids = ",".join(str(int(lock)) for lock in locks)
+    return f"SELECT count(pg_advisory_xact_lock(x)) FROM unnest(ARRAY[{ids}]::bigint[]) AS x"
 
 
 def _lock_key(schema: str) -> int:

@@ -114,10 +114,16 @@ class LedgerBackend(Protocol):
     def durability(self) -> Durability: ...
 
     def write(
-        self, *, durable: bool = False, exclusive: bool = False
+        self, *, durable: bool = False, exclusive: bool = False, optimistic: bool = False
     ) -> AbstractContextManager[Any]:
         """A write scope.  ``exclusive=True`` for a scope that changes limit
-        definitions: no other writer of a shared ledger runs beside it."""
+        definitions: no other writer of a shared ledger runs beside it.
+
+        ``optimistic=True`` from a caller that runs the scope again when it
+        ends in a ``"conflict"`` :class:`LedgerError` (nothing of it kept): a
+        shared ledger may then answer :meth:`definitions_version` and
+        :meth:`idempotent` from what it last saw, and check them with the
+        scope's first statement.  A ledger with one writer ignores it."""
         ...
 
     def flush(self) -> None: ...

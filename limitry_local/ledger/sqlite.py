@@ -492,11 +492,13 @@ class Ledger(SqlLedger):
                     raise _explained(exc, self.where, self.timeout) from exc
                 raise
 
-    def write(self, *, durable: bool = False, exclusive: bool = False) -> _WriteScope:
+    def write(
+        self, *, durable: bool = False, exclusive: bool = False, optimistic: bool = False
+    ) -> _WriteScope:
         """A write scope: what it writes commits (or, batched, joins the batch) or not at all.
 
         Every scope is exclusive (SQLite has one writer at a time), so
-        ``exclusive`` changes nothing here.
+        ``exclusive`` and ``optimistic`` change nothing here.
 
         Reads inside the scope run under SQLite's write lock, so no other
         process can change what was read before this scope's writes land.
