@@ -77,8 +77,7 @@ from limitry_local.redis_buckets import RateLimitStoreError, RedisBuckets
 from limitry_local.reservations import Guard, Reservation
 from limitry_local.tracker import Tracker
 from limitry_local.types import EventsBatchPostRequest, EventsPostRequest
-
-__version__ = "0.2.0.dev0"
+from limitry_local.version import __version__
 
 __all__ = [
     "APIError",

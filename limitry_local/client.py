@@ -28,7 +28,6 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
@@ -79,6 +78,7 @@ from limitry_local.resources import (
     Customers,
     Events,
     Limit,
+    ProjectInfo,
     QuotaAlerts,
     Quotas,
     RateLimits,
@@ -355,25 +355,11 @@ class AsyncProject:
     """``client.project``: the project the (offline, unchecked) API key belongs to."""
 
     def __init__(self, tracker: Tracker) -> None:
-        self._tracker = tracker
-        self._first_asked: datetime | None = None
+        self._project = ProjectInfo(tracker.engine)
 
     async def get(self) -> Project:
-        """The Tracker's project: its ``project_id``, organization ``org_local``, named
-        ``local``.  Offline a project has no history of its own: ``createdAt`` and
-        ``updatedAt`` are when this client first asked for it."""
-        if self._first_asked is None:
-            engine = self._tracker.engine
-            with engine.lock:
-                self._first_asked = datetime.fromtimestamp(engine.now(), timezone.utc)
-        return Project(
-            id=self._tracker.engine.project_id,
-            organization_id="org_local",
-            name="local",
-            slug="local",
-            created_at=self._first_asked,
-            updated_at=self._first_asked,
-        )
+        """The Tracker's project (see :class:`~limitry_local.resources.ProjectInfo`)."""
+        return self._project.get()
 
 
 class AsyncTrack:

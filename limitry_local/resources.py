@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from limitry_local.engine import Engine
@@ -27,6 +28,7 @@ from limitry_local.models import (
     EventBatchResponse,
     EventIngestResponse,
     Page,
+    Project,
     Quota,
     QuotaAlert,
     QuotaAlertCreate,
@@ -426,6 +428,32 @@ class Events(_Resource):
             end_date=end_date,
             limit=page_limit(limit),
             cursor=cursor,
+        )
+
+
+class ProjectInfo(_Resource):
+    """The project a hosted API key belongs to; offline, the Tracker's.
+
+    ``id`` is the Tracker's ``project_id``, organization ``org_local``, named
+    and slugged ``local``.  Offline a project has no history of its own:
+    ``createdAt`` and ``updatedAt`` are when this object was first asked.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._first_asked: datetime | None = None
+
+    def get(self) -> Project:
+        if self._first_asked is None:
+            with self._engine.lock:
+                self._first_asked = datetime.fromtimestamp(self._engine.now(), timezone.utc)
+        return Project(
+            id=self._engine.project_id,
+            organization_id="org_local",
+            name="local",
+            slug="local",
+            created_at=self._first_asked,
+            updated_at=self._first_asked,
         )
 
 

@@ -36,10 +36,10 @@ LAYERS = {
         "breaker",
     ),
     "engine": ("engine", "reservations", "alerts", "denials", "decision_log"),
-    "faces": ("tracker", "resources", "gate", "analytics", "limits_as_code", "client", "types"),
+    "faces": ("tracker", "resources", "gate", "analytics", "limits_as_code", "types"),
 }
 RANKS = {top: rank for rank, tops in enumerate(LAYERS.values()) for top in tops}
-EDGES = len(LAYERS)  # cli, server, integrations, testing, demo, the package itself
+EDGES = len(LAYERS)  # client, cli, server, integrations, testing, demo, the package
 
 
 def _modules() -> dict[str, Path]:

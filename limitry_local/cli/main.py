@@ -29,13 +29,14 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from limitry_local import __version__, demo
+from limitry_local import demo
 from limitry_local.cli import check, config, plan, render, transfer
 from limitry_local.cli.exits import CliError, ExitCode
 from limitry_local.cli.usage import Grouping, aggregate
 from limitry_local.errors import APIError, LimitryError
 from limitry_local.ledger import LedgerError
 from limitry_local.tracker import Tracker
+from limitry_local.version import __version__
 
 ENV_DB = "LIMITRY_LOCAL_DB"
 DEFAULT_DB = Path("limitry.db")

@@ -21,6 +21,9 @@ The same wrapper tells the circuit breaker (:mod:`limitry_local.breaker`)
 whether each wait reached the server: an answer (even an error) did, a
 lost connection or a deadline did not.
 
+What a psycopg failure means, in words a user can act on
+(:func:`explained`), is here too: the reasons follow from the connection.
+
 psycopg is imported when the first guarded connection class is made, never
 by importing this module.
 """
@@ -29,12 +32,18 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import socket
 import threading
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from limitry_local.breaker import CircuitBreaker, Refusal
+from limitry_local.errors import LedgerError
+from limitry_local.ledger.common import overflow
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 Unreachable = Literal["connection", "timeout"]
 
@@ -236,3 +245,144 @@ def connection_class() -> type[Any]:
             return answer
 
     return GuardedConnection
+
+
+# --- what a failure means ---------------------------------------------------------
+
+
+def psycopg_module() -> Any:
+    """The psycopg module, or an ImportError that says how to get it."""
+    try:
+        return importlib.import_module("psycopg")
+    except ImportError as exc:
+        raise ImportError(
+            "PostgresLedger needs psycopg 3: pip install 'limitry_local[postgres]'"
+        ) from exc
+
+
+# A COMMIT whose answer never came may have been kept: nothing in the client can tell.
+_IN_DOUBT = (
+    "If this call was committing, its writes may have been kept: send it again with "
+    "the same idempotency key and it is recorded once"
+)
+
+
+def explained(exc: BaseException, where: str, timeout: float) -> LedgerError:
+    """A :class:`LedgerError` for a psycopg failure, in words a user can act on."""
+    state = getattr(exc, "sqlstate", None) or ""
+    text = first_line(exc)
+    seconds = timed_out(exc)
+    if seconds is not None:
+        return LedgerError(
+            f"ledger {where}: the server did not answer within {seconds:g}s "
+            "(PostgresLedger(operation_timeout=...)); the connection was dropped and the "
+            f"next call reconnects. {_IN_DOUBT}",
+            "timeout",
+        )
+    if state in ("40P01", "40001"):
+        return LedgerError(
+            f"ledger {where}: this write gave way to another in a deadlock ({text}); "
+            "nothing of it was kept, and running it again is safe",
+            "conflict",
+        )
+    if state == "55P03" or (state == "57014" and "timeout" in text):
+        return LedgerError(
+            f"ledger {where}: another writer held the ledger's lock for longer than "
+            f"{timeout:g}s ({text}); wait for it, or give PostgresLedger(timeout=...) more time",
+            "locked",
+        )
+    if state in ("25006", "42501"):
+        return LedgerError(
+            f"ledger {where} cannot be written ({text}); the role needs USAGE and CREATE on "
+            "the schema and write access to its tables, on a primary server",
+            "read_only",
+        )
+    if state == "22003":  # numeric_value_out_of_range: a counter cast to bigint
+        return overflow(where)
+    if state == "53100":
+        return LedgerError(f"ledger {where}: the server's disk is full ({text})", "disk_full")
+    # 08: connection exceptions; 57P01-57P03: the server shut down or is starting.
+    if (
+        state.startswith("08")
+        or state in ("57P01", "57P02", "57P03")
+        or (not state and isinstance(exc, psycopg_module().OperationalError))
+    ):
+        return LedgerError(
+            f"ledger {where}: the connection to the server failed ({text}); "
+            f"the next call reconnects. {_IN_DOUBT}",
+            "connection",
+        )
+    return LedgerError(f"ledger {where}: {text}", "io")
+
+
+# --- the connection's settings ------------------------------------------------------
+
+
+def close_connection(conn: Connection[Any], pid: int) -> None:
+    """Close at collection or exit, in the process that opened it only: closing
+    sends the server a goodbye on the socket that a forked child shares."""
+    if os.getpid() == pid and not conn.closed:
+        conn.close()
+
+
+def seconds_given(value: object) -> bool:
+    """A number of seconds >= 0 (infinity included; NaN and booleans not)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
+def describe(dsn: str, schema: str) -> str:
+    """The server as messages name it: the DSN without its password."""
+    try:
+        info = importlib.import_module("psycopg.conninfo").conninfo_to_dict(dsn)
+    except Exception:
+        # libpq's own words could quote the password: say nothing of the text.
+        raise LedgerError(
+            "PostgresLedger was given a DSN libpq cannot parse; expected "
+            "'postgresql://user@host:port/dbname' or 'host=... dbname=...'",
+            "cannot_open",
+        ) from None
+    user = f"{info['user']}@" if info.get("user") else ""
+    host = str(info.get("host") or "localhost")
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{info.get('dbname') or ''} (schema {schema})"
+
+
+def open_connection(
+    dsn: str, connect_seconds: int, guard: Guard, *, where: str, opening: bool
+) -> Connection[Any]:
+    """A new connection whose every wait answers to ``guard`` (deadline, breaker).
+
+    Failing it is ``"cannot_open"`` when the ledger is being opened, and a
+    ``"connection"`` or ``"timeout"`` failure the breaker counts after."""
+    psycopg = psycopg_module()
+    settings: dict[str, Any] = {"autocommit": True}
+    given = importlib.import_module("psycopg.conninfo").conninfo_to_dict(dsn)
+    if "connect_timeout" not in given:
+        settings["connect_timeout"] = connect_seconds
+    if "application_name" not in given:
+        settings["application_name"] = "limitry_local"
+    # The scopes' statements are PREPAREd by name (the ledger's _ensure_prepared);
+    # psycopg's own automatic preparing would send DEALLOCATE ALL, ours included,
+    # at the first ROLLBACK it saw after preparing one of its own.
+    settings["prepare_threshold"] = None
+    try:
+        conn: Connection[Any] = connection_class().connect(dsn, **settings)
+    except psycopg.Error as exc:
+        first = first_line(exc)
+        if opening:
+            raise LedgerError(
+                f"cannot connect to ledger {where} ({first}); is the server running "
+                "and reachable, and does the DSN name the right host, port, user and "
+                "database?",
+                "cannot_open",
+            ) from exc
+        reason: Unreachable = (
+            "timeout" if isinstance(exc, psycopg.errors.ConnectionTimeout) else "connection"
+        )
+        guard.failed(reason, first)
+        raise LedgerError(
+            f"cannot reconnect to ledger {where} ({first}); the call was not made", reason
+        ) from exc
+    conn.guard = guard  # type: ignore[attr-defined]
+    guard.reached()
+    return conn

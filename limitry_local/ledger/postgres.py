@@ -44,141 +44,52 @@ limitry_local: ``pip install 'limitry_local[postgres]'`` brings it.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import os
-import re
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from limitry_local.breaker import CircuitBreaker, Refusal
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
     definitions_version_of,
     merged_increments,
-    overflow,
-    schema_version_of,
 )
 from limitry_local.ledger.pg_connection import (
     Guard,
-    connection_class,
-    first_line,
-    timed_out,
+    close_connection,
+    describe,
+    explained,
+    open_connection,
+    psycopg_module,
+    seconds_given,
+)
+from limitry_local.ledger.pg_sql import (
+    SCHEMA_VERSION,
+    Queries,
+    dialect,
+    enc,
+    lock_all,
+    lock_key,
+    migrate,
+    schema_version,
 )
 from limitry_local.ledger.protocol import (
-    ALERT_COLUMNS,
-    EVENT_COLUMNS,
     CounterIncrement,
     Durability,
     EventRow,
 )
-from limitry_local.ledger.sql import Dialect, SqlLedger
+from limitry_local.ledger.sql import SqlLedger
 
 if TYPE_CHECKING:
     from psycopg import Connection
 
-SCHEMA_VERSION = 3
-"""1: the first PostgreSQL schema (the SQLite ledger's version 5, in PostgreSQL types).
-2: events and alert firings numbered by identity columns, not ``max(seq) + 1``;
-both definition tables' ``fail_mode`` (the SQLite ledger's version 6).
-3: ``quota_alerts.updated_at`` (the SQLite ledger's version 7)."""
-
 _SCAN_PAGE = 2000
 _RECORDED_KEPT = 1024
-
-
-def _psycopg() -> Any:
-    """The psycopg module, or an ImportError that says how to get it."""
-    try:
-        return importlib.import_module("psycopg")
-    except ImportError as exc:
-        raise ImportError(
-            "PostgresLedger needs psycopg 3: pip install 'limitry_local[postgres]'"
-        ) from exc
-
-
-# --- NUL characters -----------------------------------------------------------------
-#
-# PostgreSQL text cannot hold U+0000, which the API (and SQLite) accept in a
-# customer id or an idempotency key.  Every string goes in through _enc and
-# comes out through _dec: \x01 -> \x01\x01 and \x00 -> \x01\x02.  The mapping
-# is one to one, so equality filters still work; strings without either
-# character (all JSON, nearly every id) are stored as they are.
-
-_ESCAPED = re.compile("\x01([\x01\x02])")
-
-
-def _enc(value: Any) -> Any:
-    if isinstance(value, str) and ("\x00" in value or "\x01" in value):
-        return value.replace("\x01", "\x01\x01").replace("\x00", "\x01\x02")
-    return value
-
-
-def _dec(value: Any) -> Any:
-    if isinstance(value, str) and "\x01" in value:
-        return _ESCAPED.sub(lambda m: "\x01" if m[1] == "\x01" else "\x00", value)
-    return value
-
-
-# --- errors ---------------------------------------------------------------------------
-
-# A COMMIT whose answer never came may have been kept: nothing in the client can tell.
-_IN_DOUBT = (
-    "If this call was committing, its writes may have been kept: send it again with "
-    "the same idempotency key and it is recorded once"
-)
-
-
-def _explained(exc: BaseException, where: str, timeout: float) -> LedgerError:
-    """A :class:`LedgerError` for a psycopg failure, in words a user can act on."""
-    state = getattr(exc, "sqlstate", None) or ""
-    text = first_line(exc)
-    seconds = timed_out(exc)
-    if seconds is not None:
-        return LedgerError(
-            f"ledger {where}: the server did not answer within {seconds:g}s "
-            "(PostgresLedger(operation_timeout=...)); the connection was dropped and the "
-            f"next call reconnects. {_IN_DOUBT}",
-            "timeout",
-        )
-    if state in ("40P01", "40001"):
-        return LedgerError(
-            f"ledger {where}: this write gave way to another in a deadlock ({text}); "
-            "nothing of it was kept, and running it again is safe",
-            "conflict",
-        )
-    if state == "55P03" or (state == "57014" and "timeout" in text):
-        return LedgerError(
-            f"ledger {where}: another writer held the ledger's lock for longer than "
-            f"{timeout:g}s ({text}); wait for it, or give PostgresLedger(timeout=...) more time",
-            "locked",
-        )
-    if state in ("25006", "42501"):
-        return LedgerError(
-            f"ledger {where} cannot be written ({text}); the role needs USAGE and CREATE on "
-            "the schema and write access to its tables, on a primary server",
-            "read_only",
-        )
-    if state == "22003":  # numeric_value_out_of_range: a counter cast to bigint
-        return overflow(where)
-    if state == "53100":
-        return LedgerError(f"ledger {where}: the server's disk is full ({text})", "disk_full")
-    # 08: connection exceptions; 57P01-57P03: the server shut down or is starting.
-    if (
-        state.startswith("08")
-        or state in ("57P01", "57P02", "57P03")
-        or (not state and isinstance(exc, _psycopg().OperationalError))
-    ):
-        return LedgerError(
-            f"ledger {where}: the connection to the server failed ({text}); "
-            f"the next call reconnects. {_IN_DOUBT}",
-            "connection",
-        )
-    return LedgerError(f"ledger {where}: {text}", "io")
 
 
 # Every open ledger, weakly: a child of fork gets fresh locks (a thread of the
@@ -193,35 +104,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _close_connection(conn: Connection[Any], pid: int) -> None:
-    """Close at collection or exit, in the process that opened it only: closing
-    sends the server a goodbye on the socket that a forked child shares."""
-    if os.getpid() == pid and not conn.closed:
-        conn.close()
-
-
-def _seconds(value: object) -> bool:
-    """A number of seconds >= 0 (infinity included; NaN and booleans not)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
-
-
-def _describe(dsn: str, schema: str) -> str:
-    """The server as messages name it: the DSN without its password."""
-    try:
-        info = importlib.import_module("psycopg.conninfo").conninfo_to_dict(dsn)
-    except Exception:
-        # libpq's own words could quote the password: say nothing of the text.
-        raise LedgerError(
-            "PostgresLedger was given a DSN libpq cannot parse; expected "
-            "'postgresql://user@host:port/dbname' or 'host=... dbname=...'",
-            "cannot_open",
-        ) from None
-    user = f"{info['user']}@" if info.get("user") else ""
-    host = str(info.get("host") or "localhost")
-    port = f":{info['port']}" if info.get("port") else ""
-    return f"postgresql://{user}{host}{port}/{info.get('dbname') or ''} (schema {schema})"
 
 
 class _Scope:
@@ -278,15 +160,15 @@ class PostgresLedger(SqlLedger):
         breaker_failures: int = 3,
         breaker_cool_down: float = 5.0,
     ) -> None:
-        if not _seconds(timeout) or not timeout < math.inf:
+        if not seconds_given(timeout) or not timeout < math.inf:
             raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
-        if not _seconds(connect_timeout) or not 0 < connect_timeout < math.inf:
+        if not seconds_given(connect_timeout) or not 0 < connect_timeout < math.inf:
             raise ValueError(
                 f"connect_timeout must be a finite number of seconds > 0, got {connect_timeout!r}"
             )
         if operation_timeout is None:
             operation_timeout = timeout + 1.0
-        elif not _seconds(operation_timeout) or not operation_timeout > timeout:
+        elif not seconds_given(operation_timeout) or not operation_timeout > timeout:
             raise ValueError(
                 "operation_timeout must be a number of seconds longer than timeout "
                 f"({timeout!r}), so a write waiting for a lock is not cut off; "
@@ -302,9 +184,9 @@ class PostgresLedger(SqlLedger):
         self._connect_seconds = max(2, math.ceil(connect_timeout))
         if not isinstance(schema, str) or not 0 < len(schema.encode()) < 64 or "\x00" in schema:
             raise ValueError(f"schema must be a PostgreSQL name of 1 to 63 bytes, got {schema!r}")
-        psycopg = _psycopg()
+        psycopg = psycopg_module()
         self.schema = schema
-        self.where = _describe(dsn, schema)
+        self.where = describe(dsn, schema)
         self.timeout = timeout
         self.lock = threading.RLock()
         self._dsn = dsn
@@ -334,30 +216,12 @@ class PostgresLedger(SqlLedger):
         self._guessed_keys: list[tuple[str, list[int]]] = []
         self._client: Any = None
         self._prepared_on: Any = None
-        self._lock_key = _lock_key(schema)
+        self.lock_key = lock_key(schema)
         self._schema_salt = f"limitry_local:{schema}:".encode()
         self._lock_timeout_ms = max(1, round(timeout * 1000))
         quoted = '"' + schema.replace('"', '""') + '"'
-        self._q = _Queries(quoted)
-        self.dialect = Dialect(
-            mark="%s",
-            prefix=f"{quoted}.",
-            float_mark="%s::float8",
-            int_mark="%s::bigint",
-            # floor(), not a cast: ::bigint rounds.
-            second="floor(ts)::bigint",
-            modulo="%%",
-            contains="strpos({0}, {1}) > 0",
-            no_limit=None,  # LIMIT NULL; a negative LIMIT is an error here
-            # SQLite's round(), and so metrics.micro_cents: add 0.5 in double
-            # precision, truncate, away from zero.
-            micro_cents=(
-                "CASE WHEN cost_cents >= 0 THEN trunc(cost_cents * 1e6::float8 + 0.5::float8) "
-                "ELSE -trunc(-cost_cents * 1e6::float8 + 0.5::float8) END::bigint"
-            ),
-            enc=_enc,
-            dec=_dec,
-        )
+        self._q = Queries(quoted)
+        self.dialect = dialect(quoted)
         self._insert_alert = self._q.log_alert
         self._conn: Connection[Any] = self._connect(opening=True)
         # The watchdog thread holds no reference to the ledger: stop it when
@@ -373,43 +237,11 @@ class PostgresLedger(SqlLedger):
     # --- the connection -------------------------------------------------------
 
     def _connect(self, *, opening: bool = False) -> Connection[Any]:
-        """A new connection whose every wait answers to the guard (deadline, breaker).
-
-        Failing it is ``"cannot_open"`` when the ledger is being opened, and a
-        ``"connection"`` or ``"timeout"`` failure the breaker counts after."""
-        psycopg = _psycopg()
-        settings: dict[str, Any] = {"autocommit": True}
-        given = importlib.import_module("psycopg.conninfo").conninfo_to_dict(self._dsn)
-        if "connect_timeout" not in given:
-            settings["connect_timeout"] = self._connect_seconds
-        if "application_name" not in given:
-            settings["application_name"] = "limitry_local"
-        # The scopes' statements are PREPAREd by name (_ensure_prepared); psycopg's
-        # own automatic preparing would send DEALLOCATE ALL, ours included, at
-        # the first ROLLBACK it saw after preparing one of its own.
-        settings["prepare_threshold"] = None
-        try:
-            conn: Connection[Any] = connection_class().connect(self._dsn, **settings)
-        except psycopg.Error as exc:
-            first = first_line(exc)
-            if opening:
-                raise LedgerError(
-                    f"cannot connect to ledger {self.where} ({first}); is the server running "
-                    "and reachable, and does the DSN name the right host, port, user and "
-                    "database?",
-                    "cannot_open",
-                ) from exc
-            reason: Literal["connection", "timeout"] = (
-                "timeout" if isinstance(exc, psycopg.errors.ConnectionTimeout) else "connection"
-            )
-            self._guard.failed(reason, first)
-            raise LedgerError(
-                f"cannot reconnect to ledger {self.where} ({first}); the call was not made",
-                reason,
-            ) from exc
-        conn.guard = self._guard  # type: ignore[attr-defined]
-        self._guard.reached()
-        self._finalizer = weakref.finalize(self, _close_connection, conn, os.getpid())
+        """A new connection whose every wait answers to the guard (deadline, breaker)."""
+        conn = open_connection(
+            self._dsn, self._connect_seconds, self._guard, where=self.where, opening=opening
+        )
+        self._finalizer = weakref.finalize(self, close_connection, conn, os.getpid())
         return conn
 
     def _ensure_usable(self) -> None:
@@ -465,69 +297,17 @@ class PostgresLedger(SqlLedger):
         with self.lock:
             self._ensure_usable()
             try:
-                if self._schema_version() == SCHEMA_VERSION:
+                if schema_version(self._conn, self._q.schema, self.schema, self.where) == (
+                    SCHEMA_VERSION
+                ):
                     return
                 # Under the writers' lock, deciding again there: several processes
                 # may start on a new schema at once, and only one must create it.
                 # One transaction, so a failure leaves nothing half made.
                 with self._transaction(read_version=False, exclusive=True):
-                    version = self._schema_version()
-                    if version is None:
-                        self._create_schema()
-                    if version == 1:
-                        _v1_to_v2(self._conn, self._q.schema, self.schema)
-                    if version in (1, 2):
-                        _v2_to_v3(self._conn, self._q.schema)
+                    migrate(self._conn, self._q.schema, self.schema, self.where)
             except self._errors as exc:
-                raise _explained(exc, self.where, self.timeout) from exc
-
-    def _schema_version(self) -> int | None:
-        """The schema's version; None when there is no ledger yet.  Refuses what is not ours."""
-        conn = self._conn
-        found, tables = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL, "
-            "(SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = %s)",
-            [f"{self._q.schema}.meta", self.schema],
-        ).fetchone() or (False, 0)
-        if not found:
-            if tables:
-                # Someone else's schema: adding our tables to it would be a surprise.
-                raise LedgerError(
-                    f"schema {self.schema!r} holds tables but is not a limitry_local ledger "
-                    f"({self.where}); give PostgresLedger(schema=...) another name",
-                    "not_a_ledger",
-                )
-            return None
-        columns = conn.execute(
-            "SELECT count(*) FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = 'meta' AND column_name IN ('key', 'value')",
-            [self.schema],
-        ).fetchone()
-        row = (
-            conn.execute(
-                f"SELECT value FROM {self._q.schema}.meta WHERE key = 'schema_version'"
-            ).fetchone()
-            if columns and columns[0] == 2
-            else None
-        )
-        if row is None:
-            # A table named meta is not enough: ours has key/value rows and a version.
-            raise LedgerError(
-                f"schema {self.schema!r} has a meta table but is not a limitry_local ledger "
-                f"({self.where}); give PostgresLedger(schema=...) another name",
-                "not_a_ledger",
-            )
-        return schema_version_of(row[0], SCHEMA_VERSION, self.where)
-
-    def _create_schema(self) -> None:
-        exists = self._conn.execute(
-            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [self.schema]
-        ).fetchone()
-        if exists is None:
-            # Only when missing: CREATE SCHEMA IF NOT EXISTS still asks for the
-            # CREATE privilege on the database, which a role given a schema may lack.
-            self._conn.execute(f"CREATE SCHEMA {self._q.schema}")
-        self._conn.execute(_schema_ddl(self._q.schema))
+                raise explained(exc, self.where, self.timeout) from exc
 
     # --- scopes ---------------------------------------------------------------
     #
@@ -551,7 +331,7 @@ class PostgresLedger(SqlLedger):
         """``query`` with ``params`` written in as literals, to send in a batch."""
         client = self._client
         if client is None or client.connection is not self._conn:
-            client = self._client = _psycopg().ClientCursor(self._conn)
+            client = self._client = psycopg_module().ClientCursor(self._conn)
         text: str = client.mogrify(query, params)
         return text
 
@@ -580,7 +360,7 @@ class PostgresLedger(SqlLedger):
             f"SET LOCAL lock_timeout = {self._lock_timeout_ms}",
             # The lock, then (a new snapshot under READ COMMITTED, so it sees
             # the last change's commit) the definitions version.
-            f"SELECT {take}({self._lock_key})",
+            f"SELECT {take}({self.lock_key})",
         ]
         if self._read_version:
             statements.append(self._q.run["limitry_version"])
@@ -588,9 +368,9 @@ class PostgresLedger(SqlLedger):
         lookups: list[int] = []
         for key, locks in self._guessed_keys:
             if locks:
-                statements.append(_lock_all(locks))
+                statements.append(lock_all(locks))
             lookups.append(len(statements))
-            statements.append(self._sql(self._q.run["limitry_idempotent"], [_enc(key)]))
+            statements.append(self._sql(self._q.run["limitry_idempotent"], [enc(key)]))
         self._begun = True
         answers = self._run([*statements, *then])
         if self._read_version:
@@ -668,7 +448,7 @@ class PostgresLedger(SqlLedger):
             self._end_scope()
             self._abandon()
             if isinstance(exc, self._errors):
-                raise _explained(exc, self.where, self.timeout) from exc
+                raise explained(exc, self.where, self.timeout) from exc
             raise
         self._depth = 1
         try:
@@ -681,7 +461,7 @@ class PostgresLedger(SqlLedger):
             if stale is not None:
                 raise stale from exc
             if isinstance(exc, self._errors):
-                raise _explained(exc, self.where, self.timeout) from exc
+                raise explained(exc, self.where, self.timeout) from exc
             raise
         self._depth = 0
         try:
@@ -719,7 +499,7 @@ class PostgresLedger(SqlLedger):
 
     def _commit(self) -> None:
         conn = self._conn
-        psycopg = _psycopg()
+        psycopg = psycopg_module()
         pending, self._pending = self._pending, []
         self._held.clear()
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
@@ -748,7 +528,7 @@ class PostgresLedger(SqlLedger):
         except BaseException as exc:
             self._abandon()
             if isinstance(exc, self._errors):
-                error = _explained(exc, self.where, self.timeout)
+                error = explained(exc, self.where, self.timeout)
                 # The COMMIT went out and its answer never came: it may have landed.
                 error.in_doubt = error.reason in ("timeout", "connection")
                 raise error from exc
@@ -762,7 +542,7 @@ class PostgresLedger(SqlLedger):
         self._held.clear()
         conn = self._conn
         try:
-            idle = _psycopg().pq.TransactionStatus.IDLE
+            idle = psycopg_module().pq.TransactionStatus.IDLE
             if not conn.closed and conn.info.transaction_status != idle:
                 conn.execute("ROLLBACK")
         except BaseException:
@@ -816,7 +596,7 @@ class PostgresLedger(SqlLedger):
         server breaks: "conflict")."""
         conn = self._writer(scope)
         if not self._exclusive:
-            conn.execute(f"SELECT pg_advisory_xact_lock({self._lock_key})")
+            conn.execute(f"SELECT pg_advisory_xact_lock({self.lock_key})")
             self._exclusive = True
         return conn
 
@@ -899,21 +679,19 @@ class PostgresLedger(SqlLedger):
         increments: list[CounterIncrement] = []
         keys: list[tuple[Any, Any, Any]] = []
         for row, added_by_event, response in events:
-            rows.append([_enc(value) for value in row])
+            rows.append([enc(value) for value in row])
             increments.extend(added_by_event)
             if row.idempotency_key is not None:
-                keys.append((_enc(row.idempotency_key), _enc(row.id), _enc(response)))
+                keys.append((enc(row.idempotency_key), enc(row.id), enc(response)))
         if not rows:
             return
         added = merged_increments(increments)
         locks = self._counter_locks(added)
         if locks:
-            self._pending.append(_lock_all(locks))
+            self._pending.append(lock_all(locks))
         run = self._q.run
         self._queue(run["limitry_event"], rows)
-        self._queue(
-            run["limitry_add"], [(_enc(q), _enc(k), s, n) for (q, k, s), n in added.items()]
-        )
+        self._queue(run["limitry_add"], [(enc(q), enc(k), s, n) for (q, k, s), n in added.items()])
         self._queue(run["limitry_key"], keys)
 
     def lock_counters(self, scope: object, counters: Sequence[tuple[str, str, int]]) -> list[int]:
@@ -922,8 +700,8 @@ class PostgresLedger(SqlLedger):
         if not counters:
             return []
         locks = self._counter_locks(counters)
-        encoded = [(_enc(q), _enc(k), s) for q, k, s in counters]
-        statements = [_lock_all(locks)] if locks else []
+        encoded = [(enc(q), enc(k), s) for q, k, s in counters]
+        statements = [lock_all(locks)] if locks else []
         statements.extend(self._sql(self._q.run["limitry_counter"], c) for c in encoded)
         answers = self._in_scope(statements)[-len(encoded) :]
         return [self._units(rows[0][0], "a quota counter") if rows else 0 for rows in answers]
@@ -943,8 +721,8 @@ class PostgresLedger(SqlLedger):
         if self._guessing():
             self._guessed_keys.append((key, locks))
             return None
-        statements = [_lock_all(locks)] if locks else []
-        statements.append(self._sql(self._q.run["limitry_idempotent"], [_enc(key)]))
+        statements = [lock_all(locks)] if locks else []
+        statements.append(self._sql(self._q.run["limitry_idempotent"], [enc(key)]))
         rows = self._in_scope(statements)[-1]
         return self._stored_response(key, rows[0] if rows else None)
 
@@ -1005,209 +783,12 @@ class PostgresLedger(SqlLedger):
         locks = self._counter_locks(added)
         rows = [(d.enc(q), d.enc(k), s, n) for (q, k, s), n in added.items()]
         if rows:
-            statements = [_lock_all(locks)] if locks else []
+            statements = [lock_all(locks)] if locks else []
             statements.extend(self._sql(self._q.run["limitry_add"], row) for row in rows)
             self._run(statements)
 
     def explained(self, exc: BaseException) -> LedgerError:
-        return _explained(exc, self.where, self.timeout)
-
-
-class _Queries:
-    """The statements only this engine runs (the writers' lock, the numbering), with
-    the schema's quoted name written in once; the rest are the SQL core's."""
-
-    def __init__(self, schema: str) -> None:
-        s = self.schema = schema
-        self.version = f"SELECT value FROM {s}.meta WHERE key = 'definitions_version'"
-        self.bump = (
-            f"UPDATE {s}.meta SET value = (value::bigint + 1)::text "
-            "WHERE key = 'definitions_version' RETURNING value"
-        )
-        # used is NUMERIC; the cast refuses a sum past 2**63 - 1 (22003), as
-        # SQLite's INTEGER would, so no ledger holds a counter the others cannot.
-        self.add_to_counter = (
-            f"INSERT INTO {s}.quota_counters (quota_id, key, period_start, used) "
-            "VALUES (%s, %s, %s, %s::bigint) ON CONFLICT (quota_id, key, period_start) "
-            f"DO UPDATE SET used = ({s}.quota_counters.used + excluded.used)::bigint"
-        )
-        self.counter = (
-            f"SELECT used FROM {s}.quota_counters "
-            "WHERE quota_id = %s AND key = %s AND period_start = %s"
-        )
-        self.idempotent = f"SELECT event_id, response FROM {s}.idempotency_keys WHERE key = %s"
-        self.take_expired_holds = (
-            f"DELETE FROM {s}.holds WHERE id IN (SELECT id FROM {s}.holds "
-            "WHERE expires_at <= %s FOR UPDATE SKIP LOCKED) RETURNING id, increments"
-        )
-        # seq from the identity column: no lock on the whole table to number one.
-        self.insert_event = (
-            f"INSERT INTO {s}.events ({', '.join(EVENT_COLUMNS)}) VALUES "
-            f"({', '.join('%s' for _ in EVENT_COLUMNS)})"
-        )
-        self.insert_key = (
-            f"INSERT INTO {s}.idempotency_keys (key, event_id, response) VALUES (%s, %s, %s)"
-        )
-        self.scan = (
-            f"SELECT seq, {', '.join(EVENT_COLUMNS)} FROM {s}.events "
-            "WHERE seq > %s ORDER BY seq LIMIT %s"
-        )
-        # seq from the identity column, as for events.  Two writers logging one
-        # alert, key and period hold that counter's lock, so they take turns.
-        self.log_alert = (
-            f"INSERT INTO {s}.alert_log ({', '.join(ALERT_COLUMNS)}) VALUES "
-            f"({', '.join('%s' for _ in ALERT_COLUMNS)}) "
-            "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
-        )
-        # The statements of every usage(): PREPAREd once per connection under
-        # these names ($1, $2, ... for %s), run as "EXECUTE name(literals)".
-        hot = {
-            "limitry_version": self.version,
-            "limitry_idempotent": self.idempotent,
-            "limitry_counter": self.counter,
-            "limitry_event": self.insert_event,
-            "limitry_add": self.add_to_counter,
-            "limitry_key": self.insert_key,
-        }
-        self.prepared = {name: _numbered(text) for name, text in hot.items()}
-        self.run = {
-            name: f"EXECUTE {name}({', '.join(['%s'] * text.count('%s'))})"
-            if "%s" in text
-            else f"EXECUTE {name}"
-            for name, text in hot.items()
-        }
-
-
-def _schema_ddl(s: str) -> str:
-    """The current schema, for a new ledger (an old one would be migrated instead)."""
-    definition = (
-        "seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text NOT NULL UNIQUE, "
-        "name text, dimension_filters text, metric text, limit_value bigint"
-    )
-    return f"""
-        CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL);
-        INSERT INTO {s}.meta (key, value)
-            VALUES ('schema_version', '{SCHEMA_VERSION}'), ('definitions_version', '0');
-        CREATE TABLE {s}.events (
-            seq bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-            id text NOT NULL UNIQUE,
-            ts double precision NOT NULL,
-            customer_id text,
-            event_type text,
-            model text,
-            provider text,
-            input_tokens bigint,
-            output_tokens bigint,
-            total_tokens bigint,
-            latency_ms bigint,
-            cost_cents double precision,
-            properties text NOT NULL,
-            idempotency_key text,
-            cached_input_tokens bigint
-        );
-        CREATE INDEX ON {s}.events (customer_id, ts);
-        CREATE INDEX ON {s}.events (ts);
-        CREATE TABLE {s}.quota_counters (
-            quota_id text,
-            key text,
-            period_start bigint,
-            used numeric NOT NULL,
-            PRIMARY KEY (quota_id, key, period_start)
-        );
-        CREATE TABLE {s}.idempotency_keys (
-            key text PRIMARY KEY, event_id text NOT NULL, response text
-        );
-        -- increments: JSON [[quota_id, key, period_start, amount], ...], already on
-        -- the counters (open reservations, docs/semantics.md).
-        CREATE TABLE {s}.holds (
-            id text PRIMARY KEY, increments text NOT NULL, expires_at double precision NOT NULL
-        );
-        CREATE INDEX ON {s}.holds (expires_at);
-        CREATE TABLE {s}.quotas (
-            {definition}, period text, per text, timezone text, overrides text, mode text,
-            created_at text, updated_at text, fail_mode text
-        );
-        CREATE TABLE {s}.rate_limits (
-            {definition}, "window" text, enabled boolean, per text, generation text,
-            overrides text, mode text, created_at text, updated_at text, fail_mode text
-        );
-        CREATE TABLE {s}.quota_alerts (
-            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text NOT NULL UNIQUE,
-            quota_id text, threshold bigint, created_at text, updated_at text
-        );
-        -- One row per firing; the unique key is "once per alert, key and period".
-        CREATE TABLE {s}.alert_log (
-            seq bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-            id text NOT NULL UNIQUE,
-            alert_id text NOT NULL,
-            quota_id text NOT NULL,
-            key text NOT NULL,
-            period_start bigint NOT NULL,
-            period_end bigint,
-            threshold bigint,
-            used numeric,
-            limit_units numeric,
-            quota_name text,
-            metric text,
-            period text,
-            dimensions text,
-            event_id text,
-            triggered_at double precision NOT NULL,
-            UNIQUE (alert_id, key, period_start)
-        );
-        CREATE INDEX ON {s}.alert_log (quota_id, seq);
-        CREATE INDEX ON {s}.alert_log (alert_id, seq);
-        CREATE INDEX ON {s}.alert_log (alert_id, triggered_at);
-    """
-
-
-def _v1_to_v2(conn: Connection[Any], s: str, schema: str) -> None:
-    """Version 1 numbered events and firings as ``max(seq) + 1`` under one lock,
-    and had no fail modes (NULL reads as "closed")."""
-    for table in ("events", "alert_log"):
-        identity = conn.execute(
-            "SELECT is_identity FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s AND column_name = 'seq'",
-            [schema, table],
-        ).fetchone()
-        if identity is None or identity[0] != "YES":
-            conn.execute(
-                f"ALTER TABLE {s}.{table} ALTER COLUMN seq ADD GENERATED BY DEFAULT AS IDENTITY"
-            )
-            conn.execute(
-                "SELECT setval(pg_get_serial_sequence(%s, 'seq'), "
-                f"coalesce((SELECT max(seq) FROM {s}.{table}), 0) + 1, false)",
-                [f"{s}.{table}"],
-            )
-    for table in ("quotas", "rate_limits"):
-        conn.execute(f"ALTER TABLE {s}.{table} ADD COLUMN IF NOT EXISTS fail_mode text")
-    conn.execute(f"UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'")
-
-
-def _v2_to_v3(conn: Connection[Any], s: str) -> None:
-    """Version 2 could not change an alert: NULL ``updated_at`` reads as its ``created_at``."""
-    conn.execute(f"ALTER TABLE {s}.quota_alerts ADD COLUMN IF NOT EXISTS updated_at text")
-    conn.execute(f"UPDATE {s}.meta SET value = '3' WHERE key = 'schema_version'")
-
-
-def _numbered(query: str) -> str:
-    """A statement with psycopg's ``%s`` placeholders as PREPARE's ``$1``, ``$2``, ..."""
-    numbers = iter(range(1, query.count("%s") + 1))
-    return re.sub("%s", lambda _: f"${next(numbers)}", query)
-
-
-def _lock_all(locks: Sequence[int]) -> str:
-    """Take these advisory locks, in the order given (the caller sorted them)."""
-    # A function scan yields unnest's rows in the array's order, and nothing
-    # here sorts them again.  The ids are ints: written in as they are.
-    ids = ",".join(str(int(lock)) for lock in locks)
-    return f"SELECT count(pg_advisory_xact_lock(x)) FROM unnest(ARRAY[{ids}]::bigint[]) AS x"
-
-
-def _lock_key(schema: str) -> int:
-    """The writers' advisory lock for one schema, the same in every process and host."""
-    digest = hashlib.blake2b(f"limitry_local:{schema}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+        return explained(exc, self.where, self.timeout)
 
 
 PostgresLedger.__module__ = "limitry_local.postgres_ledger"  # where users import it from

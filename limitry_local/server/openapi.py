@@ -17,7 +17,6 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from limitry_local import __version__
 from limitry_local.analytics import GROUP_BYS, INTERVALS
 from limitry_local.models import (
     CustomerUsageResponse,
@@ -50,6 +49,7 @@ from limitry_local.models import (
     UsageSummary,
     UsageTimeseries,
 )
+from limitry_local.version import __version__
 
 Location = Literal["query", "path"]
 
