@@ -606,13 +606,19 @@ class PlanMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = ManualClock(0)
         self.tracker = self.open_tracker()
+        self.definer = self.open_definer()
+        """Where limits are created and changed: the tracker itself, or another on its file."""
         self.ref = Reference()
 
     def open_tracker(self) -> Tracker:
         return Tracker(clock=self.clock)
 
+    def open_definer(self) -> Tracker:
+        return self.tracker
+
     def teardown(self) -> None:
         self.tracker.close()
+        self.definer.close()
 
     @initialize(
         start=st.sampled_from(START_TIMES),
@@ -642,14 +648,14 @@ class PlanMachine(RuleBasedStateMachine):
 
     @rule(params=quota_params_st)
     def create_quota(self, params: dict[str, Any]) -> None:
-        quota = self.tracker.quotas.create(**params)
+        quota = self.definer.quotas.create(**params)
         self.ref.quotas[quota.id] = RefQuota(id=quota.id, **params)
 
     @precondition(lambda self: bool(self.ref.quotas))
     @rule(index=st.integers(0, 15), changes=quota_changes_st)
     def update_quota(self, index: int, changes: dict[str, Any]) -> None:
         quota_id = self.pick(list(self.ref.quotas), index)
-        self.tracker.quotas.update(quota_id, **changes)
+        self.definer.quotas.update(quota_id, **changes)
         ref = self.ref.quotas[quota_id]
         for name, value in changes.items():
             setattr(ref, name, value)
@@ -658,13 +664,13 @@ class PlanMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 15))
     def delete_quota(self, index: int) -> None:
         quota_id = self.pick(list(self.ref.quotas), index)
-        self.tracker.quotas.delete(quota_id)
+        self.definer.quotas.delete(quota_id)
         del self.ref.quotas[quota_id]
 
     @rule(params=rate_params_st)
     def create_rate(self, params: dict[str, Any]) -> None:
         params = {**params, "overrides": self.rate_overrides(params["per"], params["overrides"])}
-        rate = self.tracker.rate_limits.create(**params)
+        rate = self.definer.rate_limits.create(**params)
         self.ref.generations += 1
         self.ref.rates[rate.id] = RefRate(id=rate.id, generation=self.ref.generations, **params)
 
@@ -677,7 +683,7 @@ class PlanMachine(RuleBasedStateMachine):
         overrides = changes.get("overrides", ref.overrides)
         if self.rate_overrides(per, overrides) != overrides:
             changes = {**changes, "overrides": self.rate_overrides(per, overrides)}
-        self.tracker.rate_limits.update(rate_id, **changes)
+        self.definer.rate_limits.update(rate_id, **changes)
         reshaping = ("limit_value", "window", "metric", "dimension_filters", "per", "overrides")
         # A change to what decides the buckets starts them afresh; name, mode and
         # enabled (or a field set to the value it has) keep them.
@@ -691,7 +697,7 @@ class PlanMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 15))
     def delete_rate(self, index: int) -> None:
         rate_id = self.pick(list(self.ref.rates), index)
-        self.tracker.rate_limits.delete(rate_id)
+        self.definer.rate_limits.delete(rate_id)
         del self.ref.rates[rate_id]
 
     # --- the clock ------------------------------------------------------------------------
@@ -882,14 +888,28 @@ class SQLitePlanMachine(PlanMachine):
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class SharedFilePlanMachine(SQLitePlanMachine):
+    """Limits changed by a second Tracker on the same file (another process, as far as the
+    ledger can tell): the first sees the definitions version move and compiles its plan
+    afresh on its next call, bucket generations read from the ledger."""
+
+    def open_definer(self) -> Tracker:
+        return Tracker(Path(self.directory) / "usage.db", clock=self.clock)
+
+
 # Budgets for well under a minute together on a loaded two-core machine.
-PlanMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
+PlanMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 TestPlanMachine = PlanMachine.TestCase
 
 SQLitePlanMachine.TestCase.settings = settings(
     max_examples=25, stateful_step_count=40, deadline=None
 )
 TestSQLitePlanMachine = SQLitePlanMachine.TestCase
+
+SharedFilePlanMachine.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=40, deadline=None
+)
+TestSharedFilePlanMachine = SharedFilePlanMachine.TestCase
 
 
 # --- the disagreements found, as the smallest examples ------------------------------------
