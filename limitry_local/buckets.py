@@ -128,6 +128,12 @@ def _decide(
         if now > at:
             tokens = min(float(capacity), tokens + (now - at) * capacity / window)
             at = now
+        elif tokens > capacity:
+            # One bucket, two capacities (an override outside ``per``): the event
+            # meets its own.  Unclamped, the bucket would hold more than this
+            # capacity, its full-again time would fall in the past, and the store
+            # would forget it as full while it was nearly empty for the larger one.
+            tokens = float(capacity)
     if cost <= tokens + EPSILON:
         return True, tokens, max(0.0, tokens - cost), at, 0
     rate = capacity / window

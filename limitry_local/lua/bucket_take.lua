@@ -64,8 +64,9 @@ for i, key in ipairs(KEYS) do
     tokens, updated = capacity, now
   elseif now <= tonumber(stored[2]) then
     -- Time stands still for this bucket until now passes the last write: a
-    -- lagging clock cannot mint tokens.
-    tokens, updated = tonumber(stored[1]), tonumber(stored[2])
+    -- lagging clock cannot mint tokens.  Clamped to this event's capacity: one
+    -- bucket may meet two (an override outside per), as buckets.py's _decide.
+    tokens, updated = math.min(capacity, tonumber(stored[1])), tonumber(stored[2])
   else
     local t = tonumber(stored[1])
     local u = tonumber(stored[2])
