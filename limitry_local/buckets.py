@@ -55,8 +55,10 @@ class BucketAnswer(NamedTuple):
     """What a store answers for one bucket.
 
     ``remaining`` and ``reset`` (unix seconds) are the bucket after the
-    event if it was allowed, else as it stands; ``current_*`` are the bucket
-    as it stood before the event (what a denial's body shows).
+    event: charged if it was allowed, else drained to 0, which is what
+    charging an event that does not fit does to a soft or shadow limit's
+    bucket (docs/semantics.md); ``current_*`` are the bucket as it stood
+    before the event (what a denial's body and a check show).
     """
 
     allowed: bool
@@ -411,9 +413,8 @@ class BucketStore:
             else:
                 allowed = False
                 remaining = whole(tokens)
-                answers.append(
-                    BucketAnswer(False, remaining, current_reset, remaining, current_reset, retry)
-                )
+                drained = math.ceil(instant + capacity / rate + at.offset)
+                answers.append(BucketAnswer(False, 0, drained, remaining, current_reset, retry))
         self._pending = pending if allowed else None
         return answers
 

@@ -93,8 +93,9 @@ for i, key in ipairs(KEYS) do
       -- A cost above capacity never fits; its retry is the time to a full bucket.
       local missing = math.min(cost, capacity) - tokens
       local retry = math.max(1, math.ceil(updated + missing / rate - since - EPSILON))
-      answers[#answers + 1] = {0, current_remaining, current_reset, current_remaining,
-                               current_reset, retry}
+      -- After the event: drained to 0, what charging a soft limit leaves.
+      local drained = math.ceil(updated + capacity / rate)
+      answers[#answers + 1] = {0, 0, drained, current_remaining, current_reset, retry}
     end
   end
 end
