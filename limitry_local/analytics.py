@@ -26,7 +26,7 @@ from typing import cast, get_args
 from limitry_local.engine import Engine
 from limitry_local.engine.clock import EARLIEST, LATEST
 from limitry_local.errors import InvalidRequestError
-from limitry_local.inputs import DateLike, date_range, text
+from limitry_local.inputs import DateLike, date_range, optional_texts
 from limitry_local.ledger import ReportFilter, UsageTotals
 from limitry_local.metrics import from_units
 from limitry_local.models import (
@@ -289,14 +289,12 @@ def _filter(
 ) -> ReportFilter:
     """The events a report sums, or a 400 naming the bad argument by its wire name."""
     start, end = date_range(start_date, end_date)
-    for name, value in (
+    optional_texts(
         ("customerId", customer_id),
         ("eventType", event_type),
         ("model", model),
         ("provider", provider),
-    ):
-        if value is not None:
-            text(value, name)
+    )
     return ReportFilter(customer_id, event_type, model, provider, start, end)
 
 

@@ -27,6 +27,13 @@ def text(value: object, name: str) -> str:
     return value
 
 
+def optional_texts(*named: tuple[str, object]) -> None:
+    """Each ``(wire name, value)`` given (not None) is a text, or a 400 naming it."""
+    for name, value in named:
+        if value is not None:
+            text(value, name)
+
+
 def limit_id(value: object, kind: str) -> str:
     """The id of a quota, rate limit or alert, as given to get, update or delete."""
     return text(value, f"id (a {kind} id)")

@@ -16,7 +16,7 @@ import os
 import threading
 import weakref
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from limitry_local.alerts import Firing, log_entry
 from limitry_local.buckets import BucketAsk, RateLimitStore
@@ -24,7 +24,7 @@ from limitry_local.denials import DenialCounter, TrackerStats
 from limitry_local.dimensions import Dimensions, extract
 from limitry_local.errors import InvalidRequestError, LimitryError
 from limitry_local.ids import new_id
-from limitry_local.inputs import check_dimensions, date_range, page_size, text
+from limitry_local.inputs import check_dimensions, date_range, optional_texts, page_size, text
 from limitry_local.ledger import CounterIncrement, EventRow, LedgerBackend, LedgerError
 from limitry_local.metrics import from_units
 from limitry_local.models import (
@@ -68,6 +68,8 @@ from .responses import (
 from .rules import QuotaOutcome, RateOutcome, exceeds
 
 logger = logging.getLogger("limitry_local.tracker")
+
+R = TypeVar("R", Event, QuotaAlertLog)
 
 HOLD_SWEEP_SECONDS = 1.0
 """How often usage() looks for expired holds (one indexed query at most once a second)."""
@@ -231,7 +233,9 @@ class Engine:
                     )
                 kept = True
             except LedgerError as exc:
-                kept = in_doubt(exc)
+                # Its COMMIT went out and no answer came: it may have been kept, so
+                # are its tokens (a limit may under-admit by one event, never over).
+                kept = exc.in_doubt
                 raise
             finally:
                 # Tokens are kept only once the event is committed (or joined
@@ -299,7 +303,9 @@ class Engine:
                     self.ledger.add_hold(conn, hold_id, increments(quotas), now + ttl)
                 kept = True
             except LedgerError as exc:
-                kept = in_doubt(exc)
+                # Its COMMIT went out and no answer came: it may have been kept, so
+                # are its tokens (a limit may under-admit by one event, never over).
+                kept = exc.in_doubt
                 raise
             finally:
                 if taken:
@@ -539,14 +545,12 @@ class Engine:
     ) -> Page[Event]:
         limit = page_size(limit)
         start, end = date_range(start_date, end_date)
-        for name, value in (
+        optional_texts(
             ("customerId", customer_id),
             ("eventType", event_type),
             ("model", model),
             ("cursor", cursor),
-        ):
-            if value is not None:
-                text(value, name)
+        )
         with self.lock:
             self.now()
             before = None
@@ -565,9 +569,7 @@ class Engine:
                 before_seq=before,
                 limit=limit + 1,
             )
-        page = [event_model(row) for _, row in rows[:limit]]
-        more = len(rows) > limit
-        return Page[Event](data=page, next_cursor=page[-1].id if more else None, has_more=more)
+        return newest_first(Page[Event], [event_model(row) for _, row in rows], limit)
 
     def customer_usage(
         self, customer_id: str, start_date: Any, end_date: Any
@@ -591,9 +593,7 @@ class Engine:
         self, quota_id: str | None, alert_id: str | None, limit: int, cursor: str | None
     ) -> Page[QuotaAlertLog]:
         limit = page_size(limit)
-        for name, value in (("quotaId", quota_id), ("alertId", alert_id), ("cursor", cursor)):
-            if value is not None:
-                text(value, name)
+        optional_texts(("quotaId", quota_id), ("alertId", alert_id), ("cursor", cursor))
         with self.lock:
             self.opened()
             before = None
@@ -606,20 +606,15 @@ class Engine:
             rows = self.ledger.alert_log(
                 quota_id=quota_id, alert_id=alert_id, before_seq=before, limit=limit + 1
             )
-        page = [log_entry(row) for _, row in rows[:limit]]
-        more = len(rows) > limit
-        return Page[QuotaAlertLog](
-            data=page, next_cursor=page[-1].id if more else None, has_more=more
-        )
+        return newest_first(Page[QuotaAlertLog], [log_entry(row) for _, row in rows], limit)
 
 
-def in_doubt(exc: LedgerError) -> bool:
-    """Whether a failed write may have been kept: its COMMIT was sent and no answer came.
-
-    Its rate-limit tokens are kept then: a limit may under-admit by one
-    event after a lost answer, never over-admit (docs/reliability.md).
-    """
-    return exc.in_doubt
+def newest_first(page: type[Page[R]], items: list[R], limit: int) -> Page[R]:
+    """A page of ``items`` read with ``limit + 1`` rows: the extra one says there are more,
+    and the last item's id is the cursor to the next page."""
+    data = items[:limit]
+    more = len(items) > limit
+    return page(data=data, next_cursor=data[-1].id if more else None, has_more=more)
 
 
 def dimensions_of(request: TrackPostRequest) -> Dimensions:
