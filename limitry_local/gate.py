@@ -234,7 +234,7 @@ class RateGate:
         engine = self._engine
         engine.now()
         due = engine.ledger.shared and engine.clock.latest >= self._refresh_at
-        if not due and self._definitions.loaded(self._id) is self._rule:
+        if not due and self._definitions.loaded_rules.get(self._id) is self._rule:
             return False
         if due:
             self._definitions.refresh()

@@ -170,15 +170,11 @@ class Definitions:
                 raise NotFoundError(f"rate limit {rate_limit_id!r} not found")
             return rule
 
-    def loaded(self, rate_limit_id: str) -> RateRule | None:
-        """The rule of a rate limit as last loaded, without looking at the ledger (a gate's
-        test that its limit did not change)."""
-        return self._rate_rules.get(rate_limit_id)
-
     @property
     def loaded_rules(self) -> Mapping[str, RateRule]:
-        """Every rate limit's rule as last loaded, by id: one mapping for the engine's
-        life, kept current in place, so a gate can hold it (read under the lock)."""
+        """Every rate limit's rule as last loaded, by id, without looking at the ledger:
+        one mapping for the engine's life, kept current in place, so a gate can hold
+        it to test that its limit did not change (read under the lock)."""
         return self._rate_rules
 
     def counts(self) -> tuple[int, int]:
@@ -364,10 +360,14 @@ class Definitions:
         limit_id(alert_id, "quota alert")
         with self.lock:
             self.current()
-            for alert in self.alerts.all:
-                if alert.id == alert_id:
-                    return self._fired_last([alert])[0]
-        raise NotFoundError(f"quota alert {alert_id!r} not found")
+            return self._fired_last([self._alert(alert_id)])[0]
+
+    def _alert(self, alert_id: str) -> QuotaAlert:
+        """The loaded alert of that id, or :class:`NotFoundError` (a 400 for a bad id)."""
+        alert = next((a for a in self.alerts.all if a.id == alert_id), None)
+        if alert is None:
+            raise NotFoundError(f"quota alert {limit_id(alert_id, 'quota alert')!r} not found")
+        return alert
 
     def _fired_last(self, alerts: list[QuotaAlert]) -> list[QuotaAlert]:
         """Copies of the alerts with ``lastTriggeredAt`` read from the history."""
@@ -382,11 +382,7 @@ class Definitions:
     def delete_alert(self, alert_id: str) -> None:
         with self.lock:
             with self.changing() as conn:
-                alert = next((a for a in self.alerts.all if a.id == alert_id), None)
-                if alert is None:
-                    raise NotFoundError(
-                        f"quota alert {limit_id(alert_id, 'quota alert')!r} not found"
-                    )
+                self._alert(alert_id)  # NotFoundError before anything is written
                 self._ledger.delete_definition(conn, "quota_alerts", alert_id)
             self.alerts.remove([alert_id])
 
@@ -399,11 +395,7 @@ class Definitions:
         """
         with self.lock:
             with self.changing() as conn:
-                alert = next((a for a in self.alerts.all if a.id == alert_id), None)
-                if alert is None:
-                    raise NotFoundError(
-                        f"quota alert {limit_id(alert_id, 'quota alert')!r} not found"
-                    )
+                alert = self._alert(alert_id)
                 changes = data.model_dump(by_alias=False, exclude_unset=True, exclude_none=True)
                 updated = alert.model_copy(update={**changes, "updated_at": utc(self._now())})
                 row = updated.model_dump(mode="json", by_alias=False, exclude={"last_triggered_at"})
