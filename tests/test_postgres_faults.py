@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -91,6 +92,25 @@ def stored_events(server: OwnPostgres, schema: str) -> list[tuple[str, str | Non
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         rows = conn.execute(f"SELECT id, idempotency_key FROM {schema}.events ORDER BY seq")
         return [(row[0], row[1]) for row in rows]
+
+
+@contextmanager
+def slow_commits(server: OwnPostgres, schema: str) -> Iterator[None]:
+    """Every COMMIT that inserted an event takes 2 s while inside: a deferred trigger
+    runs at COMMIT, and the server stays up."""
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE FUNCTION {schema}.slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$"
+        )
+        admin.execute(
+            f"CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON {schema}.events "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.slow()"
+        )
+        try:
+            yield
+        finally:
+            admin.execute(f"DROP TRIGGER slow_commit ON {schema}.events")
 
 
 # --- paused ----------------------------------------------------------------------------------
@@ -220,16 +240,7 @@ def test_a_commit_answered_too_late_was_kept_and_a_retry_with_its_key_is_not_rec
     answers the kept event."""
     tracker = Tracker(clock=ManualClock(START), ledger=ledger_on(own_postgres, schema))
     tracker.usage(customer_id="c", event_type="e")
-    with psycopg.connect(own_postgres.dsn, autocommit=True) as admin:
-        # A deferred trigger runs at COMMIT: the commit takes 2 s, the server stays up.
-        admin.execute(
-            f"CREATE FUNCTION {schema}.slow() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$"
-        )
-        admin.execute(
-            f"CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON {schema}.events "
-            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.slow()"
-        )
+    with slow_commits(own_postgres, schema):
         took, outcome = timed(
             lambda: tracker.usage(customer_id="c", event_type="e", idempotency_key="k")
         )
@@ -237,7 +248,6 @@ def test_a_commit_answered_too_late_was_kept_and_a_retry_with_its_key_is_not_rec
         assert "same idempotency key" in message
         assert took < OPERATION_BOUND
         eventually(lambda: len(stored_events(own_postgres, schema)) == 2)
-        admin.execute(f"DROP TRIGGER slow_commit ON {schema}.events")
     kept = stored_events(own_postgres, schema)[-1]
     again = tracker.usage(customer_id="c", event_type="e", idempotency_key="k")
     assert (again.id, "k") == kept
@@ -253,19 +263,10 @@ def test_a_commit_in_doubt_keeps_its_rate_limit_tokens(
     tracker = Tracker(clock=ManualClock(START), ledger=ledger_on(own_postgres, schema))
     tracker.rate_limits.create(name="two", limit_value=2, window="hour")
     tracker.usage(customer_id="c", event_type="e")
-    with psycopg.connect(own_postgres.dsn, autocommit=True) as admin:
-        admin.execute(
-            f"CREATE FUNCTION {schema}.slow() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$"
-        )
-        admin.execute(
-            f"CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON {schema}.events "
-            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.slow()"
-        )
+    with slow_commits(own_postgres, schema):
         _, outcome = timed(lambda: tracker.usage(customer_id="c", event_type="e"))
         failed(outcome, "timeout")
         eventually(lambda: len(stored_events(own_postgres, schema)) == 2)
-        admin.execute(f"DROP TRIGGER slow_commit ON {schema}.events")
     check = tracker.rate_limits.check({"customer_id": "c", "event_type": "e"})
     assert (check.allowed, check.rate_limits[0].remaining) == (False, 0)
     with pytest.raises(RateLimitExceeded):
