@@ -22,6 +22,7 @@ LAYERS = {
         "inputs",
         "dimensions",
         "periods",
+        "windows",
         "metrics",
         "headers",
         "errors",
