@@ -117,6 +117,7 @@ TABLES = {
     "rate_limits",
     "quota_alerts",
     "alert_log",
+    "records",
 }
 
 

@@ -145,7 +145,38 @@ class LogAlert:
     row: AlertRow
 
 
-Op = Record | Save | Delete | Replace | Bump | Hold | PopHold | Expire | AddCounters | LogAlert
+@dataclass(frozen=True)
+class PutRecord:
+    kind: str
+    record_id: str
+    body: str
+
+
+@dataclass(frozen=True)
+class GetRecord:
+    """``get_record()`` inside the scope: it must see the scope's own puts."""
+
+    kind: str
+    record_id: str
+
+
+Op = (
+    Record
+    | Save
+    | Delete
+    | Replace
+    | Bump
+    | Hold
+    | PopHold
+    | Expire
+    | AddCounters
+    | LogAlert
+    | PutRecord
+    | GetRecord
+)
+# The 1.0 face's documents: a NUL in an id is escaped on PostgreSQL, and must come back.
+RECORD_KINDS = ["limit", "subject"]
+RECORD_IDS = ["lim_1", "lim_2", 'user\x00"u1"']
 
 timestamps = st.one_of(st.sampled_from(TIMESTAMPS), st.floats(T0 - 2 * DAY, T0 + 2 * DAY))
 bounds = st.one_of(st.none(), timestamps)
@@ -283,8 +314,17 @@ alert_operations: st.SearchStrategy[Op] = st.one_of(
     ).map(lambda row: Save("quota_alerts", row)),
     st.sampled_from(ALERT_IDS).map(lambda alert_id: Delete("quota_alerts", alert_id)),
 )
+record_operations: st.SearchStrategy[Op] = st.one_of(
+    st.builds(
+        PutRecord,
+        st.sampled_from(RECORD_KINDS),
+        st.sampled_from(RECORD_IDS),
+        st.sampled_from(["{}", '{"amount":1}', '{"name":"\\u0000 caf\u00e9"}']),
+    ),
+    st.builds(GetRecord, st.sampled_from(RECORD_KINDS), st.sampled_from(RECORD_IDS)),
+)
 operations: st.SearchStrategy[Op] = st.one_of(
-    records, definition_operations, hold_operations, alert_operations
+    records, definition_operations, hold_operations, alert_operations, record_operations
 )
 
 
@@ -308,6 +348,10 @@ def _apply(ledger: LedgerBackend, scope: Any, op: Op) -> object:
         ledger.replace_counters(scope, op.quota_id, op.totals)
     elif isinstance(op, LogAlert):
         return ledger.log_alert(scope, op.row)
+    elif isinstance(op, PutRecord):
+        ledger.put_record(scope, op.kind, op.record_id, op.body)
+    elif isinstance(op, GetRecord):
+        return ledger.get_record(scope, op.kind, op.record_id)
     else:
         return ledger.bump_definitions(scope)
     return None
@@ -350,6 +394,15 @@ def _in_scope_reads(ledger: LedgerBackend) -> dict[str, object]:
         "rate_limits": ledger.definitions("rate_limits"),
         "alert_log": _alert_log(ledger),
         "held": {c: ledger.held(*c) for c in ALL_COUNTERS},
+        "records": _records(ledger),
+    }
+
+
+def _records(ledger: LedgerBackend) -> dict[str, object]:
+    """Every document, listed in order and read one by one."""
+    return {
+        kind: (ledger.records(kind), [ledger.get_record(None, kind, i) for i in RECORD_IDS])
+        for kind in RECORD_KINDS
     }
 
 
@@ -389,6 +442,7 @@ def _state(
         "listed": _list(ledger),
         "by_customer": {c: _list(ledger, customer_id=c) for c in TOTAL_CUSTOMERS},
         "totals": {c: ledger.totals(c, None, None) for c in TOTAL_CUSTOMERS},
+        "records": _records(ledger),
     }
 
 

@@ -236,6 +236,7 @@ def test_the_schema_is_created_on_first_use_and_reopened_as_it_is() -> None:
             "rate_limits",
             "quota_alerts",
             "alert_log",
+            "records",
         }
         assert version == (str(SCHEMA_VERSION),)
         again = PostgresLedger(POSTGRES_DSN, schema=schema)

@@ -85,6 +85,9 @@ class MemoryLedger:
         # (alert_id, key, period_start) -> seq: what SQLite's unique index keeps.
         self._alert_fired: dict[tuple[str, str, int], int] = {}
         self._alert_seq_by_id: dict[str, int] = {}
+        # kind -> id -> (seq, JSON text): the Limitry 1.0 face's documents.
+        self._records: dict[str, dict[str, tuple[int, str]]] = {}
+        self._record_seq = 0
         # Undo steps of the open write scope, newest last; None outside a scope.
         self._journal: list[Callable[[], None]] | None = None
         self._scope = _Scope(self)
@@ -253,6 +256,28 @@ class MemoryLedger:
         for hold_id in expired:
             self.pop_hold(scope, hold_id)
         return expired
+
+    def get_record(self, scope: object | None, kind: str, record_id: str) -> str | None:
+        self._ensure_usable()
+        found = self._records.get(kind, {}).get(record_id)
+        return None if found is None else found[1]
+
+    def put_record(self, scope: object, kind: str, record_id: str, body: str) -> None:
+        self._open_journal()
+        documents = self._records.setdefault(kind, {})
+        before = documents.get(record_id)
+        if before is None:
+            self._record_seq += 1
+            documents[record_id] = (self._record_seq, body)
+            self._undo(lambda: documents.__delitem__(record_id))
+        else:
+            documents[record_id] = (before[0], body)
+            self._undo(lambda: documents.__setitem__(record_id, before))
+
+    def records(self, kind: str) -> list[tuple[str, str]]:
+        self._ensure_usable()
+        found = sorted(self._records.get(kind, {}).items(), key=lambda item: item[1][0])
+        return [(record_id, body) for record_id, (_, body) in found]
 
     def record(
         self,

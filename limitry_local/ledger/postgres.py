@@ -12,7 +12,8 @@ in one order, so two writers never deadlock on them:
    scope that changes limit definitions (``write(exclusive=True)``), so a
    writer decides on the definitions current when its scope began and a
    change waits for the writers before it;
-2. the idempotency key it looks up, so one key is recorded once;
+2. the idempotency key it looks up, so one key is recorded once (and the
+   documents it reads, :meth:`get_record`, even one not written yet);
 3. the quota counters it reads or changes, all of one call at once, sorted
    by lock id (:meth:`PostgresLedger.lock_counters`).
 
@@ -34,8 +35,7 @@ the connection, and the transaction and locking code in one place
 replaces it whole.
 
 A write scope sends each step's statements as one message (one round trip);
-``usage()``'s scope is optimistic and takes two: see "scopes" below, and
-docs/scaling.md, "Two round trips per usage()".
+``usage()``'s scope is optimistic and takes two: see "scopes" below, and docs/scaling.md.
 
 psycopg is imported when a PostgresLedger is made, never by importing
 limitry_local: ``pip install 'limitry_local[postgres]'`` brings it.
@@ -725,6 +725,12 @@ class PostgresLedger(SqlLedger):
         statements.append(self._sql(self._q.run["limitry_idempotent"], [enc(key)]))
         rows = self._in_scope(statements)[-1]
         return self._stored_response(key, rows[0] if rows else None)
+
+    def get_record(self, scope: object | None, kind: str, record_id: str) -> str | None:
+        locks = [] if scope is None else self._to_lock([self._lock_id(b"r", kind, record_id)])
+        if locks:
+            self._in_scope([lock_all(locks)])
+        return super().get_record(scope, kind, record_id)
 
     def pop_expired_holds(self, scope: object, now: float) -> list[str]:
         # One group of counter locks for every hold, and holds another writer

@@ -209,6 +209,22 @@ class LedgerBackend(Protocol):
         """When each of these alerts last fired, by alert id; one that never fired is left out."""
         ...
 
+    # --- documents (the Limitry 1.0 face's limits, subjects, reservations, ...) ---
+
+    def get_record(self, scope: Any | None, kind: str, record_id: str) -> str | None:
+        """A document's JSON text, or None.  Given a write scope, read inside it and
+        held against every other writer until the scope ends (a shared ledger
+        locks the id, even one not written yet)."""
+        ...
+
+    def put_record(self, scope: Any, kind: str, record_id: str, body: str) -> None:
+        """Insert or replace a document; a replaced one keeps its place in the order."""
+        ...
+
+    def records(self, kind: str) -> list[tuple[str, str]]:
+        """Every document of ``kind`` as ``(id, JSON text)``, in the order first written."""
+        ...
+
     # --- usage reports ---
 
     def usage_breakdown(

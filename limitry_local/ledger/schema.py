@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """1: the first release.  2: ``meta.definitions_version``, so processes sharing
 a file see each other's limit changes.  3: ``holds``, the quota amounts that
 open reservations hold, so any process can release an expired one.
@@ -19,7 +19,8 @@ open reservations hold, so any process can release an expired one.
 definition tables' ``overrides`` and ``mode``.  5: ``quota_alerts`` and
 ``alert_log``, quota alerts and the history of their firings.  6: both
 definition tables' ``fail_mode``.  7: ``quota_alerts.updated_at``, since an
-alert can be changed."""
+alert can be changed.  8: ``records``, the documents of the Limitry 1.0 face
+(limits, subjects, credits, reservations, idempotent answers)."""
 
 
 def create_schema(db: sqlite_utils.Database) -> None:
@@ -64,6 +65,7 @@ def create_schema(db: sqlite_utils.Database) -> None:
     _create_holds(db)
     _create_alert_tables(db)
     _add_alert_updated_at(db)
+    _create_records(db)
     for table, extra in (
         (
             "quotas",
@@ -179,6 +181,20 @@ def _v6_to_v7(db: sqlite_utils.Database) -> None:
     _add_alert_updated_at(db)
 
 
+def _create_records(db: sqlite_utils.Database) -> None:
+    # One table for every kind of document, so a new kind needs no migration;
+    # seq keeps creation order, what a listing shows.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
+        "id TEXT NOT NULL, body TEXT NOT NULL)"
+    )
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS records_kind_id ON records (kind, id)")
+
+
+def _v7_to_v8(db: sqlite_utils.Database) -> None:
+    _create_records(db)
+
+
 # MIGRATIONS[n] takes a ledger from schema version n to n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2,
@@ -187,4 +203,5 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     4: _v4_to_v5,
     5: _v5_to_v6,
     6: _v6_to_v7,
+    7: _v7_to_v8,
 }

@@ -452,6 +452,38 @@ class SqlLedger(Translated):
                 ) from None
         return event_id, response
 
+    # --- documents -----------------------------------------------------------------------
+
+    def get_record(self, scope: object | None, kind: str, record_id: str) -> str | None:
+        d = self.dialect
+        conn = self._reader() if scope is None else self._writer(scope)
+        row = conn.execute(
+            f"SELECT body FROM {d.table('records')} WHERE kind = {d.mark} AND id = {d.mark}",
+            [d.enc(kind), d.enc(record_id)],
+        ).fetchone()
+        if row is None:
+            return None
+        body = d.dec(row[0])
+        if not isinstance(body, str):
+            raise self._corrupt(f"the {kind} {record_id!r} holds {row[0]!r}")
+        return body
+
+    def put_record(self, scope: object, kind: str, record_id: str, body: str) -> None:
+        d = self.dialect
+        self._writer(scope).execute(
+            f"INSERT INTO {d.table('records')} (kind, id, body) VALUES ({d.marks(3)}) "
+            "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
+            [d.enc(kind), d.enc(record_id), d.enc(body)],
+        )
+
+    def records(self, kind: str) -> list[tuple[str, str]]:
+        d = self.dialect
+        rows = self._all(
+            f"SELECT id, body FROM {d.table('records')} WHERE kind = {d.mark} ORDER BY seq",
+            [d.enc(kind)],
+        )
+        return [(d.dec(record_id), d.dec(body)) for record_id, body in rows]
+
     # --- events --------------------------------------------------------------------------
 
     def list_events(
