@@ -218,6 +218,44 @@ class QuotaExceeded(LimitExceeded):
     """429 from a quota (calendar-period total)."""
 
 
+# --- the Limitry 1.0 face (limitry_local.limitry), named as the 1.0 SDK names them ---
+
+
+class ApiError(LimitryError):
+    """A Limitry 1.0 call refused: its HTTP status, its error code and message.
+
+    The 1.0 SDK's ``limitry.ApiError``, with the same attributes: 400
+    ``invalid_request`` names the field, 404 ``not_found``, 409 ``conflict``.
+    ``details`` lists each problem of a request that has several (a sync).
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.request_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ApiError(status={self.status}, code={self.code!r}, message={self.message!r})"
+
+
+class LimitReached(LimitryError):
+    """A 1.0 check refused in ``guard`` or ``reserve``: ``limit_id`` names the limit,
+    ``retry_after_seconds`` says when to try again (None: not by waiting)."""
+
+    def __init__(self, decision: dict[str, Any]) -> None:
+        reason = decision.get("reason") or {}
+        super().__init__(reason.get("message") or "Refused")
+        self.reason: str = reason.get("code") or "limit_reached"
+        self.limit_id: str | None = reason.get("limitId")
+        self.retry_after_seconds: int | None = decision.get("retryAfterSeconds")
+        self.decision = decision
+
+
 def _is_text(value: str) -> bool:
     try:
         value.encode("utf-8")

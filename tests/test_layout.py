@@ -37,7 +37,7 @@ LAYERS = {
         "breaker",
     ),
     "engine": ("engine", "reservations", "alerts", "denials", "decision_log"),
-    "faces": ("tracker", "resources", "gate", "analytics", "limits_as_code", "types"),
+    "faces": ("tracker", "resources", "gate", "analytics", "limits_as_code", "types", "limitry"),
 }
 RANKS = {top: rank for rank, tops in enumerate(LAYERS.values()) for top in tops}
 EDGES = len(LAYERS)  # client, cli, server, integrations, testing, demo, the package

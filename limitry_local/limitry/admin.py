@@ -1,0 +1,518 @@
+"""The 1.0 calls around the checks: limits (with sync and credits), subjects and usage.
+
+Limit changes are definition changes: each bumps the ledger's definitions
+version, so every process (and the Tracker's own plan) reads them again
+before its next decision.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from limitry_local.errors import ApiError
+from limitry_local.ids import new_id
+
+from .checks import anchor_of, standings
+from .counting import (
+    ALLOWED,
+    CREDITS,
+    HOUR,
+    REFUSED,
+    USED,
+    Rule,
+    Standing,
+    applicable,
+    place,
+    subject_key,
+    subject_of,
+)
+from .limits import (
+    FIXED,
+    MAX_AMOUNT,
+    check_subject,
+    choice,
+    differences,
+    invalid,
+    new_limit,
+    patched,
+    text,
+    whole,
+)
+from .state import CREDIT, LIMIT, SUBJECT, State, iso, moment
+
+PAGE, MAX_PAGE = 25, 100
+MAX_POINTS = 5000
+DAY = 86_400
+
+
+def page_size(value: Any, field: str = "limit") -> int:
+    """A page size as sent (the SDK sends the query string): clamped to 1-100."""
+    if value is None:
+        return PAGE
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise invalid(field, f"expected a whole number, got {value!r}") from None
+    return min(MAX_PAGE, max(1, size))
+
+
+def subject_text(value: Any, field: str) -> dict[str, str]:
+    """``kind:id`` (the query's form of a subject)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise invalid(field, f"expected kind:id, such as user:usr_123, got {value!r}")
+    kind, _, subject_id = value.partition(":")
+    return check_subject({"kind": kind, "id": subject_id}, field)
+
+
+class Admin:
+    """``limits``, ``limits.credits``, ``subjects`` and ``usage`` over one :class:`State`."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    # --- limits ---------------------------------------------------------------------
+
+    def _named(self, name: str, other_than: str | None = None) -> None:
+        for rule in self.state.rules():
+            if rule.active and rule.limit["name"] == name and rule.id != other_than:
+                raise ApiError(
+                    409, "name_taken", f"an active limit is named {name!r} already ({rule.id})"
+                )
+
+    def create_limit(self, fields: dict[str, Any], key: str | None) -> dict[str, Any]:
+        def create(scope: object, now: float) -> dict[str, Any]:
+            limit = new_limit(fields, new_id("lim"), iso(now))
+            self._named(limit["name"])
+            self.state.put(scope, LIMIT, limit["id"], limit)
+            return limit
+
+        return self.state.run("limits.create", fields, key, create, definitions=True)
+
+    def get_limit(self, limit_id: Any) -> dict[str, Any]:
+        with self.state.engine.lock:
+            limit = dict(self.state.rule(limit_id).limit)
+            limit["lastCheckedAt"] = self._last_checked().get(limit["id"])
+            return limit
+
+    def _last_checked(self) -> dict[str, str]:
+        """The hour a check last reached each limit, from the usage history."""
+        last: dict[str, int] = {}
+        for (counter, _, hour), used in self.state.ledger.counters().items():
+            if used and counter.endswith((ALLOWED, REFUSED)):
+                limit_id = counter.rpartition("#")[0]
+                last[limit_id] = max(hour, last.get(limit_id, hour))
+        return {limit_id: iso(hour) for limit_id, hour in last.items()}
+
+    def list_limits(
+        self, limit: Any, cursor: Any, subject_kind: Any, action: Any, archived: Any
+    ) -> dict[str, Any]:
+        size = page_size(limit)
+        if archived in (None, False, "false"):
+            want_archived = False
+        elif archived in (True, "true"):
+            want_archived = True
+        else:
+            raise invalid("archived", f"expected true or false, got {archived!r}")
+        with self.state.engine.lock:
+            rules = [
+                r
+                for r in reversed(self.state.rules())
+                if r.active != want_archived
+                and subject_kind in (None, r.limit["subject"]["kind"])
+                and action in (None, r.limit["action"])
+            ]
+            if cursor is not None:
+                after = _decoded_cursor(cursor)
+                ids = [r.id for r in rules]
+                if after not in ids:
+                    raise invalid("cursor", "not a cursor of this list; start again without one")
+                rules = rules[ids.index(after) + 1 :]
+            last = self._last_checked()
+            items = [dict(r.limit, lastCheckedAt=last.get(r.id)) for r in rules[:size]]
+        more = len(rules) > size
+        return {"items": items, "nextCursor": _cursor(items[-1]["id"]) if more else None}
+
+    def update_limit(
+        self, limit_id: Any, fields: dict[str, Any], key: str | None
+    ) -> dict[str, Any]:
+        def update(scope: object, now: float) -> dict[str, Any]:
+            limit = self.state.rule(limit_id).limit
+            changed = patched(limit, fields, iso(now))
+            if changed["name"] != limit["name"] and changed["archivedAt"] is None:
+                self._named(changed["name"], limit["id"])
+            self.state.put(scope, LIMIT, limit["id"], changed)
+            return changed
+
+        return self.state.run("limits.update", [limit_id, fields], key, update, definitions=True)
+
+    def archive_limit(self, limit_id: Any, key: str | None) -> None:
+        def archive(scope: object, now: float) -> None:
+            limit = dict(self.state.rule(limit_id).limit)
+            if limit["archivedAt"] is None:
+                limit.update(archivedAt=iso(now), updatedAt=iso(now), version=limit["version"] + 1)
+                self.state.put(scope, LIMIT, limit["id"], limit)
+
+        self.state.run("limits.archive", [limit_id], key, archive, definitions=True)
+
+    def restore_limit(self, limit_id: Any, key: str | None) -> dict[str, Any]:
+        def restore(scope: object, now: float) -> dict[str, Any]:
+            limit = dict(self.state.rule(limit_id).limit)
+            if limit["archivedAt"] is not None:
+                self._named(limit["name"], limit["id"])
+                limit.update(archivedAt=None, updatedAt=iso(now), version=limit["version"] + 1)
+                self.state.put(scope, LIMIT, limit["id"], limit)
+            return limit
+
+        return self.state.run("limits.restore", [limit_id], key, restore, definitions=True)
+
+    def sync(
+        self, entries: Any, archive_missing: Any, preview: Any, key: str | None
+    ) -> dict[str, Any]:
+        if not isinstance(entries, list):
+            raise invalid("limits", "expected a list of limits")
+        archive = bool(archive_missing) if isinstance(archive_missing, bool) else False
+        if archive_missing is not None and not isinstance(archive_missing, bool):
+            raise invalid("archiveMissing", f"expected true or false, got {archive_missing!r}")
+        if preview is not None and not isinstance(preview, bool):
+            raise invalid("preview", f"expected true or false, got {preview!r}")
+
+        def run(scope: object, now: float) -> dict[str, Any]:
+            plan = self._sync_plan(entries, archive, iso(now))
+            result: dict[str, Any] = {"preview": bool(preview), **plan["result"]}
+            if not preview:
+                for limit in plan["writes"]:
+                    self.state.put(scope, LIMIT, limit["id"], limit)
+            return result
+
+        return self.state.run(
+            "limits.sync", [entries, archive, preview], key, run, definitions=not preview
+        )
+
+    def _sync_plan(self, entries: list[Any], archive: bool, now: str) -> dict[str, Any]:
+        """What a sync writes and answers; every problem at once (400 with details)."""
+        active = {r.limit["name"]: r.limit for r in self.state.rules() if r.active}
+        problems: list[dict[str, Any]] = []
+        wanted: list[dict[str, Any]] = []
+        for index, entry in enumerate(entries):
+            try:
+                if not isinstance(entry, Mapping):
+                    raise invalid("limits", "each entry is a limit object")
+                wanted.append(new_limit(entry, new_id("lim"), now))
+            except ApiError as exc:
+                field, _, message = exc.message.partition(": ")
+                problems.append({"index": index, "field": field, "message": message})
+        names = [limit["name"] for limit in wanted]
+        for index, limit in enumerate(wanted):
+            if names.count(limit["name"]) > 1:
+                problems.append({"index": index, "field": "name", "message": "named twice"})
+            existing = active.get(limit["name"])
+            if existing is not None and any(existing[f] != limit[f] for f in FIXED):
+                problems.append(
+                    {
+                        "index": index,
+                        "field": "name",
+                        "message": f"{limit['name']!r} counts something else: what a limit "
+                        "counts is fixed, so rename the entry to create a new limit",
+                    }
+                )
+        if problems:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"limits: {len(problems)} problem(s); nothing changed",
+                problems,
+            )
+        writes: list[dict[str, Any]] = []
+        result: dict[str, list[Any]] = {
+            "created": [],
+            "updated": [],
+            "archived": [],
+            "unchanged": [],
+        }
+        for limit in wanted:
+            existing = active.get(limit["name"])
+            if existing is None:
+                writes.append(limit)
+                result["created"].append(limit["name"])
+                continue
+            fields = {f: limit[f] for f in ("amount", "enabled", "failMode")}
+            changed = patched(existing, fields, now)
+            if changed == existing:
+                result["unchanged"].append(limit["name"])
+            else:
+                writes.append(changed)
+                result["updated"].append(
+                    {"name": limit["name"], "changes": differences(existing, changed)}
+                )
+        if archive:
+            for name, existing in active.items():
+                if name not in names:
+                    version = existing["version"] + 1
+                    writes.append(dict(existing, archivedAt=now, updatedAt=now, version=version))
+                    result["archived"].append(name)
+        return {"writes": writes, "result": result}
+
+    # --- credits --------------------------------------------------------------------
+
+    def add_credits(
+        self, limit_id: Any, subject: Any, amount: Any, note: Any, key: str | None
+    ) -> dict[str, Any]:
+        def add(scope: object, now: float) -> dict[str, Any]:
+            rule = self.state.rule(limit_id)
+            if rule.limit["window"] != "total":
+                raise invalid("limitId", "credits go to a balance: a limit whose window is total")
+            who = check_subject(subject)
+            on = rule.limit["subject"]
+            if on["kind"] != who["kind"] or on["id"] not in (None, who["id"]):
+                raise invalid("subject", f"the limit {rule.id} is not on {who['kind']} {who['id']}")
+            credits = whole(amount, "amount", -MAX_AMOUNT, MAX_AMOUNT)
+            if credits == 0:
+                raise invalid("amount", "add or take back at least one credit, not 0")
+            if credits < 0 and note is None:
+                raise invalid("note", "required when amount is negative: say why")
+            credit: dict[str, Any] = {
+                "id": new_id("cred"),
+                "limitId": rule.id,
+                "subject": who,
+                "amount": credits,
+                "note": "" if note is None else text(note, "note"),
+                "createdByUserId": None,
+                "createdAt": iso(now),
+            }
+            counter = (rule.id + CREDITS, subject_key(who), 0, credits)
+            self.state.ledger.add_to_counters(scope, [counter])
+            self.state.put(scope, CREDIT, credit["id"], credit)
+            return credit
+
+        request = [limit_id, subject, amount, note]
+        return self.state.run("limits.credits.create", request, key, add)
+
+    def credits(self, limit_id: Any) -> dict[str, Any]:
+        with self.state.engine.lock:
+            rule = self.state.rule(limit_id)
+            items = [c for _, c in self.state.loaded(CREDIT) if c["limitId"] == rule.id]
+        return {"items": items[::-1], "nextCursor": None}
+
+    # --- subjects -------------------------------------------------------------------
+
+    def subject(self, kind: Any, subject_id: Any) -> dict[str, Any]:
+        who = check_subject({"kind": kind, "id": subject_id})
+        with self.state.engine.lock:
+            record = self.state.get(None, SUBJECT, subject_key(who))
+        if record is None:
+            raise ApiError(
+                404,
+                "not_found",
+                f"subject {who['kind']}:{who['id']} not found: a subject exists once a check "
+                "names it",
+            )
+        return _subject_answer(who, record)
+
+    def set_billing_date(
+        self, kind: Any, subject_id: Any, billing_date: Any, key: str | None
+    ) -> dict[str, Any]:
+        who = check_subject({"kind": kind, "id": subject_id})
+        when = moment(billing_date, "billingDate")
+
+        def update(scope: object, now: float) -> dict[str, Any]:
+            record = self.state.get(scope, SUBJECT, subject_key(who)) or {"subject": who}
+            record["billingDate"] = when
+            self.state.put(scope, SUBJECT, subject_key(who), record)
+            return _subject_answer(who, record)
+
+        return self.state.run("subjects.update", [who, when], key, update)
+
+    def reset(self, kind: Any, subject_id: Any, limit_id: Any, key: str | None) -> dict[str, Any]:
+        who = check_subject({"kind": kind, "id": subject_id})
+
+        def reset(scope: object, now: float) -> dict[str, Any]:
+            rules = self._on(who)
+            if limit_id is not None:
+                rules = [r for r in rules if r.id == limit_id]
+                if not rules:
+                    self.state.rule(limit_id)  # 404 for an unknown id
+                    raise invalid("limitId", f"the limit {limit_id} is not on this subject")
+            record = self.state.get(scope, SUBJECT, subject_key(who))
+            ledger = self.state.ledger
+            done = []
+            for rule in rules:
+                if rule.limit["window"] == "concurrent":
+                    continue
+                spot = place(rule, who, now, anchor_of(rule, record, now))
+                counters = list(spot.counters) + ([spot.credits] if spot.credits else [])
+                values = ledger.lock_counters(scope, counters)
+                # Open reservations keep what they hold: their release gives it back.
+                ledger.add_to_counters(
+                    scope,
+                    [
+                        (*c, -(value - ledger.held(*c)))
+                        for c, value in zip(counters, values, strict=True)
+                        if value
+                    ],
+                )
+                done.append(rule.id)
+            return {"subject": who, "reset": done}
+
+        return self.state.run("subjects.reset", [who, limit_id], key, reset)
+
+    def _on(self, who: Mapping[str, Any]) -> list[Rule]:
+        """Every enabled limit on a subject, whatever the action (one replacing its kind's)."""
+        rules = [
+            r
+            for r in self.state.rules()
+            if r.active
+            and r.limit["enabled"]
+            and r.limit["subject"]["kind"] == who["kind"]
+            and r.limit["subject"]["id"] in (None, who["id"])
+        ]
+        actions = {r.limit["action"] for r in rules}
+        seen: dict[str, Rule] = {}
+        for action in sorted(actions):
+            for rule in applicable(rules, who, action):
+                if rule.limit["action"] == action:
+                    seen[rule.id] = rule
+        return [r for r in rules if r.id in seen]
+
+    # --- usage ----------------------------------------------------------------------
+
+    def _standing(self, who: dict[str, str], now: float) -> list[Standing]:
+        record = self.state.get(None, SUBJECT, subject_key(who))
+        places = [place(r, who, now, anchor_of(r, record, now)) for r in self._on(who)]
+        with self.state.ledger.write() as scope:
+            # Read under the ledger's locks, so the numbers are of one moment, and
+            # after the expired reservations gave back what they held.
+            self.state.ledger.pop_expired_holds(scope, now)
+            return standings(self.state, scope, places, now)
+
+    def standing(self, subject: Any, shared: Any) -> dict[str, Any]:
+        who = subject_text(subject, "subject")
+        pools = [] if shared in (None, "") else str(shared).split(",")
+        everyone = [who] + [subject_text(p, "shared") for p in pools]
+        with self.state.engine.lock:
+            now = self.state.now()
+            limits = []
+            for one in everyone:
+                for s in self._standing(one, now):
+                    limit = s.place.rule.limit
+                    limits.append(
+                        {
+                            "limitId": limit["id"],
+                            "name": limit["name"],
+                            "subject": one,
+                            "action": limit["action"],
+                            "unit": limit["unit"],
+                            "window": limit["window"],
+                            "rolling": limit["rolling"],
+                            "failMode": limit["failMode"],
+                            "amount": s.allowance,
+                            "used": s.used,
+                            "remaining": s.remaining,
+                            "resetsAt": None if s.resets_at is None else iso(s.resets_at),
+                        }
+                    )
+        return {"subject": who, "environment": "offline", "limits": limits}
+
+    def by_subject(self, limit_id: Any, limit: Any) -> dict[str, Any]:
+        size = page_size(limit)
+        with self.state.engine.lock:
+            now = self.state.now()
+            rule = self.state.rule(limit_id)
+            with self.state.ledger.write() as scope:
+                self.state.ledger.pop_expired_holds(scope, now)
+            counters = self.state.ledger.counters()
+            keys = {key for (q, key, _) in counters if q in (rule.id, rule.id + CREDITS)}
+            items: list[dict[str, Any]] = []
+            start = math.inf
+            for key in keys:
+                who = subject_of(key)
+                record = self.state.get(None, SUBJECT, key)
+                spot = place(rule, who, now, anchor_of(rule, record, now))
+                values = [counters.get(c, 0) for c in spot.counters]
+                credits = counters.get(spot.credits, 0) if spot.credits else 0
+                s = spot.standing(values, credits, now)
+                first = spot.counters[0][2]
+                start = min(start, first)
+                refused = sum(
+                    v
+                    for (q, k, hour), v in counters.items()
+                    if q == rule.id + REFUSED and k == key and hour + HOUR > first
+                )
+                if s.used or refused or credits:
+                    items.append(
+                        {
+                            "subject": who,
+                            "used": s.used,
+                            "remaining": s.remaining,
+                            "refused": refused,
+                        }
+                    )
+        items.sort(key=lambda item: (-item["used"], item["subject"]["kind"], item["subject"]["id"]))
+        window_start = None if math.isinf(start) else iso(start)
+        return {"limitId": rule.id, "windowStart": window_start, "items": items[:size]}
+
+    def query(
+        self, limit_id: Any, subject: Any, start: Any, end: Any, granularity: Any
+    ) -> dict[str, Any]:
+        step = {"hour": HOUR, "day": DAY}[
+            choice(granularity or "day", "granularity", ("hour", "day"))
+        ]
+        who = None if subject is None else subject_key(subject_text(subject, "subject"))
+        with self.state.engine.lock:
+            now = self.state.now()
+            rule = self.state.rule(limit_id)
+            until = now if end is None else moment(end, "to")
+            since = until - 30 * DAY if start is None else moment(start, "from")
+            if since > until:
+                raise invalid("from", "must not be after to")
+            first = math.floor(since) - math.floor(since) % step
+            if (until - first) / step > MAX_POINTS:
+                raise invalid("from", f"at most {MAX_POINTS} points; ask for a shorter range")
+            sums: dict[int, dict[str, int]] = defaultdict(
+                lambda: {"used": 0, "allowed": 0, "refused": 0}
+            )
+            names = {
+                rule.id + USED: "used",
+                rule.id + ALLOWED: "allowed",
+                rule.id + REFUSED: "refused",
+            }
+            for (q, key, hour), value in self.state.ledger.counters().items():
+                name = names.get(q)
+                if (
+                    name is not None
+                    and (who is None or key == who)
+                    and since - step < hour <= until
+                ):
+                    sums[hour - hour % step][name] += value
+        points = []
+        at = first
+        while at <= until:
+            points.append(
+                {"start": iso(at), **sums.get(at, {"used": 0, "allowed": 0, "refused": 0})}
+            )
+            at += step
+        return {
+            "limitId": rule.id,
+            "granularity": "hour" if step == HOUR else "day",
+            "points": points,
+        }
+
+
+def _subject_answer(who: dict[str, str], record: Mapping[str, Any]) -> dict[str, Any]:
+    when = record.get("billingDate", record.get("firstCheckAt"))
+    return {"subject": who, "billingDate": None if when is None else iso(float(when))}
+
+
+def _cursor(limit_id: str) -> str:
+    return base64.urlsafe_b64encode(limit_id.encode()).decode().rstrip("=")
+
+
+def _decoded_cursor(cursor: Any) -> str:
+    try:
+        text = str(cursor)
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("cursor", "not a cursor of this list; start again without one") from None

@@ -1,0 +1,177 @@
+"""What the 1.0 face keeps on the ledger, and the one way every write of it runs.
+
+Limits, subjects, credits, reservations and idempotent answers are JSON
+documents in the ledger's ``records`` table; usage is on its counters.
+Every write runs in one ledger write scope under the engine's lock, as
+``usage()`` does, so a decision and what it writes are never interleaved
+with another call's, in this process or (through the ledger) in another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from limitry_local.engine import Engine
+from limitry_local.errors import ApiError
+from limitry_local.ledger import LedgerBackend, LedgerError
+
+from .counting import Rule
+
+T = TypeVar("T")
+LIMIT, SUBJECT, CREDIT, RESERVATION, IDEMPOTENCY = (
+    "limit",
+    "subject",
+    "credit",
+    "reservation",
+    "idempotency",
+)
+CONFLICT_RETRIES = 2
+
+
+def iso(seconds: float) -> str:
+    """A moment as the API writes it: UTC, milliseconds, ``Z``."""
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def moment(value: Any, field: str) -> float:
+    """An ISO 8601 date or date-time (a naive one is UTC) as unix seconds."""
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_request", f"{field}: expected an ISO 8601 date, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400, "invalid_request", f"{field}: not an ISO 8601 date: {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+class State:
+    """The engine a :class:`~limitry_local.limitry.Limitry` shares with its Tracker."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._version: int | None = None
+        self._rules: tuple[Rule, ...] = ()
+
+    @property
+    def ledger(self) -> LedgerBackend:
+        return self.engine.ledger
+
+    def now(self) -> float:
+        return self.engine.now()
+
+    def rules(self) -> tuple[Rule, ...]:
+        """Every limit, archived too, in creation order: read again when any process
+        changed a definition (the ledger's definitions version)."""
+        version = self.ledger.definitions_version()
+        if version != self._version:
+            self._rules = tuple(Rule(body) for _, body in self.loaded(LIMIT))
+            self._version = version
+        return self._rules
+
+    def rule(self, limit_id: Any) -> Rule:
+        for rule in self.rules():
+            if rule.id == limit_id:
+                return rule
+        raise ApiError(404, "not_found", f"limit {limit_id!r} not found")
+
+    # --- documents -----------------------------------------------------------------
+
+    def loaded(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for record_id, text in self.ledger.records(kind):
+            yield record_id, self._decoded(kind, record_id, text)
+
+    def get(self, scope: object | None, kind: str, record_id: str) -> dict[str, Any] | None:
+        text = self.ledger.get_record(scope, kind, record_id)
+        return None if text is None else self._decoded(kind, record_id, text)
+
+    def put(self, scope: object, kind: str, record_id: str, body: dict[str, Any]) -> None:
+        self.ledger.put_record(scope, kind, record_id, json.dumps(body, separators=(",", ":")))
+
+    def _decoded(self, kind: str, record_id: str, text: str) -> dict[str, Any]:
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise LedgerError(
+                f"ledger {self.ledger.where} is corrupt: the {kind} {record_id!r} cannot be "
+                f"read ({exc}); restore it from a backup",
+                "corrupt",
+            ) from None
+        if not isinstance(body, dict):
+            raise LedgerError(
+                f"ledger {self.ledger.where} is corrupt: the {kind} {record_id!r} is not an "
+                "object; restore it from a backup",
+                "corrupt",
+            )
+        return body
+
+    # --- writes ----------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self, *, definitions: bool = False) -> Iterator[Any]:
+        """The engine's lock and one ledger write scope; ``definitions``: limits change,
+        so every process reads them again."""
+        with self.engine.lock:
+            try:
+                with self.ledger.write(exclusive=definitions) as scope:
+                    self.engine.opened()
+                    if definitions:
+                        self.ledger.bump_definitions(scope)
+                    yield scope
+            finally:
+                if definitions:
+                    # Read again after the scope: inside it a reader may not see it.
+                    self._version = None
+
+    def run(
+        self,
+        operation: str,
+        request: Any,
+        key: str | None,
+        body: Callable[[Any, float], T],
+        *,
+        definitions: bool = False,
+    ) -> T:
+        """One write, exactly once per idempotency key: a repeat with the same key and
+        the same request answers what the first answered, and writes nothing.
+
+        A shared ledger may make a write give way in a deadlock ("conflict",
+        nothing of it kept): it runs again."""
+        fingerprint = hashlib.sha256(
+            json.dumps([operation, request], sort_keys=True, default=str).encode()
+        ).hexdigest()
+        for attempt in range(CONFLICT_RETRIES, -1, -1):
+            try:
+                with self.writing(definitions=definitions) as scope:
+                    now = self.now()
+                    if key is not None:
+                        stored = self.get(scope, IDEMPOTENCY, key)
+                        if stored is not None:
+                            if stored["request"] != fingerprint:
+                                raise ApiError(
+                                    409,
+                                    "idempotency_key_reused",
+                                    f"Idempotency-Key {key!r} was used for another request; "
+                                    "use a new key for a new request",
+                                )
+                            answer: T = stored["answer"]
+                            return answer
+                    answer = body(scope, now)
+                    if key is not None:
+                        self.put(
+                            scope, IDEMPOTENCY, key, {"request": fingerprint, "answer": answer}
+                        )
+                    return answer
+            except LedgerError as exc:
+                if exc.reason != "conflict" or not attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
