@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from limitry_local import QuotaExceeded, Tracker
+from limitry_local.limitry import Limitry
 from limitry_local.postgres_ledger import PostgresLedger
 
 
@@ -99,6 +100,34 @@ def replay(ledger: Ledger, now: float, seed: int, keys: int, *, barrier: Any, re
                 barrier.wait()
                 answers.append(tracker.usage(**dict(fields)).model_dump(by_alias=True))
         results.put(("ok", answers, []))
+    except BaseException:
+        results.put(("error", traceback.format_exc(), []))
+
+
+def check(ledger: Ledger, now: float, seed: int, calls: int, *, barrier: Any, results: Any) -> None:
+    """Limitry 1.0 checks: ``calls`` consumes by user u1 drawing on two shared pools
+    listed in a random order, then ``calls`` reserves of one agent's concurrent slots,
+    none released; puts ``("ok", [consumes allowed, reserves allowed], [])``."""
+    try:
+        rng = random.Random(seed)
+        pools = [{"kind": "team", "id": "t1"}, {"kind": "org", "id": "o1"}]
+        with Limitry(ledger.tracker(now)) as limitry:
+            barrier.wait()
+            consumed = 0
+            for _ in range(calls):
+                rng.shuffle(pools)
+                decision = limitry.checks.create(
+                    subject={"kind": "user", "id": "u1"}, action="chat", shared=list(pools)
+                )
+                consumed += decision["allowed"]
+            barrier.wait()
+            reserved = sum(
+                limitry.checks.create(
+                    subject={"kind": "agent", "id": "a1"}, action="run", mode="reserve"
+                )["allowed"]
+                for _ in range(calls)
+            )
+        results.put(("ok", [consumed, reserved], []))
     except BaseException:
         results.put(("error", traceback.format_exc(), []))
 

@@ -30,7 +30,8 @@ import pytest
 
 from limitry_local import Tracker
 from tests.conftest import POSTGRES_DSN, START, postgres_schema
-from tests.multiprocess_children import REGIONS, SHARED, Ledger, Team, admit, replay
+from limitry_local.limitry import Limitry
+from tests.multiprocess_children import REGIONS, SHARED, Ledger, Team, admit, check, replay
 
 PROCESSES = 6
 TIMEOUT = 90.0
@@ -175,3 +176,34 @@ def test_an_idempotency_key_sent_by_every_process_at_once_is_recorded_once(
                 quotas["events by region"]: len(mine),
                 quotas["all tokens"]: all_tokens,
             }
+
+
+def test_limitry_checks_from_every_process_admit_exactly_each_limit(
+    team: Team, ledger: Ledger
+) -> None:
+    """Limitry 1.0 on a shared ledger: 6 processes, pools in random orders (so their
+    counters' locks are asked in every order), a first-use period made by the race."""
+    limit, slots, calls = 40, 3, 15
+    with Limitry(ledger.tracker(START)) as setup:
+        user = setup.limits.create(subject={"kind": "user"}, amount=limit, window="day")
+        pool = setup.limits.create(subject={"kind": "team"}, amount=10**6, window="total")
+        org = setup.limits.create(
+            subject={"kind": "org"}, amount=10**6, window="week", start="first_use"
+        )
+        setup.limits.create(subject={"kind": "agent"}, amount=slots, window="concurrent")
+
+    answers = team.run(check, [(ledger, START, seed, calls) for seed in range(PROCESSES)])
+
+    assert sum(got[0] for _, got, _ in answers) == limit
+    assert sum(1 for _, got, _ in answers if got[0]) > 1  # a race, not one winner
+    assert sum(got[1] for _, got, _ in answers) == slots
+    with Limitry(ledger.tracker(START)) as limitry:
+        used = {
+            x["limitId"]: x["used"]
+            for who in ("user:u1", "team:t1", "org:o1", "agent:a1")
+            for x in limitry.usage.standing(subject=who)["limits"]
+        }
+        assert used[user["id"]] == used[pool["id"]] == used[org["id"]] == limit
+        assert limitry.subjects.get("org", "o1")["billingDate"] is not None
+        refused = limitry.usage.query(limit_id=user["id"], granularity="hour")["points"][-1]
+        assert (refused["allowed"], refused["refused"]) == (limit, PROCESSES * calls - limit)

@@ -19,6 +19,7 @@ from limitry_local.tracker import Tracker
 
 from .admin import Admin
 from .checks import Checks
+from .limits import MISSING
 from .state import State
 
 _UNSET: Any = object()
@@ -37,8 +38,8 @@ class _Checks:
     def create(
         self,
         *,
-        subject: dict[str, Any],
-        action: str,
+        subject: dict[str, Any] = MISSING,
+        action: str = MISSING,
         shared: list[dict[str, Any]] | None = None,
         cost: int = 1,
         mode: str = "consume",
@@ -87,9 +88,9 @@ class _Limits:
     def create(
         self,
         *,
-        subject: dict[str, Any],
-        amount: int,
-        window: str,
+        subject: dict[str, Any] = _UNSET,
+        amount: int = _UNSET,
+        window: str = _UNSET,
         name: str = _UNSET,
         action: str = _UNSET,
         unit: str = _UNSET,

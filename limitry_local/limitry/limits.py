@@ -25,6 +25,16 @@ MAX_AMOUNT = 1_000_000_000_000
 MAX_TEXT = 200
 
 
+class _Missing:
+    """A field the caller left out, which the check of the field then names."""
+
+    def __repr__(self) -> str:
+        return "nothing (it is required)"
+
+
+MISSING: Any = _Missing()
+
+
 def invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "invalid_request", f"{field}: {message}")
 
@@ -102,7 +112,7 @@ def new_limit(fields: Mapping[str, Any], limit_id: str, now: str) -> dict[str, A
     if unknown:
         raise invalid(sorted(unknown)[0], "unknown field for a limit")
     for required in ("subject", "amount", "window"):
-        if fields.get(required) is None:
+        if fields.get(required, MISSING) in (None, MISSING):
             raise invalid(required, "required")
     window = choice(fields["window"], "window", WINDOWS)
     every = whole(fields.get("every", 1), "every", 1, 1000)

@@ -1,0 +1,486 @@
+"""The Limitry 1.0 face, call by call: fields and defaults, errors, reservations,
+credits, subjects and their billing dates, usage, the helpers, idempotency.
+
+The rules as a whole are held to a plain model in
+tests/properties/test_limitry_model.py; these are the edges one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from limitry_local import Tracker
+from limitry_local.limitry import ApiError, LimitReached, Limitry
+from limitry_local.testing import ManualClock
+
+DAY = 86_400
+USER = {"kind": "user", "id": "u1"}
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(at("2026-01-15T10:00:00"))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def limitry(
+    request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path
+) -> Iterator[Limitry]:
+    path = tmp_path / "usage.db" if request.param == "sqlite" else None
+    with Limitry(Tracker(path, clock=clock)) as opened:
+        yield opened
+
+
+def refused(call: object, status: int, code: str, words: str) -> ApiError:
+    assert callable(call)
+    with pytest.raises(ApiError) as caught:
+        call()
+    assert (caught.value.status, caught.value.code) == (status, code)
+    assert words in caught.value.message, caught.value.message
+    return caught.value
+
+
+# --- limits --------------------------------------------------------------------------
+
+
+def test_a_limit_takes_the_defaults_and_reads_as_its_sentence(limitry: Limitry) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=200, window="month")
+    assert limit["name"] == "200 units per month for every user"
+    assert limit["subject"] == {"kind": "user", "id": None}
+    assert (limit["action"], limit["unit"], limit["every"], limit["start"]) == (
+        "*",
+        "units",
+        1,
+        "calendar",
+    )
+    assert (limit["rolling"], limit["enabled"], limit["failMode"], limit["version"]) == (
+        False,
+        True,
+        "open",
+        1,
+    )
+    assert limit["archivedAt"] is None and limit["id"].startswith("lim_")
+    assert limitry.limits.get(limit["id"]) == limit
+    other = limitry.limits.create(
+        subject={"kind": "team", "id": "t1"}, amount=5, window="hour", every=3, action="chat"
+    )
+    assert other["name"] == "5 units per 3 hours for team t1 to chat"
+    assert limitry.limits.create(subject={"kind": "agent"}, amount=2, window="concurrent")[
+        "name"
+    ] == ("2 units at once for every agent")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"amount": 1, "window": "day"}, "subject", "required"),
+        ({"subject": {"kind": "user"}, "amount": -1, "window": "day"}, "amount", "whole number"),
+        ({"subject": {"kind": "user"}, "amount": 1, "window": "fortnight"}, "window", "one of"),
+        ({"subject": {"kind": ""}, "amount": 1, "window": "day"}, "subject.kind", "non-empty"),
+        (
+            {"subject": {"kind": "user"}, "amount": 1, "window": "month", "rolling": True},
+            "rolling",
+            "minute, hour or day",
+        ),
+        (
+            {"subject": {"kind": "user"}, "amount": 1, "window": "total", "every": 2},
+            "window",
+            "no periods",
+        ),
+        ({"subject": {"kind": "user"}, "amount": 1, "window": "day", "every": 0}, "every", "1 to"),
+        (
+            {"subject": {"kind": "user"}, "amount": 1, "window": "day", "fail_mode": "maybe"},
+            "failMode",
+            "open, closed",
+        ),
+    ],
+)
+def test_a_bad_limit_names_its_field(
+    limitry: Limitry, fields: dict[str, object], field: str, words: str
+) -> None:
+    error = refused(lambda: limitry.limits.create(**fields), 400, "invalid_request", words)  # type: ignore[arg-type]
+    assert error.message.startswith(f"{field}: ")
+
+
+def test_what_a_limit_counts_is_fixed_and_the_rest_changes_with_a_version(
+    limitry: Limitry,
+) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=3, window="day", name="daily")
+    refused(
+        lambda: limitry.limits.update(limit["id"], window="week"), 400, "invalid_request", "fixed"
+    )
+    same = limitry.limits.update(limit["id"], window="day", subject={"kind": "user"})
+    assert same["version"] == 1
+    changed = limitry.limits.update(limit["id"], amount=5, fail_mode="closed", name="daily 5")
+    assert (changed["amount"], changed["failMode"], changed["name"], changed["version"]) == (
+        5,
+        "closed",
+        "daily 5",
+        2,
+    )
+    limitry.limits.create(subject={"kind": "user"}, amount=1, window="hour", name="hourly")
+    refused(lambda: limitry.limits.update(limit["id"], name="hourly"), 409, "name_taken", "hourly")
+    refused(lambda: limitry.limits.get("lim_nope"), 404, "not_found", "lim_nope")
+
+
+def test_archived_limits_stop_counting_and_restore_refuses_a_taken_name(limitry: Limitry) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=0, window="day", name="none")
+    assert not limitry.checks.create(subject=USER, action="chat")["allowed"]
+    limitry.limits.archive(limit["id"])
+    limitry.limits.archive(limit["id"])  # twice: the same
+    decision = limitry.checks.create(subject=USER, action="chat")
+    assert decision["allowed"] and decision["limits"] == []
+    assert limitry.limits.list()["items"] == []
+    assert [x["id"] for x in limitry.limits.list(archived="true")["items"]] == [limit["id"]]
+    limitry.limits.create(subject={"kind": "user"}, amount=9, window="day", name="none")
+    refused(lambda: limitry.limits.restore(limit["id"]), 409, "name_taken", "none")
+
+
+def test_limits_list_newest_first_a_page_at_a_time_with_filters(limitry: Limitry) -> None:
+    made = [
+        limitry.limits.create(subject={"kind": kind}, amount=1, window="day", action=action)["id"]
+        for kind, action in [("user", "chat"), ("team", "chat"), ("user", "embed")]
+    ]
+    first = limitry.limits.list(limit="2")  # the SDK sends query strings
+    assert [x["id"] for x in first["items"]] == made[::-1][:2]
+    rest = limitry.limits.list(limit=2, cursor=first["nextCursor"])
+    assert [x["id"] for x in rest["items"]] == [made[0]] and rest["nextCursor"] is None
+    assert [x["id"] for x in limitry.limits.list(subject_kind="user", action="chat")["items"]] == [
+        made[0]
+    ]
+    refused(lambda: limitry.limits.list(cursor="bm9wZQ"), 400, "invalid_request", "cursor")
+
+
+def test_sync_creates_changes_archives_and_previews(limitry: Limitry) -> None:
+    kept = limitry.limits.create(subject={"kind": "user"}, amount=3, window="day", name="daily")
+    limitry.limits.create(subject={"kind": "user"}, amount=3, window="hour", name="old")
+    wanted = [
+        {"name": "daily", "subject": {"kind": "user"}, "amount": 4, "window": "day"},
+        {"name": "monthly", "subject": {"kind": "user"}, "amount": 100, "window": "month"},
+    ]
+    preview = limitry.limits.sync(limits=wanted, archive_missing=True, preview=True)
+    assert preview == {
+        "preview": True,
+        "created": ["monthly"],
+        "updated": [{"name": "daily", "changes": {"amount": {"from": 3, "to": 4}}}],
+        "archived": ["old"],
+        "unchanged": [],
+    }
+    assert len(limitry.limits.list()["items"]) == 2  # nothing written
+    done = limitry.limits.sync(limits=wanted, archive_missing=True)
+    assert dict(done, preview=True) == preview
+    assert limitry.limits.get(kept["id"])["amount"] == 4
+    again = limitry.limits.sync(limits=wanted, archive_missing=True)
+    assert again["unchanged"] == ["daily", "monthly"] and not again["created"]
+    error = refused(
+        lambda: limitry.limits.sync(
+            limits=[
+                {"name": "daily", "subject": {"kind": "team"}, "amount": 1, "window": "day"},
+                {"subject": {"kind": "user"}, "amount": -5, "window": "day"},
+            ]
+        ),
+        400,
+        "invalid_request",
+        "2 problem",
+    )
+    assert [(d["index"], d["field"]) for d in error.details or []] == [(1, "amount"), (0, "name")]
+    assert limitry.limits.get(kept["id"])["amount"] == 4  # a problem anywhere changes nothing
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def test_a_check_consumes_previews_and_says_when_to_retry(
+    limitry: Limitry, clock: ManualClock
+) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=2, window="day")
+    for left in (1, 0):
+        decision = limitry.checks.create(subject=USER, action="chat")
+        assert decision["allowed"] and decision["limits"][0]["remaining"] == left
+        assert decision["limits"][0]["resetsAt"] == "2026-01-16T00:00:00.000Z"
+    preview = limitry.checks.create(subject=USER, action="chat", mode="preview", cost=0)
+    assert preview["allowed"] and preview["limits"][0]["remaining"] == 0
+    denied = limitry.checks.create(subject=USER, action="chat")
+    assert not denied["allowed"]
+    assert denied["reason"]["limitId"] == limit["id"]
+    assert denied["retryAfterSeconds"] == 14 * 3600  # 10:00 to midnight
+    clock.advance(14 * 3600)
+    assert limitry.checks.create(subject=USER, action="chat")["allowed"]
+
+
+def test_a_subject_s_own_limit_replaces_its_kind_s_and_shared_pools_all_count(
+    limitry: Limitry,
+) -> None:
+    limitry.limits.create(subject={"kind": "user"}, amount=1, window="day")
+    own = limitry.limits.create(subject=USER, amount=3, window="day")
+    pool = limitry.limits.create(subject={"kind": "team"}, amount=2, window="day")
+    team = {"kind": "team", "id": "t1"}
+    first = limitry.checks.create(subject=USER, action="chat", shared=[team])
+    assert sorted((x["limitId"], x["remaining"]) for x in first["limits"]) == sorted(
+        [(own["id"], 2), (pool["id"], 1)]
+    )
+    assert limitry.checks.create(subject=USER, action="chat", shared=[team])["allowed"]
+    third = limitry.checks.create(subject=USER, action="chat", shared=[team])
+    assert not third["allowed"] and third["reason"]["limitId"] == pool["id"]
+    # All or nothing: the refused check charged the user's own limit nothing.
+    assert limitry.standing(subject=USER)["limits"][0]["used"] == 2
+
+
+def test_a_rolling_hour_frees_units_as_its_minutes_leave(
+    limitry: Limitry, clock: ManualClock
+) -> None:
+    limitry.limits.create(subject={"kind": "user"}, amount=2, window="hour", rolling=True)
+    assert limitry.checks.create(subject=USER, action="a")["allowed"]
+    clock.advance(1800)
+    assert limitry.checks.create(subject=USER, action="a")["allowed"]
+    denied = limitry.checks.create(subject=USER, action="a")
+    assert not denied["allowed"] and denied["retryAfterSeconds"] == 1800
+    clock.advance(1800)
+    assert limitry.checks.create(subject=USER, action="a")["allowed"]
+
+
+def test_bad_checks_name_their_field(limitry: Limitry) -> None:
+    refused(
+        lambda: limitry.checks.create(subject={"kind": "user"}, action="a"),
+        400,
+        "invalid_request",
+        "subject.id",
+    )
+    refused(
+        lambda: limitry.checks.create(subject=USER, action="a", cost=-1),
+        400,
+        "invalid_request",
+        "cost",
+    )
+    refused(
+        lambda: limitry.checks.create(subject=USER, action="a", mode="spend"),
+        400,
+        "invalid_request",
+        "mode",
+    )
+    refused(
+        lambda: limitry.checks.create(subject=USER, action="a", ttl_seconds=5),
+        400,
+        "invalid_request",
+        "ttlSeconds",
+    )
+    refused(
+        lambda: limitry.checks.create(subject=USER, action="a", shared=[USER] * 5),
+        400,
+        "invalid_request",
+        "shared",
+    )
+
+
+def test_an_idempotency_key_answers_the_same_and_counts_once(limitry: Limitry) -> None:
+    limitry.limits.create(subject={"kind": "user"}, amount=5, window="day")
+    first = limitry.checks.create(subject=USER, action="a", cost=2, idempotency_key="k1")
+    again = limitry.checks.create(subject=USER, action="a", cost=2, idempotency_key="k1")
+    assert again == first
+    assert limitry.standing(subject=USER)["limits"][0]["used"] == 2
+    refused(
+        lambda: limitry.checks.create(subject=USER, action="a", cost=3, idempotency_key="k1"),
+        409,
+        "idempotency_key_reused",
+        "k1",
+    )
+
+
+# --- reservations -----------------------------------------------------------------------
+
+
+def test_a_reservation_holds_then_commits_what_was_used(limitry: Limitry) -> None:
+    limitry.limits.create(subject={"kind": "user"}, amount=10, window="day", unit="cents")
+    decision = limitry.checks.create(subject=USER, action="ai", cost=6, mode="reserve")
+    reservation = decision["reservation"]
+    assert (reservation["status"], reservation["reserved"], reservation["cost"]) == ("held", 6, 0)
+    assert decision["limits"][0]["remaining"] == 4
+    assert not limitry.checks.create(subject=USER, action="ai", cost=5, mode="preview")["allowed"]
+    committed = limitry.reservations.commit(reservation["id"], cost=2)
+    assert (committed["status"], committed["cost"]) == ("committed", 2)
+    assert limitry.reservations.commit(reservation["id"], cost=9) == committed  # the same
+    assert limitry.standing(subject=USER)["limits"][0]["used"] == 2
+    refused(
+        lambda: limitry.reservations.release(reservation["id"]),
+        409,
+        "reservation_committed",
+        "committed",
+    )
+    refused(lambda: limitry.reservations.commit("rsv_nope", cost=1), 404, "not_found", "rsv_nope")
+
+
+def test_an_expired_reservation_gives_back_and_a_late_commit_still_charges(
+    limitry: Limitry, clock: ManualClock
+) -> None:
+    limitry.limits.create(subject={"kind": "user"}, amount=1, window="concurrent")
+    limitry.limits.create(subject={"kind": "user"}, amount=10, window="day")
+    held = limitry.checks.create(subject=USER, action="a", cost=1, mode="reserve", ttl_seconds=60)
+    assert not limitry.checks.create(subject=USER, action="a", mode="reserve")["allowed"]
+    extended = limitry.reservations.extend(held["reservation"]["id"], ttl_seconds=120)
+    assert extended["expiresAt"] == "2026-01-15T10:02:00.000Z"
+    clock.advance(120)
+    assert limitry.checks.create(subject=USER, action="a", mode="preview")["allowed"]
+    refused(
+        lambda: limitry.reservations.extend(held["reservation"]["id"]),
+        409,
+        "reservation_not_open",
+        "expired",
+    )
+    assert limitry.reservations.release(held["reservation"]["id"])["status"] == "expired"
+    late = limitry.reservations.commit(held["reservation"]["id"], cost=3)
+    assert (late["status"], late["cost"]) == ("committed", 3)
+    day = next(x for x in limitry.standing(subject=USER)["limits"] if x["window"] == "day")
+    assert day["used"] == 3
+
+
+def test_reserve_commits_what_the_block_used_and_releases_on_an_error(limitry: Limitry) -> None:
+    limitry.limits.create(subject={"kind": "user"}, amount=10, window="day")
+    with limitry.reserve(subject=USER, action="ai", cost=5) as reservation:
+        reservation.cost(2)
+    with pytest.raises(RuntimeError), limitry.reserve(subject=USER, action="ai", cost=5):
+        raise RuntimeError("the model call failed")
+    assert limitry.standing(subject=USER)["limits"][0]["used"] == 2
+    with (
+        pytest.raises(ValueError, match="whole number"),
+        limitry.reserve(subject=USER, action="ai") as reservation,
+    ):
+        reservation.cost(1.5)  # type: ignore[arg-type]
+    with pytest.raises(LimitReached) as caught, limitry.guard(subject=USER, action="ai", cost=9):
+        pytest.fail("a refused guard runs nothing")
+    assert caught.value.limit_id is not None and caught.value.retry_after_seconds is not None
+
+
+# --- credits and balances ------------------------------------------------------------
+
+
+def test_credits_add_to_a_balance_and_a_negative_one_needs_a_note(limitry: Limitry) -> None:
+    balance = limitry.limits.create(subject={"kind": "user"}, amount=5, window="total")
+    day = limitry.limits.create(subject={"kind": "user"}, amount=5, window="day")
+    assert limitry.checks.create(subject=USER, action="a", cost=5)["allowed"]
+    assert not limitry.checks.create(subject={"kind": "user", "id": "u1"}, action="a")["allowed"]
+    credit = limitry.limits.credits.create(balance["id"], subject=USER, amount=3)
+    assert (credit["amount"], credit["limitId"], credit["note"]) == (3, balance["id"], "")
+    refused(
+        lambda: limitry.limits.credits.create(balance["id"], subject=USER, amount=-1),
+        400,
+        "invalid_request",
+        "note",
+    )
+    refund = limitry.limits.credits.create(balance["id"], subject=USER, amount=-1, note="refund")
+    refused(
+        lambda: limitry.limits.credits.create(day["id"], subject=USER, amount=1),
+        400,
+        "invalid_request",
+        "total",
+    )
+    assert [c["id"] for c in limitry.limits.credits.list(balance["id"])["items"]] == [
+        refund["id"],
+        credit["id"],
+    ]
+    standing = next(
+        x for x in limitry.standing(subject=USER)["limits"] if x["limitId"] == balance["id"]
+    )
+    assert (standing["amount"], standing["used"], standing["remaining"]) == (7, 5, 2)
+
+
+# --- subjects -------------------------------------------------------------------------
+
+
+def test_a_subject_exists_from_its_first_check_and_takes_a_billing_date(
+    limitry: Limitry, clock: ManualClock
+) -> None:
+    refused(lambda: limitry.subjects.get("user", "u1"), 404, "not_found", "once a check names it")
+    limitry.checks.create(subject=USER, action="a")
+    assert limitry.subjects.get("user", "u1") == {
+        "subject": USER,
+        "billingDate": "2026-01-15T10:00:00.000Z",
+    }
+    updated = limitry.subjects.update("user", "u1", billing_date="2025-10-31")
+    assert updated["billingDate"] == "2025-10-31T00:00:00.000Z"
+    refused(
+        lambda: limitry.subjects.update("user", "u1", billing_date="soon"),
+        400,
+        "invalid_request",
+        "billingDate",
+    )
+
+
+def test_billing_date_months_start_on_its_day_clamped_at_month_ends(tmp_path: Path) -> None:
+    clock = ManualClock(at("2024-02-28T12:00:00"))
+    limitry = Limitry(Tracker(tmp_path / "usage.db", clock=clock))
+    limitry.limits.create(subject={"kind": "user"}, amount=1, window="month", start="billing_date")
+    limitry.subjects.update("user", "u1", billing_date="2024-01-31T00:00:00Z")
+    first = limitry.checks.create(subject=USER, action="a")
+    # 2024 is a leap year: the period from Jan 31 ends on Feb 29, then Mar 31.
+    assert first["limits"][0]["resetsAt"] == "2024-02-29T00:00:00.000Z"
+    assert not limitry.checks.create(subject=USER, action="a")["allowed"]
+    clock.set(at("2024-02-29T00:00:00"))
+    second = limitry.checks.create(subject=USER, action="a")
+    assert second["allowed"] and second["limits"][0]["resetsAt"] == "2024-03-31T00:00:00.000Z"
+
+
+def test_a_reset_gives_the_window_back_but_not_what_open_reservations_hold(
+    limitry: Limitry,
+) -> None:
+    daily = limitry.limits.create(subject={"kind": "user"}, amount=4, window="day")
+    slots = limitry.limits.create(subject={"kind": "user"}, amount=1, window="concurrent")
+    limitry.checks.create(subject=USER, action="a", cost=2)
+    held = limitry.checks.create(subject=USER, action="a", cost=1, mode="reserve")
+    answer = limitry.subjects.reset("user", "u1", idempotency_key="r1")
+    assert answer == {"subject": USER, "reset": [daily["id"]]}
+    assert limitry.subjects.reset("user", "u1", idempotency_key="r1") == answer
+    by_id = {x["limitId"]: x for x in limitry.standing(subject=USER)["limits"]}
+    assert by_id[daily["id"]]["used"] == 1  # the open reservation's unit
+    assert by_id[slots["id"]]["used"] == 1  # a concurrent limit is skipped
+    limitry.reservations.release(held["reservation"]["id"])
+    assert limitry.standing(subject=USER)["limits"][0]["used"] == 0
+    refused(
+        lambda: limitry.subjects.reset("user", "u1", limit_id="lim_nope"),
+        404,
+        "not_found",
+        "lim_nope",
+    )
+
+
+# --- usage -----------------------------------------------------------------------------
+
+
+def test_usage_counts_units_allowed_and_refused_per_hour_and_by_subject(
+    limitry: Limitry, clock: ManualClock
+) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=3, window="day")
+    other = {"kind": "user", "id": "u2"}
+    limitry.checks.create(subject=USER, action="a", cost=2)
+    limitry.checks.create(subject=USER, action="a", cost=2)  # refused
+    clock.advance(3600)
+    limitry.checks.create(subject=other, action="a", cost=1)
+    series = limitry.usage.query(
+        limit_id=limit["id"], granularity="hour", from_="2026-01-15T09:00:00Z"
+    )
+    assert [
+        (p["start"][11:13], p["used"], p["allowed"], p["refused"]) for p in series["points"]
+    ] == [
+        ("09", 0, 0, 0),
+        ("10", 2, 1, 1),
+        ("11", 1, 1, 0),
+    ]
+    daily = limitry.usage.query(limit_id=limit["id"], subject="user:u1", from_="2026-01-14")
+    assert [(p["used"], p["refused"]) for p in daily["points"]] == [(0, 0), (2, 1)]
+    who = limitry.usage.subjects(limit_id=limit["id"])
+    assert who["windowStart"] == "2026-01-15T00:00:00.000Z"
+    assert [
+        (x["subject"]["id"], x["used"], x["remaining"], x["refused"]) for x in who["items"]
+    ] == [
+        ("u1", 2, 1, 1),
+        ("u2", 1, 2, 0),
+    ]
+    assert limitry.limits.get(limit["id"])["lastCheckedAt"] == "2026-01-15T11:00:00.000Z"
+    refused(lambda: limitry.usage.standing(subject="u1"), 400, "invalid_request", "kind:id")
