@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 from limitry_local import Tracker
-from tests.conftest import POSTGRES_DSN, START, postgres_schema
 from limitry_local.limitry import Limitry
+from tests.conftest import POSTGRES_DSN, START, postgres_schema
 from tests.multiprocess_children import REGIONS, SHARED, Ledger, Team, admit, check, replay
 
 PROCESSES = 6
