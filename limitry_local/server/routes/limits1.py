@@ -202,7 +202,8 @@ async def update_subject(request: Request) -> Response:
     """``PATCH {"billingDate": ...}``: where the subject's ``billing_date`` periods start."""
     call = "PATCH /v1/subjects/{kind}/{id}"
     args = await _body(request, call, {"billingDate": "billing_date"}, ("billingDate",))
-    return _ok(face(request).subjects.update(*_subject(request), **args))
+    subjects = face(request).subjects
+    return _ok(subjects.update(*_subject(request), **args, idempotency_key=_key(request)))
 
 
 async def reset_subject(request: Request) -> Response:
