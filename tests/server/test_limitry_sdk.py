@@ -427,6 +427,15 @@ def test_bad_input_is_400_naming_the_field_and_unknown_ids_404(
     )
     missing = http.post("/limits", json={"amount": 1, "window": "day"})
     body_on_release = http.post("/reservations/rsv_1/release", json={"cost": 1})
+    bad_sync = http.post(
+        "/limits/sync",
+        json={"limits": [{"name": "s", "subject": {"kind": "bad"}, "amount": -1, "window": "day"}]},
+    )
+    assert bad_sync.status_code == 400
+    # A sync's problems, one each, in the envelope's details (the SDK's ApiError drops them).
+    assert [(d["index"], d["field"]) for d in bad_sync.json()["error"]["details"]] == [
+        (0, "amount")
+    ]
     for answer, field in ((stray, "x"), (missing, "subject"), (body_on_release, "cost")):
         assert answer.status_code == 400
         assert answer.json()["error"]["code"] == "invalid_request"
