@@ -292,6 +292,11 @@ def test_subjects_get_update_reset(sdk: limitry.Limitry) -> None:
     assert _check(sdk, who, "a")["allowed"] is True
     assert _check(sdk, who, "a")["allowed"] is False
 
+    named = sdk.subjects.get("member", "m1")  # a check named it: it exists
+    assert named["subject"] == {"kind": "member", "id": "m1"} and named["billingDate"]
+    never = _raises(lambda: sdk.subjects.get("member", "never-checked"))
+    assert (never.status, never.code) == (404, "not_found")
+
     updated = sdk.subjects.update("member", "m1", billing_date="2026-01-15T00:00:00Z")
     fetched = sdk.subjects.get("member", "m1")
     reset = sdk.subjects.reset("member", "m1", limit_id=limit["id"])
