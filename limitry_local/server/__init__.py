@@ -1,8 +1,8 @@
-"""The hosted v0 REST API over HTTP: ``limitry-local serve`` (the ``[server]`` extra).
+"""The hosted v0 REST API and the Limitry 1.0 API over HTTP: ``limitry-local serve``.
 
-A Starlette app over one :class:`~limitry_local.Tracker`, so a curl script, a
-TypeScript service or any HTTP client of the hosted API runs offline against
-a local ledger file::
+A Starlette app (the ``[server]`` extra) over one :class:`~limitry_local.Tracker`,
+so a curl script, a TypeScript service, the ``limitry`` 1.0 SDK or any HTTP
+client of the hosted API runs offline against a local ledger file::
 
     $ limitry-local serve --db usage.db            # http://127.0.0.1:8080/v1/track
 

@@ -1,4 +1,4 @@
-"""The app factory: the v0 routes under ``/v1``, the OpenAPI document, the page, one envelope."""
+"""The app factory: the v0 and 1.0 routes under ``/v1``, the OpenAPI document, the page."""
 
 from __future__ import annotations
 
@@ -12,11 +12,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from limitry_local.limitry import Limitry
 from limitry_local.server import openapi
 from limitry_local.server.auth import ApiKeyAuth
 from limitry_local.server.envelope import HANDLERS
 from limitry_local.server.page import page
-from limitry_local.server.routes import events, project, quotas, rate_limits, track, usage
+from limitry_local.server.routes import (
+    account1,
+    events,
+    limits1,
+    project,
+    quotas,
+    rate_limits,
+    track,
+    usage,
+)
 from limitry_local.server.wire import JSON
 from limitry_local.tracker import Tracker
 
@@ -27,13 +37,15 @@ API_ROUTES: list[BaseRoute] = [
     *rate_limits.ROUTES,
     *usage.ROUTES,
     *project.ROUTES,
+    *limits1.ROUTES,
+    *account1.ROUTES,
 ]
 
 
 def create_app(
     tracker: Tracker, *, api_key: str | None = None, close_tracker: bool = False
 ) -> Starlette:
-    """The hosted v0 REST API over ``tracker``, as an ASGI app.
+    """The hosted v0 REST API and the Limitry 1.0 API over ``tracker``, as an ASGI app.
 
     ``api_key``: only ``Authorization: Bearer <api_key>`` passes (401
     otherwise); None lets every request through.  ``close_tracker``: close
@@ -67,4 +79,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.tracker = tracker
+    # One 1.0 face per app: it shares the Tracker's ledger and lock, so v0
+    # and 1.0 requests to this worker see one another's writes at once.
+    app.state.limitry = Limitry(tracker)
     return app

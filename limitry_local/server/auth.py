@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from limitry_local.errors import AuthenticationError
+from limitry_local.server.envelope1 import error_response, is_limitry1
 from limitry_local.server.wire import respond_json
 
 Scope = MutableMapping[str, Any]
@@ -29,7 +30,7 @@ OPEN_PATHS = frozenset({"/openapi.json"})
 
 
 class ApiKeyAuth:
-    """Answers 401 with the hosted envelope unless the request carries ``api_key``."""
+    """Answers 401 in the hosted envelope (v0 or 1.0) unless the request carries ``api_key``."""
 
     def __init__(self, app: ASGIApp, api_key: str | None) -> None:
         self.app = app
@@ -46,7 +47,12 @@ class ApiKeyAuth:
         # A browser asks for Basic credentials on the page; API clients are told Bearer.
         challenge = 'Basic realm="limitry-local"' if scope["path"] == "/" else "Bearer"
         error = AuthenticationError()
-        response = respond_json(error.response, error.status, {"WWW-Authenticate": challenge})
+        headers = {"WWW-Authenticate": challenge}
+        if is_limitry1(scope["path"], scope["query_string"]):
+            message = f"{error.message}: send Authorization: Bearer <the server's --api-key>"
+            response = error_response(error.status, message, headers=headers)
+        else:
+            response = respond_json(error.response, error.status, headers)
         await response(scope, receive, send)
 
 

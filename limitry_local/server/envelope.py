@@ -1,6 +1,8 @@
 """The hosted error envelope: every failure answers ``{"error": "..."}`` with its status.
 
-One handler for the whole app.  The library's own errors already carry the
+One handler per kind of failure for the whole app; on a Limitry 1.0 path
+each answers the 1.0 envelope instead (server/envelope1.py decides which
+paths, and builds it).  The library's own errors already carry the
 hosted status and body (:class:`~limitry_local.errors.APIError`): 400 for
 bad input naming the field, 404 for an unknown id, 429 with the denial's
 body and headers.  What Starlette raises (an unknown path, a wrong method)
@@ -11,6 +13,7 @@ body says nothing of the inside, with the traceback in the server's log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from starlette.exceptions import HTTPException
@@ -19,6 +22,8 @@ from starlette.responses import Response
 
 from limitry_local.errors import NOT_FOUND_BODY, APIError, LimitExceeded, LimitryError
 from limitry_local.ledger import LedgerError
+from limitry_local.limitry import ApiError
+from limitry_local.server.envelope1 import error_response, is_limitry1
 from limitry_local.server.wire import respond_json
 
 log = logging.getLogger("limitry_local.server")
@@ -28,19 +33,46 @@ log = logging.getLogger("limitry_local.server")
 LEDGER_BUSY_RETRY_AFTER = "1"
 
 
+def _answer(
+    request: Request,
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    body: object = None,
+) -> Response:
+    """The 1.0 envelope on a 1.0 path; else v0's, ``body`` or ``{"error": message}``."""
+    if is_limitry1(request.url.path, request.url.query):
+        return error_response(status, message, headers=headers)
+    return respond_json({"error": message} if body is None else body, status, headers)
+
+
+async def limitry1_error(request: Request, exc: Exception) -> Response:
+    """The 1.0 face's ``ApiError``: its status, code, message and details."""
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, code=exc.code, details=exc.details)
+
+
 async def api_error(request: Request, exc: Exception) -> Response:
     """``APIError`` (400, 401, 404, 429): its own status and body; a 429 keeps its headers."""
     assert isinstance(exc, APIError)
     headers = exc.headers if isinstance(exc, LimitExceeded) else None
-    return respond_json(exc.response, exc.status, headers)
+    return _answer(request, exc.status, exc.message, headers, exc.response)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own: no such route (404), a method the route lacks (405)."""
     assert isinstance(exc, HTTPException)
     status = exc.status_code
-    message = NOT_FOUND_BODY if status == HTTPStatus.NOT_FOUND else HTTPStatus(status).phrase
-    return respond_json({"error": message}, exc.status_code, exc.headers)
+    v0 = NOT_FOUND_BODY if status == HTTPStatus.NOT_FOUND else HTTPStatus(status).phrase
+    # The 1.0 message says which: the hosted 404 body of v0 says nothing more.
+    where = f"{request.method} {request.url.path}"
+    if status == HTTPStatus.NOT_FOUND:
+        detail = f"{where}: no such route"
+    elif status == HTTPStatus.METHOD_NOT_ALLOWED:
+        detail = f"{where}: this path takes {(exc.headers or {}).get('Allow', 'other methods')}"
+    else:
+        detail = f"{where}: {v0}"
+    return _answer(request, status, detail, exc.headers, {"error": v0})
 
 
 async def ledger_error(request: Request, exc: Exception) -> Response:
@@ -51,25 +83,24 @@ async def ledger_error(request: Request, exc: Exception) -> Response:
     """
     log.warning("ledger error on %s %s: %s", request.method, request.url.path, exc)
     status = HTTPStatus.SERVICE_UNAVAILABLE
-    return respond_json({"error": str(exc)}, status, {"Retry-After": LEDGER_BUSY_RETRY_AFTER})
+    return _answer(request, status, str(exc), {"Retry-After": LEDGER_BUSY_RETRY_AFTER})
 
 
 async def library_error(request: Request, exc: Exception) -> Response:
     """Any other error of the library: a 500 that names it (it is a bug or a closed tracker)."""
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return respond_json({"error": f"internal error: {exc}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+    return _answer(request, HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc}")
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
     """A bug: logged with its traceback; the client learns only that it happened."""
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return respond_json(
-        {"error": "internal error (a bug in limitry-local; the server's log has the traceback)"},
-        HTTPStatus.INTERNAL_SERVER_ERROR,
-    )
+    message = "internal error (a bug in limitry-local; the server's log has the traceback)"
+    return _answer(request, HTTPStatus.INTERNAL_SERVER_ERROR, message)
 
 
 HANDLERS = {
+    ApiError: limitry1_error,
     APIError: api_error,
     HTTPException: http_error,
     LedgerError: ledger_error,

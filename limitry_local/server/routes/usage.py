@@ -6,6 +6,9 @@ Tracker's hosted-shaped calls (``tracker.usage_report.get_summary`` /
 ``dimension``, a time-series point its start ``timestamp``, and both bodies
 are ``{"data": [...]}`` alone.  The hosted client asks ``GET /usage`` for the
 summary; ``/usage/summary`` (this server's first path for it) answers the same.
+``GET /v1/usage`` is also the Limitry 1.0 usage query when asked with
+``limitId``: its route is in routes/limits1.py, which hands every other
+request to :func:`summary` here.
 """
 
 from __future__ import annotations
@@ -67,7 +70,6 @@ async def timeseries(request: Request) -> Response:
 
 ROUTES = [
     Route(V1 + "/customers/{customer_id}/usage", customer_usage, methods=["GET"]),
-    Route(V1 + "/usage", summary, methods=["GET"]),
     Route(V1 + "/usage/summary", summary, methods=["GET"]),
     Route(V1 + "/usage/breakdown", breakdown, methods=["GET"]),
     Route(V1 + "/usage/timeseries", timeseries, methods=["GET"]),
