@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -30,6 +31,8 @@ from limitry_local.ledger import Durability
 
 FLOOR_PATH = "/floor/track"
 TRACK_PATH = "/v1/track"
+CHECK_PATH = "/v1/checks"
+"""Limitry 1.0's check (workload j), on the same server: one day limit on every user."""
 STARTUP_SECONDS = 60.0
 
 
@@ -43,6 +46,14 @@ def _event(customer: str) -> bytes:
             "inputTokens": 100,
             "outputTokens": 20,
         },
+        separators=(",", ":"),
+    ).encode()
+
+
+def check_body(customer: str) -> bytes:
+    """The 1.0 check workload j sends: the customer as a user, one unit."""
+    return json.dumps(
+        {"subject": {"kind": "user", "id": customer}, "action": "chat", "cost": 1},
         separators=(",", ":"),
     ).encode()
 
@@ -91,9 +102,15 @@ def post(path: str, body: bytes) -> bytes:
 class Load:
     """``op(customer)`` POSTs the customer's event to ``path``, on this thread's connection."""
 
-    def __init__(self, port: int, path: str, customers: list[str]) -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        customers: list[str],
+        body: Callable[[str], bytes] = _event,
+    ) -> None:
         self._port = port
-        self._requests = {customer: post(path, _event(customer)) for customer in customers}
+        self._requests = {customer: post(path, body(customer)) for customer in customers}
         self._local = threading.local()
         self._connections: list[Connection] = []
         self._lock = threading.Lock()
@@ -146,7 +163,8 @@ class Server:
 
 
 def serve(port: int, db: Path, durability: Durability) -> None:
-    """The server half: the served app, one rate limit and one quota per customer, the floor."""
+    """The server half: the served app, one rate limit and one quota per customer, a
+    Limitry 1.0 day limit on every user, the floor."""
     # Imported here: the load generator's process needs none of it.
     import uvicorn  # noqa: PLC0415
     from starlette.requests import Request  # noqa: PLC0415
@@ -155,6 +173,7 @@ def serve(port: int, db: Path, durability: Durability) -> None:
 
     from benchmarks.suite import QUOTA_LIMIT, RATE_LIMIT  # noqa: PLC0415
     from limitry_local import Tracker  # noqa: PLC0415
+    from limitry_local.limitry import Limitry  # noqa: PLC0415
     from limitry_local.server import create_app  # noqa: PLC0415
 
     tracker = Tracker(db, durability=durability)
@@ -168,6 +187,7 @@ def serve(port: int, db: Path, durability: Durability) -> None:
         period="day",
         per=["customer_id"],
     )
+    Limitry(tracker).limits.create(subject={"kind": "user"}, amount=QUOTA_LIMIT, window="day")
     # The floor's answer: a real 201 of this server, body and headers.
     sample = tracker.usage(json.loads(_event("cust_floor")))
     body, headers = sample.model_dump_json().encode(), sample.headers

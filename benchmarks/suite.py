@@ -34,6 +34,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import limitry as limitry_sdk
 import psycopg
 import redis
 
@@ -50,6 +51,7 @@ from limitry_local import (
 )
 from limitry_local.buckets import RateLimitStore
 from limitry_local.ledger import Durability, Ledger, LedgerBackend
+from limitry_local.limitry import Limitry
 from limitry_local.models import UsageGroupBy, UsageInterval
 from limitry_local.postgres_ledger import PostgresLedger
 
@@ -850,6 +852,62 @@ def _created(status: object) -> bool:
     return status == 201
 
 
+def _ok(status: object) -> bool:
+    return status == 200
+
+
+def _j_limitry(config: Config) -> list[Case]:
+    keys = _customers(config.customers)
+    warm = 2 * config.customers
+
+    def usage(ctx: Context) -> Subject:
+        tracker = _tracker(ctx.path("j-usage"), quotas=1)
+        return Subject(_model_call(tracker), keys, warm, _allowed, tracker.close)
+
+    def in_process(file: bool) -> Callable[[Context], Subject]:
+        def make(ctx: Context) -> Subject:
+            limitry = Limitry(ctx.path("j-checks") if file else None)
+            limitry.limits.create(subject={"kind": "user"}, amount=QUOTA_LIMIT, window="day")
+
+            def op(key: str) -> object:
+                subject = {"kind": "user", "id": key}
+                return limitry.checks.create(subject=subject, action="chat", cost=1)["allowed"]
+
+            return Subject(op, keys, warm, _true, limitry.close)
+
+        return make
+
+    def server(ctx: Context) -> http_api.Server:
+        made: http_api.Server = ctx.shared(
+            "server-j",
+            lambda: http_api.Server(ctx.path("http-j")),
+            lambda s: s.close(),
+        )
+        return made
+
+    def raw_http(ctx: Context) -> Subject:
+        load = http_api.Load(server(ctx).port, http_api.CHECK_PATH, keys, http_api.check_body)
+        return Subject(load.op, keys, warm, _ok, load.close)
+
+    def sdk(ctx: Context) -> Subject:
+        client = limitry_sdk.Limitry(token="bench", api=f"http://127.0.0.1:{server(ctx).port}")
+
+        def op(key: str) -> object:
+            subject = {"kind": "user", "id": key}
+            decision = client.checks.create(subject=subject, action="chat", cost=1)
+            return decision is not None and decision["allowed"]
+
+        return Subject(op, keys, warm, _true, client.close)
+
+    return [
+        Case("limitry usage(), file ledger, 1 quota", usage, reference=True),
+        Case("Limitry 1.0 checks.create in process, file ledger", in_process(file=True)),
+        Case("Limitry 1.0 checks.create in process, memory ledger", in_process(file=False)),
+        Case("POST /v1/checks, raw keep-alive client (serve, 1 worker)", raw_http),
+        Case("limitry SDK 1.0 checks.create over HTTP (serve, 1 worker)", sdk),
+    ]
+
+
 WORKLOADS = [
     Workload(
         "a1",
@@ -924,9 +982,28 @@ WORKLOADS = [
         note=f"{HTTP_CONNECTIONS} client threads, a keep-alive connection each; ops/s is "
         "requests per second (the server's throughput)",
     ),
+    Workload(
+        "j",
+        "Limitry 1.0 checks.create: in process, and over HTTP through the real SDK",
+        _j_limitry,
+        note="one call at a time; the HTTP rows share one server (1 uvicorn worker, file "
+        "ledger, 127.0.0.1)",
+    ),
 ]
 
 WHAT = {
+    "limitry usage(), file ledger, 1 quota": "Tracker(path).usage(...) with one per-customer "
+    "day quota, durability=normal: the same decision as the 1.0 rows in v0's words",
+    "Limitry 1.0 checks.create in process, file ledger": "Limitry(path).checks.create("
+    "subject=user, action, cost=1) against one day limit on every user: the subject's "
+    "document read, the counter locked and charged, the usage history counted",
+    "Limitry 1.0 checks.create in process, memory ledger": "the same on Limitry() (memory)",
+    "POST /v1/checks, raw keep-alive client (serve, 1 worker)": "the same check over HTTP to "
+    "the app `limitry-local serve` runs (file ledger), from workload i's raw-socket client: "
+    "the server's share",
+    "limitry SDK 1.0 checks.create over HTTP (serve, 1 worker)": "the real SDK "
+    "(limitry 1.0.0rc7, httpx) against that server, one call at a time: what an application "
+    "using the SDK offline pays",
     "floor: bare Starlette endpoint, the same 201 JSON": "benchmarks/http_api.py: a route "
     "added to the served app (same uvicorn, middleware and auth) that reads the body and "
     "answers a precomputed 201 body and headers: the HTTP stack's own cost",

@@ -66,6 +66,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "h2",
         "h3",
         "i",
+        "j",
     }
     implementations = {i for _, i in expected}
     for name in (
@@ -97,6 +98,8 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "limitry usage(), SQLite file, 1 process",
         "floor: bare Starlette endpoint, the same 201 JSON",
         "limitry POST /v1/track (serve, 1 worker)",
+        "Limitry 1.0 checks.create in process, file ledger",
+        "limitry SDK 1.0 checks.create over HTTP (serve, 1 worker)",
     ):
         assert name in implementations
     assert sum(1 for w, _ in expected if w == "c") == 3

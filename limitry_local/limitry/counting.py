@@ -11,6 +11,7 @@ hour: units used, checks allowed, checks refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,14 @@ USED, ALLOWED, REFUSED = "#used", "#allowed", "#refused"
 
 def subject_key(subject: Mapping[str, Any]) -> str:
     """A subject as its counters' key: JSON, so no kind or id can collide with another."""
-    return json.dumps([subject["kind"], subject["id"]], separators=(",", ":"), ensure_ascii=False)
+    return _key(subject["kind"], subject["id"])
+
+
+@functools.lru_cache(maxsize=65_536)
+def _key(kind: str, subject_id: str) -> str:
+    # Cached: the same subjects come back on every check, and JSON encoding is
+    # a visible share of one.
+    return json.dumps([kind, subject_id], separators=(",", ":"), ensure_ascii=False)
 
 
 def subject_of(key: str) -> dict[str, str]:

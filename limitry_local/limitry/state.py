@@ -9,6 +9,7 @@ with another call's, in this process or (through the ledger) in another.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -33,8 +34,10 @@ LIMIT, SUBJECT, CREDIT, RESERVATION, IDEMPOTENCY = (
 CONFLICT_RETRIES = 2
 
 
+@functools.lru_cache(maxsize=4096)
 def iso(seconds: float) -> str:
     """A moment as the API writes it: UTC, milliseconds, ``Z``."""
+    # Cached: the same period ends are written into every answer of the period.
     moment = datetime.fromtimestamp(seconds, timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -52,6 +55,12 @@ def moment(value: Any, field: str) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
+
+
+def _fingerprint(operation: str, request: Any) -> str:
+    """What an idempotency key is checked against: the same key, the same request."""
+    text = json.dumps([operation, request], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class State:
@@ -146,9 +155,7 @@ class State:
 
         A shared ledger may make a write give way in a deadlock ("conflict",
         nothing of it kept): it runs again."""
-        fingerprint = hashlib.sha256(
-            json.dumps([operation, request], sort_keys=True, default=str).encode()
-        ).hexdigest()
+        fingerprint = None if key is None else _fingerprint(operation, request)
         for attempt in range(CONFLICT_RETRIES, -1, -1):
             try:
                 with self.writing(definitions=definitions) as scope:
