@@ -39,6 +39,7 @@ from .limits import (
     invalid,
     new_limit,
     patched,
+    shown,
     text,
     whole,
 )
@@ -56,14 +57,14 @@ def page_size(value: Any, field: str = "limit") -> int:
     try:
         size = int(value)
     except (TypeError, ValueError):
-        raise invalid(field, f"expected a whole number, got {value!r}") from None
+        raise invalid(field, f"expected a whole number, got {shown(value)}") from None
     return min(MAX_PAGE, max(1, size))
 
 
 def subject_text(value: Any, field: str) -> dict[str, str]:
     """``kind:id`` (the query's form of a subject)."""
     if not isinstance(value, str) or ":" not in value:
-        raise invalid(field, f"expected kind:id, such as user:usr_123, got {value!r}")
+        raise invalid(field, f"expected kind:id, such as user:usr_123, got {shown(value)}")
     kind, _, subject_id = value.partition(":")
     return check_subject({"kind": kind, "id": subject_id}, field)
 
@@ -116,7 +117,7 @@ class Admin:
         elif archived in (True, "true"):
             want_archived = True
         else:
-            raise invalid("archived", f"expected true or false, got {archived!r}")
+            raise invalid("archived", f"expected true or false, got {shown(archived)}")
         with self.state.engine.lock:
             rules = [
                 r
@@ -176,9 +177,9 @@ class Admin:
             raise invalid("limits", "expected a list of limits")
         archive = bool(archive_missing) if isinstance(archive_missing, bool) else False
         if archive_missing is not None and not isinstance(archive_missing, bool):
-            raise invalid("archiveMissing", f"expected true or false, got {archive_missing!r}")
+            raise invalid("archiveMissing", f"expected true or false, got {shown(archive_missing)}")
         if preview is not None and not isinstance(preview, bool):
-            raise invalid("preview", f"expected true or false, got {preview!r}")
+            raise invalid("preview", f"expected true or false, got {shown(preview)}")
 
         def run(scope: object, now: float) -> dict[str, Any]:
             plan = self._sync_plan(entries, archive, iso(now))

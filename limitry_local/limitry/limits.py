@@ -9,6 +9,7 @@ to ``version``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,13 +36,23 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
+def shown(value: Any) -> str:
+    """A value as the request wrote it: JSON (``null``, ``true``), else Python's repr."""
+    if isinstance(value, _Missing):
+        return repr(value)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "invalid_request", f"{field}: {message}")
 
 
 def text(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise invalid(field, f"expected a non-empty string, got {value!r}")
+        raise invalid(field, f"expected a non-empty string, got {shown(value)}")
     if len(value) > MAX_TEXT:
         raise invalid(field, f"at most {MAX_TEXT} characters, got {len(value)}")
     return value
@@ -49,26 +60,26 @@ def text(value: Any, field: str) -> str:
 
 def whole(value: Any, field: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise invalid(field, f"expected a whole number from {low} to {high}, got {value!r}")
+        raise invalid(field, f"expected a whole number from {low} to {high}, got {shown(value)}")
     return value
 
 
 def flag(value: Any, field: str) -> bool:
     if not isinstance(value, bool):
-        raise invalid(field, f"expected true or false, got {value!r}")
+        raise invalid(field, f"expected true or false, got {shown(value)}")
     return value
 
 
 def choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise invalid(field, f"expected one of {', '.join(choices)}, got {value!r}")
+        raise invalid(field, f"expected one of {', '.join(choices)}, got {shown(value)}")
     return str(value)
 
 
 def limit_subject(value: Any, field: str = "subject") -> dict[str, str | None]:
     """``{"kind": ..., "id": ...}``: ``id`` absent or null for every subject of the kind."""
     if not isinstance(value, Mapping):
-        raise invalid(field, f'expected an object such as {{"kind": "user"}}, got {value!r}')
+        raise invalid(field, f'expected an object such as {{"kind": "user"}}, got {shown(value)}')
     unknown = set(value) - {"kind", "id"}
     if unknown:
         raise invalid(f"{field}.{sorted(unknown)[0]}", "unknown field; a subject has kind and id")

@@ -22,6 +22,7 @@ from limitry_local.errors import ApiError
 from limitry_local.ledger import LedgerBackend, LedgerError
 
 from .counting import Rule
+from .limits import shown
 
 T = TypeVar("T")
 LIMIT, SUBJECT, CREDIT, RESERVATION, IDEMPOTENCY = (
@@ -45,7 +46,9 @@ def iso(seconds: float) -> str:
 def moment(value: Any, field: str) -> float:
     """An ISO 8601 date or date-time (a naive one is UTC) as unix seconds."""
     if not isinstance(value, str):
-        raise ApiError(400, "invalid_request", f"{field}: expected an ISO 8601 date, got {value!r}")
+        raise ApiError(
+            400, "invalid_request", f"{field}: expected an ISO 8601 date, got {shown(value)}"
+        )
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
