@@ -10,6 +10,7 @@ for failures the ``ApiError`` status and code it takes from the 1.0 envelope.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,11 +27,40 @@ LOCK_TIMEOUT = "0.5"
 """The server's ``--timeout``: how long a write waits for a lock the test holds."""
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["sync", "async"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, str]]:
+    """One server per client flavour: every test runs once through ``limitry.Limitry``
+    and once through ``limitry.AsyncLimitry``, each on a ledger of its own."""
     db = tmp_path_factory.mktemp("limitry1") / "ledger.db"
     with running(db, "--timeout", LOCK_TIMEOUT) as started:
-        yield started
+        yield started, request.param
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[Server, str]) -> Server:
+    return served[0]
+
+
+class Blocking:
+    """An ``AsyncLimitry`` (or one of its resources) driven from plain test code: each
+    call's coroutine is run to completion on the client's own event loop."""
+
+    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._target = target
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return Blocking(value, self._loop)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = value(*args, **kwargs)
+            return self._loop.run_until_complete(result) if inspect.isawaitable(result) else result
+
+        return call
 
 
 @pytest.fixture
@@ -41,8 +71,26 @@ def http(server: Server) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def sdk(server: Server) -> Iterator[limitry.Limitry]:
+def sdk(served: tuple[Server, str]) -> Iterator[Any]:
+    """The served module's client: the sync SDK, or the async one behind :class:`Blocking`."""
+    server, flavour = served
     # No retries: a failure must surface as the first answer, not after backoff.
+    if flavour == "sync":
+        with limitry.Limitry(token=API_KEY, api=server.root, max_retries=0) as client:
+            yield client
+        return
+    loop = asyncio.new_event_loop()
+    async_client = limitry.AsyncLimitry(token=API_KEY, api=server.root, max_retries=0)
+    try:
+        yield Blocking(async_client, loop)
+    finally:
+        loop.run_until_complete(async_client.aclose())
+        loop.close()
+
+
+@pytest.fixture
+def sync_sdk(server: Server) -> Iterator[limitry.Limitry]:
+    """The sync SDK, for its ``with`` helpers (the async ones have a test of their own)."""
     with limitry.Limitry(token=API_KEY, api=server.root, max_retries=0) as client:
         yield client
 
@@ -345,7 +393,8 @@ def test_the_idempotency_key_replays_the_decision_and_counts_once(sdk: limitry.L
     assert _remaining(sdk, "retrier", "r1") == [1]
 
 
-def test_guard_runs_the_block_only_when_allowed(sdk: limitry.Limitry) -> None:
+def test_guard_runs_the_block_only_when_allowed(sync_sdk: limitry.Limitry) -> None:
+    sdk = sync_sdk
     limit = _limit(sdk, "guarded", 2)
     who: Subject = {"kind": "guarded", "id": "g1"}
     ran: list[int] = []
@@ -362,8 +411,9 @@ def test_guard_runs_the_block_only_when_allowed(sdk: limitry.Limitry) -> None:
 
 
 def test_reserve_commits_what_the_block_used_and_releases_on_error(
-    sdk: limitry.Limitry,
+    sync_sdk: limitry.Limitry,
 ) -> None:
+    sdk = sync_sdk
     limit = _limit(sdk, "reserving", 10)
     who: Subject = {"kind": "reserving", "id": "r1"}
     with sdk.reserve(subject=who, action="a", cost=6) as reservation:
