@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ ACTIONS = ["chat", "embed"]
 SHAPES = [
     ("day", 1, "calendar", False),
     ("day", 2, "first_use", False),
+    ("day", 3, "billing_date", False),
     ("hour", 1, "calendar", True),
     ("total", 1, "calendar", False),
     ("concurrent", 1, "calendar", False),
@@ -79,6 +81,8 @@ class Model:
     reservations: dict[str, ModelReservation] = field(default_factory=dict)
     credits: dict[tuple[str, str], int] = field(default_factory=dict)
     first_use: dict[tuple[str, str], float] = field(default_factory=dict)
+    billing: dict[str, float] = field(default_factory=dict)
+    """A subject's billing date, set or (else) its first counted check."""
 
     def applicable(self, kind: str, subject_id: str, action: str) -> list[ModelLimit]:
         matching = [
@@ -99,7 +103,12 @@ class Model:
         if m.rolling:
             # Counted while its minute is one of the last 60.
             return 0 if math.floor(t / 60) * 60 + 3600 > now else None
-        anchor = self.first_use.get((m.id, subject_id), now) if m.start == "first_use" else 0
+        if m.start == "first_use":
+            anchor = self.first_use.get((m.id, subject_id), now)
+        elif m.start == "billing_date":
+            anchor = self.billing.get(subject_id, now)
+        else:
+            anchor = 0
         return math.floor((t - anchor) / (m.every * DAY))
 
     def used(self, m: ModelLimit, subject_id: str, now: float) -> int:
@@ -214,6 +223,19 @@ class LimitryAgainstModel(RuleBasedStateMachine):
         key = (m.id, subject_id)
         self.model.credits[key] = self.model.credits.get(key, 0) + amount
 
+    @rule(
+        who=st.sampled_from(["u1", "u2", "t1"]),
+        days=st.integers(-40, 3),
+        second=st.integers(0, DAY - 1),
+    )
+    def set_billing_date(self, who: str, days: int, second: int) -> None:
+        kind, subject_id = subject_of(who)
+        when = math.floor(self.now / DAY) * DAY + days * DAY + second
+        text = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        answer = self.limitry.subjects.update(kind, subject_id, billing_date=text)
+        assert answer["billingDate"] == text.replace("Z", ".000Z")
+        self.model.billing[subject_id] = when
+
     # --- checks --------------------------------------------------------------------
 
     @rule(
@@ -244,6 +266,8 @@ class LimitryAgainstModel(RuleBasedStateMachine):
         )
         assert decision["allowed"] == allowed, (decision, places)
         if allowed and mode != "preview":
+            for sid in [user, "t1"] if team else [user]:
+                model.billing.setdefault(sid, now)
             for m, sid in places:
                 if m.start == "first_use":
                     model.first_use.setdefault((m.id, sid), now)
