@@ -15,7 +15,9 @@ import pytest
 
 from limitry_local import Tracker
 from limitry_local.limitry import ApiError, LimitReached, Limitry
+from limitry_local.postgres_ledger import PostgresLedger
 from limitry_local.testing import ManualClock
+from tests.conftest import POSTGRES_DSN, postgres_schema
 
 DAY = 86_400
 USER = {"kind": "user", "id": "u1"}
@@ -30,10 +32,17 @@ def clock() -> ManualClock:
     return ManualClock(at("2026-01-15T10:00:00"))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def limitry(
     request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path
 ) -> Iterator[Limitry]:
+    """The face on each ledger: memory, a SQLite file, a fresh PostgreSQL schema."""
+    if request.param == "postgres":
+        with postgres_schema() as schema:
+            ledger = PostgresLedger(POSTGRES_DSN, schema=schema)
+            with Limitry(Tracker(clock=clock, ledger=ledger)) as opened:
+                yield opened
+        return
     path = tmp_path / "usage.db" if request.param == "sqlite" else None
     with Limitry(Tracker(path, clock=clock)) as opened:
         yield opened

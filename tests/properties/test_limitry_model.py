@@ -31,7 +31,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from limitry_local import Tracker
 from limitry_local.limitry import ApiError, Limitry
+from limitry_local.postgres_ledger import PostgresLedger
 from limitry_local.testing import ManualClock
+from tests.conftest import POSTGRES_DSN, postgres_schema
 
 DAY = 86_400
 T0 = 1_800_000_000 + 3_333  # a Thursday, mid-morning UTC
@@ -143,13 +145,23 @@ class LimitryAgainstModel(RuleBasedStateMachine):
         super().__init__()
         self.clock = ManualClock(T0)
         self._dir = tempfile.TemporaryDirectory()
-        path = Path(self._dir.name) / "usage.db" if self.ledger == "sqlite" else None
-        self.limitry = Limitry(Tracker(path, clock=self.clock))
+        self._schema = postgres_schema() if self.ledger == "postgres" else None
+        if self._schema is not None:
+            ledger = PostgresLedger(POSTGRES_DSN, schema=self._schema.__enter__())
+            tracker = Tracker(clock=self.clock, ledger=ledger)
+        else:
+            path = Path(self._dir.name) / "usage.db" if self.ledger == "sqlite" else None
+            tracker = Tracker(path, clock=self.clock)
+        self.limitry = Limitry(tracker)
         self.model = Model()
 
     def teardown(self) -> None:
-        self.limitry.close()
-        self._dir.cleanup()
+        try:
+            self.limitry.close()
+        finally:
+            if self._schema is not None:
+                self._schema.__exit__(None, None, None)
+            self._dir.cleanup()
 
     @property
     def now(self) -> float:
@@ -398,6 +410,17 @@ LimitryOnAFileAgainstModel.TestCase.settings = settings(
     max_examples=25, stateful_step_count=30, deadline=None
 )
 TestLimitryOnAFile = LimitryOnAFileAgainstModel.TestCase
+
+
+class LimitryOnPostgresAgainstModel(LimitryAgainstModel):
+    ledger = "postgres"
+
+
+# Each example creates and drops a schema.
+LimitryOnPostgresAgainstModel.TestCase.settings = settings(
+    max_examples=12, stateful_step_count=30, deadline=None
+)
+TestLimitryOnPostgres = LimitryOnPostgresAgainstModel.TestCase
 
 
 def test_the_model_sees_a_limit_reached() -> None:
