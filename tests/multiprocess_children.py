@@ -111,7 +111,8 @@ def check(ledger: Ledger, now: float, seed: int, calls: int, *, barrier: Any, re
     try:
         rng = random.Random(seed)
         pools = [{"kind": "team", "id": "t1"}, {"kind": "org", "id": "o1"}]
-        with Limitry(ledger.tracker(now)) as limitry:
+        with ledger.tracker(now) as tracker:
+            limitry = Limitry(tracker)
             barrier.wait()
             consumed = 0
             for _ in range(calls):

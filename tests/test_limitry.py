@@ -40,12 +40,12 @@ def limitry(
     if request.param == "postgres":
         with postgres_schema() as schema:
             ledger = PostgresLedger(POSTGRES_DSN, schema=schema)
-            with Limitry(Tracker(clock=clock, ledger=ledger)) as opened:
-                yield opened
+            with Tracker(clock=clock, ledger=ledger) as tracker:
+                yield Limitry(tracker)
         return
     path = tmp_path / "usage.db" if request.param == "sqlite" else None
-    with Limitry(Tracker(path, clock=clock)) as opened:
-        yield opened
+    with Tracker(path, clock=clock) as tracker:
+        yield Limitry(tracker)
 
 
 def refused(call: object, status: int, code: str, words: str) -> ApiError:
@@ -361,7 +361,7 @@ def test_reserve_commits_what_the_block_used_and_releases_on_an_error(limitry: L
         pytest.raises(ValueError, match="whole number"),
         limitry.reserve(subject=USER, action="ai") as reservation,
     ):
-        reservation.cost(1.5)  # type: ignore[arg-type]
+        reservation.cost(1.5)
     with pytest.raises(LimitReached) as caught, limitry.guard(subject=USER, action="ai", cost=9):
         pytest.fail("a refused guard runs nothing")
     assert caught.value.limit_id is not None and caught.value.retry_after_seconds is not None
@@ -424,16 +424,20 @@ def test_a_subject_exists_from_its_first_check_and_takes_a_billing_date(
 
 def test_billing_date_months_start_on_its_day_clamped_at_month_ends(tmp_path: Path) -> None:
     clock = ManualClock(at("2024-02-28T12:00:00"))
-    limitry = Limitry(Tracker(tmp_path / "usage.db", clock=clock))
-    limitry.limits.create(subject={"kind": "user"}, amount=1, window="month", start="billing_date")
-    limitry.subjects.update("user", "u1", billing_date="2024-01-31T00:00:00Z")
-    first = limitry.checks.create(subject=USER, action="a")
-    # 2024 is a leap year: the period from Jan 31 ends on Feb 29, then Mar 31.
-    assert first["limits"][0]["resetsAt"] == "2024-02-29T00:00:00.000Z"
-    assert not limitry.checks.create(subject=USER, action="a")["allowed"]
-    clock.set(at("2024-02-29T00:00:00"))
-    second = limitry.checks.create(subject=USER, action="a")
-    assert second["allowed"] and second["limits"][0]["resetsAt"] == "2024-03-31T00:00:00.000Z"
+    with Tracker(tmp_path / "usage.db", clock=clock) as tracker:
+        limitry = Limitry(tracker)
+        limitry.limits.create(
+            subject={"kind": "user"}, amount=1, window="month", start="billing_date"
+        )
+        limitry.subjects.update("user", "u1", billing_date="2024-01-31T00:00:00Z")
+        first = limitry.checks.create(subject=USER, action="a")
+        # 2024 is a leap year: the period from Jan 31 ends on Feb 29, then Mar 31.
+        assert first["limits"][0]["resetsAt"] == "2024-02-29T00:00:00.000Z"
+        assert not limitry.checks.create(subject=USER, action="a")["allowed"]
+        clock.set(at("2024-02-29T00:00:00"))
+        second = limitry.checks.create(subject=USER, action="a")
+        assert second["allowed"]
+        assert second["limits"][0]["resetsAt"] == "2024-03-31T00:00:00.000Z"
 
 
 def test_a_reset_gives_the_window_back_but_not_what_open_reservations_hold(
@@ -493,3 +497,37 @@ def test_usage_counts_units_allowed_and_refused_per_hour_and_by_subject(
     ]
     assert limitry.limits.get(limit["id"])["lastCheckedAt"] == "2026-01-15T11:00:00.000Z"
     refused(lambda: limitry.usage.standing(subject="u1"), 400, "invalid_request", "kind:id")
+
+
+# --- the SDK's own arguments ----------------------------------------------------------
+
+
+def test_code_written_for_the_sdk_runs_as_it_is(limitry: Limitry) -> None:
+    """The SDK client's arguments, request_options and helper keywords are taken."""
+    made = Limitry(token="sk_test", workspace="w", environment="e", timeout=1.5, max_retries=0)
+    made.close()
+    with pytest.raises(ValueError, match="limitry-local serve"):
+        Limitry(api="http://127.0.0.1:8080")
+    limitry.limits.create(
+        subject={"kind": "user"}, amount=5, window="day", request_options={"idempotency_key": "c"}
+    )
+    again = limitry.limits.create(
+        subject={"kind": "user"}, amount=5, window="day", request_options={"idempotency_key": "c"}
+    )
+    assert len(limitry.limits.list(request_options={})["items"]) == 1
+    assert again["id"] == limitry.limits.list()["items"][0]["id"]
+    with limitry.guard(subject=USER, action="a", timeout=0.5, fail_mode="closed"):
+        pass
+    with limitry.reserve(subject=USER, action="a", cost=2, fail_mode="open") as reservation:
+        reservation.cost(1.0)
+    assert limitry.standing(subject=USER)["limits"][0]["used"] == 2
+
+
+def test_closing_the_face_closes_only_a_tracker_it_opened(tmp_path: Path) -> None:
+    with Tracker(tmp_path / "usage.db") as tracker:
+        Limitry(tracker).close()
+        assert tracker.quotas.list().data == []  # still open
+    owned = Limitry(tmp_path / "usage.db")
+    owned.close()
+    with pytest.raises(Exception, match="closed"):
+        owned.tracker.quotas.list()

@@ -184,7 +184,8 @@ def test_limitry_checks_from_every_process_admit_exactly_each_limit(
     """Limitry 1.0 on a shared ledger: 6 processes, pools in random orders (so their
     counters' locks are asked in every order), a first-use period made by the race."""
     limit, slots, calls = 40, 3, 15
-    with Limitry(ledger.tracker(START)) as setup:
+    with ledger.tracker(START) as tracker:
+        setup = Limitry(tracker)
         user = setup.limits.create(subject={"kind": "user"}, amount=limit, window="day")
         pool = setup.limits.create(subject={"kind": "team"}, amount=10**6, window="total")
         org = setup.limits.create(
@@ -197,7 +198,8 @@ def test_limitry_checks_from_every_process_admit_exactly_each_limit(
     assert sum(got[0] for _, got, _ in answers) == limit
     assert sum(1 for _, got, _ in answers if got[0]) > 1  # a race, not one winner
     assert sum(got[1] for _, got, _ in answers) == slots
-    with Limitry(ledger.tracker(START)) as limitry:
+    with ledger.tracker(START) as tracker:
+        limitry = Limitry(tracker)
         used = {
             x["limitId"]: x["used"]
             for who in ("user:u1", "team:t1", "org:o1", "agent:a1")

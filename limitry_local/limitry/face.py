@@ -9,7 +9,7 @@ stands in for the SDK's ``request_options={"idempotency_key": ...}``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,23 @@ from limitry_local.errors import LimitReached
 from limitry_local.tracker import Tracker
 
 from .admin import Admin
-from .checks import Checks
+from .checks import MAX_COST, Checks
 from .limits import MISSING
 from .state import State
 
 _UNSET: Any = object()
+
+
+RequestOptions = Mapping[str, Any]
+"""The SDK's per-call options: ``idempotency_key`` counts here; ``headers`` mean nothing offline."""
+
+
+def _key(idempotency_key: str | None, options: RequestOptions | None) -> str | None:
+    """The call's idempotency key, given either way."""
+    if idempotency_key is not None or options is None:
+        return idempotency_key
+    found = options.get("idempotency_key")
+    return None if found is None else str(found)
 
 
 def _given(**fields: Any) -> dict[str, Any]:
@@ -45,6 +57,7 @@ class _Checks:
         mode: str = "consume",
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Whether ``subject`` may do ``action`` at ``cost`` (``allowed``), and in
         ``consume`` mode use it; ``preview`` uses nothing, ``reserve`` holds it."""
@@ -55,7 +68,7 @@ class _Checks:
             cost=cost,
             mode=mode,
             ttl_seconds=ttl_seconds,
-            idempotency_key=idempotency_key,
+            idempotency_key=_key(idempotency_key, request_options),
         )
 
 
@@ -71,11 +84,16 @@ class _Credits:
         amount: int,
         note: str | None = None,
         idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Add credits to a subject's balance on a ``total`` limit (negative: take back)."""
-        return self._admin.add_credits(limit_id, subject, amount, note, idempotency_key)
+        return self._admin.add_credits(
+            limit_id, subject, amount, note, _key(idempotency_key, request_options)
+        )
 
-    def list(self, limit_id: str) -> dict[str, Any]:
+    def list(
+        self, limit_id: str, *, request_options: RequestOptions | None = None
+    ) -> dict[str, Any]:
         """The limit's credits, newest first."""
         return self._admin.credits(limit_id)
 
@@ -100,6 +118,7 @@ class _Limits:
         enabled: bool = _UNSET,
         fail_mode: str = _UNSET,
         idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """A new limit; omitted fields take their defaults (action ``*``, unit units, ...)."""
         fields = _given(
@@ -115,9 +134,11 @@ class _Limits:
             enabled=enabled,
             fail_mode=fail_mode,
         )
-        return self._admin.create_limit(fields, idempotency_key)
+        return self._admin.create_limit(fields, _key(idempotency_key, request_options))
 
-    def get(self, limit_id: str) -> dict[str, Any]:
+    def get(
+        self, limit_id: str, *, request_options: RequestOptions | None = None
+    ) -> dict[str, Any]:
         return self._admin.get_limit(limit_id)
 
     def list(
@@ -128,21 +149,41 @@ class _Limits:
         subject_kind: str | None = None,
         action: str | None = None,
         archived: bool | str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Active limits newest first (``archived="true"``: the archived ones), a page at a time."""
         return self._admin.list_limits(limit, cursor, subject_kind, action, archived)
 
     def update(
-        self, limit_id: str, *, idempotency_key: str | None = None, **fields: Any
+        self,
+        limit_id: str,
+        *,
+        idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
         """Change name, amount, enabled or fail_mode; what a limit counts is fixed."""
-        return self._admin.update_limit(limit_id, _given(**fields), idempotency_key)
+        return self._admin.update_limit(
+            limit_id, _given(**fields), _key(idempotency_key, request_options)
+        )
 
-    def archive(self, limit_id: str, *, idempotency_key: str | None = None) -> None:
-        self._admin.archive_limit(limit_id, idempotency_key)
+    def archive(
+        self,
+        limit_id: str,
+        *,
+        idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
+    ) -> None:
+        self._admin.archive_limit(limit_id, _key(idempotency_key, request_options))
 
-    def restore(self, limit_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return self._admin.restore_limit(limit_id, idempotency_key)
+    def restore(
+        self,
+        limit_id: str,
+        *,
+        idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
+    ) -> dict[str, Any]:
+        return self._admin.restore_limit(limit_id, _key(idempotency_key, request_options))
 
     def sync(
         self,
@@ -151,9 +192,12 @@ class _Limits:
         archive_missing: bool | None = None,
         preview: bool | None = None,
         idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Make the limits match ``limits`` by name (``preview``: say what, change nothing)."""
-        return self._admin.sync(limits, archive_missing, preview, idempotency_key)
+        return self._admin.sync(
+            limits, archive_missing, preview, _key(idempotency_key, request_options)
+        )
 
 
 class _Reservations:
@@ -161,14 +205,25 @@ class _Reservations:
         self._checks = checks
 
     def commit(
-        self, reservation_id: str, *, cost: int, idempotency_key: str | None = None
+        self,
+        reservation_id: str,
+        *,
+        cost: int,
+        idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Charge what the work used (after an expiry too); a repeat answers the same."""
-        return self._checks.commit(reservation_id, cost, idempotency_key)
+        return self._checks.commit(reservation_id, cost, _key(idempotency_key, request_options))
 
-    def release(self, reservation_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def release(
+        self,
+        reservation_id: str,
+        *,
+        idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
+    ) -> dict[str, Any]:
         """Give the whole reservation back; a repeat answers the same."""
-        return self._checks.release(reservation_id, idempotency_key)
+        return self._checks.release(reservation_id, _key(idempotency_key, request_options))
 
     def extend(
         self,
@@ -176,16 +231,21 @@ class _Reservations:
         *,
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Keep an open reservation ``ttl_seconds`` more from now (default 300)."""
-        return self._checks.extend(reservation_id, ttl_seconds, idempotency_key)
+        return self._checks.extend(
+            reservation_id, ttl_seconds, _key(idempotency_key, request_options)
+        )
 
 
 class _Subjects:
     def __init__(self, admin: Admin) -> None:
         self._admin = admin
 
-    def get(self, subject_kind: str, subject_id: str) -> dict[str, Any]:
+    def get(
+        self, subject_kind: str, subject_id: str, *, request_options: RequestOptions | None = None
+    ) -> dict[str, Any]:
         return self._admin.subject(subject_kind, subject_id)
 
     def update(
@@ -195,9 +255,12 @@ class _Subjects:
         *,
         billing_date: str,
         idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Set when the subject's ``billing_date`` limits' periods start from."""
-        return self._admin.set_billing_date(subject_kind, subject_id, billing_date, idempotency_key)
+        return self._admin.set_billing_date(
+            subject_kind, subject_id, billing_date, _key(idempotency_key, request_options)
+        )
 
     def reset(
         self,
@@ -206,9 +269,12 @@ class _Subjects:
         *,
         limit_id: str | None = None,
         idempotency_key: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Give a subject its current windows back (one limit, or all but concurrent ones)."""
-        return self._admin.reset(subject_kind, subject_id, limit_id, idempotency_key)
+        return self._admin.reset(
+            subject_kind, subject_id, limit_id, _key(idempotency_key, request_options)
+        )
 
 
 class _Usage:
@@ -223,15 +289,28 @@ class _Usage:
         from_: str | None = None,
         to: str | None = None,
         granularity: str | None = None,
+        request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
         """Units used, checks allowed and refused per hour or day (default: 30 days by day)."""
         return self._admin.query(limit_id, subject, from_, to, granularity)
 
-    def standing(self, *, subject: str, shared: str | None = None) -> dict[str, Any]:
+    def standing(
+        self,
+        *,
+        subject: str,
+        shared: str | None = None,
+        request_options: RequestOptions | None = None,
+    ) -> dict[str, Any]:
         """Every enabled limit on ``kind:id`` (and ``shared``): used, remaining, resetsAt."""
         return self._admin.standing(subject, shared)
 
-    def subjects(self, *, limit_id: str, limit: int | str | None = None) -> dict[str, Any]:
+    def subjects(
+        self,
+        *,
+        limit_id: str,
+        limit: int | str | None = None,
+        request_options: RequestOptions | None = None,
+    ) -> dict[str, Any]:
         """The limit's subjects in their current window, most used first."""
         return self._admin.by_subject(limit_id, limit)
 
@@ -244,13 +323,21 @@ class Reservation:
         self.id = reservation_id
         self._checks = checks
 
-    def cost(self, units: int) -> None:
-        """What the work actually used, committed when the block ends (default: reserved)."""
-        if isinstance(units, bool) or not isinstance(units, int) or not 0 <= units <= 10**9:
+    def cost(self, units: float) -> None:
+        """What the work actually used, committed when the block ends (default: reserved).
+
+        A whole number from 0 to 1,000,000,000 (``2.0`` too), as the SDK takes it:
+        anything else raises ValueError here, before the work's usage could be lost."""
+        if (
+            isinstance(units, bool)
+            or not isinstance(units, (int, float))
+            or not float(units).is_integer()
+            or not 0 <= units <= MAX_COST
+        ):
             raise ValueError(
-                f"reservation.cost({units!r}): the cost must be a whole number from 0 to 10**9"
+                f"reservation.cost({units!r}): the cost must be a whole number from 0 to {MAX_COST}"
             )
-        self.used = units
+        self.used = int(units)
 
     def extend(self, ttl_seconds: int | None = None) -> None:
         self._checks.extend(self.id, ttl_seconds, None)
@@ -266,9 +353,32 @@ class Limitry:
 
     ``db``: a ledger file path, or a :class:`~limitry_local.Tracker` whose
     ledger (file, memory or PostgreSQL) and lock it shares; None: memory.
+    :meth:`close` closes the Tracker only if this made it.
+
+    The SDK client's own arguments are taken so its construction runs as it
+    is: ``token``, ``workspace``, ``environment``, ``timeout``, ``max_retries``
+    and ``http_client`` change nothing in process.  ``api`` names a server,
+    which a client in process has none of: a ValueError says what to do.
     """
 
-    def __init__(self, db: Tracker | str | Path | None = None) -> None:
+    def __init__(
+        self,
+        db: Tracker | str | Path | None = None,
+        *,
+        token: str | None = None,
+        workspace: str | None = None,
+        environment: str | None = None,
+        api: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        http_client: object | None = None,
+    ) -> None:
+        if api is not None:
+            raise ValueError(
+                f"api={api!r}: this Limitry runs in process, with no server to call; drop "
+                "api=, or point the real limitry SDK at `limitry-local serve`"
+            )
+        self._owns_tracker = not isinstance(db, Tracker)
         self.tracker = db if isinstance(db, Tracker) else Tracker(db)
         state = State(self.tracker.engine)
         self._checks = Checks(state)
@@ -280,7 +390,8 @@ class Limitry:
         self.usage = _Usage(admin)
 
     def close(self) -> None:
-        self.tracker.close()
+        if self._owns_tracker:
+            self.tracker.close()
 
     def __enter__(self) -> Limitry:
         return self
@@ -296,8 +407,13 @@ class Limitry:
         action: str,
         cost: int = 1,
         shared: list[dict[str, Any]] | None = None,
+        timeout: float | None = None,
+        fail_mode: str | None = None,
     ) -> Iterator[None]:
-        """Check ``cost`` and run the block only if allowed; else raise :class:`LimitReached`."""
+        """Check ``cost`` and run the block only if allowed; else raise :class:`LimitReached`.
+
+        ``timeout`` and ``fail_mode`` are the SDK's, for when Limitry cannot be
+        reached; in process it always is, so they change nothing."""
         decision = self.checks.create(subject=subject, action=action, cost=cost, shared=shared)
         if not decision["allowed"]:
             raise LimitReached(decision)
@@ -312,6 +428,8 @@ class Limitry:
         cost: int = 1,
         shared: list[dict[str, Any]] | None = None,
         ttl_seconds: int | None = None,
+        timeout: float | None = None,
+        fail_mode: str | None = None,
     ) -> Iterator[Reservation]:
         """Reserve ``cost``, run the block, then commit what it used (released on an error)."""
         decision = self.checks.create(

@@ -67,8 +67,8 @@ class ModelLimit:
 @dataclass
 class ModelReservation:
     id: str
-    # (limit id, subject id, when reserved) of every limit it holds a unit of
-    places: list[tuple[str, str, float]]
+    # (limit id, subject id, when reserved, period start) of every limit it holds units of
+    places: list[tuple[str, str, float, float]]
     reserved: int
     expires: float
     status: str = "held"
@@ -78,8 +78,8 @@ class ModelReservation:
 @dataclass
 class Model:
     limits: list[ModelLimit] = field(default_factory=list)
-    # (limit id, subject id, when, cost): consumes and commits
-    uses: list[tuple[str, str, float, int]] = field(default_factory=list)
+    # (limit id, subject id, when, period start, cost): consumes and commits
+    uses: list[tuple[str, str, float, float, int]] = field(default_factory=list)
     reservations: dict[str, ModelReservation] = field(default_factory=dict)
     credits: dict[tuple[str, str], int] = field(default_factory=dict)
     first_use: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -98,36 +98,50 @@ class Model:
         own = {(m.action, m.window) for m in matching if m.subject_id is not None}
         return [m for m in matching if m.subject_id is not None or (m.action, m.window) not in own]
 
-    def period(self, m: ModelLimit, subject_id: str, t: float, now: float) -> int | None:
-        """Which period of ``m`` the moment ``t`` is in, seen from ``now``."""
-        if m.window in ("total", "concurrent"):
+    def start(self, m: ModelLimit, subject_id: str, t: float) -> float:
+        """When the period of ``m`` holding ``t`` starts, by the subject's anchor now.
+
+        A use is charged to the period it was made in, known by its start: a
+        billing date set later starts new periods, and what the old ones
+        counted stays in them."""
+        if m.window in ("total", "concurrent") or m.rolling:
             return 0
-        if m.rolling:
-            # Counted while its minute is one of the last 60.
-            return 0 if math.floor(t / 60) * 60 + 3600 > now else None
         if m.start == "first_use":
-            anchor = self.first_use.get((m.id, subject_id), now)
+            anchor = self.first_use.get((m.id, subject_id), t)
         elif m.start == "billing_date":
-            anchor = self.billing.get(subject_id, now)
+            anchor = self.billing.get(subject_id, t)
         else:
             anchor = 0
-        return math.floor((t - anchor) / (m.every * DAY))
+        length = m.every * DAY
+        return (
+            math.floor(anchor) + math.floor((math.floor(t) - math.floor(anchor)) / length) * length
+        )
+
+    def counts(
+        self, m: ModelLimit, subject_id: str, use: tuple[str, str, float, float], now: float
+    ) -> bool:
+        """Whether a use ``(limit id, subject, when, period start)`` counts on ``m`` at ``now``."""
+        limit_id, sid, t, start = use
+        if limit_id != m.id or sid != subject_id:
+            return False
+        if m.rolling:
+            # Counted while its minute is one of the last 60.
+            return math.floor(t / 60) * 60 + 3600 > now
+        return start == self.start(m, subject_id, now)
 
     def used(self, m: ModelLimit, subject_id: str, now: float) -> int:
-        current = self.period(m, subject_id, now, now)
         total = 0
         if m.window != "concurrent":
             total += sum(
                 cost
-                for limit_id, sid, t, cost in self.uses
-                if limit_id == m.id and sid == subject_id and self.period(m, sid, t, now) == current
+                for limit_id, sid, t, start, cost in self.uses
+                if self.counts(m, subject_id, (limit_id, sid, t, start), now)
             )
         for r in self.reservations.values():
             if r.status == "held" and now < r.expires:
-                for limit_id, sid, t in r.places:
-                    same = limit_id == m.id and sid == subject_id
-                    if same and self.period(m, sid, t, now) == current:
-                        total += r.reserved
+                total += sum(
+                    r.reserved for place in r.places if self.counts(m, subject_id, place, now)
+                )
         return total
 
     def allowance(self, m: ModelLimit, subject_id: str) -> int:
@@ -157,7 +171,7 @@ class LimitryAgainstModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            self.limitry.close()
+            self.limitry.tracker.close()
         finally:
             if self._schema is not None:
                 self._schema.__exit__(None, None, None)
@@ -284,13 +298,18 @@ class LimitryAgainstModel(RuleBasedStateMachine):
                 if m.start == "first_use":
                     model.first_use.setdefault((m.id, sid), now)
             if mode == "consume":
-                model.uses += [(m.id, sid, now, cost) for m, sid in places]
+                model.uses += [
+                    (m.id, sid, now, model.start(m, sid, now), cost) for m, sid in places
+                ]
             else:
                 reservation = decision["reservation"]
                 assert reservation["status"] == "held"
                 assert reservation["reserved"] == cost
                 model.reservations[reservation["id"]] = ModelReservation(
-                    reservation["id"], [(m.id, sid, now) for m, sid in places], cost, now + ttl
+                    reservation["id"],
+                    [(m.id, sid, now, model.start(m, sid, now)) for m, sid in places],
+                    cost,
+                    now + ttl,
                 )
         else:
             assert "reservation" not in decision
@@ -325,7 +344,7 @@ class LimitryAgainstModel(RuleBasedStateMachine):
         answer = self.limitry.reservations.commit(r.id, cost=cost)
         if status in ("held", "expired"):
             # After an expiry too: the work happened. Concurrent slots are never charged.
-            self.model.uses += [(lid, sid, t, cost) for lid, sid, t in r.places]
+            self.model.uses += [(*place, cost) for place in r.places]
             r.status, r.cost = "committed", cost
         assert answer["status"] == "committed"
         assert answer["cost"] == r.cost
@@ -428,6 +447,6 @@ def test_the_model_sees_a_limit_reached() -> None:
     model = Model([ModelLimit("lim", "user", None, "*", 1, "day", 1, "calendar", False)])
     m = model.limits[0]
     assert model.used(m, "u1", T0) + 1 <= model.allowance(m, "u1")
-    model.uses.append(("lim", "u1", T0, 1))
+    model.uses.append(("lim", "u1", T0, model.start(m, "u1", T0), 1))
     assert model.used(m, "u1", T0 + 1) + 1 > model.allowance(m, "u1")
     assert model.used(m, "u1", T0 + DAY) == 0
