@@ -196,7 +196,10 @@ def _create_records(db: sqlite_utils.Database) -> None:
 
 def _v7_to_v8(db: sqlite_utils.Database) -> None:
     _create_records(db)
-    db.execute("ALTER TABLE events ADD COLUMN cost_micro_cents INTEGER")
+    # Only when missing, as records' IF NOT EXISTS: a step run on a file that
+    # has the column (a current file set back a version) must not fail.
+    if "cost_micro_cents" not in db.table("events").columns_dict:
+        db.execute("ALTER TABLE events ADD COLUMN cost_micro_cents INTEGER")
     # The expression reports summed before version 8 (round() adds 0.5 in
     # double precision and truncates, away from zero: metrics.micro_cents'
     # rule), so an old ledger reports to the micro-cent what it did.
