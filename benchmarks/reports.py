@@ -31,6 +31,7 @@ from pathlib import Path
 
 from limitry_local import Tracker
 from limitry_local.ledger import EVENT_COLUMNS
+from limitry_local.metrics import micro_cents
 
 END = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
 DAYS = 30
@@ -70,6 +71,7 @@ def _rows(events: int) -> Iterator[tuple[object, ...]]:
         model = None if rng.random() < 0.05 else rng.choice(models)
         inputs = rng.randrange(10, 4000)
         outputs = rng.randrange(0, 1000)
+        cents = round((inputs * 0.00025 + outputs * 0.001) * 100, 6)
         yield (
             f"evt_{i:024x}",
             START + i * step,
@@ -81,10 +83,11 @@ def _rows(events: int) -> Iterator[tuple[object, ...]]:
             outputs,
             inputs + outputs,
             rng.randrange(50, 5000),
-            round((inputs * 0.00025 + outputs * 0.001) * 100, 6),
+            cents,
             "{}",
             None,
             None,
+            micro_cents(cents),  # as the tracker stores it, what reports sum
         )
 
 

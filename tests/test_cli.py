@@ -311,6 +311,22 @@ def test_usage_per_day_customer_and_model(db: Path) -> None:
     assert re.search(r"total .*│ +4 │ +607 │ +120 │ +727 │", table)
 
 
+def test_usage_counts_half_a_micro_cent_as_the_ledger_reports_it(db: Path) -> None:
+    # 2.5e-6 cents is 2.5 micro-cents: 3 by the one rule (half away from zero),
+    # 2 by Python's round() (half to even), which the summary once used.
+    with Tracker(db, clock=ManualClock(NOV_25)) as tracker:
+        tracker.events.ingest(customer_id="acme", event_type="model_call", cost_cents=2.5e-6)
+        (group,) = tracker.usage_report.breakdown("customer_id").data
+        assert group.total_cost_cents == 3e-6
+        for grouping in ("day", "all"):
+            queried = aggregate(tracker, grouping, EventFilters(), query_cost=0)
+            assert [row.cost_micro_cents for row in queried] == [3]
+        assert [row.cost_micro_cents for row in _walk(tracker, "day", EventFilters())] == [3]
+    usage = json.loads(ok("--db", db, "usage", "--json"))
+    assert [row["totalCostCents"] for row in usage["rows"]] == [3e-6]
+    assert usage["total"]["totalCostCents"] == 3e-6
+
+
 def test_usage_with_no_matching_events_says_so(db: Path) -> None:
     seed_events(db)
     assert ok("--db", db, "usage", "--start", "2027-01-01") == "no events match\n"

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from limitry_local import LedgerError, Tracker
-from limitry_local.ledger import EventRow, Ledger, LedgerBackend, ReportFilter
+from limitry_local.ledger import EventRow, Ledger, LedgerBackend, ReportFilter, priced
 from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.metrics import micro_cents
 from limitry_local.postgres_ledger import PostgresLedger
@@ -141,8 +141,10 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerBac
 
 
 def _row(event_id: str, cost_cents: float | None = None) -> EventRow:
-    return EventRow(
-        event_id, START, "acme", "chat", "gpt", "openai", 1, 2, 3, 4, cost_cents, "{}", None
+    return priced(
+        EventRow(
+            event_id, START, "acme", "chat", "gpt", "openai", 1, 2, 3, 4, cost_cents, "{}", None
+        )
     )
 
 

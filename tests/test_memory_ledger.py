@@ -39,6 +39,7 @@ from limitry_local.ledger import (
     Ledger,
     LedgerBackend,
     LedgerError,
+    priced,
 )
 from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.postgres_ledger import PostgresLedger
@@ -205,7 +206,11 @@ event_rows = st.builds(
     properties=st.sampled_from(["{}", '{"tier": "pro"}']),
     cached_input_tokens=tokens,
     idempotency_key=st.sampled_from(["", None]),
-)
+    # Derived, never drawn: the tracker stores micro_cents(cost_cents) with
+    # every event and migrations backfill the same, so no ledger holds another
+    # value.  That reports sum the stored column, not a recount, is
+    # tests/test_usage_report_ledgers.py's focused test.
+).map(priced)
 records = st.builds(
     Record,
     st.lists(
@@ -474,20 +479,22 @@ def ledger(request: pytest.FixtureRequest) -> Iterator[LedgerBackend]:
 
 
 def _event(event_id: str, customer_id: str | None, ts: float, key: str | None = None) -> EventRow:
-    return EventRow(
-        id=event_id,
-        ts=ts,
-        customer_id=customer_id,
-        event_type="chat",
-        model="gpt",
-        provider=None,
-        input_tokens=3,
-        output_tokens=4,
-        total_tokens=7,
-        latency_ms=None,
-        cost_cents=0.1,
-        properties="{}",
-        idempotency_key=key,
+    return priced(
+        EventRow(
+            id=event_id,
+            ts=ts,
+            customer_id=customer_id,
+            event_type="chat",
+            model="gpt",
+            provider=None,
+            input_tokens=3,
+            output_tokens=4,
+            total_tokens=7,
+            latency_ms=None,
+            cost_cents=0.1,
+            properties="{}",
+            idempotency_key=key,
+        )
     )
 
 
@@ -750,9 +757,9 @@ def test_totals_sum_cents_as_whole_micro_cents(ledger: LedgerBackend) -> None:
     # exactly 3 cents.  2.5e-7 rounds down to 0 micro-cents, 5e-7 up to 1.
     with ledger.write() as scope:
         rows = [_event(f"evt_{i}", "acme", T0) for i in range(30)]
-        rows += [_event("evt_a", "acme", T0)._replace(cost_cents=2.5e-7)]
-        rows += [_event("evt_b", "acme", T0)._replace(cost_cents=5e-7)]
-        rows += [_event("evt_c", "acme", T0)._replace(cost_cents=None, total_tokens=None)]
+        rows += [priced(_event("evt_a", "acme", T0)._replace(cost_cents=2.5e-7))]
+        rows += [priced(_event("evt_b", "acme", T0)._replace(cost_cents=5e-7))]
+        rows += [priced(_event("evt_c", "acme", T0)._replace(cost_cents=None, total_tokens=None))]
         ledger.record(scope, [(row, [], None) for row in rows])
     totals = ledger.totals("acme", None, None)
     assert totals.cost_micro_cents == 3_000_001

@@ -36,11 +36,13 @@ import psycopg
 import pytest
 
 from limitry_local import QuotaExceeded, RateLimitExceeded, Tracker
-from limitry_local.ledger import LedgerBackend, LedgerError
+from limitry_local.ledger import LedgerBackend, LedgerError, ReportFilter, priced
+from limitry_local.metrics import micro_cents
 from limitry_local.postgres_ledger import SCHEMA_VERSION, PostgresLedger
 from limitry_local.testing import ManualClock
 from tests import test_memory_ledger as reference
 from tests.conftest import POSTGRES_DSN, START, postgres_schema
+from tests.test_ledger import AWKWARD_CENTS
 
 # The focused examples of test_memory_ledger, collected here a second time:
 # pytest gives them this module's `ledger` fixture, a PostgresLedger.
@@ -283,6 +285,47 @@ def test_a_version_1_schema_is_migrated_to_numbering_by_identity() -> None:
                 f"SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'"
             ).fetchone()
             assert version == (str(SCHEMA_VERSION),)
+
+
+def test_a_version_3_schema_is_backfilled_with_the_micro_cents_its_reports_summed() -> None:
+    # Version 3 summed each report's micro-cents from cost_cents with this
+    # expression: made here from a current schema, as a 0.3 ledger would be.
+    old_sum = (
+        "sum(CASE WHEN cost_cents >= 0 THEN trunc(cost_cents * 1e6::float8 + 0.5::float8) "
+        "ELSE -trunc(-cost_cents * 1e6::float8 + 0.5::float8) END::bigint)"
+    )
+    rows = [
+        priced(_event(f"evt_{i}", f"cust_{i % 3}", T0 + i)._replace(cost_cents=cents))
+        for i, cents in enumerate(AWKWARD_CENTS)
+    ]
+    with postgres_schema() as schema:
+        ledger = PostgresLedger(POSTGRES_DSN, schema=schema)
+        with ledger.write() as scope:
+            ledger.record(scope, [(row, [], None) for row in rows])
+        ledger.close()
+        with _admin() as admin:
+            admin.execute(f'ALTER TABLE "{schema}".events DROP COLUMN cost_micro_cents')
+            admin.execute(f'DROP TABLE "{schema}".records')
+            admin.execute(f"UPDATE \"{schema}\".meta SET value = '3' WHERE key = 'schema_version'")
+            before = {
+                customer: (events, int(cents or 0))
+                for customer, events, cents in admin.execute(
+                    f'SELECT customer_id, count(*), {old_sum} FROM "{schema}".events GROUP BY 1'
+                )
+            }
+        with Tracker(
+            ledger=PostgresLedger(POSTGRES_DSN, schema=schema), clock=ManualClock(T0)
+        ) as tracker:
+            groups = tracker.ledger.usage_breakdown("customer_id", ReportFilter())
+            assert {c: (t.events, t.cost_micro_cents) for c, t in groups} == before
+            event = tracker.usage(customer_id="cust_1", event_type="chat", cost_cents=2.5e-6)
+        with _admin() as admin:
+            stored = admin.execute(
+                f'SELECT id, cost_cents, cost_micro_cents FROM "{schema}".events ORDER BY seq'
+            ).fetchall()
+    expected = [(row.id, row.cost_cents, micro_cents(row.cost_cents)) for row in rows]
+    # The new event's micro-cents, counted once when it was recorded (half away from zero).
+    assert stored == [*expected, (event.id, 2.5e-6, 3)]
 
 
 def test_a_schema_from_a_newer_version_is_refused() -> None:

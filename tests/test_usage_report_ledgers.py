@@ -83,6 +83,36 @@ def test_the_range_is_half_open_and_periods_start_on_the_grid(ledger: LedgerBack
     assert ledger.usage_breakdown("model", ReportFilter(start=start, end=start)) == []
 
 
+def test_reports_and_totals_sum_the_micro_cents_stored_with_each_event(
+    ledger: LedgerBackend,
+) -> None:
+    # The tracker stores micro_cents(cost_cents); a ledger is given 7 for 0.1
+    # cents here, so a report that counted cost_cents again would say 100,000.
+    stored = memory._event("evt_1", "acme", memory.T0)._replace(cost_micro_cents=7)
+    _record(ledger, stored, memory._event("evt_2", "acme", memory.T0))
+    assert next(ledger.scan_events()).cost_micro_cents == 7
+    assert ledger.totals("acme", None, None).cost_micro_cents == 100_007
+    assert ledger.usage_breakdown("model", ReportFilter()) == [
+        ("gpt", UsageTotals(2, 14, 6, 8, 100_007))
+    ]
+    day = utc_grid("day")
+    assert ledger.usage_timeseries(*day, ReportFilter()) == [
+        (memory.DAY_START, UsageTotals(2, 14, 6, 8, 100_007))
+    ]
+
+
+def test_an_event_with_a_cost_but_no_micro_cents_is_refused_and_nothing_is_kept(
+    ledger: LedgerBackend,
+) -> None:
+    unpriced = memory._event("evt_2", "acme", memory.T0)._replace(cost_micro_cents=None)
+    with pytest.raises(ValueError, match=r"'evt_2' has cost_cents=0.1 but cost_micro_cents=None"):
+        _record(ledger, memory._event("evt_1", "acme", memory.T0), unpriced)
+    assert ledger.event_count() == 0
+    # No cost, no micro-cents: nothing to count.
+    _record(ledger, unpriced._replace(cost_cents=None))
+    assert ledger.totals("acme", None, None) == UsageTotals(1, 7, 3, 4, 0)
+
+
 def test_an_unknown_column_is_refused_before_any_sql(ledger: LedgerBackend) -> None:
     with pytest.raises(ValueError, match="no report column 'seq'"):
         ledger.usage_breakdown("seq", ReportFilter())

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from limitry_local.cli.plan import KIND_LABEL, Change
 from limitry_local.cli.usage import Grouping, UsageRow, period_label, total
-from limitry_local.metrics import MICRO_CENTS, from_units
+from limitry_local.metrics import from_units, micro_cents
 from limitry_local.models import (
     Quota,
     QuotaStatus,
@@ -272,7 +272,7 @@ def _report_totals(totals: UsageGroup | UsagePoint) -> list[str]:
 
 
 def _sum(items: Sequence[UsageGroup] | Sequence[UsagePoint]) -> UsageGroup:
-    micro = sum(round(item.total_cost_cents * MICRO_CENTS) for item in items)
+    micro = sum(micro_cents(item.total_cost_cents) or 0 for item in items)
     return UsageGroup(
         value=None,
         total_events=sum(item.total_events for item in items),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from limitry_local.metrics import MICRO_CENTS, from_units
+from limitry_local.metrics import from_units, micro_cents
 from limitry_local.models import UsageInterval
 from limitry_local.periods import Period, period_bounds
 
@@ -73,8 +73,9 @@ class UsageRow:
         self.input_tokens += totals.total_input_tokens
         self.output_tokens += totals.total_output_tokens
         self.total_tokens += totals.total_tokens
-        # The report states micro-cents as cents; back to the exact integer.
-        self.cost_micro_cents += round(totals.total_cost_cents * MICRO_CENTS)
+        # The report states micro-cents as cents; back to the whole number, by
+        # the one rule (a whole number of micro-cents in cents has no half to round).
+        self.cost_micro_cents += micro_cents(totals.total_cost_cents) or 0
 
     @property
     def cost_cents(self) -> int | float:
@@ -169,7 +170,9 @@ def _walk(tracker: Tracker, grouping: Grouping, filters: EventFilters) -> list[U
         row.input_tokens += event.input_tokens or 0
         row.output_tokens += event.output_tokens or 0
         row.total_tokens += event.total_tokens or 0
-        row.cost_micro_cents += round((event.cost_cents or 0) * MICRO_CENTS)
+        # What the ledger stored with the event and its reports sum: the one
+        # rule, half away from zero (round() is half to even: 2.5e-6 cents is 2).
+        row.cost_micro_cents += micro_cents(event.cost_cents) or 0
     return sorted(rows.values(), key=_order)
 
 

@@ -21,7 +21,7 @@ from limitry_local.headers import (
     rate_limit_headers,
 )
 from limitry_local.ledger import EventRow
-from limitry_local.metrics import from_units
+from limitry_local.metrics import from_units, micro_cents
 from limitry_local.models import (
     Event,
     FailedOpen,
@@ -199,6 +199,8 @@ def event_row(event_id: str, request: TrackPostRequest, when: float) -> EventRow
         ),
         idempotency_key=request.idempotency_key,
         cached_input_tokens=request.cached_input_tokens,
+        # Counted here, once: the ledger stores it and every report sums it.
+        cost_micro_cents=micro_cents(request.cost_cents),
     )
 
 

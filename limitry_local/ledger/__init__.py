@@ -32,6 +32,7 @@ from limitry_local.ledger.protocol import (
     ReportFilter,
     UsageTotals,
     check_options,
+    priced,
     report_column,
 )
 from limitry_local.ledger.schema import SCHEMA_VERSION
@@ -55,5 +56,6 @@ __all__ = [
     "ReportFilter",
     "UsageTotals",
     "check_options",
+    "priced",
     "report_column",
 ]

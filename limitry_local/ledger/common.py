@@ -49,6 +49,16 @@ def schema_version_of(found: Any, newest: int, where: str) -> int:
     return version
 
 
+def unpriced(row: EventRow) -> ValueError:
+    """What every ledger says of a row with a cost but no ``cost_micro_cents``: it
+    would report no cost, so it is refused rather than stored."""
+    return ValueError(
+        f"event {row.id!r} has cost_cents={row.cost_cents!r} but cost_micro_cents=None; "
+        "build the row with limitry_local.ledger.priced(row), which counts it by "
+        "metrics.micro_cents"
+    )
+
+
 def overflow(where: str) -> LedgerError:
     """What every ledger says when a counter would pass :data:`MAX_UNITS`."""
     return LedgerError(

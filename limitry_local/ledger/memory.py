@@ -7,8 +7,9 @@ entry, so the hot path costs what the rules cost.  Every read answers
 exactly what :class:`~limitry_local.ledger.Ledger` answers on the same
 writes (the whole test suite runs on both), including the order of lists
 and the exact integer sums of totals; the rules that make it so (filters,
-paging, holds, rounding, counter bounds) are the ones the SQL ledgers use
-(:mod:`limitry_local.ledger.common`, :func:`limitry_local.metrics.micro_cents`).
+paging, holds, counter bounds) are the ones the SQL ledgers use
+(:mod:`limitry_local.ledger.common`); costs are summed as the micro-cents
+stored with each event, as the SQL ledgers sum their column.
 
 Writes happen inside :meth:`MemoryLedger.write`, under the tracker's lock;
 a scope that raises is undone from a small journal of what it changed, so
@@ -32,6 +33,7 @@ from limitry_local.ledger.common import (
     event_matches,
     held_by,
     page,
+    unpriced,
     without_quota,
 )
 from limitry_local.ledger.protocol import (
@@ -44,7 +46,6 @@ from limitry_local.ledger.protocol import (
     UsageTotals,
     report_column,
 )
-from limitry_local.metrics import micro_cents
 
 K = TypeVar("K")
 
@@ -295,6 +296,8 @@ class MemoryLedger:
         # failure halfway (MemoryError) is undone too.
         journal.append(lambda: self._unrecord(first, added, keys))
         for row, increments, response in events:
+            if row.cost_micro_cents is None and row.cost_cents is not None:
+                raise unpriced(row)
             rows.append(row)
             seq = len(rows)
             self._seq_by_id[row.id] = seq
@@ -385,7 +388,7 @@ class MemoryLedger:
             total += row.total_tokens or 0
             inputs += row.input_tokens or 0
             outputs += row.output_tokens or 0
-            cents += micro_cents(row.cost_cents) or 0
+            cents += row.cost_micro_cents or 0
         return UsageTotals(events, total, inputs, outputs, cents)
 
     def counters(self) -> dict[tuple[str, str, int], int]:
@@ -499,7 +502,7 @@ class MemoryLedger:
             sums[1] += row.total_tokens or 0
             sums[2] += row.input_tokens or 0
             sums[3] += row.output_tokens or 0
-            sums[4] += micro_cents(row.cost_cents) or 0
+            sums[4] += row.cost_micro_cents or 0
         return [(group, UsageTotals(*sums)) for group, sums in groups.items()]
 
 

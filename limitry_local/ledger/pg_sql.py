@@ -26,7 +26,8 @@ SCHEMA_VERSION = 4
 2: events and alert firings numbered by identity columns, not ``max(seq) + 1``;
 both definition tables' ``fail_mode`` (the SQLite ledger's version 6).
 3: ``quota_alerts.updated_at`` (the SQLite ledger's version 7).
-4: ``records``, the Limitry 1.0 face's documents (the SQLite ledger's version 8)."""
+4: ``records``, the Limitry 1.0 face's documents, and ``events.cost_micro_cents``
+(the SQLite ledger's version 8)."""
 
 
 # --- NUL characters -----------------------------------------------------------------
@@ -142,7 +143,8 @@ def schema_ddl(s: str) -> str:
             cost_cents double precision,
             properties text NOT NULL,
             idempotency_key text,
-            cached_input_tokens bigint
+            cached_input_tokens bigint,
+            cost_micro_cents bigint
         );
         CREATE INDEX ON {s}.events (customer_id, ts);
         CREATE INDEX ON {s}.events (ts);
@@ -240,7 +242,18 @@ def v2_to_v3(conn: Connection[Any], s: str) -> None:
 
 
 def v3_to_v4(conn: Connection[Any], s: str) -> None:
+    """Version 3 summed each report's micro-cents from ``cost_cents``: the same
+    expression fills the new column, so an old ledger reports what it did."""
     conn.execute(records_ddl(s))
+    conn.execute(f"ALTER TABLE {s}.events ADD COLUMN IF NOT EXISTS cost_micro_cents bigint")
+    # SQLite's round(), and so metrics.micro_cents: add 0.5 in double
+    # precision, truncate, away from zero.
+    conn.execute(
+        f"UPDATE {s}.events SET cost_micro_cents = CASE WHEN cost_cents >= 0 "
+        "THEN trunc(cost_cents * 1e6::float8 + 0.5::float8) "
+        "ELSE -trunc(-cost_cents * 1e6::float8 + 0.5::float8) END::bigint "
+        "WHERE cost_cents IS NOT NULL"
+    )
     conn.execute(f"UPDATE {s}.meta SET value = '4' WHERE key = 'schema_version'")
 
 
@@ -333,12 +346,6 @@ def dialect(quoted: str) -> Dialect:
         modulo="%%",
         contains="strpos({0}, {1}) > 0",
         no_limit=None,  # LIMIT NULL; a negative LIMIT is an error here
-        # SQLite's round(), and so metrics.micro_cents: add 0.5 in double
-        # precision, truncate, away from zero.
-        micro_cents=(
-            "CASE WHEN cost_cents >= 0 THEN trunc(cost_cents * 1e6::float8 + 0.5::float8) "
-            "ELSE -trunc(-cost_cents * 1e6::float8 + 0.5::float8) END::bigint"
-        ),
         enc=enc,
         dec=dec,
     )

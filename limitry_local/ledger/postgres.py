@@ -55,10 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from limitry_local.breaker import CircuitBreaker, Refusal
 from limitry_local.errors import LedgerError
-from limitry_local.ledger.common import (
-    definitions_version_of,
-    merged_increments,
-)
+from limitry_local.ledger.common import definitions_version_of, merged_increments, unpriced
 from limitry_local.ledger.pg_connection import (
     Guard,
     close_connection,
@@ -78,11 +75,7 @@ from limitry_local.ledger.pg_sql import (
     migrate,
     schema_version,
 )
-from limitry_local.ledger.protocol import (
-    CounterIncrement,
-    Durability,
-    EventRow,
-)
+from limitry_local.ledger.protocol import CounterIncrement, Durability, EventRow
 from limitry_local.ledger.sql import SqlLedger
 
 if TYPE_CHECKING:
@@ -679,6 +672,8 @@ class PostgresLedger(SqlLedger):
         increments: list[CounterIncrement] = []
         keys: list[tuple[Any, Any, Any]] = []
         for row, added_by_event, response in events:
+            if row.cost_micro_cents is None and row.cost_cents is not None:
+                raise unpriced(row)
             rows.append([enc(value) for value in row])
             increments.extend(added_by_event)
             if row.idempotency_key is not None:

@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, get_args
 
+from limitry_local.metrics import micro_cents
+
 Durability = Literal["normal", "full", "batched"]
 DURABILITIES: tuple[str, ...] = get_args(Durability)
 
 
 class EventRow(NamedTuple):
-    """One row of the events table; ``ts`` is unix seconds, ``properties`` JSON text."""
+    """One row of the events table; ``ts`` is unix seconds, ``properties`` JSON text.
+
+    ``cost_micro_cents`` is ``metrics.micro_cents(cost_cents)``, computed once
+    by whoever builds the row (:func:`priced`); ledgers store it as given and
+    reports sum it, so they never round ``cost_cents`` again.
+    """
 
     id: str
     ts: float
@@ -37,9 +44,15 @@ class EventRow(NamedTuple):
     properties: str
     idempotency_key: str | None
     cached_input_tokens: int | None = None
+    cost_micro_cents: int | None = None
 
 
 EVENT_COLUMNS = EventRow._fields
+
+
+def priced(row: EventRow) -> EventRow:
+    """``row`` with its ``cost_micro_cents`` counted from ``cost_cents`` by the one rule."""
+    return row._replace(cost_micro_cents=micro_cents(row.cost_cents))
 
 
 class AlertRow(NamedTuple):

@@ -20,7 +20,9 @@ definition tables' ``overrides`` and ``mode``.  5: ``quota_alerts`` and
 ``alert_log``, quota alerts and the history of their firings.  6: both
 definition tables' ``fail_mode``.  7: ``quota_alerts.updated_at``, since an
 alert can be changed.  8: ``records``, the documents of the Limitry 1.0 face
-(limits, subjects, credits, reservations, idempotent answers)."""
+(limits, subjects, credits, reservations, idempotent answers), and
+``events.cost_micro_cents``, each event's cost counted once when it is
+recorded, what reports sum."""
 
 
 def create_schema(db: sqlite_utils.Database) -> None:
@@ -47,6 +49,7 @@ def create_schema(db: sqlite_utils.Database) -> None:
             "properties": str,
             "idempotency_key": str,
             "cached_input_tokens": int,
+            "cost_micro_cents": int,
         },
         pk="seq",
         not_null={"id", "ts", "properties"},
@@ -193,6 +196,17 @@ def _create_records(db: sqlite_utils.Database) -> None:
 
 def _v7_to_v8(db: sqlite_utils.Database) -> None:
     _create_records(db)
+    # Only when missing, as records' IF NOT EXISTS: a step run on a file that
+    # has the column (a current file set back a version) must not fail.
+    if "cost_micro_cents" not in db.table("events").columns_dict:
+        db.execute("ALTER TABLE events ADD COLUMN cost_micro_cents INTEGER")
+    # The expression reports summed before version 8 (round() adds 0.5 in
+    # double precision and truncates, away from zero: metrics.micro_cents'
+    # rule), so an old ledger reports to the micro-cent what it did.
+    db.execute(
+        "UPDATE events SET cost_micro_cents = CAST(round(cost_cents * 1000000) AS INTEGER) "
+        "WHERE cost_cents IS NOT NULL"
+    )
 
 
 # MIGRATIONS[n] takes a ledger from schema version n to n + 1.

@@ -120,9 +120,6 @@ class Dialect:
     """``{0}`` holds the text ``{1}``, a condition."""
     no_limit: int | None
     """What LIMIT takes for "every row"."""
-    micro_cents: str
-    """An event's cost in whole micro-cents, by :func:`limitry_local.metrics.micro_cents`'
-    rule (to the nearest, half away from zero, computed in double precision)."""
     enc: Callable[[Any], Any] = lambda value: value
     """A string as stored (PostgreSQL escapes NUL); anything else as it is."""
     dec: Callable[[Any], Any] = lambda value: value
@@ -594,8 +591,9 @@ class SqlLedger(Translated):
         conn = self._reader()
         events = self.dialect.table("events")
         group = " GROUP BY 1" if key else ""
-        # Each amount in whole units: cost as the micro-cents the counters add.
-        amounts = ("total_tokens", "input_tokens", "output_tokens", self.dialect.micro_cents)
+        # Each amount in whole units: cost as the micro-cents stored with each
+        # event, what the counters added.
+        amounts = ("total_tokens", "input_tokens", "output_tokens", "cost_micro_cents")
         sums = ", ".join(f"sum({amount})" for amount in amounts)
         try:
             rows = conn.execute(

@@ -38,6 +38,7 @@ from limitry_local.ledger.common import (
     definitions_version_of,
     overflow,
     schema_version_of,
+    unpriced,
 )
 from limitry_local.ledger.protocol import (
     ALERT_COLUMNS,
@@ -59,9 +60,6 @@ SQLITE = Dialect(
     modulo="%",
     contains="instr({0}, {1}) > 0",
     no_limit=-1,  # a negative LIMIT is no limit
-    # round() adds 0.5 in double precision and truncates, away from zero:
-    # metrics.micro_cents' rule, so reports sum what the counters added.
-    micro_cents="CAST(round(cost_cents * 1000000) AS INTEGER)",
 )
 
 # seq is the rowid: SQLite numbers a new row max(seq) + 1 under its write lock.
@@ -682,6 +680,8 @@ class Ledger(SqlLedger):
         is stored under the event's idempotency key, if it has one.
         """
         for row, increments, response in events:
+            if row.cost_micro_cents is None and row.cost_cents is not None:
+                raise unpriced(row)
             self._scope_events += 1
             conn.execute(_INSERT_EVENT, row)
             self._add(conn, increments)

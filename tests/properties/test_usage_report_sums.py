@@ -201,6 +201,10 @@ def test_every_report_is_the_sum_of_the_raw_events(
         for batch in batches:
             tracker.events.batch(batch)
         rows = list(tracker.ledger.scan_events())
+        # Each event's micro-cents, stored when it was recorded, by the reference's rule.
+        assert [r.cost_micro_cents for r in rows] == [
+            None if r.cost_cents is None else _micro_cents(r.cost_cents) for r in rows
+        ]
         times = [datetime.fromtimestamp(row.ts, timezone.utc) for row in rows]
         for _ in range(3):
             query = {
