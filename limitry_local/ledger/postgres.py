@@ -75,6 +75,7 @@ from limitry_local.ledger.pg_sql import (
     migrate,
     schema_version,
 )
+from limitry_local.ledger.pg_wire import Batches
 from limitry_local.ledger.protocol import CounterIncrement, Durability, EventRow
 from limitry_local.ledger.sql import SqlLedger
 
@@ -207,7 +208,7 @@ class PostgresLedger(SqlLedger):
         self._recorded: dict[str, tuple[str, str]] = {}
         self._guessed_version: int | None = None
         self._guessed_keys: list[tuple[str, list[int]]] = []
-        self._client: Any = None
+        self._batches = Batches(psycopg_module())
         self._prepared_on: Any = None
         self.lock_key = lock_key(schema)
         self._schema_salt = f"limitry_local:{schema}:".encode()
@@ -322,23 +323,11 @@ class PostgresLedger(SqlLedger):
 
     def _sql(self, query: str, params: Sequence[Any]) -> str:
         """``query`` with ``params`` written in as literals, to send in a batch."""
-        client = self._client
-        if client is None or client.connection is not self._conn:
-            client = self._client = psycopg_module().ClientCursor(self._conn)
-        text: str = client.mogrify(query, params)
-        return text
+        return self._batches.sql(self._conn, query, params)
 
     def _run(self, statements: Sequence[str]) -> list[list[Any]]:
         """Send ``statements`` in one message: one round trip.  The rows each answered."""
-        # No parameters, so psycopg sends a simple query (several statements
-        # allowed); an error stops the rest of the message, and the
-        # transaction is then failed until ROLLBACK.
-        cursor = self._conn.execute("; ".join(statements), prepare=False)
-        answers: list[list[Any]] = []
-        while True:
-            answers.append(cursor.fetchall() if cursor.description is not None else [])
-            if not cursor.nextset():
-                return answers
+        return self._batches.run(self._conn, statements)
 
     def _begin(self, then: Sequence[str] = ()) -> list[list[Any]]:
         """BEGIN, the definitions lock, the version, the checks of what this scope

@@ -1,0 +1,109 @@
+"""The PostgreSQL ledger's batches on the wire: literals written in, one message, its results.
+
+A write scope sends each step's statements as one simple-query message (one
+round trip, docs/scaling.md), so their parameters are written into the text
+as literals.  Both halves are done here without psycopg's cursor, which
+costs more per statement than the statements' own work on the client: a
+``usage()`` spent about a quarter of its instructions in ``mogrify`` and in
+the cursor's per-result bookkeeping.  Results are still read by psycopg's
+own loaders (its ``Transformer``), and errors are psycopg's, raised from the
+failed result, so what the ledger makes of them is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+
+def literal(value: Any) -> str:
+    """``value`` as an SQL literal, for a server with ``standard_conforming_strings``.
+
+    Only the types the ledger sends: text (already NUL-escaped, see
+    :func:`~limitry_local.ledger.pg_sql.enc`), whole numbers, finite
+    floats, booleans and None.  With standard conforming strings, a quote is
+    the one character a quoted literal must escape (by doubling it).
+    """
+    if value is None:
+        return "NULL"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    kind = type(value)
+    if kind is str:
+        text: str = value
+        if "\x00" in text:
+            raise ValueError("a NUL character cannot be sent: escape text with pg_sql.enc")
+        return "'" + text.replace("'", "''") + "'"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} cannot be stored in the ledger")
+        return repr(value)
+    raise TypeError(f"no SQL literal for a {kind.__name__}: {value!r}")
+
+
+def formatted(query: str, params: Sequence[Any]) -> str:
+    """``query`` with each ``%s`` replaced by the next parameter's literal."""
+    parts = query.split("%s")
+    if len(parts) != len(params) + 1:
+        raise ValueError(f"{len(parts) - 1} placeholders, {len(params)} parameters: {query}")
+    out = [parts[0]]
+    for value, part in zip(params, parts[1:], strict=True):
+        out.append(literal(value))
+        out.append(part)
+    return "".join(out)
+
+
+class Batches:
+    """Writes statements with their literals, sends a batch on one connection, reads
+    every result."""
+
+    def __init__(self, psycopg: Any) -> None:
+        self._psycopg = psycopg
+        self._fatal = psycopg.pq.ExecStatus.FATAL_ERROR
+        self._execute = psycopg.generators.execute
+        self._loaders: tuple[Any, Any] | None = None
+        self._writer: tuple[Any, Any] | None = None
+
+    def sql(self, conn: Any, query: str, params: Sequence[Any]) -> str:
+        """``query`` with ``params`` written in as literals, to send in a batch."""
+        writer = self._writer
+        if writer is None or writer[0] is not conn:
+            # The server reports the setting at connect and whenever it changes.
+            conforming = conn.info.parameter_status("standard_conforming_strings") == "on"
+            client = None if conforming else self._psycopg.ClientCursor(conn)
+            writer = self._writer = (conn, client)
+        if writer[1] is None:
+            return formatted(query, params)
+        # A server configured the old way: psycopg knows its escapes.
+        text: str = writer[1].mogrify(query, params)
+        return text
+
+    def run(self, conn: Any, statements: Sequence[str]) -> list[list[Any]]:
+        """The rows each statement answered (``[]`` for one that answers none).
+
+        ``conn.wait`` runs the exchange, so the connection's deadline and
+        breaker see it as any other.  The first failed statement raises its
+        error; the server ran nothing after it, and the transaction is failed
+        until ROLLBACK."""
+        pgconn = conn.pgconn
+        pgconn.send_query("; ".join(statements).encode(conn.info.encoding))
+        results = conn.wait(self._execute(pgconn))
+        loaders = self._loaders
+        if loaders is None or loaders[0] is not conn:
+            loaders = self._loaders = (conn, self._psycopg.adapt.Transformer(conn))
+        loader = loaders[1]
+        answers: list[list[Any]] = []
+        for result in results:
+            if result.status == self._fatal:
+                raise self._psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            if result.nfields:
+                loader.set_pgresult(result)
+                answers.append(loader.load_rows(0, result.ntuples, tuple))
+            else:
+                answers.append([])
+        return answers
