@@ -337,13 +337,13 @@ class PostgresLedger(SqlLedger):
         if self._read_version:  # not setting up: the tables exist
             self._ensure_prepared()
         take = "pg_advisory_xact_lock" if self._exclusive else "pg_advisory_xact_lock_shared"
-        statements = [
-            "BEGIN ISOLATION LEVEL READ COMMITTED",
-            f"SET LOCAL lock_timeout = {self._lock_timeout_ms}",
-            # The lock, then (a new snapshot under READ COMMITTED, so it sees
-            # the last change's commit) the definitions version.
-            f"SELECT {take}({self.lock_key})",
-        ]
+        statements = ["BEGIN ISOLATION LEVEL READ COMMITTED"]
+        if self._prepared_on is not self._conn:  # setting up: the session has no timeout yet
+            statements.append(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}")
+        # The lock, then (a new snapshot under READ COMMITTED, so it sees the
+        # last change's commit) the definitions version.
+        statements.append(f"SELECT {take}({self.lock_key})")
+        version_at = len(statements)
         if self._read_version:
             statements.append(self._q.run["limitry_version"])
         # Each guessed key: its lock, then its row (the lookups' places noted).
@@ -356,7 +356,7 @@ class PostgresLedger(SqlLedger):
         self._begun = True
         answers = self._run([*statements, *then])
         if self._read_version:
-            rows = answers[3]
+            rows = answers[version_at]
             self._scope_version = definitions_version_of(rows[0] if rows else None, self.where)
             self._known_version = self._scope_version
         recorded = False
@@ -368,11 +368,13 @@ class PostgresLedger(SqlLedger):
         return answers[len(statements) :]
 
     def _ensure_prepared(self) -> None:
-        """PREPARE the statements of every usage() on this connection, once.
+        """PREPARE the statements of every usage() on this connection, and set its
+        lock timeout, once.
 
         A scope runs them by ``EXECUTE name(literals)``: planned once per
         connection, not once per message.  Prepared statements outlive
-        transactions (a ROLLBACK keeps them) and go with the connection."""
+        transactions (a ROLLBACK keeps them) and go with the connection; so
+        does the lock timeout, set here outside any transaction."""
         if self._prepared_on is self._conn:
             return
         wanted = self._q.prepared
@@ -384,8 +386,7 @@ class PostgresLedger(SqlLedger):
             )
         }
         missing = [f"PREPARE {name} AS {text}" for name, text in wanted.items() if name not in have]
-        if missing:
-            self._run(missing)
+        self._run([f"SET lock_timeout = {self._lock_timeout_ms}", *missing])
         self._prepared_on = self._conn
 
     def _remember(self, key: str, stored: tuple[str, str] | None) -> None:

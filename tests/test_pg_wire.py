@@ -1,0 +1,90 @@
+"""The PostgreSQL ledger's literals and batches against a real server.
+
+Every value the ledger writes into a batch as a literal must come back from
+the server exactly as it went in, whatever the text holds (quotes,
+backslashes, statement separators, any Unicode): the literal is data, never
+SQL. A server configured with ``standard_conforming_strings = off`` gets
+psycopg's own escaping instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from limitry_local.ledger.pg_wire import Batches, formatted, literal
+from tests.conftest import POSTGRES_DSN
+
+# Text as the ledger sends it: NUL already escaped (pg_sql.enc), no lone surrogates.
+texts = st.text(st.characters(exclude_characters="\x00", codec="utf-8"))
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    texts,
+    st.sampled_from(["'", "''", "\\", "\\'", "'; DROP TABLE events; --", "$$", "%s", "E'x'"]),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
+        yield connection
+
+
+def _round_trip(conn: psycopg.Connection[Any], batches: Batches, value: Any) -> Any:
+    cast = "::float8" if type(value) is float else ""
+    statement = batches.sql(conn, f"SELECT %s{cast}", [value])
+    (answer,) = batches.run(conn, [statement, "SELECT 1"])[0]
+    return answer[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=values)
+def test_every_literal_comes_back_as_it_went_in(conn: psycopg.Connection[Any], value: Any) -> None:
+    got = _round_trip(conn, Batches(psycopg), value)
+    if type(value) is float:
+        assert got == value or (value == 0 and got == 0)
+    else:
+        assert got == value and type(got) is type(value)
+
+
+def test_without_standard_conforming_strings_psycopg_escapes(
+    conn: psycopg.Connection[Any],
+) -> None:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as old:
+        old.execute("SET standard_conforming_strings = off")
+        batches = Batches(psycopg)
+        for value in ["a\\'b", "\\", "it's", "x\\\\y"]:
+            assert _round_trip(old, batches, value) == value
+
+
+def test_a_batch_answers_each_statement_and_stops_at_the_first_error(
+    conn: psycopg.Connection[Any],
+) -> None:
+    batches = Batches(psycopg)
+    assert batches.run(conn, ["SELECT 1, 'a'", "SET LOCAL work_mem = '4MB'", "SELECT 2"]) == [
+        [(1, "a")],
+        [],
+        [(2,)],
+    ]
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        batches.run(conn, ["SELECT 1", "SELECT 1 / 0", "SELECT 3"])
+    assert batches.run(conn, ["SELECT 4"]) == [[(4,)]]  # the connection is usable after
+
+
+def test_what_cannot_be_a_literal_is_refused() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        literal("a\x00b")
+    with pytest.raises(ValueError, match="cannot be stored"):
+        literal(float("nan"))
+    with pytest.raises(TypeError, match="bytes"):
+        literal(b"raw")
+    with pytest.raises(ValueError, match="2 placeholders, 1 parameters"):
+        formatted("SELECT %s, %s", [1])
