@@ -306,8 +306,7 @@ class PostgresLedger(SqlLedger):
     # --- scopes ---------------------------------------------------------------
     #
     # Every statement of a scope goes to the server as text with its values
-    # written in (client-side binding, psycopg's ClientCursor.mogrify), several
-    # statements to one message: PostgreSQL's simple query protocol runs them
+    # written in as literals (pg_wire.Batches), several statements to one message: PostgreSQL's simple query protocol runs them
     # in order and answers them together, one round trip for the lot.
     #
     # An optimistic scope (write(optimistic=True)) sends nothing when it
