@@ -7,10 +7,13 @@ tests/properties/test_limitry_model.py; these are the edges one at a time.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from limitry_local import Tracker
@@ -531,3 +534,105 @@ def test_closing_the_face_closes_only_a_tracker_it_opened(tmp_path: Path) -> Non
     owned.close()
     with pytest.raises(Exception, match="closed"):
         owned.tracker.quotas.list()
+
+
+# --- what the review found -------------------------------------------------------------
+
+
+def test_checks_drawing_on_pools_in_opposite_orders_never_deadlock() -> None:
+    """Two Trackers on one PostgreSQL schema, pools listed in opposite orders: every
+    document is locked in one order, so the server breaks no deadlock (it broke
+    26 in 300 checks when each document was locked in the order it was named)."""
+    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    with postgres_schema() as schema, psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+        trackers = [Tracker(ledger=PostgresLedger(POSTGRES_DSN, schema=schema)) for _ in "ab"]
+        first, second = (Limitry(tracker) for tracker in trackers)
+        first.limits.create(subject={"kind": "team"}, amount=10**9, window="day")
+        before = admin.execute(deadlocks).fetchone()
+        allowed: list[bool] = []
+
+        def check(limitry: Limitry, pools: tuple[str, str]) -> None:
+            for i in range(100):
+                decision = limitry.checks.create(
+                    subject={"kind": "user", "id": f"u{i % 5}"},
+                    action="a",
+                    shared=[{"kind": "team", "id": pool} for pool in pools],
+                )
+                allowed.append(decision["allowed"])
+
+        threads = [
+            threading.Thread(target=check, args=(first, ("x", "y"))),
+            threading.Thread(target=check, args=(second, ("y", "x"))),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for tracker in trackers:
+            tracker.close()  # a server process reports its counts as it ends
+        assert allowed == [True] * 200
+        after = admin.execute(deadlocks).fetchone()
+        assert before is not None and after is not None
+        assert after[0] == before[0]
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (
+            lambda face: face.subjects.update(
+                "user", "u1", billing_date="9999-12-31T23:59:59-12:00"
+            ),
+            "billingDate",
+        ),
+        (
+            lambda face: face.subjects.update(
+                "user", "u1", billing_date="0001-01-01T00:00:00+01:00"
+            ),
+            "billingDate",
+        ),
+        (
+            lambda face: face.checks.create(subject={"kind": "user", "id": "\ud800"}, action="a"),
+            "subject.id",
+        ),
+        (
+            lambda face: face.checks.create(subject=USER, action="a", idempotency_key="\udc00"),
+            "Idempotency-Key",
+        ),
+        (lambda face: face.limits.list(limit=float("inf")), "limit"),
+        (lambda face: face.limits.list(limit="2.7"), "limit"),
+    ],
+)
+def test_input_no_ledger_can_hold_is_a_400_naming_it(
+    limitry: Limitry, call: Any, field: str
+) -> None:
+    error = refused(lambda: call(limitry), 400, "invalid_request", field)
+    assert error.message.startswith(f"{field}: ")
+
+
+def test_a_list_cursor_survives_its_item_being_archived(limitry: Limitry) -> None:
+    made = [
+        limitry.limits.create(subject={"kind": "user"}, amount=1, window="day", name=f"l{i}")
+        for i in range(4)
+    ]
+    page = limitry.limits.list(limit=2)
+    limitry.limits.archive(page["items"][-1]["id"])
+    rest = limitry.limits.list(limit=2, cursor=page["nextCursor"])
+    assert [x["id"] for x in rest["items"]] == [made[1]["id"], made[0]["id"]]
+
+
+def test_a_whole_float_cost_is_a_cost_and_a_fresh_limit_has_a_window_start(
+    limitry: Limitry,
+) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=5, window="day")
+    assert limitry.usage.subjects(limit_id=limit["id"])["windowStart"] == (
+        "2026-01-15T00:00:00.000Z"
+    )
+    decision = limitry.checks.create(subject=USER, action="a", cost=2.0)  # type: ignore[arg-type]
+    assert decision["limits"][0]["remaining"] == 3
+    refused(
+        lambda: limitry.checks.create(subject=USER, action="a", cost=2.5),  # type: ignore[arg-type]
+        400,
+        "invalid_request",
+        "cost",
+    )

@@ -3,8 +3,7 @@
 Every value the ledger writes into a batch as a literal must come back from
 the server exactly as it went in, whatever the text holds (quotes,
 backslashes, statement separators, any Unicode): the literal is data, never
-SQL. A server configured with ``standard_conforming_strings = off`` gets
-psycopg's own escaping instead.
+SQL, and reads the same whether ``standard_conforming_strings`` is on or off.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
 
 def _round_trip(conn: psycopg.Connection[Any], batches: Batches, value: Any) -> Any:
     cast = "::float8" if type(value) is float else ""
-    statement = batches.sql(conn, f"SELECT %s{cast}", [value])
+    statement = formatted(f"SELECT %s{cast}", [value])
     (answer,) = batches.run(conn, [statement, "SELECT 1"])[0]
     return answer[0]
 
@@ -55,14 +54,13 @@ def test_every_literal_comes_back_as_it_went_in(conn: psycopg.Connection[Any], v
         assert got == value and type(got) is type(value)
 
 
-def test_without_standard_conforming_strings_psycopg_escapes(
-    conn: psycopg.Connection[Any],
-) -> None:
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as old:
-        old.execute("SET standard_conforming_strings = off")
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_text_reads_the_same_whatever_standard_conforming_strings_says(setting: str) -> None:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as session:
+        session.execute(f"SET standard_conforming_strings = {setting}")
         batches = Batches(psycopg)
-        for value in ["a\\'b", "\\", "it's", "x\\\\y"]:
-            assert _round_trip(old, batches, value) == value
+        for value in ["a\\'b", "\\", "it's", "x\\\\y", "\\'; SELECT 1; --"]:
+            assert _round_trip(session, batches, value) == value
 
 
 def test_a_batch_answers_each_statement_and_stops_at_the_first_error(

@@ -18,12 +18,14 @@ from typing import Any
 
 
 def literal(value: Any) -> str:
-    """``value`` as an SQL literal, for a server with ``standard_conforming_strings``.
+    """``value`` as an SQL literal.
 
     Only the types the ledger sends: text (already NUL-escaped, see
     :func:`~limitry_local.ledger.pg_sql.enc`), whole numbers, finite
-    floats, booleans and None.  With standard conforming strings, a quote is
-    the one character a quoted literal must escape (by doubling it).
+    floats, booleans and None.  Text is written as an escape string
+    (``E'...'``, backslashes and quotes doubled), which reads the same
+    whatever ``standard_conforming_strings`` says, even if a session changes
+    it: no setting can end the literal early.
     """
     if value is None:
         return "NULL"
@@ -36,7 +38,7 @@ def literal(value: Any) -> str:
         text: str = value
         if "\x00" in text:
             raise ValueError("a NUL character cannot be sent: escape text with pg_sql.enc")
-        return "'" + text.replace("'", "''") + "'"
+        return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
     if kind is int:
         return str(value)
     if kind is float:
@@ -59,29 +61,13 @@ def formatted(query: str, params: Sequence[Any]) -> str:
 
 
 class Batches:
-    """Writes statements with their literals, sends a batch on one connection, reads
-    every result."""
+    """Sends a batch of statements on one connection and reads every result."""
 
     def __init__(self, psycopg: Any) -> None:
         self._psycopg = psycopg
         self._fatal = psycopg.pq.ExecStatus.FATAL_ERROR
         self._execute = psycopg.generators.execute
         self._loaders: tuple[Any, Any] | None = None
-        self._writer: tuple[Any, Any] | None = None
-
-    def sql(self, conn: Any, query: str, params: Sequence[Any]) -> str:
-        """``query`` with ``params`` written in as literals, to send in a batch."""
-        writer = self._writer
-        if writer is None or writer[0] is not conn:
-            # The server reports the setting at connect and whenever it changes.
-            conforming = conn.info.parameter_status("standard_conforming_strings") == "on"
-            client = None if conforming else self._psycopg.ClientCursor(conn)
-            writer = self._writer = (conn, client)
-        if writer[1] is None:
-            return formatted(query, params)
-        # A server configured the old way: psycopg knows its escapes.
-        text: str = writer[1].mogrify(query, params)
-        return text
 
     def run(self, conn: Any, statements: Sequence[str]) -> list[list[Any]]:
         """The rows each statement answered (``[]`` for one that answers none).

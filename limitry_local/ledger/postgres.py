@@ -75,7 +75,7 @@ from limitry_local.ledger.pg_sql import (
     migrate,
     schema_version,
 )
-from limitry_local.ledger.pg_wire import Batches
+from limitry_local.ledger.pg_wire import Batches, formatted
 from limitry_local.ledger.protocol import CounterIncrement, Durability, EventRow
 from limitry_local.ledger.sql import SqlLedger
 
@@ -306,8 +306,9 @@ class PostgresLedger(SqlLedger):
     # --- scopes ---------------------------------------------------------------
     #
     # Every statement of a scope goes to the server as text with its values
-    # written in as literals (pg_wire.Batches), several statements to one message: PostgreSQL's simple query protocol runs them
-    # in order and answers them together, one round trip for the lot.
+    # written in as literals (pg_wire), several statements to one message:
+    # PostgreSQL's simple query protocol runs them in order and answers them
+    # together, one round trip for the lot.
     #
     # An optimistic scope (write(optimistic=True)) sends nothing when it
     # opens.  definitions_version() answers the version this connection last
@@ -322,7 +323,7 @@ class PostgresLedger(SqlLedger):
 
     def _sql(self, query: str, params: Sequence[Any]) -> str:
         """``query`` with ``params`` written in as literals, to send in a batch."""
-        return self._batches.sql(self._conn, query, params)
+        return formatted(query, params)
 
     def _run(self, statements: Sequence[str]) -> list[list[Any]]:
         """Send ``statements`` in one message: one round trip.  The rows each answered."""

@@ -54,11 +54,11 @@ def page_size(value: Any, field: str = "limit") -> int:
     """A page size as sent (the SDK sends the query string): clamped to 1-100."""
     if value is None:
         return PAGE
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        raise invalid(field, f"expected a whole number, got {shown(value)}") from None
-    return min(MAX_PAGE, max(1, size))
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(field, f"expected a whole number, got {shown(value)}")
+    return min(MAX_PAGE, max(1, value))
 
 
 def subject_text(value: Any, field: str) -> dict[str, str]:
@@ -118,24 +118,22 @@ class Admin:
             want_archived = True
         else:
             raise invalid("archived", f"expected true or false, got {shown(archived)}")
+        # A cursor is a place in the order limits were made (they are never
+        # deleted), so archiving or restoring one between pages moves nothing.
+        before = math.inf if cursor is None else _decoded_cursor(cursor)
         with self.state.engine.lock:
-            rules = [
-                r
-                for r in reversed(self.state.rules())
-                if r.active != want_archived
+            found = [
+                (place, r)
+                for place, r in reversed(list(enumerate(self.state.rules())))
+                if place < before
+                and r.active != want_archived
                 and subject_kind in (None, r.limit["subject"]["kind"])
                 and action in (None, r.limit["action"])
             ]
-            if cursor is not None:
-                after = _decoded_cursor(cursor)
-                ids = [r.id for r in rules]
-                if after not in ids:
-                    raise invalid("cursor", "not a cursor of this list; start again without one")
-                rules = rules[ids.index(after) + 1 :]
             last = self._last_checked()
-            items = [dict(r.limit, lastCheckedAt=last.get(r.id)) for r in rules[:size]]
-        more = len(rules) > size
-        return {"items": items, "nextCursor": _cursor(items[-1]["id"]) if more else None}
+            items = [dict(r.limit, lastCheckedAt=last.get(r.id)) for _, r in found[:size]]
+        more = len(found) > size
+        return {"items": items, "nextCursor": _cursor(found[size - 1][0]) if more else None}
 
     def update_limit(
         self, limit_id: Any, fields: dict[str, Any], key: str | None
@@ -427,7 +425,11 @@ class Admin:
             counters = self.state.ledger.counters()
             keys = {key for (q, key, _) in counters if q in (rule.id, rule.id + CREDITS)}
             items: list[dict[str, Any]] = []
-            start = math.inf
+            # With no subject yet: the window one checked now would count in.
+            fresh = {"kind": rule.limit["subject"]["kind"], "id": ""}
+            start = _window_start(
+                place(rule, fresh, now, None if rule.limit["start"] == "calendar" else now), rule
+            )
             for key in keys:
                 who = subject_of(key)
                 record = self.state.get(None, SUBJECT, key)
@@ -436,7 +438,7 @@ class Admin:
                 credits = counters.get(spot.credits, 0) if spot.credits else 0
                 s = spot.standing(values, credits, now)
                 first = spot.counters[0][2]
-                start = min(start, first)
+                start = min(start, _window_start(spot, rule))
                 refused = sum(
                     v
                     for (q, k, hour), v in counters.items()
@@ -452,8 +454,7 @@ class Admin:
                         }
                     )
         items.sort(key=lambda item: (-item["used"], item["subject"]["kind"], item["subject"]["id"]))
-        window_start = None if math.isinf(start) else iso(start)
-        return {"limitId": rule.id, "windowStart": window_start, "items": items[:size]}
+        return {"limitId": rule.id, "windowStart": iso(start), "items": items[:size]}
 
     def query(
         self, limit_id: Any, subject: Any, start: Any, end: Any, granularity: Any
@@ -502,18 +503,31 @@ class Admin:
         }
 
 
+def _window_start(spot: Any, rule: Rule) -> float:
+    """When a subject's current window began: a balance or slots count since the limit
+    was made; the others from their period's (or oldest slot's) start."""
+    if rule.limit["window"] in ("total", "concurrent"):
+        return moment(rule.limit["createdAt"], "createdAt")
+    return float(spot.counters[0][2])
+
+
 def _subject_answer(who: dict[str, str], record: Mapping[str, Any]) -> dict[str, Any]:
     when = record.get("billingDate", record.get("firstCheckAt"))
     return {"subject": who, "billingDate": None if when is None else iso(float(when))}
 
 
-def _cursor(limit_id: str) -> str:
-    return base64.urlsafe_b64encode(limit_id.encode()).decode().rstrip("=")
+def _cursor(place: int) -> str:
+    return base64.urlsafe_b64encode(f"lim:{place}".encode()).decode().rstrip("=")
 
 
-def _decoded_cursor(cursor: Any) -> str:
+def _decoded_cursor(cursor: Any) -> int:
     try:
         text = str(cursor)
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        kind, _, place = (
+            base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().partition(":")
+        )
+        if kind != "lim" or not place.isdigit():
+            raise ValueError(place)
+        return int(place)
     except (ValueError, UnicodeDecodeError):
         raise invalid("cursor", "not a cursor of this list; start again without one") from None

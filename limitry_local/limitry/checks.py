@@ -152,15 +152,19 @@ class Checks:
     ) -> dict[str, Any]:
         state = self.state
         ledger = state.ledger
+        # Locks in one order on a shared ledger, or two checks deadlock: the
+        # documents first, sorted by key (after the idempotency key, which
+        # State.run took), then the counters.
+        records: dict[str, dict[str, Any] | None] = {}
+        for key in sorted(subject_key(subject) for subject in subjects):
+            records[key] = state.get(scope, SUBJECT, key)
         # Every check, so an expired reservation never holds a unit or a slot:
         # one indexed query for the holds past their time.
         ledger.pop_expired_holds(scope, now)
         rules = state.rules()
         places: list[Place] = []
-        records: dict[str, dict[str, Any] | None] = {}
         for subject in subjects:
             key = subject_key(subject)
-            records[key] = state.get(scope, SUBJECT, key)
             for rule in applicable(rules, subject, action):
                 places.append(place(rule, subject, now, anchor_of(rule, records[key], now)))
         found = standings(state, scope, places, now)

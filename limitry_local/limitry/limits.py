@@ -55,10 +55,18 @@ def text(value: Any, field: str) -> str:
         raise invalid(field, f"expected a non-empty string, got {shown(value)}")
     if len(value) > MAX_TEXT:
         raise invalid(field, f"at most {MAX_TEXT} characters, got {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: JSON can write one, no ledger can store it.
+        raise invalid(field, "must be valid Unicode text (no lone surrogates)") from None
     return value
 
 
 def whole(value: Any, field: str, low: int, high: int) -> int:
+    """A whole number in ``[low, high]``; ``2.0`` is 2, as the SDK sends a float cost."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise invalid(field, f"expected a whole number from {low} to {high}, got {shown(value)}")
     return value

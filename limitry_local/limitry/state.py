@@ -57,13 +57,33 @@ def moment(value: Any, field: str) -> float:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+    seconds = parsed.timestamp()
+    # A period or a page of days around it must still have a date to write.
+    if not EARLIEST <= seconds <= LATEST:
+        raise ApiError(
+            400, "invalid_request", f"{field}: {value!r} is outside the years 1900 to 9000"
+        )
+    return seconds
+
+
+def _storable(key: object) -> bool:
+    if not isinstance(key, str) or not key:
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _fingerprint(operation: str, request: Any) -> str:
     """What an idempotency key is checked against: the same key, the same request."""
     text = json.dumps([operation, request], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc).timestamp()
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc).timestamp()
 
 
 class State:
@@ -158,6 +178,12 @@ class State:
 
         A shared ledger may make a write give way in a deadlock ("conflict",
         nothing of it kept): it runs again."""
+        if key is not None and not _storable(key):
+            raise ApiError(
+                400,
+                "invalid_request",
+                "Idempotency-Key: expected text (no lone surrogates), such as a UUID",
+            )
         fingerprint = None if key is None else _fingerprint(operation, request)
         for attempt in range(CONFLICT_RETRIES, -1, -1):
             try:
