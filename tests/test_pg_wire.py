@@ -77,6 +77,14 @@ def test_a_batch_answers_each_statement_and_stops_at_the_first_error(
     assert batches.run(conn, ["SELECT 4"]) == [[(4,)]]  # the connection is usable after
 
 
+def test_a_percent_sign_that_is_no_placeholder_stays_as_it_is(
+    conn: psycopg.Connection[Any],
+) -> None:
+    statement = formatted("SELECT 7 % 4, %s, '%%'", ["it's 100%"])
+    assert statement == "SELECT 7 % 4, E'it''s 100%', '%%'"
+    assert Batches(psycopg).run(conn, [statement]) == [[(3, "it's 100%", "%%")]]
+
+
 def test_what_cannot_be_a_literal_is_refused() -> None:
     with pytest.raises(ValueError, match="NUL"):
         literal("a\x00b")

@@ -12,6 +12,7 @@ failed result, so what the ledger makes of them is unchanged.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -50,14 +51,19 @@ def literal(value: Any) -> str:
 
 def formatted(query: str, params: Sequence[Any]) -> str:
     """``query`` with each ``%s`` replaced by the next parameter's literal."""
+    template, placeholders = _template(query)
+    if placeholders != len(params):
+        raise ValueError(f"{placeholders} placeholders, {len(params)} parameters: {query}")
+    return template % tuple(map(literal, params))
+
+
+@functools.lru_cache(maxsize=256)
+def _template(query: str) -> tuple[str, int]:
+    """``query`` as a ``%`` template (any other ``%`` doubled), and its placeholder count.
+
+    Cached: the same few statements are written on every call."""
     parts = query.split("%s")
-    if len(parts) != len(params) + 1:
-        raise ValueError(f"{len(parts) - 1} placeholders, {len(params)} parameters: {query}")
-    out = [parts[0]]
-    for value, part in zip(params, parts[1:], strict=True):
-        out.append(literal(value))
-        out.append(part)
-    return "".join(out)
+    return "%s".join(part.replace("%", "%%") for part in parts), len(parts) - 1
 
 
 class Batches:
