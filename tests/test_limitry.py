@@ -7,14 +7,18 @@ tests/properties/test_limitry_model.py; these are the edges one at a time.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from limitry_local import Tracker
 from limitry_local.limitry import ApiError, LimitReached, Limitry
@@ -539,13 +543,31 @@ def test_closing_the_face_closes_only_a_tracker_it_opened(tmp_path: Path) -> Non
 # --- what the review found -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Database:
+    name: str
+    url: str
+
+
+@contextmanager
+def own_database() -> Iterator[tuple[Database, psycopg.Connection[Any]]]:
+    """A database of its own on the test server, so its statistics count only this test."""
+    name = f"limitry_{os.urandom(6).hex()}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield Database(name, make_conninfo(POSTGRES_DSN, dbname=name)), admin
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 def test_checks_drawing_on_pools_in_opposite_orders_never_deadlock() -> None:
-    """Two Trackers on one PostgreSQL schema, pools listed in opposite orders: every
+    """Two Trackers on one PostgreSQL database, pools listed in opposite orders: every
     document is locked in one order, so the server breaks no deadlock (it broke
     26 in 300 checks when each document was locked in the order it was named)."""
-    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-    with postgres_schema() as schema, psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
-        trackers = [Tracker(ledger=PostgresLedger(POSTGRES_DSN, schema=schema)) for _ in "ab"]
+    with own_database() as (dsn, admin):
+        deadlocks = f"SELECT deadlocks FROM pg_stat_database WHERE datname = '{dsn.name}'"
+        trackers = [Tracker(ledger=PostgresLedger(dsn.url)) for _ in "ab"]
         first, second = (Limitry(tracker) for tracker in trackers)
         first.limits.create(subject={"kind": "team"}, amount=10**9, window="day")
         before = admin.execute(deadlocks).fetchone()
