@@ -658,3 +658,23 @@ def test_a_whole_float_cost_is_a_cost_and_a_fresh_limit_has_a_window_start(
         "invalid_request",
         "cost",
     )
+
+
+def test_an_idempotency_key_is_replayed_for_a_day_then_purged(
+    limitry: Limitry, clock: ManualClock
+) -> None:
+    """The SDK sends a fresh key with every write: answers are kept a day, then dropped."""
+    limitry.limits.create(subject={"kind": "user"}, amount=10, window="month")
+    ledger = limitry.tracker.engine.ledger
+    first = limitry.checks.create(subject=USER, action="a", idempotency_key="k1")
+    clock.advance(DAY - 1)
+    assert limitry.checks.create(subject=USER, action="a", idempotency_key="k1") == first
+    clock.advance(1)
+    later = limitry.checks.create(subject=USER, action="a", idempotency_key="k1")
+    assert later["id"] != first["id"]  # a new check, counted again
+    assert limitry.standing(subject=USER)["limits"][0]["used"] == 2
+    stored = {key for key, _ in ledger.records("idempotency")}
+    assert "k1" in stored
+    clock.advance(DAY + 3600)  # k1's second answer is past its day, and a purge is due
+    limitry.checks.create(subject=USER, action="a", idempotency_key="k2")
+    assert {key for key, _ in ledger.records("idempotency")} == {"k2"}

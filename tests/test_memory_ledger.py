@@ -151,6 +151,13 @@ class PutRecord:
     kind: str
     record_id: str
     body: str
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class PurgeRecords:
+    kind: str
+    now: float
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ Op = (
     | LogAlert
     | PutRecord
     | GetRecord
+    | PurgeRecords
 )
 # The 1.0 face's documents: a NUL in an id is escaped on PostgreSQL, and must come back.
 RECORD_KINDS = ["limit", "subject"]
@@ -325,8 +333,10 @@ record_operations: st.SearchStrategy[Op] = st.one_of(
         st.sampled_from(RECORD_KINDS),
         st.sampled_from(RECORD_IDS),
         st.sampled_from(["{}", '{"amount":1}', '{"name":"\\u0000 caf\u00e9"}']),
+        st.one_of(st.none(), st.sampled_from([T0 - DAY, T0, T0 + DAY])),
     ),
     st.builds(GetRecord, st.sampled_from(RECORD_KINDS), st.sampled_from(RECORD_IDS)),
+    st.builds(PurgeRecords, st.sampled_from(RECORD_KINDS), st.sampled_from([T0 - 1, T0, T0 + DAY])),
 )
 operations: st.SearchStrategy[Op] = st.one_of(
     records, definition_operations, hold_operations, alert_operations, record_operations
@@ -354,7 +364,9 @@ def _apply(ledger: LedgerBackend, scope: Any, op: Op) -> object:
     elif isinstance(op, LogAlert):
         return ledger.log_alert(scope, op.row)
     elif isinstance(op, PutRecord):
-        ledger.put_record(scope, op.kind, op.record_id, op.body)
+        ledger.put_record(scope, op.kind, op.record_id, op.body, op.expires_at)
+    elif isinstance(op, PurgeRecords):
+        return ledger.purge_records(scope, op.kind, op.now)
     elif isinstance(op, GetRecord):
         return ledger.get_record(scope, op.kind, op.record_id)
     else:

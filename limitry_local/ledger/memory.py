@@ -87,7 +87,7 @@ class MemoryLedger:
         self._alert_fired: dict[tuple[str, str, int], int] = {}
         self._alert_seq_by_id: dict[str, int] = {}
         # kind -> id -> (seq, JSON text): the Limitry 1.0 face's documents.
-        self._records: dict[str, dict[str, tuple[int, str]]] = {}
+        self._records: dict[str, dict[str, tuple[int, str, float | None]]] = {}
         self._record_seq = 0
         # Undo steps of the open write scope, newest last; None outside a scope.
         self._journal: list[Callable[[], None]] | None = None
@@ -263,22 +263,37 @@ class MemoryLedger:
         found = self._records.get(kind, {}).get(record_id)
         return None if found is None else found[1]
 
-    def put_record(self, scope: object, kind: str, record_id: str, body: str) -> None:
+    def put_record(
+        self, scope: object, kind: str, record_id: str, body: str, expires_at: float | None = None
+    ) -> None:
         self._open_journal()
         documents = self._records.setdefault(kind, {})
         before = documents.get(record_id)
         if before is None:
             self._record_seq += 1
-            documents[record_id] = (self._record_seq, body)
+            documents[record_id] = (self._record_seq, body, expires_at)
             self._undo(lambda: documents.__delitem__(record_id))
         else:
-            documents[record_id] = (before[0], body)
+            documents[record_id] = (before[0], body, expires_at)
             self._undo(lambda: documents.__setitem__(record_id, before))
+
+    def purge_records(self, scope: object, kind: str, now: float) -> int:
+        self._open_journal()
+        documents = self._records.get(kind, {})
+        gone = {
+            record_id: found
+            for record_id, found in documents.items()
+            if found[2] is not None and found[2] <= now
+        }
+        for record_id in gone:
+            del documents[record_id]
+        self._undo(lambda: documents.update(gone))
+        return len(gone)
 
     def records(self, kind: str) -> list[tuple[str, str]]:
         self._ensure_usable()
         found = sorted(self._records.get(kind, {}).items(), key=lambda item: item[1][0])
-        return [(record_id, body) for record_id, (_, body) in found]
+        return [(record_id, body) for record_id, (_, body, _) in found]
 
     def record(
         self,

@@ -230,8 +230,15 @@ class LedgerBackend(Protocol):
         locks the id, even one not written yet)."""
         ...
 
-    def put_record(self, scope: Any, kind: str, record_id: str, body: str) -> None:
-        """Insert or replace a document; a replaced one keeps its place in the order."""
+    def put_record(
+        self, scope: Any, kind: str, record_id: str, body: str, expires_at: float | None = None
+    ) -> None:
+        """Insert or replace a document; a replaced one keeps its place in the order.
+        ``expires_at`` (unix seconds): :meth:`purge_records` may drop it from then on."""
+        ...
+
+    def purge_records(self, scope: Any, kind: str, now: float) -> int:
+        """Drop the documents of ``kind`` whose time ran out at ``now``; how many."""
         ...
 
     def records(self, kind: str) -> list[tuple[str, str]]:

@@ -186,12 +186,14 @@ def _v6_to_v7(db: sqlite_utils.Database) -> None:
 
 def _create_records(db: sqlite_utils.Database) -> None:
     # One table for every kind of document, so a new kind needs no migration;
-    # seq keeps creation order, what a listing shows.
+    # seq keeps creation order, what a listing shows; expires_at (NULL: kept
+    # for good) lets a purge drop what is past its time.
     db.execute(
         "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
-        "id TEXT NOT NULL, body TEXT NOT NULL)"
+        "id TEXT NOT NULL, body TEXT NOT NULL, expires_at REAL)"
     )
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS records_kind_id ON records (kind, id)")
+    db.execute("CREATE INDEX IF NOT EXISTS records_kind_expires ON records (kind, expires_at)")
 
 
 def _v7_to_v8(db: sqlite_utils.Database) -> None:

@@ -465,13 +465,24 @@ class SqlLedger(Translated):
             raise self._corrupt(f"the {kind} {record_id!r} holds {row[0]!r}")
         return body
 
-    def put_record(self, scope: object, kind: str, record_id: str, body: str) -> None:
+    def put_record(
+        self, scope: object, kind: str, record_id: str, body: str, expires_at: float | None = None
+    ) -> None:
         d = self.dialect
         self._writer(scope).execute(
-            f"INSERT INTO {d.table('records')} (kind, id, body) VALUES ({d.marks(3)}) "
-            "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
-            [d.enc(kind), d.enc(record_id), d.enc(body)],
+            f"INSERT INTO {d.table('records')} (kind, id, body, expires_at) "
+            f"VALUES ({d.marks(4)}) ON CONFLICT (kind, id) "
+            "DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
+            [d.enc(kind), d.enc(record_id), d.enc(body), expires_at],
         )
+
+    def purge_records(self, scope: object, kind: str, now: float) -> int:
+        d = self.dialect
+        cursor = self._writer(scope).execute(
+            f"DELETE FROM {d.table('records')} WHERE kind = {d.mark} AND expires_at <= {d.mark}",
+            [d.enc(kind), now],
+        )
+        return int(cursor.rowcount)
 
     def records(self, kind: str) -> list[tuple[str, str]]:
         d = self.dialect

@@ -33,6 +33,10 @@ LIMIT, SUBJECT, CREDIT, RESERVATION, IDEMPOTENCY = (
     "idempotency",
 )
 CONFLICT_RETRIES = 2
+KEY_KEPT_SECONDS = 24 * 3600
+"""How long an idempotency key's answer is replayed, as the hosted API keeps one."""
+PURGE_EVERY_SECONDS = 3600.0
+"""How often a process drops the answers past their day (one indexed DELETE)."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -93,6 +97,7 @@ class State:
         self.engine = engine
         self._version: int | None = None
         self._rules: tuple[Rule, ...] = ()
+        self._next_purge = float("-inf")
 
     @property
     def ledger(self) -> LedgerBackend:
@@ -126,8 +131,25 @@ class State:
         text = self.ledger.get_record(scope, kind, record_id)
         return None if text is None else self._decoded(kind, record_id, text)
 
-    def put(self, scope: object, kind: str, record_id: str, body: dict[str, Any]) -> None:
-        self.ledger.put_record(scope, kind, record_id, json.dumps(body, separators=(",", ":")))
+    def put(
+        self,
+        scope: object,
+        kind: str,
+        record_id: str,
+        body: dict[str, Any],
+        expires_at: float | None = None,
+    ) -> None:
+        text = json.dumps(body, separators=(",", ":"))
+        self.ledger.put_record(scope, kind, record_id, text, expires_at)
+
+    def _purge(self, now: float) -> None:
+        """Drop the idempotent answers past their day, at most once an hour: the SDK
+        sends a fresh key with every write, so they would otherwise pile up."""
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_EVERY_SECONDS
+        with self.writing() as scope:
+            self.ledger.purge_records(scope, IDEMPOTENCY, now)
 
     def _decoded(self, kind: str, record_id: str, text: str) -> dict[str, Any]:
         try:
@@ -185,12 +207,17 @@ class State:
                 "Idempotency-Key: expected text (no lone surrogates), such as a UUID",
             )
         fingerprint = None if key is None else _fingerprint(operation, request)
+        if key is not None:
+            with self.engine.lock:
+                self._purge(self.now())
         for attempt in range(CONFLICT_RETRIES, -1, -1):
             try:
                 with self.writing(definitions=definitions) as scope:
                     now = self.now()
                     if key is not None:
                         stored = self.get(scope, IDEMPOTENCY, key)
+                        if stored is not None and now >= stored.get("expires", float("inf")):
+                            stored = None  # past its day: the key is new again
                         if stored is not None:
                             if stored["request"] != fingerprint:
                                 raise ApiError(
@@ -203,9 +230,9 @@ class State:
                             return answer
                     answer = body(scope, now)
                     if key is not None:
-                        self.put(
-                            scope, IDEMPOTENCY, key, {"request": fingerprint, "answer": answer}
-                        )
+                        expires = now + KEY_KEPT_SECONDS
+                        kept = {"request": fingerprint, "answer": answer, "expires": expires}
+                        self.put(scope, IDEMPOTENCY, key, kept, expires)
                     return answer
             except LedgerError as exc:
                 if exc.reason != "conflict" or not attempt:
