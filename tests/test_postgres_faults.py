@@ -319,16 +319,20 @@ def test_bad_settings_name_the_argument(options: dict[str, object], field: str) 
 def test_operation_timeout_infinite_turns_the_deadline_off_and_close_ends_the_watchdog(
     own_postgres: OwnPostgres, schema: str
 ) -> None:
-    def watchdogs() -> int:
-        return sum(t.name == "limitry-postgres-watchdog" for t in threading.enumerate())
+    # Counted as new threads: an earlier test's ledger may still be ending its own.
+    before = set(threading.enumerate())
 
-    before = watchdogs()
+    def watchdogs() -> int:
+        return sum(
+            t.name == "limitry-postgres-watchdog" and t not in before for t in threading.enumerate()
+        )
+
     unbounded = ledger_on(own_postgres, schema, operation_timeout=float("inf"))
     unbounded.event_count()
-    assert watchdogs() == before
+    assert watchdogs() == 0
     bounded = ledger_on(own_postgres, schema)
     bounded.event_count()
-    assert watchdogs() == before + 1
+    assert watchdogs() == 1
     bounded.close()
     unbounded.close()
-    eventually(lambda: watchdogs() == before, seconds=5.0)
+    eventually(lambda: watchdogs() == 0, seconds=5.0)
