@@ -256,7 +256,8 @@ class LimitReached(LimitryError):
         self.decision = decision
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
+    """Whether every ledger can store ``value``: UTF-8 text, no lone surrogates."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -266,7 +267,7 @@ def _is_text(value: str) -> bool:
 
 def key_name(key: object) -> str:
     """A key as an error message names it: as sent, or quoted when empty or not valid text."""
-    return key if isinstance(key, str) and key and _is_text(key) else repr(key)
+    return key if isinstance(key, str) and key and is_text(key) else repr(key)
 
 
 def parse(
@@ -303,7 +304,7 @@ def parse(
         # key): pydantic can only say "unable to parse raw data"; name the key,
         # escaped, since the message itself must be valid text.
         for key in value:
-            if isinstance(key, str) and not _is_text(key):
+            if isinstance(key, str) and not is_text(key):
                 raise InvalidRequestError(
                     f"{prefix}{key_name(key)}: field names must be valid Unicode text "
                     "(no lone surrogates)"

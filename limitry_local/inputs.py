@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 
 from limitry_local.dimensions import Dimensions
-from limitry_local.errors import InvalidRequestError
+from limitry_local.errors import InvalidRequestError, is_text
 
 DateLike = date | datetime | str | None
 
@@ -20,10 +20,8 @@ def text(value: object, name: str) -> str:
     """A string that every ledger can store, or a 400 naming ``name``."""
     if not isinstance(value, str):
         raise InvalidRequestError(f"{name}: must be a string, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequestError(f"{name}: must be valid Unicode text") from None
+    if not is_text(value):
+        raise InvalidRequestError(f"{name}: must be valid Unicode text")
     return value
 
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from limitry_local.errors import ApiError
+from limitry_local.errors import ApiError, is_text
 from limitry_local.windows import PERIODIC, ROLLING, WINDOWS
 
 STARTS = ("calendar", "billing_date", "first_use")
@@ -55,11 +55,9 @@ def text(value: Any, field: str) -> str:
         raise invalid(field, f"expected a non-empty string, got {shown(value)}")
     if len(value) > MAX_TEXT:
         raise invalid(field, f"at most {MAX_TEXT} characters, got {len(value)}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_text(value):
         # A lone surrogate: JSON can write one, no ledger can store it.
-        raise invalid(field, "must be valid Unicode text (no lone surrogates)") from None
+        raise invalid(field, "must be valid Unicode text (no lone surrogates)")
     return value
 
 

@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from limitry_local.engine import Engine
-from limitry_local.errors import ApiError
+from limitry_local.errors import ApiError, InvalidRequestError, is_text
+from limitry_local.inputs import instant
 from limitry_local.ledger import LedgerBackend, LedgerError
 
 from .counting import Rule
@@ -54,30 +55,16 @@ def moment(value: Any, field: str) -> float:
             400, "invalid_request", f"{field}: expected an ISO 8601 date, got {shown(value)}"
         )
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(
-            400, "invalid_request", f"{field}: not an ISO 8601 date: {value!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    seconds = parsed.timestamp()
-    # A period or a page of days around it must still have a date to write.
-    if not EARLIEST <= seconds <= LATEST:
+        seconds = instant(value, field, end_of_day=False)
+    except InvalidRequestError as exc:
+        raise ApiError(400, "invalid_request", exc.message) from None
+    # A period, or a page of days around it, must still have a date to write
+    # (instant answers inf for a moment past the datetime range).
+    if seconds is None or not EARLIEST <= seconds <= LATEST:
         raise ApiError(
             400, "invalid_request", f"{field}: {value!r} is outside the years 1900 to 9000"
         )
     return seconds
-
-
-def _storable(key: object) -> bool:
-    if not isinstance(key, str) or not key:
-        return False
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _fingerprint(operation: str, request: Any) -> str:
@@ -200,7 +187,7 @@ class State:
 
         A shared ledger may make a write give way in a deadlock ("conflict",
         nothing of it kept): it runs again."""
-        if key is not None and not _storable(key):
+        if key is not None and not (isinstance(key, str) and key and is_text(key)):
             raise ApiError(
                 400,
                 "invalid_request",
