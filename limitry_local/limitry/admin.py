@@ -378,9 +378,11 @@ class Admin:
 
     # --- usage ----------------------------------------------------------------------
 
-    def _standing(self, who: dict[str, str], now: float) -> list[Standing]:
-        record = self.state.get(None, SUBJECT, subject_key(who))
-        places = [place(r, who, now, anchor_of(r, record, now)) for r in self._on(who)]
+    def _standings(self, everyone: list[dict[str, str]], now: float) -> list[Standing]:
+        places = []
+        for who in everyone:
+            record = self.state.get(None, SUBJECT, subject_key(who))
+            places += [place(r, who, now, anchor_of(r, record, now)) for r in self._on(who)]
         with self.state.ledger.write() as scope:
             # Read under the ledger's locks, so the numbers are of one moment, and
             # after the expired reservations gave back what they held.
@@ -392,27 +394,25 @@ class Admin:
         pools = [] if shared in (None, "") else str(shared).split(",")
         everyone = [who] + [subject_text(p, "shared") for p in pools]
         with self.state.engine.lock:
-            now = self.state.now()
             limits = []
-            for one in everyone:
-                for s in self._standing(one, now):
-                    limit = s.place.rule.limit
-                    limits.append(
-                        {
-                            "limitId": limit["id"],
-                            "name": limit["name"],
-                            "subject": one,
-                            "action": limit["action"],
-                            "unit": limit["unit"],
-                            "window": limit["window"],
-                            "rolling": limit["rolling"],
-                            "failMode": limit["failMode"],
-                            "amount": s.allowance,
-                            "used": s.used,
-                            "remaining": s.remaining,
-                            "resetsAt": None if s.resets_at is None else iso(s.resets_at),
-                        }
-                    )
+            for s in self._standings(everyone, self.state.now()):
+                limit = s.place.rule.limit
+                limits.append(
+                    {
+                        "limitId": limit["id"],
+                        "name": limit["name"],
+                        "subject": s.place.subject,
+                        "action": limit["action"],
+                        "unit": limit["unit"],
+                        "window": limit["window"],
+                        "rolling": limit["rolling"],
+                        "failMode": limit["failMode"],
+                        "amount": s.allowance,
+                        "used": s.used,
+                        "remaining": s.remaining,
+                        "resetsAt": None if s.resets_at is None else iso(s.resets_at),
+                    }
+                )
         return {"subject": who, "environment": "offline", "limits": limits}
 
     def by_subject(self, limit_id: Any, limit: Any) -> dict[str, Any]:
@@ -424,6 +424,11 @@ class Admin:
                 self.state.ledger.pop_expired_holds(scope, now)
             counters = self.state.ledger.counters()
             keys = {key for (q, key, _) in counters if q in (rule.id, rule.id + CREDITS)}
+            # The refusals by subject, read in the same one pass over the counters.
+            refusals: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            for (q, key, hour), value in counters.items():
+                if q == rule.id + REFUSED:
+                    refusals[key].append((hour, value))
             items: list[dict[str, Any]] = []
             # With no subject yet: the window one checked now would count in.
             fresh = {"kind": rule.limit["subject"]["kind"], "id": ""}
@@ -439,11 +444,7 @@ class Admin:
                 s = spot.standing(values, credits, now)
                 first = spot.counters[0][2]
                 start = min(start, _window_start(spot, rule))
-                refused = sum(
-                    v
-                    for (q, k, hour), v in counters.items()
-                    if q == rule.id + REFUSED and k == key and hour + HOUR > first
-                )
+                refused = sum(v for hour, v in refusals[key] if hour + HOUR > first)
                 if s.used or refused or credits:
                     items.append(
                         {
