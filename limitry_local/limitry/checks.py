@@ -67,6 +67,11 @@ def standings(state: State, scope: object, places: Sequence[Place], now: float) 
     return found
 
 
+def ttl_of(ttl_seconds: Any) -> int:
+    """A reservation's ttlSeconds: 1 to 3600, 300 when not given."""
+    return DEFAULT_TTL if ttl_seconds is None else whole(ttl_seconds, "ttlSeconds", 1, MAX_TTL)
+
+
 def check_limit(standing: Standing, spent: int) -> dict[str, Any]:
     limit = standing.place.rule.limit
     return {
@@ -129,7 +134,7 @@ class Checks:
         how = choice(mode, "mode", MODES)
         if ttl_seconds is not None and how != "reserve":
             raise invalid("ttlSeconds", "only a reserve check takes one")
-        ttl = DEFAULT_TTL if ttl_seconds is None else whole(ttl_seconds, "ttlSeconds", 1, MAX_TTL)
+        ttl = ttl_of(ttl_seconds)
         request = [who, what, subjects, spend, how, ttl]
 
         def decide(scope: object, now: float) -> dict[str, Any]:
@@ -305,7 +310,7 @@ class Checks:
         return self.state.run("reservations.release", [reservation_id], key, settle)
 
     def extend(self, reservation_id: Any, ttl_seconds: Any, key: str | None) -> dict[str, Any]:
-        ttl = DEFAULT_TTL if ttl_seconds is None else whole(ttl_seconds, "ttlSeconds", 1, MAX_TTL)
+        ttl = ttl_of(ttl_seconds)
 
         def settle(scope: object, now: float) -> dict[str, Any]:
             found = self._current(scope, reservation_id, now)
