@@ -49,10 +49,12 @@ def schema_version_of(found: Any, newest: int, where: str) -> int:
     return version
 
 
-def unpriced(row: EventRow) -> ValueError:
-    """What every ledger says of a row with a cost but no ``cost_micro_cents``: it
-    would report no cost, so it is refused rather than stored."""
-    return ValueError(
+def check_priced(row: EventRow) -> None:
+    """Refuse a row with a cost but no ``cost_micro_cents``, as every ledger does: it
+    would report no cost."""
+    if row.cost_micro_cents is not None or row.cost_cents is None:
+        return
+    raise ValueError(
         f"event {row.id!r} has cost_cents={row.cost_cents!r} but cost_micro_cents=None; "
         "build the row with limitry_local.ledger.priced(row), which counts it by "
         "metrics.micro_cents"

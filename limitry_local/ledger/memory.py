@@ -29,11 +29,11 @@ from typing import Any, TypeVar
 
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
+    check_priced,
     checked_units,
     event_matches,
     held_by,
     page,
-    unpriced,
     without_quota,
 )
 from limitry_local.ledger.protocol import (
@@ -311,8 +311,7 @@ class MemoryLedger:
         # failure halfway (MemoryError) is undone too.
         journal.append(lambda: self._unrecord(first, added, keys))
         for row, increments, response in events:
-            if row.cost_micro_cents is None and row.cost_cents is not None:
-                raise unpriced(row)
+            check_priced(row)
             rows.append(row)
             seq = len(rows)
             self._seq_by_id[row.id] = seq

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from limitry_local.breaker import CircuitBreaker, Refusal
 from limitry_local.errors import LedgerError
-from limitry_local.ledger.common import definitions_version_of, merged_increments, unpriced
+from limitry_local.ledger.common import check_priced, definitions_version_of, merged_increments
 from limitry_local.ledger.pg_connection import (
     Guard,
     close_connection,
@@ -662,8 +662,7 @@ class PostgresLedger(SqlLedger):
         increments: list[CounterIncrement] = []
         keys: list[tuple[Any, Any, Any]] = []
         for row, added_by_event, response in events:
-            if row.cost_micro_cents is None and row.cost_cents is not None:
-                raise unpriced(row)
+            check_priced(row)
             rows.append([enc(value) for value in row])
             increments.extend(added_by_event)
             if row.idempotency_key is not None:

@@ -35,10 +35,10 @@ import sqlite_utils
 
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
+    check_priced,
     definitions_version_of,
     overflow,
     schema_version_of,
-    unpriced,
 )
 from limitry_local.ledger.protocol import (
     ALERT_COLUMNS,
@@ -680,8 +680,7 @@ class Ledger(SqlLedger):
         is stored under the event's idempotency key, if it has one.
         """
         for row, increments, response in events:
-            if row.cost_micro_cents is None and row.cost_cents is not None:
-                raise unpriced(row)
+            check_priced(row)
             self._scope_events += 1
             conn.execute(_INSERT_EVENT, row)
             self._add(conn, increments)
