@@ -63,7 +63,10 @@ class Watchdog:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # arm and disarm (twice a round trip) take the plain lock: a Condition's
+        # own enter and exit are Python calls.  notify still holds it, as it must.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._armed: tuple[int, float, int] | None = None  # token, deadline, descriptor
         self._token = 0
         self._fired = 0
@@ -73,7 +76,7 @@ class Watchdog:
 
     def arm(self, fd: int) -> int:
         """Start the clock on a wait on ``fd``; returns the token :meth:`disarm` takes."""
-        with self._cond:
+        with self._lock:
             self._token += 1
             self._armed = (self._token, time.monotonic() + self.seconds, fd)
             if self._thread is None:
@@ -87,7 +90,7 @@ class Watchdog:
 
     def disarm(self, token: int) -> bool:
         """The wait ended; True if the deadline passed first and the socket was shut down."""
-        with self._cond:
+        with self._lock:
             self._armed = None
             return self._fired == token
 
@@ -154,6 +157,8 @@ class Guard:
         self.breaker.failed(time.monotonic())
 
     def admit(self) -> Refusal | None:
+        if not self.breaker.is_open:
+            return None  # the usual case, without the breaker's lock and the clock
         return self.breaker.admit(time.monotonic())
 
     def stop(self) -> None:

@@ -55,9 +55,10 @@ def dec(value: Any) -> Any:
 
 class Queries:
     """The statements only this engine runs (the writers' lock, the numbering), with
-    the schema's quoted name written in once; the rest are the SQL core's."""
+    the schema's quoted name and its writers' lock (:func:`lock_key`) written in
+    once; the rest are the SQL core's."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, lock: int) -> None:
         s = self.schema = schema
         self.version = f"SELECT value FROM {s}.meta WHERE key = 'definitions_version'"
         self.bump = (
@@ -116,6 +117,15 @@ class Queries:
             else f"EXECUTE {name}"
             for name, text in hot.items()
         }
+        # The advisory locks of every scope, PREPAREd as well: as plain SELECTs
+        # the server parsed and planned them in every message, a sixth of its
+        # work for a usage() (run by lock_all and by the scope's BEGIN).
+        self.prepared.update(
+            limitry_shared=f"SELECT pg_advisory_xact_lock_shared({lock})",
+            limitry_exclusive=f"SELECT pg_advisory_xact_lock({lock})",
+            limitry_lock="SELECT pg_advisory_xact_lock($1)",
+            limitry_locks="SELECT count(pg_advisory_xact_lock(x)) FROM unnest($1::bigint[]) AS x",
+        )
 
 
 def schema_ddl(s: str) -> str:
@@ -265,12 +275,19 @@ def numbered(query: str) -> str:
     return re.sub("%s", lambda _: f"${next(numbers)}", query)
 
 
-def lock_all(locks: Sequence[int]) -> str:
-    """Take these advisory locks, in the order given (the caller sorted them)."""
+def lock_all(locks: Sequence[int], *, prepared: bool = True) -> str:
+    """Take these advisory locks, in the order given (the caller sorted them).
+
+    ``prepared``: by the statements :class:`Queries` PREPAREs on every
+    connection before its first scope; else (setting up) as a plain SELECT."""
     # A function scan yields unnest's rows in the array's order, and nothing
     # here sorts them again.  The ids are ints: written in as they are.
     ids = ",".join(str(int(lock)) for lock in locks)
-    return f"SELECT count(pg_advisory_xact_lock(x)) FROM unnest(ARRAY[{ids}]::bigint[]) AS x"
+    if not prepared:
+        return f"SELECT count(pg_advisory_xact_lock(x)) FROM unnest(ARRAY[{ids}]::bigint[]) AS x"
+    if len(locks) == 1:
+        return f"EXECUTE limitry_lock({ids})"
+    return f"EXECUTE limitry_locks('{{{ids}}}')"
 
 
 def lock_key(schema: str) -> int:

@@ -17,6 +17,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from limitry_local.ledger.pg_sql import enc
+
 
 def literal(value: Any) -> str:
     """``value`` as an SQL literal.
@@ -57,6 +59,46 @@ def formatted(query: str, params: Sequence[Any]) -> str:
     return template % tuple(map(literal, params))
 
 
+def stored(value: Any) -> str:
+    """``value`` as stored, as an SQL literal: text NUL-escaped first (:func:`enc`).
+
+    What a write sends for each value: ``literal(enc(value))`` in one call,
+    the common types first (a ``usage()`` writes about twenty)."""
+    kind = type(value)
+    if kind is str:
+        text: str = value
+        if "\x00" in text or "\x01" in text:
+            text = enc(text)
+        return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+    if kind is int:
+        return str(value)
+    if value is None:
+        return "NULL"
+    return literal(value)
+
+
+class Statement:
+    """One statement whose ``%s`` placeholders take stored values (:func:`stored`).
+
+    Its template is made once, when the ledger is: a call only writes the
+    literals in.
+
+    >>> Statement("SELECT %s, %s")(["it's", 7])
+    "SELECT E'it''s', 7"
+    """
+
+    __slots__ = ("_count", "_template", "query")
+
+    def __init__(self, query: str) -> None:
+        self.query = query
+        self._template, self._count = _template(query)
+
+    def __call__(self, params: Sequence[Any]) -> str:
+        if len(params) != self._count:
+            raise ValueError(f"{self._count} placeholders, {len(params)} parameters: {self.query}")
+        return self._template % tuple(map(stored, params))
+
+
 @functools.lru_cache(maxsize=256)
 def _template(query: str) -> tuple[str, int]:
     """``query`` as a ``%`` template (any other ``%`` doubled), and its placeholder count.
@@ -73,7 +115,9 @@ class Batches:
         self._psycopg = psycopg
         self._fatal = psycopg.pq.ExecStatus.FATAL_ERROR
         self._execute = psycopg.generators.execute
-        self._loaders: tuple[Any, Any] | None = None
+        # The connection last read, its loaders and its encoding: made once per
+        # connection, not per batch (the ledger never changes client_encoding).
+        self._loaders: tuple[Any, Any, str] | None = None
 
     def run(self, conn: Any, statements: Sequence[str]) -> list[list[Any]]:
         """The rows each statement answered (``[]`` for one that answers none).
@@ -82,17 +126,21 @@ class Batches:
         breaker see it as any other.  The first failed statement raises its
         error; the server ran nothing after it, and the transaction is failed
         until ROLLBACK."""
-        pgconn = conn.pgconn
-        pgconn.send_query("; ".join(statements).encode(conn.info.encoding))
-        results = conn.wait(self._execute(pgconn))
         loaders = self._loaders
         if loaders is None or loaders[0] is not conn:
-            loaders = self._loaders = (conn, self._psycopg.adapt.Transformer(conn))
-        loader = loaders[1]
+            loaders = self._loaders = (
+                conn,
+                self._psycopg.adapt.Transformer(conn),
+                conn.info.encoding,
+            )
+        _, loader, encoding = loaders
+        pgconn = conn.pgconn
+        pgconn.send_query("; ".join(statements).encode(encoding))
+        results = conn.wait(self._execute(pgconn))
         answers: list[list[Any]] = []
         for result in results:
             if result.status == self._fatal:
-                raise self._psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+                raise self._psycopg.errors.error_from_result(result, encoding=encoding)
             if result.nfields:
                 loader.set_pgresult(result)
                 answers.append(loader.load_rows(0, result.ntuples, tuple))

@@ -69,13 +69,12 @@ from limitry_local.ledger.pg_sql import (
     SCHEMA_VERSION,
     Queries,
     dialect,
-    enc,
     lock_all,
     lock_key,
     migrate,
     schema_version,
 )
-from limitry_local.ledger.pg_wire import Batches, formatted
+from limitry_local.ledger.pg_wire import Batches, Statement
 from limitry_local.ledger.protocol import CounterIncrement, Durability, EventRow
 from limitry_local.ledger.sql import SqlLedger
 
@@ -84,6 +83,7 @@ if TYPE_CHECKING:
 
 _SCAN_PAGE = 2000
 _RECORDED_KEPT = 1024
+_LOCK_IDS_KEPT = 4096
 
 
 # Every open ledger, weakly: a child of fork gets fresh locks (a thread of the
@@ -208,13 +208,19 @@ class PostgresLedger(SqlLedger):
         self._recorded: dict[str, tuple[str, str]] = {}
         self._guessed_version: int | None = None
         self._guessed_keys: list[tuple[str, list[int]]] = []
-        self._batches = Batches(psycopg_module())
+        self._batches = Batches(psycopg)
         self._prepared_on: Any = None
         self.lock_key = lock_key(schema)
         self._schema_salt = f"limitry_local:{schema}:".encode()
         self._lock_timeout_ms = max(1, round(timeout * 1000))
         quoted = '"' + schema.replace('"', '""') + '"'
-        self._q = Queries(quoted)
+        self._q = Queries(quoted, self.lock_key)
+        # The statements of every usage(), their values written in as stored.
+        self._execute = {name: Statement(text) for name, text in self._q.run.items()}
+        # Lock ids by what they lock: a call locks a counter, then writes it.
+        self._lock_ids: dict[tuple[bytes, tuple[str | int, ...]], int] = {}
+        self._in_error = psycopg.pq.TransactionStatus.INERROR
+        self._idle = psycopg.pq.TransactionStatus.IDLE
         self.dialect = dialect(quoted)
         self._insert_alert = self._q.log_alert
         self._conn: Connection[Any] = self._connect(opening=True)
@@ -321,10 +327,6 @@ class PostgresLedger(SqlLedger):
     # and guesses right this time: the version is the one just read, and a
     # key found recorded is answered from its row, kept (_recorded).
 
-    def _sql(self, query: str, params: Sequence[Any]) -> str:
-        """``query`` with ``params`` written in as literals, to send in a batch."""
-        return formatted(query, params)
-
     def _run(self, statements: Sequence[str]) -> list[list[Any]]:
         """Send ``statements`` in one message: one round trip.  The rows each answered."""
         return self._batches.run(self._conn, statements)
@@ -336,13 +338,17 @@ class PostgresLedger(SqlLedger):
         Raises the ``"conflict"`` LedgerError if a guess was wrong."""
         if self._read_version:  # not setting up: the tables exist
             self._ensure_prepared()
-        take = "pg_advisory_xact_lock" if self._exclusive else "pg_advisory_xact_lock_shared"
         statements = ["BEGIN ISOLATION LEVEL READ COMMITTED"]
-        if self._prepared_on is not self._conn:  # setting up: the session has no timeout yet
-            statements.append(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}")
         # The lock, then (a new snapshot under READ COMMITTED, so it sees the
         # last change's commit) the definitions version.
-        statements.append(f"SELECT {take}({self.lock_key})")
+        if self._prepared_on is self._conn:
+            statements.append(
+                "EXECUTE limitry_exclusive" if self._exclusive else "EXECUTE limitry_shared"
+            )
+        else:  # setting up: nothing PREPAREd, and the session has no timeout yet
+            take = "pg_advisory_xact_lock" if self._exclusive else "pg_advisory_xact_lock_shared"
+            statements.append(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}")
+            statements.append(f"SELECT {take}({self.lock_key})")
         version_at = len(statements)
         if self._read_version:
             statements.append(self._q.run["limitry_version"])
@@ -350,9 +356,9 @@ class PostgresLedger(SqlLedger):
         lookups: list[int] = []
         for key, locks in self._guessed_keys:
             if locks:
-                statements.append(lock_all(locks))
+                statements.append(self._locks(locks))
             lookups.append(len(statements))
-            statements.append(self._sql(self._q.run["limitry_idempotent"], [enc(key)]))
+            statements.append(self._execute["limitry_idempotent"]([key]))
         self._begun = True
         answers = self._run([*statements, *then])
         if self._read_version:
@@ -482,10 +488,9 @@ class PostgresLedger(SqlLedger):
 
     def _commit(self) -> None:
         conn = self._conn
-        psycopg = psycopg_module()
         pending, self._pending = self._pending, []
         self._held.clear()
-        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        if conn.pgconn.transaction_status == self._in_error:
             # A statement failed and the caller went on: COMMIT would quietly
             # roll back, and the caller would believe its writes landed.
             self._abandon()
@@ -525,8 +530,7 @@ class PostgresLedger(SqlLedger):
         self._held.clear()
         conn = self._conn
         try:
-            idle = psycopg_module().pq.TransactionStatus.IDLE
-            if not conn.closed and conn.info.transaction_status != idle:
+            if not conn.closed and conn.pgconn.transaction_status != self._idle:
                 conn.execute("ROLLBACK")
         except BaseException:
             self._finalizer()
@@ -584,9 +588,20 @@ class PostgresLedger(SqlLedger):
         return conn
 
     def _lock_id(self, kind: bytes, *parts: str | int) -> int:
+        known = self._lock_ids.get((kind, parts))
+        if known is not None:
+            return known
         text = "\x00".join(str(part) for part in parts).encode("utf-8", "surrogatepass")
         digest = hashlib.blake2b(self._schema_salt + kind + text, digest_size=8).digest()
-        return int.from_bytes(digest, "big", signed=True)
+        lock = int.from_bytes(digest, "big", signed=True)
+        if len(self._lock_ids) >= _LOCK_IDS_KEPT:
+            self._lock_ids.clear()
+        self._lock_ids[kind, parts] = lock
+        return lock
+
+    def _locks(self, locks: Sequence[int]) -> str:
+        """The statement taking ``locks`` (:func:`lock_all`), PREPAREd once set up."""
+        return lock_all(locks, prepared=self._prepared_on is self._conn)
 
     def _to_lock(self, ids: Iterable[int]) -> list[int]:
         """The ids not held yet, sorted: every call takes its locks in one global order."""
@@ -596,9 +611,6 @@ class PostgresLedger(SqlLedger):
 
     def _counter_locks(self, counters: Iterable[tuple[str, str, int]]) -> list[int]:
         return self._to_lock(self._lock_id(b"c", q, k, s) for q, k, s in counters)
-
-    def _queue(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
-        self._pending.extend(self._sql(query, row) for row in rows)
 
     def _send_pending(self) -> None:
         """Writes queued by :meth:`record`, sent before the scope's next statement."""
@@ -658,25 +670,28 @@ class PostgresLedger(SqlLedger):
         added up first: one upsert may not touch a row twice.
         """
         self._check_scope(scope)
-        rows: list[list[Any]] = []
+        execute = self._execute
+        insert_event, insert_key = execute["limitry_event"], execute["limitry_key"]
+        events_sent: list[str] = []
+        keys_sent: list[str] = []
         increments: list[CounterIncrement] = []
-        keys: list[tuple[Any, Any, Any]] = []
         for row, added_by_event, response in events:
             check_priced(row)
-            rows.append([enc(value) for value in row])
+            events_sent.append(insert_event(row))
             increments.extend(added_by_event)
             if row.idempotency_key is not None:
-                keys.append((enc(row.idempotency_key), enc(row.id), enc(response)))
-        if not rows:
+                keys_sent.append(insert_key((row.idempotency_key, row.id, response)))
+        if not events_sent:
             return
         added = merged_increments(increments)
         locks = self._counter_locks(added)
+        pending = self._pending
         if locks:
-            self._pending.append(lock_all(locks))
-        run = self._q.run
-        self._queue(run["limitry_event"], rows)
-        self._queue(run["limitry_add"], [(enc(q), enc(k), s, n) for (q, k, s), n in added.items()])
-        self._queue(run["limitry_key"], keys)
+            pending.append(self._locks(locks))
+        pending.extend(events_sent)
+        add = execute["limitry_add"]
+        pending.extend([add((q, k, s, n)) for (q, k, s), n in added.items()])
+        pending.extend(keys_sent)
 
     def lock_counters(self, scope: object, counters: Sequence[tuple[str, str, int]]) -> list[int]:
         """Lock these counters (advisory locks, sorted) and read them: one round trip."""
@@ -684,10 +699,10 @@ class PostgresLedger(SqlLedger):
         if not counters:
             return []
         locks = self._counter_locks(counters)
-        encoded = [(enc(q), enc(k), s) for q, k, s in counters]
-        statements = [lock_all(locks)] if locks else []
-        statements.extend(self._sql(self._q.run["limitry_counter"], c) for c in encoded)
-        answers = self._in_scope(statements)[-len(encoded) :]
+        statements = [self._locks(locks)] if locks else []
+        read = self._execute["limitry_counter"]
+        statements.extend([read(counter) for counter in counters])
+        answers = self._in_scope(statements)[-len(counters) :]
         return [self._units(rows[0][0], "a quota counter") if rows else 0 for rows in answers]
 
     def idempotent(self, key: str) -> tuple[str, str] | None:
@@ -705,15 +720,15 @@ class PostgresLedger(SqlLedger):
         if self._guessing():
             self._guessed_keys.append((key, locks))
             return None
-        statements = [lock_all(locks)] if locks else []
-        statements.append(self._sql(self._q.run["limitry_idempotent"], [enc(key)]))
+        statements = [self._locks(locks)] if locks else []
+        statements.append(self._execute["limitry_idempotent"]([key]))
         rows = self._in_scope(statements)[-1]
         return self._stored_response(key, rows[0] if rows else None)
 
     def get_record(self, scope: object | None, kind: str, record_id: str) -> str | None:
         locks = [] if scope is None else self._to_lock([self._lock_id(b"r", kind, record_id)])
         if locks:
-            self._in_scope([lock_all(locks)])
+            self._in_scope([self._locks(locks)])
         return super().get_record(scope, kind, record_id)
 
     def pop_expired_holds(self, scope: object, now: float) -> list[str]:
@@ -768,13 +783,12 @@ class PostgresLedger(SqlLedger):
         # One round trip for the lot, one upsert per counter (an upsert may not
         # touch a row twice).  The column is NUMERIC; the statement's ::bigint
         # casts refuse a sum past 2**63 - 1 (22003: "overflow").
-        d = self.dialect
         added = merged_increments(increments)
         locks = self._counter_locks(added)
-        rows = [(d.enc(q), d.enc(k), s, n) for (q, k, s), n in added.items()]
-        if rows:
-            statements = [lock_all(locks)] if locks else []
-            statements.extend(self._sql(self._q.run["limitry_add"], row) for row in rows)
+        if added:
+            statements = [self._locks(locks)] if locks else []
+            add = self._execute["limitry_add"]
+            statements.extend([add((q, k, s, n)) for (q, k, s), n in added.items()])
             self._run(statements)
 
     def explained(self, exc: BaseException) -> LedgerError:
