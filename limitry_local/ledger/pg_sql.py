@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from limitry_local.errors import LedgerError
@@ -288,6 +288,48 @@ def lock_all(locks: Sequence[int], *, prepared: bool = True) -> str:
     if len(locks) == 1:
         return f"EXECUTE limitry_lock({ids})"
     return f"EXECUTE limitry_locks('{{{ids}}}')"
+
+
+class LockIds:
+    """The advisory locks of one schema's rows (keys, counters, records), and the
+    ones the open transaction holds (:meth:`clear` when it ends).
+
+    An id is the same in every process and host; a call locks a counter, then
+    writes it, so ids are kept (up to :data:`LOCK_IDS_KEPT`) rather than hashed twice."""
+
+    def __init__(self, schema: str) -> None:
+        self._salt = f"limitry_local:{schema}:".encode()
+        self._ids: dict[tuple[bytes, tuple[str | int, ...]], int] = {}
+        self._held: set[int] = set()
+
+    def id(self, kind: bytes, *parts: str | int) -> int:
+        known = self._ids.get((kind, parts))
+        if known is not None:
+            return known
+        text = "\x00".join(str(part) for part in parts).encode("utf-8", "surrogatepass")
+        digest = hashlib.blake2b(self._salt + kind + text, digest_size=8).digest()
+        lock = int.from_bytes(digest, "big", signed=True)
+        if len(self._ids) >= LOCK_IDS_KEPT:
+            self._ids.clear()
+        self._ids[kind, parts] = lock
+        return lock
+
+    def new(self, ids: Iterable[int]) -> list[int]:
+        """The ids not held yet, sorted (every call takes its locks in one global
+        order), now counted as held."""
+        new = sorted(set(ids) - self._held)
+        self._held.update(new)
+        return new
+
+    def counters(self, counters: Iterable[tuple[str, str, int]]) -> list[int]:
+        """:meth:`new` for these quota counters."""
+        return self.new([self.id(b"c", q, k, s) for q, k, s in counters])
+
+    def clear(self) -> None:
+        self._held.clear()
+
+
+LOCK_IDS_KEPT = 4096
 
 
 def lock_key(schema: str) -> int:

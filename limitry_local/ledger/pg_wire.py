@@ -147,3 +147,21 @@ class Batches:
             else:
                 answers.append([])
         return answers
+
+    def prepare(self, conn: Any, wanted: dict[str, str], setting: str) -> None:
+        """PREPARE the ``wanted`` statements (by name) that ``conn`` lacks, and run
+        ``setting``: one round trip, besides the look-up of those it has.
+
+        A scope then runs them as ``EXECUTE name(literals)``: planned once per
+        connection, not once per message.  Prepared statements outlive
+        transactions (a ROLLBACK keeps them) and go with the connection; so
+        does a ``SET`` made here, outside any transaction."""
+        have = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM pg_catalog.pg_prepared_statements WHERE name = ANY(%s)",
+                [list(wanted)],
+            )
+        }
+        missing = [f"PREPARE {name} AS {text}" for name, text in wanted.items() if name not in have]
+        self.run(conn, [setting, *missing])
