@@ -120,10 +120,13 @@ class Queries:
         # The advisory locks of every scope, PREPAREd as well: as plain SELECTs
         # the server parsed and planned them in every message, a sixth of its
         # work for a usage() (run by lock_all and by the scope's BEGIN).
+        # No column (SELECT FROM): nothing for the client to read back.
         self.prepared.update(
-            limitry_shared=f"SELECT pg_advisory_xact_lock_shared({lock})",
-            limitry_exclusive=f"SELECT pg_advisory_xact_lock({lock})",
-            limitry_lock="SELECT pg_advisory_xact_lock($1)",
+            limitry_shared=f"SELECT FROM pg_advisory_xact_lock_shared({lock})",
+            limitry_exclusive=f"SELECT FROM pg_advisory_xact_lock({lock})",
+            limitry_lock="SELECT FROM pg_advisory_xact_lock($1)",
+            # The version and one counter's lock, in one statement (_begin).
+            limitry_version_lock=f"SELECT ({self.version}), pg_advisory_xact_lock($1::bigint)",
             limitry_locks="SELECT count(pg_advisory_xact_lock(x)) FROM unnest($1::bigint[]) AS x",
         )
 
