@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from limitry_local.ledger.pg_wire import Batches, formatted, literal
+from limitry_local.ledger.pg_sql import enc
+from limitry_local.ledger.pg_wire import Batches, Statement, formatted, literal, stored
 from tests.conftest import POSTGRES_DSN
 
 # Text as the ledger sends it: NUL already escaped (pg_sql.enc), no lone surrogates.
@@ -94,3 +95,18 @@ def test_what_cannot_be_a_literal_is_refused() -> None:
         literal(b"raw")
     with pytest.raises(ValueError, match="2 placeholders, 1 parameters"):
         formatted("SELECT %s, %s", [1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(values, st.text(st.characters(codec="utf-8"))))
+def test_a_stored_value_is_the_literal_of_its_escaped_text(value: Any) -> None:
+    # The writes' one-call form (NUL escaped, then the literal) is the two calls'.
+    assert stored(value) == literal(enc(value))
+    assert Statement("SELECT %s, %s")([value, value]) == formatted(
+        "SELECT %s, %s", [enc(value), enc(value)]
+    )
+
+
+def test_a_statement_refuses_the_wrong_number_of_values() -> None:
+    with pytest.raises(ValueError, match="2 placeholders, 1 parameters"):
+        Statement("SELECT %s, %s")([1])
