@@ -12,13 +12,22 @@ and headers, precomputed.  The floor is what the HTTP stack alone costs, so
 The load generator is this process: keep-alive HTTP/1.1 over raw sockets
 with prebuilt request bytes, so the client costs microseconds and both rows
 pay it alike.  Each worker thread has its own connection.
+
+``python -m benchmarks.http_api cpu [ROUNDS [BURST [DURABILITY]]]`` measures
+the same two routes by the server process's CPU time per request instead of
+the wall clock: bursts of each, interleaved on one server, with the CPU the
+server's threads used read from ``/proc`` around every burst.  Other work on
+the machine slows the wall-clock rows unevenly (a row runs while the load
+lasts); CPU time per request moves far less with it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -153,6 +162,10 @@ class Server:
             probe_connection.close()
             return
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def close(self) -> None:
         self._process.send_signal(signal.SIGTERM)
         try:
@@ -214,5 +227,88 @@ def serve(port: int, db: Path, durability: Durability) -> None:
     )
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time (user and system) the process's threads have used, in ns (Linux's schedstat)."""
+    total = 0
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{thread}/schedstat") as stat:
+            total += int(stat.read().split()[0])
+    return total
+
+
+def burst(port: int, path: str, customers: list[str], requests: int, threads: int) -> int:
+    """``requests`` POSTs to ``path`` from ``threads`` keep-alive connections; returns how many."""
+    load = Load(port, path, customers)
+    each = requests // threads
+
+    def run(first: int) -> None:
+        for i in range(each):
+            status = load.op(customers[(first + i) % len(customers)])
+            if status != _CREATED:
+                raise RuntimeError(f"POST {path} answered {status}")
+
+    workers = [threading.Thread(target=run, args=(t * each,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    load.close()
+    return each * threads
+
+
+def cpu_per_request(
+    db: Path, durability: Durability, rounds: int, requests: int, threads: int = 4
+) -> dict[str, list[tuple[float, float]]]:
+    """Server CPU us per request and wall-clock requests/s of the floor and of ``/v1/track``,
+    one pair per round."""
+    customers = [f"cust_{i}" for i in range(1000)]
+    server = Server(db, durability)
+    paths = (FLOOR_PATH, TRACK_PATH)
+    out: dict[str, list[tuple[float, float]]] = {path: [] for path in paths}
+    try:
+        for path in paths:  # warm-up: every customer's bucket, counter and pages
+            burst(server.port, path, customers, 2 * len(customers), threads)
+        for _ in range(rounds):
+            for path in paths:
+                before, started = cpu_ns(server.pid), time.perf_counter()
+                done = burst(server.port, path, customers, requests, threads)
+                wall = time.perf_counter() - started
+                out[path].append(((cpu_ns(server.pid) - before) / done / 1000, done / wall))
+    finally:
+        server.close()
+    return out
+
+
+def _cpu_main(args: list[str]) -> None:
+    import tempfile  # noqa: PLC0415
+
+    rounds = int(args[0]) if args else 8
+    requests = int(args[1]) if len(args) > 1 else 2000
+    durability = cast(Durability, args[2] if len(args) > 2 else "normal")
+    with tempfile.TemporaryDirectory() as scratch:
+        found = cpu_per_request(Path(scratch) / "ledger.db", durability, rounds, requests)
+    floor, track = found[FLOOR_PATH], found[TRACK_PATH]
+    for name, rows in (("floor", floor), ("POST /v1/track", track)):
+        cpu, rate = [r[0] for r in rows], [r[1] for r in rows]
+        print(
+            f"{name}: server CPU {statistics.median(cpu):.1f} us/request "
+            f"(rounds {min(cpu):.1f} to {max(cpu):.1f}), {statistics.median(rate):,.0f} req/s"
+        )
+    for what, pick in (("CPU-second", 0), ("second (wall clock)", 1)):
+        shares = [
+            f[0] / t[0] if pick == 0 else t[1] / f[1] for f, t in zip(floor, track, strict=True)
+        ]
+        print(
+            f"/v1/track at {statistics.median(shares):.2f}x the floor's requests per {what} "
+            f"(rounds {min(shares):.2f} to {max(shares):.2f})"
+        )
+    print(f"durability={durability}, {rounds} rounds of {requests} requests each")
+
+
+_CREATED = 201
+
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), Path(sys.argv[2]), cast(Durability, sys.argv[3]))
+    if sys.argv[1:2] == ["cpu"]:
+        _cpu_main(sys.argv[2:])
+    else:
+        serve(int(sys.argv[1]), Path(sys.argv[2]), cast(Durability, sys.argv[3]))
