@@ -30,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ TRACK_PATH = "/v1/track"
 CHECK_PATH = "/v1/checks"
 """Limitry 1.0's check (workload j), on the same server: one day limit on every user."""
 STARTUP_SECONDS = 60.0
+_CREATED = 201
 
 
 def _event(customer: str) -> bytes:
@@ -240,12 +242,17 @@ def burst(port: int, path: str, customers: list[str], requests: int, threads: in
     """``requests`` POSTs to ``path`` from ``threads`` keep-alive connections; returns how many."""
     load = Load(port, path, customers)
     each = requests // threads
+    failures: list[str] = []
 
     def run(first: int) -> None:
-        for i in range(each):
-            status = load.op(customers[(first + i) % len(customers)])
-            if status != _CREATED:
-                raise RuntimeError(f"POST {path} answered {status}")
+        try:
+            for i in range(each):
+                status = load.op(customers[(first + i) % len(customers)])
+                if status != _CREATED:
+                    failures.append(f"POST {path} answered {status}")
+                    return
+        except OSError as exc:
+            failures.append(f"POST {path}: {exc}")
 
     workers = [threading.Thread(target=run, args=(t * each,)) for t in range(threads)]
     for worker in workers:
@@ -253,6 +260,9 @@ def burst(port: int, path: str, customers: list[str], requests: int, threads: in
     for worker in workers:
         worker.join()
     load.close()
+    if failures:
+        # A thread's exception would only be printed: the burst's count would be wrong.
+        raise RuntimeError(failures[0])
     return each * threads
 
 
@@ -280,8 +290,6 @@ def cpu_per_request(
 
 
 def _cpu_main(args: list[str]) -> None:
-    import tempfile  # noqa: PLC0415
-
     rounds = int(args[0]) if args else 8
     requests = int(args[1]) if len(args) > 1 else 2000
     durability = cast(Durability, args[2] if len(args) > 2 else "normal")
@@ -304,8 +312,6 @@ def _cpu_main(args: list[str]) -> None:
         )
     print(f"durability={durability}, {rounds} rounds of {requests} requests each")
 
-
-_CREATED = 201
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["cpu"]:
