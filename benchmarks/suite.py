@@ -320,7 +320,7 @@ def _rate_cases(
 # --- (b) full usage() ------------------------------------------------------------------
 
 
-def _ledger_floor(path: Path, commit_every: int = 1, read_counter: bool = True) -> SqliteFloor:
+def ledger_floor(path: Path, commit_every: int = 1, read_counter: bool = True) -> SqliteFloor:
     """Raw sqlite3 on a ledger file made by limitry_local, with the quota it counts for."""
     with _tracker(path, quotas=1) as tracker:
         (quota,) = tracker.quotas.list().data
@@ -342,11 +342,11 @@ def _b_normal(config: Config) -> list[Case]:
         return Subject(_floor_record(db), keys, warm, close=db.close)
 
     def contract(ctx: Context) -> Subject:
-        floor = ContractFloor(RATE_LIMIT, QUOTA_LIMIT, sqlite=_ledger_floor(ctx.path("contract")))
+        floor = ContractFloor(RATE_LIMIT, QUOTA_LIMIT, sqlite=ledger_floor(ctx.path("contract")))
         return Subject(_contract_floor(floor), keys, warm, _allowed, floor.close)
 
     def floor_ledger(ctx: Context) -> Subject:
-        db = _ledger_floor(ctx.path("floor-ledger"))
+        db = ledger_floor(ctx.path("floor-ledger"))
         return Subject(_floor_record(db), keys, warm, close=db.close)
 
     def pyrate(ctx: Context) -> Subject:
@@ -377,7 +377,7 @@ def _b_batched(config: Config) -> list[Case]:
     def contract(read_counter: bool) -> Callable[[Context], Subject]:
         def make(ctx: Context) -> Subject:
             path = ctx.path(f"contract-batched-{read_counter}")
-            db = _ledger_floor(path, commit_every=1000, read_counter=read_counter)
+            db = ledger_floor(path, commit_every=1000, read_counter=read_counter)
             floor = ContractFloor(RATE_LIMIT, QUOTA_LIMIT, sqlite=db)
             return Subject(_contract_floor(floor), keys, warm, _allowed, floor.close)
 
@@ -842,6 +842,8 @@ def _i_http(config: Config) -> list[Case]:
     return [
         Case("floor: bare Starlette endpoint, the same 201 JSON", row(http_api.FLOOR_PATH),
              reference=True),
+        Case("floor: b1's contract floor over HTTP, 1 commit per event",
+             row(http_api.CONTRACT_PATH)),
         Case("limitry POST /v1/track (serve, 1 worker)", row(http_api.TRACK_PATH)),
         Case("limitry POST /v1/track (serve --durability batched)",
              row(http_api.TRACK_PATH, "batched")),
@@ -1007,6 +1009,11 @@ WHAT = {
     "floor: bare Starlette endpoint, the same 201 JSON": "benchmarks/http_api.py: a route "
     "added to the served app (same uvicorn, middleware and auth) that reads the body and "
     "answers a precomputed 201 body and headers: the HTTP stack's own cost",
+    "floor: b1's contract floor over HTTP, 1 commit per event": "benchmarks/"
+    "http_api.py: a route on the same server doing /v1/track's steps (body read and parsed, "
+    "the 201 body and header list built) with b1's contract floor in place of usage(): "
+    "ContractFloor validating the request with its pydantic model, on raw sqlite3 in a file "
+    "of its own on the ledger's schema, one commit per event; /v1/track cannot beat it",
     "limitry POST /v1/track (serve --durability batched)": "the same on a second server "
     "whose ledger commits once per 1000 events or 50 ms",
     "limitry POST /v1/track (serve, 1 worker)": "the app `limitry-local serve` runs, on a "

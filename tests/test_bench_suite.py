@@ -97,6 +97,7 @@ def test_quick_suite_prints_every_workload_and_implementation(tmp_path: Path) ->
         "floor: raw sqlite3 on the ledger schema, 2 processes",
         "limitry usage(), SQLite file, 1 process",
         "floor: bare Starlette endpoint, the same 201 JSON",
+        "floor: b1's contract floor over HTTP, 1 commit per event",
         "limitry POST /v1/track (serve, 1 worker)",
         "Limitry 1.0 checks.create in process, file ledger",
         "limitry SDK 1.0 checks.create over HTTP (serve, 1 worker)",
