@@ -131,6 +131,23 @@ def test_key_function_answers_as_limit_key(
     assert key_function(filters, per)(dims) == limit_key(filters, per, dims)
 
 
+@given(
+    field=st.sampled_from(["model", "team"]),
+    wanted=st.sampled_from(["gpt-4o", "a", ""]),
+    per=st.lists(_NAMES, unique=True, max_size=1),
+    dims=st.dictionaries(
+        st.sampled_from(["customer_id", "model", "team"]),
+        st.sampled_from(["gpt-4o", "gpt-4o-latest", "gpt-4o-2024-08-06", "gpt-4o-mini", "a", ""]),
+    ),
+)
+def test_key_function_of_one_filter_answers_as_limit_key(
+    field: str, wanted: str, per: list[str], dims: dict[str, str]
+) -> None:
+    # One filter on one value: compiled without matches(), snapshots of a model included.
+    filters = {field: wanted}
+    assert key_function(filters, per)(dims) == limit_key(filters, per, dims)
+
+
 @pytest.mark.parametrize(
     ("per", "dims", "expected"),
     [

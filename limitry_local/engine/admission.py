@@ -114,6 +114,8 @@ def quota_outcomes(
     outcomes = []
     second = math.floor(when)
     unlocked = read_used and scope is None
+    # Read in one batch below: "exceeded" is decided there, once.
+    locked = read_used and scope is not None
     for rule in plan.quotas:
         key = rule.key_of(dims)
         if key is None:
@@ -136,11 +138,11 @@ def quota_outcomes(
                 amount,
                 limit,
                 limit_units,
-                exceeds(used, amount, limit_units),
+                False if locked else exceeds(used, amount, limit_units),
             )
         )
-    if read_used and scope is not None and outcomes:
-        counters = [(o.quota.id, o.key_json, o.start) for o in outcomes]
+    if locked and outcomes:
+        counters = [(o.rule.quota.id, o.key_json, o.start) for o in outcomes]
         for o, used in zip(outcomes, ledger.lock_counters(scope, counters), strict=True):
             o.used = used
             o.exceeded = exceeds(used, o.amount, o.limit_units)
@@ -236,7 +238,7 @@ def failed_open(plan: Plan, dims: Dimensions, exc: RateLimitStoreError) -> list[
 
 def increments(quotas: list[QuotaOutcome]) -> list[CounterIncrement]:
     """What recording the event adds to each matching quota's counter."""
-    return [(o.quota.id, o.key_json, o.start, o.amount or 0) for o in quotas]
+    return [(o.rule.quota.id, o.key_json, o.start, o.amount or 0) for o in quotas]
 
 
 def crossing(o: QuotaOutcome, used: int, event_id: str) -> Crossing:

@@ -180,7 +180,13 @@ class Engine:
         """One attempt of ``usage()``; raises :class:`Wait` for a rate denial that
         ``patience`` seconds of waiting would cure.  A write a shared ledger
         made give way in a deadlock ("conflict": nothing kept) runs again."""
-        for attempt in range(CONFLICT_RETRIES, -1, -1):
+        try:
+            return self._use_once(request, patience)
+        except LedgerError as exc:
+            if exc.reason != "conflict":
+                raise
+        # The retries apart from the first try: a loop set up per call costs.
+        for attempt in range(CONFLICT_RETRIES - 1, -1, -1):
             try:
                 return self._use_once(request, patience)
             except LedgerError as exc:
@@ -214,7 +220,14 @@ class Engine:
                     dims = dimensions_of(request)
                     skipped: list[FailedOpen] = []
                     try:
-                        rates = self._decide_rates(dims, request.total_tokens or 0, take=True)
+                        rates = decide_rates(
+                            self.store,
+                            plan,
+                            dims,
+                            request.total_tokens or 0,
+                            self.clock.bucket_time(),
+                            take=True,
+                        )
                     except RateLimitStoreError as exc:
                         skipped = failed_open(plan, dims, exc)
                         rates = []
@@ -243,7 +256,8 @@ class Engine:
                 # gives them back.
                 if taken:
                     self.store.settle(keep=kept)
-            self._charge_unenforced(rates)
+            if not plan.enforced_only:
+                self._charge_unenforced(rates)
         if firings:
             definitions.alerts.announce(firings)
         return response

@@ -36,6 +36,8 @@ RESHAPING_RATE_FIELDS = (
 )
 """An update of any of these starts a rate limit's buckets afresh (a new generation)."""
 
+_new_tuple = tuple.__new__
+
 
 def enforced(mode: str) -> bool:
     """The one mode policy: an ``enforce`` limit denies; ``soft`` and ``shadow`` only log."""
@@ -88,11 +90,16 @@ class RateRule:
     def ask(self, key: Key, dims: dict[str, str], tokens: int | None) -> BucketAsk:
         """What an event asks of ``key``'s bucket (``tokens`` None: a one-request check)."""
         capacity = self.capacity
-        return BucketAsk(
-            (self.limit.id, self.generation, key),
-            capacity if capacity is not None else self.limit.limit_for(dims),
-            self.seconds,
-            tokens if tokens is not None and self.counts_tokens else 1,
+        # Positional, through tuple.__new__: the named tuple's own constructor
+        # is a Python call, once per matching limit per event.
+        return _new_tuple(
+            BucketAsk,
+            (
+                (self.limit.id, self.generation, key),
+                capacity if capacity is not None else self.limit.limit_for(dims),
+                self.seconds,
+                tokens if tokens is not None and self.counts_tokens else 1,
+            ),
         )
 
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
+    MAX_UNITS,
     check_priced,
     checked_units,
     event_matches,
@@ -205,7 +206,11 @@ class MemoryLedger:
 
     def lock_counters(self, scope: object, counters: Sequence[tuple[str, str, int]]) -> list[int]:
         self._open_journal()
-        return [self.counter(*counter) for counter in counters]
+        if self._closed:
+            self._ensure_usable()
+        # Each counter is its own dict key: one lookup each, no call of counter().
+        get = self._counters.get
+        return [get(counter, 0) for counter in counters]
 
     def idempotent(self, key: str) -> tuple[str, str] | None:
         """``(event_id, stored response JSON)`` of the event recorded with this key, if any."""
@@ -311,7 +316,8 @@ class MemoryLedger:
         # failure halfway (MemoryError) is undone too.
         journal.append(lambda: self._unrecord(first, added, keys))
         for row, increments, response in events:
-            check_priced(row)
+            if row.cost_micro_cents is None and row.cost_cents is not None:
+                check_priced(row)  # raises: a cost the ledger would not count
             rows.append(row)
             seq = len(rows)
             self._seq_by_id[row.id] = seq
@@ -323,7 +329,9 @@ class MemoryLedger:
             for quota_id, key, start, amount in increments:
                 counter = (quota_id, key, start)
                 before = counters.get(counter)
-                used = checked_units(amount if before is None else before + amount, self.where)
+                used = amount if before is None else before + amount
+                if not -MAX_UNITS - 1 <= used <= MAX_UNITS:
+                    checked_units(used, self.where)  # raises: the one overflow error
                 added.append((counter, before))
                 counters[counter] = used
             if row.idempotency_key is not None:
