@@ -379,34 +379,38 @@ class BucketStore:
         answers = []
         pending: list[tuple[Hashable, tuple[float, float], float]] = []
         allowed = True
-        entries = self._entries
-        now = at.now
+        lookup = self._entries.get
+        # Read once, not per bucket: usage() asks one bucket per matching rate limit.
+        now, asked_at, offset, _ = at
+        ceil = math.ceil
+        floor = math.floor
         for key, capacity, window, cost in asks:
-            entry = entries.get(key)
+            entry = lookup(key)
             state = None if entry is None or entry[1] <= now else entry[0]
             fits, tokens, after, instant, retry = _decide(
-                capacity, window, state, now, cost, asked_at=at.asked_at
+                capacity, window, state, now, cost, asked_at=asked_at
             )
-            # full_at() of the bucket before and after, without building either.
+            # full_at() of the bucket before and after, without building either;
+            # floor(x + EPSILON) is whole(), inline.
             rate = capacity / window
-            current_reset = math.ceil(instant + (capacity - tokens) / rate + at.offset)
+            current_reset = ceil(instant + (capacity - tokens) / rate + offset)
             if fits:
                 full = instant + (capacity - after) / rate
                 answers.append(
                     BucketAnswer(
                         True,
-                        whole(after),
-                        math.ceil(full + at.offset),
-                        whole(tokens),
+                        floor(after + EPSILON),
+                        ceil(full + offset),
+                        floor(tokens + EPSILON),
                         current_reset,
                         0,
                     )
                 )
-                pending.append((key, (after, instant), math.ceil(full)))
+                pending.append((key, (after, instant), ceil(full)))
             else:
                 allowed = False
-                remaining = whole(tokens)
-                drained = math.ceil(instant + capacity / rate + at.offset)
+                remaining = floor(tokens + EPSILON)
+                drained = ceil(instant + capacity / rate + offset)
                 answers.append(BucketAnswer(False, 0, drained, remaining, current_reset, retry))
         self._pending = pending if allowed else None
         return answers
