@@ -9,7 +9,6 @@ keeps states.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -232,9 +231,12 @@ class BucketStore:
     refills.  Keep ``maxsize`` above the number of keys active within one
     window and neither happens.
 
-    An ordered dict in write order, not a cachetools TLRU cache: the cache's
-    get and set cost about 3 us per bucket per event, seven times a whole
-    token-bucket check (docs/benchmarks.md).  Full buckets are swept in
+    A plain dict, not a cachetools TLRU cache: the cache's get and set cost
+    about 3 us per bucket per event, seven times a whole token-bucket check
+    (docs/benchmarks.md).  Nor an OrderedDict kept in write order: nothing
+    is dropped by age (only full buckets go, found by a sweep over every
+    entry), so an order would cost each write a ``move_to_end`` and buy
+    nothing.  Full buckets are swept in
     bulk instead, every time the store has seen as many writes as it holds
     entries, and at the bound once a bucket may have become full since the
     last sweep (``_next_full``, the earliest full-again instant written)
@@ -251,13 +253,11 @@ class BucketStore:
         """Buckets dropped before they were full: always 0 since the store refuses instead."""
         self._maxsize = maxsize
         self._clock = clock
-        # key -> ((tokens, updated), full_at), oldest write first.  An
-        # OrderedDict: a plain dict's first item is found by scanning past the
-        # slots its evictions left behind, which made a store at its bound
-        # quadratic.  Plain tuples, not BucketState: one fewer object per write.
-        self._entries: OrderedDict[Hashable, tuple[tuple[float, float], float]] = OrderedDict()
+        # key -> ((tokens, updated), full_at).  Plain tuples, not BucketState:
+        # one fewer object per write.
+        self._entries: dict[Hashable, tuple[tuple[float, float], float]] = {}
+        # Writes left before the next sweep: one load and one store per write.
         self._writes_to_sweep = _MIN_SWEEP
-        self._writes_since_sweep = 0
         # No bucket held is full before this instant: the earliest full_at
         # written since the last sweep (or found by it).  Rewriting a key can
         # leave it too early, never too late, which costs a sweep, not a limit.
@@ -268,7 +268,6 @@ class BucketStore:
         # freed) or refused, so the work per call stays constant, amortised.
         self._asks_before_scan = 0
         self._pending: list[tuple[Hashable, tuple[float, float], float]] | None = None
-        self._asked: Sequence[BucketAsk] = ()
 
     def get(self, key: Hashable) -> BucketState | None:
         """The bucket's state, or None when it is unknown or already full again."""
@@ -283,15 +282,14 @@ class BucketStore:
 
     def _put(self, key: Hashable, state: tuple[float, float], full_at: float) -> None:
         entries = self._entries
-        if key in entries:
-            entries.move_to_end(key)  # the order is the order of last writes
-        elif len(entries) >= self._maxsize:
+        if key not in entries and len(entries) >= self._maxsize:
             self._make_room(key, 1)
         entries[key] = (state, full_at)
         if full_at < self._next_full:  # noqa: PLR1730 (min() is a call, on every write)
             self._next_full = full_at
-        self._writes_since_sweep += 1
-        if self._writes_since_sweep >= self._writes_to_sweep:
+        left = self._writes_to_sweep - 1
+        self._writes_to_sweep = left
+        if left <= 0:
             self._sweep()
 
     def taker(
@@ -312,7 +310,6 @@ class BucketStore:
         entries = self._entries
         # Bound once: a closure variable is one load, a method lookup three.
         lookup = entries.get
-        move_to_end = entries.move_to_end
         ceil = math.ceil
         store = self
 
@@ -335,22 +332,19 @@ class BucketStore:
                 else:
                     now = at  # the clock stepped back: keep the later instant
             if cost > tokens + EPSILON:
-                if entry is not None:
-                    move_to_end(bucket)  # a denied key is an active key
                 return False
             tokens -= cost
             if tokens < 0.0:  # noqa: PLR1730
                 tokens = 0.0
-            if entry is not None:
-                move_to_end(bucket)
-            elif len(entries) >= store._maxsize:
+            if entry is None and len(entries) >= store._maxsize:
                 store._make_room(bucket, 1)
             full = ceil(now + (capacity - tokens) / rate)
             entries[bucket] = ((tokens, now), full)
             if full < store._next_full:  # noqa: PLR1730
                 store._next_full = full
-            store._writes_since_sweep += 1
-            if store._writes_since_sweep >= store._writes_to_sweep:
+            left = store._writes_to_sweep - 1
+            store._writes_to_sweep = left
+            if left <= 0:
                 store._sweep()
             return True
 
@@ -365,7 +359,6 @@ class BucketStore:
         anything is recorded, so ``settle`` never meets a full store.
         """
         answers = self._decide(asks, at)
-        self._asked = asks
         entries = self._entries
         pending = self._pending
         if pending and len(entries) + len(pending) > self._maxsize:
@@ -386,34 +379,38 @@ class BucketStore:
         answers = []
         pending: list[tuple[Hashable, tuple[float, float], float]] = []
         allowed = True
-        entries = self._entries
-        now = at.now
+        lookup = self._entries.get
+        # Read once, not per bucket: usage() asks one bucket per matching rate limit.
+        now, asked_at, offset, _ = at
+        ceil = math.ceil
+        floor = math.floor
         for key, capacity, window, cost in asks:
-            entry = entries.get(key)
+            entry = lookup(key)
             state = None if entry is None or entry[1] <= now else entry[0]
             fits, tokens, after, instant, retry = _decide(
-                capacity, window, state, now, cost, asked_at=at.asked_at
+                capacity, window, state, now, cost, asked_at=asked_at
             )
-            # full_at() of the bucket before and after, without building either.
+            # full_at() of the bucket before and after, without building either;
+            # floor(x + EPSILON) is whole(), inline.
             rate = capacity / window
-            current_reset = math.ceil(instant + (capacity - tokens) / rate + at.offset)
+            current_reset = ceil(instant + (capacity - tokens) / rate + offset)
             if fits:
                 full = instant + (capacity - after) / rate
                 answers.append(
                     BucketAnswer(
                         True,
-                        whole(after),
-                        math.ceil(full + at.offset),
-                        whole(tokens),
+                        floor(after + EPSILON),
+                        ceil(full + offset),
+                        floor(tokens + EPSILON),
                         current_reset,
                         0,
                     )
                 )
-                pending.append((key, (after, instant), math.ceil(full)))
+                pending.append((key, (after, instant), ceil(full)))
             else:
                 allowed = False
-                remaining = whole(tokens)
-                drained = math.ceil(instant + capacity / rate + at.offset)
+                remaining = floor(tokens + EPSILON)
+                drained = ceil(instant + capacity / rate + offset)
                 answers.append(BucketAnswer(False, 0, drained, remaining, current_reset, retry))
         self._pending = pending if allowed else None
         return answers
@@ -423,10 +420,6 @@ class BucketStore:
         if keep and pending is not None:
             for key, state, full_at in pending:
                 self._put(key, state, full_at)
-        else:
-            # A denied key is an active key: sweeps and the write order see it first.
-            for ask in self._asked:
-                self.touch(ask.key)
 
     def peek(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
         """What ``take`` would answer, taking nothing; a new key needs no room to be read."""
@@ -458,11 +451,6 @@ class BucketStore:
     def close(self) -> None:
         self._entries.clear()
 
-    def touch(self, key: Hashable) -> None:
-        """Mark a bucket as recently used (a denied event read it) without changing it."""
-        if key in self._entries:
-            self._entries.move_to_end(key)
-
     def _sweep(self) -> int:
         """Drop every full bucket; how many went."""
         now = self._clock()
@@ -475,7 +463,6 @@ class BucketStore:
         self._asks_before_scan = max(0, scan_every - len(full))
         self._next_full = min((full_at for _, full_at in entries.values()), default=math.inf)
         self._writes_to_sweep = max(_MIN_SWEEP, len(entries))
-        self._writes_since_sweep = 0
         return len(full)
 
     def _make_room(self, key: Hashable, needed: int) -> None:

@@ -449,7 +449,7 @@ def _refused_or(charge: Callable[[], bool]) -> bool | str:
 
 
 def _bucket_entries(tracker: Tracker) -> list[tuple[object, object]]:
-    """The in-memory store's entries in write order, named without the limit's id and generation."""
+    """The in-memory store's entries in order, named without the limit's id and generation."""
     store = tracker.engine.store
     assert isinstance(store, BucketStore)
     return [(key[2], value) for key, value in store._entries.items()]  # type: ignore[index]
