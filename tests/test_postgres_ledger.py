@@ -511,13 +511,16 @@ def test_importing_limitry_local_does_not_import_psycopg() -> None:
 PROCESSES = 6
 
 
-def _admit(schema: str, calls: int, barrier: Any, results: Any) -> None:
+def _admit(schema: str, calls: int, keyed: bool, barrier: Any, results: Any) -> None:
     admitted: list[str] = []
     with Tracker(clock=ManualClock(START), ledger=PostgresLedger(POSTGRES_DSN, schema=schema)) as t:
         barrier.wait()
-        for _ in range(calls):
+        for call in range(calls):
+            # With a fresh key per call, usage() also guesses the key is new and
+            # checks it in the scope's first message, beside the counter's lock.
+            event = {**EVENT, "idempotency_key": f"{os.getpid()}-{call}"} if keyed else EVENT
             with contextlib.suppress(QuotaExceeded):
-                admitted.append(t.usage(EVENT).id)
+                admitted.append(t.usage(event).id)
     results.put(admitted)
 
 
@@ -575,13 +578,14 @@ def shared_schema() -> Iterator[str]:
         yield schema
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "idempotency keys"])
 def test_processes_sharing_a_quota_admit_exactly_its_limit_and_lose_nothing(
-    shared_schema: str,
+    shared_schema: str, keyed: bool
 ) -> None:
     limit, calls = 50, 20  # 6 x 20 = 120 tries at 50
     with Tracker(ledger=PostgresLedger(POSTGRES_DSN, schema=shared_schema)) as setup:
         setup.quotas.create(name="q", metric="total_events", limit_value=limit, period="day")
-    answers = _run_together(_admit, shared_schema, calls)
+    answers = _run_together(_admit, shared_schema, calls, keyed)
     admitted = [event_id for ids in answers for event_id in ids]
     assert len(admitted) == limit
     assert len(set(admitted)) == limit
@@ -593,6 +597,34 @@ def test_processes_sharing_a_quota_admit_exactly_its_limit_and_lose_nothing(
         # More than one process got a share: the race really was a race.
         assert sum(1 for ids in answers if ids) > 1
     finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "idempotency key"])
+def test_a_scope_holds_its_counters_lock_until_it_ends(shared_schema: str, keyed: bool) -> None:
+    # An optimistic scope (usage()'s) that guessed its key is new sends the key's
+    # lock and the counter's lock in one message; both must be taken, or another
+    # host reads the counter while this scope is deciding on it.
+    ledger = PostgresLedger(POSTGRES_DSN, schema=shared_schema)
+    other = PostgresLedger(POSTGRES_DSN, schema=shared_schema, timeout=0.5)
+    try:
+        with ledger.write(optimistic=True) as scope:
+            if keyed:
+                assert ledger.idempotent("key-1") is None
+            assert ledger.lock_counters(scope, [("q", "k", 0)]) == [0]
+            with _admin() as admin:
+                held = admin.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND granted AND pid = %s",
+                    [ledger._conn.info.backend_pid],
+                ).fetchone()
+            # The definitions lock, the key's (if any) and the counter's.
+            assert held == (3 if keyed else 2,)
+            with pytest.raises(LedgerError) as refused, other.write() as theirs:
+                other.lock_counters(theirs, [("q", "k", 0)])
+            assert refused.value.reason == "locked"
+    finally:
+        other.close()
         ledger.close()
 
 

@@ -401,9 +401,9 @@ class PostgresLedger(SqlLedger):
                 statements.append(self._q.run["limitry_version"])
         # Each guessed key: its lock, then its row (the lookups' places noted).
         lookups: list[int] = []
-        for key, locks in self._guessed_keys:
-            if locks:
-                statements.append(self._locks(locks))
+        for key, key_locks in self._guessed_keys:
+            if key_locks:
+                statements.append(self._locks(key_locks))
             lookups.append(len(statements))
             statements.append(self._execute["limitry_idempotent"]([key]))
         if locks:
