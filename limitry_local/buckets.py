@@ -382,44 +382,89 @@ class BucketStore:
         lookup = self._entries.get
         # Read once, not per bucket: usage() asks one bucket per matching rate limit.
         now, asked_at, offset, _ = at
+        since = asked_at if asked_at < now else now
         ceil = math.ceil
         floor = math.floor
+        new = _new_tuple
         for key, capacity, window, cost in asks:
+            # The module's _decide(), inline: its keyword call cost more per
+            # bucket than the arithmetic (tests/test_buckets.py holds the
+            # store to take() and peek()).
+            rate = capacity / window
             entry = lookup(key)
-            state = None if entry is None or entry[1] <= now else entry[0]
-            fits, tokens, after, instant, retry = _decide(
-                capacity, window, state, now, cost, asked_at=asked_at
-            )
+            if entry is None or entry[1] <= now:
+                tokens, instant = float(capacity), now
+            else:
+                tokens, instant = entry[0]
+                if now > instant:
+                    tokens += (now - instant) * capacity / window
+                    if tokens > capacity:  # min() is a call, per bucket
+                        tokens = float(capacity)
+                    instant = now
+                elif tokens > capacity:
+                    # One bucket, two capacities (an override outside ``per``).
+                    tokens = float(capacity)
             # full_at() of the bucket before and after, without building either;
             # floor(x + EPSILON) is whole(), inline.
-            rate = capacity / window
             current_reset = ceil(instant + (capacity - tokens) / rate + offset)
-            if fits:
+            if cost <= tokens + EPSILON:
+                after = tokens - cost
+                if after < 0.0:  # noqa: PLR1730
+                    after = 0.0
                 full = instant + (capacity - after) / rate
+                # Positional, through tuple.__new__: the named tuple's own
+                # constructor is a Python call, once per bucket.
                 answers.append(
-                    BucketAnswer(
-                        True,
-                        floor(after + EPSILON),
-                        ceil(full + offset),
-                        floor(tokens + EPSILON),
-                        current_reset,
-                        0,
+                    new(
+                        BucketAnswer,
+                        (
+                            True,
+                            floor(after + EPSILON),
+                            ceil(full + offset),
+                            floor(tokens + EPSILON),
+                            current_reset,
+                            0,
+                        ),
                     )
                 )
                 pending.append((key, (after, instant), ceil(full)))
             else:
                 allowed = False
-                remaining = floor(tokens + EPSILON)
-                drained = ceil(instant + capacity / rate + offset)
-                answers.append(BucketAnswer(False, 0, drained, remaining, current_reset, retry))
+                # A cost above capacity can never fit; its retry is the time to a full bucket.
+                missing = (cost if cost < capacity else capacity) - tokens
+                retry = ceil(instant + missing / rate - since - EPSILON)
+                answers.append(
+                    new(
+                        BucketAnswer,
+                        (
+                            False,
+                            0,
+                            ceil(instant + capacity / rate + offset),
+                            floor(tokens + EPSILON),
+                            current_reset,
+                            retry if retry > 1 else 1,
+                        ),
+                    )
+                )
         self._pending = pending if allowed else None
         return answers
 
     def settle(self, *, keep: bool) -> None:
         pending, self._pending = self._pending, None
         if keep and pending is not None:
+            # _put() inline, step for step: a call per bucket of every event.
+            entries = self._entries
+            maxsize = self._maxsize
             for key, state, full_at in pending:
-                self._put(key, state, full_at)
+                if key not in entries and len(entries) >= maxsize:
+                    self._make_room(key, 1)
+                entries[key] = (state, full_at)
+                if full_at < self._next_full:  # noqa: PLR1730 (min() is a call)
+                    self._next_full = full_at
+                left = self._writes_to_sweep - 1
+                self._writes_to_sweep = left
+                if left <= 0:
+                    self._sweep()
 
     def peek(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
         """What ``take`` would answer, taking nothing; a new key needs no room to be read."""
@@ -506,6 +551,8 @@ def _bucket_name(key: Hashable) -> str:
         return f"of rate limit {key[0]} for ({values})"
     return repr(key)
 
+
+_new_tuple = tuple.__new__
 
 # Sweeping a small store often is cheap; below this many writes it is not worth it.
 _MIN_SWEEP = 1024

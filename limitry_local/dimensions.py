@@ -137,9 +137,24 @@ def key_function(filters: Filters, per: Sequence[str]) -> KeyFunction:
 
     The usual shapes (no filters or one filter on one value, and no or one
     ``per`` dimension) get a function without loops; any other shape calls
-    :func:`limit_key`, the rule itself.
+    :func:`limit_key`, the rule itself.  Limits of one shape get the same
+    function, so a caller may take the key of the limit before when the
+    function is the same object (most plans key every limit by customer).
     """
-    names = tuple(per)
+    shape = (
+        tuple(sorted((name, v if isinstance(v, str) else tuple(v)) for name, v in filters.items())),
+        tuple(per),
+    )
+    return _shared_key_function(shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_key_function(
+    shape: tuple[tuple[tuple[str, str | tuple[str, ...]], ...], tuple[str, ...]],
+) -> KeyFunction:
+    # Its own copy of the filters: a caller's dict changed later changes no key.
+    pairs, names = shape
+    filters = {name: v if isinstance(v, str) else list(v) for name, v in pairs}
     if len(names) > 1:
         return functools.partial(limit_key, filters, names)
     if filters:

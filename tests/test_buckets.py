@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from limitry_local import BucketStoreFull
-from limitry_local.buckets import BucketState, BucketStore, peek, refill, take
+from limitry_local.buckets import (
+    BucketAnswer,
+    BucketAsk,
+    BucketState,
+    BucketStore,
+    BucketTime,
+    full_at,
+    peek,
+    refill,
+    take,
+    whole,
+)
 from limitry_local.testing import ManualClock
 
 T0 = 1_000_000.0
@@ -258,3 +273,54 @@ def test_a_large_store_at_its_bound_does_not_scan_itself_for_every_refused_key()
     assert store.refusals == 50 * 100 - stored
     # Every bucket still held is one a scan found below capacity or a new one.
     assert all(store.get(key) is not None for key in list(store._entries)[-stored:])
+
+
+@given(
+    capacity=st.integers(1, 50),
+    window=st.sampled_from([1.0, 7.0, 60.0, 3600.0]),
+    fill=st.floats(0.0, 1.0),
+    age=st.floats(-30.0, 120.0),
+    cost=st.integers(0, 60),
+    behind=st.floats(0.0, 5.0),
+    take_it=st.booleans(),
+)
+def test_the_store_answers_as_take_and_refill_do(
+    *,
+    capacity: int,
+    window: float,
+    fill: float,
+    age: float,
+    cost: int,
+    behind: float,
+    take_it: bool,
+) -> None:
+    # The store decides every bucket inline (no call of take() per bucket):
+    # its answers must be the rule's, for a bucket updated in the past or,
+    # after a clock stepped back, in the future, asked from a caller's
+    # clock that reads earlier still.
+    now = T0 + 1000.0
+    state = BucketState(capacity * fill, now - age)
+    store = BucketStore(10, ManualClock(now))
+    store.put("k", state, math.ceil(full_at(capacity, window, state)))
+    held = state if store.get("k") is not None else None
+    ask = BucketAsk("k", capacity, window, cost)
+    at = BucketTime(now, now - behind, 0.0, now)
+    (answer,) = store.take([ask], at) if take_it else store.peek([ask], at)
+    decision = take(capacity, window, held, now, cost, asked_at=now - behind)
+    current = refill(capacity, window, held, now)
+    current_reset = math.ceil(full_at(capacity, window, current))
+    if decision.allowed:
+        expected = BucketAnswer(
+            True, decision.remaining, decision.reset, whole(current.tokens), current_reset, 0
+        )
+    else:
+        drained = math.ceil(current.updated + window)
+        expected = BucketAnswer(
+            False, 0, drained, whole(current.tokens), current_reset, decision.retry_after
+        )
+    assert answer == expected
+    store.settle(keep=True)
+    if decision.allowed and take_it:
+        assert store.get("k") in (None, decision.state)
+    else:
+        assert store.get("k") in (None, held)

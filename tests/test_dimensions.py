@@ -282,3 +282,19 @@ def test_model_matching_is_equality_or_a_dated_suffix(wanted: str, suffix: str) 
     assert value_matches("model", wanted, wanted)
     # Never the other way round: a snapshot filter does not match a shorter name.
     assert not value_matches("model", served, wanted)
+
+
+def test_limits_of_one_shape_share_their_key_function() -> None:
+    # usage() takes the key of the limit before when the function is the
+    # same object: equal shapes must give it, different ones must not.
+    filters: dict[str, str | list[str]] = {"model": "gpt-4o", "event_type": ["a", "b"]}
+    first = key_function(filters, ["customer_id"])
+    assert key_function({"event_type": ["a", "b"], "model": "gpt-4o"}, ["customer_id"]) is first
+    assert key_function(filters, ["model"]) is not first
+    assert key_function({"model": "gpt-4o"}, ["customer_id"]) is not first
+    dims = {"customer_id": "c", "model": "gpt-4o", "event_type": "b"}
+    assert first(dims) == ("c",)
+    # The function keeps its own filters: a caller's dict changed later changes no key.
+    filters["model"] = "other"
+    assert first(dims) == ("c",)
+    assert key_function(filters, ["customer_id"])(dims) is None

@@ -45,8 +45,14 @@ def rate_asks(
     """
     matched = []
     asks = []
+    # Limits of one shape share their key function (key_function): consecutive
+    # ones take the key already found, not a call each.
+    key_of = None
+    key: Key | None = None
     for rule in plan.rates:
-        key = rule.key_of(dims)
+        if rule.key_of is not key_of:
+            key_of = rule.key_of
+            key = key_of(dims)
         if key is not None:
             matched.append((rule, key))
             asks.append(rule.ask(key, dims, tokens))
@@ -116,13 +122,24 @@ def quota_outcomes(
     unlocked = read_used and scope is None
     # Read in one batch below: "exceeded" is decided there, once.
     locked = read_used and scope is not None
+    counters = []
+    # Limits of one shape share their key function, and so the key and its JSON.
+    key_of = None
+    key: Key | None = None
+    counter_key = ""
     for rule in plan.quotas:
-        key = rule.key_of(dims)
+        if rule.key_of is not key_of:
+            key_of = rule.key_of
+            key = key_of(dims)
+            if key is not None:
+                counter_key = key_json(key)
         if key is None:
             continue
         quota = rule.quota
-        counter_key = key_json(key)
-        start, end = rule.period(second, when)
+        # The period cached per second (QuotaRule.period), read here without its call.
+        start, end = rule.bounds if rule.second == second else rule.period(second, when)
+        if locked:
+            counters.append((quota.id, counter_key, start))
         used = ledger.counter(quota.id, counter_key, start) if unlocked else 0
         amount = None if request is None else rule.amount_of(request)
         limit = rule.limit if rule.limit is not None else quota.limit_for(dims)
@@ -142,7 +159,6 @@ def quota_outcomes(
             )
         )
     if locked and outcomes:
-        counters = [(o.rule.quota.id, o.key_json, o.start) for o in outcomes]
         for o, used in zip(outcomes, ledger.lock_counters(scope, counters), strict=True):
             o.used = used
             o.exceeded = exceeds(used, o.amount, o.limit_units)
