@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 from limitry_local.models import QuotaStatus, RateLimitStatus
 
@@ -18,8 +19,11 @@ def rate_limit_headers(statuses: Sequence[RateLimitStatus]) -> dict[str, str]:
     if len(statuses) == 1:
         return _describe(statuses[0])
     # min() keeps the first of equals: ties go to the limit created first.
-    tightest = min(statuses, key=lambda s: s.remaining)
-    return _describe(tightest)
+    return _describe(min(statuses, key=_REMAINING))
+
+
+# attrgetter, not a lambda: it runs in C, once per status of every 201.
+_REMAINING = attrgetter("remaining")
 
 
 def rate_limit_denied_headers(denying: RateLimitStatus, retry_after: int) -> dict[str, str]:
