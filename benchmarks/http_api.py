@@ -56,7 +56,6 @@ CHECK_PATH = "/v1/checks"
 """Limitry 1.0's check (workload j), on the same server: one day limit on every user."""
 STARTUP_SECONDS = 60.0
 _CREATED = 201
-_JSON_HEADER = (b"content-type", b"application/json")
 
 
 def _event(customer: str) -> bytes:
@@ -261,37 +260,21 @@ class ContractRoute:
 
     def __init__(self, floor: ContractFloor) -> None:
         # Imported here: the load generator's process needs none of the server.
+        from limitry_local.server.routes.track import read_body, send_created  # noqa: PLC0415
         from limitry_local.server.wire import decode_object  # noqa: PLC0415
 
         self._usage = floor.usage
         self._decode = decode_object
+        self._read = read_body
+        self._send = send_created
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = self._usage(self._decode(await _body(receive)))
+        response = self._usage(self._decode(await self._read(receive)))
         if response is None:  # a denial: the load counts anything but a 201 as failed
             await send({"type": "http.response.start", "status": 429, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
-        body = response.model_dump_json().encode()
-        headers = [(b"content-length", str(len(body)).encode()), _JSON_HEADER]
-        headers += [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in response.headers.items()
-        ]
-        await send({"type": "http.response.start", "status": _CREATED, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-async def _body(receive: Receive) -> bytes:
-    """The whole request body, read from ``receive`` as ``/v1/track`` reads it."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionError("the client disconnected")
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        await self._send(send, response)
 
 
 def cpu_ns(pid: int) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
+from limitry_local.models import TrackPostResponse
 from limitry_local.server.auth import Receive, Scope, Send
 from limitry_local.server.routes import V1
 from limitry_local.server.wire import decode_object
@@ -29,18 +30,10 @@ class Track:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracker: Tracker = scope["app"].state.tracker
-        response = tracker.usage(decode_object(await _body(receive)))
-        body = response.model_dump_json().encode()
-        headers = [(b"content-length", str(len(body)).encode()), _JSON_HEADER]
-        headers += [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in response.headers.items()
-        ]
-        await send({"type": "http.response.start", "status": _CREATED, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_created(send, tracker.usage(decode_object(await read_body(receive))))
 
 
-async def _body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     """The whole request body, as ``Request.body()`` reads it."""
     chunks: list[bytes] = []
     while True:
@@ -52,6 +45,21 @@ async def _body(receive: Receive) -> bytes:
             # The usual case, one message: no join, no copy.
             return b"".join([*chunks, chunk]) if chunks else chunk
         chunks.append(chunk)
+
+
+async def send_created(send: Send, response: TrackPostResponse) -> None:
+    """The 201: its JSON and headers, as two messages with the header list built directly.
+
+    Public for the benchmark's contract floor over HTTP, which answers with
+    exactly these steps (benchmarks/http_api.py)."""
+    body = response.model_dump_json().encode()
+    headers = [(b"content-length", str(len(body)).encode()), _JSON_HEADER]
+    headers += [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.headers.items()
+    ]
+    await send({"type": "http.response.start", "status": _CREATED, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 ROUTES = [Route(V1 + "/track", Track(), methods=["POST"])]
