@@ -452,19 +452,8 @@ class BucketStore:
     def settle(self, *, keep: bool) -> None:
         pending, self._pending = self._pending, None
         if keep and pending is not None:
-            # _put() inline, step for step: a call per bucket of every event.
-            entries = self._entries
-            maxsize = self._maxsize
             for key, state, full_at in pending:
-                if key not in entries and len(entries) >= maxsize:
-                    self._make_room(key, 1)
-                entries[key] = (state, full_at)
-                if full_at < self._next_full:  # noqa: PLR1730 (min() is a call)
-                    self._next_full = full_at
-                left = self._writes_to_sweep - 1
-                self._writes_to_sweep = left
-                if left <= 0:
-                    self._sweep()
+                self._put(key, state, full_at)
 
     def peek(self, asks: Sequence[BucketAsk], at: BucketTime) -> list[BucketAnswer]:
         """What ``take`` would answer, taking nothing; a new key needs no room to be read."""
