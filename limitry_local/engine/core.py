@@ -180,19 +180,15 @@ class Engine:
         """One attempt of ``usage()``; raises :class:`Wait` for a rate denial that
         ``patience`` seconds of waiting would cure.  A write a shared ledger
         made give way in a deadlock ("conflict": nothing kept) runs again."""
-        try:
-            return self._use_once(request, patience)
-        except LedgerError as exc:
-            if exc.reason != "conflict":
-                raise
-        # The retries apart from the first try: a loop set up per call costs.
-        for attempt in range(CONFLICT_RETRIES - 1, -1, -1):
+        # A while loop, not a range(): nothing is set up for the usual first try.
+        retries = CONFLICT_RETRIES
+        while True:
             try:
                 return self._use_once(request, patience)
             except LedgerError as exc:
-                if exc.reason != "conflict" or not attempt:
+                if exc.reason != "conflict" or not retries:
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            retries -= 1
 
     def _use_once(self, request: TrackPostRequest, patience: float) -> TrackPostResponse:
         """One try of :meth:`use`: all of it is undone if it raises."""
