@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 
 from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import (
-    MAX_UNITS,
     check_priced,
     checked_units,
     event_matches,
@@ -316,8 +315,7 @@ class MemoryLedger:
         # failure halfway (MemoryError) is undone too.
         journal.append(lambda: self._unrecord(first, added, keys))
         for row, increments, response in events:
-            if row.cost_micro_cents is None and row.cost_cents is not None:
-                check_priced(row)  # raises: a cost the ledger would not count
+            check_priced(row)
             rows.append(row)
             seq = len(rows)
             self._seq_by_id[row.id] = seq
@@ -329,9 +327,7 @@ class MemoryLedger:
             for quota_id, key, start, amount in increments:
                 counter = (quota_id, key, start)
                 before = counters.get(counter)
-                used = amount if before is None else before + amount
-                if not -MAX_UNITS - 1 <= used <= MAX_UNITS:
-                    checked_units(used, self.where)  # raises: the one overflow error
+                used = checked_units(amount if before is None else before + amount, self.where)
                 added.append((counter, before))
                 counters[counter] = used
             if row.idempotency_key is not None:
