@@ -51,22 +51,9 @@ def literal(value: Any) -> str:
     raise TypeError(f"no SQL literal for a {kind.__name__}: {value!r}")
 
 
-def formatted(query: str, params: Sequence[Any]) -> str:
-    """``query`` with each ``%s`` replaced by the next parameter's literal."""
-    template, placeholders = _template(query)
-    if placeholders != len(params):
-        raise ValueError(f"{placeholders} placeholders, {len(params)} parameters: {query}")
-    return template % tuple(map(literal, params))
-
-
-def stored(value: Any) -> str:
-    """``value`` as stored, as an SQL literal: text NUL-escaped first (:func:`enc`),
-    that is ``literal(enc(value))``."""
-    return stored_all((value,))[0]
-
-
 def stored_all(values: Sequence[Any]) -> list[str]:
-    """:func:`stored` of each value, in one loop (a ``usage()`` writes about twenty:
+    """Each value as stored, as an SQL literal: text NUL-escaped first
+    (``literal(enc(value))``), in one loop (a ``usage()`` writes about twenty:
     a call each cost more than the escaping), the common types first."""
     out: list[str] = []
     for value in values:
@@ -86,7 +73,7 @@ def stored_all(values: Sequence[Any]) -> list[str]:
 
 
 class Statement:
-    """One statement whose ``%s`` placeholders take stored values (:func:`stored`).
+    """One statement whose ``%s`` placeholders take stored values (:func:`stored_all`).
 
     Its template is made once, when the ledger is: a call only writes the
     literals in.
