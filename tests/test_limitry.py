@@ -623,6 +623,8 @@ def test_checks_drawing_on_pools_in_opposite_orders_never_deadlock() -> None:
         ),
         (lambda face: face.limits.list(limit=float("inf")), "limit"),
         (lambda face: face.limits.list(limit="2.7"), "limit"),
+        (lambda face: face.limits.list(limit="²"), "limit"),
+        (lambda face: face.limits.list(limit="+-5"), "limit"),
     ],
 )
 def test_input_no_ledger_can_hold_is_a_400_naming_it(

@@ -54,8 +54,12 @@ def page_size(value: Any, field: str = "limit") -> int:
     """A page size as sent (the SDK sends the query string): clamped to 1-100."""
     if value is None:
         return PAGE
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
+        if digits.isascii() and digits.isdigit():
+            value = int(text)
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, f"expected a whole number, got {shown(value)}")
     return min(MAX_PAGE, max(1, value))
