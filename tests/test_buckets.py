@@ -322,5 +322,9 @@ def test_the_store_answers_as_take_and_refill_do(
     store.settle(keep=True)
     if decision.allowed and take_it:
         assert store.get("k") in (None, decision.state)
+        # The full instant it keeps is the rule's, rounded up to the second
+        # (the store rounds without calling math.ceil).
+        if store.get("k") is not None:
+            assert store._entries["k"][1] == math.ceil(full_at(capacity, window, decision.state))
     else:
         assert store.get("k") in (None, held)

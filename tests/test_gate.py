@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import doctest
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -369,13 +370,14 @@ def _charge(tracker: Tracker, gate: RateGate | None, key: str, cost: int) -> boo
         return False
 
 
-def test_rewrites_count_toward_sweeps_as_usage_writes_do() -> None:
-    """At its bound the store drops full buckets before a non-full one, after gate hits too.
+def test_at_the_bound_full_buckets_go_and_nearly_empty_ones_stay() -> None:
+    """At its bound the store drops full buckets, never a non-full one, after gate hits too.
 
-    Rewrites of existing keys must count toward the next sweep as usage()'s
-    do; counting only new keys once left the full buckets in place and
-    evicted k0 while it was nearly empty, which would then admit 3600
-    tokens at once (found in review).
+    A compiled hit that kept other bookkeeping than usage()'s once evicted
+    k0 while it was nearly empty (in the least-recently-written store of
+    then), which would then admit 3600 tokens at once (found in review).
+    Both paths now count only new buckets toward a sweep, and the store
+    refuses a new key rather than drop a bucket below capacity.
     """
     answers = []
     for via_gate in (True, False):
@@ -502,6 +504,13 @@ def test_hits_leave_the_buckets_usage_would(
             if got != "refused":  # a refusal takes nothing, so the reference is not asked
                 assert got is reference.hit(key, latest, n), (key, n)
         assert _bucket_entries(gated) == _bucket_entries(tracked)
+        for tracker in (gated, tracked):
+            # Neither path lowers the earliest full instant on a rewrite: a take
+            # never brings a bucket's closer, so it stays a lower bound.
+            store = tracker.engine.store
+            assert isinstance(store, BucketStore)
+            fulls = [full for _, full in store._entries.values()]
+            assert store._next_full <= min(fulls, default=math.inf)
         assert gated.bucket_refusals == tracked.bucket_refusals
         assert gated.bucket_evictions == tracked.bucket_evictions
         assert gated.premature_bucket_evictions == 0
