@@ -8,6 +8,8 @@
   ``TrackPostRequest``, a :class:`TokenBucketFloor` take, a dict quota
   counter, the event kept (in a list or a :class:`SqliteFloor`), and the 201
   ``TrackPostResponse`` with its statuses and headers.
+- :class:`LimitsFloor`: the same call for several rate limits and quotas at
+  once, one status each: what every extra matching limit costs the contract.
 - :class:`SqliteFloor`: raw ``sqlite3`` recording one event per call, one
   event ``INSERT`` plus one counter upsert (``INSERT ... ON CONFLICT DO
   UPDATE``) and one ``COMMIT`` (or one commit per ``commit_every`` events),
@@ -302,6 +304,140 @@ class ContractFloor:
     def close(self) -> None:
         if self._sqlite is not None:
             self._sqlite.close()
+
+
+# What LimitsFloor's limits look like: benchmarks.suite._tracker's windows and
+# metrics in turn, with each quota's period cut to a fixed length (cheaper).
+_FLOOR_WINDOWS = (("minute", 60), ("second", 1), ("hour", 3600), ("1d", 86_400), ("5m", 300))
+_FLOOR_PERIODS = (
+    ("total_tokens", "day", 86_400),
+    ("total_events", "hour", 3_600),
+    ("total_tokens", "week", 604_800),
+    ("total_events", "month", 2_592_000),
+)
+
+
+class LimitsFloor:
+    """:class:`ContractFloor`'s call for ``rates`` rate limits and ``quotas`` quotas at once.
+
+    For workload d2, which asks what each extra matching limit costs: the
+    same code for one of each and for five of each, so the ratio of the two
+    is the contract's own cost of more limits.  Per call: the event
+    validated; every rate limit's dict bucket refilled and every quota's
+    dict counter (per customer and period) read, each checked before
+    anything is written (the call is all or nothing); then every bucket and
+    counter written, the event kept in a list, and the 201 with one status
+    per limit (built without revalidation, as ``usage()`` builds them) and
+    the ``X-RateLimit-*`` headers.
+
+    Cheaper than the contract as :class:`ContractFloor` is, and more: no
+    limit matching (every limit applies), periods of a fixed length (no
+    calendar week or month), no lock, no ``timestamp``, no idempotency key.
+    """
+
+    def __init__(self, rates: int, quotas: int, capacity: int, quota_limit: int) -> None:
+        self._validator = TrackPostRequest.__pydantic_validator__.validate_python
+        # (id, name, capacity, tokens per second, window name, window seconds, by tokens, buckets)
+        self._rates: list[tuple[str, str, float, float, str, int, bool, dict[str, Any]]] = []
+        for i in range(rates):
+            window, seconds = _FLOOR_WINDOWS[i % len(_FLOOR_WINDOWS)]
+            self._rates.append(
+                (
+                    f"rl_{i}",
+                    f"rate {i}",
+                    float(capacity),
+                    capacity / seconds,
+                    window,
+                    seconds,
+                    i % 2 == 1,
+                    {},
+                )
+            )
+        # (id, name, metric, period name, period seconds, by tokens, counters)
+        self._quotas: list[tuple[str, str, str, str, int, bool, dict[Any, int]]] = []
+        for i in range(quotas):
+            metric, period, seconds = _FLOOR_PERIODS[i % len(_FLOOR_PERIODS)]
+            self._quotas.append(
+                (f"q_{i}", f"quota {i}", metric, period, seconds, metric == "total_tokens", {})
+            )
+        self._limit = quota_limit
+        self._events: list[tuple[str, Any]] = []
+
+    def usage(self, event: dict[str, Any]) -> TrackPostResponse | None:
+        """The 201 body, or None where ``usage()`` would raise its 429."""
+        request = self._validator(event)
+        customer = request.customer_id
+        tokens = request.input_tokens + request.output_tokens
+        now = time.time()
+        second = int(now)
+        lefts = []
+        for _, _, capacity, rate, _, _, by_tokens, buckets in self._rates:
+            state = buckets.get(customer)
+            if state is None:
+                left = capacity
+            else:
+                left = state[0] + (now - state[1]) * rate
+                if left > capacity:  # noqa: PLR1730 (min() is a call: slower here)
+                    left = capacity
+            left -= tokens if by_tokens else 1
+            if left < 0:
+                return None
+            lefts.append(left)
+        counts = []
+        limit = self._limit
+        for _, _, _, _, seconds, by_tokens, counters in self._quotas:
+            start = second // seconds * seconds
+            used = counters.get((customer, start), 0) + (tokens if by_tokens else 1)
+            if used > limit:
+                return None
+            counts.append((start, used))
+        for rule, left in zip(self._rates, lefts, strict=True):
+            rule[7][customer] = (left, now)
+        for quota, (start, used) in zip(self._quotas, counts, strict=True):
+            quota[6][(customer, start)] = used
+        event_id = new_id("evt")
+        self._events.append((event_id, request))
+        rates = [
+            trusted(
+                RateLimitStatus,
+                {
+                    "id": rule_id,
+                    "name": name,
+                    "limit": int(capacity),
+                    "remaining": int(left),
+                    "reset": second + seconds,
+                    "window": window,
+                    "exceeded": False,
+                },
+            )
+            for (rule_id, name, capacity, _, window, seconds, _, _), left in zip(
+                self._rates, lefts, strict=True
+            )
+        ]
+        quotas = [
+            trusted(
+                QuotaStatus,
+                {
+                    "id": quota_id,
+                    "name": name,
+                    "metric": metric,
+                    "period": period,
+                    "limit": limit,
+                    "used": used,
+                    "remaining": limit - used,
+                    "reset": start + seconds,
+                    "exceeded": False,
+                },
+            )
+            for (quota_id, name, metric, period, seconds, _, _), (start, used) in zip(
+                self._quotas, counts, strict=True
+            )
+        ]
+        return trusted(
+            TrackPostResponse,
+            {"id": event_id, "allowed": True, "rate_limits": rates, "quotas": quotas},
+            {"_headers": rate_limit_headers(rates)},
+        )
 
 
 _POSTGRES_SCHEMA = """

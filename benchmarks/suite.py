@@ -39,7 +39,13 @@ import psycopg
 import redis
 
 from benchmarks import http_api, ledgers, reports
-from benchmarks.floors import ContractFloor, PostgresFloor, SqliteFloor, TokenBucketFloor
+from benchmarks.floors import (
+    ContractFloor,
+    LimitsFloor,
+    PostgresFloor,
+    SqliteFloor,
+    TokenBucketFloor,
+)
 from benchmarks.harness import Op, Timing, measure
 from benchmarks.peers import LimitsPeer, PyratePeer, PyrateRedisPeer
 from benchmarks.processes import Job, close_pools, shared_pool
@@ -240,7 +246,7 @@ def _gate_hit(tracker: Tracker) -> Op:
     return tracker.rate_limits.gate(limit.id).hit
 
 
-def _contract_floor(floor: ContractFloor) -> Op:
+def _contract_floor(floor: ContractFloor | LimitsFloor) -> Op:
     # The same event _model_call sends, as the dict usage() builds from its keywords.
     def op(key: str) -> object:
         return floor.usage(
@@ -486,9 +492,25 @@ def _d_cases(file: bool) -> Callable[[Config], list[Case]]:
 
             return make
 
-        return [
+        def floor(n: int) -> Callable[[Context], Subject]:
+            def make(ctx: Context) -> Subject:
+                contract = LimitsFloor(n, n, RATE_LIMIT, QUOTA_LIMIT)
+                return Subject(_contract_floor(contract), keys, warm, _allowed)
+
+            return make
+
+        cases = [
             Case("limitry usage(), 1 rate limit + 1 quota", limits(1), reference=True),
             Case("limitry usage(), 5 rate limits + 5 quotas", limits(5)),
+        ]
+        if file:
+            return cases
+        # The contract's own cost of more limits, in the same run (memory only:
+        # the floor keeps nothing in a file).
+        return [
+            *cases,
+            Case("floor: the contract for 1 rate limit + 1 quota", floor(1)),
+            Case("floor: the contract for 5 rate limits + 5 quotas", floor(5)),
         ]
 
     return cases
@@ -1100,6 +1122,12 @@ WHAT = {
     "one per-customer quota",
     "limitry usage(), 5 rate limits + 5 quotas": "usage() where 10 limits match each event "
     "(5 windows, 5 quota periods/metrics, two with filters)",
+    "floor: the contract for 1 rate limit + 1 quota": "LimitsFloor(1, 1): the request "
+    "validated, a dict bucket and a dict counter checked before either is written, the event "
+    "kept in a list, the 201 with one status per limit and its headers",
+    "floor: the contract for 5 rate limits + 5 quotas": "LimitsFloor(5, 5): the same code "
+    "for ten limits (no matching, fixed-length periods); its ratio to the row above is the "
+    "contract's own cost of more limits",
     "limitry usage(), 1 thread": "usage() from one worker thread; per-op = wall time / calls",
     "limitry usage(), 2 threads, one Tracker": "two worker threads calling usage() on one "
     "Tracker at once; per-op = wall time / calls of both (the inverse of total throughput)",

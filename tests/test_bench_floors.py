@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import event_ids
-from benchmarks.floors import ContractFloor, Schema, SqliteFloor, TokenBucketFloor
+from benchmarks.floors import ContractFloor, LimitsFloor, Schema, SqliteFloor, TokenBucketFloor
 from limitry_local import Tracker, TrackPostResponse
 
 
@@ -51,6 +51,32 @@ def test_the_contract_floor_answers_a_valid_201_and_enforces_both_limits(validat
     assert floor.usage(_event("a", 1)) is not None  # the third request: 182 tokens
     assert floor.usage(_event("a", 1)) is None  # the bucket of 3 is empty
     assert floor.usage(_event("b")) is not None
+
+
+def test_the_limits_floor_answers_every_limit_and_writes_all_or_nothing() -> None:
+    # Rate 0: events a minute; rate 1: tokens a second.  Quota 0: tokens a day;
+    # quota 1: events an hour.  Every quota's limit is 50.
+    floor = LimitsFloor(rates=2, quotas=2, capacity=300, quota_limit=50)
+    first = floor.usage(_event("a", 10))
+    assert isinstance(first, TrackPostResponse)
+    rebuilt = TrackPostResponse.model_validate(first.model_dump())
+    assert rebuilt.model_dump() == first.model_dump()
+    assert [s.remaining for s in first.rate_limits] == [299, 280]
+    assert [(q.metric, q.used) for q in first.quotas] == [("total_tokens", 20), ("total_events", 1)]
+    assert first.headers["X-RateLimit-Remaining"] == "280"
+    assert floor.usage(_event("a", 10)) is not None  # 40 tokens of 50
+    assert floor.usage(_event("a", 10)) is None  # 60 would pass the quota
+    last = floor.usage(_event("a", 5))  # 50: the denial counted nothing
+    assert last is not None
+    assert [q.used for q in last.quotas] == [50, 3]
+    assert last.rate_limits[0].remaining == 297  # nor took a token
+
+    rates_only = LimitsFloor(rates=2, quotas=0, capacity=300, quota_limit=50)
+    assert rates_only.usage(_event("a", 100)) is not None  # 200 of the 300 tokens
+    assert rates_only.usage(_event("a", 100)) is None  # the token bucket holds about 100
+    again = rates_only.usage(_event("a", 25))
+    assert again is not None
+    assert again.rate_limits[0].remaining == 298  # the denial took no request token
 
 
 def test_the_contract_floor_rejects_a_bad_event_only_when_it_validates() -> None:
