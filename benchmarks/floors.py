@@ -3,6 +3,8 @@
 - :class:`TokenBucketFloor`: a minimal pure-Python token bucket, a dict of
   ``key -> (tokens, timestamp)`` refilled continuously.  Nothing cheaper
   decides a rate limit per key in Python.
+- :class:`LockedBucketFloor`: that take under a lock, with a gate hit's
+  argument checks: the least a thread-safe hit can do.
 - :class:`ContractFloor`: the least one ``usage()`` call can do and still
   answer in the API contract's models: the event validated into a
   ``TrackPostRequest``, a :class:`TokenBucketFloor` take, a dict quota
@@ -28,6 +30,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +40,7 @@ import psycopg
 from limitry_local.headers import rate_limit_headers
 from limitry_local.ids import new_id
 from limitry_local.models import (
+    MAX_AMOUNT,
     QuotaStatus,
     RateLimitStatus,
     TrackPostRequest,
@@ -111,6 +115,37 @@ class TokenBucketFloor:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class LockedBucketFloor:
+    """A :class:`TokenBucketFloor` take made safe to share: what a gate hit cannot do without.
+
+    ``hit(*key, cost=1)`` as :meth:`RateGate.hit <limitry_local.gate.RateGate.hit>`
+    is called: under one reentrant lock (two threads must not both take the
+    last token), with the same argument checks (the key's arity, the cost an
+    int in range), then the dict bucket's take.  Still cheaper than a gate:
+    one token per call whatever ``cost`` says, a bucket named by its key
+    alone, no bound on the buckets kept, no limit that can change.
+    """
+
+    __slots__ = ("hit",)
+
+    def __init__(self, capacity: float, window_seconds: float) -> None:
+        take = TokenBucketFloor(capacity, window_seconds).take
+        lock = threading.RLock()
+
+        def hit(*key: str, cost: int = 1) -> bool:
+            lock.acquire()
+            try:
+                if len(key) != 1 or cost.__class__ is not int or cost < 0 or cost > MAX_AMOUNT:
+                    raise TypeError(
+                        f"a key of one value and a cost in range, got {key!r}, {cost!r}"
+                    )
+                return take(key[0])
+            finally:
+                lock.release()
+
+        self.hit = hit
 
 
 class SqliteFloor:

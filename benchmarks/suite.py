@@ -42,6 +42,7 @@ from benchmarks import http_api, ledgers, reports
 from benchmarks.floors import (
     ContractFloor,
     LimitsFloor,
+    LockedBucketFloor,
     PostgresFloor,
     SqliteFloor,
     TokenBucketFloor,
@@ -288,6 +289,10 @@ def _rate_cases(
 
             return make
 
+        def locked(ctx: Context) -> Subject:
+            bucket = LockedBucketFloor(RATE_LIMIT, 60)
+            return Subject(bucket.hit, keys(config), warmup(config), _true)
+
         def pyrate(ctx: Context) -> Subject:
             peer = PyratePeer(RATE_LIMIT)
             return Subject(peer.op, keys(config), warmup(config), _true, peer.close)
@@ -312,6 +317,7 @@ def _rate_cases(
 
         return [
             Case("floor: dict token bucket", floor, reference=True),
+            Case("floor: the same under a lock, a gate's checks", locked),
             Case("limits FixedWindow, MemoryStorage", limits("fixed")),
             Case("limits MovingWindow, MemoryStorage", limits("moving")),
             Case("pyrate InMemoryBucket per key", pyrate),
@@ -1122,6 +1128,9 @@ WHAT = {
     "one per-customer quota",
     "limitry usage(), 5 rate limits + 5 quotas": "usage() where 10 limits match each event "
     "(5 windows, 5 quota periods/metrics, two with filters)",
+    "floor: the same under a lock, a gate's checks": "LockedBucketFloor.hit(key): that "
+    "take under an RLock after a gate hit's argument checks (arity, cost an int in range): "
+    "the least a thread-safe hit can do",
     "floor: the contract for 1 rate limit + 1 quota": "LimitsFloor(1, 1): the request "
     "validated, a dict bucket and a dict counter checked before either is written, the event "
     "kept in a list, the 201 with one status per limit and its headers",

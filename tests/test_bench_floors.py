@@ -5,12 +5,20 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from benchmarks import event_ids
-from benchmarks.floors import ContractFloor, LimitsFloor, Schema, SqliteFloor, TokenBucketFloor
+from benchmarks.floors import (
+    ContractFloor,
+    LimitsFloor,
+    LockedBucketFloor,
+    Schema,
+    SqliteFloor,
+    TokenBucketFloor,
+)
 from limitry_local import Tracker, TrackPostResponse
 
 
@@ -32,6 +40,26 @@ def test_the_token_bucket_floor_denies_once_empty() -> None:
         True,
     ]
     assert bucket.tokens("k") < 1 <= bucket.tokens("j") < 2
+
+
+def test_the_locked_floor_checks_a_hits_arguments_and_shares_one_bucket_per_key() -> None:
+    hit = LockedBucketFloor(capacity=50, window_seconds=3600).hit
+    with pytest.raises(TypeError):
+        hit("a", "b")
+    with pytest.raises(TypeError):
+        hit("a", cost=True)
+    answers: list[bool] = []
+
+    def spend() -> None:
+        answers.extend(hit("k") for _ in range(40))
+
+    threads = [threading.Thread(target=spend) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers.count(True) == 50  # of 160 hits, whatever the interleaving
+    assert hit("j") is True
 
 
 @pytest.mark.parametrize("validate", [True, False])
