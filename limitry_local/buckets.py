@@ -48,6 +48,12 @@ class BucketAsk(NamedTuple):
     capacity: int
     window: float
     cost: int
+    largest: int = 0
+    """The largest capacity any event may meet on this bucket, when events meet
+    different ones (a rate limit's override outside ``per``); 0 when it is
+    ``capacity``.  A store keeps the bucket until it would be full at this
+    one: forgotten when full for a smaller capacity, it would read as full to
+    an event meeting the larger, which refills to it later."""
 
 
 class BucketAnswer(NamedTuple):
@@ -151,7 +157,8 @@ def refill(capacity: int, window: float, state: BucketState | None, now: float) 
     if state is None:
         return BucketState(float(capacity), now)
     if now <= state.updated:
-        return state
+        # Clamped, as _decide clamps: one bucket may meet two capacities.
+        return state if state.tokens <= capacity else BucketState(float(capacity), state.updated)
     _, tokens, _, at, _ = _decide(
         capacity, window, (state.tokens, state.updated), now, 0, asked_at=None
     )
@@ -397,7 +404,7 @@ class BucketStore:
         ceil = math.ceil
         floor = math.floor
         new = _new_tuple
-        for key, capacity, window, cost in asks:
+        for key, capacity, window, cost, largest in asks:
             # The module's _decide(), inline: its keyword call cost more per
             # bucket than the arithmetic (tests/test_buckets.py holds the
             # store to take() and peek()).
@@ -438,6 +445,9 @@ class BucketStore:
                         ),
                     )
                 )
+                if largest > capacity:
+                    # Kept until full at the largest capacity it may meet (BucketAsk).
+                    full = instant + (largest - after) / (largest / window)
                 # The stored instant: math.ceil() as float arithmetic, no call.
                 pending.append((key, (after, instant), -((-full) // 1.0)))
             else:
@@ -482,13 +492,14 @@ class BucketStore:
         """
         now = at.now
         refused: BucketStoreFull | None = None
-        for key, capacity, window, cost in asks:
+        for key, capacity, window, cost, largest in asks:
             entry = self._entries.get(key)
             state = None if entry is None or entry[1] <= now else BucketState(*entry[0])
             current = refill(capacity, window, state, now)
             after = BucketState(min(float(capacity), max(0.0, current.tokens - cost)), now)
+            kept = largest if largest > capacity else capacity
             try:
-                self.put(key, after, math.ceil(full_at(capacity, window, after)))
+                self.put(key, after, math.ceil(full_at(kept, window, after)))
             except BucketStoreFull as exc:
                 refused = exc
         if refused is not None:

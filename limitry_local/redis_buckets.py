@@ -230,7 +230,7 @@ class RedisBuckets:
             asked = at.wall - (at.now - at.asked_at)
         args: list[str | int | float] = [mode, now, asked, self._margin_ms, write_id]
         for ask in asks:
-            args += [ask.capacity, float(ask.window), ask.cost]
+            args += [ask.capacity, float(ask.window), ask.cost, ask.largest]
         self._now = max(self._now, at.now)
         reply = self._run(self._take, keys, args)
         if mode == "adjust":
@@ -244,7 +244,7 @@ class RedisBuckets:
             give_back: list[str | int | float] = []
             for i, ask in enumerate(asks):
                 state = written[i * _WRITE_FIELDS : (i + 1) * _WRITE_FIELDS]
-                give_back += [ask.capacity, float(ask.window), ask.cost, *state]
+                give_back += [ask.capacity, float(ask.window), ask.cost, ask.largest, *state]
             self._local.pending = _Taken(write_id, keys, give_back)
         return answers
 

@@ -52,6 +52,20 @@ def test_backwards_clock_mints_nothing_and_keeps_the_later_instant() -> None:
     assert refill(10, 60, state, T0 + 6) == BucketState(3.0, T0 + 6)
 
 
+def test_a_bucket_read_at_its_own_instant_holds_at_most_the_capacity_asked() -> None:
+    # One bucket may meet two capacities (a rate limit's override outside per):
+    # 5 tokens left by an event meeting 10 read by one meeting 2, at once.
+    assert refill(2, 60, BucketState(5.0, T0), T0) == BucketState(2.0, T0)
+    assert refill(2, 60, BucketState(5.0, T0), T0 - 1) == BucketState(2.0, T0)
+    # A reservation settling (adjust) charges from what the event meets: 2 - 1.
+    store = BucketStore(10, ManualClock(T0))
+    store.put("k", BucketState(5.0, T0), T0 + 60)
+    store.adjust([BucketAsk("k", 2, 60.0, 1, 10)], BucketTime(T0, T0, 0.0, T0))
+    assert store.get("k") == BucketState(1.0, T0)
+    # Kept until full at the largest capacity it may meet: 9 tokens at 10 a minute.
+    assert store._entries["k"][1] == math.ceil(T0 + 54)
+
+
 # --- take -----------------------------------------------------------------------------------
 
 

@@ -73,9 +73,19 @@ class RateRule:
     counts_tokens: bool
     capacity: int | None
     """The bucket's capacity, or None when overrides make it depend on the event."""
+    largest: int
+    """With an override outside ``per`` (one bucket, events meeting different
+    capacities), the largest capacity any may meet; else 0 (see BucketAsk)."""
 
     @classmethod
     def compile(cls, limit: RateLimit, generation: str) -> RateRule:
+        shared = any(name not in limit.per for name in limit.overrides)
+        largest = 0
+        if shared:
+            largest = max(
+                limit.limit_value,
+                *(v for values in limit.overrides.values() for v in values.values()),
+            )
         return cls(
             limit,
             window_seconds(limit.window),
@@ -85,6 +95,7 @@ class RateRule:
             key_of=key_function(limit.dimension_filters, limit.per),
             counts_tokens=limit.metric == "total_tokens",
             capacity=None if limit.overrides else limit.limit_value,
+            largest=largest,
         )
 
     def ask(self, key: Key, dims: dict[str, str], tokens: int | None) -> BucketAsk:
@@ -99,6 +110,7 @@ class RateRule:
                 capacity if capacity is not None else self.limit.limit_for(dims),
                 self.seconds,
                 tokens if tokens is not None and self.counts_tokens else 1,
+                self.largest,
             ),
         )
 

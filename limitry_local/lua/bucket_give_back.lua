@@ -3,8 +3,9 @@
 --
 -- KEYS[i]   the buckets that take wrote
 -- ARGV[1]   that take's write id
--- ARGV[2 + 8(i-1) ..]  per bucket: capacity, window seconds, cost, the tokens and
---           updated the take wrote, and the t, u, f it replaced ("" when none)
+-- ARGV[2 + 9(i-1) ..]  per bucket: capacity, window seconds, cost, the largest
+--           capacity it may meet (0: its own), the tokens and updated the take
+--           wrote, and the t, u, f it replaced ("" when none)
 --
 -- If nothing wrote the bucket since, the replaced state comes back exactly (a
 -- bucket that was missing is deleted): as if the event had never been asked.
@@ -20,13 +21,13 @@ local function exact(x)
 end
 
 for i, key in ipairs(KEYS) do
-  local base = 2 + 8 * (i - 1)
+  local base = 2 + 9 * (i - 1)
   local stored = redis.call("HMGET", key, "t", "u", "w")
   if stored[1] and stored[3] == ARGV[1] then
-    if ARGV[base + 5] == "" then
+    if ARGV[base + 6] == "" then
       redis.call("DEL", key)
     else
-      redis.call("HSET", key, "t", ARGV[base + 5], "u", ARGV[base + 6], "f", ARGV[base + 7])
+      redis.call("HSET", key, "t", ARGV[base + 6], "u", ARGV[base + 7], "f", ARGV[base + 8])
       -- Spent: a second give-back of the same take must not restore again.
       redis.call("HDEL", key, "w")
     end
@@ -34,8 +35,9 @@ for i, key in ipairs(KEYS) do
     local capacity = tonumber(ARGV[base])
     local window = tonumber(ARGV[base + 1])
     local cost = tonumber(ARGV[base + 2])
-    local wrote = tonumber(ARGV[base + 3])
-    local wrote_at = tonumber(ARGV[base + 4])
+    local keep = math.max(capacity, tonumber(ARGV[base + 3]))
+    local wrote = tonumber(ARGV[base + 4])
+    local wrote_at = tonumber(ARGV[base + 5])
     local tokens = tonumber(stored[1])
     local updated = tonumber(stored[2])
     -- Without this event the bucket would have held `cost` more, up to the
@@ -45,7 +47,7 @@ for i, key in ipairs(KEYS) do
     local back = math.max(0, math.min(cost, capacity - wrote - credited))
     if back > 0 then
       tokens = math.min(capacity, tokens + back)
-      local full = math.ceil(updated + (capacity - tokens) / (capacity / window))
+      local full = math.ceil(updated + (keep - tokens) / (keep / window))
       redis.call("HSET", key, "t", exact(tokens), "f", exact(full))
     end
     -- The take that wrote last no longer wrote what the bucket holds: its own

@@ -15,7 +15,9 @@
 --           from it, so after the caller's clock stepped back waiting it out suffices
 -- ARGV[4]   extra milliseconds a key outlives the instant it is full again
 -- ARGV[5]   write id, so a give-back can tell whether anyone wrote after this take
--- ARGV[6 + 3(i-1) ..]  capacity, window seconds, cost of bucket i
+-- ARGV[6 + 4(i-1) ..]  capacity, window seconds, cost of bucket i, and the largest
+--           capacity any event may meet on it (0: its own; buckets.py's BucketAsk):
+--           its f and expiry are when it is full at that one
 --
 -- Returns {allowed, remaining, reset, current_remaining, current_reset,
 -- retry_after} per bucket, flattened; after a take that took, then per bucket
@@ -52,10 +54,11 @@ local answers = {}
 local writes = {}
 local allowed = true
 for i, key in ipairs(KEYS) do
-  local base = 6 + 3 * (i - 1)
+  local base = 6 + 4 * (i - 1)
   local capacity = tonumber(ARGV[base])
   local window = tonumber(ARGV[base + 1])
   local cost = tonumber(ARGV[base + 2])
+  local keep = math.max(capacity, tonumber(ARGV[base + 3]))
   local stored = redis.call("HMGET", key, "t", "u", "f")
   -- A bucket past the second it was full again reads as missing, which is full.
   local known = stored[1] and tonumber(stored[3]) > now
@@ -76,10 +79,10 @@ for i, key in ipairs(KEYS) do
   local rate = capacity / window
   if adjusting then
     local after = math.min(capacity, math.max(0, tokens - cost))
-    local reset = math.ceil(updated + (capacity - after) / rate)
-    redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(reset),
+    local kept = math.ceil(updated + (keep - after) / (keep / window))
+    redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(kept),
                "w", ARGV[5])
-    redis.call("PEXPIRE", key, math.max(1, math.ceil((reset - now) * 1000) + margin))
+    redis.call("PEXPIRE", key, math.max(1, math.ceil((kept - now) * 1000) + margin))
   else
     local current_reset = math.ceil(updated + (capacity - tokens) / (capacity / window))
     local current_remaining = whole(tokens)
@@ -87,7 +90,9 @@ for i, key in ipairs(KEYS) do
       local after = math.max(0, tokens - cost)
       local reset = math.ceil(updated + (capacity - after) / rate)
       answers[#answers + 1] = {1, whole(after), reset, current_remaining, current_reset, 0}
-      writes[i] = {after, updated, reset, stored}
+      local kept = reset
+      if keep > capacity then kept = math.ceil(updated + (keep - after) / (keep / window)) end
+      writes[i] = {after, updated, kept, stored}
     else
       allowed = false
       -- A cost above capacity never fits; its retry is the time to a full bucket.

@@ -137,15 +137,16 @@ SOFT_OVERRUN_SHOWN_BEFORE_CHARGE = False
 # A rate limit's override on a dimension outside ``per`` gives one bucket
 # different capacities for different events ("it decides per event, against
 # the shared counter").  This machine found the engine over-admitting there
-# (a bucket holding more than the smaller capacity, forgotten as full); the
-# store now clamps to the capacity the event meets
-# (test_a_bucket_shared_by_two_capacities_is_not_forgotten_early).  One
-# difference stays, decided in docs/semantics.md: a bucket the last event
-# left full for its own capacity is forgotten, so a larger capacity finds it
-# full, where this plain model keeps what the smaller one clamped it to.  So
-# the machine gives rate limits overrides on their ``per`` dimensions only
-# (one capacity per bucket); quotas keep any.
-RATE_OVERRIDES_OUTSIDE_PER = False
+# twice: a bucket holding more than the smaller capacity, forgotten as full
+# (test_a_bucket_shared_by_two_capacities_is_not_forgotten_early), and a
+# reservation's settling (adjust) charging from the unclamped bucket.  A
+# review found a third: a bucket full again for the smaller capacity was
+# forgotten while the larger was still refilling
+# (test_a_bucket_a_smaller_capacity_left_is_kept_until_the_larger_refills_it).
+# The stores now clamp to the capacity the event meets and keep such a bucket
+# until it is full at the largest, as this plain model does; False would give
+# rate limits overrides on their ``per`` dimensions only.
+RATE_OVERRIDES_OUTSIDE_PER = True
 
 Filters = dict[str, str | list[str]]
 Overrides = dict[str, dict[str, int]]
@@ -966,3 +967,39 @@ def test_a_bucket_shared_by_two_capacities_is_not_forgotten_early(buckets: str) 
         # Unclamped (before this was found), after "small" the bucket held 4 of 2,
         # was taken for full again, and "big" started over from 6: 8 admitted.
         assert admitted == ["big", "small", "big"]
+
+
+@pytest.mark.parametrize("buckets", ["memory", "redis"])
+def test_a_bucket_a_smaller_capacity_left_is_kept_until_the_larger_refills_it(
+    buckets: str,
+) -> None:
+    """A bucket full again for the smaller capacity is not yet full for the larger.
+
+    10 a minute, 2 for the "small" model, one bucket (no per).  "big" takes
+    one (9 left), "small" meets 2 and takes one (1 left).  Thirty seconds
+    later the bucket is full for 2, but at 10 a minute it holds 1 + 5 = 6:
+    six "big" events pass, not ten.  Before this was found (in review) the
+    store kept the bucket only until it was full for the capacity of the
+    event that wrote it last, forgot it, and "big" found 10.
+    """
+    clock = ManualClock(START_TIMES[2])
+    store = (
+        None
+        if buckets == "memory"
+        else RedisBuckets(REDIS_URL, prefix=f"t:{uuid.uuid4().hex}:", clock="client")
+    )
+    with Tracker(clock=clock, rate_limits=store) as tracker:
+        tracker.rate_limits.create(
+            name="rpm", limit_value=10, window="minute", overrides={"model": {"small": 2}}
+        )
+        tracker.usage(customer_id="c", event_type="call", model="big")
+        tracker.usage(customer_id="c", event_type="call", model="small")
+        clock.advance(30)
+        admitted = 0
+        for _ in range(10):
+            try:
+                tracker.usage(customer_id="c", event_type="call", model="big")
+            except RateLimitExceeded:
+                break
+            admitted += 1
+        assert admitted == 6
