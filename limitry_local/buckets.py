@@ -343,6 +343,8 @@ class BucketStore:
                     now = at  # the clock stepped back: keep the later instant
             if cost > tokens + EPSILON:
                 return False
+            if cost == 0 and tokens == capacity:
+                return True  # nothing taken from a full bucket: nothing to keep (_decide)
             tokens -= cost
             if tokens < 0.0:  # noqa: PLR1730
                 tokens = 0.0
@@ -448,6 +450,11 @@ class BucketStore:
                 if largest > capacity:
                     # Kept until full at the largest capacity it may meet (BucketAsk).
                     full = instant + (largest - after) / (largest / window)
+                elif after >= capacity:
+                    # Nothing taken from a full bucket: keeping it would only hold
+                    # a slot (a missing bucket reads as full) until its rounded
+                    # full-again second, and at max_buckets turn a key away.
+                    continue
                 # The stored instant: math.ceil() as float arithmetic, no call.
                 pending.append((key, (after, instant), -((-full) // 1.0)))
             else:

@@ -8,6 +8,7 @@ now drops only full buckets and refuses a new key when none is.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,3 +141,31 @@ def test_no_churn_admits_past_a_limit(
         assert tracker.premature_bucket_evictions == 0
         if not via_gate:
             assert tracker.ledger.event_count() == admitted
+
+
+def test_calls_that_take_nothing_keep_no_bucket_and_need_no_room() -> None:
+    """An event without tokens on a token rate limit, or a hit of cost 0, takes nothing.
+
+    A full bucket kept for it would hold one of ``max_buckets``' slots until
+    its rounded full-again second (found in review: at a bound of 2, two
+    such calls turned the next new key away with a 503).
+    """
+    clock = ManualClock(START + 0.25)
+    with Tracker(clock=clock, max_buckets=2) as tracker:
+        limit = tracker.rate_limits.create(
+            name="tpm",
+            limit_value=1000,
+            window="minute",
+            per=["customer_id"],
+            metric="total_tokens",
+        )
+        gate = tracker.rate_limits.gate(limit.id)
+        for customer in ["a", "b", "c"]:
+            tracker.usage(customer_id=customer, event_type="tool_call")
+        assert gate.hit("e", cost=0) is True
+        assert tracker.bucket_refusals == 0
+        # Both slots are still free for keys that spend.
+        tracker.usage(customer_id="d", event_type="call", total_tokens=50)
+        assert gate.hit("f", cost=50) is True
+        with pytest.raises(BucketStoreFull):
+            tracker.usage(customer_id="g", event_type="call", total_tokens=50)
