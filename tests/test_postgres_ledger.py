@@ -817,3 +817,33 @@ def test_the_prepared_statements_outlive_a_rollback_after_repeated_reads(
     finally:
         again.close()
     tracker.close()
+
+
+# --- a session whose prepared statements are gone or outdated -----------------------------
+
+
+@pytest.mark.parametrize("how", ["a pooler's reset", "a column's type changed"])
+def test_a_session_that_lost_its_prepared_statements_is_replaced(
+    postgres_ledger: PostgresLedger, how: str
+) -> None:
+    """usage() PREPAREs its statements once per session.  A session reset under the
+    ledger (DISCARD ALL, as a pooler does) or a migration by another process that
+    changes a column's type leaves them gone or outdated; once, every later call
+    failed with "io" until the process restarted (found in review).  Now the call
+    that meets it starts a new session and runs again: no call fails."""
+    tracker = Tracker(ledger=postgres_ledger, clock=ManualClock(START))
+    tracker.quotas.create(name="q", metric="total_tokens", limit_value=10**9, period="day")
+    tracker.usage(customer_id="c", event_type="call", total_tokens=1)
+    if how == "a pooler's reset":
+        postgres_ledger._conn.execute("DISCARD ALL")
+    else:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as other:
+            other.execute(
+                f'ALTER TABLE "{postgres_ledger.schema}".quota_counters '
+                "ALTER COLUMN used TYPE numeric(30,0)"
+            )
+    for _ in range(3):
+        tracker.usage(customer_id="c", event_type="call", total_tokens=1)
+    assert postgres_ledger.event_count() == 4
+    assert list(postgres_ledger.counters().values()) == [4]
+

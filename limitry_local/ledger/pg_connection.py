@@ -272,10 +272,27 @@ _IN_DOUBT = (
 )
 
 
+def stale_session(exc: BaseException) -> bool:
+    """Whether ``exc`` says the session's PREPAREd statements are gone or outdated.
+
+    Gone: a pooler's reset (``DISCARD ALL``) or a ``DEALLOCATE``.  Outdated:
+    another process changed a column's type under a prepared plan.  Either way
+    a new session prepares them again."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state == "26000" or (state == "0A000" and "cached plan" in first_line(exc))
+
+
 def explained(exc: BaseException, where: str, timeout: float) -> LedgerError:
     """A :class:`LedgerError` for a psycopg failure, in words a user can act on."""
     state = getattr(exc, "sqlstate", None) or ""
     text = first_line(exc)
+    if stale_session(exc):
+        return LedgerError(
+            f"ledger {where}: this session's prepared statements were dropped or outdated "
+            f"({text}); nothing of this write was kept, the next call starts a new "
+            "session, and running it again is safe",
+            "conflict",
+        )
     seconds = timed_out(exc)
     if seconds is not None:
         return LedgerError(

@@ -62,6 +62,7 @@ from limitry_local.ledger.pg_connection import (
     open_connection,
     psycopg_module,
     seconds_given,
+    stale_session,
 )
 from limitry_local.ledger.pg_sql import (
     SCHEMA_VERSION,
@@ -253,6 +254,7 @@ class PostgresLedger(SqlLedger):
         self._guessed_keys: list[tuple[str, list[int]]] = []
         self._batches = Batches(psycopg)
         self._prepared_on: Any = None
+        self._stale_session = False
         self.lock_key = lock_key(schema)
         self._lock_timeout_ms = max(1, round(timeout * 1000))
         quoted = '"' + schema.replace('"', '""') + '"'
@@ -299,8 +301,15 @@ class PostgresLedger(SqlLedger):
         if refusal is not None:
             raise self._refused(refusal)
         # After a server restart or a dropped connection (the call that met it
-        # failed), and for the breaker's probe: a new connection.
-        if self._guard.breaker.is_open or self._conn.closed or self._conn.broken:
+        # failed), for the breaker's probe, and for a session whose prepared
+        # statements were dropped or outdated: a new connection.
+        if (
+            self._guard.breaker.is_open
+            or self._conn.closed
+            or self._conn.broken
+            or self._stale_session
+        ):
+            self._stale_session = False
             self._finalizer()
             try:
                 self._conn = self._connect()
@@ -347,7 +356,7 @@ class PostgresLedger(SqlLedger):
                 with _WriteScope(self, exclusive=True, read_version=False):
                     migrate(self._conn, self._q.schema, self.schema, self.where)
             except self._errors as exc:
-                raise explained(exc, self.where, self.timeout) from exc
+                raise self.explained(exc) from exc
 
     # --- scopes ---------------------------------------------------------------
     #
@@ -470,7 +479,7 @@ class PostgresLedger(SqlLedger):
             self._end_scope()
             self._abandon()
             if isinstance(exc, self._errors):
-                raise explained(exc, self.where, self.timeout) from exc
+                raise self.explained(exc) from exc
             raise
         self._depth = 1
 
@@ -490,7 +499,7 @@ class PostgresLedger(SqlLedger):
         if stale is not None:
             raise stale from exc
         if isinstance(exc, self._errors):
-            raise explained(exc, self.where, self.timeout) from exc
+            raise self.explained(exc) from exc
 
     def _stale_decision(self, exc: BaseException) -> LedgerError | None:
         """The "conflict" to raise instead of ``exc`` if it was decided on a wrong guess.
@@ -550,7 +559,7 @@ class PostgresLedger(SqlLedger):
         except BaseException as exc:
             self._abandon()
             if isinstance(exc, self._errors):
-                error = explained(exc, self.where, self.timeout)
+                error = self.explained(exc)
                 # The COMMIT went out and its answer never came: it may have landed.
                 error.in_doubt = error.reason in ("timeout", "connection")
                 raise error from exc
@@ -791,6 +800,8 @@ class PostgresLedger(SqlLedger):
             self._run(statements)
 
     def explained(self, exc: BaseException) -> LedgerError:
+        if stale_session(exc):
+            self._stale_session = True  # the next call starts a new one
         return explained(exc, self.where, self.timeout)
 
 
