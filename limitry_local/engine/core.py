@@ -179,18 +179,24 @@ class Engine:
     def use(self, request: TrackPostRequest, patience: float = 0.0) -> TrackPostResponse:
         """One attempt of ``usage()``; raises :class:`Wait` for a rate denial that
         ``patience`` seconds of waiting would cure.  A write a shared ledger
-        made give way in a deadlock ("conflict": nothing kept) runs again."""
+        made give way in a deadlock, or whose guess of the definitions proved
+        wrong ("conflict": nothing kept), runs again."""
         # A while loop, not a range(): nothing is set up for the usual first try.
         retries = CONFLICT_RETRIES
         while True:
             try:
-                return self._use_once(request, patience)
+                # The last try does not guess: it reads the definitions under
+                # their lock, which a writer changing them cannot keep from it,
+                # however often other processes change them meanwhile.
+                return self._use_once(request, patience, optimistic=retries > 0)
             except LedgerError as exc:
                 if exc.reason != "conflict" or not retries:
                     raise
             retries -= 1
 
-    def _use_once(self, request: TrackPostRequest, patience: float) -> TrackPostResponse:
+    def _use_once(
+        self, request: TrackPostRequest, patience: float, *, optimistic: bool
+    ) -> TrackPostResponse:
         """One try of :meth:`use`: all of it is undone if it raises."""
         firings: list[Firing] = []
         definitions = self.definitions
@@ -204,7 +210,7 @@ class Engine:
                 # locks: no other process can add to them between check and record.
                 # Optimistic: use() runs this again on "conflict", so a shared
                 # ledger may guess the definitions version and that the key is new.
-                with self.ledger.write(optimistic=True) as conn:
+                with self.ledger.write(optimistic=optimistic) as conn:
                     definitions.refresh()
                     plan = definitions.plan
                     key = request.idempotency_key
