@@ -234,9 +234,8 @@ class PostgresLedger(SqlLedger):
         self._closed = False
         self._depth = 0
         self._exclusive = False
-        # Advisory locks this scope's transaction holds, and the writes queued
-        # to go out with the next statement (or with COMMIT, in one round trip),
-        # as text with their values written in.
+        # Advisory locks this scope's transaction holds, and the writes queued (as
+        # text, values written in) to go with the next statement or with COMMIT.
         self._held = LockIds(schema)
         self._pending: list[str] = []
         self._scope = _Scope()
@@ -300,16 +299,10 @@ class PostgresLedger(SqlLedger):
         refusal = self._guard.admit()
         if refusal is not None:
             raise self._refused(refusal)
-        # After a server restart or a dropped connection (the call that met it
-        # failed), for the breaker's probe, and for a session whose prepared
-        # statements were dropped or outdated: a new connection.
-        if (
-            self._guard.breaker.is_open
-            or self._conn.closed
-            or self._conn.broken
-            or self._stale_session
-        ):
-            self._stale_session = False
+        # After a restart, a dropped connection or a stale session (the call that
+        # met it failed), and for the breaker's probe: a new connection.
+        stale, self._stale_session = self._stale_session, False
+        if stale or self._guard.breaker.is_open or self._conn.closed or self._conn.broken:
             self._finalizer()
             try:
                 self._conn = self._connect()
@@ -800,8 +793,7 @@ class PostgresLedger(SqlLedger):
             self._run(statements)
 
     def explained(self, exc: BaseException) -> LedgerError:
-        if stale_session(exc):
-            self._stale_session = True  # the next call starts a new one
+        self._stale_session |= stale_session(exc)  # the next call starts a new one
         return explained(exc, self.where, self.timeout)
 
 
