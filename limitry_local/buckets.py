@@ -244,11 +244,11 @@ class BucketStore:
     is dropped by age (only full buckets go, found by a sweep over every
     entry), so an order would cost each write a ``move_to_end`` and buy
     nothing.  Full buckets are swept in bulk instead, every time the store
-    has taken in as many new buckets as it holds (only a new bucket grows
-    it), and at the bound once a bucket may have become full since the last
-    sweep (``_next_full``, the earliest full-again instant written) and
-    enough new keys paid for it (:meth:`_make_room`), so a store whose every
-    bucket is active refuses without scanning.
+    has seen as many writes as it holds entries, and at the bound once a
+    bucket may have become full since the last sweep (``_next_full``, the
+    earliest full-again instant written) and enough new keys paid for it
+    (:meth:`_make_room`), so a store whose every bucket is active refuses
+    without scanning.
     """
 
     def __init__(self, maxsize: int, clock: Clock) -> None:
@@ -263,8 +263,7 @@ class BucketStore:
         # key -> ((tokens, updated), full_at).  Plain tuples, not BucketState:
         # one fewer object per write.
         self._entries: dict[Hashable, tuple[tuple[float, float], float]] = {}
-        # New buckets left to write before the next sweep: rewrites of held
-        # buckets do not grow the store, so they cost nothing here.
+        # Writes left before the next sweep: one load and one store per write.
         self._writes_to_sweep = _MIN_SWEEP
         # No bucket held is full before this instant: the earliest full_at
         # written since the last sweep (or found by it).  Rewriting a key can
@@ -290,18 +289,15 @@ class BucketStore:
 
     def _put(self, key: Hashable, state: tuple[float, float], full_at: float) -> None:
         entries = self._entries
-        held = key in entries
-        if not held and len(entries) >= self._maxsize:
+        if key not in entries and len(entries) >= self._maxsize:
             self._make_room(key, 1)
         entries[key] = (state, full_at)
-        # A give-back (adjust) can bring a held bucket's full instant closer.
         if full_at < self._next_full:  # noqa: PLR1730 (min() is a call, on every write)
             self._next_full = full_at
-        if not held:
-            left = self._writes_to_sweep - 1
-            self._writes_to_sweep = left
-            if left <= 0:
-                self._sweep()
+        left = self._writes_to_sweep - 1
+        self._writes_to_sweep = left
+        if left <= 0:
+            self._sweep()
 
     def taker(
         self, limit_id: str, generation: str, capacity: float, window: float
@@ -351,17 +347,17 @@ class BucketStore:
             # math.ceil() in float arithmetic: the same whole second, without
             # the call, which was a sixth of this function.
             full = -((-now - (capacity - tokens) / rate) // 1.0)
-            if entry is not None:
-                # Nothing else to keep: a take never brings a held bucket's full
-                # instant closer (it drains), so _next_full stays a lower bound,
-                # and a rewrite does not count toward a sweep (see _put).
-                entries[bucket] = ((tokens, now), full)
-                return True
-            if len(entries) >= store._maxsize:
-                store._make_room(bucket, 1)
+            if entry is None:
+                if len(entries) >= store._maxsize:
+                    store._make_room(bucket, 1)
+                # Only a new bucket can lower _next_full: a take never brings a
+                # held bucket's full instant closer (it drains it).
+                if full < store._next_full:  # noqa: PLR1730
+                    store._next_full = full
             entries[bucket] = ((tokens, now), full)
-            if full < store._next_full:  # noqa: PLR1730
-                store._next_full = full
+            # Every write counts toward the next sweep, rewrites too: at the
+            # bound, the repeat traffic's sweep is what frees full buckets for
+            # new keys (see _make_room).
             left = store._writes_to_sweep - 1
             store._writes_to_sweep = left
             if left <= 0:
@@ -573,5 +569,5 @@ def _bucket_name(key: Hashable) -> str:
 
 _new_tuple = tuple.__new__
 
-# Sweeping a small store often is cheap; below this many new buckets it is not worth it.
+# Sweeping a small store often is cheap; below this many writes it is not worth it.
 _MIN_SWEEP = 1024

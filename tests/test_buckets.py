@@ -345,3 +345,38 @@ def test_the_store_answers_as_take_and_refill_do(
             assert store._entries["k"][1] == math.ceil(full_at(capacity, window, decision.state))
     else:
         assert store.get("k") in (None, held)
+
+
+@pytest.mark.parametrize("via", ["take", "taker"])
+def test_repeat_traffic_at_the_bound_sweeps_the_buckets_that_filled_again(via: str) -> None:
+    """A full store whose one busy key keeps writing frees the others once they are full.
+
+    Rewrites count toward the next sweep as new buckets do.  Counting only new
+    buckets once left 4,095 buckets full again in place, and the bound turned
+    away 512 of the next 600 new keys (found in review).
+    """
+    clock = [T0 + 0.5]
+    size = 4096
+    store = BucketStore(size, lambda: clock[0])
+    taker = store.taker("busy", "g", 1e9, 60.0)
+
+    def take(limit: str, key: str, capacity: int) -> None:
+        now = clock[0]
+        if via == "taker" and limit == "busy":
+            assert taker((key,), 1, now) is True
+            return
+        store.take(
+            [BucketAsk((limit, "g", (key,)), capacity, 60.0, 1)], BucketTime(now, now, 0.0, now)
+        )
+        store.settle(keep=True)
+
+    take("busy", "hot", 10**9)
+    for i in range(size - 1):
+        take("rl", f"cold{i}", 10)
+    clock[0] += 1  # every cold bucket held 9 of 10: full again 6 s on
+    for _ in range(15_000):  # 15 s of the busy key alone
+        clock[0] += 0.001
+        take("busy", "hot", 10**9)
+    for j in range(600):
+        take("rl", f"new{j}", 10)  # BucketStoreFull would fail the test
+    assert store.refusals == 0

@@ -370,14 +370,13 @@ def _charge(tracker: Tracker, gate: RateGate | None, key: str, cost: int) -> boo
         return False
 
 
-def test_at_the_bound_full_buckets_go_and_nearly_empty_ones_stay() -> None:
-    """At its bound the store drops full buckets, never a non-full one, after gate hits too.
+def test_rewrites_count_toward_sweeps_as_usage_writes_do() -> None:
+    """At its bound the store drops full buckets before a non-full one, after gate hits too.
 
-    A compiled hit that kept other bookkeeping than usage()'s once evicted
-    k0 while it was nearly empty (in the least-recently-written store of
-    then), which would then admit 3600 tokens at once (found in review).
-    Both paths now count only new buckets toward a sweep, and the store
-    refuses a new key rather than drop a bucket below capacity.
+    Rewrites of existing keys must count toward the next sweep as usage()'s
+    do; counting only new keys once left the full buckets in place and
+    evicted k0 while it was nearly empty, which would then admit 3600
+    tokens at once (found in review).
     """
     answers = []
     for via_gate in (True, False):
