@@ -75,17 +75,16 @@ class RateRule:
     """The bucket's capacity, or None when overrides make it depend on the event."""
     largest: int
     """With an override outside ``per`` (one bucket, events meeting different
-    capacities), the largest capacity any may meet; else 0 (see BucketAsk)."""
+    capacities), the largest any may meet: ``limitValue`` and the overrides
+    outside ``per``; else 0 (see BucketAsk)."""
+    per_overrides: tuple[tuple[str, dict[str, int]], ...]
+    """With ``largest``, the overrides on ``per`` dimensions: a bucket's own value
+    of one may raise its largest (the other keys' values never meet it)."""
 
     @classmethod
     def compile(cls, limit: RateLimit, generation: str) -> RateRule:
-        shared = any(name not in limit.per for name in limit.overrides)
-        largest = 0
-        if shared:
-            largest = max(
-                limit.limit_value,
-                *(v for values in limit.overrides.values() for v in values.values()),
-            )
+        outside = [values for name, values in limit.overrides.items() if name not in limit.per]
+        largest = max([limit.limit_value, *(v for values in outside for v in values.values())])
         return cls(
             limit,
             window_seconds(limit.window),
@@ -95,12 +94,22 @@ class RateRule:
             key_of=key_function(limit.dimension_filters, limit.per),
             counts_tokens=limit.metric == "total_tokens",
             capacity=None if limit.overrides else limit.limit_value,
-            largest=largest,
+            largest=largest if outside else 0,
+            per_overrides=tuple(
+                (name, values) for name, values in limit.overrides.items() if name in limit.per
+            )
+            if outside
+            else (),
         )
 
     def ask(self, key: Key, dims: dict[str, str], tokens: int | None) -> BucketAsk:
         """What an event asks of ``key``'s bucket (``tokens`` None: a one-request check)."""
         capacity = self.capacity
+        largest = self.largest
+        for name, values in self.per_overrides:
+            own = values.get(dims.get(name, ""))
+            if own is not None and own > largest:
+                largest = own
         # Positional, through tuple.__new__: the named tuple's own constructor
         # is a Python call, once per matching limit per event.
         return _new_tuple(
@@ -110,7 +119,7 @@ class RateRule:
                 capacity if capacity is not None else self.limit.limit_for(dims),
                 self.seconds,
                 tokens if tokens is not None and self.counts_tokens else 1,
-                self.largest,
+                largest,
             ),
         )
 

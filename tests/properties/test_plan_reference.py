@@ -63,6 +63,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from limitry_local import (
+    BucketStoreFull,
     LimitExceeded,
     QuotaExceeded,
     RateLimitExceeded,
@@ -1003,3 +1004,31 @@ def test_a_bucket_a_smaller_capacity_left_is_kept_until_the_larger_refills_it(
                 break
             admitted += 1
         assert admitted == 6
+
+
+def test_a_bucket_is_kept_no_longer_than_its_own_largest_capacity_needs() -> None:
+    """A key's own override on a ``per`` dimension raises only that key's largest.
+
+    10 tokens a minute per customer, 1000 for "vip", 2 for the "small" model.
+    An ordinary customer's bucket meets 10 or 2: one token down, it is full
+    again 6 s on and may make room for a new key.  Counting "vip"'s 1000 for
+    every bucket kept it a minute, and at max_buckets turned new customers
+    away with a 503 (found in review).
+    """
+    clock = ManualClock(START_TIMES[2])
+    with Tracker(clock=clock, max_buckets=2) as tracker:
+        tracker.rate_limits.create(
+            name="tpm",
+            limit_value=10,
+            window="minute",
+            metric="total_tokens",
+            per=["customer_id"],
+            overrides={"customer_id": {"vip": 1000}, "model": {"small": 2}},
+        )
+        tracker.usage(customer_id="vip", event_type="call", total_tokens=900)
+        tracker.usage(customer_id="c", event_type="call", total_tokens=1)
+        clock.advance(7)
+        tracker.usage(customer_id="d", event_type="call", total_tokens=1)  # in c's room
+        with pytest.raises(BucketStoreFull):
+            # vip's bucket, 900 down at 1000 a minute, is full again only 54 s on.
+            tracker.usage(customer_id="e", event_type="call", total_tokens=1)
