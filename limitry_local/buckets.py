@@ -501,6 +501,11 @@ class BucketStore:
             current = refill(capacity, window, state, now)
             after = BucketState(min(float(capacity), max(0.0, current.tokens - cost)), now)
             kept = largest if largest > capacity else capacity
+            if after.tokens >= kept:
+                # Left full (nothing taken, or all given back): a missing bucket
+                # reads as full, and holds no slot (as in _decide).
+                self._entries.pop(key, None)
+                continue
             try:
                 self.put(key, after, math.ceil(full_at(kept, window, after)))
             except BucketStoreFull as exc:

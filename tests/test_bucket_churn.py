@@ -143,7 +143,8 @@ def test_no_churn_admits_past_a_limit(
             assert tracker.ledger.event_count() == admitted
 
 
-def test_calls_that_take_nothing_keep_no_bucket_and_need_no_room() -> None:
+@pytest.mark.parametrize("mode", ["enforce", "soft", "shadow"])
+def test_calls_that_take_nothing_keep_no_bucket_and_need_no_room(mode: str) -> None:
     """An event without tokens on a token rate limit, or a hit of cost 0, takes nothing.
 
     A full bucket kept for it would hold one of ``max_buckets``' slots until
@@ -158,6 +159,7 @@ def test_calls_that_take_nothing_keep_no_bucket_and_need_no_room() -> None:
             window="minute",
             per=["customer_id"],
             metric="total_tokens",
+            mode=mode,
         )
         gate = tracker.rate_limits.gate(limit.id)
         for customer in ["a", "b", "c"]:
@@ -167,5 +169,9 @@ def test_calls_that_take_nothing_keep_no_bucket_and_need_no_room() -> None:
         # Both slots are still free for keys that spend.
         tracker.usage(customer_id="d", event_type="call", total_tokens=50)
         assert gate.hit("f", cost=50) is True
-        with pytest.raises(BucketStoreFull):
+        if mode == "enforce":
+            with pytest.raises(BucketStoreFull):
+                tracker.usage(customer_id="g", event_type="call", total_tokens=50)
+        else:  # a limit that never denies is not charged where there is no room
             tracker.usage(customer_id="g", event_type="call", total_tokens=50)
+        assert tracker.bucket_refusals == 1
