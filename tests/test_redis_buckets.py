@@ -227,6 +227,22 @@ def test_a_give_back_after_another_take_adds_the_cost_back(
     assert tokens(server, stores.prefixes[-1], key) == 7
 
 
+def test_a_give_back_never_takes_away_what_a_larger_capacity_left(
+    stores: RedisStores, server: redis.Redis
+) -> None:
+    # One bucket, two capacities (an override outside per): 10 a second, 2 for some.
+    first = stores.new()
+    other = stores.new(prefix=stores.prefixes[-1])
+    key = ("rl_a", 0, ())
+    first.take([BucketAsk(key, 2, 1.0, 1, 10)], at(START))  # 2 -> 1
+    other.take([BucketAsk(key, 10, 1.0, 1, 10)], at(START + 0.4))  # 1 + 4 -> 4
+    other.settle(keep=True)
+    first.settle(keep=False)  # the first event was denied by a quota: give back
+    # Giving back must not clamp to 2 what the larger capacity left: 4, or more.
+    # Before this was found (in review) the give-back left 2.
+    assert tokens(server, stores.prefixes[-1], key) >= 4
+
+
 def test_a_give_back_never_credits_refill_the_cap_would_have_cut(
     stores: RedisStores, server: redis.Redis
 ) -> None:

@@ -45,7 +45,9 @@ for i, key in ipairs(KEYS) do
     -- cut off there.
     local credited = math.max(0, updated - wrote_at) * capacity / window
     local back = math.max(0, math.min(cost, capacity - wrote - credited))
-    if back > 0 then
+    -- Never below what it holds: a bucket shared by two capacities (an override
+    -- outside per) may hold more than this event's, left by a larger one's.
+    if back > 0 and tokens < capacity then
       tokens = math.min(capacity, tokens + back)
       local full = math.ceil(updated + (keep - tokens) / (keep / window))
       redis.call("HSET", key, "t", exact(tokens), "f", exact(full))
