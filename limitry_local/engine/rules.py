@@ -21,7 +21,13 @@ from pydantic import BaseModel
 from limitry_local.buckets import BucketAnswer, BucketAsk
 from limitry_local.dimensions import Key, KeyFunction, key_function
 from limitry_local.metrics import amount_reader, unit_scale
-from limitry_local.models import Quota, RateLimit, TrackPostRequest, window_seconds
+from limitry_local.models import (
+    Quota,
+    RateLimit,
+    TrackPostRequest,
+    effective_limit,
+    window_seconds,
+)
 from limitry_local.periods import period_bounds
 
 RESHAPING_QUOTA_FIELDS = ("dimension_filters", "per", "metric", "period", "timezone")
@@ -73,18 +79,16 @@ class RateRule:
     counts_tokens: bool
     capacity: int | None
     """The bucket's capacity, or None when overrides make it depend on the event."""
-    largest: int
+    shared: tuple[tuple[dict[str, dict[str, int]], bool, int], ...]
     """With an override outside ``per`` (one bucket, events meeting different
-    capacities), the largest any may meet: ``limitValue`` and the overrides
-    outside ``per``; else 0 (see BucketAsk)."""
-    per_overrides: tuple[tuple[str, dict[str, int]], ...]
-    """With ``largest``, the overrides on ``per`` dimensions: a bucket's own value
-    of one may raise its largest (the other keys' values never meet it)."""
+    capacities): each override in order, as ``({name: values}, on a per
+    dimension, its largest value)``, to find a bucket's largest capacity
+    (:meth:`largest_for`); else empty."""
 
     @classmethod
     def compile(cls, limit: RateLimit, generation: str) -> RateRule:
-        outside = [values for name, values in limit.overrides.items() if name not in limit.per]
-        largest = max([limit.limit_value, *(v for values in outside for v in values.values())])
+        overrides = limit.overrides
+        outside = any(name not in limit.per for name in overrides)
         return cls(
             limit,
             window_seconds(limit.window),
@@ -93,23 +97,38 @@ class RateRule:
             shown=shown(limit.mode),
             key_of=key_function(limit.dimension_filters, limit.per),
             counts_tokens=limit.metric == "total_tokens",
-            capacity=None if limit.overrides else limit.limit_value,
-            largest=largest if outside else 0,
-            per_overrides=tuple(
-                (name, values) for name, values in limit.overrides.items() if name in limit.per
+            capacity=None if overrides else limit.limit_value,
+            shared=tuple(
+                ({name: values}, name in limit.per, max(values.values()))
+                for name, values in overrides.items()
             )
             if outside
             else (),
         )
 
+    def largest_for(self, dims: dict[str, str]) -> int:
+        """The largest capacity an event of this event's bucket may meet (BucketAsk).
+
+        Overrides decide in order, the first that matches (effective_limit):
+        one on a ``per`` dimension matches every event of the bucket or none,
+        one outside ``per`` may match some.  So: every override outside ``per``
+        up to the first on a ``per`` dimension that matches (whose value then
+        decides the rest), else ``limitValue`` too.
+        """
+        most = 0
+        for single, on_key, top in self.shared:
+            if on_key:
+                own = effective_limit(0, single, dims)  # 0: no match (values are >= 1)
+                if own:
+                    return own if own > most else most
+            elif top > most:
+                most = top
+        value = self.limit.limit_value
+        return value if value > most else most
+
     def ask(self, key: Key, dims: dict[str, str], tokens: int | None) -> BucketAsk:
         """What an event asks of ``key``'s bucket (``tokens`` None: a one-request check)."""
         capacity = self.capacity
-        largest = self.largest
-        for name, values in self.per_overrides:
-            own = values.get(dims.get(name, ""))
-            if own is not None and own > largest:
-                largest = own
         # Positional, through tuple.__new__: the named tuple's own constructor
         # is a Python call, once per matching limit per event.
         return _new_tuple(
@@ -119,7 +138,7 @@ class RateRule:
                 capacity if capacity is not None else self.limit.limit_for(dims),
                 self.seconds,
                 tokens if tokens is not None and self.counts_tokens else 1,
-                largest,
+                self.largest_for(dims) if self.shared else 0,
             ),
         )
 

@@ -1032,3 +1032,53 @@ def test_a_bucket_is_kept_no_longer_than_its_own_largest_capacity_needs() -> Non
         with pytest.raises(BucketStoreFull):
             # vip's bucket, 900 down at 1000 a minute, is full again only 54 s on.
             tracker.usage(customer_id="e", event_type="call", total_tokens=1)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4o-2024-08-06"])
+def test_a_buckets_largest_capacity_counts_its_models_dated_snapshots(model: str) -> None:
+    """An override on gpt-4o is met by its dated snapshots too (effective_limit).
+
+    Per model, 10 tokens a minute, 2 for "small", 1000 for gpt-4o.  The snapshot's
+    bucket, once drained by "big" and then clamped by "small" to 1, refills at
+    1000 a minute: 55 s on it holds about 917, too few for 1000.  Matching the
+    key's value exactly left the snapshot's largest at 10, so the bucket was
+    forgotten as full and 1000 admitted (found in review).
+    """
+    clock = ManualClock(START_TIMES[2].timestamp() + 0.5)
+    with Tracker(clock=clock) as tracker:
+        tracker.rate_limits.create(
+            name="tpm",
+            limit_value=10,
+            window="minute",
+            metric="total_tokens",
+            per=["model"],
+            overrides={"customer_id": {"small": 2}, "model": {"gpt-4o": 1000}},
+        )
+        tracker.usage(customer_id="big", event_type="call", model=model, total_tokens=1000)
+        clock.advance(60)
+        tracker.usage(customer_id="small", event_type="call", model=model, total_tokens=1)
+        clock.advance(55)
+        with pytest.raises(RateLimitExceeded):
+            tracker.usage(customer_id="big", event_type="call", model=model, total_tokens=1000)
+
+
+def test_a_buckets_largest_capacity_follows_the_order_overrides_decide_in() -> None:
+    """The first override that matches decides: "c"'s own, listed first, for every event of c.
+
+    So the model's 100 never meets c's bucket: one token down at 2 a minute it
+    is full again 30 s on, and makes room for a new customer.  Counting 100
+    kept it a minute (found in review).
+    """
+    clock = ManualClock(START_TIMES[2].timestamp() + 0.5)
+    with Tracker(clock=clock, max_buckets=1) as tracker:
+        tracker.rate_limits.create(
+            name="tpm",
+            limit_value=10,
+            window="minute",
+            metric="total_tokens",
+            per=["customer_id"],
+            overrides={"customer_id": {"c": 2}, "model": {"big": 100}},
+        )
+        tracker.usage(customer_id="c", event_type="call", model="big", total_tokens=1)
+        clock.advance(31)
+        tracker.usage(customer_id="d", event_type="call", total_tokens=1)
