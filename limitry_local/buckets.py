@@ -294,6 +294,14 @@ class BucketStore:
         entries[key] = (state, full_at)
         if full_at < self._next_full:  # noqa: PLR1730 (min() is a call, on every write)
             self._next_full = full_at
+        # _count_write(), inline: this runs for every bucket of every event.
+        left = self._writes_to_sweep - 1
+        self._writes_to_sweep = left
+        if left <= 0:
+            self._sweep()
+
+    def _count_write(self) -> None:
+        """One write toward the next sweep (see the class docstring)."""
         left = self._writes_to_sweep - 1
         self._writes_to_sweep = left
         if left <= 0:
@@ -339,25 +347,24 @@ class BucketStore:
                     now = at  # the clock stepped back: keep the later instant
             if cost > tokens + EPSILON:
                 return False
-            if cost == 0 and tokens == capacity:
-                return True  # nothing taken from a full bucket: nothing to keep (_decide)
-            tokens -= cost
-            if tokens < 0.0:  # noqa: PLR1730
-                tokens = 0.0
-            # math.ceil() in float arithmetic: the same whole second, without
-            # the call, which was a sixth of this function.
-            full = -((-now - (capacity - tokens) / rate) // 1.0)
-            if entry is None:
-                if len(entries) >= store._maxsize:
-                    store._make_room(bucket, 1)
-                # Only a new bucket can lower _next_full: a take never brings a
-                # held bucket's full instant closer (it drains it).
-                if full < store._next_full:  # noqa: PLR1730
-                    store._next_full = full
-            entries[bucket] = ((tokens, now), full)
-            # Every write counts toward the next sweep, rewrites too: at the
-            # bound, the repeat traffic's sweep is what frees full buckets for
-            # new keys (see _make_room).
+            if cost or tokens != capacity:  # else nothing taken from a full bucket: kept as missing
+                tokens -= cost
+                if tokens < 0.0:  # noqa: PLR1730
+                    tokens = 0.0
+                # math.ceil() in float arithmetic: the same whole second, without
+                # the call, which was a sixth of this function.
+                full = -((-now - (capacity - tokens) / rate) // 1.0)
+                if entry is None:
+                    if len(entries) >= store._maxsize:
+                        store._make_room(bucket, 1)
+                    # Only a new bucket can lower _next_full: a take never brings a
+                    # held bucket's full instant closer (it drains it).
+                    if full < store._next_full:  # noqa: PLR1730
+                        store._next_full = full
+                entries[bucket] = ((tokens, now), full)
+            # Every take counts toward the next sweep, rewrites and takes of
+            # nothing too: at the bound, the repeat traffic's sweep is what
+            # frees full buckets for new keys (see _make_room).
             left = store._writes_to_sweep - 1
             store._writes_to_sweep = left
             if left <= 0:
@@ -449,7 +456,9 @@ class BucketStore:
                 elif after >= capacity:
                     # Nothing taken from a full bucket: keeping it would only hold
                     # a slot (a missing bucket reads as full) until its rounded
-                    # full-again second, and at max_buckets turn a key away.
+                    # full-again second, and at max_buckets turn a key away.  It
+                    # still counts toward the next sweep, as a write would.
+                    self._count_write()
                     continue
                 # The stored instant: math.ceil() as float arithmetic, no call.
                 pending.append((key, (after, instant), -((-full) // 1.0)))
@@ -505,6 +514,7 @@ class BucketStore:
                 # Left full (nothing taken, or all given back): a missing bucket
                 # reads as full, and holds no slot (as in _decide).
                 self._entries.pop(key, None)
+                self._count_write()
                 continue
             try:
                 self.put(key, after, math.ceil(full_at(kept, window, after)))
