@@ -188,14 +188,14 @@ class Engine:
                 # The last try does not guess: it reads the definitions under
                 # their lock, which a writer changing them cannot keep from it,
                 # however often other processes change them meanwhile.
-                return self._use_once(request, patience, optimistic=retries > 0)
+                return self._use_once(request, patience, retries > 0)
             except LedgerError as exc:
                 if exc.reason != "conflict" or not retries:
                     raise
             retries -= 1
 
     def _use_once(
-        self, request: TrackPostRequest, patience: float, *, optimistic: bool
+        self, request: TrackPostRequest, patience: float, optimistic: bool
     ) -> TrackPostResponse:
         """One try of :meth:`use`: all of it is undone if it raises."""
         firings: list[Firing] = []
