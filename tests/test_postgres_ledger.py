@@ -848,6 +848,30 @@ def test_a_session_that_lost_its_prepared_statements_is_replaced(
     assert list(postgres_ledger.counters().values()) == [4]
 
 
+@pytest.mark.parametrize("call", ["reserve", "commit", "release", "a definition change"])
+def test_every_write_survives_a_session_reset(postgres_ledger: PostgresLedger, call: str) -> None:
+    """Only usage() ran a "conflict" again: after a pooler's reset, reserve(), a
+    reservation's commit or release, and a definition change each failed once
+    (found in review).  A scope that is not optimistic begins before the caller
+    sends anything, so the ledger itself replaces the session and begins again."""
+    tracker = Tracker(ledger=postgres_ledger, clock=ManualClock(START))
+    quota = tracker.quotas.create(name="q", metric="total_tokens", limit_value=100, period="day")
+    held = tracker.reserve(customer_id="c", event_type="call", total_tokens=5)
+    postgres_ledger._conn.execute("DISCARD ALL")
+    if call == "reserve":
+        tracker.reserve(customer_id="c", event_type="call", total_tokens=7)
+        assert tracker.quotas.check({"customer_id": "c"}).quotas[0].used == 12  # both held
+    elif call == "commit":
+        held.commit(total_tokens=3)
+        assert tracker.quotas.check({"customer_id": "c"}).quotas[0].used == 3
+    elif call == "release":
+        held.release()
+        assert tracker.quotas.check({"customer_id": "c"}).quotas[0].used == 0
+    else:
+        tracker.quotas.update(quota.id, limit_value=50)
+        assert tracker.quotas.get(quota.id).limit_value == 50
+
+
 def test_usage_is_never_starved_by_definitions_changing_fast(
     postgres_ledger: PostgresLedger,
 ) -> None:

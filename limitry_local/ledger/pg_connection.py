@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 import socket
 import threading
@@ -350,6 +351,24 @@ def close_connection(conn: Connection[Any], pid: int) -> None:
 def seconds_given(value: object) -> bool:
     """A number of seconds >= 0 (infinity included; NaN and booleans not)."""
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
+def checked_timeouts(timeout: float, connect_timeout: float, operation: float | None) -> float:
+    """Check PostgresLedger's three timeouts; the operation timeout, its default filled in."""
+    if not seconds_given(timeout) or not timeout < math.inf:
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+    if not seconds_given(connect_timeout) or not 0 < connect_timeout < math.inf:
+        raise ValueError(
+            f"connect_timeout must be a finite number of seconds > 0, got {connect_timeout!r}"
+        )
+    if operation is None:
+        return timeout + 1.0
+    if not seconds_given(operation) or not operation > timeout:
+        raise ValueError(
+            "operation_timeout must be a number of seconds longer than timeout "
+            f"({timeout!r}), so a write waiting for a lock is not cut off; got {operation!r}"
+        )
+    return float(operation)
 
 
 def describe(dsn: str, schema: str) -> str:

@@ -56,12 +56,12 @@ from limitry_local.errors import LedgerError
 from limitry_local.ledger.common import check_priced, definitions_version_of, merged_increments
 from limitry_local.ledger.pg_connection import (
     Guard,
+    checked_timeouts,
     close_connection,
     describe,
     explained,
     open_connection,
     psycopg_module,
-    seconds_given,
     stale_session,
 )
 from limitry_local.ledger.pg_sql import (
@@ -198,20 +198,7 @@ class PostgresLedger(SqlLedger):
         breaker_failures: int = 3,
         breaker_cool_down: float = 5.0,
     ) -> None:
-        if not seconds_given(timeout) or not timeout < math.inf:
-            raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
-        if not seconds_given(connect_timeout) or not 0 < connect_timeout < math.inf:
-            raise ValueError(
-                f"connect_timeout must be a finite number of seconds > 0, got {connect_timeout!r}"
-            )
-        if operation_timeout is None:
-            operation_timeout = timeout + 1.0
-        elif not seconds_given(operation_timeout) or not operation_timeout > timeout:
-            raise ValueError(
-                "operation_timeout must be a number of seconds longer than timeout "
-                f"({timeout!r}), so a write waiting for a lock is not cut off; "
-                f"got {operation_timeout!r}"
-            )
+        operation_timeout = checked_timeouts(timeout, connect_timeout, operation_timeout)
         # Before psycopg is imported: a bad setting is the caller's error either way.
         self._guard = Guard(
             None if operation_timeout == math.inf else float(operation_timeout),
@@ -467,7 +454,17 @@ class PostgresLedger(SqlLedger):
         self._guessed_keys = []
         try:
             if not optimistic:
-                self._begin()
+                try:
+                    self._begin()
+                except self._errors as exc:
+                    if not stale_session(exc):
+                        raise
+                    # Nothing of the caller's went out yet: a session that lost its
+                    # PREPAREd statements (a pooler's reset) is replaced at once.
+                    self._abandon()
+                    self._stale_session = True
+                    self._ensure_usable()
+                    self._begin()
         except BaseException as exc:
             self._end_scope()
             self._abandon()
