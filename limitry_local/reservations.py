@@ -106,6 +106,10 @@ class Reservation:
         never dropped.  Committing twice is an error; committing after the
         hold expired still records.
         """
+        if event is not None and not isinstance(event, Mapping):
+            raise InvalidRequestError(
+                f"commit() takes the amounts as keywords or one dict of them, got {event!r}"
+            )
         response = self._settler.commit_reservation(self, {**(event or {}), **actual})
         self.response = response
         return response

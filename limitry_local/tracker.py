@@ -9,7 +9,6 @@ ledger and the rate-limit store, and hands every call to its
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +36,8 @@ from limitry_local.resources import Customers, Events, Quotas, RateLimits
 DEFAULT_MAX_BUCKETS = 1_000_000
 DEFAULT_HOLD_TTL = 600.0
 """Seconds an unsettled reservation holds its amounts."""
+MAX_TTL = 365 * 86_400
+"""The longest hold: its expiry must be a date (a ttl of 1e12 s is a typo, not a plan)."""
 
 # How a repr names the ledgers this package has (by class name: no import of psycopg).
 _LEDGER_KINDS = {"Ledger": "SQLite", "MemoryLedger": "memory", "PostgresLedger": "PostgreSQL"}
@@ -330,8 +331,11 @@ class Tracker:
         """
         request = parse(TrackPostRequest, event, fields)
         estimate_request = estimated(request, estimate)
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
-            raise InvalidRequestError(f"ttl: must be a number of seconds > 0, got {ttl!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+            raise InvalidRequestError(
+                f"ttl: must be a number of seconds above 0, at most {MAX_TTL:,} (a year), "
+                f"got {ttl!r}"
+            )
         return self._engine.reserve(request, estimate_request, ttl)
 
     def guard(

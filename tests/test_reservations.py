@@ -148,7 +148,15 @@ def test_bad_estimates_and_ttls_are_400s(limited: Tracker) -> None:
         limited.reserve(CALL, estimate=-5)
     with pytest.raises(InvalidRequestError, match="ttl"):
         limited.reserve(CALL, estimate=5, ttl=0)
+    # Accepted once, and then its repr raised: an expiry in the year 33715 is no date.
+    with pytest.raises(InvalidRequestError, match="ttl: .*at most"):
+        limited.reserve(CALL, estimate=5, ttl=1e12)
     assert used(limited) == 0
+    r = limited.reserve(CALL, estimate=5, ttl=365 * 86_400)
+    assert "hold_" in repr(r)
+    with pytest.raises(InvalidRequestError, match="one dict"):
+        r.commit([("total_tokens", 5)])  # type: ignore[arg-type]
+    assert r.state == "open"
 
 
 # --- expiry ---------------------------------------------------------------------------
@@ -453,3 +461,53 @@ def test_a_commit_that_exactly_fills_a_quota_is_not_exceeded(tracker: Tracker) -
     tracker.quotas.create(name="q", metric="total_tokens", limit_value=100, period="day")
     status = tracker.reserve(CALL, estimate=50).commit(total_tokens=100).quotas[0]
     assert (status.used, status.remaining, status.exceeded) == (100, 0, False)
+
+
+# --- what a commit may not change -----------------------------------------------------
+
+
+def test_a_commit_after_midnight_counts_in_the_day_it_was_reserved(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    """Found in review: two holds filled a day's quota at 23:59:50, the new day
+    admitted its whole quota, and both commits landed in the new day too (2,000
+    of a 1,000 limit).  The hold was checked in its day; the event counts there."""
+    tracker.quotas.create(name="daily", metric="total_tokens", limit_value=1000, period="day")
+    clock.set(START - START % 86_400 + 86_400 - 10)  # 23:59:50
+    held = [tracker.reserve(CALL, estimate=500) for _ in range(2)]
+    with pytest.raises(QuotaExceeded):
+        tracker.usage({**CALL, "total_tokens": 1})
+    clock.advance(11)
+    tracker.usage({**CALL, "total_tokens": 1000})
+    for r in held:
+        r.commit(total_tokens=500)
+    (status,) = tracker.quotas.check({"customer_id": "cust_1"}).quotas
+    assert status.used == 1000
+    assert {e.created_at.timestamp() for e in tracker.events.list().data} == {
+        START - START % 86_400 + 86_400 - 10,
+        START - START % 86_400 + 86_400 + 1,
+    }
+
+
+def test_a_commit_cannot_move_the_event_onto_limits_that_never_checked_it(
+    tracker: Tracker,
+) -> None:
+    """Found in review: reserving a call without its "feature" (no limit matched)
+    and committing it with feature=chat recorded chats past a quota of one a day
+    that denied usage().  Properties that change no limit's match still merge."""
+    tracker.quotas.create(
+        name="chats",
+        metric="total_events",
+        limit_value=1,
+        period="day",
+        dimension_filters={"feature": "chat"},
+    )
+    tracker.usage({**CALL, "properties": {"feature": "chat"}})
+    r = tracker.reserve(CALL, estimate=0)
+    with pytest.raises(InvalidRequestError, match="properties: feature"):
+        r.commit(properties={"feature": "chat"})
+    assert r.state == "open"
+    r.commit(properties={"feature": "search", "route": "b"})  # matches nothing either way
+    (chats,) = tracker.quotas.check({"customer_id": "cust_1", "feature": "chat"}).quotas
+    assert chats.used == 1
+    assert tracker.ledger.event_count() == 2

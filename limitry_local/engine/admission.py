@@ -252,6 +252,11 @@ def failed_open(plan: Plan, dims: Dimensions, exc: RateLimitStoreError) -> list[
     ]
 
 
+def falls_on(plan: Plan, dims: Dimensions) -> list[Key | None]:
+    """The bucket or counter key of each limit an event falls on (None: not matched)."""
+    return [rule.key_of(dims) for rule in plan.rates] + [q.key_of(dims) for q in plan.quotas]
+
+
 def increments(quotas: list[QuotaOutcome]) -> list[CounterIncrement]:
     """What recording the event adds to each matching quota's counter."""
     return [(o.rule.quota.id, o.key_json, o.start, o.amount or 0) for o in quotas]

@@ -16,6 +16,7 @@ import os
 import threading
 import weakref
 from collections.abc import Generator, Sequence
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from limitry_local.alerts import Firing, log_entry
@@ -48,6 +49,7 @@ from .admission import (
     crossings,
     decide_rates,
     failed_open,
+    falls_on,
     increments,
     quota_outcomes,
     verdict,
@@ -65,7 +67,7 @@ from .responses import (
     shown_quotas,
     shown_rates,
 )
-from .rules import QuotaOutcome, RateOutcome, exceeds
+from .rules import Plan, QuotaOutcome, RateOutcome, exceeds
 
 logger = logging.getLogger("limitry_local.tracker")
 
@@ -287,6 +289,11 @@ class Engine:
         """Hold ``estimate``'s amounts against every limit ``request`` matches."""
         with self.lock:
             now = self.now()
+            if request.timestamp is None:
+                # Its commit, even after midnight, charges the periods the hold
+                # was checked in: the commit's own would let it past a full quota.
+                at = {"timestamp": datetime.fromtimestamp(now, timezone.utc)}
+                request, estimate = request.model_copy(update=at), estimate.model_copy(update=at)
             taken = kept = False
             try:
                 self._release_expired(now)
@@ -367,6 +374,8 @@ class Engine:
                 self.definitions.refresh()
                 # The key before the hold: a shared ledger takes its locks in
                 # one order (idempotency key, then counters) in every call.
+                if final.properties != reservation.event.properties:
+                    _same_limits(self.definitions.plan, reservation.event, final)
                 key = final.idempotency_key
                 stored = self.ledger.idempotent(key) if key is not None else None
                 self.ledger.pop_hold(conn, reservation.id)
@@ -631,6 +640,21 @@ def newest_first(page: type[Page[R]], items: list[R], limit: int) -> Page[R]:
     data = items[:limit]
     more = len(items) > limit
     return page(data=data, next_cursor=data[-1].id if more else None, has_more=more)
+
+
+def _same_limits(plan: Plan, reserved: TrackPostRequest, final: TrackPostRequest) -> None:
+    """Refuse a commit whose properties move the event onto other limits or keys.
+
+    It would be recorded against limits that never checked it (nothing is
+    checked at commit), while the hold it leaves was taken elsewhere."""
+    if falls_on(plan, dimensions_of(reserved)) != falls_on(plan, dimensions_of(final)):
+        before, after = reserved.properties, final.properties
+        changed = sorted(name for name in after if before.get(name, None) != after[name])
+        raise InvalidRequestError(
+            f"properties: {', '.join(changed)} would count this event against other limits "
+            "(or other keys of them) than it was reserved against; give such properties "
+            "to reserve(), not to commit()"
+        )
 
 
 def dimensions_of(request: TrackPostRequest) -> Dimensions:
