@@ -149,7 +149,7 @@ def test_bad_estimates_and_ttls_are_400s(limited: Tracker) -> None:
     with pytest.raises(InvalidRequestError, match="ttl"):
         limited.reserve(CALL, estimate=5, ttl=0)
     # Accepted once, and then its repr raised: an expiry in the year 33715 is no date.
-    with pytest.raises(InvalidRequestError, match="ttl: .*at most"):
+    with pytest.raises(InvalidRequestError, match=r"ttl: .*at most"):
         limited.reserve(CALL, estimate=5, ttl=1e12)
     assert used(limited) == 0
     r = limited.reserve(CALL, estimate=5, ttl=365 * 86_400)
