@@ -24,6 +24,7 @@ import pytest
 
 from limitry_local import LedgerError, QuotaExceeded, Tracker
 from limitry_local.ledger import Ledger
+from limitry_local.limitry import Limitry
 from limitry_local.testing import ManualClock
 from tests.conftest import START
 
@@ -146,6 +147,16 @@ def test_limit_definitions_commit_at_once_in_batched_mode(
     assert committed(ledger_path) == 1
     with closing(sqlite3.connect(ledger_path)) as conn:
         assert conn.execute("SELECT count(*) FROM quotas").fetchone()[0] == 1
+
+
+def test_limitry_limits_commit_at_once_in_batched_mode(batched: Tracker, ledger_path: Path) -> None:
+    """Found in review: a Limitry 1.0 limit created while a batch was open joined
+    it, and a SIGKILL then lost a limit whose creation had been answered."""
+    batched.usage(EVENT)
+    Limitry(batched).limits.create(subject={"kind": "user"}, amount=200, window="month")
+    assert committed(ledger_path) == 1  # the batch before it, too
+    with closing(sqlite3.connect(ledger_path)) as conn:
+        assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 1
 
 
 def test_batched_reads_the_definitions_version_once_per_batch(
@@ -477,6 +488,71 @@ def test_a_full_disk_in_batched_mode_loses_one_batch_then_refuses(tiny_disk: Pat
     tracker.close()
     assert committed(path) == stored + 1
     assert sqlite_ledger(tracker).lost_batches == 1
+
+
+def test_a_loss_the_timer_met_is_raised_by_the_next_flush(tiny_disk: Path) -> None:
+    """Found in review: after the timer thread lost a batch, a flush() cleared the
+    loss, resumed writing and returned, so a caller that took its return for
+    "on disk" never heard of 300 lost events."""
+    path = tiny_disk / "usage.db"
+    tracker = Tracker(path, durability="batched", flush_events=10_000, flush_ms=200)
+    tracker.flush()
+    pad = {"p": "x" * 250}
+    for _ in range(300):
+        tracker.usage(customer_id="c", event_type="e", properties=pad)
+    filler = tiny_disk / "filler"
+    with filler.open("wb") as out:  # another writer fills the disk before the timer commits
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    assert eventually(lambda: sqlite_ledger(tracker).lost_batches == 1)
+    filler.unlink()
+    with pytest.raises(LedgerError, match="the open batch of 300 events was lost") as lost:
+        tracker.flush()
+    assert "writes are accepted again" in str(lost.value)
+    tracker.usage(customer_id="after", event_type="e")
+    tracker.close()
+    assert committed(path) == 1
+
+
+LOST_AT_EXIT = textwrap.dedent(
+    """
+    import sys
+    from limitry_local import Tracker
+
+    tracker = Tracker(sys.argv[1], durability="batched", flush_events=100_000, flush_ms=600_000)
+    for i in range(2000):
+        tracker.usage(customer_id=f"c{i}", event_type="e", properties={"p": "x" * 250})
+    with open(sys.argv[2], "wb") as out:  # the disk fills before exit commits the batch
+        try:
+            while True:
+                out.write(bytes(65536))
+                out.flush()
+        except OSError:
+            pass
+    print("acknowledged 2000", flush=True)
+    """
+)
+
+
+def test_a_batch_lost_at_exit_is_said_on_stderr(tiny_disk: Path) -> None:
+    """Found in review: the batch a Tracker left open at exit failed to commit on a
+    full disk and nothing said so (exit status 0, an empty stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOST_AT_EXIT, str(tiny_disk / "usage.db"), str(tiny_disk / "f")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert done.stdout.strip() == "acknowledged 2000", done.stderr
+    assert committed(tiny_disk / "usage.db") == 0
+    assert "the open batch was lost when it was released without close()" in done.stderr
+    assert str(tiny_disk / "usage.db") in done.stderr
 
 
 FORKED = textwrap.dedent(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -160,7 +161,7 @@ os.register_at_fork(
 
 
 def _release(
-    conn: sqlite3.Connection, wake: threading.Condition, released: threading.Event
+    conn: sqlite3.Connection, wake: threading.Condition, released: threading.Event, where: str
 ) -> None:
     """Commit what is pending and close: at close(), when a ledger is collected, or at exit.
 
@@ -170,8 +171,14 @@ def _release(
         try:
             if conn.in_transaction:
                 conn.execute("COMMIT")
-        except sqlite3.Error:
-            pass  # nowhere to report it; the next open sees the last good commit
+        except sqlite3.Error as exc:
+            # No caller to raise it to (a collected ledger, or exit): said on
+            # stderr, as a loss must never be silent; the file keeps its last commit.
+            print(
+                f"limitry_local: ledger {where}: the open batch was lost when it was "
+                f"released without close(): {exc}",
+                file=sys.stderr,
+            )
         finally:
             conn.close()
             released.set()
@@ -382,7 +389,9 @@ class Ledger(SqlLedger):
             conn.close()
             raise
         # Commits an open batch if the ledger is dropped unclosed, or at exit.
-        self._finalizer = weakref.finalize(self, _release, conn, self._wake, self._released)
+        self._finalizer = weakref.finalize(
+            self, _release, conn, self._wake, self._released, self.where
+        )
         _OPEN.add(self)
         if self.durability == "batched":
             threading.Thread(
@@ -541,9 +550,16 @@ class Ledger(SqlLedger):
             if not self._closed:
                 self._ensure_usable()
                 if self._failed is not None:
-                    self._lost = None  # the caller is asking about the loss: told
+                    untold, self._lost = self._lost, None
                     self._try_write()
                     self._failed = None
+                    if untold is not None:
+                        # The timer thread met the loss and no call has raised it:
+                        # a flush() that returned would pass it for on disk.
+                        raise LedgerError(
+                            f"{untold} (this flush() committed: writes are accepted again)",
+                            untold.reason,
+                        )
                     return
                 self._raise_lost()
                 self._commit()

@@ -163,7 +163,9 @@ class State:
         so every process reads them again."""
         with self.engine.lock:
             try:
-                with self.ledger.write(exclusive=definitions) as scope:
+                # A limit change commits at once, with the batch before it
+                # (docs/reliability.md): batched mode must not hold it.
+                with self.ledger.write(exclusive=definitions, durable=definitions) as scope:
                     self.engine.opened()
                     if definitions:
                         self.ledger.bump_definitions(scope)
