@@ -115,6 +115,63 @@ def test_a_damaged_idempotency_response_is_corrupt(tmp_path: Path) -> None:
         assert "'k1'" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "stored", ["{}", "[1]", "null", "garbage", "", '{"body": {}, "headers": {}}']
+)
+def test_every_damaged_idempotency_response_is_corrupt(tmp_path: Path, stored: str) -> None:
+    """Found in review: only text cut short after a "{" was caught; "{}" reached
+    the caller as a KeyError, "[1]" and "null" as TypeErrors, "garbage" as a
+    JSONDecodeError, an object of the wrong shape as a ValidationError."""
+    path = tmp_path / "usage.db"
+    with Tracker(path) as tracker:
+        tracker.usage({**EVENT, "idempotency_key": "k1"})
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE idempotency_keys SET response = ? WHERE key = 'k1'", [stored])
+        conn.commit()
+    with Tracker(path) as tracker:
+        with pytest.raises(LedgerError) as caught:
+            tracker.usage({**EVENT, "idempotency_key": "k1"})
+        assert caught.value.reason == "corrupt"
+        assert "damaged" in str(caught.value)
+        with pytest.raises(LedgerError, match="damaged"):
+            tracker.reserve({**EVENT, "idempotency_key": "k1"})
+
+
+@pytest.mark.parametrize("version", ["\u00b2", "\u0663"])  # superscript two, Arabic-Indic three
+def test_a_version_that_only_looks_like_digits_is_refused_clearly(
+    tmp_path: Path, version: str
+) -> None:
+    """Found in review: str.isdigit() passed "²" and int() then raised a ValueError."""
+    path = tmp_path / "usage.db"
+    Tracker(path).close()
+    _damaged(path, f"UPDATE meta SET value = '{version}' WHERE key = 'schema_version'")
+    _refused(path, "schema_version")
+    fresh = tmp_path / "fresh.db"
+    Tracker(fresh).close()
+    _damaged(fresh, f"UPDATE meta SET value = '{version}' WHERE key = 'definitions_version'")
+    _refused(fresh, "corrupt")
+
+
+@pytest.mark.parametrize("version", ["1", "3", "8"])
+def test_a_foreign_key_value_meta_table_with_a_version_is_not_a_ledger(
+    tmp_path: Path, version: str
+) -> None:
+    """Found in review: another app's meta(key, value) holding a schema_version
+    was read as ours: "no such table: quotas" (an "io" error) or "corrupt, restore
+    it from a backup", wrong advice for someone else's file.  Left as it was."""
+    path = tmp_path / "app.db"
+    _damaged(
+        path,
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
+        f"INSERT INTO meta VALUES ('schema_version', '{version}')",
+        "CREATE TABLE settings (name TEXT)",
+    )
+    _refused(path, "not_a_ledger")
+    with closing(sqlite3.connect(path)) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        assert sorted(tables) == [("meta",), ("settings",)]
+
+
 def test_a_limit_value_that_is_not_a_number_is_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "usage.db"
     with Tracker(path) as tracker:

@@ -20,7 +20,7 @@ from limitry_local.headers import (
     rate_limit_denied_headers,
     rate_limit_headers,
 )
-from limitry_local.ledger import EventRow
+from limitry_local.ledger import EventRow, LedgerError
 from limitry_local.metrics import from_units, micro_cents
 from limitry_local.models import (
     Event,
@@ -259,7 +259,15 @@ def response_to_json(response: TrackPostResponse) -> str:
 
 
 def response_from_json(text: str) -> TrackPostResponse:
-    stored = json.loads(text)
-    response = TrackPostResponse.model_validate(stored["body"])
-    response.headers.update(stored["headers"])
+    """The 201 stored with an idempotency key; a damaged one is a "corrupt" LedgerError."""
+    try:
+        stored = json.loads(text)
+        response = TrackPostResponse.model_validate(stored["body"])
+        response.headers.update(stored["headers"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValidationError too
+        raise LedgerError(
+            f"the response stored with this idempotency key is damaged ({exc!r:.200}); "
+            "restore the ledger from a backup, or send the event with a new key",
+            "corrupt",
+        ) from None
     return response

@@ -20,9 +20,15 @@ MAX_UNITS = 2**63 - 1
 """The largest amount a quota counter holds: SQLite's INTEGER, PostgreSQL's bigint."""
 
 
+def _decimal(value: Any) -> bool:
+    # Not str.isdigit(): "²" is a digit to it, and int() refuses it.
+    text = str(value)
+    return text.isascii() and text.isdecimal()
+
+
 def definitions_version_of(row: Any, where: str) -> int:
     """``meta.definitions_version`` as read (a one-column row), or a "corrupt" error."""
-    if row is None or not str(row[0]).isdigit():
+    if row is None or not _decimal(row[0]):
         raise LedgerError(
             f"ledger {where} is corrupt (meta.definitions_version is {row!r}); "
             "restore it from a backup",
@@ -34,7 +40,7 @@ def definitions_version_of(row: Any, where: str) -> int:
 def schema_version_of(found: Any, newest: int, where: str) -> int:
     """A stored ``meta.schema_version`` this code can open (1 to ``newest``), or
     a "schema_version" error that says what to do."""
-    version = int(found) if found is not None and str(found).isdigit() else None
+    version = int(found) if found is not None and _decimal(found) else None
     if version is None or not 1 <= version <= newest:
         advice = (
             "upgrade limitry_local to open it"

@@ -458,7 +458,11 @@ class Ledger(SqlLedger):
                     "not_a_ledger",
                 )
             return None
-        if {"key", "value"} - set(db.table("meta").columns_dict):
+        if {"key", "value"} - set(db.table("meta").columns_dict) or {
+            "events",
+            "quota_counters",
+            "idempotency_keys",
+        } - set(db.table_names()):
             raise self._foreign()
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
@@ -469,7 +473,8 @@ class Ledger(SqlLedger):
         # A table named meta is not enough: ours has key/value rows and a version.
         return LedgerError(
             f"{self.where} is a SQLite database but not a limitry_local ledger (its meta "
-            "table holds no schema_version); give Tracker a new file",
+            "table holds no schema_version, or its tables are not a ledger's); "
+            "give Tracker a new file",
             "not_a_ledger",
         )
 
