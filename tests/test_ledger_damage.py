@@ -172,6 +172,42 @@ def test_a_foreign_key_value_meta_table_with_a_version_is_not_a_ledger(
         assert sorted(tables) == [("meta",), ("settings",)]
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("cost_cents", "abc"), ("properties", "{bad"), ("properties", "[1]"), ("ts", "x")],
+)
+def test_a_damaged_event_row_is_corrupt_when_listed_or_recounted(
+    tmp_path: Path, column: str, value: str
+) -> None:
+    """Found in review: events.list and a quota's recount met these as raw
+    ValueError, JSONDecodeError, TypeError or ValidationError."""
+    path = tmp_path / "usage.db"
+    with Tracker(path) as tracker:
+        tracker.usage({**EVENT, "cost_cents": 1.5, "properties": {"team": "a"}})
+    _damaged(path, f"UPDATE events SET {column} = '{value}'")
+    with Tracker(path) as tracker:
+        with pytest.raises(LedgerError, match="cannot be read") as listed:
+            tracker.events.list()
+        assert listed.value.reason == "corrupt"
+        with pytest.raises(LedgerError, match="cannot be read") as recounted:
+            tracker.quotas.create(name="q", metric="total_cost_cents", limit_value=10, period="day")
+        assert recounted.value.reason == "corrupt"
+        assert tracker.quotas.list().data == []  # the recount's scope kept nothing
+
+
+def test_a_stored_time_zone_that_does_not_exist_is_corrupt(tmp_path: Path) -> None:
+    """Found in review: a quota's stored time zone reached the period arithmetic
+    and raised a raw ZoneInfoNotFoundError."""
+    path = tmp_path / "usage.db"
+    with Tracker(path) as tracker:
+        tracker.quotas.create(
+            name="q", metric="total_tokens", limit_value=10, period="day", timezone="Europe/Paris"
+        )
+    _damaged(path, "UPDATE quotas SET timezone = 'Mars/Base'")
+    error = _refused(path, "corrupt")
+    assert "Quota" in str(error)
+
+
 def test_a_limit_value_that_is_not_a_number_is_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "usage.db"
     with Tracker(path) as tracker:

@@ -40,7 +40,7 @@ from limitry_local.models import (
 )
 from limitry_local.periods import period_bounds
 
-from .responses import definition_row, utc
+from .responses import damaged_event, definition_row, utc
 from .rules import (
     RESHAPING_QUOTA_FIELDS,
     RESHAPING_RATE_FIELDS,
@@ -250,14 +250,16 @@ class Definitions:
         """Counters of ``quota`` over every event already recorded (spec: earlier events count)."""
         totals: dict[tuple[str, int], int] = defaultdict(int)
         for row in self._ledger.scan_events():
-            dims = extract(
-                row.customer_id, row.event_type, row.model, row.provider, json.loads(row.properties)
-            )
-            key = limit_key(quota.dimension_filters, quota.per, dims)
-            if key is None:
-                continue
-            start, _ = period_bounds(quota.period, row.ts, quota.timezone)
-            totals[key_json(key), start] += amount_units(quota.metric, row)
+            try:
+                properties = json.loads(row.properties)
+                dims = extract(row.customer_id, row.event_type, row.model, row.provider, properties)
+                key = limit_key(quota.dimension_filters, quota.per, dims)
+                if key is None:
+                    continue
+                start, _ = period_bounds(quota.period, row.ts, quota.timezone)
+                totals[key_json(key), start] += amount_units(quota.metric, row)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise damaged_event(row, exc) from None
         return [(key, start, used) for (key, start), used in totals.items()]
 
     def get_quota(self, quota_id: str) -> Quota:

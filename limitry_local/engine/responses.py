@@ -214,7 +214,23 @@ def event_row(event_id: str, request: TrackPostRequest, when: float) -> EventRow
 
 
 def event_model(row: EventRow) -> Event:
-    """An event as ``events.list`` answers it."""
+    """An event as ``events.list`` answers it; a damaged row is a "corrupt" LedgerError."""
+    try:
+        return _event_model(row)
+    except (ValueError, TypeError, AttributeError) as exc:  # ValidationError too
+        raise damaged_event(row, exc) from None
+
+
+def damaged_event(row: EventRow, exc: Exception) -> LedgerError:
+    """The error for an event row that cannot be read as one."""
+    return LedgerError(
+        f"the ledger is corrupt: event {row.id!r} cannot be read ({exc!r:.200}); "
+        "restore it from a backup",
+        "corrupt",
+    )
+
+
+def _event_model(row: EventRow) -> Event:
     return Event(
         id=row.id,
         created_at=utc(row.ts),
