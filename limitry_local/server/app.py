@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from limitry_local.limitry import Limitry
 from limitry_local.server import openapi
 from limitry_local.server.auth import ApiKeyAuth
+from limitry_local.server.body_limit import BodyLimit
 from limitry_local.server.envelope import HANDLERS
 from limitry_local.server.page import page
 from limitry_local.server.routes import (
@@ -74,7 +75,7 @@ def create_app(
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/", page, methods=["GET"]),
         ],
-        middleware=[Middleware(ApiKeyAuth, api_key=api_key)],
+        middleware=[Middleware(ApiKeyAuth, api_key=api_key), Middleware(BodyLimit)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )

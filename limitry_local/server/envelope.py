@@ -70,6 +70,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
         detail = f"{where}: no such route"
     elif status == HTTPStatus.METHOD_NOT_ALLOWED:
         detail = f"{where}: this path takes {(exc.headers or {}).get('Allow', 'other methods')}"
+    elif status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        detail = v0 = exc.detail  # what the limit is, and what to do
     else:
         detail = f"{where}: {v0}"
     return _answer(request, status, detail, exc.headers, {"error": v0})
