@@ -17,7 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeVar
 
 from limitry_local.errors import ConflictError, InvalidRequestError, parse
-from limitry_local.models import Page, Quota, QuotaCreate, RateLimit, RateLimitCreate
+from limitry_local.models import (
+    Page,
+    Quota,
+    QuotaCreate,
+    RateLimit,
+    RateLimitCreate,
+    same_setting,
+)
 
 
 class LimitResource(Protocol):
@@ -251,7 +258,7 @@ def _plan_kind(
         diff = {
             name: (getattr(existing, name), value)
             for name, value in stated.items()
-            if getattr(existing, name) != value
+            if not same_setting(name, getattr(existing, name), value)
         }
         action: Action = "update" if diff else "unchanged"
         changes.append(Change(action, kind, wanted.name, existing.id, stated, diff))

@@ -101,3 +101,34 @@ def test_overrides_are_stored_and_can_be_removed(clock: ManualClock, tmp_path: P
         assert plain.overrides == {}
         assert "overrides" not in plain.model_dump(by_alias=True)
         assert again.usage(BIG).rate_limits[0].limit == 1
+
+
+def test_overrides_that_differ_only_in_order_are_a_change(tracker: Tracker) -> None:
+    """Found in review: the first overridden dimension decides, but ensure() and
+    apply() compared overrides as dicts (equal in any order), called a reordered
+    limit "unchanged" and kept enforcing the old order (10 admitted where the
+    new order means 2); update() kept the buckets of the old order."""
+    old = {"customer_id": {"cust_big": 100}, "tier": {"free": 2}}
+    new = {"tier": {"free": 2}, "customer_id": {"cust_big": 100}}
+    shape = {"name": "rpm", "limit_value": 10, "window": "minute", "per": ["customer_id"]}
+    first = tracker.rate_limits.ensure(**shape, overrides=old)
+    (change,) = tracker.apply({"rate_limits": [{**shape, "overrides": new}]}, dry_run=True)
+    assert change.action == "update" and "overrides" in change.diff
+    limit = tracker.rate_limits.ensure(**shape, overrides=new)
+    assert list(limit.overrides) == ["tier", "customer_id"]
+    event = {"customer_id": "cust_big", "event_type": "x", "properties": {"tier": "free"}}
+    admitted = 0
+    for _ in range(10):
+        try:
+            tracker.usage(event)
+            admitted += 1
+        except RateLimitExceeded:
+            pass
+    assert admitted == 2
+    # Back to the old order: a new limit, whose buckets start afresh (cust_big's
+    # bucket, empty at 2, would otherwise refill slowly toward 100).
+    tracker.rate_limits.update(first.id, overrides=old)
+    tracker.usage(event)
+    # The same order again is no change at all.
+    (same,) = tracker.apply({"rate_limits": [{**shape, "overrides": old}]}, dry_run=True)
+    assert same.action == "unchanged"

@@ -26,6 +26,7 @@ from limitry_local.models import (
     RateLimit,
     TrackPostRequest,
     effective_limit,
+    same_setting,
     window_seconds,
 )
 from limitry_local.periods import period_bounds
@@ -243,7 +244,7 @@ def shape(limit: RateLimit) -> str:
 
 def reshaped(before: BaseModel, after: BaseModel, fields: Sequence[str]) -> bool:
     """Whether an update changed any of ``fields`` (which events match, or how they count)."""
-    return any(getattr(before, f) != getattr(after, f) for f in fields)
+    return not all(same_setting(f, getattr(before, f), getattr(after, f)) for f in fields)
 
 
 @functools.lru_cache(maxsize=65_536)

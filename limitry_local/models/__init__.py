@@ -36,6 +36,7 @@ from limitry_local.models.limits import (
     RateLimitUpdate,
     Threshold,
     effective_limit,
+    same_setting,
 )
 from limitry_local.models.records import (
     CentsTotal,
@@ -200,6 +201,7 @@ __all__ = [
     "Window",
     "WireModel",
     "effective_limit",
+    "same_setting",
     "trusted",
     "window_seconds",
 ]

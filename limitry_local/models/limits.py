@@ -296,6 +296,21 @@ def effective_limit(
     return limit_value
 
 
+def same_setting(name: str, before: Any, after: Any) -> bool:
+    """Whether a limit's field ``name`` holds the same setting in ``before`` and ``after``.
+
+    Overrides apply in the order given (:func:`effective_limit`), at both
+    levels (a model and its dated snapshot may both have a value), so two
+    that differ only in order are different limits; dicts alone compare
+    equal whatever their order.
+    """
+    if name == "overrides":
+        return [(k, list(v.items())) for k, v in before.items()] == [
+            (k, list(v.items())) for k, v in after.items()
+        ]
+    return bool(before == after)
+
+
 class RateLimitCheckRequest(RequestModel):
     dimensions: dict[str, str]
 
