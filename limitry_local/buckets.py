@@ -275,6 +275,8 @@ class BucketStore:
         # freed) or refused, so the work per call stays constant, amortised.
         self._asks_before_scan = 0
         self._pending: list[tuple[Hashable, tuple[float, float], float]] | None = None
+        # (limit id, generation) pairs whose buckets the next sweep drops, full or not.
+        self._retired: set[tuple[str, str]] = set()
 
     def get(self, key: Hashable) -> BucketState | None:
         """The bucket's state, or None when it is unknown or already full again."""
@@ -526,11 +528,30 @@ class BucketStore:
     def close(self) -> None:
         self._entries.clear()
 
+    def retire(self, pairs: set[tuple[str, str]]) -> None:
+        """Forget the buckets of these ``(limit id, generation)`` pairs at the next sweep.
+
+        A changed limit's old generation, or a deleted limit, is never read
+        again: left to refill, its buckets held max_buckets' room for up to a
+        window, and at the bound every key was refused meanwhile (found in
+        review).  The next ask at the bound sweeps at once."""
+        self._retired |= pairs
+        self._next_full = -math.inf
+        self._asks_before_scan = 0
+
     def _sweep(self) -> int:
-        """Drop every full bucket; how many went."""
+        """Drop every full bucket, and every bucket of a retired limit; how many went."""
         now = self._clock()
         entries = self._entries
-        full = [key for key, (_, full_at) in entries.items() if full_at <= now]
+        retired, self._retired = self._retired, set()
+        if retired:
+            full = [
+                key
+                for key, (_, full_at) in entries.items()
+                if full_at <= now or (isinstance(key, tuple) and key[:2] in retired)
+            ]
+        else:
+            full = [key for key, (_, full_at) in entries.items() if full_at <= now]
         for key in full:
             del entries[key]
         # A small store is cheap to scan: it may look at every ask.

@@ -8,6 +8,8 @@ now drops only full buckets and refuses a new key when none is.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -208,3 +210,34 @@ def test_a_busy_key_taking_nothing_still_sweeps_the_store_at_its_bound(via: str)
         for j in range(300):  # every held bucket is full again by now
             gate.hit(f"new{j}", cost=1)
         assert tracker.bucket_refusals == 0
+
+
+@pytest.mark.parametrize("change", ["reshaped", "deleted", "changed by another tracker"])
+def test_a_changed_or_deleted_limits_buckets_free_their_room(change: str, tmp_path: Path) -> None:
+    """Found in review: buckets of a limit's old generation (or of a deleted limit)
+    are never read again, yet held max_buckets' room until they refilled: at the
+    bound every key was refused for up to a window (13 hours for a day's limit)."""
+    clock = ManualClock(START)
+    path = tmp_path / "usage.db"
+    with Tracker(path, clock=clock, max_buckets=4) as tracker:
+        limit = tracker.rate_limits.create(
+            name="daily", limit_value=1000, window="1d", per=["customer_id"]
+        )
+        for n in range(4):
+            tracker.usage(customer_id=f"c{n}", event_type="e")  # each bucket below capacity
+        with pytest.raises(BucketStoreFull):
+            tracker.usage(customer_id="c4", event_type="e")
+        if change == "reshaped":
+            tracker.rate_limits.update(limit.id, limit_value=500)
+        elif change == "deleted":
+            tracker.rate_limits.delete(limit.id)
+            tracker.rate_limits.create(
+                name="new", limit_value=1000, window="1d", per=["customer_id"]
+            )
+        else:
+            with Tracker(path, clock=clock) as other:
+                other.rate_limits.update(limit.id, limit_value=500)
+        for n in range(4, 8):
+            tracker.usage(customer_id=f"c{n}", event_type="e")
+        with pytest.raises(BucketStoreFull):  # the bound still holds for live buckets
+            tracker.usage(customer_id="c8", event_type="e")

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from limitry_local.alerts import Firing, log_entry
-from limitry_local.buckets import BucketAsk, RateLimitStore
+from limitry_local.buckets import BucketAsk, BucketStore, RateLimitStore
 from limitry_local.denials import DenialCounter, TrackerStats
 from limitry_local.dimensions import Dimensions, extract
 from limitry_local.errors import InvalidRequestError, LimitryError
@@ -116,6 +116,10 @@ class Engine:
         self.definitions = Definitions(
             ledger, self.lock, project_id=project_id, opened=self.opened, now=self.now
         )
+        if isinstance(store, BucketStore):
+            # Buckets of a changed or deleted limit are never read again: they
+            # must not hold max_buckets' room until they refill (Redis expires them).
+            self.definitions.on_retired = store.retire
         self._reservations: dict[str, Reservation] = {}
         self._next_hold_sweep = float("-inf")
         _ENGINES.add(self)

@@ -85,6 +85,9 @@ class Definitions:
         """The quota alerts, by quota, and the callbacks to announce them to."""
         self.plan = Plan((), ())
         """What every call runs: the limits compiled for this version of the definitions."""
+        self.on_retired: Callable[[set[tuple[str, str]]], None] | None = None
+        """Told the ``(rate limit id, generation)`` pairs no limit has any more."""
+        self._live: set[tuple[str, str]] = set()
 
     # --- reading ---------------------------------------------------------------
 
@@ -130,6 +133,10 @@ class Definitions:
         self.plan = Plan.of(
             [rule for rule in self._rate_rules.values() if rule.limit.enabled], quota_rules
         )
+        live = {(rule.limit.id, rule.generation) for rule in self._rate_rules.values()}
+        retired, self._live = self._live - live, live
+        if retired and self.on_retired is not None:
+            self.on_retired(retired)
 
     def _stored(self, kind: type[M], row: dict[str, Any]) -> M:
         if "project_id" in kind.model_fields:
