@@ -64,7 +64,10 @@ for i, key in ipairs(KEYS) do
         redis.call("HDEL", key, "o")
       end
     end
-    local back = math.max(0, math.min(cost - paid, capacity - wrote - credited))
+    -- Paid after the cap's cut, not before: when the refill was cut at the cap
+    -- before the clamp, a strict order held less by both (min(c, room) - o).
+    -- When the clamp came first this gives back less than it could: never more.
+    local back = math.max(0, math.min(cost, capacity - wrote - credited) - paid)
     -- Never below what it holds: a bucket shared by two capacities (an override
     -- outside per) may hold more than this event's, left by a larger one's.
     if back > 0 and tokens < capacity then
