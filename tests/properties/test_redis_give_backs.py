@@ -9,6 +9,10 @@ may return less than that (a denial later), never more (an admission past
 the limit).  An adjust that clamps at 0 while a take is pending is where
 give-backs used to return too much (docs/scaling.md, "Rate limits across
 hosts").
+
+Adjusts here only charge.  A refund (a negative cost) that the capacity cuts
+in a strict order while a take is pending still lets that take's give-back
+return too much: a separate case, not covered by the clamp's debt.
 """
 
 from __future__ import annotations
