@@ -14,6 +14,16 @@
 -- missing the bucket could refill without reaching capacity, so a refill the
 -- cap would have cut off is not credited twice.  Other clients may have been
 -- denied for lack of these tokens meanwhile, never admitted because of them.
+--
+-- Nor is what an adjust (bucket_take.lua) lost by clamping at 0: it charged x
+-- when the bucket held less, and a strict order without this take would have
+-- had this cost there to charge, so it holds up to the overrun less than the
+-- cost back.  The bucket keeps those overruns as a debt (field o) and a
+-- give-back pays it before adding anything: several takes pending across one
+-- clamp share it, and together give back exactly what a strict order without
+-- them holds.  A take made after the clamp pays it too, while any is left:
+-- that gives back too little (a denial later), never too much.  The debt
+-- goes when the bucket is found or left full, or its key expires.
 -- A bucket that expired meanwhile reads as full already and is left alone.
 
 local function exact(x)
@@ -22,7 +32,7 @@ end
 
 for i, key in ipairs(KEYS) do
   local base = 2 + 9 * (i - 1)
-  local stored = redis.call("HMGET", key, "t", "u", "w")
+  local stored = redis.call("HMGET", key, "t", "u", "w", "o")
   if stored[1] and stored[3] == ARGV[1] then
     if ARGV[base + 6] == "" then
       redis.call("DEL", key)
@@ -44,7 +54,20 @@ for i, key in ipairs(KEYS) do
     -- cap: refill since the take beyond (capacity - cost - wrote) may have been
     -- cut off there.
     local credited = math.max(0, updated - wrote_at) * capacity / window
-    local back = math.max(0, math.min(cost, capacity - wrote - credited))
+    -- The debt first: this take's share of what clamps at 0 lost since.
+    local debt = tonumber(stored[4]) or 0
+    local paid = math.min(cost, debt)
+    if paid > 0 then
+      if debt - paid > 0 then
+        redis.call("HSET", key, "o", exact(debt - paid))
+      else
+        redis.call("HDEL", key, "o")
+      end
+    end
+    -- Paid after the cap's cut, not before: when the refill was cut at the cap
+    -- before the clamp, a strict order held less by both (min(c, room) - o).
+    -- When the clamp came first this gives back less than it could: never more.
+    local back = math.max(0, math.min(cost, capacity - wrote - credited) - paid)
     -- Never below what it holds: a bucket shared by two capacities (an override
     -- outside per) may hold more than this event's, left by a larger one's.
     if back > 0 and tokens < capacity then

@@ -6,7 +6,8 @@
 -- them against each other.
 --
 -- KEYS[i]   one bucket: a hash {t = tokens, u = updated, f = the whole second it is
---           full again, w = id of the take that wrote it}
+--           full again, w = id of the take that wrote it, o = what adjusts that
+--           clamped at 0 charged beyond the tokens (bucket_give_back.lua pays it)}
 -- ARGV[1]   "take", "peek" (decides and writes nothing) or "adjust" (charges each cost
 --           whatever it leaves, never below 0, or gives a negative cost back, never
 --           above capacity: a reservation settling; answers nothing)
@@ -59,7 +60,7 @@ for i, key in ipairs(KEYS) do
   local window = tonumber(ARGV[base + 1])
   local cost = tonumber(ARGV[base + 2])
   local keep = math.max(capacity, tonumber(ARGV[base + 3]))
-  local stored = redis.call("HMGET", key, "t", "u", "f")
+  local stored = redis.call("HMGET", key, "t", "u", "f", "o")
   -- A bucket past the second it was full again reads as missing, which is full.
   local known = stored[1] and tonumber(stored[3]) > now
   local tokens, updated
@@ -82,6 +83,19 @@ for i, key in ipairs(KEYS) do
     local kept = math.ceil(updated + (keep - after) / (keep / window))
     redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(kept),
                "w", ARGV[5])
+    -- The overrun: a charge beyond the tokens is lost at 0.  A take still
+    -- pending from before would have left those tokens for it in a strict
+    -- order without that take, so its give-back must not add them back: the
+    -- bucket keeps the overrun as a debt that give-backs pay first.  A bucket
+    -- found or left full owes nothing (a strict order is full there too).
+    local debt = 0
+    if tokens < capacity and after < capacity then debt = tonumber(stored[4]) or 0 end
+    if cost > tokens then debt = debt + (cost - tokens) end
+    if debt > 0 then
+      redis.call("HSET", key, "o", exact(debt))
+    elseif stored[4] then
+      redis.call("HDEL", key, "o")
+    end
     redis.call("PEXPIRE", key, math.max(1, math.ceil((kept - now) * 1000) + margin))
   else
     local current_reset = math.ceil(updated + (capacity - tokens) / (capacity / window))
@@ -92,7 +106,7 @@ for i, key in ipairs(KEYS) do
       answers[#answers + 1] = {1, whole(after), reset, current_remaining, current_reset, 0}
       local kept = reset
       if keep > capacity then kept = math.ceil(updated + (keep - after) / (keep / window)) end
-      writes[i] = {after, updated, kept, stored}
+      writes[i] = {after, updated, kept, stored, tokens >= capacity}
     else
       allowed = false
       -- A cost above capacity never fits; its retry is the time to a full bucket.
@@ -114,9 +128,11 @@ end
 
 if writing and allowed then
   for i, key in ipairs(KEYS) do
-    local after, updated, reset, stored = unpack(writes[i])
+    local after, updated, reset, stored, full = unpack(writes[i])
     redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(reset),
                "w", ARGV[5])
+    -- Found full: a strict order is full here too, and owes nothing.
+    if full and stored[4] then redis.call("HDEL", key, "o") end
     -- Idle keys go once they are full again: a missing key reads as full.
     redis.call("PEXPIRE", key, math.max(1, math.ceil((reset - now) * 1000) + margin))
     -- What a give-back needs: this write, and the state it replaced.
