@@ -51,6 +51,7 @@ from limitry_local.ledger.protocol import (
 )
 from limitry_local.ledger.schema import MIGRATIONS, SCHEMA_VERSION, create_schema
 from limitry_local.ledger.sql import Dialect, SqlLedger
+from limitry_local.ledger.sqlite_turns import Turns
 
 SQLITE = Dialect(
     mark="?",
@@ -161,7 +162,11 @@ os.register_at_fork(
 
 
 def _release(
-    conn: sqlite3.Connection, wake: threading.Condition, released: threading.Event, where: str
+    conn: sqlite3.Connection,
+    wake: threading.Condition,
+    released: threading.Event,
+    where: str,
+    turns: Turns | None,
 ) -> None:
     """Commit what is pending and close: at close(), when a ledger is collected, or at exit.
 
@@ -181,6 +186,8 @@ def _release(
             )
         finally:
             conn.close()
+            if turns is not None:
+                turns.close()
             released.set()
             wake.notify_all()  # the flusher, if any, has nothing left to do
 
@@ -243,11 +250,14 @@ class _WriteScope:
             conn = ledger.db.conn
             try:
                 if not self._batched:
-                    conn.execute("BEGIN IMMEDIATE")
+                    if self._durable and ledger._turns is not None:
+                        ledger._begin_in_turn(conn)
+                    else:
+                        conn.execute("BEGIN IMMEDIATE")
                     ledger._transactions += 1
                 else:
                     if not conn.in_transaction:
-                        conn.execute("BEGIN IMMEDIATE")
+                        ledger._begin_in_turn(conn)
                         ledger._transactions += 1
                         ledger._first_pending = time.monotonic()
                         ledger._pending = 0
@@ -388,9 +398,10 @@ class Ledger(SqlLedger):
         except LedgerError:
             conn.close()
             raise
+        self._turns = Turns(self.path) if self.path is not None else None
         # Commits an open batch if the ledger is dropped unclosed, or at exit.
         self._finalizer = weakref.finalize(
-            self, _release, conn, self._wake, self._released, self.where
+            self, _release, conn, self._wake, self._released, self.where, self._turns
         )
         _OPEN.add(self)
         if self.durability == "batched":
@@ -589,6 +600,15 @@ class Ledger(SqlLedger):
                 conn.execute("ROLLBACK")
             raise _explained(exc, self.where, self.timeout) from exc
 
+    def _begin_in_turn(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, saying this writer waits (see :mod:`.sqlite_turns`)."""
+        said = self._turns is not None and self._turns.waiting()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            if said:
+                self._turns.done()  # type: ignore[union-attr]
+
     def _commit(self) -> None:
         conn = self.db.conn
         if conn.in_transaction:
@@ -598,6 +618,8 @@ class Ledger(SqlLedger):
                 if conn.in_transaction:
                     raise _explained(exc, self.where, self.timeout) from exc
                 raise self._batch_lost(exc) from exc
+            if self._turns is not None and self.durability == "batched":
+                self._turns.let_in()  # before this writer can begin its next batch
         self._pending = 0
 
     def _batch_lost(self, exc: BaseException) -> LedgerError:
