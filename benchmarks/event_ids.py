@@ -63,6 +63,8 @@ def _row(event_id: str, at: float, i: int) -> tuple[object, ...]:
         None,
         "{}",
         None,
+        None,
+        None,
     )
 
 

@@ -63,10 +63,12 @@ _MINIMAL_UPSERT = (
     "ON CONFLICT (key, period_start) DO UPDATE SET used = used + excluded.used"
 )
 
+# Every column of the ledger's events table, as usage() writes them: a floor
+# that bound fewer (it left out the last two, added with the schema) did less.
 LEDGER_INSERT = (
     "INSERT INTO events (id, ts, customer_id, event_type, model, provider, input_tokens, "
-    "output_tokens, total_tokens, latency_ms, cost_cents, properties, idempotency_key) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "output_tokens, total_tokens, latency_ms, cost_cents, properties, idempotency_key, "
+    "cached_input_tokens, cost_micro_cents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _LEDGER_READ = "SELECT used FROM quota_counters WHERE quota_id = ? AND key = ? AND period_start = ?"
 _LEDGER_UPSERT = (
@@ -226,6 +228,8 @@ class SqliteFloor:
                     None,
                     None,
                     "{}",
+                    None,
+                    None,
                     None,
                 ),
             )
@@ -491,7 +495,9 @@ _POSTGRES_SCHEMA = """
         latency_ms bigint,
         cost_cents double precision,
         properties text NOT NULL,
-        idempotency_key text
+        idempotency_key text,
+        cached_input_tokens bigint,
+        cost_micro_cents bigint
     );
     CREATE INDEX ON {s}.events (customer_id, ts);
     CREATE INDEX ON {s}.events (ts);
@@ -525,7 +531,8 @@ class PostgresFloor:
         self._insert = (
             f"INSERT INTO {s}.events (id, ts, customer_id, event_type, model, provider, "
             "input_tokens, output_tokens, total_tokens, latency_ms, cost_cents, properties, "
-            "idempotency_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "idempotency_key, cached_input_tokens, cost_micro_cents) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         )
         self._upsert = (
             f"INSERT INTO {s}.counters (quota_id, key, period_start, used) "
@@ -567,6 +574,8 @@ class PostgresFloor:
                 None,
                 None,
                 "{}",
+                None,
+                None,
                 None,
             ),
             prepare=True,
