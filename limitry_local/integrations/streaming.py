@@ -19,12 +19,17 @@ of them is counted.  So::
 :func:`track_stream` reserves ``estimate`` against every matching limit at
 once (a :class:`~limitry_local.RateLimitExceeded` / ``QuotaExceeded`` there,
 before the call is made).  Leaving the block commits the reservation with
-the real counts read from the chunks; leaving it by an exception (the
-stream broke, the caller gave up) releases the hold, and nothing is
-recorded.  A stream that ended without reporting usage commits the
-estimate, as :meth:`Tracker.guard` does: the call happened, so its usage is
-not dropped.  ``async with`` and :meth:`StreamUsage.wrap_async` work the same
-for the SDKs' async streams.
+the real counts read from the chunks.  A stream that ended without
+reporting its final usage commits the estimate, as :meth:`Tracker.guard`
+does: the call happened, so its usage is not dropped.  Leaving by an
+exception (the stream broke, the caller gave up, a task was cancelled)
+settles by what the chunks showed: the usage they reported, or the
+estimate once any chunk came (the provider was answering, and counts what
+it sent); only a call whose stream never yielded a chunk releases the hold
+and records nothing.  Usage a provider reports in a shape the adapters
+refuse commits the estimate (and logs why), so the hold never stays open
+until its ``ttl``.  ``async with`` and :meth:`StreamUsage.wrap_async` work
+the same for the SDKs' async streams.
 
 Chunks are read duck-typed, like the other adapters: the SDK objects or
 their dict shapes; no SDK is imported.  The tokens committed are those the
@@ -38,10 +43,12 @@ which a commit cannot set as a field, go to the integer property
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from limitry_local.errors import InvalidRequestError
 from limitry_local.integrations import anthropic, openai
 from limitry_local.integrations._sdk import field, has
 from limitry_local.models import TrackPostRequest, TrackPostResponse
@@ -51,6 +58,8 @@ if TYPE_CHECKING:
     from limitry_local.tracker import Tracker
 
 _DEFAULT_TTL = 600.0
+
+logger = logging.getLogger("limitry_local.integrations.streaming")
 
 
 def track_stream(
@@ -92,7 +101,11 @@ class StreamUsage:
         """The last OpenAI chunk or Responses object that carried usage."""
         self._anthropic: dict[str, Any] = {}
         """Anthropic's usage, merged over the stream's events (later counts win)."""
+        self._anthropic_final = False
+        """A message_delta came: before it, message_start's output count is a placeholder."""
         self._model: str | None = None
+        self._seen = False
+        """Any chunk came: the provider was answering."""
 
     # --- reading the stream ---------------------------------------------------
 
@@ -111,14 +124,16 @@ class StreamUsage:
     def observe(self, chunk: object) -> None:
         """Read one chunk: an OpenAI ``ChatCompletionChunk`` or Responses stream event,
         or an Anthropic stream event.  Chunks without usage are passed over."""
+        self._seen = True
         kind = field(chunk, "type")
         if kind == "message_start":
             message = field(chunk, "message")
             self._model = _text(field(message, "model")) or self._model
             self._merge_anthropic(field(message, "usage"))
         elif kind == "message_delta":
+            self._anthropic_final = True
             self._merge_anthropic(field(chunk, "usage"))
-        elif kind in ("response.completed", "response.incomplete"):
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
             response = field(chunk, "response")
             if field(response, "usage") is not None:
                 self._openai = response
@@ -133,7 +148,7 @@ class StreamUsage:
             return openai.event_from(
                 self._openai, customer_id=reserved.customer_id, event_type=reserved.event_type
             )
-        if "input_tokens" in self._anthropic or "output_tokens" in self._anthropic:
+        if self._anthropic_final:
             usage = {"input_tokens": 0, "output_tokens": 0, **self._anthropic}
             return anthropic.event_from(
                 {"model": self._model, "usage": usage},
@@ -162,7 +177,13 @@ class StreamUsage:
         """Commit the reservation with the usage read (the estimate if none was reported)."""
         if self.response is not None:
             return self.response  # finished already (by hand, then by the block)
-        event = self.usage
+        try:
+            event = self.usage
+        except InvalidRequestError as exc:
+            # Counts the adapters refuse (a compatible server's 100.0 tokens, an
+            # output count alone): the estimate, not a hold left open to its ttl.
+            logger.warning("stream %s: usage not read (%s); the estimate is committed", self, exc)
+            event = None
         if event is None:
             response = self.reservation.commit()
         else:
@@ -195,10 +216,12 @@ class StreamUsage:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is not None:
-            self.abort()
-        elif self.reservation.state in ("open", "expired"):
+        if self.reservation.state not in ("open", "expired"):
+            return  # settled by hand
+        if exc_type is None or self._seen:
             self.finish()
+        else:
+            self.abort()  # no chunk came: the call may never have reached the provider
 
     async def __aenter__(self) -> StreamUsage:
         return self

@@ -1,4 +1,4 @@
-"""track_stream: reserve at the start, commit the last chunk's usage, release on error.
+"""track_stream: reserve at the start, commit the last chunk's usage (or the estimate).
 
 The chunks are the SDKs' own types (openai and anthropic are in the dev
 extra), built with ``model_validate`` from the shapes their APIs stream; no
@@ -21,7 +21,7 @@ from anthropic.types import (
     RawMessageStopEvent,
 )
 from openai.types.chat import ChatCompletionChunk
-from openai.types.responses import ResponseCompletedEvent
+from openai.types.responses import ResponseCompletedEvent, ResponseFailedEvent
 
 from limitry_local import QuotaExceeded, RateLimitExceeded, Tracker
 from limitry_local.integrations.streaming import track_stream
@@ -187,6 +187,40 @@ def test_responses_api_stream_commits_the_completed_response() -> None:
         }
 
 
+def test_a_failed_responses_stream_commits_the_usage_it_reports() -> None:
+    """Found in review: ``response.failed`` carries the usage too, and was passed over."""
+    failed = ResponseFailedEvent.model_validate(
+        {
+            "type": "response.failed",
+            "sequence_number": 4,
+            "response": {
+                "id": "resp_2",
+                "object": "response",
+                "created_at": 1_764_064_800,
+                "model": "gpt-4o-2024-08-06",
+                "output": [],
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "status": "failed",
+                "error": {"code": "server_error", "message": "the model failed"},
+                "usage": {
+                    "input_tokens": 300,
+                    "output_tokens": 20,
+                    "total_tokens": 320,
+                    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                },
+            },
+        }
+    )
+    with _tracker() as tracker:
+        with track_stream(tracker, estimate=1000, **WHO) as usage:
+            list(usage.wrap([failed]))
+        (event,) = tracker.events.list().data
+        assert event.total_tokens == 320
+
+
 def test_anthropic_stream_sums_message_start_and_the_last_message_delta() -> None:
     with _tracker() as tracker:
         with track_stream(
@@ -201,7 +235,25 @@ def test_anthropic_stream_sums_message_start_and_the_last_message_delta() -> Non
         assert _used(tracker) == 2120
 
 
-def test_a_stream_that_breaks_releases_the_hold_and_records_nothing() -> None:
+def test_a_stream_that_breaks_before_its_first_chunk_releases_the_hold() -> None:
+    def refused() -> Iterator[ChatCompletionChunk]:
+        raise ConnectionError("connection refused")
+        yield from ()
+
+    with _tracker() as tracker:
+        with pytest.raises(ConnectionError), track_stream(tracker, estimate=4000, **WHO) as usage:
+            for _ in usage.wrap(refused()):
+                pass
+        assert usage.reservation.state == "released"
+        assert tracker.events.list().data == []
+        assert _used(tracker) == 0
+
+
+def test_a_stream_that_breaks_after_a_chunk_commits_the_estimate() -> None:
+    """Changed after review: the hold was released and nothing recorded, so a client
+    that disconnected just before a stream ended was never counted.  The provider
+    was answering: the estimate stands for what it sent."""
+
     def broken() -> Iterator[ChatCompletionChunk]:
         yield _openai_chunks()[0]
         raise ConnectionError("stream cut")
@@ -210,9 +262,74 @@ def test_a_stream_that_breaks_releases_the_hold_and_records_nothing() -> None:
         with pytest.raises(ConnectionError), track_stream(tracker, estimate=4000, **WHO) as usage:
             for _ in usage.wrap(broken()):
                 pass
-        assert usage.reservation.state == "released"
-        assert tracker.events.list().data == []
-        assert _used(tracker) == 0
+        assert usage.reservation.state == "committed"
+        (event,) = tracker.events.list().data
+        assert event.total_tokens == 4000
+
+
+def test_usage_already_reported_is_kept_when_the_block_raises() -> None:
+    """Found in review: the whole stream was read, the caller's own code raised in the
+    block, and the 1,280 tokens reported were thrown away with the hold."""
+    with _tracker() as tracker:
+        with pytest.raises(RuntimeError), track_stream(tracker, estimate=4000, **WHO) as usage:
+            list(usage.wrap(_openai_chunks()))
+            raise RuntimeError("the caller's own failure")
+        (event,) = tracker.events.list().data
+        assert event.total_tokens == 1280
+        assert _used(tracker) == 1280
+
+
+def test_a_cancelled_async_stream_keeps_what_it_reported() -> None:
+    async def main() -> int:
+        async def chunks() -> AsyncIterator[ChatCompletionChunk]:
+            for chunk in _openai_chunks():
+                yield chunk
+            await asyncio.sleep(3600)  # the caller gives up here
+
+        with _tracker() as tracker:
+
+            async def consume() -> None:
+                async with track_stream(tracker, estimate=4000, **WHO) as usage:
+                    async for _ in usage.wrap_async(chunks()):
+                        pass
+
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            (event,) = tracker.events.list().data
+            return event.total_tokens or 0
+
+    assert asyncio.run(main()) == 1280
+
+
+def test_usage_the_adapters_refuse_commits_the_estimate() -> None:
+    """Found in review: an OpenAI-compatible server's ``prompt_tokens: 100.0`` made the
+    block raise and left the hold open until its ttl, the call never counted."""
+    odd = _openai_chunks()[-1].model_dump()
+    odd["usage"] = {"prompt_tokens": 100.5, "completion_tokens": 1, "total_tokens": 101.5}
+    with _tracker() as tracker:
+        with track_stream(tracker, estimate=900, **WHO) as usage:
+            usage.observe(odd)
+        assert usage.reservation.state == "committed"
+        (event,) = tracker.events.list().data
+        assert event.total_tokens == 900
+
+
+def test_an_anthropic_stream_closed_before_its_message_delta_commits_the_estimate() -> None:
+    """Found in review: message_start's output count (1) is a placeholder; a stream
+    closed after it recorded 1,821 tokens of a 5,000 estimate, where OpenAI's
+    commits the estimate."""
+    with _tracker() as tracker:
+        with track_stream(
+            tracker, estimate=5000, customer_id="cust_1", model="claude-sonnet-4-5"
+        ) as usage:
+            for event in usage.wrap(_anthropic_events()):
+                if event.type == "content_block_delta":
+                    break
+        (recorded,) = tracker.events.list().data
+        assert recorded.total_tokens == 5000
 
 
 def test_a_stream_without_usage_commits_the_estimate() -> None:
