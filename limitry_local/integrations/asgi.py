@@ -47,15 +47,24 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from limitry_local.errors import InvalidRequestError, LimitExceeded, NotFoundError
+from limitry_local.errors import (
+    APIError,
+    InvalidRequestError,
+    LedgerError,
+    LimitExceeded,
+    NotFoundError,
+)
 from limitry_local.integrations._ietf import ratelimit_fields
 from limitry_local.models import QuotaStatus, RateLimitStatus, TrackPostRequest, TrackPostResponse
 from limitry_local.periods import Clock
 from limitry_local.tracker import Tracker
+
+logger = logging.getLogger("limitry_local.integrations.asgi")
 
 # The ASGI types, spelled as Starlette spells them so type checkers accept the
 # middleware in app.add_middleware() without this module importing Starlette.
@@ -113,6 +122,15 @@ class LimitryMiddleware:
         except InvalidRequestError as invalid:
             await _answer(send, 400, invalid.response, {})
             return
+        except APIError as refused:  # BucketStoreFull: a 503 with its Retry-After
+            await _answer(send, refused.status, refused.response, getattr(refused, "headers", {}))
+            return
+        except LedgerError as failed:
+            # The ledger could not be written (locked past its timeout, read-only,
+            # full): nothing was recorded, so a retry is safe; answered as serve does.
+            logger.warning("request not metered: %s", failed)
+            await _answer(send, 503, {"error": str(failed)}, {"Retry-After": "1"})
+            return
         headers: dict[str, str] = {}
         if response is not None:
             # A new dict for a scope without state: the server's, when there is
@@ -124,10 +142,14 @@ class LimitryMiddleware:
             return
         extra = _raw(headers)
 
+        ours = {name for name, _ in extra}
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                # A new message: the app may keep and reuse its own.
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                # A new message: the app may keep and reuse its own.  The app's own
+                # fields of these names give way: one X-RateLimit-Limit, not two.
+                kept = [h for h in message.get("headers", ()) if bytes(h[0]).lower() not in ours]
+                message = {**message, "headers": [*kept, *extra]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from limitry_local.errors import NOT_FOUND_BODY, APIError, LimitExceeded, LimitryError
+from limitry_local.errors import NOT_FOUND_BODY, APIError, LimitryError
 from limitry_local.ledger import LedgerError
 from limitry_local.limitry import ApiError
 from limitry_local.server.envelope1 import error_response, is_limitry1
@@ -55,7 +55,8 @@ async def limitry1_error(request: Request, exc: Exception) -> Response:
 async def api_error(request: Request, exc: Exception) -> Response:
     """``APIError`` (400, 401, 404, 429): its own status and body; a 429 keeps its headers."""
     assert isinstance(exc, APIError)
-    headers = exc.headers if isinstance(exc, LimitExceeded) else None
+    # A 429's headers, and a full bucket store's Retry-After.
+    headers = getattr(exc, "headers", None)
     return _answer(request, exc.status, exc.message, headers, exc.response)
 
 

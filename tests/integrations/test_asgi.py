@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +23,7 @@ from starlette.websockets import WebSocket
 from limitry_local import InvalidRequestError, Tracker, TrackPostRequest
 from limitry_local.integrations.asgi import LimitryMiddleware, Scope, response_of
 from limitry_local.testing import ManualClock
+from tests.conftest import START
 
 
 class Calls:
@@ -313,3 +317,53 @@ def test_response_of_is_none_without_the_middleware_or_for_a_skipped_request() -
     assert response_of({"type": "http"}) is None
     assert response_of({"type": "http", "state": {}}) is None
     assert response_of({"type": "http", "state": {"limitry_response": "not a response"}}) is None
+
+
+def _hello_app(tracker: Tracker, headers: dict[str, str] | None = None) -> Starlette:
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello", headers=headers)
+
+    app = Starlette(routes=[Route("/", hello)])
+    app.add_middleware(LimitryMiddleware, tracker=tracker, event=customer_event)
+    return app
+
+
+def test_a_full_bucket_store_is_a_503_with_its_retry_after() -> None:
+    """Found in review: BucketStoreFull reached the server as a bare 500."""
+    with Tracker(clock=ManualClock(START), max_buckets=1) as tracker:
+        tracker.rate_limits.create(name="rpm", limit_value=2, window="minute", per=["customer_id"])
+        with TestClient(_hello_app(tracker)) as client:
+            assert client.get("/", headers={"x-customer": "a"}).status_code == 200
+            refused = client.get("/", headers={"x-customer": "b"})
+    assert refused.status_code == 503
+    assert int(refused.headers["retry-after"]) >= 1
+    assert "max_buckets" in refused.json()["error"]
+
+
+def test_a_ledger_that_cannot_be_written_is_a_503_to_retry(tmp_path: Path) -> None:
+    """Found in review: a ledger locked by another process was a bare 500; serve
+    answers 503 with Retry-After, and nothing was recorded, so a retry is safe."""
+    path = tmp_path / "usage.db"
+    with Tracker(path, timeout=0.05) as tracker, TestClient(_hello_app(tracker)) as client:
+        tracker.quotas.create(name="q", metric="total_events", limit_value=9, period="day")
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            busy = client.get("/", headers={"x-customer": "a"})
+            other.execute("ROLLBACK")
+        assert busy.status_code == 503
+        assert busy.headers["retry-after"] == "1"
+        assert "locked" in busy.json()["error"] or "lock" in busy.json()["error"]
+        assert client.get("/", headers={"x-customer": "a"}).status_code == 200
+        assert tracker.ledger.event_count() == 1
+
+
+def test_the_apps_own_rate_limit_headers_give_way_to_the_middlewares(
+    tracker: Tracker,
+) -> None:
+    """Found in review: an app that set X-RateLimit-Limit itself answered two."""
+    tracker.rate_limits.create(name="rpm", limit_value=5, window="minute", per=["customer_id"])
+    app = _hello_app(tracker, headers={"X-RateLimit-Limit": "999", "x-app": "yes"})
+    with TestClient(app) as client:
+        answer = client.get("/", headers={"x-customer": "a"})
+    assert answer.headers.get_list("x-ratelimit-limit") == ["5"]
+    assert answer.headers["x-app"] == "yes"

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.testclient import TestClient
 
+from limitry_local import Tracker
+from limitry_local.server import create_app
 from tests.server.conftest import API_KEY, Server, running
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -439,3 +442,16 @@ def test_the_project_is_the_servers_and_keeps_its_times(client: httpx.Client) ->
 
 def _golden(name: str) -> Any:
     return json.loads((GOLDEN / name).read_text(encoding="utf-8"))
+
+
+def test_a_full_bucket_store_is_a_503_with_its_retry_after() -> None:
+    """Found in review: the 503 for BucketStoreFull dropped its Retry-After (only a
+    429's headers were passed on).  In process: serve has no max_buckets option."""
+    with Tracker(max_buckets=1) as tracker:
+        tracker.rate_limits.create(name="rpm", limit_value=2, window="minute", per=["customer_id"])
+        with TestClient(create_app(tracker)) as client:
+            first = client.post("/v1/track", json={"customerId": "a", "eventType": "e"})
+            refused = client.post("/v1/track", json={"customerId": "b", "eventType": "e"})
+    assert first.status_code == 201
+    assert refused.status_code == 503
+    assert int(refused.headers["Retry-After"]) >= 1
