@@ -804,6 +804,26 @@ def test_project_get_answers_the_trackers_project() -> None:
     run(go())
 
 
+def test_request_reads_a_query_in_the_path_and_leaves_out_none_params() -> None:
+    """Found in review: "/quotas?limit=1" was a 404 (the query was taken for part of
+    the path), and params={"cursor": None} sent the text "None" (a 400)."""
+
+    async def go() -> None:
+        async with Client(clock=ManualClock(START)) as client:
+            for name in ("a", "b"):
+                await client.request(
+                    "POST",
+                    "/quotas",
+                    {"name": name, "metric": "total_events", "limitValue": 2, "period": "day"},
+                )
+            page = await client.request("GET", "/quotas?limit=1", params={"cursor": None})
+            assert len(page["data"]) == 1 and page["hasMore"] is True
+            both = await client.request("GET", "/quotas", params={"limit": 5, "cursor": None})
+            assert len(both["data"]) == 2
+
+    run(go())
+
+
 def test_an_unknown_request_field_is_a_400_naming_it() -> None:
     # docs/semantics.md, "Unknown fields": refused, so a misspelt optional field never
     # records an event without the value it was meant to carry.
