@@ -31,6 +31,7 @@ from limitry_local.errors import InvalidRequestError
 from limitry_local.integrations._sdk import (
     CACHE_WRITE_INPUT,
     CACHED_INPUT,
+    REASONING,
     build_event,
     count,
     field,
@@ -79,10 +80,16 @@ def event_from(
     output = count(usage, "usage.output_tokens", required=True)
     read = count(usage, "usage.cache_read_input_tokens")
     written = count(usage, "usage.cache_creation_input_tokens")
+    # Part of output_tokens, as OpenAI's reasoning tokens are of theirs.
+    thinking = count(usage, "usage.output_tokens_details.thinking_tokens")
     assert uncached is not None and output is not None  # required=True
     properties = {
         name: value
-        for name, value in ((CACHED_INPUT, read), (CACHE_WRITE_INPUT, written))
+        for name, value in (
+            (CACHED_INPUT, read),
+            (CACHE_WRITE_INPUT, written),
+            (REASONING, thinking),
+        )
         if value is not None
     }
     return build_event(

@@ -55,6 +55,20 @@ def test_usage_without_cache_fields() -> None:
     assert event.properties == {}
 
 
+def test_thinking_tokens_are_the_reasoning_tokens_property() -> None:
+    """As OpenAI's reasoning tokens: part of the output, shown as a property."""
+    usage = Usage.model_validate(
+        {
+            "input_tokens": 12,
+            "output_tokens": 300,
+            "output_tokens_details": {"thinking_tokens": 250},
+        }
+    )
+    event = event_from(usage, customer_id="c", model="claude-sonnet-4-5")
+    assert (event.output_tokens, event.total_tokens) == (300, 312)
+    assert event.properties == {"reasoning_tokens": 250}
+
+
 def test_stream_delta_usage_needs_its_input_count() -> None:
     # A message_delta's usage may leave input_tokens out; the final Message has it.
     delta = MessageDeltaUsage.model_validate({"output_tokens": 40, "input_tokens": None})
