@@ -7,6 +7,7 @@ tests/properties/test_limitry_model.py; these are the edges one at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -355,6 +356,38 @@ def test_an_expired_reservation_gives_back_and_a_late_commit_still_charges(
     assert (late["status"], late["cost"]) == ("committed", 3)
     day = next(x for x in limitry.standing(subject=USER)["limits"] if x["window"] == "day")
     assert day["used"] == 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_hold_another_process_swept_cannot_be_extended(kind: str, tmp_path: Path) -> None:
+    """Found in review: a process whose clock ran a moment ahead swept the expired
+    hold; the extend then re-added an empty hold and answered "held", and a second
+    reservation took the 1-slot limit beside it."""
+    start = at("2026-01-15T10:00:00")
+    mine, theirs = ManualClock(start), ManualClock(start)
+    with contextlib.ExitStack() as stack:
+        if kind == "postgres":
+            schema = stack.enter_context(postgres_schema())
+            ledgers = [PostgresLedger(POSTGRES_DSN, schema=schema) for _ in range(2)]
+            a = stack.enter_context(Tracker(clock=mine, ledger=ledgers[0]))
+            b = stack.enter_context(Tracker(clock=theirs, ledger=ledgers[1]))
+        else:
+            a = stack.enter_context(Tracker(tmp_path / "usage.db", clock=mine))
+            b = stack.enter_context(Tracker(tmp_path / "usage.db", clock=theirs))
+        ours, other = Limitry(a), Limitry(b)
+        ours.limits.create(subject={"kind": "user"}, amount=1, window="concurrent")
+        held = ours.checks.create(subject=USER, action="job", mode="reserve", ttl_seconds=10)
+        mine.set(start + 9.9)  # 0.1 s before it expires, by our clock
+        theirs.set(start + 10.05)  # past it, by theirs: their check sweeps it
+        assert other.checks.create(subject=USER, action="job", mode="preview")["allowed"]
+        refused(
+            lambda: ours.reservations.extend(held["reservation"]["id"], ttl_seconds=600),
+            409,
+            "reservation_not_open",
+            "expired",
+        )
+        assert other.checks.create(subject=USER, action="job", mode="reserve")["allowed"]
+        assert not ours.checks.create(subject=USER, action="job", mode="reserve")["allowed"]
 
 
 def test_reserve_commits_what_the_block_used_and_releases_on_an_error(limitry: Limitry) -> None:

@@ -320,7 +320,15 @@ class Checks:
                     f"only an open reservation can be extended; this one is {found['status']}",
                 )
             ledger = self.state.ledger
-            held = ledger.pop_hold(scope, found["id"]) or []
+            held = ledger.pop_hold(scope, found["id"])
+            if held is None:
+                # Another process swept it as expired (its clock a moment ahead of
+                # ours): its units went back, and a new hold would hold nothing while
+                # this one answered "held" (found in review: two on a 1-slot limit).
+                raise conflict(
+                    "reservation_not_open",
+                    "only an open reservation can be extended; this one has expired",
+                )
             ledger.add_hold(scope, found["id"], held, now + ttl)
             found.update(expiresAt=iso(now + ttl), _expires=now + ttl)
             self.state.put(scope, RESERVATION, found["id"], found)

@@ -356,6 +356,19 @@ def test_subjects_get_update_reset(sdk: limitry.Limitry) -> None:
     assert sdk.subjects.reset("member", "m1")["reset"] == [limit["id"]]
 
 
+def test_a_subject_id_with_a_slash_is_served_as_in_process(sdk: limitry.Limitry) -> None:
+    """Found in review: the SDK sends "org/42" as org%2F42, the server decodes the
+    path before routing, and get, update and reset were 404s."""
+    limit = _limit(sdk, "org", 1)
+    who = {"kind": "org", "id": "eu/42"}
+    assert _check(sdk, who, "a")["allowed"] is True
+    assert sdk.subjects.get("org", "eu/42")["subject"] == who
+    updated = sdk.subjects.update("org", "eu/42", billing_date="2026-01-15T00:00:00Z")
+    assert updated["subject"] == who
+    assert sdk.subjects.reset("org", "eu/42", limit_id=limit["id"])["reset"] == [limit["id"]]
+    assert _check(sdk, who, "a")["allowed"] is True
+
+
 def test_usage_query_standing_and_subjects(sdk: limitry.Limitry, http: httpx.Client) -> None:
     limit = _limit(sdk, "meter", 10)
     for subject_id, cost in (("m1", 3), ("m2", 5)):

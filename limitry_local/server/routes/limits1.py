@@ -237,7 +237,9 @@ async def usage_by_subject(request: Request) -> Response:
 
 LIMIT_PATH = V1 + "/limits/{limit_id}"
 RESERVATION_PATH = V1 + "/reservations/{reservation_id}"
-SUBJECT_PATH = V1 + "/subjects/{subject_kind}/{subject_id}"
+# An id may hold "/" (the SDK sends it as %2F, which the server decodes before
+# routing): the id is the rest of the path (found in review: "org/42" was a 404).
+SUBJECT_PATH = V1 + "/subjects/{subject_kind}/{subject_id:path}"
 
 ROUTES = [
     Route(V1 + "/checks", check, methods=["POST"]),
