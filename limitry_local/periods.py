@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from limitry_local.errors import LimitryError
 
 Clock = Callable[[], float]
 """Any zero-argument callable returning unix seconds, like :func:`time.time`."""
@@ -60,7 +62,15 @@ def period_bounds(period: Period, at: float, timezone_name: str = "UTC") -> tupl
 
 @functools.lru_cache(maxsize=256)
 def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # A quota stored where this zone was known (another host's tz database,
+        # a name since retired): only its own quota fails, and it can be changed.
+        raise LimitryError(
+            f"time zone {name!r} of a quota is not known on this host: install the "
+            "tzdata package, or change the quota's timezone (quotas.update)"
+        ) from None
 
 
 def _zoned_bounds(period: Period, at: float, zone: ZoneInfo) -> tuple[int, int]:

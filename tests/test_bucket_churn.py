@@ -241,3 +241,26 @@ def test_a_changed_or_deleted_limits_buckets_free_their_room(change: str, tmp_pa
             tracker.usage(customer_id=f"c{n}", event_type="e")
         with pytest.raises(BucketStoreFull):  # the bound still holds for live buckets
             tracker.usage(customer_id="c8", event_type="e")
+
+
+def test_a_reservation_across_a_reshape_does_not_bring_old_buckets_back(tmp_path: Path) -> None:
+    """Found in review of the fix above: commits over their estimate, of holds taken
+    before a reshape, charged the old generation's dropped buckets and made them
+    again, never to be retired: at the bound new keys were refused for a day."""
+    clock = ManualClock(START)
+    with Tracker(tmp_path / "usage.db", clock=clock, max_buckets=4) as tracker:
+        limit = tracker.rate_limits.create(
+            name="daily",
+            limit_value=10_000,
+            window="1d",
+            per=["customer_id"],
+            metric="total_tokens",
+        )
+        held = [tracker.reserve(customer_id=f"c{n}", event_type="e", estimate=10) for n in range(4)]
+        tracker.rate_limits.update(limit.id, limit_value=5_000)
+        tracker.usage(customer_id="x", event_type="e", total_tokens=1)  # sweeps the old ones
+        for reservation in held:
+            reservation.commit(total_tokens=900)
+        clock.advance(60)
+        for n in range(3):  # with "x", the four buckets the bound allows
+            tracker.usage(customer_id=f"new{n}", event_type="e", total_tokens=1)

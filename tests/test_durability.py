@@ -518,6 +518,58 @@ def test_a_loss_the_timer_met_is_raised_by_the_next_flush(tiny_disk: Path) -> No
     assert committed(path) == 1
 
 
+UNTOLD_THEN_LOCKED = textwrap.dedent(
+    """
+    import os, resource, signal, sqlite3, sys, time
+    from limitry_local import LedgerError, Tracker
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    path = sys.argv[1]
+    tracker = Tracker(path, durability="batched", flush_ms=200, flush_events=100_000, timeout=0.3)
+    tracker.usage(customer_id="warm", event_type="e")
+    tracker.flush()
+    size = max(os.path.getsize(path), os.path.getsize(path + "-wal"))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+    for i in range(300):
+        tracker.usage(customer_id=f"c{i}", event_type="e", properties={"pad": "x" * 200})
+    ledger = tracker.ledger
+    deadline = time.monotonic() + 30
+    while ledger.lost_batches == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock at the first flush
+    for n in (1, 2):
+        try:
+            tracker.flush()
+            print(n, "returned")
+        except LedgerError as exc:
+            print(n, exc.reason, "lost" in str(exc))
+        if n == 1:
+            other.execute("ROLLBACK")
+    tracker.close()
+    """
+)
+
+
+def test_a_loss_stays_to_be_told_when_the_flush_that_found_it_fails(tmp_path: Path) -> None:
+    """Found in review of the fix above: the first flush() cleared the untold loss,
+    then failed on another writer's lock with an error that did not mention it, and
+    the next flush() returned: the lost batch was never told."""
+    done = subprocess.run(
+        [sys.executable, "-c", UNTOLD_THEN_LOCKED, str(tmp_path / "usage.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == "1 locked False"  # the lock's own error: the loss is not told yet
+    assert second.startswith("2 ") and second.endswith(" True"), second  # now it is
+
+
 LOST_AT_EXIT = textwrap.dedent(
     """
     import sys

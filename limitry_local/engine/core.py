@@ -17,12 +17,12 @@ import threading
 import weakref
 from collections.abc import Generator, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from limitry_local.alerts import Firing, log_entry
 from limitry_local.buckets import BucketAsk, BucketStore, RateLimitStore
 from limitry_local.denials import DenialCounter, TrackerStats
-from limitry_local.dimensions import Dimensions, extract
+from limitry_local.dimensions import Dimensions, Key, extract
 from limitry_local.errors import InvalidRequestError, LimitryError
 from limitry_local.ids import new_id
 from limitry_local.inputs import check_dimensions, date_range, optional_texts, page_size, text
@@ -435,6 +435,11 @@ class Engine:
         The cost of a lost adjustment is a bucket off by that much until it
         refills.
         """
+        if isinstance(self.store, BucketStore):
+            # A limit reshaped or deleted since the hold: its buckets were dropped,
+            # and charging one would make it again, never to be swept as retired.
+            live = self.definitions.live
+            asks = [ask for ask in asks if cast("tuple[str, str, Key]", ask.key)[:2] in live]
         if not asks:
             return
         try:

@@ -15,6 +15,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -27,6 +28,7 @@ from limitry_local.inputs import limit_id, page_size
 from limitry_local.ledger import LedgerBackend, LedgerError
 from limitry_local.metrics import amount_units
 from limitry_local.models import (
+    MAX_YEAR,
     Page,
     Quota,
     QuotaAlert,
@@ -53,6 +55,8 @@ from .rules import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+# Past every timestamp the models accept: a stored one beyond is damage.
+_LAST_INSTANT = datetime(MAX_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()
 L = TypeVar("L", Quota, RateLimit)
 
 
@@ -87,7 +91,8 @@ class Definitions:
         """What every call runs: the limits compiled for this version of the definitions."""
         self.on_retired: Callable[[set[tuple[str, str]]], None] | None = None
         """Told the ``(rate limit id, generation)`` pairs no limit has any more."""
-        self._live: set[tuple[str, str]] = set()
+        self.live: set[tuple[str, str]] = set()
+        """The ``(rate limit id, generation)`` pairs the limits have now."""
 
     # --- reading ---------------------------------------------------------------
 
@@ -134,7 +139,7 @@ class Definitions:
             [rule for rule in self._rate_rules.values() if rule.limit.enabled], quota_rules
         )
         live = {(rule.limit.id, rule.generation) for rule in self._rate_rules.values()}
-        retired, self._live = self._live - live, live
+        retired, self.live = self.live - live, live
         if retired and self.on_retired is not None:
             self.on_retired(retired)
 
@@ -263,9 +268,11 @@ class Definitions:
                 key = limit_key(quota.dimension_filters, quota.per, dims)
                 if key is None:
                     continue
+                if not -_LAST_INSTANT < row.ts < _LAST_INSTANT:  # (NaN too)
+                    raise ValueError(f"ts {row.ts!r} is no instant a ledger holds")
                 start, _ = period_bounds(quota.period, row.ts, quota.timezone)
                 totals[key_json(key), start] += amount_units(quota.metric, row)
-            except (ValueError, TypeError, AttributeError) as exc:
+            except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
                 raise damaged_event(row, exc) from None
         return [(key, start, used) for (key, start), used in totals.items()]
 

@@ -217,7 +217,8 @@ def event_model(row: EventRow) -> Event:
     """An event as ``events.list`` answers it; a damaged row is a "corrupt" LedgerError."""
     try:
         return _event_model(row)
-    except (ValueError, TypeError, AttributeError) as exc:  # ValidationError too
+    # ValidationError is a ValueError; a timestamp past the calendar, an OverflowError.
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
         raise damaged_event(row, exc) from None
 
 
@@ -279,8 +280,11 @@ def response_from_json(text: str) -> TrackPostResponse:
     try:
         stored = json.loads(text)
         response = TrackPostResponse.model_validate(stored["body"])
-        response.headers.update(stored["headers"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValidationError too
+        headers = stored["headers"]
+        if not all(isinstance(v, str) for v in headers.values()):
+            raise TypeError("a header value that is not text")  # a 500 when served
+        response.headers.update(headers)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise LedgerError(
             f"the response stored with this idempotency key is damaged ({exc!r:.200}); "
             "restore the ledger from a backup, or send the event with a new key",

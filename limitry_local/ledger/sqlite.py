@@ -566,9 +566,9 @@ class Ledger(SqlLedger):
             if not self._closed:
                 self._ensure_usable()
                 if self._failed is not None:
-                    untold, self._lost = self._lost, None
-                    self._try_write()
+                    self._try_write()  # if it fails, the loss stays to be told
                     self._failed = None
+                    untold, self._lost = self._lost, None
                     if untold is not None:
                         # The timer thread met the loss and no call has raised it:
                         # a flush() that returned would pass it for on disk.

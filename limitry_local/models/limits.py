@@ -79,7 +79,7 @@ class Quota(WireModel):
     period: Period
     per: list[str] = Field(default_factory=list, exclude_if=is_empty)
     # Ours: the calendar periods' time zone; written only when not UTC.
-    timezone: TimeZone = Field(default="UTC", exclude_if=is_utc)
+    timezone: str = Field(default="UTC", exclude_if=is_utc)
     overrides: dict[str, dict[str, int]] = Field(default_factory=dict, exclude_if=is_empty)
     mode: Mode = Field(default="enforce", exclude_if=is_enforce)
     fail_mode: FailMode = Field(default="closed", exclude_if=is_closed)

@@ -120,11 +120,13 @@ def test_a_body_past_the_bound_is_413_before_it_is_read_whole(
     server: Server, client: httpx.Client
 ) -> None:
     """Found in review: a 100 MiB body was read whole (the worker grew by 3.5 times
-    its size) before its 400.  Declared or chunked, past 8 MiB it is a 413."""
-    big = b'{"customerId": "c", "eventType": "e", "properties": {"p": "' + b"x" * (9 << 20) + b'"}}'
+    its size) before its 400.  Declared or chunked, past 32 MiB it is a 413."""
+    big = (
+        b'{"customerId": "c", "eventType": "e", "properties": {"p": "' + b"x" * (33 << 20) + b'"}}'
+    )
     declared = client.post("/track", content=big, headers={"Content-Type": "application/json"})
     assert declared.status_code == 413
-    assert "larger than 8,388,608 bytes" in declared.json()["error"]
+    assert "larger than 33,554,432 bytes" in declared.json()["error"]
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(big), 1 << 20):
@@ -135,8 +137,14 @@ def test_a_body_past_the_bound_is_413_before_it_is_read_whole(
     v1 = client.post("/checks", content=big)
     assert v1.status_code == 413
     assert "larger than" in v1.json()["error"]["message"]  # the 1.0 envelope
-    # A batch of 1000 ordinary events still fits, and the server goes on.
-    batch = {"events": [{"customerId": f"c{i}", "eventType": "e"} for i in range(1000)]}
+    # The largest valid batch still fits (a first bound of 8 MiB refused it, found
+    # in review): 1000 events with nearly 16 KiB of properties each, some 16 MB.
+    fat = {f"p{n}": "x" * 250 for n in range(60)}
+    batch = {
+        "events": [
+            {"customerId": f"c{i}", "eventType": "e", "properties": fat} for i in range(1000)
+        ]
+    }
     assert client.post("/events/batch", json=batch).status_code == 201
     assert client.post("/track", json={"customerId": "c", "eventType": "e"}).status_code == 201
 
