@@ -362,9 +362,9 @@ def test_a_subject_id_with_a_slash_is_served_as_in_process(sdk: limitry.Limitry)
     limit = _limit(sdk, "org", 1)
     who = {"kind": "org", "id": "eu/42"}
     assert _check(sdk, who, "a")["allowed"] is True
-    assert sdk.subjects.get("org", "eu/42")["subject"] == who
+    assert dict(sdk.subjects.get("org", "eu/42")["subject"]) == who
     updated = sdk.subjects.update("org", "eu/42", billing_date="2026-01-15T00:00:00Z")
-    assert updated["subject"] == who
+    assert dict(updated["subject"]) == who
     assert sdk.subjects.reset("org", "eu/42", limit_id=limit["id"])["reset"] == [limit["id"]]
     assert _check(sdk, who, "a")["allowed"] is True
 
