@@ -190,8 +190,10 @@ def plan(tracker: Limits, config: LimitsConfig, *, prune: bool) -> list[Change]:
 def apply(tracker: Limits, changes: Sequence[Change]) -> list[Change]:
     """Make the planned changes, one call each; returns them with the new ids filled in.
 
-    Not one transaction: a failure part-way leaves the earlier changes made,
-    and applying the same declaration again finishes the job (planning is by name).
+    :meth:`Tracker.apply` runs the plan and this in one exclusive write scope,
+    so the changes commit together or not at all; called alone, a failure
+    part-way leaves the earlier changes made, and applying the same
+    declaration again finishes the job (planning is by name).
     """
     done: list[Change] = []
     for change in changes:
@@ -213,8 +215,9 @@ def apply(tracker: Limits, changes: Sequence[Change]) -> list[Change]:
 def ensure_change(tracker: Limits, kind: Kind, desired: RateLimitCreate | QuotaCreate) -> Change:
     """Create the limit named ``desired.name``, or bring the one of that name to ``desired``.
 
-    The caller holds the Tracker's lock, so two threads ensuring one name
-    create it once.  Returns the change made (``unchanged`` when none).
+    The caller holds the Tracker's lock and the definitions' exclusive scope
+    (``Definitions.deciding``), so two threads, or two processes, ensuring one
+    name create it once.  Returns the change made (``unchanged`` when none).
     """
     if kind == "rate_limit":
         current: list[RateLimit | Quota] = list(rate_limits_in(tracker))

@@ -225,7 +225,7 @@ class Quotas(_Resource):
         several quotas already share the name.
         """
         request = parse(QuotaCreate, data, fields)
-        with self._engine.lock:
+        with self._engine.lock, self._definitions.deciding():
             change = ensure_change(_Pair(self._engine), "quota", request)
             assert change.id is not None
             return self.get(change.id)
@@ -303,7 +303,7 @@ class RateLimits(_Resource):
         limits already share the name.
         """
         request = parse(RateLimitCreate, data, fields)
-        with self._engine.lock:
+        with self._engine.lock, self._definitions.deciding():
             change = ensure_change(_Pair(self._engine), "rate_limit", request)
             assert change.id is not None
             return self.get(change.id)

@@ -261,9 +261,13 @@ class Tracker:
         sharing a declared name, a :class:`ConflictError` (409).
         """
         wanted = config if isinstance(config, LimitsConfig) else parse_limits(config)
-        with self._engine.lock:
-            changes = plan_limits(self, wanted, prune=prune)
-            return changes if dry_run else apply_limits(self, changes)
+        if dry_run:
+            with self._engine.lock:
+                return plan_limits(self, wanted, prune=prune)
+        # Planned and made in one exclusive scope: all or none, and two processes
+        # applying one file at once make each limit once.
+        with self._engine.lock, self._engine.definitions.deciding():
+            return apply_limits(self, plan_limits(self, wanted, prune=prune))
 
     # --- POST /track ------------------------------------------------------------
 

@@ -7,6 +7,7 @@ next call.  Rate-limit buckets are per process (docs/reliability.md).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import subprocess
@@ -20,7 +21,9 @@ import pytest
 
 from limitry_local import QuotaExceeded, RateLimitExceeded, Tracker
 from limitry_local.ledger import SCHEMA_VERSION
+from limitry_local.postgres_ledger import PostgresLedger
 from limitry_local.testing import ManualClock
+from tests.conftest import POSTGRES_DSN, postgres_schema
 
 EVENT = {"customer_id": "cust_1", "event_type": "model_call"}
 
@@ -249,3 +252,65 @@ def test_a_limit_change_gets_its_turn_beside_a_busy_batched_writer(tmp_path: Pat
     finally:
         writer.kill()
         writer.wait()
+
+
+STARTING_WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from limitry_local import Tracker
+    from limitry_local.postgres_ledger import PostgresLedger
+
+    where, start_at = sys.argv[1], float(sys.argv[2])
+    if where.startswith("postgresql://"):
+        dsn, schema = where.rsplit("#", 1)
+        tracker = Tracker(ledger=PostgresLedger(dsn, schema=schema))
+    else:
+        tracker = Tracker(where)
+    while time.time() < start_at:  # the workers start together
+        pass
+    tracker.rate_limits.ensure(name="rpm", limit_value=60, window="minute", per=["customer_id"])
+    tracker.quotas.ensure(
+        name="daily tokens", metric="total_tokens", limit_value=100_000, period="day"
+    )
+    tracker.apply({"rate_limits": [{"name": "rph", "limit_value": 600, "window": "hour"}]})
+    tracker.close()
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_workers_starting_at_once_ensure_each_limit_once(kind: str, tmp_path: Path) -> None:
+    """Found in review: the README's quick start, ensure() at every start, run by four
+    workers starting together made four "rpm" limits, and every later start died
+    with a 409.  The look and the create now share one exclusive write scope."""
+    with contextlib.ExitStack() as stack:
+        if kind == "postgres":
+            schema = stack.enter_context(postgres_schema())
+            where = f"{POSTGRES_DSN}#{schema}"
+            PostgresLedger(POSTGRES_DSN, schema=schema).close()  # the schema exists already
+
+            def opened() -> Tracker:
+                return Tracker(ledger=PostgresLedger(POSTGRES_DSN, schema=schema))
+        else:
+            where = str(tmp_path / "usage.db")
+            Tracker(where).close()
+
+            def opened() -> Tracker:
+                return Tracker(where)
+
+        start_at = str(time.time() + 2.0)
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", STARTING_WORKER, where, start_at],
+                cwd=Path(__file__).parent.parent,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        for worker in workers:
+            _, errors = worker.communicate(timeout=60)
+            assert worker.returncode == 0, errors
+        with opened() as tracker:
+            assert [limit.name for limit in tracker.rate_limits.list().data] == ["rpm", "rph"]
+            assert [quota.name for quota in tracker.quotas.list().data] == ["daily tokens"]

@@ -91,6 +91,9 @@ class Definitions:
         """What every call runs: the limits compiled for this version of the definitions."""
         self.on_retired: Callable[[set[tuple[str, str]]], None] | None = None
         """Told the ``(rate limit id, generation)`` pairs no limit has any more."""
+        self._deciding: Any = None
+        """The write scope of an open :meth:`deciding`, which changes join."""
+        self._joined = False
         self.live: set[tuple[str, str]] = set()
         """The ``(rate limit id, generation)`` pairs the limits have now."""
 
@@ -196,9 +199,40 @@ class Definitions:
     # --- changing ----------------------------------------------------------------
 
     @contextmanager
+    def deciding(self) -> Iterator[None]:
+        """One exclusive write scope around a look at the definitions and the changes
+        decided on it (``ensure``, ``apply``): two processes ensuring one name create it
+        once, where each used to look, find nothing and create (found in review: four
+        workers starting at once made four limits, and every later start a 409).
+        Changes inside join it (:meth:`changing`) and commit together, or none."""
+        with self.lock:
+            if self._deciding is not None:
+                yield
+                return
+            self._opened()
+            try:
+                with self._ledger.write(durable=True, exclusive=True) as conn:
+                    self._deciding, self._joined = conn, False
+                    try:
+                        self.refresh()
+                        yield
+                        version = self._ledger.bump_definitions(conn) if self._joined else None
+                    finally:
+                        self._deciding = None
+            except BaseException:
+                self._version = -1  # what joined may not have committed: read afresh
+                raise
+            if version is not None:
+                self._version = version
+
+    @contextmanager
     def changing(self) -> Iterator[Any]:
         """A durable write scope that sees, and then announces, the latest definitions."""
         with self.lock:
+            if self._deciding is not None:
+                self._joined = True
+                yield self._deciding  # the enclosing deciding() commits and announces
+                return
             self._opened()
             try:
                 with self._ledger.write(durable=True, exclusive=True) as conn:
