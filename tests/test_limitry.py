@@ -539,6 +539,14 @@ def test_usage_counts_units_allowed_and_refused_per_hour_and_by_subject(
     refused(lambda: limitry.usage.standing(subject="u1"), 400, "invalid_request", "kind:id")
 
 
+def test_a_subject_only_refused_is_listed_by_usage_subjects(limitry: Limitry) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=1, window="day")
+    assert not limitry.checks.create(subject=USER, action="a", cost=5)["allowed"]
+    assert limitry.usage.subjects(limit_id=limit["id"])["items"] == [
+        {"subject": USER, "used": 0, "remaining": 1, "refused": 1}
+    ]
+
+
 # --- the SDK's own arguments ----------------------------------------------------------
 
 

@@ -427,7 +427,12 @@ class Admin:
             with self.state.ledger.write() as scope:
                 self.state.ledger.pop_expired_holds(scope, now)
             counters = self.state.ledger.counters()
-            keys = {key for (q, key, _) in counters if q in (rule.id, rule.id + CREDITS)}
+            # A subject only refused has no counter of the limit's own: its refusals name it.
+            keys = {
+                key
+                for (q, key, _) in counters
+                if q in (rule.id, rule.id + CREDITS, rule.id + REFUSED)
+            }
             # The refusals by subject, read in the same one pass over the counters.
             refusals: dict[str, list[tuple[int, int]]] = defaultdict(list)
             for (q, key, hour), value in counters.items():
