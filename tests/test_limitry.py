@@ -255,7 +255,12 @@ def test_a_rolling_hour_frees_units_as_its_minutes_leave(
     limitry: Limitry, clock: ManualClock
 ) -> None:
     limitry.limits.create(subject={"kind": "user"}, amount=2, window="hour", rolling=True)
-    assert limitry.checks.create(subject=USER, action="a")["allowed"]
+    preview = limitry.checks.create(subject=USER, action="a", mode="preview")
+    assert preview["limits"][0]["resetsAt"] is None  # nothing counted yet
+    first = limitry.checks.create(subject=USER, action="a")
+    assert first["allowed"]
+    # Its own slot is the oldest counted now: it leaves the window an hour on.
+    assert first["limits"][0]["resetsAt"] == "2026-01-15T11:00:00.000Z"
     clock.advance(1800)
     assert limitry.checks.create(subject=USER, action="a")["allowed"]
     denied = limitry.checks.create(subject=USER, action="a")
