@@ -552,6 +552,29 @@ def test_a_subject_only_refused_is_listed_by_usage_subjects(limitry: Limitry) ->
     ]
 
 
+def test_usage_query_answers_at_most_5000_points(limitry: Limitry) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=1, window="day")
+    # 4,999 hours on: 5,000 points, the first hour and the last included.
+    most = limitry.usage.query(
+        limit_id=limit["id"],
+        from_="2025-06-21T01:00:00Z",
+        to="2026-01-15T08:00:00Z",
+        granularity="hour",
+    )
+    assert len(most["points"]) == 5000
+    refused(
+        lambda: limitry.usage.query(
+            limit_id=limit["id"],
+            from_="2025-06-21T00:00:00Z",
+            to="2026-01-15T08:00:00Z",
+            granularity="hour",
+        ),
+        400,
+        "invalid_request",
+        "from: at most 5000 points",
+    )
+
+
 # --- the SDK's own arguments ----------------------------------------------------------
 
 

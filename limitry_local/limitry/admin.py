@@ -481,8 +481,15 @@ class Admin:
             if since > until:
                 raise invalid("from", "must not be after to")
             first = math.floor(since) - math.floor(since) % step
-            if (until - first) / step > MAX_POINTS:
-                raise invalid("from", f"at most {MAX_POINTS} points; ask for a shorter range")
+            # One point per bucket from the first through the one holding `to`.
+            count = int((until - first) // step) + 1
+            if count > MAX_POINTS:
+                raise invalid(
+                    "from",
+                    f"at most {MAX_POINTS} points, and from {iso(since)} to {iso(until)} by "
+                    f"{granularity or 'day'} is {count}; ask for a shorter range"
+                    + (" or by day" if step == HOUR else ""),
+                )
             sums: dict[int, dict[str, int]] = defaultdict(
                 lambda: {"used": 0, "allowed": 0, "refused": 0}
             )
