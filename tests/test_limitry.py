@@ -445,6 +445,31 @@ def test_credits_add_to_a_balance_and_a_negative_one_needs_a_note(limitry: Limit
     assert (standing["amount"], standing["used"], standing["remaining"]) == (7, 5, 2)
 
 
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda face: face.subjects.reset("user", "u1", limit_id=5), "limitId"),
+        (lambda face: face.subjects.reset("user", "u1", limit_id=""), "limitId"),
+        (
+            lambda face: face.limits.credits.create("lim_nope", subject={"kind": "u"}, amount=1),
+            "subject.id",
+        ),
+        (lambda face: face.limits.credits.create("lim_nope", subject=USER, amount=0), "amount"),
+        (lambda face: face.limits.credits.create("lim_nope", subject=USER, amount=-1), "note"),
+        (
+            lambda face: face.limits.credits.create("lim_nope", subject=USER, amount=1, note=""),
+            "note",
+        ),
+    ],
+)
+def test_every_field_is_checked_before_the_limit_is_read(
+    limitry: Limitry, call: Any, field: str
+) -> None:
+    """A bad field is a 400 naming it, even with a limit that does not exist (not a 404)."""
+    error = refused(lambda: call(limitry), 400, "invalid_request", field)
+    assert error.message.startswith(f"{field}: ")
+
+
 # --- subjects -------------------------------------------------------------------------
 
 

@@ -264,25 +264,28 @@ class Admin:
     def add_credits(
         self, limit_id: Any, subject: Any, amount: Any, note: Any, key: str | None
     ) -> dict[str, Any]:
+        # Every field before anything is read.
+        who = check_subject(subject)
+        credits = whole(amount, "amount", -MAX_AMOUNT, MAX_AMOUNT)
+        if credits == 0:
+            raise invalid("amount", "add or take back at least one credit, not 0")
+        if credits < 0 and note is None:
+            raise invalid("note", "required when amount is negative: say why")
+        why = "" if note is None else text(note, "note")
+
         def add(scope: object, now: float) -> dict[str, Any]:
             rule = self.state.rule(limit_id)
             if rule.limit["window"] != "total":
                 raise invalid("limitId", "credits go to a balance: a limit whose window is total")
-            who = check_subject(subject)
             on = rule.limit["subject"]
             if on["kind"] != who["kind"] or on["id"] not in (None, who["id"]):
                 raise invalid("subject", f"the limit {rule.id} is not on {who['kind']} {who['id']}")
-            credits = whole(amount, "amount", -MAX_AMOUNT, MAX_AMOUNT)
-            if credits == 0:
-                raise invalid("amount", "add or take back at least one credit, not 0")
-            if credits < 0 and note is None:
-                raise invalid("note", "required when amount is negative: say why")
             credit: dict[str, Any] = {
                 "id": new_id("cred"),
                 "limitId": rule.id,
                 "subject": who,
                 "amount": credits,
-                "note": "" if note is None else text(note, "note"),
+                "note": why,
                 "createdByUserId": None,
                 "createdAt": iso(now),
             }
@@ -331,6 +334,8 @@ class Admin:
 
     def reset(self, kind: Any, subject_id: Any, limit_id: Any, key: str | None) -> dict[str, Any]:
         who = check_subject({"kind": kind, "id": subject_id})
+        if limit_id is not None:
+            text(limit_id, "limitId")
 
         def reset(scope: object, now: float) -> dict[str, Any]:
             rules = self._on(who)
