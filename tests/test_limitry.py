@@ -109,8 +109,18 @@ def test_a_limit_takes_the_defaults_and_reads_as_its_sentence(limitry: Limitry) 
         ),
         (
             {"subject": {"kind": "user"}, "amount": 1, "window": "total", "every": 2},
-            "window",
+            "every",
             "no periods",
+        ),
+        (
+            {"subject": {"kind": "u"}, "amount": 1, "window": "concurrent", "start": "first_use"},
+            "start",
+            "no periods",
+        ),
+        (
+            {"subject": {"kind": "k" * 150}, "amount": 1, "window": "day", "action": "a" * 150},
+            "name",
+            "give the limit a name",
         ),
         ({"subject": {"kind": "user"}, "amount": 1, "window": "day", "every": 0}, "every", "1 to"),
         (
