@@ -220,6 +220,60 @@ def test_sync_creates_changes_archives_and_previews(limitry: Limitry) -> None:
     )
     assert [(d["index"], d["field"]) for d in error.details or []] == [(1, "amount"), (0, "name")]
     assert limitry.limits.get(kept["id"])["amount"] == 4  # a problem anywhere changes nothing
+    error = refused(
+        lambda: limitry.limits.sync(
+            limits=[
+                {"subject": {"kind": "user"}, "amount": -5, "window": "day"},
+                {"name": "daily", "subject": {"kind": "team"}, "amount": 1, "window": "day"},
+            ]
+        ),
+        400,
+        "invalid_request",
+        "2 problem",
+    )
+    # Each problem at its entry's index, after an entry that could not be read too.
+    assert [(d["index"], d["field"]) for d in error.details or []] == [(0, "amount"), (1, "name")]
+
+
+def test_sync_changes_the_amount_of_an_unnamed_entry_in_place(limitry: Limitry) -> None:
+    """Found in review: an unnamed entry is named by its sentence, which holds its amount,
+    so a new amount archived the limit and made one with fresh counters."""
+    monthly = {"subject": {"kind": "user"}, "amount": 100, "window": "month"}
+    [name] = limitry.limits.sync(limits=[monthly])["created"]
+    [limit] = limitry.limits.list()["items"]
+    assert limitry.checks.create(subject=USER, action="a", cost=100)["allowed"]
+    raised = limitry.limits.sync(limits=[dict(monthly, amount=150)], archive_missing=True)
+    new_name = "150 units per month for every user"
+    assert raised == {
+        "preview": False,
+        "created": [],
+        "updated": [
+            {
+                "name": new_name,
+                "changes": {
+                    "name": {"from": name, "to": new_name},
+                    "amount": {"from": 100, "to": 150},
+                },
+            }
+        ],
+        "archived": [],
+        "unchanged": [],
+    }
+    assert [x["id"] for x in limitry.limits.list()["items"]] == [limit["id"]]
+    # The counters kept: 100 used of 150.
+    assert not limitry.checks.create(subject=USER, action="a", cost=51)["allowed"]
+    assert limitry.checks.create(subject=USER, action="a", cost=50)["allowed"]
+    again = limitry.limits.sync(limits=[dict(monthly, amount=150)], archive_missing=True)
+    assert again["unchanged"] == [new_name]
+    # Two limits it could be: a problem, not a guess.
+    limitry.limits.create(subject={"kind": "user"}, amount=120, window="month")
+    error = refused(
+        lambda: limitry.limits.sync(limits=[dict(monthly, amount=200)]),
+        400,
+        "invalid_request",
+        "1 problem",
+    )
+    assert [(d["index"], d["field"]) for d in error.details or []] == [(0, "name")]
 
 
 # --- checks ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ before its next decision.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from .limits import (
     MAX_AMOUNT,
     check_subject,
     choice,
+    default_named,
     differences,
     invalid,
     new_limit,
@@ -200,23 +202,53 @@ class Admin:
         active = {r.limit["name"]: r.limit for r in self.state.rules() if r.active}
         problems: list[dict[str, Any]] = []
         wanted: list[dict[str, Any]] = []
+        origin: list[int] = []  # each wanted limit's index among the entries
         for index, entry in enumerate(entries):
             try:
                 if not isinstance(entry, Mapping):
                     raise invalid("limits", "each entry is a limit object")
                 wanted.append(new_limit(entry, new_id("lim"), now))
+                origin.append(index)
             except ApiError as exc:
                 field, _, message = exc.message.partition(": ")
                 problems.append({"index": index, "field": field, "message": message})
         names = [limit["name"] for limit in wanted]
-        for index, limit in enumerate(wanted):
+        # Each entry's active limit: the one of its name, else for an entry without
+        # a name, the one with a default name counting the same thing (its sentence
+        # holds its amount, so a new amount must not make a new limit).
+        matched: list[dict[str, Any] | None] = [active.get(name) for name in names]
+        unnamed: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for at, limit in enumerate(wanted):
+            if matched[at] is None and entries[origin[at]].get("name") is None:
+                unnamed[_counts(limit)].append(at)
+        taken = {limit["id"] for limit in matched if limit is not None}
+        for what, indexes in unnamed.items():
+            candidates = [
+                limit
+                for limit in active.values()
+                if limit["id"] not in taken and _counts(limit) == what and default_named(limit)
+            ]
+            if len(candidates) == 1 and len(indexes) == 1:
+                matched[indexes[0]] = candidates[0]
+            elif candidates:
+                for at in indexes:
+                    problems.append(
+                        {
+                            "index": origin[at],
+                            "field": "name",
+                            "message": f"{len(indexes)} entries without a name count what "
+                            f"{len(candidates)} active limits with default names count: "
+                            "name them to say which is which",
+                        }
+                    )
+        for at, limit in enumerate(wanted):
             if names.count(limit["name"]) > 1:
-                problems.append({"index": index, "field": "name", "message": "named twice"})
-            existing = active.get(limit["name"])
+                problems.append({"index": origin[at], "field": "name", "message": "named twice"})
+            existing = matched[at]
             if existing is not None and any(existing[f] != limit[f] for f in FIXED):
                 problems.append(
                     {
-                        "index": index,
+                        "index": origin[at],
                         "field": "name",
                         "message": f"{limit['name']!r} counts something else: what a limit "
                         "counts is fixed, so rename the entry to create a new limit",
@@ -236,13 +268,13 @@ class Admin:
             "archived": [],
             "unchanged": [],
         }
-        for limit in wanted:
-            existing = active.get(limit["name"])
+        for limit, existing in zip(wanted, matched, strict=True):
             if existing is None:
                 writes.append(limit)
                 result["created"].append(limit["name"])
                 continue
-            fields = {f: limit[f] for f in ("amount", "enabled", "failMode")}
+            # The name too: an unnamed entry's default name follows its amount.
+            fields = {f: limit[f] for f in ("name", "amount", "enabled", "failMode")}
             changed = patched(existing, fields, now)
             if changed == existing:
                 result["unchanged"].append(limit["name"])
@@ -252,8 +284,9 @@ class Admin:
                     {"name": limit["name"], "changes": differences(existing, changed)}
                 )
         if archive:
+            kept = {limit["id"] for limit in matched if limit is not None}
             for name, existing in active.items():
-                if name not in names:
+                if existing["id"] not in kept:
                     version = existing["version"] + 1
                     writes.append(dict(existing, archivedAt=now, updatedAt=now, version=version))
                     result["archived"].append(name)
@@ -523,6 +556,11 @@ class Admin:
             "granularity": "hour" if step == HOUR else "day",
             "points": points,
         }
+
+
+def _counts(limit: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a limit counts (its fixed fields), as a key."""
+    return tuple(json.dumps(limit[field], sort_keys=True) for field in FIXED)
 
 
 def _window_start(spot: Any, rule: Rule) -> float:

@@ -123,6 +123,15 @@ def sentence(limit: Mapping[str, Any]) -> str:
     return f"{measure} for {who}{action}"
 
 
+def default_named(limit: Mapping[str, Any]) -> bool:
+    """Whether the limit's name is its sentence, for its amount or an earlier one:
+    the name a limit made without one has (an update of the amount keeps it)."""
+    first = str(limit["name"]).split(" ", 1)[0]
+    if not (first.isascii() and first.isdigit()):
+        return False
+    return bool(sentence(dict(limit, amount=int(first))) == limit["name"])
+
+
 def new_limit(fields: Mapping[str, Any], limit_id: str, now: str) -> dict[str, Any]:
     """A limit from the create (or sync) fields, every default filled in."""
     unknown = set(fields) - set(CREATE_FIELDS)
