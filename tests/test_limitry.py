@@ -109,8 +109,18 @@ def test_a_limit_takes_the_defaults_and_reads_as_its_sentence(limitry: Limitry) 
         ),
         (
             {"subject": {"kind": "user"}, "amount": 1, "window": "total", "every": 2},
-            "window",
+            "every",
             "no periods",
+        ),
+        (
+            {"subject": {"kind": "u"}, "amount": 1, "window": "concurrent", "start": "first_use"},
+            "start",
+            "no periods",
+        ),
+        (
+            {"subject": {"kind": "k" * 150}, "amount": 1, "window": "day", "action": "a" * 150},
+            "name",
+            "give the limit a name",
         ),
         ({"subject": {"kind": "user"}, "amount": 1, "window": "day", "every": 0}, "every", "1 to"),
         (
@@ -210,6 +220,60 @@ def test_sync_creates_changes_archives_and_previews(limitry: Limitry) -> None:
     )
     assert [(d["index"], d["field"]) for d in error.details or []] == [(1, "amount"), (0, "name")]
     assert limitry.limits.get(kept["id"])["amount"] == 4  # a problem anywhere changes nothing
+    error = refused(
+        lambda: limitry.limits.sync(
+            limits=[
+                {"subject": {"kind": "user"}, "amount": -5, "window": "day"},
+                {"name": "daily", "subject": {"kind": "team"}, "amount": 1, "window": "day"},
+            ]
+        ),
+        400,
+        "invalid_request",
+        "2 problem",
+    )
+    # Each problem at its entry's index, after an entry that could not be read too.
+    assert [(d["index"], d["field"]) for d in error.details or []] == [(0, "amount"), (1, "name")]
+
+
+def test_sync_changes_the_amount_of_an_unnamed_entry_in_place(limitry: Limitry) -> None:
+    """Found in review: an unnamed entry is named by its sentence, which holds its amount,
+    so a new amount archived the limit and made one with fresh counters."""
+    monthly = {"subject": {"kind": "user"}, "amount": 100, "window": "month"}
+    [name] = limitry.limits.sync(limits=[monthly])["created"]
+    [limit] = limitry.limits.list()["items"]
+    assert limitry.checks.create(subject=USER, action="a", cost=100)["allowed"]
+    raised = limitry.limits.sync(limits=[dict(monthly, amount=150)], archive_missing=True)
+    new_name = "150 units per month for every user"
+    assert raised == {
+        "preview": False,
+        "created": [],
+        "updated": [
+            {
+                "name": new_name,
+                "changes": {
+                    "name": {"from": name, "to": new_name},
+                    "amount": {"from": 100, "to": 150},
+                },
+            }
+        ],
+        "archived": [],
+        "unchanged": [],
+    }
+    assert [x["id"] for x in limitry.limits.list()["items"]] == [limit["id"]]
+    # The counters kept: 100 used of 150.
+    assert not limitry.checks.create(subject=USER, action="a", cost=51)["allowed"]
+    assert limitry.checks.create(subject=USER, action="a", cost=50)["allowed"]
+    again = limitry.limits.sync(limits=[dict(monthly, amount=150)], archive_missing=True)
+    assert again["unchanged"] == [new_name]
+    # Two limits it could be: a problem, not a guess.
+    limitry.limits.create(subject={"kind": "user"}, amount=120, window="month")
+    error = refused(
+        lambda: limitry.limits.sync(limits=[dict(monthly, amount=200)]),
+        400,
+        "invalid_request",
+        "1 problem",
+    )
+    assert [(d["index"], d["field"]) for d in error.details or []] == [(0, "name")]
 
 
 # --- checks ---------------------------------------------------------------------------
@@ -255,7 +319,12 @@ def test_a_rolling_hour_frees_units_as_its_minutes_leave(
     limitry: Limitry, clock: ManualClock
 ) -> None:
     limitry.limits.create(subject={"kind": "user"}, amount=2, window="hour", rolling=True)
-    assert limitry.checks.create(subject=USER, action="a")["allowed"]
+    preview = limitry.checks.create(subject=USER, action="a", mode="preview")
+    assert preview["limits"][0]["resetsAt"] is None  # nothing counted yet
+    first = limitry.checks.create(subject=USER, action="a")
+    assert first["allowed"]
+    # Its own slot is the oldest counted now: it leaves the window an hour on.
+    assert first["limits"][0]["resetsAt"] == "2026-01-15T11:00:00.000Z"
     clock.advance(1800)
     assert limitry.checks.create(subject=USER, action="a")["allowed"]
     denied = limitry.checks.create(subject=USER, action="a")
@@ -440,6 +509,31 @@ def test_credits_add_to_a_balance_and_a_negative_one_needs_a_note(limitry: Limit
     assert (standing["amount"], standing["used"], standing["remaining"]) == (7, 5, 2)
 
 
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda face: face.subjects.reset("user", "u1", limit_id=5), "limitId"),
+        (lambda face: face.subjects.reset("user", "u1", limit_id=""), "limitId"),
+        (
+            lambda face: face.limits.credits.create("lim_nope", subject={"kind": "u"}, amount=1),
+            "subject.id",
+        ),
+        (lambda face: face.limits.credits.create("lim_nope", subject=USER, amount=0), "amount"),
+        (lambda face: face.limits.credits.create("lim_nope", subject=USER, amount=-1), "note"),
+        (
+            lambda face: face.limits.credits.create("lim_nope", subject=USER, amount=1, note=""),
+            "note",
+        ),
+    ],
+)
+def test_every_field_is_checked_before_the_limit_is_read(
+    limitry: Limitry, call: Any, field: str
+) -> None:
+    """A bad field is a 400 naming it, even with a limit that does not exist (not a 404)."""
+    error = refused(lambda: call(limitry), 400, "invalid_request", field)
+    assert error.message.startswith(f"{field}: ")
+
+
 # --- subjects -------------------------------------------------------------------------
 
 
@@ -537,6 +631,37 @@ def test_usage_counts_units_allowed_and_refused_per_hour_and_by_subject(
     ]
     assert limitry.limits.get(limit["id"])["lastCheckedAt"] == "2026-01-15T11:00:00.000Z"
     refused(lambda: limitry.usage.standing(subject="u1"), 400, "invalid_request", "kind:id")
+
+
+def test_a_subject_only_refused_is_listed_by_usage_subjects(limitry: Limitry) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=1, window="day")
+    assert not limitry.checks.create(subject=USER, action="a", cost=5)["allowed"]
+    assert limitry.usage.subjects(limit_id=limit["id"])["items"] == [
+        {"subject": USER, "used": 0, "remaining": 1, "refused": 1}
+    ]
+
+
+def test_usage_query_answers_at_most_5000_points(limitry: Limitry) -> None:
+    limit = limitry.limits.create(subject={"kind": "user"}, amount=1, window="day")
+    # 4,999 hours on: 5,000 points, the first hour and the last included.
+    most = limitry.usage.query(
+        limit_id=limit["id"],
+        from_="2025-06-21T01:00:00Z",
+        to="2026-01-15T08:00:00Z",
+        granularity="hour",
+    )
+    assert len(most["points"]) == 5000
+    refused(
+        lambda: limitry.usage.query(
+            limit_id=limit["id"],
+            from_="2025-06-21T00:00:00Z",
+            to="2026-01-15T08:00:00Z",
+            granularity="hour",
+        ),
+        400,
+        "invalid_request",
+        "from: at most 5000 points",
+    )
 
 
 # --- the SDK's own arguments ----------------------------------------------------------

@@ -8,6 +8,7 @@ before its next decision.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from .limits import (
     MAX_AMOUNT,
     check_subject,
     choice,
+    default_named,
     differences,
     invalid,
     new_limit,
@@ -200,23 +202,53 @@ class Admin:
         active = {r.limit["name"]: r.limit for r in self.state.rules() if r.active}
         problems: list[dict[str, Any]] = []
         wanted: list[dict[str, Any]] = []
+        origin: list[int] = []  # each wanted limit's index among the entries
         for index, entry in enumerate(entries):
             try:
                 if not isinstance(entry, Mapping):
                     raise invalid("limits", "each entry is a limit object")
                 wanted.append(new_limit(entry, new_id("lim"), now))
+                origin.append(index)
             except ApiError as exc:
                 field, _, message = exc.message.partition(": ")
                 problems.append({"index": index, "field": field, "message": message})
         names = [limit["name"] for limit in wanted]
-        for index, limit in enumerate(wanted):
+        # Each entry's active limit: the one of its name, else for an entry without
+        # a name, the one with a default name counting the same thing (its sentence
+        # holds its amount, so a new amount must not make a new limit).
+        matched: list[dict[str, Any] | None] = [active.get(name) for name in names]
+        unnamed: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for at, limit in enumerate(wanted):
+            if matched[at] is None and entries[origin[at]].get("name") is None:
+                unnamed[_counts(limit)].append(at)
+        taken = {limit["id"] for limit in matched if limit is not None}
+        for what, indexes in unnamed.items():
+            candidates = [
+                limit
+                for limit in active.values()
+                if limit["id"] not in taken and _counts(limit) == what and default_named(limit)
+            ]
+            if len(candidates) == 1 and len(indexes) == 1:
+                matched[indexes[0]] = candidates[0]
+            elif candidates:
+                for at in indexes:
+                    problems.append(
+                        {
+                            "index": origin[at],
+                            "field": "name",
+                            "message": f"{len(indexes)} entries without a name count what "
+                            f"{len(candidates)} active limits with default names count: "
+                            "name them to say which is which",
+                        }
+                    )
+        for at, limit in enumerate(wanted):
             if names.count(limit["name"]) > 1:
-                problems.append({"index": index, "field": "name", "message": "named twice"})
-            existing = active.get(limit["name"])
+                problems.append({"index": origin[at], "field": "name", "message": "named twice"})
+            existing = matched[at]
             if existing is not None and any(existing[f] != limit[f] for f in FIXED):
                 problems.append(
                     {
-                        "index": index,
+                        "index": origin[at],
                         "field": "name",
                         "message": f"{limit['name']!r} counts something else: what a limit "
                         "counts is fixed, so rename the entry to create a new limit",
@@ -236,13 +268,13 @@ class Admin:
             "archived": [],
             "unchanged": [],
         }
-        for limit in wanted:
-            existing = active.get(limit["name"])
+        for limit, existing in zip(wanted, matched, strict=True):
             if existing is None:
                 writes.append(limit)
                 result["created"].append(limit["name"])
                 continue
-            fields = {f: limit[f] for f in ("amount", "enabled", "failMode")}
+            # The name too: an unnamed entry's default name follows its amount.
+            fields = {f: limit[f] for f in ("name", "amount", "enabled", "failMode")}
             changed = patched(existing, fields, now)
             if changed == existing:
                 result["unchanged"].append(limit["name"])
@@ -252,8 +284,9 @@ class Admin:
                     {"name": limit["name"], "changes": differences(existing, changed)}
                 )
         if archive:
+            kept = {limit["id"] for limit in matched if limit is not None}
             for name, existing in active.items():
-                if name not in names:
+                if existing["id"] not in kept:
                     version = existing["version"] + 1
                     writes.append(dict(existing, archivedAt=now, updatedAt=now, version=version))
                     result["archived"].append(name)
@@ -264,25 +297,28 @@ class Admin:
     def add_credits(
         self, limit_id: Any, subject: Any, amount: Any, note: Any, key: str | None
     ) -> dict[str, Any]:
+        # Every field before anything is read.
+        who = check_subject(subject)
+        credits = whole(amount, "amount", -MAX_AMOUNT, MAX_AMOUNT)
+        if credits == 0:
+            raise invalid("amount", "add or take back at least one credit, not 0")
+        if credits < 0 and note is None:
+            raise invalid("note", "required when amount is negative: say why")
+        why = "" if note is None else text(note, "note")
+
         def add(scope: object, now: float) -> dict[str, Any]:
             rule = self.state.rule(limit_id)
             if rule.limit["window"] != "total":
                 raise invalid("limitId", "credits go to a balance: a limit whose window is total")
-            who = check_subject(subject)
             on = rule.limit["subject"]
             if on["kind"] != who["kind"] or on["id"] not in (None, who["id"]):
                 raise invalid("subject", f"the limit {rule.id} is not on {who['kind']} {who['id']}")
-            credits = whole(amount, "amount", -MAX_AMOUNT, MAX_AMOUNT)
-            if credits == 0:
-                raise invalid("amount", "add or take back at least one credit, not 0")
-            if credits < 0 and note is None:
-                raise invalid("note", "required when amount is negative: say why")
             credit: dict[str, Any] = {
                 "id": new_id("cred"),
                 "limitId": rule.id,
                 "subject": who,
                 "amount": credits,
-                "note": "" if note is None else text(note, "note"),
+                "note": why,
                 "createdByUserId": None,
                 "createdAt": iso(now),
             }
@@ -331,6 +367,8 @@ class Admin:
 
     def reset(self, kind: Any, subject_id: Any, limit_id: Any, key: str | None) -> dict[str, Any]:
         who = check_subject({"kind": kind, "id": subject_id})
+        if limit_id is not None:
+            text(limit_id, "limitId")
 
         def reset(scope: object, now: float) -> dict[str, Any]:
             rules = self._on(who)
@@ -427,7 +465,12 @@ class Admin:
             with self.state.ledger.write() as scope:
                 self.state.ledger.pop_expired_holds(scope, now)
             counters = self.state.ledger.counters()
-            keys = {key for (q, key, _) in counters if q in (rule.id, rule.id + CREDITS)}
+            # A subject only refused has no counter of the limit's own: its refusals name it.
+            keys = {
+                key
+                for (q, key, _) in counters
+                if q in (rule.id, rule.id + CREDITS, rule.id + REFUSED)
+            }
             # The refusals by subject, read in the same one pass over the counters.
             refusals: dict[str, list[tuple[int, int]]] = defaultdict(list)
             for (q, key, hour), value in counters.items():
@@ -476,8 +519,15 @@ class Admin:
             if since > until:
                 raise invalid("from", "must not be after to")
             first = math.floor(since) - math.floor(since) % step
-            if (until - first) / step > MAX_POINTS:
-                raise invalid("from", f"at most {MAX_POINTS} points; ask for a shorter range")
+            # One point per bucket from the first through the one holding `to`.
+            count = int((until - first) // step) + 1
+            if count > MAX_POINTS:
+                raise invalid(
+                    "from",
+                    f"at most {MAX_POINTS} points, and from {iso(since)} to {iso(until)} by "
+                    f"{granularity or 'day'} is {count}; ask for a shorter range"
+                    + (" or by day" if step == HOUR else ""),
+                )
             sums: dict[int, dict[str, int]] = defaultdict(
                 lambda: {"used": 0, "allowed": 0, "refused": 0}
             )
@@ -506,6 +556,11 @@ class Admin:
             "granularity": "hour" if step == HOUR else "day",
             "points": points,
         }
+
+
+def _counts(limit: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a limit counts (its fixed fields), as a key."""
+    return tuple(json.dumps(limit[field], sort_keys=True) for field in FIXED)
 
 
 def _window_start(spot: Any, rule: Rule) -> float:

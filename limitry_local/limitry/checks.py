@@ -74,6 +74,11 @@ def ttl_of(ttl_seconds: Any) -> int:
 
 def check_limit(standing: Standing, spent: int) -> dict[str, Any]:
     limit = standing.place.rule.limit
+    resets = standing.resets_at
+    spot = standing.place
+    if resets is None and spent and spot.slot:
+        # No slot counted before this check: the one it charged is now the oldest.
+        resets = spot.charge[2] + spot.slot * len(spot.counters)
     return {
         "limitId": limit["id"],
         "name": limit["name"],
@@ -82,7 +87,7 @@ def check_limit(standing: Standing, spent: int) -> dict[str, Any]:
         "rolling": limit["rolling"],
         "failMode": limit["failMode"],
         "remaining": max(0, standing.remaining - spent),
-        "resetsAt": None if standing.resets_at is None else iso(standing.resets_at),
+        "resetsAt": None if resets is None else iso(resets),
     }
 
 

@@ -123,6 +123,15 @@ def sentence(limit: Mapping[str, Any]) -> str:
     return f"{measure} for {who}{action}"
 
 
+def default_named(limit: Mapping[str, Any]) -> bool:
+    """Whether the limit's name is its sentence, for its amount or an earlier one:
+    the name a limit made without one has (an update of the amount keeps it)."""
+    first = str(limit["name"]).split(" ", 1)[0]
+    if not (first.isascii() and first.isdigit()):
+        return False
+    return bool(sentence(dict(limit, amount=int(first))) == limit["name"])
+
+
 def new_limit(fields: Mapping[str, Any], limit_id: str, now: str) -> dict[str, Any]:
     """A limit from the create (or sync) fields, every default filled in."""
     unknown = set(fields) - set(CREATE_FIELDS)
@@ -139,8 +148,10 @@ def new_limit(fields: Mapping[str, Any], limit_id: str, now: str) -> dict[str, A
         raise invalid("rolling", f"only a minute, hour or day window can roll, not {window!r}")
     if rolling and (every != 1 or start != "calendar"):
         raise invalid("rolling", "a rolling window has every 1 and start calendar")
-    if window not in PERIODIC and (every != 1 or start != "calendar"):
-        raise invalid("window", f"a {window} limit has no periods: every 1, start calendar")
+    if window not in PERIODIC and every != 1:
+        raise invalid("every", f"a {window} limit has no periods: every is 1")
+    if window not in PERIODIC and start != "calendar":
+        raise invalid("start", f"a {window} limit has no periods: start is calendar")
     limit: dict[str, Any] = {
         "id": limit_id,
         "name": "",
@@ -161,7 +172,16 @@ def new_limit(fields: Mapping[str, Any], limit_id: str, now: str) -> dict[str, A
         "updatedAt": now,
     }
     name = fields.get("name")
-    limit["name"] = sentence(limit) if name is None else text(name, "name")
+    if name is None:
+        name = sentence(limit)
+        if len(name) > MAX_TEXT:
+            # A name longer than any name can be could never be sent back.
+            raise invalid(
+                "name",
+                f"the default name (the limit's sentence) has {len(name)} characters, "
+                f"more than {MAX_TEXT}: give the limit a name",
+            )
+    limit["name"] = text(name, "name")
     return limit
 
 

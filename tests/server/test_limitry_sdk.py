@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -527,3 +529,30 @@ def test_a_locked_ledger_is_503_busy_in_the_1_0_envelope(
     assert busy.json()["error"]["code"] == "busy"
     after = http.post("/checks", json={"subject": {"kind": "locked", "id": "l"}, "action": "a"})
     assert after.json()["allowed"] is True
+
+
+def test_guard_asks_again_while_the_ledger_is_busy_and_counts_once(
+    server: Server, sync_sdk: limitry.Limitry
+) -> None:
+    """A 503 ``busy`` is no failure to the SDK's helpers: ``guard`` asks again with the
+    same key (Retry-After, at least a second) before its fail mode would decide."""
+    sync_sdk.limits.create(subject={"kind": "waiter"}, amount=5, window="day")
+    holder = sqlite3.connect(server.db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+
+    def let_go() -> None:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    # Past the first attempt's 0.5 s wait (a 503), before the retry a second later.
+    releaser = threading.Timer(1.0, let_go)
+    releaser.start()
+    started = time.monotonic()
+    try:
+        with sync_sdk.guard(subject={"kind": "waiter", "id": "w1"}, action="a", fail_mode="closed"):
+            waited = time.monotonic() - started
+    finally:
+        releaser.join()
+    assert waited >= 1.0
+    [limit] = sync_sdk.usage.standing(subject="waiter:w1")["limits"]
+    assert limit["used"] == 1
