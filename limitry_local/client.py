@@ -32,7 +32,7 @@ from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from limitry_local.analytics import UsageReport
 from limitry_local.errors import APIError, InvalidRequestError, parse
@@ -275,6 +275,7 @@ async def _call_in_process(
     # The hosted client sends paths under its base URL, which ends in /v1.  A
     # query written into the path joins params; a None param is left out (found
     # in review: "/quotas?limit=1" was a 404, and cursor=None sent "None").
+    path = path.partition("#")[0]
     path, _, written = path.partition("?")
     full = path if path.startswith("/v1/") else "/v1" + path
     given = {name: value for name, value in (params or {}).items() if value is not None}
@@ -289,7 +290,8 @@ async def _call_in_process(
         "http_version": "1.1",
         "method": method,
         "scheme": "http",
-        "path": full,
+        # Decoded, as an HTTP server hands it on: "org%2F42" is the id "org/42".
+        "path": unquote(full),
         "raw_path": full.encode(),
         "query_string": query.encode(),
         "root_path": "",

@@ -838,3 +838,22 @@ def test_an_idempotency_key_is_replayed_for_a_day_then_purged(
     clock.advance(DAY + 3600)  # k1's second answer is past its day, and a purge is due
     limitry.checks.create(subject=USER, action="a", idempotency_key="k2")
     assert {key for key, _ in ledger.records("idempotency")} == {"k2"}
+
+
+@pytest.mark.parametrize("kind", ["team/eu", "team:eu"])
+def test_a_subject_kind_is_one_segment(limitry: Limitry, kind: str) -> None:
+    """Found in review: over HTTP, kind "team/eu" with id "42" was served as kind
+    "team" with id "eu/42", another subject; and "kind:id" cannot hold a ":" kind."""
+    refused(
+        lambda: limitry.limits.create(subject={"kind": kind}, amount=1, window="day"),
+        400,
+        "invalid_request",
+        "subject.kind",
+    )
+    refused(
+        lambda: limitry.checks.create(subject={"kind": kind, "id": "42"}, action="a"),
+        400,
+        "invalid_request",
+        "subject.kind",
+    )
+

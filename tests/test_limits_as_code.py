@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import warnings
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,11 +19,14 @@ from limitry_local import (
     ConflictError,
     DuplicateNameWarning,
     InvalidRequestError,
+    LedgerError,
     LimitsConfig,
     QuotaCreate,
     RateLimitExceeded,
     Tracker,
 )
+from limitry_local.testing import ManualClock
+from tests.conftest import START
 
 CONFIG = {
     "rate_limits": [{"name": "rpm", "limit_value": 60, "window": "minute"}],
@@ -241,3 +246,31 @@ async def _ensure_through_the_client(tracker: Tracker) -> None:
     assert first.id == again.id
     assert [q.id for q in tracker.quotas.list().data] == [first.id]
     assert [r.id for r in tracker.rate_limits.list().data] == [rpm.id]
+
+
+def test_an_apply_that_rolls_back_keeps_the_buckets_of_what_it_deleted(tmp_path: Path) -> None:
+    """Found in review: an apply that pruned a rate limit and then failed rolled back
+    in the ledger, but had told the bucket store the limit's buckets were gone; the
+    next sweep forgot a customer's spent tokens mid-minute (3 more of 3 admitted)."""
+    path = tmp_path / "usage.db"
+    with Tracker(path, clock=ManualClock(START)) as tracker:
+        tracker.apply(
+            {
+                "rate_limits": [
+                    {"name": "rpm", "limit_value": 3, "window": "minute", "per": ["customer_id"]}
+                ]
+            }
+        )
+        for _ in range(3):
+            tracker.usage(customer_id="c", event_type="x")
+        with closing(sqlite3.connect(path)) as conn:  # the quota's recount will fail on it
+            conn.execute("UPDATE events SET properties = '{not json' WHERE seq = 1")
+            conn.commit()
+        quota = {"name": "q", "metric": "total_tokens", "limit_value": 10, "period": "day"}
+        with pytest.raises(LedgerError, match="cannot be read"):
+            tracker.apply({"rate_limits": [], "quotas": [quota]}, prune=True)
+        assert [limit.name for limit in tracker.rate_limits.list().data] == ["rpm"]
+        for n in range(1500):  # ordinary traffic: enough writes for a sweep
+            tracker.usage(customer_id=f"other{n % 500}", event_type="x")
+        with pytest.raises(RateLimitExceeded):
+            tracker.usage(customer_id="c", event_type="x")

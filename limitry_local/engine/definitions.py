@@ -94,6 +94,7 @@ class Definitions:
         self._deciding: Any = None
         """The write scope of an open :meth:`deciding`, which changes join."""
         self._joined = False
+        self._retiring: set[tuple[str, str]] = set()
         self.live: set[tuple[str, str]] = set()
         """The ``(rate limit id, generation)`` pairs the limits have now."""
 
@@ -143,7 +144,12 @@ class Definitions:
         )
         live = {(rule.limit.id, rule.generation) for rule in self._rate_rules.values()}
         retired, self.live = self.live - live, live
-        if retired and self.on_retired is not None:
+        if self._deciding is not None:
+            # Told only once the scope commits: rolled back, the limits stand as
+            # they were, buckets and all (found in review: a failed apply wiped
+            # the spent tokens of a limit it had reshaped).
+            self._retiring |= retired
+        elif retired and self.on_retired is not None:
             self.on_retired(retired)
 
     def _stored(self, kind: type[M], row: dict[str, Any]) -> M:
@@ -221,9 +227,13 @@ class Definitions:
                         self._deciding = None
             except BaseException:
                 self._version = -1  # what joined may not have committed: read afresh
+                self._retiring = set()
                 raise
             if version is not None:
                 self._version = version
+            retired, self._retiring = self._retiring - self.live, set()
+            if retired and self.on_retired is not None:
+                self.on_retired(retired)
 
     @contextmanager
     def changing(self) -> Iterator[Any]:

@@ -148,7 +148,7 @@ class LimitryMiddleware:
             if message["type"] == "http.response.start":
                 # A new message: the app may keep and reuse its own.  The app's own
                 # fields of these names give way: one X-RateLimit-Limit, not two.
-                kept = [h for h in message.get("headers", ()) if bytes(h[0]).lower() not in ours]
+                kept = [h for h in message.get("headers", ()) if _name(h[0]) not in ours]
                 message = {**message, "headers": [*kept, *extra]}
             await send(message)
 
@@ -177,6 +177,11 @@ def response_of(scope: Scope) -> TrackPostResponse | None:
     state = scope.get("state")
     found = state.get(STATE_KEY) if isinstance(state, Mapping) else None
     return found if isinstance(found, TrackPostResponse) else None
+
+
+def _name(name: bytes | str) -> bytes:
+    # ASGI says bytes; some servers pass an app's str names through as they are.
+    return (name if isinstance(name, bytes) else str(name).encode("latin-1")).lower()
 
 
 def _raw(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

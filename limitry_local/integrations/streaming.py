@@ -179,7 +179,8 @@ class StreamUsage:
             return self.response  # finished already (by hand, then by the block)
         try:
             event = self.usage
-        except InvalidRequestError as exc:
+        # TypeError: another provider's fields (a compatible server's cache counts).
+        except (InvalidRequestError, TypeError) as exc:
             # Counts the adapters refuse (a compatible server's 100.0 tokens, an
             # output count alone): the estimate, not a hold left open to its ttl.
             logger.warning("stream %s: usage not read (%s); the estimate is committed", self, exc)
@@ -218,10 +219,18 @@ class StreamUsage:
     ) -> None:
         if self.reservation.state not in ("open", "expired"):
             return  # settled by hand
-        if exc_type is None or self._seen:
+        if exc_type is None:
             self.finish()
-        else:
-            self.abort()  # no chunk came: the call may never have reached the provider
+            return
+        try:
+            if self._seen:
+                self.finish()
+            else:
+                self.abort()  # no chunk came: the call may never have reached the provider
+        except Exception as failed:
+            # The stream's own exception is the caller's to see, not this one's; the
+            # hold expires at its ttl (found in review: a locked ledger hid it).
+            logger.warning("stream %s not settled after %r: %s", self, exc, failed)
 
     async def __aenter__(self) -> StreamUsage:
         return self

@@ -90,6 +90,11 @@ def limit_subject(value: Any, field: str = "subject") -> dict[str, str | None]:
     if unknown:
         raise invalid(f"{field}.{sorted(unknown)[0]}", "unknown field; a subject has kind and id")
     kind = text(value.get("kind"), f"{field}.kind")
+    if "/" in kind or ":" in kind:
+        # A kind is one path segment (/v1/subjects/{kind}/{id}, where an id may hold
+        # "/") and the part before ":" of "kind:id": found in review, "team/eu" was
+        # served as kind "team".
+        raise invalid(f"{field}.kind", f"may not contain '/' or ':', got {shown(kind)}")
     found = value.get("id")
     return {"kind": kind, "id": None if found is None else text(found, f"{field}.id")}
 

@@ -367,3 +367,25 @@ def test_the_apps_own_rate_limit_headers_give_way_to_the_middlewares(
         answer = client.get("/", headers={"x-customer": "a"})
     assert answer.headers.get_list("x-ratelimit-limit") == ["5"]
     assert answer.headers["x-app"] == "yes"
+
+
+def test_an_app_sending_header_names_as_str_still_gets_one_set(tracker: Tracker) -> None:
+    """Found in review: ASGI says bytes, but servers pass an app's str names through;
+    the de-duplication raised TypeError on them."""
+    tracker.rate_limits.create(name="rpm", limit_value=5, window="minute", per=["customer_id"])
+
+    async def raw_app(scope: Scope, receive: Any, send: Any) -> None:
+        headers = [("X-RateLimit-Limit", b"999"), ("x-app", b"yes")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"hi"})
+
+    app = LimitryMiddleware(raw_app, tracker=tracker, event=customer_event)
+    answer = asyncio.run(_asgi_get(app, {"x-customer": "a"}))
+    assert answer.headers.get_list("x-ratelimit-limit") == ["5"]
+    assert answer.headers["x-app"] == "yes"
+
+
+async def _asgi_get(app: Any, headers: dict[str, str]) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.get("/", headers=headers)

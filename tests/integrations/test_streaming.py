@@ -8,7 +8,10 @@ network.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -381,3 +384,46 @@ def test_dict_chunks_read_like_sdk_objects() -> None:
                 usage.observe(chunk.model_dump())
         (event,) = tracker.events.list().data
         assert event.total_tokens == 1280
+
+
+def test_usage_with_another_providers_fields_commits_the_estimate() -> None:
+    """Found in review of the fix above: an OpenAI-compatible server's usage with
+    Anthropic's cache field made the adapter raise TypeError, which was not caught:
+    the block raised and the hold stayed open until its ttl."""
+    last = _openai_chunks()[-1].model_dump()
+    last["usage"] = {
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "total_tokens": 120,
+        "cache_read_input_tokens": 0,
+    }
+    with _tracker() as tracker:
+        with track_stream(tracker, estimate=900, **WHO) as usage:
+            usage.observe(last)
+        assert usage.reservation.state == "committed"
+        (event,) = tracker.events.list().data
+        assert event.total_tokens == 900
+
+
+def test_a_commit_that_fails_after_a_broken_stream_does_not_hide_the_stream_error(
+    tmp_path: Path,
+) -> None:
+    """Found in review: the stream broke, the commit met a locked ledger, and the
+    caller saw the LedgerError, not the ConnectionError its handler waits for."""
+
+    def broken() -> Iterator[ChatCompletionChunk]:
+        yield _openai_chunks()[0]
+        raise ConnectionError("stream cut")
+
+    path = tmp_path / "usage.db"
+    with Tracker(path, clock=ManualClock(START), timeout=0.05) as tracker:
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            with (
+                pytest.raises(ConnectionError),
+                track_stream(tracker, estimate=100, **WHO) as usage,
+            ):
+                other.execute("BEGIN IMMEDIATE")  # the commit will find it locked
+                for _ in usage.wrap(broken()):
+                    pass
+            other.execute("ROLLBACK")
+        assert usage.reservation.state == "open"  # expires at its ttl
