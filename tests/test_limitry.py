@@ -856,4 +856,3 @@ def test_a_subject_kind_is_one_segment(limitry: Limitry, kind: str) -> None:
         "invalid_request",
         "subject.kind",
     )
-
