@@ -802,3 +802,52 @@ def test_check_warns_about_a_dimension_no_limit_uses(db: Path) -> None:
     assert json.loads(near.stdout)["unusedDimensions"] == ["teir"]
     fine = run("--db", db, "check", "customer_id=c", "tier=free")
     assert fine.returncode == 0 and fine.stderr == ""
+
+
+# --- review fixes: export to stdout under a progress bar, ... ----------------------
+
+
+def _read_terminal(controller: int) -> bytes:
+    """Everything written to a pty until its other end closes."""
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal's other end closed: the process is done
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    return drawn
+
+
+def test_export_to_stdout_under_a_progress_bar_writes_the_events_to_stdout(
+    db: Path,
+) -> None:
+    """rich's Progress redirected sys.stdout into its console: the events went to stderr."""
+    seed_events(db)
+    asked = run("--db", db, "events", "export", "--progress")
+    assert asked.returncode == 0, asked.stderr
+    assert len(asked.stdout.splitlines()) == 5
+    assert all(json.loads(line)["customerId"] for line in asked.stdout.splitlines())
+    assert "customerId" not in asked.stderr
+    assert "exporting" in asked.stderr
+
+    # As typed in a terminal: stderr is one (a pty), stdout redirected.
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in {"LIMITRY_LOCAL_DB", "NO_COLOR"}}
+    with subprocess.Popen(
+        [COMMAND, "--db", str(db), "events", "export", "--jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=env,
+    ) as process:
+        os.close(terminal)
+        assert process.stdout is not None
+        written = process.stdout.read()
+        drawn = _read_terminal(controller)
+        assert process.wait(timeout=60) == 0
+    os.close(controller)
+    assert len(written.splitlines()) == 5
+    assert b"customerId" not in drawn
+    assert b"exporting" in drawn

@@ -401,6 +401,10 @@ def _progress(args: argparse.Namespace) -> Iterator[Progress | None]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=errors,
+        # Left to itself, Progress redirects sys.stdout (and sys.stderr) into
+        # its console, so ``events export`` to stdout wrote the events to stderr.
+        redirect_stdout=False,
+        redirect_stderr=False,
     ) as progress:
         yield progress
 
