@@ -851,3 +851,58 @@ def test_export_to_stdout_under_a_progress_bar_writes_the_events_to_stdout(
     assert len(written.splitlines()) == 5
     assert b"customerId" not in drawn
     assert b"exporting" in drawn
+
+
+def test_demo_refuses_a_file_it_did_not_make_unless_forced(tmp_path: Path, db: Path) -> None:
+    """0.2's demo deleted whatever file --db named (notes, a production ledger) unasked."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my precious notes\n")
+    seed_events(db)
+    for argv in (["demo", "--db", notes], ["--db", db, "demo"]):
+        done = run(*argv)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"limitry-local: error: --db {argv[argv.index('--db') + 1]}:")
+        assert "is not a ledger the demo made" in done.stderr and "--force" in done.stderr
+        assert done.stderr.count("\n") == 1
+        assert done.stdout == ""
+    assert notes.read_text() == "my precious notes\n"
+    with Tracker(db) as untouched:
+        assert untouched.ledger.event_count() == 5
+    # A ledger the demo made is its own to recreate; --force recreates any file.
+    ok("demo", "--db", db, "--date", "2026-11-25", "--force")
+    again = ok("demo", "--db", db, "--date", "2026-11-25")
+    assert "9 events recorded, 3 denied" in again
+    with Tracker(db) as recreated:
+        assert recreated.ledger.event_count() == 9
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(("--db", "dir.db"), "--db dir.db: is a directory, not a ledger file", id="a-directory"),
+        pytest.param(
+            ("--date", "1960-01-01", "--db", "d.db"),
+            "--date 1960-01-01: the demo's day must fall between 1970-01-01 and 9998-12-31",
+            id="a-day-before-1970",
+        ),
+    ],
+)
+def test_demo_bad_arguments_exit_2_in_one_line(
+    tmp_path: Path, argv: tuple[str, ...], message: str
+) -> None:
+    """0.2: a directory was a traceback (exit 70), a day before 1970 exit 3 (a ledger error)."""
+    (tmp_path / "dir.db").mkdir()
+    done = run("demo", *argv, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"limitry-local: error: {message}\n"
+    module = subprocess.run(
+        [sys.executable, "-m", "limitry_local", "demo", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert module.returncode == 2, module.stderr
+    assert module.stderr == f"python -m limitry_local demo: error: {message}\n"
+    assert not (tmp_path / "d.db").exists()

@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"never ${ENV_DB}, since the demo deletes its file first)",
     )
     run_demo.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the --db file even if it is not a ledger the demo made",
+    )
+    run_demo.add_argument(
         "--date",
         type=date.fromisoformat,
         default=None,
@@ -440,7 +445,10 @@ def _check(args: argparse.Namespace, out: Console) -> int:
 
 def _demo(args: argparse.Namespace, out: Console) -> int:
     path: Path = getattr(args, "db", DEMO_DB)
-    demo.run(path, sys.stdout, args.date)
+    try:
+        demo.run(path, sys.stdout, args.date, force=args.force)
+    except demo.DemoError as exc:
+        raise CliError(str(exc)) from None
     return ExitCode.OK
 
 
