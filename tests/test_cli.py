@@ -906,3 +906,47 @@ def test_demo_bad_arguments_exit_2_in_one_line(
     assert module.returncode == 2, module.stderr
     assert module.stderr == f"python -m limitry_local demo: error: {message}\n"
     assert not (tmp_path / "d.db").exists()
+
+
+def _state(ledger: Path) -> tuple[bytes, str]:
+    connection = sqlite3.connect(ledger)
+    try:
+        journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        connection.close()
+    return ledger.read_bytes(), journal
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(("limits", "apply", "LIMITS", "--dry-run"), id="apply-dry-run"),
+        pytest.param(("limits", "list", "--json"), id="limits-list"),
+        pytest.param(("usage", "--period", "all", "--json"), id="usage"),
+        pytest.param(("breakdown", "--json"), id="breakdown"),
+        pytest.param(("timeseries", "--json"), id="timeseries"),
+        pytest.param(("events", "export"), id="export"),
+        pytest.param(("check", "customer_id=acme"), id="check"),
+    ],
+)
+def test_read_only_commands_refuse_an_older_ledger_rather_than_migrate_it(
+    tmp_path: Path, toml_file: Path, argv: tuple[str, ...]
+) -> None:
+    """0.2 upgraded a schema 1 ledger in place (to 8, and to WAL) for --dry-run or a read."""
+    old = tmp_path / "old.db"
+    shutil.copyfile(ROOT / "tests" / "ledgers" / "v1.db", old)
+    before = _state(old)
+    done = run("--db", old, *(str(toml_file) if a == "LIMITS" else a for a in argv))
+    assert done.returncode == 3, done.stderr
+    assert done.stderr == (
+        f"limitry-local: error: ledger {old} has schema version 1, older than this "
+        "version's 8; a command that only reads (or --dry-run) does not migrate it: run "
+        "limits apply or events import to migrate it in place (back it up first if an "
+        "older limitry_local still uses it)\n"
+    )
+    assert done.stdout == ""
+    assert _state(old) == before
+    # A writing command migrates it, after which reading works.
+    ok("--db", old, "limits", "apply", toml_file)
+    assert _state(old)[1] == "wal"
+    assert json.loads(ok("--db", old, "limits", "list", "--json"))["quotas"]

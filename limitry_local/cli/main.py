@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from limitry_local.cli import check, config, plan, render, transfer
 from limitry_local.cli.exits import CliError, ExitCode
 from limitry_local.cli.usage import Grouping, aggregate
 from limitry_local.errors import APIError, LimitryError
-from limitry_local.ledger import LedgerError
+from limitry_local.ledger import SCHEMA_VERSION, LedgerError
 from limitry_local.tracker import Tracker
 from limitry_local.version import __version__
 
@@ -507,6 +508,8 @@ def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
     """
     path = _db_path(args)
     timeout: float = getattr(args, "timeout", 5.0)
+    if missing != "create" and path.exists():
+        _refuse_to_migrate(path)
     if path.exists() or missing == "create":
         tracker = Tracker(path, timeout=timeout)
     elif missing == "empty":
@@ -519,6 +522,38 @@ def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
         )
     with tracker:
         yield tracker
+
+
+def _refuse_to_migrate(path: Path) -> None:
+    """Refuse a ledger of an older schema: opening it would migrate it in place.
+
+    For the commands that only read, and ``limits apply --dry-run``, which
+    are documented to change nothing.  The file is looked at through a
+    read-only connection; whatever that cannot read is left to the Tracker
+    to report, as before.
+    """
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (sqlite3.Error, OSError, ValueError):
+        return
+    try:
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.Error:
+        return
+    finally:
+        connection.close()
+    try:
+        version = int(row[0]) if row is not None else None
+    except (TypeError, ValueError):
+        return
+    if version is not None and 1 <= version < SCHEMA_VERSION:
+        raise CliError(
+            f"ledger {path} has schema version {version}, older than this version's "
+            f"{SCHEMA_VERSION}; a command that only reads (or --dry-run) does not migrate it: "
+            "run limits apply or events import to migrate it in place (back it up first if "
+            "an older limitry_local still uses it)",
+            ExitCode.LEDGER,
+        )
 
 
 # --- arguments --------------------------------------------------------------------
