@@ -950,3 +950,28 @@ def test_read_only_commands_refuse_an_older_ledger_rather_than_migrate_it(
     ok("--db", old, "limits", "apply", toml_file)
     assert _state(old)[1] == "wal"
     assert json.loads(ok("--db", old, "limits", "list", "--json"))["quotas"]
+
+
+def test_export_warns_that_it_leaves_out_limitry_1_0_records(db: Path) -> None:
+    """0.2 wrote nothing and said nothing for a ledger used through the 1.0 face."""
+    from limitry_local.limitry import Limitry  # noqa: PLC0415
+
+    seed_events(db)
+    quiet = run("--db", db, "events", "export")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    client = Limitry(str(db))
+    client.limits.create(subject={"kind": "user"}, amount=200, window="month", unit="cents")
+    for _ in range(3):
+        client.checks.create(subject={"kind": "user", "id": "usr_1"}, action="chat", cost=5)
+    client.close()
+    with sqlite3.connect(db) as connection:
+        (records,) = connection.execute("SELECT count(*) FROM records").fetchone()
+    assert records > 0
+    done = run("--db", db, "events", "export")
+    assert done.returncode == 0
+    assert len(done.stdout.splitlines()) == 5  # the v0 events, as before
+    assert done.stderr == (
+        f"limitry-local: warning: {db} also holds {records} Limitry 1.0 records (limits, "
+        "subjects, credits, reservations), which events export leaves out: it writes "
+        "v0 events only; copy the ledger file to keep them\n"
+    )

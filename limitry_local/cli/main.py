@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     events = commands.add_parser("events", help="export or import events as JSON Lines")
     event_commands = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
     export = event_commands.add_parser(
-        "export", parents=[common], help="write events as JSON Lines, oldest first"
+        "export", parents=[common], help="write events as JSON Lines, in the order recorded"
     )
     export.add_argument(
         "--jsonl", action="store_true", help="JSON Lines, one event per line (the only format)"
@@ -343,19 +343,29 @@ def _timeseries(args: argparse.Namespace, out: Console) -> int:
 
 def _export(args: argparse.Namespace, out: Console) -> int:
     filters = _filters(args)
-    with _ledger(args, "fail") as tracker, _progress(args) as progress:
-        task = None
-        if progress is not None:
-            task = progress.add_task("exporting", total=transfer.export_total(tracker, filters))
-        advance = _advancer(progress, task)
-        if args.output is None:
-            transfer.export_events(tracker, filters, sys.stdout, advance)
-            return ExitCode.OK
-        try:
-            with args.output.open("w", encoding="utf-8", newline="\n") as file:
-                count = transfer.export_events(tracker, filters, file, advance)
-        except OSError as exc:
-            raise CliError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
+    path = _db_path(args)
+    with _ledger(args, "fail") as tracker:
+        # Counted once the ledger is open (so known to be one, of this schema).
+        records = _count(path, "records")
+        if records:
+            sys.stderr.write(
+                f"limitry-local: warning: {path} also holds {records:,} Limitry 1.0 records "
+                "(limits, subjects, credits, reservations), which events export leaves out: "
+                "it writes v0 events only; copy the ledger file to keep them\n"
+            )
+        with _progress(args) as progress:
+            task = None
+            if progress is not None:
+                task = progress.add_task("exporting", total=transfer.export_total(tracker, filters))
+            advance = _advancer(progress, task)
+            if args.output is None:
+                transfer.export_events(tracker, filters, sys.stdout, advance)
+                return ExitCode.OK
+            try:
+                with args.output.open("w", encoding="utf-8", newline="\n") as file:
+                    count = transfer.export_events(tracker, filters, file, advance)
+            except OSError as exc:
+                raise CliError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
     _console(stderr=True).print(f"exported {count:,} events to {args.output}")
     return ExitCode.OK
 
@@ -522,6 +532,21 @@ def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
         )
     with tracker:
         yield tracker
+
+
+def _count(path: Path, table: str) -> int:
+    """Rows of ``table`` in the ledger file, read through a read-only connection; 0 if unreadable."""
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (sqlite3.Error, OSError, ValueError):
+        return 0
+    try:
+        (rows,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+    except sqlite3.Error:
+        return 0
+    finally:
+        connection.close()
+    return int(rows)
 
 
 def _refuse_to_migrate(path: Path) -> None:
