@@ -975,3 +975,39 @@ def test_export_warns_that_it_leaves_out_limitry_1_0_records(db: Path) -> None:
         "subjects, credits, reservations), which events export leaves out: it writes "
         "v0 events only; copy the ledger file to keep them\n"
     )
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".toml"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            {
+                ".json": "[" * 100_000 + "]" * 100_000,
+                ".yaml": "[" * 100_000 + "]" * 100_000,
+                ".toml": "a = " + "[" * 100_000 + "]" * 100_000,
+            },
+            "nested too deeply to read",
+            id="too-deep",
+        ),
+        pytest.param(
+            {
+                ".json": '{"quotas": [{"name": "q", "limit_value": ' + "9" * 5000 + "}]}",
+                ".yaml": "quotas:\n  - name: q\n    limit_value: " + "9" * 5000 + "\n",
+                ".toml": '[[quotas]]\nname = "q"\nlimit_value = ' + "9" * 5000 + "\n",
+            },
+            "cannot read the file (Exceeds the limit (4300 digits) for integer string "
+            "conversion: value has 5000 digits)",
+            id="an-integer-of-5000-digits",
+        ),
+    ],
+)
+def test_a_config_too_deep_or_too_long_to_read_is_exit_2_naming_it(
+    tmp_path: Path, db: Path, suffix: str, content: dict[str, str], message: str
+) -> None:
+    """0.2: a RecursionError or ValueError traceback, exit 70."""
+    config = tmp_path / f"limits{suffix}"
+    config.write_text(content[suffix])
+    done = run("--db", db, "limits", "apply", config, "--dry-run")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"limitry-local: error: {config}: {message}\n"

@@ -67,6 +67,12 @@ def read_document(path: Path) -> object:
         # Its str() spans lines (the mark, a caret); one line reads better on stderr.
         where = " ".join(str(exc).split()).replace('in "<unicode string>", ', "")
         raise CliError(f"{path}: not valid YAML: {where}") from None
+    except RecursionError:
+        raise CliError(f"{path}: nested too deeply to read") from None
+    except ValueError as exc:
+        # An integer of more digits than Python converts (4300): the first clause of
+        # the message says so; the rest advises a Python call no user of a CLI can make.
+        raise CliError(f"{path}: cannot read the file ({str(exc).split(';')[0]})") from None
 
 
 def parse_document(document: object, source: str) -> LimitsConfig:
