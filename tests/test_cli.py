@@ -1011,3 +1011,38 @@ def test_a_config_too_deep_or_too_long_to_read_is_exit_2_naming_it(
     done = run("--db", db, "limits", "apply", config, "--dry-run")
     assert done.returncode == 2, done.stderr
     assert done.stderr == f"limitry-local: error: {config}: {message}\n"
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["apply", "dry-run"])
+def test_prune_with_a_file_that_declares_no_limits_is_refused(
+    db: Path, toml_file: Path, tmp_path: Path, dry_run: tuple[str, ...]
+) -> None:
+    """0.2 deleted every limit: a file emptied by mistake (or moved) said 'delete them all'."""
+    ok("--db", db, "limits", "apply", toml_file)
+    empty = tmp_path / "team.yaml"
+    empty.write_text("# limits moved to another file\n")
+    done = run("--db", db, "limits", "apply", empty, "--prune", *dry_run)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"limitry-local: error: {empty}: declares no limits, so --prune would delete every "
+        "limit in the ledger; refused (declare at least one limit in the file)\n"
+    )
+    assert json.loads(ok("--db", db, "limits", "list", "--json"))["quotas"]
+    # Without --prune an empty file is a plan that changes nothing, as before.
+    assert "0 created, 0 updated, 0 deleted" in ok("--db", db, "limits", "apply", empty)
+
+
+def test_export_to_the_ledger_file_itself_is_refused(db: Path, tmp_path: Path) -> None:
+    """0.2 truncated the ledger it was reading: -o naming it, by any path."""
+    seed_events(db)
+    before = db.read_bytes()
+    for output in (db, tmp_path / "." / db.name):
+        done = run("--db", db, "events", "export", "-o", output)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            f"limitry-local: error: {output}: is the ledger file itself; "
+            "export to another file\n"
+        )
+    assert db.read_bytes() == before
+    with Tracker(db) as tracker:
+        assert tracker.ledger.event_count() == 5

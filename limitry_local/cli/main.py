@@ -280,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _apply(args: argparse.Namespace, out: Console) -> int:
     # The file first: a bad file never creates or touches a ledger.
     limits = config.load(args.file)
+    if args.prune and not (limits.rate_limits or limits.quotas):
+        # An empty (or all-commented) file is more often a mistake than a wish
+        # to delete every limit, and --prune would then stop all enforcement.
+        raise CliError(
+            f"{args.file}: declares no limits, so --prune would delete every limit in the "
+            "ledger; refused (declare at least one limit in the file)"
+        )
     with _ledger(args, "empty" if args.dry_run else "create") as tracker:
         changes = plan.plan(tracker, limits, prune=args.prune)
         if not args.dry_run:
@@ -344,6 +351,9 @@ def _timeseries(args: argparse.Namespace, out: Console) -> int:
 def _export(args: argparse.Namespace, out: Console) -> int:
     filters = _filters(args)
     path = _db_path(args)
+    if args.output is not None and _same_file(args.output, path):
+        # Opening it for writing would truncate the ledger being read.
+        raise CliError(f"{args.output}: is the ledger file itself; export to another file")
     with _ledger(args, "fail") as tracker:
         # Counted once the ledger is open (so known to be one, of this schema).
         records = _count(path, "records")
@@ -532,6 +542,13 @@ def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
         )
     with tracker:
         yield tracker
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.exists() and other.exists() and os.path.samefile(one, other)
+    except OSError:
+        return False
 
 
 def _count(path: Path, table: str) -> int:
