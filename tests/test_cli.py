@@ -1046,3 +1046,17 @@ def test_export_to_the_ledger_file_itself_is_refused(db: Path, tmp_path: Path) -
     assert db.read_bytes() == before
     with Tracker(db) as tracker:
         assert tracker.ledger.event_count() == 5
+
+
+def test_check_never_suggests_the_name_it_warns_about(db: Path) -> None:
+    """0.2: "'customer_id': ... did you mean 'customer_id'?" when no limit reads it."""
+    with Tracker(db) as tracker:
+        tracker.quotas.create(name="q", metric="total_events", limit_value=100, period="day")
+    done = run("--db", db, "check", "customer_id=acme", "model=gpt-4o")
+    assert done.returncode == 0
+    assert done.stderr == (
+        "limitry-local: warning: 'customer_id': no rate limit or quota uses this dimension, "
+        "so it changes no answer\n"
+        "limitry-local: warning: 'model': no rate limit or quota uses this dimension, "
+        "so it changes no answer\n"
+    )
