@@ -1060,3 +1060,44 @@ def test_check_never_suggests_the_name_it_warns_about(db: Path) -> None:
         "limitry-local: warning: 'model': no rate limit or quota uses this dimension, "
         "so it changes no answer\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        pytest.param(
+            "limits.yaml",
+            "quotas:\n  - name: q\n    metric: total_events\n    limit_value: 5\n"
+            "    period: day\n    limit_value: 50000\n",
+            "limits.yaml: not valid YAML: the key 'limit_value' is given twice line 6, column 5",
+            id="yaml",
+        ),
+        pytest.param(
+            "limits.json",
+            '{"quotas": [{"name": "q", "metric": "total_events", "limit_value": 5, '
+            '"period": "day", "limit_value": 50000}]}',
+            "limits.json: not valid JSON: the key 'limit_value' is given twice in one object",
+            id="json",
+        ),
+    ],
+)
+def test_a_key_given_twice_in_one_entry_is_refused(
+    tmp_path: Path, db: Path, name: str, content: str, message: str
+) -> None:
+    """0.2 kept the last value silently (TOML refuses the same file)."""
+    (tmp_path / name).write_text(content)
+    done = run("limits", "apply", name, "--db", db, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"limitry-local: error: {message}")
+    assert done.stderr.count("\n") == 1
+    assert not db.exists()
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path: Path, db: Path) -> None:
+    (tmp_path / "limits.yaml").write_text(
+        "quotas:\n  - &q {name: q, metric: total_events, period: day, limit_value: 5}\n"
+        "  - <<: *q\n    name: q2\n"
+    )
+    ok("limits", "apply", "limits.yaml", "--db", db, cwd=tmp_path)
+    quotas = json.loads(ok("--db", db, "limits", "list", "--json"))["quotas"]
+    assert sorted(q["name"] for q in quotas) == ["q", "q2"]
