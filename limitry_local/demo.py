@@ -56,7 +56,9 @@ def run(path: Path, out: TextIO, day: date | None = None, *, force: bool = False
     :class:`DemoError`, and nothing is touched.
     """
     if day is not None and not FIRST_DAY <= day <= LAST_DAY:
-        raise DemoError(f"--date {day}: the demo's day must fall between {FIRST_DAY} and {LAST_DAY}")
+        raise DemoError(
+            f"--date {day}: the demo's day must fall between {FIRST_DAY} and {LAST_DAY}"
+        )
     if path.is_dir():
         raise DemoError(f"--db {path}: is a directory, not a ledger file")
     if path.exists() and not force and not is_demo_ledger(path):
@@ -133,7 +135,7 @@ def run(path: Path, out: TextIO, day: date | None = None, *, force: bool = False
 
 
 def is_demo_ledger(path: Path) -> bool:
-    """Whether ``path`` is a ledger that :func:`run` left: only its two limits, customers, no records.
+    """Whether ``path`` is a ledger :func:`run` left: its two limits, its customers, no records.
 
     Read through a read-only connection, so that a file which is not one
     (another SQLite database, an older ledger) is not changed by asking.

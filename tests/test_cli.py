@@ -858,10 +858,10 @@ def test_demo_refuses_a_file_it_did_not_make_unless_forced(tmp_path: Path, db: P
     notes = tmp_path / "notes.txt"
     notes.write_text("my precious notes\n")
     seed_events(db)
-    for argv in (["demo", "--db", notes], ["--db", db, "demo"]):
+    for target, argv in ((notes, ("demo", "--db", notes)), (db, ("--db", db, "demo"))):
         done = run(*argv)
         assert done.returncode == 2, done.stderr
-        assert done.stderr.startswith(f"limitry-local: error: --db {argv[argv.index('--db') + 1]}:")
+        assert done.stderr.startswith(f"limitry-local: error: --db {target}:")
         assert "is not a ledger the demo made" in done.stderr and "--force" in done.stderr
         assert done.stderr.count("\n") == 1
         assert done.stdout == ""
@@ -879,7 +879,9 @@ def test_demo_refuses_a_file_it_did_not_make_unless_forced(tmp_path: Path, db: P
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        pytest.param(("--db", "dir.db"), "--db dir.db: is a directory, not a ledger file", id="a-directory"),
+        pytest.param(
+            ("--db", "dir.db"), "--db dir.db: is a directory, not a ledger file", id="a-directory"
+        ),
         pytest.param(
             ("--date", "1960-01-01", "--db", "d.db"),
             "--date 1960-01-01: the demo's day must fall between 1970-01-01 and 9998-12-31",
@@ -1040,8 +1042,7 @@ def test_export_to_the_ledger_file_itself_is_refused(db: Path, tmp_path: Path) -
         done = run("--db", db, "events", "export", "-o", output)
         assert done.returncode == 2, done.stderr
         assert done.stderr == (
-            f"limitry-local: error: {output}: is the ledger file itself; "
-            "export to another file\n"
+            f"limitry-local: error: {output}: is the ledger file itself; export to another file\n"
         )
     assert db.read_bytes() == before
     with Tracker(db) as tracker:

@@ -59,7 +59,7 @@ def read_document(path: Path) -> object:
             return tomllib.loads(text)
         if suffix == ".json":
             return json.loads(text, object_pairs_hook=_unique_keys)
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except _DuplicateKeyError as exc:
         raise CliError(f"{path}: not valid JSON: {exc}") from None
     except tomllib.TOMLDecodeError as exc:

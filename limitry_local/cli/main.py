@@ -552,13 +552,13 @@ def _same_file(one: Path, other: Path) -> bool:
 
 
 def _count(path: Path, table: str) -> int:
-    """Rows of ``table`` in the ledger file, read through a read-only connection; 0 if unreadable."""
+    """Rows of ``table`` in the ledger file, through a read-only connection; 0 if unreadable."""
     try:
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except (sqlite3.Error, OSError, ValueError):
         return 0
     try:
-        (rows,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+        (rows,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
     except sqlite3.Error:
         return 0
     finally:
