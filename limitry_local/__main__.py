@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from limitry_local import demo
+from limitry_local.errors import LimitryError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +27,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="simulated day, YYYY-MM-DD (default: today, UTC)",
     )
+    run_demo.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the --db file even if it is not a ledger the demo made",
+    )
     args = parser.parse_args(argv)
-    demo.run(args.db, sys.stdout, args.date)
+    try:
+        demo.run(args.db, sys.stdout, args.date, force=args.force)
+    except demo.DemoError as exc:
+        sys.stderr.write(f"{parser.prog} demo: error: {exc}\n")
+        return 2
+    except LimitryError as exc:  # the ledger file cannot be opened or written
+        sys.stderr.write(f"{parser.prog} demo: error: {exc}\n")
+        return 3
     return 0
 
 

@@ -8,6 +8,7 @@ time.  Afterwards the ledger file is reopened and usage is read back from it.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import date, datetime, timezone
 from datetime import time as dt_time
 from pathlib import Path
@@ -35,12 +36,36 @@ SCRIPT: list[tuple[float, str, str, str, int, int, float]] = [
 ]
 
 
-def run(path: Path, out: TextIO, day: date | None = None) -> None:
+RATE_LIMIT = "4 calls per minute"
+QUOTA = "daily tokens"
+# The days a ManualClock can start on (unix seconds 1970-01-01 to 9998-12-31).
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
+
+
+class DemoError(Exception):
+    """A bad argument to :func:`run`; its message is one line for stderr."""
+
+
+def run(path: Path, out: TextIO, day: date | None = None, *, force: bool = False) -> None:
     """Run the scenario on a fresh ledger at ``path``, printing as it goes.
 
     The simulated clock starts at 09:00 UTC on ``day`` (default: today), so
-    the outcomes are the same at any hour of the run.
+    the outcomes are the same at any hour of the run.  An existing file at
+    ``path`` is deleted first only if it is a ledger this demo left (its
+    limits and customers are the demo's), or if ``force`` is true; else
+    :class:`DemoError`, and nothing is touched.
     """
+    if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+        raise DemoError(
+            f"--date {day}: the demo's day must fall between {FIRST_DAY} and {LAST_DAY}"
+        )
+    if path.is_dir():
+        raise DemoError(f"--db {path}: is a directory, not a ledger file")
+    if path.exists() and not force and not is_demo_ledger(path):
+        raise DemoError(
+            f"--db {path}: the file exists and is not a ledger the demo made; the demo "
+            "deletes its file first, so name another file, or pass --force to delete this one"
+        )
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     day = day or datetime.now(timezone.utc).date()
@@ -49,10 +74,10 @@ def run(path: Path, out: TextIO, day: date | None = None) -> None:
 
     with Tracker(path, clock=manual) as tracker:
         tracker.rate_limits.create(
-            name="4 calls per minute", limit_value=4, window="minute", per=["customer_id"]
+            name=RATE_LIMIT, limit_value=4, window="minute", per=["customer_id"]
         )
         tracker.quotas.create(
-            name="daily tokens",
+            name=QUOTA,
             metric="total_tokens",
             limit_value=6000,
             period="day",
@@ -107,6 +132,33 @@ def run(path: Path, out: TextIO, day: date | None = None) -> None:
             )
         recorded = reopened.ledger.event_count()
         say(f"\n{recorded} events recorded, {len(SCRIPT) - recorded} denied (never recorded).\n")
+
+
+def is_demo_ledger(path: Path) -> bool:
+    """Whether ``path`` is a ledger :func:`run` left: its two limits, its customers, no records.
+
+    Read through a read-only connection, so that a file which is not one
+    (another SQLite database, an older ledger) is not changed by asking.
+    """
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (sqlite3.Error, OSError, ValueError):
+        return False
+    try:
+        rate_limits = connection.execute("SELECT name FROM rate_limits").fetchall()
+        quotas = connection.execute("SELECT name FROM quotas").fetchall()
+        customers = connection.execute("SELECT DISTINCT customer_id FROM events").fetchall()
+        records = connection.execute("SELECT 1 FROM records LIMIT 1").fetchall()
+    except sqlite3.Error:  # not a SQLite file, not a ledger, or a ledger of another schema
+        return False
+    finally:
+        connection.close()
+    return (
+        rate_limits == [(RATE_LIMIT,)]
+        and quotas == [(QUOTA,)]
+        and {customer for (customer,) in customers} <= {row[1] for row in SCRIPT}
+        and not records
+    )
 
 
 def _human(seconds: int) -> str:

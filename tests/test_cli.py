@@ -802,3 +802,303 @@ def test_check_warns_about_a_dimension_no_limit_uses(db: Path) -> None:
     assert json.loads(near.stdout)["unusedDimensions"] == ["teir"]
     fine = run("--db", db, "check", "customer_id=c", "tier=free")
     assert fine.returncode == 0 and fine.stderr == ""
+
+
+# --- review fixes: export to stdout under a progress bar, ... ----------------------
+
+
+def _read_terminal(controller: int) -> bytes:
+    """Everything written to a pty until its other end closes."""
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal's other end closed: the process is done
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    return drawn
+
+
+def test_export_to_stdout_under_a_progress_bar_writes_the_events_to_stdout(
+    db: Path,
+) -> None:
+    """rich's Progress redirected sys.stdout into its console: the events went to stderr."""
+    seed_events(db)
+    asked = run("--db", db, "events", "export", "--progress")
+    assert asked.returncode == 0, asked.stderr
+    assert len(asked.stdout.splitlines()) == 5
+    assert all(json.loads(line)["customerId"] for line in asked.stdout.splitlines())
+    assert "customerId" not in asked.stderr
+    assert "exporting" in asked.stderr
+
+    # As typed in a terminal: stderr is one (a pty), stdout redirected.
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in {"LIMITRY_LOCAL_DB", "NO_COLOR"}}
+    with subprocess.Popen(
+        [COMMAND, "--db", str(db), "events", "export", "--jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=env,
+    ) as process:
+        os.close(terminal)
+        assert process.stdout is not None
+        written = process.stdout.read()
+        drawn = _read_terminal(controller)
+        assert process.wait(timeout=60) == 0
+    os.close(controller)
+    assert len(written.splitlines()) == 5
+    assert b"customerId" not in drawn
+    assert b"exporting" in drawn
+
+
+def test_demo_refuses_a_file_it_did_not_make_unless_forced(tmp_path: Path, db: Path) -> None:
+    """0.2's demo deleted whatever file --db named (notes, a production ledger) unasked."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my precious notes\n")
+    seed_events(db)
+    for target, argv in ((notes, ("demo", "--db", notes)), (db, ("--db", db, "demo"))):
+        done = run(*argv)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"limitry-local: error: --db {target}:")
+        assert "is not a ledger the demo made" in done.stderr and "--force" in done.stderr
+        assert done.stderr.count("\n") == 1
+        assert done.stdout == ""
+    assert notes.read_text() == "my precious notes\n"
+    with Tracker(db) as untouched:
+        assert untouched.ledger.event_count() == 5
+    # A ledger the demo made is its own to recreate; --force recreates any file.
+    ok("demo", "--db", db, "--date", "2026-11-25", "--force")
+    again = ok("demo", "--db", db, "--date", "2026-11-25")
+    assert "9 events recorded, 3 denied" in again
+    with Tracker(db) as recreated:
+        assert recreated.ledger.event_count() == 9
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(
+            ("--db", "dir.db"), "--db dir.db: is a directory, not a ledger file", id="a-directory"
+        ),
+        pytest.param(
+            ("--date", "1960-01-01", "--db", "d.db"),
+            "--date 1960-01-01: the demo's day must fall between 1970-01-01 and 9998-12-31",
+            id="a-day-before-1970",
+        ),
+    ],
+)
+def test_demo_bad_arguments_exit_2_in_one_line(
+    tmp_path: Path, argv: tuple[str, ...], message: str
+) -> None:
+    """0.2: a directory was a traceback (exit 70), a day before 1970 exit 3 (a ledger error)."""
+    (tmp_path / "dir.db").mkdir()
+    done = run("demo", *argv, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"limitry-local: error: {message}\n"
+    module = subprocess.run(
+        [sys.executable, "-m", "limitry_local", "demo", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert module.returncode == 2, module.stderr
+    assert module.stderr == f"python -m limitry_local demo: error: {message}\n"
+    assert not (tmp_path / "d.db").exists()
+
+
+def _state(ledger: Path) -> tuple[bytes, str]:
+    connection = sqlite3.connect(ledger)
+    try:
+        journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        connection.close()
+    return ledger.read_bytes(), journal
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(("limits", "apply", "LIMITS", "--dry-run"), id="apply-dry-run"),
+        pytest.param(("limits", "list", "--json"), id="limits-list"),
+        pytest.param(("usage", "--period", "all", "--json"), id="usage"),
+        pytest.param(("breakdown", "--json"), id="breakdown"),
+        pytest.param(("timeseries", "--json"), id="timeseries"),
+        pytest.param(("events", "export"), id="export"),
+        pytest.param(("check", "customer_id=acme"), id="check"),
+    ],
+)
+def test_read_only_commands_refuse_an_older_ledger_rather_than_migrate_it(
+    tmp_path: Path, toml_file: Path, argv: tuple[str, ...]
+) -> None:
+    """0.2 upgraded a schema 1 ledger in place (to 8, and to WAL) for --dry-run or a read."""
+    old = tmp_path / "old.db"
+    shutil.copyfile(ROOT / "tests" / "ledgers" / "v1.db", old)
+    before = _state(old)
+    done = run("--db", old, *(str(toml_file) if a == "LIMITS" else a for a in argv))
+    assert done.returncode == 3, done.stderr
+    assert done.stderr == (
+        f"limitry-local: error: ledger {old} has schema version 1, older than this "
+        "version's 8; a command that only reads (or --dry-run) does not migrate it: run "
+        "limits apply or events import to migrate it in place (back it up first if an "
+        "older limitry_local still uses it)\n"
+    )
+    assert done.stdout == ""
+    assert _state(old) == before
+    # A writing command migrates it, after which reading works.
+    ok("--db", old, "limits", "apply", toml_file)
+    assert _state(old)[1] == "wal"
+    assert json.loads(ok("--db", old, "limits", "list", "--json"))["quotas"]
+
+
+def test_export_warns_that_it_leaves_out_limitry_1_0_records(db: Path) -> None:
+    """0.2 wrote nothing and said nothing for a ledger used through the 1.0 face."""
+    from limitry_local.limitry import Limitry  # noqa: PLC0415
+
+    seed_events(db)
+    quiet = run("--db", db, "events", "export")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    client = Limitry(str(db))
+    client.limits.create(subject={"kind": "user"}, amount=200, window="month", unit="cents")
+    for _ in range(3):
+        client.checks.create(subject={"kind": "user", "id": "usr_1"}, action="chat", cost=5)
+    client.close()
+    with sqlite3.connect(db) as connection:
+        (records,) = connection.execute("SELECT count(*) FROM records").fetchone()
+    assert records > 0
+    done = run("--db", db, "events", "export")
+    assert done.returncode == 0
+    assert len(done.stdout.splitlines()) == 5  # the v0 events, as before
+    assert done.stderr == (
+        f"limitry-local: warning: {db} also holds {records} Limitry 1.0 records (limits, "
+        "subjects, credits, reservations), which events export leaves out: it writes "
+        "v0 events only; copy the ledger file to keep them\n"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".toml"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            {
+                ".json": "[" * 100_000 + "]" * 100_000,
+                ".yaml": "[" * 100_000 + "]" * 100_000,
+                ".toml": "a = " + "[" * 100_000 + "]" * 100_000,
+            },
+            "nested too deeply to read",
+            id="too-deep",
+        ),
+        pytest.param(
+            {
+                ".json": '{"quotas": [{"name": "q", "limit_value": ' + "9" * 5000 + "}]}",
+                ".yaml": "quotas:\n  - name: q\n    limit_value: " + "9" * 5000 + "\n",
+                ".toml": '[[quotas]]\nname = "q"\nlimit_value = ' + "9" * 5000 + "\n",
+            },
+            "cannot read the file (Exceeds the limit (4300 digits) for integer string "
+            "conversion: value has 5000 digits)",
+            id="an-integer-of-5000-digits",
+        ),
+    ],
+)
+def test_a_config_too_deep_or_too_long_to_read_is_exit_2_naming_it(
+    tmp_path: Path, db: Path, suffix: str, content: dict[str, str], message: str
+) -> None:
+    """0.2: a RecursionError or ValueError traceback, exit 70."""
+    config = tmp_path / f"limits{suffix}"
+    config.write_text(content[suffix])
+    done = run("--db", db, "limits", "apply", config, "--dry-run")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"limitry-local: error: {config}: {message}\n"
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["apply", "dry-run"])
+def test_prune_with_a_file_that_declares_no_limits_is_refused(
+    db: Path, toml_file: Path, tmp_path: Path, dry_run: tuple[str, ...]
+) -> None:
+    """0.2 deleted every limit: a file emptied by mistake (or moved) said 'delete them all'."""
+    ok("--db", db, "limits", "apply", toml_file)
+    empty = tmp_path / "team.yaml"
+    empty.write_text("# limits moved to another file\n")
+    done = run("--db", db, "limits", "apply", empty, "--prune", *dry_run)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"limitry-local: error: {empty}: declares no limits, so --prune would delete every "
+        "limit in the ledger; refused (declare at least one limit in the file)\n"
+    )
+    assert json.loads(ok("--db", db, "limits", "list", "--json"))["quotas"]
+    # Without --prune an empty file is a plan that changes nothing, as before.
+    assert "0 created, 0 updated, 0 deleted" in ok("--db", db, "limits", "apply", empty)
+
+
+def test_export_to_the_ledger_file_itself_is_refused(db: Path, tmp_path: Path) -> None:
+    """0.2 truncated the ledger it was reading: -o naming it, by any path."""
+    seed_events(db)
+    before = db.read_bytes()
+    for output in (db, tmp_path / "." / db.name):
+        done = run("--db", db, "events", "export", "-o", output)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            f"limitry-local: error: {output}: is the ledger file itself; export to another file\n"
+        )
+    assert db.read_bytes() == before
+    with Tracker(db) as tracker:
+        assert tracker.ledger.event_count() == 5
+
+
+def test_check_never_suggests_the_name_it_warns_about(db: Path) -> None:
+    """0.2: "'customer_id': ... did you mean 'customer_id'?" when no limit reads it."""
+    with Tracker(db) as tracker:
+        tracker.quotas.create(name="q", metric="total_events", limit_value=100, period="day")
+    done = run("--db", db, "check", "customer_id=acme", "model=gpt-4o")
+    assert done.returncode == 0
+    assert done.stderr == (
+        "limitry-local: warning: 'customer_id': no rate limit or quota uses this dimension, "
+        "so it changes no answer\n"
+        "limitry-local: warning: 'model': no rate limit or quota uses this dimension, "
+        "so it changes no answer\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        pytest.param(
+            "limits.yaml",
+            "quotas:\n  - name: q\n    metric: total_events\n    limit_value: 5\n"
+            "    period: day\n    limit_value: 50000\n",
+            "limits.yaml: not valid YAML: the key 'limit_value' is given twice line 6, column 5",
+            id="yaml",
+        ),
+        pytest.param(
+            "limits.json",
+            '{"quotas": [{"name": "q", "metric": "total_events", "limit_value": 5, '
+            '"period": "day", "limit_value": 50000}]}',
+            "limits.json: not valid JSON: the key 'limit_value' is given twice in one object",
+            id="json",
+        ),
+    ],
+)
+def test_a_key_given_twice_in_one_entry_is_refused(
+    tmp_path: Path, db: Path, name: str, content: str, message: str
+) -> None:
+    """0.2 kept the last value silently (TOML refuses the same file)."""
+    (tmp_path / name).write_text(content)
+    done = run("limits", "apply", name, "--db", db, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"limitry-local: error: {message}")
+    assert done.stderr.count("\n") == 1
+    assert not db.exists()
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path: Path, db: Path) -> None:
+    (tmp_path / "limits.yaml").write_text(
+        "quotas:\n  - &q {name: q, metric: total_events, period: day, limit_value: 5}\n"
+        "  - <<: *q\n    name: q2\n"
+    )
+    ok("limits", "apply", "limits.yaml", "--db", db, cwd=tmp_path)
+    quotas = json.loads(ok("--db", db, "limits", "list", "--json"))["quotas"]
+    assert sorted(q["name"] for q in quotas) == ["q", "q2"]

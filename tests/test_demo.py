@@ -47,3 +47,18 @@ def test_demo_runs_twice_on_the_same_file(tmp_path: Path) -> None:
     assert first.stdout == second.stdout
     # 09:00 UTC on the day given: the first reset is 15 s after 1795597200.
     assert "X-RateLimit-Reset: 1795597215" in first.stdout
+
+
+def test_demo_leaves_a_file_it_did_not_make_alone(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.db"
+    notes.write_text("not a ledger\n")
+    command = [sys.executable, "-m", "limitry_local", "demo", "--db", str(notes)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert "is not a ledger the demo made" in refused.stderr
+    assert notes.read_text() == "not a ledger\n"
+    forced = subprocess.run(
+        [*command, "--force"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert "9 events recorded, 3 denied" in forced.stdout

@@ -9,6 +9,7 @@ pools collide and that the default limits can actually be exceeded.
 
 from __future__ import annotations
 
+import doctest
 import math
 import re
 import subprocess
@@ -16,6 +17,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,6 +25,10 @@ from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+import limitry_local.testing
+import limitry_local.testing.clock
+import limitry_local.testing.pytest_plugin
+import limitry_local.testing.strategies
 from limitry_local import (
     APIError,
     Event,
@@ -446,3 +452,19 @@ def test_the_testing_package_does_not_import_hypothesis() -> None:
         "assert 'hypothesis' not in sys.modules, 'hypothesis was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        limitry_local.testing,
+        limitry_local.testing.clock,
+        limitry_local.testing.pytest_plugin,
+        limitry_local.testing.strategies,
+    ],
+    ids=lambda module: module.__name__,
+)
+def test_the_docstring_examples_run(module: ModuleType) -> None:
+    """The toolkit's examples are what users copy; track_requests' drew year 9999 and failed."""
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0, result

@@ -32,7 +32,7 @@ def unused_dimensions(tracker: Tracker, dimensions: Mapping[str, str]) -> dict[s
         if name in used:
             continue
         # The four event fields are the likeliest meaning of a near miss.
-        known = sorted(used | set(BUILTIN_DIMENSIONS))
+        known = sorted((used | set(BUILTIN_DIMENSIONS)) - {name})  # never the name itself
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         warnings[name] = (

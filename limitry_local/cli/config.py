@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -57,8 +58,10 @@ def read_document(path: Path) -> object:
         if suffix == ".toml":
             return tomllib.loads(text)
         if suffix == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKeyError as exc:
+        raise CliError(f"{path}: not valid JSON: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CliError(f"{path}: not valid TOML: {exc}") from None
     except json.JSONDecodeError as exc:
@@ -67,6 +70,51 @@ def read_document(path: Path) -> object:
         # Its str() spans lines (the mark, a caret); one line reads better on stderr.
         where = " ".join(str(exc).split()).replace('in "<unicode string>", ', "")
         raise CliError(f"{path}: not valid YAML: {where}") from None
+    except RecursionError:
+        raise CliError(f"{path}: nested too deeply to read") from None
+    except ValueError as exc:
+        # An integer of more digits than Python converts (4300): the first clause of
+        # the message says so; the rest advises a Python call no user of a CLI can make.
+        raise CliError(f"{path}: cannot read the file ({str(exc).split(';')[0]})") from None
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (``json`` keeps the last silently)."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKeyError(f"the key {key!r} is given twice in one object")
+        document[key] = value
+    return document
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping.
+
+    PyYAML keeps the last value silently, where TOML refuses the file.  Keys
+    brought in by a merge (``<<: *defaults``) may still be overridden.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def parse_document(document: object, source: str) -> LimitsConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from limitry_local.cli import check, config, plan, render, transfer
 from limitry_local.cli.exits import CliError, ExitCode
 from limitry_local.cli.usage import Grouping, aggregate
 from limitry_local.errors import APIError, LimitryError
-from limitry_local.ledger import LedgerError
+from limitry_local.ledger import SCHEMA_VERSION, LedgerError
 from limitry_local.tracker import Tracker
 from limitry_local.version import __version__
 
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     events = commands.add_parser("events", help="export or import events as JSON Lines")
     event_commands = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
     export = event_commands.add_parser(
-        "export", parents=[common], help="write events as JSON Lines, oldest first"
+        "export", parents=[common], help="write events as JSON Lines, in the order recorded"
     )
     export.add_argument(
         "--jsonl", action="store_true", help="JSON Lines, one event per line (the only format)"
@@ -210,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help=f"run a short scenario on a fresh ledger file (default ./{DEMO_DB}; "
         f"never ${ENV_DB}, since the demo deletes its file first)",
+    )
+    run_demo.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the --db file even if it is not a ledger the demo made",
     )
     run_demo.add_argument(
         "--date",
@@ -274,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _apply(args: argparse.Namespace, out: Console) -> int:
     # The file first: a bad file never creates or touches a ledger.
     limits = config.load(args.file)
+    if args.prune and not (limits.rate_limits or limits.quotas):
+        # An empty (or all-commented) file is more often a mistake than a wish
+        # to delete every limit, and --prune would then stop all enforcement.
+        raise CliError(
+            f"{args.file}: declares no limits, so --prune would delete every limit in the "
+            "ledger; refused (declare at least one limit in the file)"
+        )
     with _ledger(args, "empty" if args.dry_run else "create") as tracker:
         changes = plan.plan(tracker, limits, prune=args.prune)
         if not args.dry_run:
@@ -337,19 +350,32 @@ def _timeseries(args: argparse.Namespace, out: Console) -> int:
 
 def _export(args: argparse.Namespace, out: Console) -> int:
     filters = _filters(args)
-    with _ledger(args, "fail") as tracker, _progress(args) as progress:
-        task = None
-        if progress is not None:
-            task = progress.add_task("exporting", total=transfer.export_total(tracker, filters))
-        advance = _advancer(progress, task)
-        if args.output is None:
-            transfer.export_events(tracker, filters, sys.stdout, advance)
-            return ExitCode.OK
-        try:
-            with args.output.open("w", encoding="utf-8", newline="\n") as file:
-                count = transfer.export_events(tracker, filters, file, advance)
-        except OSError as exc:
-            raise CliError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
+    path = _db_path(args)
+    if args.output is not None and _same_file(args.output, path):
+        # Opening it for writing would truncate the ledger being read.
+        raise CliError(f"{args.output}: is the ledger file itself; export to another file")
+    with _ledger(args, "fail") as tracker:
+        # Counted once the ledger is open (so known to be one, of this schema).
+        records = _count(path, "records")
+        if records:
+            sys.stderr.write(
+                f"limitry-local: warning: {path} also holds {records:,} Limitry 1.0 records "
+                "(limits, subjects, credits, reservations), which events export leaves out: "
+                "it writes v0 events only; copy the ledger file to keep them\n"
+            )
+        with _progress(args) as progress:
+            task = None
+            if progress is not None:
+                task = progress.add_task("exporting", total=transfer.export_total(tracker, filters))
+            advance = _advancer(progress, task)
+            if args.output is None:
+                transfer.export_events(tracker, filters, sys.stdout, advance)
+                return ExitCode.OK
+            try:
+                with args.output.open("w", encoding="utf-8", newline="\n") as file:
+                    count = transfer.export_events(tracker, filters, file, advance)
+            except OSError as exc:
+                raise CliError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
     _console(stderr=True).print(f"exported {count:,} events to {args.output}")
     return ExitCode.OK
 
@@ -401,6 +427,10 @@ def _progress(args: argparse.Namespace) -> Iterator[Progress | None]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=errors,
+        # Left to itself, Progress redirects sys.stdout (and sys.stderr) into
+        # its console, so ``events export`` to stdout wrote the events to stderr.
+        redirect_stdout=False,
+        redirect_stderr=False,
     ) as progress:
         yield progress
 
@@ -436,7 +466,10 @@ def _check(args: argparse.Namespace, out: Console) -> int:
 
 def _demo(args: argparse.Namespace, out: Console) -> int:
     path: Path = getattr(args, "db", DEMO_DB)
-    demo.run(path, sys.stdout, args.date)
+    try:
+        demo.run(path, sys.stdout, args.date, force=args.force)
+    except demo.DemoError as exc:
+        raise CliError(str(exc)) from None
     return ExitCode.OK
 
 
@@ -495,6 +528,8 @@ def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
     """
     path = _db_path(args)
     timeout: float = getattr(args, "timeout", 5.0)
+    if missing != "create" and path.exists():
+        _refuse_to_migrate(path)
     if path.exists() or missing == "create":
         tracker = Tracker(path, timeout=timeout)
     elif missing == "empty":
@@ -507,6 +542,60 @@ def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
         )
     with tracker:
         yield tracker
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.exists() and other.exists() and os.path.samefile(one, other)
+    except OSError:
+        return False
+
+
+def _count(path: Path, table: str) -> int:
+    """Rows of ``table`` in the ledger file, through a read-only connection; 0 if unreadable."""
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (sqlite3.Error, OSError, ValueError):
+        return 0
+    try:
+        (rows,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
+    except sqlite3.Error:
+        return 0
+    finally:
+        connection.close()
+    return int(rows)
+
+
+def _refuse_to_migrate(path: Path) -> None:
+    """Refuse a ledger of an older schema: opening it would migrate it in place.
+
+    For the commands that only read, and ``limits apply --dry-run``, which
+    are documented to change nothing.  The file is looked at through a
+    read-only connection; whatever that cannot read is left to the Tracker
+    to report, as before.
+    """
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (sqlite3.Error, OSError, ValueError):
+        return
+    try:
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.Error:
+        return
+    finally:
+        connection.close()
+    try:
+        version = int(row[0]) if row is not None else None
+    except (TypeError, ValueError):
+        return
+    if version is not None and 1 <= version < SCHEMA_VERSION:
+        raise CliError(
+            f"ledger {path} has schema version {version}, older than this version's "
+            f"{SCHEMA_VERSION}; a command that only reads (or --dry-run) does not migrate it: "
+            "run limits apply or events import to migrate it in place (back it up first if "
+            "an older limitry_local still uses it)",
+            ExitCode.LEDGER,
+        )
 
 
 # --- arguments --------------------------------------------------------------------

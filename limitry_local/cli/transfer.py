@@ -92,7 +92,7 @@ def export_events(
     out: TextIO,
     advance: Callable[[int], None] = lambda _: None,
 ) -> int:
-    """Write matching events to ``out`` as JSON Lines, oldest first; returns how many.
+    """Write matching events to ``out`` as JSON Lines, in recording order; returns how many.
 
     ``advance`` is told of each page written.
     """

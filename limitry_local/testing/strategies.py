@@ -128,7 +128,9 @@ def track_requests(
     >>> from hypothesis import given, strategies as st
     >>> @given(track_requests(
     ...     customer_ids=st.just("cust_1"),
-    ...     timestamps=st.datetimes(datetime(2026, 1, 1), timezones=st.just(timezone.utc)),
+    ...     timestamps=st.datetimes(
+    ...         datetime(2026, 1, 1), datetime(2026, 12, 31), timezones=st.just(timezone.utc)
+    ...     ),
     ... ))
     ... def test_one_customer(event):
     ...     assert event.customer_id == "cust_1" and event.timestamp is not None
