@@ -132,3 +132,21 @@ def test_overrides_that_differ_only_in_order_are_a_change(tracker: Tracker) -> N
     # The same order again is no change at all.
     (same,) = tracker.apply({"rate_limits": [{**shape, "overrides": old}]}, dry_run=True)
     assert same.action == "unchanged"
+
+
+def test_the_same_limit_spelled_another_way_is_no_change(tracker: Tracker) -> None:
+    """Found in review: any-of filter values in another order, or "1m" for "minute",
+    planned an update, and a rate limit's update starts its buckets afresh."""
+    shape = {"name": "rpm", "limit_value": 2, "per": ["customer_id"]}
+    tracker.rate_limits.ensure(
+        **shape, window="minute", dimension_filters={"model": ["gpt-4o", "gpt-4.1"]}
+    )
+    event = {"customer_id": "c", "event_type": "x", "model": "gpt-4o"}
+    tracker.usage(event)
+    tracker.usage(event)
+    again = {**shape, "window": "1m", "dimension_filters": {"model": ["gpt-4.1", "gpt-4o"]}}
+    (change,) = tracker.apply({"rate_limits": [again]}, dry_run=True)
+    assert change.action == "unchanged"
+    tracker.rate_limits.ensure(**again)
+    with pytest.raises(RateLimitExceeded):  # the bucket kept: still empty
+        tracker.usage(event)

@@ -37,6 +37,7 @@ from limitry_local.models.wire import (
     is_empty,
     is_enforce,
     is_utc,
+    window_seconds,
 )
 from limitry_local.periods import Period
 
@@ -302,13 +303,25 @@ def same_setting(name: str, before: Any, after: Any) -> bool:
     Overrides apply in the order given (:func:`effective_limit`), at both
     levels (a model and its dated snapshot may both have a value), so two
     that differ only in order are different limits; dicts alone compare
-    equal whatever their order.
+    equal whatever their order.  The other way round, a filter's list of
+    values in another order, or a window spelled another way ("minute",
+    "1m", "60s"), is the same limit (found in review: each planned an update,
+    and a rate limit's update starts its buckets afresh).
     """
     if name == "overrides":
         return [(k, list(v.items())) for k, v in before.items()] == [
             (k, list(v.items())) for k, v in after.items()
         ]
+    if name == "dimension_filters":
+        # A list of values is any of them: its order means nothing.
+        return _any_of(before) == _any_of(after)
+    if name == "window":
+        return window_seconds(before) == window_seconds(after)  # "minute" is "1m"
     return bool(before == after)
+
+
+def _any_of(filters: Mapping[str, str | list[str]]) -> dict[str, str | frozenset[str]]:
+    return {k: frozenset(v) if isinstance(v, list) else v for k, v in filters.items()}
 
 
 class RateLimitCheckRequest(RequestModel):
