@@ -514,7 +514,7 @@ _POSTGRES_SCHEMA = """
 class PostgresFloor:
     """Record one event per :meth:`record` call with raw ``psycopg``, one transaction each.
 
-    Per event: BEGIN; one event ``INSERT`` (the ledger's 13 columns, an id
+    Per event: BEGIN; one event ``INSERT`` (the ledger's 15 columns, an id
     minted as ``usage()`` mints it); one counter upsert (``INSERT ... ON
     CONFLICT DO UPDATE``, the row lock held to the commit, as a quota
     counter's is); COMMIT.  No lock beyond the row's, no counter read, no

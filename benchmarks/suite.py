@@ -747,7 +747,7 @@ H_NAMES: dict[tuple[Engine, Series], str] = {
 }
 H_WHAT: dict[tuple[Engine, Series], str] = {
     ("postgres", "floor"): "benchmarks/floors.py PostgresFloor in each process, all on one "
-    "schema of its own: BEGIN, INSERT the event (the ledger's 13 columns, 2 indexes), upsert "
+    "schema of its own: BEGIN, INSERT the event (the ledger's 15 columns, 2 indexes), upsert "
     "the customer's day counter, COMMIT, per event; no lock but the counter row's",
     ("postgres", "usage"): "Tracker(ledger=PostgresLedger(dsn, schema)).usage(...) in each "
     "process, all on one schema: 1 rate limit (memory buckets, each process its own) + "
@@ -1091,7 +1091,7 @@ WHAT = {
     "IMMEDIATE, INSERT event (4 columns, no index), upsert the day's counter, COMMIT; WAL, "
     "synchronous=NORMAL; no rate limit",
     "floor: raw sqlite3 on the ledger schema": "the same on a ledger file that limitry_local "
-    "created (13 columns, its 3 event indexes, ids minted as usage() mints them) plus the "
+    "created (15 columns, its 3 event indexes, ids minted as usage() mints them) plus the "
     "counter read a quota check needs: the SQL work of usage() without the Python around it",
     "floor: the contract's models around the ledger-schema floor": "benchmarks/floors.py "
     "ContractFloor with that ledger-schema SQL: the request validated by its pydantic model, "
