@@ -127,7 +127,8 @@ class LimitryMiddleware:
             return
         except LedgerError as failed:
             # The ledger could not be written (locked past its timeout, read-only,
-            # full): nothing was recorded, so a retry is safe; answered as serve does.
+            # full): nothing was recorded (its message says so where a commit's outcome
+            # is unknown); answered as serve does.
             logger.warning("request not metered: %s", failed)
             await _answer(send, 503, {"error": str(failed)}, {"Retry-After": "1"})
             return
