@@ -279,6 +279,38 @@ def test_limits_list_as_tables_and_as_wire_json(db: Path) -> None:
     assert listed["quotas"][0]["per"] == ["model"]
 
 
+def test_limits_list_json_applies_to_another_ledger_unchanged(
+    db: Path, tmp_path: Path, toml_file: Path
+) -> None:
+    # Moving limits between ledgers: list --json, then apply; the ledger's own
+    # fields (id, projectId, createdAt, updatedAt) are ignored, the rest declared.
+    ok("--db", db, "limits", "apply", toml_file)
+    listed = tmp_path / "limits.json"
+    listed.write_text(ok("--db", db, "limits", "list", "--json"))
+    other = tmp_path / "other.db"
+    applied = json.loads(ok("--db", other, "limits", "apply", listed, "--json"))
+    assert {change["action"] for change in applied["changes"]} == {"create"}
+    assert len(applied["changes"]) == 5
+    moved = json.loads(ok("--db", other, "limits", "list", "--json"))
+    ledger_fields = {"id", "projectId", "createdAt", "updatedAt"}
+
+    def declared(limits: dict[str, list[dict[str, object]]]) -> dict[str, object]:
+        return {
+            kind: [{k: v for k, v in limit.items() if k not in ledger_fields} for limit in items]
+            for kind, items in limits.items()
+        }
+
+    assert declared(moved) == declared(json.loads(listed.read_text()))
+    # Applied back to the ledger it came from, it changes nothing (ids kept).
+    again = json.loads(ok("--db", db, "limits", "apply", listed, "--json"))
+    assert {change["action"] for change in again["changes"]} == {"unchanged"}
+    # Other unknown fields are still refused.
+    listed.write_text(listed.read_text().replace('"projectId"', '"project"', 1))
+    refused = run("--db", other, "limits", "apply", listed)
+    assert refused.returncode == 2
+    assert "project: Extra inputs are not permitted" in refused.stderr
+
+
 # --- usage ------------------------------------------------------------------------
 
 
