@@ -279,6 +279,38 @@ def test_limits_list_as_tables_and_as_wire_json(db: Path) -> None:
     assert listed["quotas"][0]["per"] == ["model"]
 
 
+def test_limits_list_json_applies_to_another_ledger_unchanged(
+    db: Path, tmp_path: Path, toml_file: Path
+) -> None:
+    # Moving limits between ledgers: list --json, then apply; the ledger's own
+    # fields (id, projectId, createdAt, updatedAt) are ignored, the rest declared.
+    ok("--db", db, "limits", "apply", toml_file)
+    listed = tmp_path / "limits.json"
+    listed.write_text(ok("--db", db, "limits", "list", "--json"))
+    other = tmp_path / "other.db"
+    applied = json.loads(ok("--db", other, "limits", "apply", listed, "--json"))
+    assert {change["action"] for change in applied["changes"]} == {"create"}
+    assert len(applied["changes"]) == 5
+    moved = json.loads(ok("--db", other, "limits", "list", "--json"))
+    ledger_fields = {"id", "projectId", "createdAt", "updatedAt"}
+
+    def declared(limits: dict[str, list[dict[str, object]]]) -> dict[str, object]:
+        return {
+            kind: [{k: v for k, v in limit.items() if k not in ledger_fields} for limit in items]
+            for kind, items in limits.items()
+        }
+
+    assert declared(moved) == declared(json.loads(listed.read_text()))
+    # Applied back to the ledger it came from, it changes nothing (ids kept).
+    again = json.loads(ok("--db", db, "limits", "apply", listed, "--json"))
+    assert {change["action"] for change in again["changes"]} == {"unchanged"}
+    # Other unknown fields are still refused.
+    listed.write_text(listed.read_text().replace('"projectId"', '"project"', 1))
+    refused = run("--db", other, "limits", "apply", listed)
+    assert refused.returncode == 2
+    assert "project: Extra inputs are not permitted" in refused.stderr
+
+
 # --- usage ------------------------------------------------------------------------
 
 
@@ -365,6 +397,75 @@ def test_export_then_import_keeps_every_event_and_reimporting_adds_nothing(
         ]
         for customer in ("acme", "globex"):
             assert target.customers.get_usage(customer) == source.customers.get_usage(customer)
+
+
+def test_an_event_keeps_one_identity_however_many_ledgers_it_passes_through(
+    tmp_path: Path,
+) -> None:
+    # A -> B -> A, and C importing both A's and B's exports: each event is recorded
+    # once per ledger, whether it was recorded with a key of its own or without.
+    a, b, c = (tmp_path / f"{name}.db" for name in "abc")
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(
+        '{"customerId":"acme","eventType":"call","totalTokens":100,'
+        '"timestamp":"2026-11-25T10:00:00Z"}\n'
+        '{"customerId":"acme","eventType":"call","totalTokens":50,"idempotencyKey":"req-1",'
+        '"properties":{"team":"search"},"timestamp":"2026-11-25T10:01:00Z"}\n'
+    )
+    ok("--db", a, "events", "import", seed)
+    from_a, from_b, from_c = (tmp_path / f"{name}.jsonl" for name in "abc")
+
+    def export(ledger: Path, to: Path) -> None:
+        assert run("--db", ledger, "events", "export", "-o", to).returncode == 0
+
+    export(a, from_a)
+    assert ok("--db", b, "events", "import", from_a, "--json") == ok(
+        "--db", c, "events", "import", from_a, "--json"
+    )
+    export(b, from_b)
+    lines_a = [json.loads(line) for line in from_a.read_text().splitlines()]
+    lines_b = [json.loads(line) for line in from_b.read_text().splitlines()]
+    # The key an event was recorded under travels with it: the user's own, else
+    # the id it had in the first ledger.
+    assert "idempotencyKey" not in lines_a[0]
+    assert lines_a[1]["idempotencyKey"] == "req-1"
+    assert [line["idempotencyKey"] for line in lines_b] == [lines_a[0]["id"], "req-1"]
+    # Every other field is kept as it was.
+    assert [{**line, "id": "", "idempotencyKey": ""} for line in lines_b] == [
+        {**line, "id": "", "idempotencyKey": ""} for line in lines_a
+    ]
+    for target, source in ((a, from_b), (c, from_b), (b, from_a)):
+        again = json.loads(ok("--db", target, "events", "import", source, "--json"))
+        assert again == {"read": 2, "recorded": 0, "alreadyPresent": 2}, (target, source)
+    # A third hop: C's export still names the first ledger's event.
+    export(c, from_c)
+    for target in (a, b):
+        again = json.loads(ok("--db", target, "events", "import", from_c, "--json"))
+        assert again["recorded"] == 0
+    # An export made before exports carried keys, then one made after: the second
+    # is recognised by its ids, which the first left here as keys.
+    older, d = tmp_path / "older.jsonl", tmp_path / "d.db"
+    older.write_text(
+        "".join(json.dumps({**line, "idempotencyKey": None}) + "\n" for line in lines_a)
+    )
+    ok("--db", d, "events", "import", older)
+    assert json.loads(ok("--db", d, "events", "import", from_a, "--json"))["recorded"] == 0
+    for ledger in (a, b, c, d):
+        with Tracker(ledger) as tracker:
+            assert tracker.customers.get_usage("acme").total_events == 2
+            assert tracker.customers.get_usage("acme").total_tokens == 150
+    # The user's key still answers in every ledger: the same request is not recorded again.
+    for ledger in (a, b, c):
+        replay = ok(
+            "--db",
+            ledger,
+            "events",
+            "import",
+            "-",
+            stdin='{"customerId":"acme","eventType":"call","totalTokens":50,'
+            '"idempotencyKey":"req-1"}\n',
+        )
+        assert replay.endswith(": 0 recorded, 1 already in the ledger\n"), ledger
 
 
 def test_export_and_usage_page_through_more_events_than_one_page(db: Path) -> None:

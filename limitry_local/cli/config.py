@@ -3,7 +3,9 @@
 The file is the whole desired state of each limit it names: a field left out
 takes its default (``per = []``, ``enabled = true``, ...), it does not mean
 "keep what the ledger has".  Keys take the wire's camelCase or snake_case,
-as the library's models do.
+as the library's models do.  The fields a ledger gives a limit (``id``,
+``projectId``, ``createdAt``, ``updatedAt``) are ignored, so the output of
+``limits list --json`` applies to another ledger as it is.
 
     [[rate_limits]]
     name = "rpm"
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +120,32 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+LEDGER_FIELDS = frozenset(
+    {"id", "projectId", "project_id", "createdAt", "created_at", "updatedAt", "updated_at"}
+)
+"""What a ledger gives a limit, in either spelling: in a file, ignored (limits match by name)."""
+
+
 def parse_document(document: object, source: str) -> LimitsConfig:
     """Validate already-read data; ``source`` names it in error messages."""
     try:
-        return parse_limits(document)
+        return parse_limits(_declared(document))
     except InvalidRequestError as exc:
         raise CliError(f"{source}: {exc.message}") from None
+
+
+def _declared(document: object) -> object:
+    """``document`` without the :data:`LEDGER_FIELDS` of its entries; anything else as it is."""
+    if not isinstance(document, Mapping):
+        return document
+    return {
+        key: [
+            {name: value for name, value in entry.items() if name not in LEDGER_FIELDS}
+            if isinstance(entry, Mapping)
+            else entry
+            for entry in section
+        ]
+        if isinstance(section, list)
+        else section
+        for key, section in document.items()
+    }

@@ -1,11 +1,15 @@
 """``events export`` and ``events import``: the ledger's events as JSON Lines.
 
 An exported line is the ``Event`` wire form (``id``, ``createdAt``,
-``customerId``, ...).  Importing turns it back into a ``TrackPostRequest``:
+``customerId``, ...), plus the ``idempotencyKey`` the event was recorded
+under when it has one.  Importing turns it back into a ``TrackPostRequest``:
 ``createdAt`` becomes ``timestamp``, so the event lands in the same quota
-periods, and the exported ``id`` becomes the ``idempotencyKey`` (unless the
-line has one), so importing the same file again records nothing new.  A
-line may also be a plain ``TrackPostRequest`` in wire form.
+periods, and the line's ``idempotencyKey``, else its ``id``, becomes the
+event's key, so importing the same file again records nothing new.  An
+event imported from an export is exported with that key, so it keeps one
+identity (its first key, else its first id) however many ledgers it
+passes through.  A line may also be a plain ``TrackPostRequest`` in wire
+form.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from limitry_local.cli.exits import CliError
+from limitry_local.cli.exits import CliError, ExitCode
 from limitry_local.errors import InvalidRequestError, parse
+from limitry_local.inputs import date_range
 from limitry_local.models import (
     MAX_AMOUNT,
     MAX_BATCH,
@@ -55,7 +60,13 @@ def events_newest_first(tracker: Tracker, filters: EventFilters) -> Iterator[Eve
 
 
 def events_oldest_first(tracker: Tracker, filters: EventFilters) -> Iterator[Event]:
-    """Every matching event, in the order it was recorded, one page in memory at a time.
+    """Every matching event, in the order it was recorded, one page in memory at a time."""
+    for page in _pages_oldest_first(tracker, filters):
+        yield from page
+
+
+def _pages_oldest_first(tracker: Tracker, filters: EventFilters) -> Iterator[list[Event]]:
+    """Every matching event, in the order it was recorded, a page at a time.
 
     ``events.list`` pages newest first.  A first walk keeps only each page's
     cursor; a second reads the pages again from the last one back.  Pages
@@ -70,8 +81,9 @@ def events_oldest_first(tracker: Tracker, filters: EventFilters) -> Iterator[Eve
         cursors.append(last.next_cursor)
         last = _page(tracker, filters, last.next_cursor)
     for cursor in reversed(cursors):
-        yield from reversed(_page(tracker, filters, cursor).data)
-    yield from reversed(newest.data)
+        yield list(reversed(_page(tracker, filters, cursor).data))
+    if newest.data:
+        yield list(reversed(newest.data))
 
 
 def _page(tracker: Tracker, filters: EventFilters, cursor: str | None) -> Page[Event]:
@@ -94,27 +106,65 @@ def export_events(
 ) -> int:
     """Write matching events to ``out`` as JSON Lines, in recording order; returns how many.
 
-    ``advance`` is told of each page written.
+    Each line is the ``Event``, plus ``idempotencyKey`` when the event was
+    recorded under one.  ``advance`` is told of each page written.
     """
     count = 0
-    pending = 0
-    for event in events_oldest_first(tracker, filters):
-        out.write(json.dumps(event.model_dump(mode="json"), separators=(",", ":")) + "\n")
-        count += 1
-        pending += 1
-        if pending == PAGE:
-            advance(pending)
-            pending = 0
-    advance(pending)
+    for page in _pages_oldest_first(tracker, filters):
+        keys = _idempotency_keys(tracker, filters, page)
+        for event in page:
+            line = event.model_dump(mode="json")
+            key = keys.get(event.id)
+            if key is not None:
+                line["idempotencyKey"] = key
+            out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        count += len(page)
+        advance(len(page))
     return count
+
+
+def _idempotency_keys(
+    tracker: Tracker, filters: EventFilters, page: list[Event]
+) -> dict[str, str | None]:
+    """The key each event of ``page`` (a page, oldest first) was recorded under, by id.
+
+    ``Event`` does not carry it; the ledger's rows do.  A page's events are
+    the matching ones from its oldest to its newest, so the same filters
+    read below the newest one's place give the page's rows: one look-up
+    and one indexed query a page.
+    """
+    if not page:
+        return {}
+    ledger = tracker.ledger
+    newest = ledger.event_seq(page[-1].id)
+    if newest is None:  # pragma: no cover - events are never removed
+        raise CliError(f"event {page[-1].id} left the ledger during the export", ExitCode.LEDGER)
+    start, end = date_range(filters.start_date, filters.end_date)
+    rows = ledger.list_events(
+        customer_id=filters.customer_id,
+        event_type=filters.event_type,
+        model=filters.model,
+        start=start,
+        end=end,
+        before_seq=newest + 1,
+        limit=len(page),
+    )
+    keys = {row.id: row.idempotency_key for _, row in rows}
+    if keys.keys() != {event.id for event in page}:  # pragma: no cover - the same query
+        raise CliError("the ledger changed under the export; run it again", ExitCode.LEDGER)
+    return keys
 
 
 @dataclass(frozen=True)
 class Incoming:
-    """One line to import: the request to ingest, and the id it had where it was exported."""
+    """One line to import: the request to ingest, and the names of an exported event.
+
+    ``names`` holds an exported line's ``id`` and its ``idempotencyKey``
+    (when it has one); it is empty for a line in request form.
+    """
 
     request: dict[str, Any]
-    exported_id: str | None
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,9 +237,12 @@ def import_events(
     """Ingest ``events`` (never denied; they count toward quotas) in batches of 1000.
 
     Each batch is one transaction; ``advance`` is told how many lines each
-    batch covered.  An exported event whose id is already in this ledger is
-    skipped, so importing an export back into its own ledger adds nothing.
-    ``events`` is read a batch at a time: memory holds one batch.
+    batch covered.  An exported event is skipped when its id or its key
+    names an event of this ledger, as the event's id or as the key it was
+    recorded under: so importing an export back into its own ledger adds
+    nothing, nor does an export of a ledger that imported it (which carries
+    this ledger's id as the key), nor an export made before exports carried
+    keys.  ``events`` is read a batch at a time: memory holds one batch.
     """
     read = recorded = 0
     iterator = iter(events)
@@ -197,7 +250,7 @@ def import_events(
         fresh = [
             event.request
             for event in chunk
-            if event.exported_id is None or not _recorded_here(tracker, event.exported_id)
+            if not any(_known_here(tracker, name) for name in event.names)
         ]
         if fresh:
             recorded += tracker.events.batch(fresh).count
@@ -252,17 +305,30 @@ def _incoming(item: Mapping[str, Any], where: str) -> Incoming:
     """An exported ``Event`` line as a ``TrackPostRequest``; a request line as it is."""
     request = dict(item)
     if "id" not in request:
-        return Incoming(request, None)
+        return Incoming(request)
     event_id = request.pop("id")
     if not isinstance(event_id, str) or not event_id:
         raise CliError(f"{where}: id: must be the exported event's id, a non-empty string")
     created = request.pop("createdAt", request.pop("created_at", None))
     if created is not None and "timestamp" not in request:
         request["timestamp"] = created
-    if "idempotencyKey" not in request and "idempotency_key" not in request:
+    own_key = request.get("idempotencyKey")
+    if own_key is None:
+        own_key = request.get("idempotency_key")
+    if own_key is None:
+        request.pop("idempotencyKey", None)
+        request.pop("idempotency_key", None)
         request["idempotencyKey"] = event_id
+    names: tuple[str, ...] = (event_id,)
+    if isinstance(own_key, str) and own_key and own_key != event_id:
+        names = (event_id, own_key)
     # An Event writes every field, absent ones as null; a request leaves them out.
-    return Incoming({key: value for key, value in request.items() if value is not None}, event_id)
+    return Incoming({key: value for key, value in request.items() if value is not None}, names)
+
+
+def _known_here(tracker: Tracker, name: str) -> bool:
+    """Whether an event of this ledger has ``name`` as its id or as its idempotency key."""
+    return _recorded_here(tracker, name) or tracker.ledger.idempotent(name) is not None
 
 
 def _recorded_here(tracker: Tracker, event_id: str) -> bool:
