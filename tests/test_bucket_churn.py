@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from limitry_local import BucketStoreFull, RateLimitExceeded, Tracker
+from limitry_local import BucketStoreFull, ConflictError, RateLimitExceeded, Tracker
 from limitry_local.testing import ManualClock
 from tests.conftest import START
 
@@ -264,3 +264,30 @@ def test_a_reservation_across_a_reshape_does_not_bring_old_buckets_back(tmp_path
         clock.advance(60)
         for n in range(3):  # with "x", the four buckets the bound allows
             tracker.usage(customer_id=f"new{n}", event_type="e", total_tokens=1)
+
+
+def test_another_processes_deletion_is_retired_even_if_the_apply_that_saw_it_fails(
+    tmp_path: Path,
+) -> None:
+    """Found in review: the apply's own look found another process's deletion and
+    deferred retiring its buckets to a commit that a ConflictError then cancelled:
+    they were never swept."""
+    path = tmp_path / "usage.db"
+    with Tracker(path, clock=ManualClock(START)) as ours, Tracker(path) as theirs:
+        told: list[set[tuple[str, str]]] = []
+        retire = ours.engine.definitions.on_retired
+        assert retire is not None
+
+        def spy(pairs: set[tuple[str, str]]) -> None:
+            told.append(pairs)
+            retire(pairs)
+
+        ours.engine.definitions.on_retired = spy
+        gone = ours.rate_limits.create(name="gone", limit_value=5, window="minute")
+        ours.usage(customer_id="c", event_type="x")
+        theirs.rate_limits.delete(gone.id)
+        for value in (1, 2):  # two of one name: the apply below raises the 409
+            theirs.rate_limits.create(name="dup", limit_value=value, window="hour")
+        with pytest.raises(ConflictError):
+            ours.apply({"rate_limits": [{"name": "dup", "limit_value": 1, "window": "hour"}]})
+        assert [pair[0] for pairs in told for pair in pairs] == [gone.id]

@@ -144,9 +144,18 @@ def test_the_same_limit_spelled_another_way_is_no_change(tracker: Tracker) -> No
     event = {"customer_id": "c", "event_type": "x", "model": "gpt-4o"}
     tracker.usage(event)
     tracker.usage(event)
-    again = {**shape, "window": "1m", "dimension_filters": {"model": ["gpt-4.1", "gpt-4o"]}}
-    (change,) = tracker.apply({"rate_limits": [again]}, dry_run=True)
+    reordered = {**shape, "window": "minute", "dimension_filters": {"model": ["gpt-4.1", "gpt-4o"]}}
+    (change,) = tracker.apply({"rate_limits": [reordered]}, dry_run=True)
     assert change.action == "unchanged"
-    tracker.rate_limits.ensure(**again)
+    # Another spelling of the window is stored as given, and keeps the buckets.
+    respelled = {**reordered, "window": "1m"}
+    (change,) = tracker.apply({"rate_limits": [respelled]}, dry_run=True)
+    assert (change.action, list(change.diff)) == ("update", ["window"])
+    assert tracker.rate_limits.ensure(**respelled).window == "1m"
     with pytest.raises(RateLimitExceeded):  # the bucket kept: still empty
         tracker.usage(event)
+    # A one-value list is the value itself.
+    one = {**respelled, "dimension_filters": {"model": "gpt-4o"}}
+    tracker.rate_limits.ensure(**{**one, "dimension_filters": {"model": ["gpt-4o"]}})
+    (change,) = tracker.apply({"rate_limits": [one]}, dry_run=True)
+    assert change.action == "unchanged"

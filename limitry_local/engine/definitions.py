@@ -218,9 +218,12 @@ class Definitions:
             self._opened()
             try:
                 with self._ledger.write(durable=True, exclusive=True) as conn:
+                    # Before the scope counts as open: what other processes changed
+                    # is committed, and its retirements are told now, not deferred
+                    # to a commit this scope may never make.
+                    self.refresh()
                     self._deciding, self._joined = conn, False
                     try:
-                        self.refresh()
                         yield
                         version = self._ledger.bump_definitions(conn) if self._joined else None
                     finally:

@@ -180,9 +180,9 @@ def response_of(scope: Scope) -> TrackPostResponse | None:
     return found if isinstance(found, TrackPostResponse) else None
 
 
-def _name(name: bytes | str) -> bytes:
+def _name(name: bytes | bytearray | memoryview | str) -> bytes:
     # ASGI says bytes; some servers pass an app's str names through as they are.
-    return (name if isinstance(name, bytes) else str(name).encode("latin-1")).lower()
+    return (name.encode("latin-1") if isinstance(name, str) else bytes(name)).lower()
 
 
 def _raw(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

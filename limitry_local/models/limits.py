@@ -320,8 +320,9 @@ def same_setting(name: str, before: Any, after: Any) -> bool:
     return bool(before == after)
 
 
-def _any_of(filters: Mapping[str, str | list[str]]) -> dict[str, str | frozenset[str]]:
-    return {k: frozenset(v) if isinstance(v, list) else v for k, v in filters.items()}
+def _any_of(filters: Mapping[str, str | list[str]]) -> dict[str, frozenset[str]]:
+    # "gpt-4o" and ["gpt-4o"] mean one thing too.
+    return {k: frozenset([v] if isinstance(v, str) else v) for k, v in filters.items()}
 
 
 class RateLimitCheckRequest(RequestModel):

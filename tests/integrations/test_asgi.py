@@ -369,13 +369,20 @@ def test_the_apps_own_rate_limit_headers_give_way_to_the_middlewares(
     assert answer.headers["x-app"] == "yes"
 
 
-def test_an_app_sending_header_names_as_str_still_gets_one_set(tracker: Tracker) -> None:
-    """Found in review: ASGI says bytes, but servers pass an app's str names through;
-    the de-duplication raised TypeError on them."""
+@pytest.mark.parametrize("kind", [str, bytearray, memoryview])
+def test_an_app_sending_header_names_of_any_kind_still_gets_one_set(
+    tracker: Tracker, kind: Any
+) -> None:
+    """Found in review: ASGI says bytes, but servers pass an app's str names through
+    (the de-duplication raised TypeError), and bytearray or memoryview ones."""
     tracker.rate_limits.create(name="rpm", limit_value=5, window="minute", per=["customer_id"])
 
+    def name(text: str) -> Any:
+        return text if kind is str else kind(text.encode())
+
     async def raw_app(scope: Scope, receive: Any, send: Any) -> None:
-        headers = [("X-RateLimit-Limit", b"999"), ("x-app", b"yes")]
+        # The app's other header as bytes: the test client reads what passes through.
+        headers = [(name("X-RateLimit-Limit"), b"999"), (b"x-app", b"yes")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"hi"})
 
