@@ -144,20 +144,36 @@ def is_demo_ledger(path: Path) -> bool:
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except (sqlite3.Error, OSError, ValueError):
         return False
+    # The demo's own limits exactly, no more events than it records, and nothing
+    # it never makes: a real ledger that only shares its names is not one (found
+    # in review: one with 10,000 "acme" events and an alert was wiped).
+    one = "SELECT count(*) FROM {} LIMIT 1"
     try:
-        rate_limits = connection.execute("SELECT name FROM rate_limits").fetchall()
-        quotas = connection.execute("SELECT name FROM quotas").fetchall()
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+        rate_limits = connection.execute(
+            "SELECT name, limit_value, window, per FROM rate_limits"
+        ).fetchall()
+        quotas = connection.execute(
+            "SELECT name, metric, limit_value, period, per FROM quotas"
+        ).fetchall()
         customers = connection.execute("SELECT DISTINCT customer_id FROM events").fetchall()
-        records = connection.execute("SELECT 1 FROM records LIMIT 1").fetchall()
+        (events,) = connection.execute("SELECT count(*) FROM events").fetchone()
+        # Tables of later schemas: a demo ledger of an older release has none.
+        extra = sum(
+            connection.execute(one.format(table)).fetchone()[0]
+            for table in ("records", "holds", "quota_alerts", "alert_log", "idempotency_keys")
+            if table in tables
+        )
     except sqlite3.Error:  # not a SQLite file, not a ledger, or a ledger of another schema
         return False
     finally:
         connection.close()
     return (
-        rate_limits == [(RATE_LIMIT,)]
-        and quotas == [(QUOTA,)]
+        rate_limits == [(RATE_LIMIT, 4, "minute", '["customer_id"]')]
+        and quotas == [(QUOTA, "total_tokens", 6000, "day", '["customer_id"]')]
         and {customer for (customer,) in customers} <= {row[1] for row in SCRIPT}
-        and not records
+        and events <= len(SCRIPT)
+        and not extra
     )
 
 

@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -1053,6 +1054,39 @@ def test_read_only_commands_refuse_an_older_ledger_rather_than_migrate_it(
     ok("--db", old, "limits", "apply", toml_file)
     assert _state(old)[1] == "wal"
     assert json.loads(ok("--db", old, "limits", "list", "--json"))["quotas"]
+
+
+CRASHED_WRITER = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size = 1")  # the change spills to the file before commit
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("UPDATE events SET properties = properties || ' '")
+os._exit(0)  # a crash mid-transaction: a hot journal stays beside the file
+"""
+
+
+def test_a_read_only_command_refuses_a_file_it_could_only_read_by_writing(
+    tmp_path: Path,
+) -> None:
+    """Found in review: a crashed writer's journal made the read-only look at the
+    schema version fail, which was taken for "let the Tracker see", and the
+    Tracker then migrated an old ledger in place."""
+    old = tmp_path / "old.db"
+    shutil.copyfile(ROOT / "tests" / "ledgers" / "v1.db", old)
+    with closing(sqlite3.connect(old)) as conn:
+        conn.executemany(
+            "INSERT INTO events (id, ts, customer_id, event_type, properties) "
+            "VALUES (?, 0, 'c', 'e', '{}')",
+            [(f"evt_{n}",) for n in range(2000)],
+        )
+        conn.commit()
+    subprocess.run([sys.executable, "-c", CRASHED_WRITER, str(old)], check=True)
+    assert Path(f"{old}-journal").exists()
+    done = run("--db", old, "limits", "list")
+    assert done.returncode == 3, done.stderr
+    assert "cannot be read without writing to it" in done.stderr
+    assert Path(f"{old}-journal").exists()  # nothing recovered, nothing migrated
 
 
 def test_export_warns_that_it_leaves_out_limitry_1_0_records(db: Path) -> None:

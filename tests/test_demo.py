@@ -62,3 +62,27 @@ def test_demo_leaves_a_file_it_did_not_make_alone(tmp_path: Path) -> None:
     )
     assert forced.returncode == 0, forced.stderr
     assert "9 events recorded, 3 denied" in forced.stdout
+
+
+def test_demo_leaves_a_ledger_that_only_shares_its_names_alone(tmp_path: Path) -> None:
+    """Found in review: a real ledger whose limits were named as the demo's, with
+    events of "acme" only, was taken for the demo's and replaced."""
+    path = tmp_path / "real.db"
+    with Tracker(path) as tracker:
+        tracker.rate_limits.create(
+            name="4 calls per minute", limit_value=400, window="hour", per=["customer_id"]
+        )
+        tracker.quotas.create(
+            name="daily tokens", metric="total_tokens", limit_value=50_000_000, period="day"
+        )
+        for _ in range(20):
+            tracker.usage(customer_id="acme", event_type="call")
+    done = subprocess.run(
+        [sys.executable, "-m", "limitry_local", "demo", "--db", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    with Tracker(path) as tracker:
+        assert tracker.ledger.event_count() == 20

@@ -175,6 +175,8 @@ def test_a_foreign_key_value_meta_table_with_a_version_is_not_a_ledger(
     with closing(sqlite3.connect(path)) as conn:
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         assert sorted(tables) == [("meta",), ("settings",)]
+        # Refused before WAL could rewrite its header (found in review).
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
 @pytest.mark.parametrize(

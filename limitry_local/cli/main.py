@@ -580,8 +580,17 @@ def _refuse_to_migrate(path: Path) -> None:
         return
     try:
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.Error:
-        return
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc) or "not a database" in str(exc):
+            return  # not a ledger: the Tracker says so, changing nothing
+        # Found in review: a crashed writer's journal made the look fail, and the
+        # Tracker then migrated the file.
+        raise CliError(
+            f"ledger {path} cannot be read without writing to it ({exc}; a writer that "
+            "crashed mid-transaction leaves a journal to roll back): run a command that "
+            "writes, such as limits apply, to recover and migrate it",
+            ExitCode.LEDGER,
+        ) from None
     finally:
         connection.close()
     try:

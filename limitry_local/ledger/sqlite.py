@@ -76,6 +76,7 @@ _ADD_TO_COUNTER = (
     "CASE WHEN typeof(used + excluded.used) = 'integer' THEN used + excluded.used END"
 )
 _INSERT_IDEMPOTENCY = "INSERT INTO idempotency_keys (key, event_id, response) VALUES (?, ?, ?)"
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "batched": "NORMAL"}
 _LOG_ALERT = (
     f"INSERT INTO alert_log ({', '.join(ALERT_COLUMNS)}) "
     f"VALUES ({SQLITE.marks(len(ALERT_COLUMNS))}) "
@@ -412,19 +413,18 @@ class Ledger(SqlLedger):
     def _set_up(self, conn: sqlite3.Connection, durability: Durability, timeout: float) -> None:
         """Pragmas and schema, retried while another process is setting up the same file.
 
-        Processes opening a new file at once can meet SQLITE_BUSY without the
-        busy handler being called (switching to WAL needs an exclusive lock;
-        SQLite returns at once where waiting could deadlock), so the open
-        retries until ``timeout`` runs out.
-        """
+        Processes opening a new file at once can meet SQLITE_BUSY without the busy
+        handler being called (switching to WAL needs an exclusive lock; SQLite
+        returns at once where waiting could deadlock): retried until ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 if self.path is not None:
                     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                    # A foreign, damaged or newer file is refused before WAL rewrites its header.
+                    self._schema_version()
                     conn.execute("PRAGMA journal_mode = WAL")
-                    sync = "FULL" if durability == "full" else "NORMAL"
-                    conn.execute(f"PRAGMA synchronous = {sync}")
+                    conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")
                 self._open_schema()
                 return
             except (sqlite3.OperationalError, LedgerError) as exc:
