@@ -1089,6 +1089,36 @@ def test_a_read_only_command_refuses_a_file_it_could_only_read_by_writing(
     assert Path(f"{old}-journal").exists()  # nothing recovered, nothing migrated
 
 
+HOLD_THE_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(6)  # past the 5 s a read-only look waited before the fix
+conn.execute("COMMIT")
+"""
+
+
+def test_a_read_only_command_waits_out_a_lock_as_long_as_its_timeout(tmp_path: Path) -> None:
+    """Found in review of the fix above: a ledger merely locked by another writer
+    (a rollback-journal copy, made by VACUUM INTO) was refused as unreadable after
+    5 s, whatever --timeout said; it waits as the command's --timeout allows."""
+    source, copy = tmp_path / "source.db", tmp_path / "copy.db"
+    with Tracker(source) as tracker:
+        tracker.usage(customer_id="acme", event_type="e", total_tokens=5)
+    with closing(sqlite3.connect(source)) as conn:
+        conn.execute(f"VACUUM INTO '{copy}'")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(copy)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        done = run("--db", copy, "--timeout", "30", "usage", "--customer", "acme")
+        assert done.returncode == 0, done.stderr
+    finally:
+        holder.wait(timeout=30)
+
+
 def test_export_warns_that_it_leaves_out_limitry_1_0_records(db: Path) -> None:
     """0.2 wrote nothing and said nothing for a ledger used through the 1.0 face."""
     from limitry_local.limitry import Limitry  # noqa: PLC0415

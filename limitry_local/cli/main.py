@@ -529,7 +529,7 @@ def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
     path = _db_path(args)
     timeout: float = getattr(args, "timeout", 5.0)
     if missing != "create" and path.exists():
-        _refuse_to_migrate(path)
+        _refuse_to_migrate(path, timeout)
     if path.exists() or missing == "create":
         tracker = Tracker(path, timeout=timeout)
     elif missing == "empty":
@@ -566,7 +566,7 @@ def _count(path: Path, table: str) -> int:
     return int(rows)
 
 
-def _refuse_to_migrate(path: Path) -> None:
+def _refuse_to_migrate(path: Path, timeout: float) -> None:
     """Refuse a ledger of an older schema: opening it would migrate it in place.
 
     For the commands that only read, and ``limits apply --dry-run``, which
@@ -575,14 +575,17 @@ def _refuse_to_migrate(path: Path) -> None:
     to report, as before.
     """
     try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout
+        )
     except (sqlite3.Error, OSError, ValueError):
         return
     try:
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.Error as exc:
-        if "no such table" in str(exc) or "not a database" in str(exc):
-            return  # not a ledger: the Tracker says so, changing nothing
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
+            # Not a ledger, locked past --timeout, ...: the Tracker says so, as before.
+            return
         # Found in review: a crashed writer's journal made the look fail, and the
         # Tracker then migrated the file.
         raise CliError(

@@ -460,8 +460,9 @@ class Ledger(SqlLedger):
     def _schema_version(self) -> int | None:
         """The file's schema version; None for an empty file.  Refuses what is not ours."""
         db = self.db
-        if not db.table("meta").exists():
-            if db.table_names():
+        tables = set(db.table_names())  # one read: a commit between two looked foreign
+        if "meta" not in tables:
+            if tables:
                 # Someone else's database: adding our tables to it would be a surprise.
                 raise LedgerError(
                     f"{self.where} is a SQLite database but not a limitry_local ledger; "
@@ -473,7 +474,7 @@ class Ledger(SqlLedger):
             "events",
             "quota_counters",
             "idempotency_keys",
-        } - set(db.table_names()):
+        } - tables:
             raise self._foreign()
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
@@ -717,11 +718,8 @@ class Ledger(SqlLedger):
         conn: sqlite3.Connection,
         events: Iterable[tuple[EventRow, Iterable[CounterIncrement], str | None]],
     ) -> None:
-        """Write events, their counter increments and idempotency responses (inside :meth:`write`).
-
-        Each item is ``(event_row, increments, response_json)``; the response
-        is stored under the event's idempotency key, if it has one.
-        """
+        """Write ``(event_row, increments, response_json)`` items (inside :meth:`write`); the
+        response is stored under the event's idempotency key, if it has one."""
         for row, increments, response in events:
             check_priced(row)
             self._scope_events += 1
