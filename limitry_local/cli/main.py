@@ -583,8 +583,16 @@ def _refuse_to_migrate(path: Path, timeout: float) -> None:
     try:
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
-            # Not a ledger, locked past --timeout, ...: the Tracker says so, as before.
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            # Left to the Tracker, a lock freed while it waits let it migrate the file.
+            raise CliError(
+                f"ledger {path} is locked by another connection and stayed locked for "
+                f"{timeout:g}s; wait for the other writer, or give --timeout more time",
+                ExitCode.LEDGER,
+            ) from None
+        if code != sqlite3.SQLITE_READONLY:
+            # Not a ledger, not a database, ...: the Tracker says so, as before.
             return
         # Found in review: a crashed writer's journal made the look fail, and the
         # Tracker then migrated the file.
