@@ -1119,6 +1119,28 @@ def test_a_read_only_command_waits_out_a_lock_as_long_as_its_timeout(tmp_path: P
         holder.wait(timeout=30)
 
 
+def test_an_old_ledger_locked_past_the_timeout_is_refused_not_migrated(tmp_path: Path) -> None:
+    """Found in review of the fix above: the read-only look gave up on the lock and
+    left the file to a Tracker that waited again, and migrated it (schema 1 to 8)
+    once the other writer let go."""
+    old = tmp_path / "old.db"
+    shutil.copyfile(ROOT / "tests" / "ledgers" / "v1.db", old)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(old)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        done = run("--db", old, "--timeout", "4", "limits", "list")  # 4 s < 6 s < 8 s
+        assert done.returncode == 3, done.stderr
+        assert "stayed locked for 4s" in done.stderr
+    finally:
+        holder.wait(timeout=30)
+    with closing(sqlite3.connect(old)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "1",
+        )
+
+
 def test_export_warns_that_it_leaves_out_limitry_1_0_records(db: Path) -> None:
     """0.2 wrote nothing and said nothing for a ledger used through the 1.0 face."""
     from limitry_local.limitry import Limitry  # noqa: PLC0415
