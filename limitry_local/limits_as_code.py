@@ -261,13 +261,7 @@ def _plan_kind(
         diff = {
             name: (getattr(existing, name), value)
             for name, value in stated.items()
-            # A window spelled another way is stored as the file spells it (an
-            # update that keeps the buckets: reshaped() compares its seconds).
-            if (
-                getattr(existing, name) != value
-                if name == "window"
-                else not same_setting(name, getattr(existing, name), value)
-            )
+            if not same_setting(name, getattr(existing, name), value)
         }
         action: Action = "update" if diff else "unchanged"
         changes.append(Change(action, kind, wanted.name, existing.id, stated, diff))

@@ -243,8 +243,16 @@ def shape(limit: RateLimit) -> str:
 
 
 def reshaped(before: BaseModel, after: BaseModel, fields: Sequence[str]) -> bool:
-    """Whether an update changed any of ``fields`` (which events match, or how they count)."""
-    return not all(same_setting(f, getattr(before, f), getattr(after, f)) for f in fields)
+    """Whether an update changed any of ``fields`` (which events match, or how they count).
+
+    A window spelled another way ("minute", "1m", "60s") is no reshape: the
+    buckets stay (found in review: a respelling restarted them)."""
+    return not all(
+        window_seconds(getattr(before, f)) == window_seconds(getattr(after, f))
+        if f == "window"
+        else same_setting(f, getattr(before, f), getattr(after, f))
+        for f in fields
+    )
 
 
 @functools.lru_cache(maxsize=65_536)

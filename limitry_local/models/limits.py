@@ -37,7 +37,6 @@ from limitry_local.models.wire import (
     is_empty,
     is_enforce,
     is_utc,
-    window_seconds,
 )
 from limitry_local.periods import Period
 
@@ -304,9 +303,10 @@ def same_setting(name: str, before: Any, after: Any) -> bool:
     levels (a model and its dated snapshot may both have a value), so two
     that differ only in order are different limits; dicts alone compare
     equal whatever their order.  The other way round, a filter's list of
-    values in another order, or a window spelled another way ("minute",
-    "1m", "60s"), is the same limit (found in review: each planned an update,
-    and a rate limit's update starts its buckets afresh).
+    values in another order is the same limit (found in review: it planned
+    an update, and a rate limit's update starts its buckets afresh).  A
+    window is compared as written, so a file's spelling is stored; whether
+    its buckets stay is :func:`~limitry_local.engine.rules.reshaped`'s to say.
     """
     if name == "overrides":
         return [(k, list(v.items())) for k, v in before.items()] == [
@@ -315,8 +315,6 @@ def same_setting(name: str, before: Any, after: Any) -> bool:
     if name == "dimension_filters":
         # A list of values is any of them: its order means nothing.
         return _any_of(before) == _any_of(after)
-    if name == "window":
-        return window_seconds(before) == window_seconds(after)  # "minute" is "1m"
     return bool(before == after)
 
 
