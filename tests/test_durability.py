@@ -31,6 +31,18 @@ from tests.conftest import START
 EVENT = {"customer_id": "cust_1", "event_type": "model_call", "total_tokens": 10}
 
 
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a fresh interpreter from the repository's root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+
+
 def committed(path: Path) -> int:
     """Events another connection can see: what a crash now would keep."""
     with closing(sqlite3.connect(path)) as conn:
@@ -406,14 +418,7 @@ FULL_DISK = textwrap.dedent(
 
 @pytest.mark.parametrize("mode", ["flush", "definition"])
 def test_a_batch_lost_to_a_full_disk_is_reported_not_hidden(tmp_path: Path, mode: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", FULL_DISK, str(tmp_path / "full.db"), mode],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
-        check=False,
-    )
+    done = run_script(FULL_DISK, str(tmp_path / "full.db"), mode)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     first = lines[0]
@@ -556,14 +561,7 @@ def test_a_loss_stays_to_be_told_when_the_flush_that_found_it_fails(tmp_path: Pa
     """Found in review of the fix above: the first flush() cleared the untold loss,
     then failed on another writer's lock with an error that did not mention it, and
     the next flush() returned: the lost batch was never told."""
-    done = subprocess.run(
-        [sys.executable, "-c", UNTOLD_THEN_LOCKED, str(tmp_path / "usage.db")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
-        check=False,
-    )
+    done = run_script(UNTOLD_THEN_LOCKED, str(tmp_path / "usage.db"))
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.splitlines()
     assert first == "1 locked False"  # the lock's own error: the loss is not told yet
@@ -593,14 +591,7 @@ LOST_AT_EXIT = textwrap.dedent(
 def test_a_batch_lost_at_exit_is_said_on_stderr(tiny_disk: Path) -> None:
     """Found in review: the batch a Tracker left open at exit failed to commit on a
     full disk and nothing said so (exit status 0, an empty stderr)."""
-    done = subprocess.run(
-        [sys.executable, "-c", LOST_AT_EXIT, str(tiny_disk / "usage.db"), str(tiny_disk / "f")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
-        check=False,
-    )
+    done = run_script(LOST_AT_EXIT, str(tiny_disk / "usage.db"), str(tiny_disk / "f"))
     assert done.stdout.strip() == "acknowledged 2000", done.stderr
     assert committed(tiny_disk / "usage.db") == 0
     assert "the open batch was lost when it was released without close()" in done.stderr
@@ -639,14 +630,8 @@ def test_a_forked_child_cannot_use_or_disturb_its_parents_ledger(
     tmp_path: Path, exit_how: str
 ) -> None:
     """Forking commits the open batch; the child is refused; the parent goes on."""
-    done = subprocess.run(
-        [sys.executable, "-c", FORKED, str(tmp_path / "fork.db")]
-        + (["fast"] if exit_how == "os._exit" else []),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
-        check=False,
+    done = run_script(
+        FORKED, str(tmp_path / "fork.db"), *(["fast"] if exit_how == "os._exit" else [])
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
@@ -699,13 +684,6 @@ FORK_WHILE_BUSY = textwrap.dedent(
 def test_a_child_forked_while_another_thread_holds_a_lock_is_refused_not_hung(
     tmp_path: Path, lock: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_WHILE_BUSY, str(tmp_path / "busy.db"), lock],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
-        check=False,
-    )
+    done = run_script(FORK_WHILE_BUSY, str(tmp_path / "busy.db"), lock)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["child: cannot_open", "child exit: 0"]

@@ -153,30 +153,40 @@ def test_openai_stream_commits_the_usage_of_its_last_chunk() -> None:
         assert _used(tracker) == 1280  # the hold became the real usage
 
 
+def _response_event(
+    kind: str, counts: dict[str, int], *, reasoning_tokens: int = 0, **response: Any
+) -> dict[str, Any]:
+    """A Responses API stream event (``response.completed``, ``.failed``) carrying usage."""
+    return {
+        "type": kind,
+        "sequence_number": 9,
+        "response": {
+            "id": "resp_1",
+            "object": "response",
+            "created_at": 1_764_064_800,
+            "model": "gpt-4o-2024-08-06",
+            "output": [],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "status": kind.removeprefix("response."),
+            "usage": {
+                **counts,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+            },
+            **response,
+        },
+    }
+
+
 def test_responses_api_stream_commits_the_completed_response() -> None:
     completed = ResponseCompletedEvent.model_validate(
-        {
-            "type": "response.completed",
-            "sequence_number": 9,
-            "response": {
-                "id": "resp_1",
-                "object": "response",
-                "created_at": 1_764_064_800,
-                "model": "gpt-4o-2024-08-06",
-                "output": [],
-                "parallel_tool_calls": True,
-                "tool_choice": "auto",
-                "tools": [],
-                "status": "completed",
-                "usage": {
-                    "input_tokens": 300,
-                    "output_tokens": 50,
-                    "total_tokens": 350,
-                    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                    "output_tokens_details": {"reasoning_tokens": 10},
-                },
-            },
-        }
+        _response_event(
+            "response.completed",
+            {"input_tokens": 300, "output_tokens": 50, "total_tokens": 350},
+            reasoning_tokens=10,
+        )
     )
     with _tracker() as tracker:
         with track_stream(tracker, estimate=1000, **WHO) as usage:
@@ -193,29 +203,11 @@ def test_responses_api_stream_commits_the_completed_response() -> None:
 def test_a_failed_responses_stream_commits_the_usage_it_reports() -> None:
     """Found in review: ``response.failed`` carries the usage too, and was passed over."""
     failed = ResponseFailedEvent.model_validate(
-        {
-            "type": "response.failed",
-            "sequence_number": 4,
-            "response": {
-                "id": "resp_2",
-                "object": "response",
-                "created_at": 1_764_064_800,
-                "model": "gpt-4o-2024-08-06",
-                "output": [],
-                "parallel_tool_calls": True,
-                "tool_choice": "auto",
-                "tools": [],
-                "status": "failed",
-                "error": {"code": "server_error", "message": "the model failed"},
-                "usage": {
-                    "input_tokens": 300,
-                    "output_tokens": 20,
-                    "total_tokens": 320,
-                    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                    "output_tokens_details": {"reasoning_tokens": 0},
-                },
-            },
-        }
+        _response_event(
+            "response.failed",
+            {"input_tokens": 300, "output_tokens": 20, "total_tokens": 320},
+            error={"code": "server_error", "message": "the model failed"},
+        )
     )
     with _tracker() as tracker:
         with track_stream(tracker, estimate=1000, **WHO) as usage:
