@@ -12,7 +12,8 @@ The reference model below is written from ``shared/spec/API.md`` (part 3) and
   time stands still while a stepped-back clock catches up), and an amount
   within 1e-9 of a whole token counts as that token;
 - a reshaping update (limitValue, window, metric, filters, per) starts a new
-  generation of buckets; renaming or toggling ``enabled`` keeps them;
+  generation of buckets; renaming, toggling ``enabled`` or spelling the same
+  window another way ("1h" as "hour") keeps them;
 - idempotency keys map to the first answer.
 
 Hypothesis drives both through random steps (limits created, updated, toggled
@@ -771,7 +772,7 @@ class TrackerMachine(RuleBasedStateMachine):
 
     def apply_rate_changes(self, rate_id: str, changes: dict[str, Any]) -> None:
         ref = self.rates[rate_id]
-        before = (ref.limit, ref.window, ref.metric, ref.filters, ref.per)
+        before = (ref.limit, WINDOW_SECONDS[ref.window], ref.metric, ref.filters, ref.per)
         ref.name = changes.get("name", ref.name)
         ref.filters = changes.get("dimension_filters", ref.filters)
         ref.limit = changes.get("limit_value", ref.limit)
@@ -779,8 +780,10 @@ class TrackerMachine(RuleBasedStateMachine):
         ref.enabled = changes.get("enabled", ref.enabled)
         ref.per = list(changes.get("per", ref.per))
         ref.metric = changes.get("metric", ref.metric)
-        # Reshaping starts the buckets afresh (full); renaming or toggling keeps them.
-        if (ref.limit, ref.window, ref.metric, ref.filters, ref.per) != before:
+        # Reshaping starts the buckets afresh (full); renaming, toggling or
+        # spelling the window another way ("1h" as "hour") keeps them.
+        after = (ref.limit, WINDOW_SECONDS[ref.window], ref.metric, ref.filters, ref.per)
+        if after != before:
             self.generations += 1
             ref.generation = self.generations
         self.check_rate_definition(rate_id)
