@@ -19,6 +19,7 @@ from http import HTTPStatus
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from limitry_local.errors import NOT_FOUND_BODY, APIError, LimitryError
 from limitry_local.ledger import LedgerError
@@ -67,15 +68,32 @@ async def http_error(request: Request, exc: Exception) -> Response:
     v0 = NOT_FOUND_BODY if status == HTTPStatus.NOT_FOUND else HTTPStatus(status).phrase
     # The 1.0 message says which: the hosted 404 body of v0 says nothing more.
     where = f"{request.method} {request.url.path}"
+    headers = exc.headers
     if status == HTTPStatus.NOT_FOUND:
         detail = f"{where}: no such route"
     elif status == HTTPStatus.METHOD_NOT_ALLOWED:
-        detail = f"{where}: this path takes {(exc.headers or {}).get('Allow', 'other methods')}"
+        headers = {**(headers or {}), "Allow": _allowed(request)}
+        detail = f"{where}: this path takes {headers['Allow']}"
     elif status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
         detail = v0 = exc.detail  # what the limit is, and what to do
     else:
         detail = f"{where}: {v0}"
-    return _answer(request, status, detail, exc.headers, {"error": v0})
+    return _answer(request, status, detail, headers, {"error": v0})
+
+
+def _allowed(request: Request) -> str:
+    """Every method the path serves, for a 405's ``Allow``.
+
+    Each method of a path is its own route, and Starlette names only the
+    first route whose path matched (found in review: ``DELETE /v1/limits/x``
+    said the path took GET, though it takes PATCH too).
+    """
+    partial = [
+        route.methods or set()
+        for route in request.app.router.routes
+        if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL
+    ]
+    return ", ".join(sorted(set().union(*partial)))
 
 
 async def ledger_error(request: Request, exc: Exception) -> Response:

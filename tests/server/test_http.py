@@ -167,6 +167,17 @@ def test_unknown_ids_and_paths_are_404_in_the_hosted_envelope(client: httpx.Clie
     assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
 
 
+def test_a_wrong_method_is_told_every_method_the_path_takes(client: httpx.Client) -> None:
+    # Each method is its own route: Allow must name them all, not the first's.
+    for answer, allow in (
+        (client.patch("/quotas"), "GET, HEAD, POST"),
+        (client.patch("/quotas/qta_missing"), "DELETE, GET, HEAD, PUT"),
+        (client.delete("/events"), "GET, HEAD, POST"),
+        (client.patch("/rate-limits/rl_missing"), "DELETE, GET, HEAD, PUT"),
+    ):
+        assert (answer.status_code, answer.headers["Allow"]) == (405, allow), answer.request.url
+
+
 def test_only_the_configured_key_passes(server: Server) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
         answer = httpx.get(f"{server.url}/quotas", headers=headers)
@@ -180,6 +191,20 @@ def test_only_the_configured_key_passes(server: Server) -> None:
     assert page.status_code == 401
     assert page.headers["WWW-Authenticate"].startswith("Basic")
     assert httpx.get(server.root, auth=("me", API_KEY)).status_code == 200
+
+
+def test_another_origin_gets_no_cors_grant(server: Server) -> None:
+    # docs/server.md: a page on another origin cannot call the server (its key
+    # would be in the page); the preflight meets the key check.
+    origin = {"Origin": "http://localhost:5173"}
+    preflight = httpx.options(
+        f"{server.url}/track", headers={**origin, "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 401
+    keyed = {**origin, "Authorization": f"Bearer {API_KEY}"}
+    answer = httpx.get(f"{server.url}/quotas", headers=keyed)
+    assert answer.status_code == 200
+    assert not any(name.lower().startswith("access-control-") for name in answer.headers)
     assert httpx.get(f"{server.root}/openapi.json").status_code == 200
 
 

@@ -189,6 +189,10 @@ def test_app_failures_on_1_0_paths_are_in_the_1_0_envelope(http: httpx.Client) -
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
     assert wrong_method.headers["Allow"] == "POST"
+    archive = http.delete("/limits/lim_1")
+    assert archive.status_code == 405
+    assert archive.headers["Allow"] == "GET, HEAD, PATCH"
+    assert archive.json()["error"]["message"].endswith("this path takes GET, HEAD, PATCH")
     assert no_route.status_code == 404
     assert no_route.json()["error"]["code"] == "not_found"
     assert v0_no_route.json() == {"error": "Resource not found"}
