@@ -314,3 +314,46 @@ def test_workers_starting_at_once_ensure_each_limit_once(kind: str, tmp_path: Pa
         with opened() as tracker:
             assert [limit.name for limit in tracker.rate_limits.list().data] == ["rpm", "rph"]
             assert [quota.name for quota in tracker.quotas.list().data] == ["daily tokens"]
+
+
+CLI = "import sys; from limitry_local.cli.main import run; sys.exit(run(sys.argv[1:]))"
+
+
+def test_hosts_running_limits_apply_at_once_make_each_limit_once(tmp_path: Path) -> None:
+    """Found in review: `limits apply` planned, then made each change in its own
+    transaction, so two deploys at once could both plan "create", and every later
+    apply refused the file's now ambiguous name.  It now goes through Tracker.apply,
+    which plans inside its exclusive write scope.
+
+    The test holds the file's write lock while four deploys start: each one that
+    planned before taking the lock would create both limits once it is released."""
+    ledger = tmp_path / "usage.db"
+    Tracker(ledger).close()
+    config = tmp_path / "limits.toml"
+    config.write_text(
+        '[[rate_limits]]\nname = "rpm"\nlimit_value = 60\nwindow = "minute"\n\n'
+        '[[quotas]]\nname = "daily tokens"\nmetric = "total_tokens"\n'
+        'limit_value = 100000\nperiod = "day"\n'
+    )
+    apply = ["limits", "apply", str(config), "--db", str(ledger), "--timeout", "60"]
+    with closing(sqlite3.connect(ledger, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        deploys = [
+            subprocess.Popen(
+                [sys.executable, "-c", CLI, *apply],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        time.sleep(3)  # long enough for all four to have planned, were they to plan first
+        holder.execute("COMMIT")
+    outcomes = [deploy.communicate(timeout=60) for deploy in deploys]
+    assert [deploy.returncode for deploy in deploys] == [0] * 4, outcomes
+    created = [line for out, _ in outcomes for line in out.splitlines() if line.startswith("+")]
+    assert len(created) == 2, outcomes  # the first deploy's two; the rest found them made
+    with Tracker(ledger) as tracker:
+        assert [limit.name for limit in tracker.rate_limits.list().data] == ["rpm"]
+        assert [quota.name for quota in tracker.quotas.list().data] == ["daily tokens"]

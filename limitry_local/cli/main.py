@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="limitry-local",
         parents=[common],
         description="Limits as code, usage tables and event export/import for a limitry_local "
-        "ledger. Exit codes: 0 ok, 1 denied (check), 2 usage or input error, 3 ledger error.",
+        "ledger. Exit codes: 0 ok, 1 denied (check), 2 usage or input error, 3 ledger error, "
+        "4 a missing extra.",
     )
     parser.add_argument("--version", action="version", version=f"limitry-local {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -208,9 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run_demo = commands.add_parser(
         "demo",
-        parents=[common],
         help=f"run a short scenario on a fresh ledger file (default ./{DEMO_DB}; "
         f"never ${ENV_DB}, since the demo deletes its file first)",
+    )
+    # Its own --db: the shared one's help names $LIMITRY_LOCAL_DB, which the demo
+    # never reads (found in review: demo --help said it did).
+    run_demo.add_argument(
+        "--db",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help=f"the ledger file to make (default: ./{DEMO_DB}; never ${ENV_DB})",
     )
     run_demo.add_argument(
         "--force",
@@ -288,9 +297,7 @@ def _apply(args: argparse.Namespace, out: Console) -> int:
             "ledger; refused (declare at least one limit in the file)"
         )
     with _ledger(args, "empty" if args.dry_run else "create") as tracker:
-        changes = plan.plan(tracker, limits, prune=args.prune)
-        if not args.dry_run:
-            changes = plan.apply(tracker, changes)
+        changes = plan.apply(tracker, limits, prune=args.prune, dry_run=args.dry_run)
     if args.json:
         print(render.to_json(render.plan_json(changes, dry_run=args.dry_run)))
         return ExitCode.OK

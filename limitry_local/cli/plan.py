@@ -1,13 +1,15 @@
-"""``limits apply``: the planner of :mod:`limitry_local.limits_as_code`, with the CLI's errors.
+"""``limits apply``: :meth:`Tracker.apply <limitry_local.Tracker.apply>`, with the CLI's errors.
 
 The planning and applying live below the CLI, where ``Tracker.apply`` and
-``ensure`` share them; this module keeps the names the command and its
-renderer use, and turns an ambiguous name into a :class:`CliError`.
+``ensure`` share them; the command goes through ``Tracker.apply`` so that it
+plans and changes in one exclusive write scope, as a worker's start does
+(found in review: two ``limits apply`` runs at once could create a limit
+twice).  This module keeps the names the command and its renderer use, and
+turns an ambiguous name into a :class:`CliError`.
 """
 
 from __future__ import annotations
 
-from limitry_local import limits_as_code
 from limitry_local.cli.exits import CliError
 from limitry_local.errors import ConflictError
 from limitry_local.limits_as_code import (
@@ -18,7 +20,6 @@ from limitry_local.limits_as_code import (
     Change,
     Kind,
     LimitsConfig,
-    apply,
     quotas_in,
     rate_limits_in,
 )
@@ -32,15 +33,14 @@ __all__ = [
     "Change",
     "Kind",
     "apply",
-    "plan",
     "quotas_in",
     "rate_limits_in",
 ]
 
 
-def plan(tracker: Tracker, config: LimitsConfig, *, prune: bool) -> list[Change]:
-    """What applying ``config`` would do; reads the ledger, changes nothing."""
+def apply(tracker: Tracker, config: LimitsConfig, *, prune: bool, dry_run: bool) -> list[Change]:
+    """Bring the ledger to ``config`` (``dry_run``: only plan); the changes, made or planned."""
     try:
-        return limits_as_code.plan(tracker, config, prune=prune)
+        return tracker.apply(config, prune=prune, dry_run=dry_run)
     except ConflictError as exc:
         raise CliError(exc.message) from None
