@@ -92,7 +92,8 @@ def _explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
     if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
         return LedgerError(
             f"ledger {where} is locked by another connection and stayed locked for "
-            f"{timeout:g}s; wait for the other writer, or give Tracker(timeout=...) more time",
+            f"{timeout:g}s; wait for the other writer, or allow more time (Tracker(timeout=...); "
+            "limitry-local --timeout)",
             "locked",
         )
     if name.startswith("SQLITE_READONLY") or "readonly" in text:
@@ -104,7 +105,7 @@ def _explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
     if name == "SQLITE_NOTADB" or "not a database" in text:
         return LedgerError(
             f"{where} is not a SQLite database (or its header is damaged); "
-            "give Tracker a new file, or restore this one from a backup",
+            "point the ledger at a new file, or restore this one from a backup",
             "not_a_database",
         )
     if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
@@ -466,7 +467,7 @@ class Ledger(SqlLedger):
                 # Someone else's database: adding our tables to it would be a surprise.
                 raise LedgerError(
                     f"{self.where} is a SQLite database but not a limitry_local ledger; "
-                    "give Tracker a new file",
+                    "point the ledger at a new file",
                     "not_a_ledger",
                 )
             return None
@@ -486,7 +487,7 @@ class Ledger(SqlLedger):
         return LedgerError(
             f"{self.where} is a SQLite database but not a limitry_local ledger (its meta "
             "table holds no schema_version, or its tables are not a ledger's); "
-            "give Tracker a new file",
+            "point the ledger at a new file",
             "not_a_ledger",
         )
 
