@@ -16,6 +16,7 @@ from limitry_local import (
     UsageBreakdownResponse,
     UsageTimeseriesResponse,
 )
+from limitry_local.limitry import Limitry
 from limitry_local.testing import ManualClock
 
 README = Path(__file__).parents[1] / "README.md"
@@ -70,6 +71,27 @@ def test_quick_start_runs_twice_on_one_file_with_the_same_result(
     assert [name for _, name in seen[0][1]] == ["daily tokens"]
     with Tracker(tmp_path / "usage.db") as reopened:
         assert reopened.customers.get_usage("cust_1").total_tokens == 300
+
+
+def test_the_limitry_1_0_example_runs_twice_on_one_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: it created its limit, so a second run was a 409 name_taken."""
+    text = README.read_text()
+    start = text.index("```python", text.index("### Limitry 1.0, offline")) + len("```python")
+    code = text[start : text.index("```", start)].rstrip()
+    *body, last = code.splitlines()
+    code = "\n".join([*body, f"allowed = {last}"])
+    monkeypatch.chdir(tmp_path)
+    for run in range(2):
+        scope: dict[str, object] = {}
+        exec(compile(code, str(README), "exec"), scope)
+        assert scope["allowed"] is True, run
+    with Limitry("usage.db") as limitry:
+        limits = limitry.limits.list()["items"]
+        assert [limit["amount"] for limit in limits] == [200]
+        standing = limitry.usage.standing(subject="user:usr_1")
+        assert [row["used"] for row in standing["limits"]] == [10]  # 5 per run
 
 
 def _quick_start() -> str:
