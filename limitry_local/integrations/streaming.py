@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from limitry_local.errors import InvalidRequestError
 from limitry_local.integrations import anthropic, openai
-from limitry_local.integrations._sdk import field, has
+from limitry_local.integrations._sdk import field
 from limitry_local.models import TrackPostRequest, TrackPostResponse
 from limitry_local.reservations import Reservation
 
@@ -137,7 +137,15 @@ class StreamUsage:
             response = field(chunk, "response")
             if field(response, "usage") is not None:
                 self._openai = response
-        elif has(chunk, "usage") and field(chunk, "usage") is not None and kind is None:
+        elif kind == "chunk":
+            # chat.completions.stream()'s ChunkEvent wraps each chunk (found in
+            # review: its usage was never read, and the estimate was committed).
+            self._observe_chat(field(chunk, "chunk"))
+        elif kind is None:
+            self._observe_chat(chunk)
+
+    def _observe_chat(self, chunk: object) -> None:
+        if field(chunk, "usage") is not None:
             self._openai = chunk  # the include_usage chunk: choices [], usage set
 
     @property

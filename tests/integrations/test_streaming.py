@@ -14,6 +14,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 from anthropic.types import (
     RawContentBlockDeltaEvent,
@@ -151,6 +153,38 @@ def test_openai_stream_commits_the_usage_of_its_last_chunk() -> None:
         assert event.event_type == "model_call"
         assert event.properties == {"cached_input_tokens": 1024}
         assert _used(tracker) == 1280  # the hold became the real usage
+
+
+def test_the_chat_stream_helpers_chunk_events_are_read() -> None:
+    """``client.chat.completions.stream()`` yields ChunkEvents that wrap the chunks
+    (found in review: their usage was never read, so the estimate was committed).
+    The real client, over a transport that answers the chunks as server-sent events."""
+    body = "".join(f"data: {chunk.model_dump_json()}\n\n" for chunk in _openai_chunks())
+    answer = httpx2.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        content=(body + "data: [DONE]\n\n").encode(),
+    )
+    transport = httpx2.MockTransport(lambda request: answer)  # openai's own HTTP client
+    client = openai.OpenAI(
+        api_key="sk-test",
+        base_url="http://openai.test/v1",
+        http_client=httpx2.Client(transport=transport),
+    )
+    with _tracker() as tracker:
+        with (
+            track_stream(tracker, estimate=4000, **WHO) as usage,
+            client.chat.completions.stream(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "hi"}],
+                stream_options={"include_usage": True},
+            ) as stream,
+        ):
+            kinds = {event.type for event in usage.wrap(stream)}
+        assert {"chunk", "content.delta"} <= kinds  # the helper's events, not bare chunks
+        (event,) = tracker.events.list().data
+        assert (event.input_tokens, event.output_tokens, event.total_tokens) == (1200, 80, 1280)
+        assert _used(tracker) == 1280
 
 
 def _response_event(
