@@ -51,6 +51,7 @@ from limitry_local.ledger.protocol import (
 )
 from limitry_local.ledger.schema import MIGRATIONS, SCHEMA_VERSION, create_schema
 from limitry_local.ledger.sql import Dialect, SqlLedger
+from limitry_local.ledger.sqlite_errors import explained
 from limitry_local.ledger.sqlite_turns import Turns
 
 SQLITE = Dialect(
@@ -82,44 +83,6 @@ _LOG_ALERT = (
     f"VALUES ({SQLITE.marks(len(ALERT_COLUMNS))}) "
     "ON CONFLICT (alert_id, key, period_start) DO NOTHING"
 )
-
-
-def _explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
-    """A :class:`LedgerError` that says what went wrong in words a user can act on."""
-    # sqlite_errorname exists from Python 3.11; the message text is the fallback.
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    text = str(exc)
-    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
-        return LedgerError(
-            f"ledger {where} is locked by another connection and stayed locked for "
-            f"{timeout:g}s; wait for the other writer, or allow more time (Tracker(timeout=...); "
-            "limitry-local --timeout)",
-            "locked",
-        )
-    if name.startswith("SQLITE_READONLY") or "readonly" in text:
-        return LedgerError(
-            f"ledger {where} is read-only ({text}); the file and its directory must be "
-            "writable, since SQLite keeps -wal and -shm files beside it",
-            "read_only",
-        )
-    if name == "SQLITE_NOTADB" or "not a database" in text:
-        return LedgerError(
-            f"{where} is not a SQLite database (or its header is damaged); "
-            "point the ledger at a new file, or restore this one from a backup",
-            "not_a_database",
-        )
-    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
-        return LedgerError(
-            f"ledger {where} is corrupt ({text}); restore it from a backup", "corrupt"
-        )
-    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
-        return LedgerError(
-            f"cannot open ledger {where} ({text}); its directory must exist and be writable",
-            "cannot_open",
-        )
-    if name.startswith("SQLITE_FULL") or "disk is full" in text:
-        return LedgerError(f"ledger {where}: the disk is full ({text})", "disk_full")
-    return LedgerError(f"ledger {where}: {text}", "io")
 
 
 # Every open ledger, weakly: a child process must not use a connection it
@@ -266,7 +229,7 @@ class _WriteScope:
                     conn.execute("SAVEPOINT scope")
                     self._changes_before = conn.total_changes
             except sqlite3.Error as exc:
-                raise _explained(exc, ledger.where, ledger.timeout) from exc
+                raise explained(exc, ledger.where, ledger.timeout) from exc
             if self._batched:
                 ledger._scope_events = 0
         except BaseException:
@@ -305,7 +268,7 @@ class _WriteScope:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise _explained(exc, ledger.where, ledger.timeout) from exc
+                raise explained(exc, ledger.where, ledger.timeout) from exc
             return
         if conn.in_transaction:
             conn.execute("ROLLBACK TO scope")
@@ -314,7 +277,7 @@ class _WriteScope:
             if ledger._pending == 0:
                 ledger._commit()  # a denial alone must not hold the write lock
             if isinstance(exc, sqlite3.Error):
-                raise _explained(exc, ledger.where, ledger.timeout) from exc
+                raise explained(exc, ledger.where, ledger.timeout) from exc
             return
         # SQLite rolled the whole batch back (an I/O error): say so.
         raise ledger._batch_lost(exc) from exc
@@ -390,13 +353,13 @@ class Ledger(SqlLedger):
             # a counter increment can never be committed apart from its event.
             conn = sqlite3.connect(self.where, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise _explained(exc, self.where, timeout) from exc
+            raise explained(exc, self.where, timeout) from exc
         try:
             self.db = sqlite_utils.Database(conn)
             self._set_up(conn, durability, timeout)
         except sqlite3.Error as exc:
             conn.close()
-            raise _explained(exc, self.where, timeout) from exc
+            raise explained(exc, self.where, timeout) from exc
         except LedgerError:
             conn.close()
             raise
@@ -432,7 +395,7 @@ class Ledger(SqlLedger):
                 locked = (
                     exc.reason == "locked"
                     if isinstance(exc, LedgerError)
-                    else _explained(exc, self.where, timeout).reason == "locked"
+                    else explained(exc, self.where, timeout).reason == "locked"
                 )
                 if not locked or time.monotonic() >= deadline:
                     raise
@@ -504,7 +467,7 @@ class Ledger(SqlLedger):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise _explained(exc, self.where, self.timeout) from exc
+                raise explained(exc, self.where, self.timeout) from exc
             self._transactions += 1
             try:
                 yield conn
@@ -514,7 +477,7 @@ class Ledger(SqlLedger):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise _explained(exc, self.where, self.timeout) from exc
+                    raise explained(exc, self.where, self.timeout) from exc
                 raise
 
     def write(
@@ -600,7 +563,7 @@ class Ledger(SqlLedger):
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise _explained(exc, self.where, self.timeout) from exc
+            raise explained(exc, self.where, self.timeout) from exc
 
     def _begin_in_turn(self, conn: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE, saying this writer waits (see :mod:`.sqlite_turns`)."""
@@ -618,7 +581,7 @@ class Ledger(SqlLedger):
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
-                    raise _explained(exc, self.where, self.timeout) from exc
+                    raise explained(exc, self.where, self.timeout) from exc
                 raise self._batch_lost(exc) from exc
             if self._turns is not None and self.durability == "batched":
                 self._turns.let_in()  # before this writer can begin its next batch
@@ -629,7 +592,7 @@ class Ledger(SqlLedger):
         if isinstance(exc, LedgerError):
             cause = exc  # a write's own error, already explained
         elif isinstance(exc, sqlite3.Error):
-            cause = _explained(exc, self.where, self.timeout)
+            cause = explained(exc, self.where, self.timeout)
         else:
             cause = LedgerError(f"ledger {self.where}: {exc}")
         lost = LedgerError(
@@ -767,7 +730,7 @@ class Ledger(SqlLedger):
 
     def explained(self, exc: BaseException) -> LedgerError:
         assert isinstance(exc, sqlite3.Error)
-        return _explained(exc, self.where, self.timeout)
+        return explained(exc, self.where, self.timeout)
 
 
 def _flusher(ref: weakref.ref[Ledger]) -> None:
