@@ -598,6 +598,94 @@ def test_a_batch_lost_at_exit_is_said_on_stderr(tiny_disk: Path) -> None:
     assert str(tiny_disk / "usage.db") in done.stderr
 
 
+UNTOLD_AT_EXIT = textwrap.dedent(
+    """
+    import gc, os, resource, signal, sys, time
+    from limitry_local import Tracker
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    path, how = sys.argv[1], sys.argv[2]
+    tracker = Tracker(path, durability="batched", flush_ms=200, flush_events=100_000)
+    tracker.usage(customer_id="warm", event_type="e")
+    tracker.flush()
+    size = max(os.path.getsize(path), os.path.getsize(path + "-wal"))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+    for i in range(300):
+        tracker.usage(customer_id=f"c{i}", event_type="e", properties={"pad": "x" * 200})
+    print("acknowledged 300", flush=True)
+    ledger = tracker.ledger
+    deadline = time.monotonic() + 30
+    while ledger.lost_batches == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the timer thread meets the loss
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    del ledger
+    if how == "drop":
+        del tracker
+        gc.collect()
+        print("dropped", flush=True)
+    # else the program just ends: no close(), no further call
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["exit", "drop"])
+def test_a_loss_the_timer_met_is_said_when_no_call_comes_to_hear_it(
+    tmp_path: Path, how: str
+) -> None:
+    """Found in review: the timer thread lost a batch, the program ended (or dropped
+    its Tracker) with no further call, and nothing said so: exit 0, stderr empty."""
+    path = tmp_path / "usage.db"
+    done = run_script(UNTOLD_AT_EXIT, str(path), how)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "acknowledged 300"
+    assert committed(path) == 1  # the warm-up alone
+    assert "the open batch of 300 events was lost" in done.stderr, done.stderr
+    assert "met by the flush timer" in done.stderr
+    if how == "drop":  # said when the Tracker went, before the program went on
+        assert done.stdout.splitlines()[1] == "dropped"
+
+
+MULTIPROCESSING_CHILD = textwrap.dedent(
+    """
+    import multiprocessing, sqlite3, sys
+    from limitry_local import Tracker
+
+    def work(path):
+        tracker = Tracker(path, durability="batched", flush_ms=600_000, flush_events=100_000)
+        for i in range(100):
+            tracker.usage(customer_id=f"c{i}", event_type="e")
+        # returns without close(): the child then ends with os._exit
+
+    if __name__ == "__main__":
+        path, method = sys.argv[1], sys.argv[2]
+        child = multiprocessing.get_context(method).Process(target=work, args=(path,))
+        child.start()
+        child.join()
+        count = sqlite3.connect(path).execute("SELECT count(*) FROM events").fetchone()[0]
+        print(child.exitcode, count)
+    """
+)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_multiprocessing_child_commits_its_batch_as_it_ends(tmp_path: Path, method: str) -> None:
+    """Found in review: a multiprocessing child ends with os._exit, which skips atexit
+    and so the ledger's finalizer: a child's whole open batch was lost, exit code 0."""
+    script = tmp_path / "child.py"  # spawn and forkserver import the main module by path
+    script.write_text(MULTIPROCESSING_CHILD)
+    path = tmp_path / "usage.db"
+    Tracker(path).close()
+    done = subprocess.run(
+        [sys.executable, str(script), str(path), method],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "100"], done.stderr
+
+
 FORKED = textwrap.dedent(
     """
     import os, sqlite3, sys

@@ -132,12 +132,23 @@ def _release(
     released: threading.Event,
     where: str,
     turns: Turns | None,
+    *,
+    untold: list[LedgerError],
 ) -> None:
     """Commit what is pending and close: at close(), when a ledger is collected, or at exit.
 
-    A weakref.finalize callback, so it holds the connection, never the Ledger.
+    A weakref.finalize callback, so it holds the connection, never the Ledger;
+    ``untold`` is the ledger's own list of a loss the timer met that no call
+    has raised yet.
     """
     with wake:
+        if untold:
+            # No call came to be told (found in review: exit status 0, stderr empty).
+            print(
+                f"limitry_local: {untold.pop()} (met by the flush timer; the ledger was "
+                "released before any call could raise it)",
+                file=sys.stderr,
+            )
         try:
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -325,7 +336,8 @@ class Ledger(SqlLedger):
         # can change it while ours holds the write lock.
         self._transactions = 0
         self._version_seen: tuple[int, int] | None = None
-        self._lost: LedgerError | None = None
+        # A loss the timer met that no call has raised yet (see _lost).
+        self._untold: list[LedgerError] = []
         # Set by a lost batch, cleared by a flush() that commits: until then
         # every write is refused with it, so no more is acknowledged and lost.
         self._failed: LedgerError | None = None
@@ -366,8 +378,21 @@ class Ledger(SqlLedger):
         self._turns = Turns(self.path) if self.path is not None else None
         # Commits an open batch if the ledger is dropped unclosed, or at exit.
         self._finalizer = weakref.finalize(
-            self, _release, conn, self._wake, self._released, self.where, self._turns
+            self,
+            _release,
+            conn,
+            self._wake,
+            self._released,
+            self.where,
+            self._turns,
+            untold=self._untold,
         )
+        # A multiprocessing child ends with os._exit, past atexit and so past the
+        # finalizer; multiprocessing runs its own finalizers first (found in review:
+        # a child's whole open batch was lost, exit code 0).
+        processes = sys.modules.get("multiprocessing.util")
+        if processes is not None:
+            processes.Finalize(self, self._finalizer, exitpriority=0)
         _OPEN.add(self)
         if self.durability == "batched":
             threading.Thread(
@@ -606,6 +631,15 @@ class Ledger(SqlLedger):
         self._failed = lost
         return lost
 
+    @property
+    def _lost(self) -> LedgerError | None:
+        """The untold loss; shared with the finalizer, which says it if no call did."""
+        return self._untold[0] if self._untold else None
+
+    @_lost.setter
+    def _lost(self, lost: LedgerError | None) -> None:
+        self._untold[:] = [] if lost is None else [lost]
+
     def _raise_lost(self) -> None:
         if self._lost is not None:
             lost, self._lost = self._lost, None
@@ -639,9 +673,13 @@ class Ledger(SqlLedger):
         with self.lock:
             if self._closed:
                 return
+            untold = None
             try:
                 if not self._forked:
                     self._commit()
+                # Raised below, so not said again by the finalizer (which does
+                # say it if the commit fails: then that error is raised instead).
+                untold, self._lost = self._lost, None
             finally:
                 self._closed = True
                 self._wake.notify_all()
@@ -650,8 +688,8 @@ class Ledger(SqlLedger):
                     self._finalizer.detach()
                 else:
                     self._finalizer()
-            # A batch the timer thread lost, and nobody was told of yet.
-            self._raise_lost()
+            if untold is not None:  # a batch the timer thread lost, and nobody was told of yet
+                raise untold
 
     def definitions_version(self) -> int:
         """Bumped by every change of a limit definition, by any process on this file."""
