@@ -8,11 +8,15 @@ next call.  Rate-limit buckets are per process (docs/reliability.md).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -24,6 +28,7 @@ from limitry_local.ledger import SCHEMA_VERSION
 from limitry_local.postgres_ledger import PostgresLedger
 from limitry_local.testing import ManualClock
 from tests.conftest import POSTGRES_DSN, postgres_schema
+from tests.test_ledger_errors import read_only
 
 EVENT = {"customer_id": "cust_1", "event_type": "model_call"}
 
@@ -314,6 +319,50 @@ def test_workers_starting_at_once_ensure_each_limit_once(kind: str, tmp_path: Pa
         with opened() as tracker:
             assert [limit.name for limit in tracker.rate_limits.list().data] == ["rpm", "rph"]
             assert [quota.name for quota in tracker.quotas.list().data] == ["daily tokens"]
+
+
+def test_a_wait_file_this_user_cannot_write_still_takes_turns(tmp_path: Path) -> None:
+    """Found in review: <ledger>-wait was made 0644 beside a ledger shared by several
+    users (0666), the others could not open it, and their writers silently took no
+    turns.  It is made with the ledger's mode, and opened to read when it cannot be
+    written (flock needs no more)."""
+    ledger = tmp_path / "usage.db"
+    Tracker(ledger).close()
+    ledger.chmod(0o666)
+    wait = Path(f"{ledger}-wait")
+    wait.unlink()
+    umask = os.umask(0o022)
+    try:
+        Tracker(ledger).close()
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(wait.stat().st_mode) == 0o666  # the ledger's, past the umask
+
+    with read_only(wait), closing(sqlite3.connect(ledger, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        with Tracker(ledger, timeout=30) as tracker:
+            change = threading.Thread(
+                target=tracker.quotas.create,
+                kwargs={"name": "q", "metric": "total_events", "limit_value": 1, "period": "day"},
+            )
+            change.start()
+            said = False
+            fd = os.open(wait, os.O_RDONLY)
+            try:
+                deadline = time.monotonic() + 10
+                while not said and time.monotonic() < deadline:
+                    try:  # the waiting writer holds it shared: no exclusive lock now
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        time.sleep(0.01)
+                    except BlockingIOError:
+                        said = True
+            finally:
+                os.close(fd)
+                holder.execute("COMMIT")
+                change.join()
+            assert said, "the waiting writer did not say so on its -wait file"
+            assert [quota.name for quota in tracker.quotas.list().data] == ["q"]
 
 
 CLI = "import sys; from limitry_local.cli.main import run; sys.exit(run(sys.argv[1:]))"

@@ -44,7 +44,7 @@ class Turns:
         # A read-only directory, say: then writers do not take turns.
         with contextlib.suppress(OSError):
             if fcntl is not None:
-                self._fd = os.open(f"{path}-wait", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._fd = _open(Path(f"{path}-wait"), os.stat(path).st_mode & 0o666)
 
     def waiting(self) -> bool:
         """Say this writer waits; True if it did (then :meth:`done` once it began)."""
@@ -80,3 +80,22 @@ class Turns:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def _open(wait: Path, mode: int) -> int:
+    """The ``-wait`` file, made with the ledger's own mode, as SQLite makes ``-wal``.
+
+    Found in review: made 0644 beside a ledger shared by several users
+    (0666), it could not be opened by the others, whose writers then took no
+    turns and starved again.  ``flock`` needs no write access, so a file
+    this user cannot write is opened to read.
+    """
+    try:
+        fd = os.open(wait, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        try:
+            return os.open(wait, os.O_RDWR | os.O_CLOEXEC)
+        except PermissionError:
+            return os.open(wait, os.O_RDONLY | os.O_CLOEXEC)
+    os.fchmod(fd, mode)  # past the umask, as the ledger's other files are
+    return fd
