@@ -511,3 +511,31 @@ def test_a_commit_cannot_move_the_event_onto_limits_that_never_checked_it(
     (chats,) = tracker.quotas.check({"customer_id": "cust_1", "feature": "chat"}).quotas
     assert chats.used == 1
     assert tracker.ledger.event_count() == 2
+
+
+@pytest.mark.parametrize("kind", ["quota", "rate_limit"])
+def test_a_commit_cannot_move_the_event_onto_another_override(tracker: Tracker, kind: str) -> None:
+    """Found in review: an override outside ``per`` decides per event on the same key,
+    so a hold reserved as tier=enterprise and committed as tier=free put 5,000 tokens
+    under the free limit of 100, which never checked them."""
+    enterprise = {"tier": {"enterprise": 1_000_000}}
+    if kind == "quota":
+        tracker.quotas.create(
+            name="daily", metric="total_tokens", limit_value=100, period="day",
+            per=["customer_id"], overrides=enterprise,
+        )  # fmt: skip
+    else:
+        tracker.rate_limits.create(
+            name="tpm", limit_value=100, window="minute", metric="total_tokens",
+            per=["customer_id"], overrides=enterprise,
+        )  # fmt: skip
+    free = {**CALL, "properties": {"tier": "free"}}
+    with pytest.raises((QuotaExceeded, RateLimitExceeded)):
+        tracker.reserve(free, estimate=5000)
+    r = tracker.reserve({**CALL, "properties": {"tier": "enterprise"}}, estimate=5000)
+    with pytest.raises(InvalidRequestError, match="properties: tier"):
+        r.commit(total_tokens=5000, properties={"tier": "free"})
+    assert r.state == "open"
+    r.commit(total_tokens=5000, properties={"tier": "enterprise", "route": "chat"})
+    (event,) = tracker.events.list().data
+    assert event.properties == {"tier": "enterprise", "route": "chat"}

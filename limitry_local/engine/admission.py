@@ -252,9 +252,20 @@ def failed_open(plan: Plan, dims: Dimensions, exc: RateLimitStoreError) -> list[
     ]
 
 
-def falls_on(plan: Plan, dims: Dimensions) -> list[Key | None]:
-    """The bucket or counter key of each limit an event falls on (None: not matched)."""
-    return [rule.key_of(dims) for rule in plan.rates] + [q.key_of(dims) for q in plan.quotas]
+def falls_on(plan: Plan, dims: Dimensions) -> list[tuple[Key, int] | None]:
+    """Each limit's bucket or counter key an event falls on, and the limit it meets
+    there (None: not matched).
+
+    The limit too: an override outside ``per`` decides per event, on the same
+    key (found in review: a hold reserved as ``tier=enterprise`` committed as
+    ``tier=free`` put 5,000 tokens under a limit of 100 that never checked them).
+    """
+    met: list[tuple[Key, int] | None] = []
+    for limit, key in [(rule.limit, rule.key_of(dims)) for rule in plan.rates] + [
+        (q.quota, q.key_of(dims)) for q in plan.quotas
+    ]:
+        met.append(None if key is None else (key, limit.limit_for(dims)))
+    return met
 
 
 def increments(quotas: list[QuotaOutcome]) -> list[CounterIncrement]:

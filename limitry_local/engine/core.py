@@ -661,8 +661,8 @@ def _same_limits(plan: Plan, reserved: TrackPostRequest, final: TrackPostRequest
         changed = sorted(name for name in after if before.get(name, None) != after[name])
         raise InvalidRequestError(
             f"properties: {', '.join(changed)} would count this event against other limits "
-            "(or other keys of them) than it was reserved against; give such properties "
-            "to reserve(), not to commit()"
+            "(or other keys of them, or another override's limit) than it was reserved "
+            "against; give such properties to reserve(), not to commit()"
         )
 
 
