@@ -8,13 +8,16 @@ now drops only full buckets and refuses a new key when none is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from limitry_local import BucketStoreFull, ConflictError, RateLimitExceeded, Tracker
+from limitry_local import BucketStoreFull, ConflictError, LedgerError, RateLimitExceeded, Tracker
 from limitry_local.testing import ManualClock
 from tests.conftest import START
 
@@ -291,3 +294,31 @@ def test_another_processes_deletion_is_retired_even_if_the_apply_that_saw_it_fai
         with pytest.raises(ConflictError):
             ours.apply({"rate_limits": [{"name": "dup", "limit_value": 1, "window": "hour"}]})
         assert [pair[0] for pairs in told for pair in pairs] == [gone.id]
+
+
+def test_a_reshape_whose_commit_answer_was_lost_still_retires_the_old_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: an ensure() whose COMMIT landed but whose answer was lost
+    (a server ledger's in-doubt error) had already taken the new generation as
+    live, so the reload found nothing retired: at max_buckets every new key was
+    refused until the old buckets refilled."""
+    clock = ManualClock(START)
+    with Tracker(tmp_path / "usage.db", clock=clock, max_buckets=4) as tracker:
+        tracker.rate_limits.ensure(name="rpm", limit_value=5, window="hour", per=["customer_id"])
+        assert [_send(tracker, f"old{n}") for n in range(4)] == ["admitted"] * 4
+        ledger = tracker.ledger
+        write = ledger.write
+
+        @contextmanager
+        def answer_lost(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            monkeypatch.undo()  # once
+            with write(*args, **kwargs) as conn:
+                yield conn
+            raise LedgerError("COMMIT sent, answer lost", "connection", in_doubt=True)
+
+        monkeypatch.setattr(ledger, "write", answer_lost)
+        with pytest.raises(LedgerError, match="answer lost"):
+            tracker.rate_limits.ensure(name="rpm", limit_value=5, window="1d", per=["customer_id"])
+        assert [limit.window for limit in tracker.rate_limits.list().data] == ["1d"]  # it landed
+        assert [_send(tracker, f"new{n}") for n in range(4)] == ["admitted"] * 4

@@ -216,12 +216,14 @@ class Definitions:
                 yield
                 return
             self._opened()
+            live = self.live
             try:
                 with self._ledger.write(durable=True, exclusive=True) as conn:
                     # Before the scope counts as open: what other processes changed
                     # is committed, and its retirements are told now, not deferred
                     # to a commit this scope may never make.
                     self.refresh()
+                    live = self.live
                     self._deciding, self._joined = conn, False
                     try:
                         yield
@@ -229,8 +231,13 @@ class Definitions:
                     finally:
                         self._deciding = None
             except BaseException:
-                self._version = -1  # what joined may not have committed: read afresh
+                # What joined may or may not have committed (an answer lost after
+                # COMMIT): read afresh, from the pairs as they stood, so the
+                # reload retires what the changes took away only if they landed
+                # (found in review: an in-doubt reshape never freed its old buckets).
+                self._version = -1
                 self._retiring = set()
+                self.live = live
                 raise
             if version is not None:
                 self._version = version
