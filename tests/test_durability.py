@@ -647,18 +647,26 @@ def test_a_loss_the_timer_met_is_said_when_no_call_comes_to_hear_it(
 
 MULTIPROCESSING_CHILD = textwrap.dedent(
     """
-    import multiprocessing, sqlite3, sys
+    import multiprocessing, sqlite3, sys, threading, time
     from limitry_local import Tracker
 
-    def work(path):
-        tracker = Tracker(path, durability="batched", flush_ms=600_000, flush_events=100_000)
-        for i in range(100):
+    def work(path, durability):
+        tracker = Tracker(path, durability=durability, flush_ms=600_000, flush_events=100_000)
+        for i in range(50):
             tracker.usage(customer_id=f"c{i}", event_type="e")
-        # returns without close(): the child then ends with os._exit
+
+        def later():  # a thread the child has not joined when its target returns
+            time.sleep(0.2)
+            for i in range(50):
+                tracker.usage(customer_id=f"t{i}", event_type="e")
+
+        threading.Thread(target=later).start()
+        # returns without close(): the child waits for the thread, then os._exit
 
     if __name__ == "__main__":
-        path, method = sys.argv[1], sys.argv[2]
-        child = multiprocessing.get_context(method).Process(target=work, args=(path,))
+        path, method, durability = sys.argv[1], sys.argv[2], sys.argv[3]
+        context = multiprocessing.get_context(method)
+        child = context.Process(target=work, args=(path, durability))
         child.start()
         child.join()
         count = sqlite3.connect(path).execute("SELECT count(*) FROM events").fetchone()[0]
@@ -667,16 +675,21 @@ MULTIPROCESSING_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("durability", ["batched", "normal"])
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_a_multiprocessing_child_commits_its_batch_as_it_ends(tmp_path: Path, method: str) -> None:
+def test_a_multiprocessing_child_commits_its_batch_as_it_ends(
+    tmp_path: Path, method: str, durability: str
+) -> None:
     """Found in review: a multiprocessing child ends with os._exit, which skips atexit
-    and so the ledger's finalizer: a child's whole open batch was lost, exit code 0."""
+    and so the ledger's finalizer: a child's whole open batch was lost, exit code 0.
+    And in review of that fix: the hook runs before the child waits for its threads,
+    so it must leave the ledger open to them (closing it lost their 50 events)."""
     script = tmp_path / "child.py"  # spawn and forkserver import the main module by path
     script.write_text(MULTIPROCESSING_CHILD)
     path = tmp_path / "usage.db"
     Tracker(path).close()
     done = subprocess.run(
-        [sys.executable, str(script), str(path), method],
+        [sys.executable, str(script), str(path), method, durability],
         capture_output=True,
         text=True,
         timeout=120,

@@ -51,7 +51,7 @@ from limitry_local.ledger.protocol import (
 )
 from limitry_local.ledger.schema import MIGRATIONS, SCHEMA_VERSION, create_schema
 from limitry_local.ledger.sql import Dialect, SqlLedger
-from limitry_local.ledger.sqlite_errors import explained
+from limitry_local.ledger.sqlite_errors import check_wal_files, explained
 from limitry_local.ledger.sqlite_turns import Turns
 
 SQLITE = Dialect(
@@ -168,36 +168,11 @@ def _release(
             wake.notify_all()  # the flusher, if any, has nothing left to do
 
 
-def _check_wal_files(path: Path) -> None:
-    """Refuse a ledger whose ``-wal`` or ``-shm`` file SQLite could not write.
-
-    WAL mode maps ``-shm`` into memory, and a ``-shm`` that could not be
-    written was seen to end the interpreter with SIGBUS inside ``PRAGMA
-    journal_mode = WAL`` (issue 20); at best the Tracker opened and failed
-    at its first write.
-    ``os.access`` is asked, not a trial open: it sees an immutable file
-    (``chattr +i``) and a read-only mount even for root, and opening and
-    closing the file here would drop the locks SQLite holds on it for
-    another connection of this process.  A file that appears or changes
-    after this look is SQLite's to report.
-    """
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if not os.path.lexists(side):
-            continue
-        if not side.is_file():
-            raise LedgerError(
-                f"cannot open ledger {path}: {side} is not a regular file; remove it "
-                "(SQLite keeps its -wal and -shm files beside the ledger)",
-                "cannot_open",
-            )
-        if not os.access(side, os.W_OK):
-            raise LedgerError(
-                f"ledger {path} is read-only: {side} cannot be written; the ledger, its "
-                "-wal and -shm files and its directory must be writable (permissions, "
-                "chattr +i, a read-only mount)",
-                "read_only",
-            )
+def _at_process_exit(ref: weakref.ref[Ledger]) -> None:
+    """multiprocessing's exit hook, in a child about to end with ``os._exit``."""
+    ledger = ref()
+    if ledger is not None:
+        ledger._write_through()
 
 
 class _WriteScope:
@@ -359,7 +334,7 @@ class Ledger(SqlLedger):
                 "read_only",
             )
         if self.path is not None:
-            _check_wal_files(self.path)
+            check_wal_files(self.path)
         try:
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so
             # a counter increment can never be committed apart from its event.
@@ -388,11 +363,11 @@ class Ledger(SqlLedger):
             untold=self._untold,
         )
         # A multiprocessing child ends with os._exit, past atexit and so past the
-        # finalizer; multiprocessing runs its own finalizers first (found in review:
+        # finalizer; multiprocessing runs its own exit hooks first (found in review:
         # a child's whole open batch was lost, exit code 0).
         processes = sys.modules.get("multiprocessing.util")
-        if processes is not None:
-            processes.Finalize(self, self._finalizer, exitpriority=0)
+        if processes is not None and self.durability == "batched":
+            processes.Finalize(self, _at_process_exit, args=(weakref.ref(self),), exitpriority=0)
         _OPEN.add(self)
         if self.durability == "batched":
             threading.Thread(
@@ -639,6 +614,27 @@ class Ledger(SqlLedger):
     @_lost.setter
     def _lost(self, lost: LedgerError | None) -> None:
         self._untold[:] = [] if lost is None else [lost]
+
+    def _write_through(self) -> None:
+        """Commit the open batch, and every write after it, as the process ends.
+
+        multiprocessing runs its exit hooks before it waits for the child's
+        threads, so the ledger stays open for them (found in review: closing
+        it there refused every later write); they write through, since no
+        timer or exit is left to commit a batch.  A loss with no call left
+        to raise it is said on stderr.
+        """
+        with self.lock:
+            if self._closed or self._forked or self._released.is_set():
+                return
+            self.durability = "normal"
+            untold, self._lost = self._lost, None
+            try:
+                if untold is not None:
+                    raise untold
+                self._commit()
+            except LedgerError as exc:
+                print(f"limitry_local: {exc} (as the process ended)", file=sys.stderr)
 
     def _raise_lost(self) -> None:
         if self._lost is not None:

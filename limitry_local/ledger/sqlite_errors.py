@@ -1,12 +1,15 @@
-"""SQLite's errors, in words a user can act on: what a :class:`LedgerError` of a file says.
+"""A SQLite ledger file's failures, in words a user can act on.
 
-One place for the translation, so every write path of the SQLite ledger
-names the file, the cause (``.reason``) and the fix the same way.
+SQLite's errors translated in one place, so every write path names the
+file, the cause (``.reason``) and the fix the same way; and the side files
+(``-wal``, ``-shm``) refused before SQLite meets them.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 
 from limitry_local.errors import LedgerError
 
@@ -47,3 +50,35 @@ def explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
     if name.startswith("SQLITE_FULL") or "disk is full" in text:
         return LedgerError(f"ledger {where}: the disk is full ({text})", "disk_full")
     return LedgerError(f"ledger {where}: {text}", "io")
+
+
+def check_wal_files(path: Path) -> None:
+    """Refuse a ledger whose ``-wal`` or ``-shm`` file SQLite could not write.
+
+    WAL mode maps ``-shm`` into memory, and a ``-shm`` that could not be
+    written was seen to end the interpreter with SIGBUS inside ``PRAGMA
+    journal_mode = WAL`` (issue 20); at best the Tracker opened and failed
+    at its first write.
+    ``os.access`` is asked, not a trial open: it sees an immutable file
+    (``chattr +i``) and a read-only mount even for root, and opening and
+    closing the file here would drop the locks SQLite holds on it for
+    another connection of this process.  A file that appears or changes
+    after this look is SQLite's to report.
+    """
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if not os.path.lexists(side):
+            continue
+        if not side.is_file():
+            raise LedgerError(
+                f"cannot open ledger {path}: {side} is not a regular file; remove it "
+                "(SQLite keeps its -wal and -shm files beside the ledger)",
+                "cannot_open",
+            )
+        if not os.access(side, os.W_OK):
+            raise LedgerError(
+                f"ledger {path} is read-only: {side} cannot be written; the ledger, its "
+                "-wal and -shm files and its directory must be writable (permissions, "
+                "chattr +i, a read-only mount)",
+                "read_only",
+            )
