@@ -143,13 +143,30 @@ def _decide(
             tokens = float(capacity)
     if cost <= tokens + EPSILON:
         return True, tokens, max(0.0, tokens - cost), at, 0
-    rate = capacity / window
-    # A cost above capacity can never fit; its retry is the time to a full bucket.
-    missing = min(cost, capacity) - tokens
     # Counted from the caller's clock, not the bucket's instant: after the
     # clock stepped back, the bucket refills only once time passes ``at`` again.
     since = now if asked_at is None else min(asked_at, now)
-    return False, tokens, tokens, at, max(1, math.ceil(at + missing / rate - since - EPSILON))
+    return False, tokens, tokens, at, retry_after(capacity, window, tokens, at, since, cost)
+
+
+def retry_after(  # noqa: PLR0917 - the bucket's numbers, as the stores hold them
+    capacity: int, window: float, tokens: float, at: float, since: float, cost: int
+) -> int:
+    """Whole seconds (>= 1) from ``since`` until ``cost`` fits in a bucket that holds
+    ``tokens`` at the instant ``at``; a cost above capacity waits for a full bucket."""
+    wanted = min(cost, capacity)
+    retry = max(1, math.ceil(at + (wanted - tokens) / (capacity / window) - since - EPSILON))
+    # From a stepped-back clock, ``at - since`` carries the rounding of two
+    # instants near 1.8e9 (some 2e-7 s), past EPSILON: the bucket could fall a
+    # hair short at ``since + retry``, and a caller who waited it out be told
+    # to wait again (found by a deep property run).  One second more, then.
+    later = since + retry
+    if (
+        later > at
+        and wanted > min(float(capacity), tokens + (later - at) * capacity / window) + EPSILON
+    ):
+        retry += 1
+    return retry
 
 
 def refill(capacity: int, window: float, state: BucketState | None, now: float) -> BucketState:
@@ -466,9 +483,7 @@ class BucketStore:
                 pending.append((key, (after, instant), -((-full) // 1.0)))
             else:
                 allowed = False
-                # A cost above capacity can never fit; its retry is the time to a full bucket.
-                missing = (cost if cost < capacity else capacity) - tokens
-                retry = ceil(instant + missing / rate - since - EPSILON)
+                retry = retry_after(capacity, window, tokens, instant, since, cost)
                 answers.append(
                     new(
                         BucketAnswer,
@@ -478,7 +493,7 @@ class BucketStore:
                             ceil(instant + capacity / rate + offset),
                             floor(tokens + EPSILON),
                             current_reset,
-                            retry if retry > 1 else 1,
+                            retry,
                         ),
                     )
                 )

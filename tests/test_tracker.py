@@ -862,6 +862,23 @@ def test_retry_after_after_a_backwards_clock_counts_from_now(
     assert error.headers["Retry-After"] == "60"
 
 
+def test_waiting_out_retry_after_from_a_stepped_back_clock_suffices(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    """Found by a deep property run: from a clock stepped back a fraction of a second,
+    Retry-After fell a second short by float noise (the rounding of two instants near
+    1.8e9), and a caller who waited it out was denied again."""
+    tracker.rate_limits.create(name="tps", limit_value=5, window="second", metric="total_tokens")
+    use(tracker, total_tokens=0)
+    clock.advance(-0.015)
+    use(tracker, total_tokens=3)
+    clock.advance(-0.385)
+    error = rate_denied(tracker, total_tokens=5)
+    assert error.retry_after == 2  # exactly 1.0 s away, give or take 2.4e-7 s
+    clock.advance(error.retry_after)
+    use(tracker, total_tokens=5)
+
+
 def test_backwards_clock_mints_no_tokens(tracker: Tracker, clock: ManualClock) -> None:
     tracker.rate_limits.create(name="rpm", limit_value=2, window="minute")
     use(tracker)
