@@ -67,6 +67,7 @@ from limitry_local import (
     TrackPostResponse,
 )
 from limitry_local.testing import ManualClock
+from tests.pages import walk
 from tests.redis_support import RedisStores
 
 UTC = timezone.utc
@@ -1157,9 +1158,10 @@ class TrackerMachine(RuleBasedStateMachine):
 
     @invariant()
     def definitions_match(self) -> None:
-        quotas = self.tracker.quotas.list(limit=100).data
+        # Every page: a long run may make more limits than one page holds (100).
+        quotas = walk(self.tracker.quotas.list, limit=100)
         assert sorted(q.id for q in quotas) == sorted(self.quotas)
-        rates = self.tracker.rate_limits.list(limit=100).data
+        rates = walk(self.tracker.rate_limits.list, limit=100)
         assert sorted(r.id for r in rates) == sorted(self.rates)
         assert self.tracker.ledger.event_count() == len(self.events)
 
