@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -697,6 +698,29 @@ def test_a_multiprocessing_child_commits_its_batch_as_it_ends(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "100"], done.stderr
+
+
+def test_a_scope_begun_before_the_exit_hook_commits_after_it(
+    ledger_path: Path, clock: ManualClock
+) -> None:
+    """Found in review of the hook: it switched durability to "normal", and a scope
+    another thread had already made batched then opened a batch nobody committed;
+    every later write failed to begin inside it ("cannot start a transaction within
+    a transaction").  The interleaving: a thread's usage() has made its scope and
+    waits for the ledger's lock while the hook runs, as multiprocessing runs it at
+    the child's end."""
+    tracker = Tracker(ledger_path, clock=clock, durability="batched", flush_ms=600_000)
+    tracker.usage(EVENT)
+    ledger = sqlite_ledger(tracker)
+    with ledger.lock:
+        waiting = threading.Thread(target=tracker.usage, args=(EVENT,))
+        waiting.start()
+        time.sleep(0.3)  # long enough for it to be waiting on the lock
+        ledger._write_through()  # multiprocessing's exit hook
+    waiting.join()
+    tracker.usage(EVENT)  # no batch is left open under it
+    assert committed(ledger_path) == 3  # each written through
+    tracker.close()
 
 
 FORKED = textwrap.dedent(

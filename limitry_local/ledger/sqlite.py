@@ -627,7 +627,11 @@ class Ledger(SqlLedger):
         with self.lock:
             if self._closed or self._forked or self._released.is_set():
                 return
-            self.durability = "normal"
+            # Each scope commits at its end from here: a scope another thread
+            # has begun stays batched, so durability itself is left alone (found
+            # in review: switching it under such a scope left a batch open that
+            # every later write then failed to begin inside).
+            self.flush_events = 1
             untold, self._lost = self._lost, None
             try:
                 if untold is not None:
