@@ -224,10 +224,13 @@ class RedisBuckets:
             now: str | float = ""
             asked: str | float = ""
         else:
-            # The caller's reading of the wall clock: behind the latest one
-            # by as much as its bucket clock is behind (after a step back).
+            # The caller's own reading of the wall clock, behind the latest one
+            # after a step back, when these buckets stand still until it catches
+            # up: Retry-After counts from it, so waiting it out suffices (found in
+            # review: with the system clock, whose bucket time is monotonic, the
+            # latest reading was sent, and every wait was told 1 s again).
             now = at.wall
-            asked = at.wall - (at.now - at.asked_at)
+            asked = at.asked_at + at.offset
         args: list[str | int | float] = [mode, now, asked, self._margin_ms, write_id]
         for ask in asks:
             args += [ask.capacity, float(ask.window), ask.cost, ask.largest]

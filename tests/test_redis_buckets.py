@@ -407,6 +407,30 @@ def test_retry_after_counts_from_the_callers_clock_after_a_step_back(
     assert store.peek([ask], stepped) == [answer]
 
 
+def test_waiting_out_retry_after_suffices_when_the_system_clock_steps_back(
+    stores: RedisStores,
+) -> None:
+    """Found in review: with the system clock (bucket time monotonic) a client-clock
+    store was sent the latest wall reading as the caller's, so after a 30 s step back
+    it answered Retry-After 1 to every wait while its buckets stood still."""
+    wall, tick = [START], [1000.0]
+    with Tracker(rate_limits=stores.new(clock="client")) as tracker:
+        clock = tracker.engine.clock
+        clock.source, clock.ticker = (lambda: wall[0]), (lambda: tick[0])  # the system's, faked
+        tracker.rate_limits.create(
+            name="tps", limit_value=5, window="second", metric="total_tokens"
+        )
+        tracker.usage(customer_id="c", event_type="e", total_tokens=5)
+        wall[0] -= 30.0  # NTP steps the wall clock back; the monotonic one goes on
+        tick[0] += 0.1
+        with pytest.raises(RateLimitExceeded) as denied:
+            tracker.usage(customer_id="c", event_type="e", total_tokens=5)
+        assert denied.value.retry_after == 31  # the buckets refill once the wall catches up
+        wall[0] += 31.0
+        tick[0] += 31.0
+        tracker.usage(customer_id="c", event_type="e", total_tokens=5)
+
+
 # --- expiry -----------------------------------------------------------------------------
 
 
