@@ -74,16 +74,18 @@ def instant(value: DateLike, name: str, *, end_of_day: bool) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
+        text = value
         try:
-            value = (
-                date.fromisoformat(value)
-                if len(value) == 10
-                else datetime.fromisoformat(value.replace("Z", "+00:00"))
-            )
+            # A date in any ISO form ("2026-12-01", "20261201", "2026-W49-2") is a
+            # date, so an end includes its day (found in review: only the first was).
+            value = date.fromisoformat(text)
         except ValueError:
-            raise InvalidRequestError(
-                f"{name}: {value!r} is not an ISO 8601 date or date-time"
-            ) from None
+            try:
+                value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidRequestError(
+                    f"{name}: {text!r} is not an ISO 8601 date or date-time"
+                ) from None
     try:
         if isinstance(value, datetime):
             aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
 from importlib.metadata import entry_points
+
+import pytest
 
 from limitry_local import Tracker
 from limitry_local.testing import ManualClock
@@ -33,3 +37,19 @@ def test_limitry_tracker_is_in_memory_on_the_manual_clock(
 def test_each_test_gets_a_fresh_tracker(limitry_tracker: Tracker) -> None:
     # The previous test recorded two events on its tracker; this one starts empty.
     assert limitry_tracker.ledger.event_count() == 0
+
+
+def test_manual_clock_takes_finite_seconds_and_timedeltas_and_names_itself_otherwise() -> None:
+    """Found in review: nan, inf, True and "30" were taken (a clock stuck at nan failed
+    only at a later Tracker call), and a timedelta failed with float()'s own words."""
+    clock = ManualClock(1_700_000_000)
+    clock.advance(timedelta(minutes=1))
+    assert clock() == 1_700_000_060.0
+    for bad in (math.nan, math.inf, True, "30"):
+        with pytest.raises(ValueError, match=r"advance\(seconds\): expected a finite number"):
+            clock.advance(bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="ManualClock: expected a finite number"):
+            ManualClock(bad)  # type: ignore[arg-type]
+    assert clock() == 1_700_000_060.0  # nothing moved
+    with pytest.raises(ValueError, match="aware datetime"):
+        ManualClock(datetime(2026, 11, 25))

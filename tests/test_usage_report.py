@@ -299,6 +299,9 @@ def test_filters_keep_the_events_with_each_value_given(
         (date(2026, 11, 25), date(2026, 11, 25), 420),
         (date(2026, 11, 25), None, 470),
         ("2026-11-24", "2026-11-25", 540),
+        # Any ISO form of a date is a date (found in review: "20261125" was midnight).
+        ("20261124", "20261125", 540),
+        ("2026-W48-2", "2026-W48-3", 540),
         # A datetime start is inclusive, a datetime end exclusive.
         (_utc("2026-11-25T10:00:00"), _utc("2026-11-25T11:30:00"), 120),
         (_utc("2026-11-25T10:00:00.000001"), _utc("2026-11-25T11:30:00.000001"), 300),

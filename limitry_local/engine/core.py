@@ -132,7 +132,7 @@ class Engine:
 
     def opened(self) -> None:
         if self.closed:
-            raise LimitryError("this Tracker is closed; open a new one on the ledger file")
+            raise LimitryError("this Tracker is closed; open a new one on its ledger")
 
     def now(self) -> float:
         """Read the clock for this call (the engine must be open)."""

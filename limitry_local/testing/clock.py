@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 class ManualClock:
@@ -21,10 +22,11 @@ class ManualClock:
     def __call__(self) -> float:
         return self._now
 
-    def advance(self, seconds: float) -> None:
-        """Move forward (or, with a negative number, back) by ``seconds``."""
+    def advance(self, seconds: float | timedelta) -> None:
+        """Move forward (or, with a negative number, back) by ``seconds`` (or a timedelta)."""
+        step = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
         with self._lock:
-            self._now += float(seconds)
+            self._now = _finite(self._now + _finite(step, "advance(seconds)"), "advance(seconds)")
 
     def sleep(self, seconds: float) -> None:
         """Advance by ``seconds`` at once: the sleep a Tracker on this clock uses.
@@ -50,4 +52,15 @@ def _seconds(when: datetime | float) -> float:
                 "ManualClock needs an aware datetime (for example tzinfo=timezone.utc)"
             )
         return when.timestamp()
-    return float(when)
+    return _finite(when, "ManualClock")
+
+
+def _finite(value: object, where: str) -> float:
+    """A finite number of seconds; anything else is refused here, not at a later call
+    (found in review: nan and "30" were taken, and failed far from the cause)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(
+            f"{where}: expected a finite number of seconds (or an aware datetime to "
+            f"start or set, a timedelta to advance), got {value!r}"
+        )
+    return float(value)
