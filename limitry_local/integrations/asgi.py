@@ -31,7 +31,10 @@ answers it, so a route can read the decision instead of calling
 ``tracker.usage`` again, which would be a second event and take a second
 token from every rate limit both match (see docs/integrations.md).
 
-Lifespan and websocket scopes pass through untouched.  ``tracker.usage`` is
+Websocket scopes pass through untouched.  At the lifespan's shutdown the
+Tracker's open batch is committed (``flush()``), since a server may then end
+by signal, past interpreter exit; for an app that does not speak lifespan
+the middleware answers it.  ``tracker.usage`` is
 synchronous and runs in the event loop's thread, as :class:`limitry_local.Client`
 does: tens of microseconds on an in-memory ledger, one SQLite commit on a
 file, less than a hop to a thread pool would cost.  On a file shared with
@@ -108,6 +111,9 @@ class LimitryMiddleware:
         self.clock: Clock = clock if clock is not None else time.time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -154,6 +160,55 @@ class LimitryMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The lifespan scope: the Tracker's open batch is committed as the server shuts down.
+
+        A server may end by the signal that stopped it once shutdown is done
+        (uvicorn re-raises SIGTERM), past interpreter exit, where a batch left
+        open would be committed (found in review: every acknowledged event of
+        a batched Tracker was lost).  An app that does not speak lifespan
+        raises at once, which is how the protocol says so; the middleware
+        then speaks it in the app's place.
+        """
+        asked: list[str] = []
+        said = False
+
+        async def receiving() -> Message:
+            message = await receive()
+            asked.append(message["type"])
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal said
+            said = True
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                self._flush()
+            await send(message)
+
+        try:
+            await self.app(scope, receiving, sending)
+            return
+        except Exception:
+            if said:
+                raise
+            logger.debug("the app does not speak lifespan; the middleware does", exc_info=True)
+        while True:
+            kind = asked.pop(0) if asked else (await receive())["type"]
+            if kind == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                self._flush()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _flush(self) -> None:
+        # A Tracker the app closed in its own shutdown has committed already.
+        if not self.tracker.engine.closed:
+            try:
+                self.tracker.flush()
+            except LedgerError:
+                logger.exception("the open batch could not be committed at shutdown")
 
     def _ietf(
         self, rate_limits: list[RateLimitStatus], quotas: list[QuotaStatus]
