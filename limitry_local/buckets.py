@@ -160,11 +160,10 @@ def retry_after(  # noqa: PLR0917 - the bucket's numbers, as the stores hold the
     # instants near 1.8e9 (some 2e-7 s), past EPSILON: the bucket could fall a
     # hair short at ``since + retry``, and a caller who waited it out be told
     # to wait again (found by a deep property run).  One second more, then.
+    # At ``at`` itself (a deficit below the instants' precision) nothing refills.
     later = since + retry
-    if (
-        later > at
-        and wanted > min(float(capacity), tokens + (later - at) * capacity / window) + EPSILON
-    ):
+    held = min(float(capacity), tokens + (later - at) * capacity / window) if later > at else tokens
+    if wanted > held + EPSILON:
         retry += 1
     return retry
 

@@ -879,6 +879,23 @@ def test_waiting_out_retry_after_from_a_stepped_back_clock_suffices(
     use(tracker, total_tokens=5)
 
 
+def test_waiting_out_retry_after_suffices_when_the_deficit_is_below_float_precision(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    """Found in review of the fix above: a deficit smaller than the instants' precision
+    put the retry instant exactly on the bucket's own, where nothing refills, and the
+    second added for noise was skipped."""
+    tracker.rate_limits.create(name="tps", limit_value=1000, window="second", metric="total_tokens")
+    clock.set(1_800_000_003.001)
+    use(tracker, total_tokens=1000)  # drained
+    clock.advance(0.001)  # about a token back (0.99993 in floats)
+    use(tracker, total_tokens=0)  # the bucket's instant is now
+    clock.advance(-5)
+    error = rate_denied(tracker, total_tokens=1)
+    clock.advance(error.retry_after)
+    use(tracker, total_tokens=1)
+
+
 def test_backwards_clock_mints_no_tokens(tracker: Tracker, clock: ManualClock) -> None:
     tracker.rate_limits.create(name="rpm", limit_value=2, window="minute")
     use(tracker)

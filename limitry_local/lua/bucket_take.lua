@@ -114,11 +114,13 @@ for i, key in ipairs(KEYS) do
       local retry = math.max(1, math.ceil(updated + missing / rate - since - EPSILON))
       -- From a stepped-back clock the rounding of two instants near 1.8e9 can
       -- leave the bucket a hair short at since + retry (buckets.py's _decide).
+      -- At updated itself (a deficit below the instants' precision) nothing refills.
       local later = since + retry
-      if later > updated and math.min(cost, capacity) >
-          math.min(capacity, tokens + (later - updated) * capacity / window) + EPSILON then
-        retry = retry + 1
+      local held = tokens
+      if later > updated then
+        held = math.min(capacity, tokens + (later - updated) * capacity / window)
       end
+      if math.min(cost, capacity) > held + EPSILON then retry = retry + 1 end
       -- After the event: drained to 0, what charging a soft limit leaves.
       local drained = math.ceil(updated + capacity / rate)
       answers[#answers + 1] = {0, 0, drained, current_remaining, current_reset, retry}
