@@ -7,6 +7,7 @@ the field, as the hosted API does; none reads state.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -69,23 +70,31 @@ def date_range(start: DateLike, end: DateLike) -> tuple[float | None, float | No
     return instant(start, "startDate", end_of_day=False), instant(end, "endDate", end_of_day=True)
 
 
+# The ISO forms of a whole day: extended, basic, and week dates with their day.
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}|\d{8}|\d{4}-?W\d{2}-?\d")
+
+
+def iso_date_or_time(text: str) -> date | datetime:
+    """A day in any of its ISO forms ("2026-12-01", "20261201", "2026-W49-2") as a date,
+    so an end includes it (found in review: only the first did); anything else as a
+    date-time.  Raises ValueError.  The pattern comes first: ``date.fromisoformat``
+    alone reads "20261201T1" as a day."""
+    if _DAY.fullmatch(text):
+        return date.fromisoformat(text)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def instant(value: DateLike, name: str, *, end_of_day: bool) -> float | None:
     """Unix seconds of a date, datetime or ISO 8601 string (naive means UTC)."""
     if value is None:
         return None
     if isinstance(value, str):
-        text = value
         try:
-            # A date in any ISO form ("2026-12-01", "20261201", "2026-W49-2") is a
-            # date, so an end includes its day (found in review: only the first was).
-            value = date.fromisoformat(text)
+            value = iso_date_or_time(value)
         except ValueError:
-            try:
-                value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                raise InvalidRequestError(
-                    f"{name}: {text!r} is not an ISO 8601 date or date-time"
-                ) from None
+            raise InvalidRequestError(
+                f"{name}: {value!r} is not an ISO 8601 date or date-time"
+            ) from None
     try:
         if isinstance(value, datetime):
             aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

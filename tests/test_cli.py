@@ -365,6 +365,19 @@ def test_usage_with_no_matching_events_says_so(db: Path) -> None:
     assert ok("--db", db, "usage", "--start", "2027-01-01") == "no events match\n"
 
 
+def test_usage_reads_dates_as_the_library_does(db: Path) -> None:
+    # Found in review: --end kept its own rule (ten characters: a date), so it
+    # refused a week date the library takes; a basic date is a whole day in both.
+    seed_events(db)
+    extended = ok("--db", db, "usage", "--json", "--end", "2026-11-25")
+    assert ok("--db", db, "usage", "--json", "--end", "20261125") == extended
+    assert ok("--db", db, "usage", "--json", "--end", "2026-W48-3") == extended
+    assert ok("--db", db, "usage", "--json", "--end", "2026W48T10") != ""  # a week date-time
+    refused = run("--db", db, "usage", "--end", "20261125T1")
+    assert refused.returncode == 2
+    assert "is not an ISO 8601 date" in refused.stderr
+
+
 # --- events export / import -------------------------------------------------------
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from importlib.metadata import entry_points
 
 import pytest
@@ -51,5 +53,11 @@ def test_manual_clock_takes_finite_seconds_and_timedeltas_and_names_itself_other
         with pytest.raises(ValueError, match="ManualClock: expected a finite number"):
             ManualClock(bad)  # type: ignore[arg-type]
     assert clock() == 1_700_000_060.0  # nothing moved
+    for huge in (10**400, -(10**400)):
+        with pytest.raises(ValueError, match="finite number"):
+            clock.advance(huge)
+    clock.advance(Decimal("0.5"))  # any real number float() takes
+    clock.advance(Fraction(1, 2))
+    assert clock() == 1_700_000_061.0
     with pytest.raises(ValueError, match="aware datetime"):
         ManualClock(datetime(2026, 11, 25))

@@ -418,6 +418,8 @@ def test_an_unknown_interval_is_a_400_naming_it(tracker: Tracker, interval: Any)
     [
         ({"start_date": "last tuesday"}, "startDate"),
         ({"end_date": "2026-13-01"}, "endDate"),
+        # date.fromisoformat alone would read it as the day 2026-12-01.
+        ({"end_date": "20261201T1"}, "endDate"),
         ({"start_date": 1_700_000_000}, "startDate"),
         ({"end_date": b"2026-11-25"}, "endDate"),
     ],

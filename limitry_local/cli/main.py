@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +35,7 @@ from limitry_local.cli import check, config, plan, render, transfer
 from limitry_local.cli.exits import CliError, ExitCode
 from limitry_local.cli.usage import Grouping, aggregate
 from limitry_local.errors import APIError, LimitryError
+from limitry_local.inputs import iso_date_or_time
 from limitry_local.ledger import SCHEMA_VERSION, LedgerError
 from limitry_local.tracker import Tracker
 from limitry_local.version import __version__
@@ -682,10 +683,7 @@ def _report_filters(args: argparse.Namespace) -> dict[str, str | None]:
 def _instant(text: str) -> str:
     """An ISO 8601 date or date-time, passed on as written (``events.list`` reads it)."""
     try:
-        if len(text) == 10:
-            date.fromisoformat(text)
-        else:
-            datetime.fromisoformat(text.replace("Z", "+00:00"))
+        iso_date_or_time(text)  # as the library reads it
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 date (2026-11-25) or date-time (2026-11-25T10:00:00Z)"

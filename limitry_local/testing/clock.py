@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from datetime import datetime, timedelta
+from typing import SupportsFloat
 
 
 class ManualClock:
@@ -15,14 +17,14 @@ class ManualClock:
     1700000030.0
     """
 
-    def __init__(self, start: datetime | float = 0.0) -> None:
+    def __init__(self, start: datetime | SupportsFloat = 0.0) -> None:
         self._lock = threading.Lock()
         self._now = _seconds(start)
 
     def __call__(self) -> float:
         return self._now
 
-    def advance(self, seconds: float | timedelta) -> None:
+    def advance(self, seconds: SupportsFloat | timedelta) -> None:
         """Move forward (or, with a negative number, back) by ``seconds`` (or a timedelta)."""
         step = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
         with self._lock:
@@ -36,7 +38,7 @@ class ManualClock:
         """
         self.advance(seconds)
 
-    def set(self, when: datetime | float) -> None:
+    def set(self, when: datetime | SupportsFloat) -> None:
         """Jump to ``when`` (an aware datetime or unix seconds)."""
         with self._lock:
             self._now = _seconds(when)
@@ -45,7 +47,7 @@ class ManualClock:
         return f"ManualClock({self._now!r})"
 
 
-def _seconds(when: datetime | float) -> float:
+def _seconds(when: datetime | SupportsFloat) -> float:
     if isinstance(when, datetime):
         if when.tzinfo is None:
             raise ValueError(
@@ -56,11 +58,16 @@ def _seconds(when: datetime | float) -> float:
 
 
 def _finite(value: object, where: str) -> float:
-    """A finite number of seconds; anything else is refused here, not at a later call
-    (found in review: nan and "30" were taken, and failed far from the cause)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite number of seconds (a Decimal or a Fraction too); anything else is
+    refused here, not at a later call (found in review: nan and "30" were taken,
+    and failed far from the cause)."""
+    seconds = math.nan
+    if not isinstance(value, (bool, str, bytes)):
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            seconds = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(seconds):
         raise ValueError(
             f"{where}: expected a finite number of seconds (or an aware datetime to "
             f"start or set, a timedelta to advance), got {value!r}"
         )
-    return float(value)
+    return seconds
