@@ -77,6 +77,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+_STARTED = "lifespan.startup.complete"
+_SHUTDOWN_ANSWERS = {"lifespan.shutdown.complete", "lifespan.shutdown.failed"}
+
 STATE_KEY = "limitry_response"
 """Where in ``scope["state"]`` (Starlette's ``request.state``) the 201 of the request is kept."""
 
@@ -167,12 +170,15 @@ class LimitryMiddleware:
         A server may end by the signal that stopped it once shutdown is done
         (uvicorn re-raises SIGTERM), past interpreter exit, where a batch left
         open would be committed (found in review: every acknowledged event of
-        a batched Tracker was lost).  An app that does not speak lifespan
-        raises at once, which is how the protocol says so; the middleware
-        then speaks it in the app's place.
+        a batched Tracker was lost).  So, whatever the app does after its
+        startup (answers shutdown, raises, returns), the batch is committed
+        when the server asks for shutdown.  An app that raises before it
+        receives anything does not speak lifespan (the protocol's way to say
+        so): the middleware speaks it in the app's place.  One that fails its
+        startup fails it, as without the middleware.
         """
         asked: list[str] = []
-        said = False
+        sent: list[str] = []
 
         async def receiving() -> Message:
             message = await receive()
@@ -180,27 +186,32 @@ class LimitryMiddleware:
             return message
 
         async def sending(message: Message) -> None:
-            nonlocal said
-            said = True
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            sent.append(message["type"])
+            if message["type"] in _SHUTDOWN_ANSWERS:
                 self._flush()
             await send(message)
 
         try:
             await self.app(scope, receiving, sending)
-            return
         except Exception:
-            if said:
+            if asked or sent:
+                if _STARTED in sent and not _SHUTDOWN_ANSWERS & set(sent):
+                    await self._at_shutdown(receive, asked)
                 raise
             logger.debug("the app does not speak lifespan; the middleware does", exc_info=True)
-        while True:
-            kind = asked.pop(0) if asked else (await receive())["type"]
-            if kind == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif kind == "lifespan.shutdown":
-                self._flush()
-                await send({"type": "lifespan.shutdown.complete"})
+            await receive()  # lifespan.startup
+            await send({"type": _STARTED})
+        else:
+            if _STARTED not in sent or _SHUTDOWN_ANSWERS & set(sent):
                 return
+        await self._at_shutdown(receive, asked)
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _at_shutdown(self, receive: Receive, asked: list[str]) -> None:
+        """Wait for the server's shutdown (unless the app received it), then commit."""
+        while "lifespan.shutdown" not in asked:
+            asked.append((await receive())["type"])
+        self._flush()
 
     def _flush(self) -> None:
         # A Tracker the app closed in its own shutdown has committed already.

@@ -8,6 +8,7 @@ shutdown; for an app that does not speak lifespan the middleware answers it.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sqlite3
 import subprocess
@@ -15,10 +16,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from limitry_local import Tracker
+from limitry_local.integrations.asgi import LimitryMiddleware, Message, Receive, Scope, Send
 from tests.server.conftest import free_port
 
 APPS = {
@@ -102,3 +106,75 @@ def test_sigterm_commits_a_batched_trackers_open_batch(tmp_path: Path, kind: str
             server.wait()
     assert "Application shutdown complete" in log.read_text()
     assert _committed(db) == 20, log.read_text()
+
+
+# --- the lifespan protocol, driven message by message -------------------------------------
+
+
+async def _bare(scope: Scope, receive: Receive, send: Send) -> None:
+    assert scope["type"] == "http", "no lifespan here"
+
+
+async def _fails_its_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    raise RuntimeError("the app's shutdown broke")
+
+
+async def _returns_after_startup(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+
+
+async def _fails_its_startup(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    raise RuntimeError("database unreachable")
+
+
+LIFESPAN_APPS: dict[str, Any] = {
+    "bare": _bare,
+    "fails its shutdown": _fails_its_shutdown,
+    "returns after startup": _returns_after_startup,
+    "fails its startup": _fails_its_startup,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LIFESPAN_APPS))
+def test_the_batch_is_committed_at_shutdown_whatever_the_app_does(
+    tmp_path: Path, kind: str
+) -> None:
+    """Found in review of the lifespan commit: an app that raised in its shutdown, or
+    returned after its startup, left the batch open; an app that failed its startup
+    was answered "started" as if it spoke no lifespan."""
+    db = tmp_path / "usage.db"
+    tracker = Tracker(db, durability="batched", flush_ms=600_000)
+    tracker.usage(customer_id="c", event_type="http")
+    app = LimitryMiddleware(LIFESPAN_APPS[kind], tracker=tracker, event=lambda scope: None)
+    server: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    answers: list[str] = []
+
+    async def send(message: Message) -> None:
+        answers.append(message["type"])
+
+    async def lifespan() -> BaseException | None:
+        await server.put({"type": "lifespan.startup"})
+        running = asyncio.ensure_future(app({"type": "lifespan"}, server.get, send))
+        await asyncio.sleep(0.05)  # as a server runs while the app lives
+        assert _committed(db) == 0  # still the open batch
+        await server.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(running, 5)
+        except RuntimeError as failed:
+            return failed
+        return None
+
+    failed = asyncio.run(lifespan())
+    if kind == "fails its startup":  # its failure stands: no "started" sent for it
+        assert (answers, str(failed)) == ([], "database unreachable")
+        tracker.close()
+        return
+    assert answers[0] == "lifespan.startup.complete"
+    assert _committed(db) == 1
+    assert (failed is not None) == (kind == "fails its shutdown")
+    tracker.close()
