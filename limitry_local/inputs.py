@@ -70,18 +70,24 @@ def date_range(start: DateLike, end: DateLike) -> tuple[float | None, float | No
     return instant(start, "startDate", end_of_day=False), instant(end, "endDate", end_of_day=True)
 
 
-# The ISO forms of a whole day: extended, basic, and week dates with their day.
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}|\d{8}|\d{4}-?W\d{2}-?\d")
+# The ISO forms of a whole day (extended, basic, a week's day), and of a date-time:
+# one of them, then T (or a space) and the time.
+_DAY = r"\d{4}-\d{2}-\d{2}|\d{8}|\d{4}-W\d{2}-\d|\d{4}W\d{3}"
+_A_DAY = re.compile(_DAY)
+_A_TIME = re.compile(f"(?:{_DAY})[Tt ]")
 
 
 def iso_date_or_time(text: str) -> date | datetime:
     """A day in any of its ISO forms ("2026-12-01", "20261201", "2026-W49-2") as a date,
-    so an end includes it (found in review: only the first did); anything else as a
-    date-time.  Raises ValueError.  The pattern comes first: ``date.fromisoformat``
-    alone reads "20261201T1" as a day."""
-    if _DAY.fullmatch(text):
+    so an end includes it (found in review: only the first did); a date and a time,
+    joined by T or a space, as a date-time.  Anything else (a week or a month alone,
+    a date with an offset but no time) raises ValueError: Python would read
+    "2026-12-01-05:00" as 05:00 and "20261201T1" as a day."""
+    if _A_DAY.fullmatch(text):
         return date.fromisoformat(text)
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if _A_TIME.match(text):
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    raise ValueError(f"not an ISO 8601 date or date-time: {text!r}")
 
 
 def instant(value: DateLike, name: str, *, end_of_day: bool) -> float | None:

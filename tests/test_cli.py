@@ -372,7 +372,7 @@ def test_usage_reads_dates_as_the_library_does(db: Path) -> None:
     extended = ok("--db", db, "usage", "--json", "--end", "2026-11-25")
     assert ok("--db", db, "usage", "--json", "--end", "20261125") == extended
     assert ok("--db", db, "usage", "--json", "--end", "2026-W48-3") == extended
-    assert ok("--db", db, "usage", "--json", "--end", "2026W48T10") != ""  # a week date-time
+    assert ok("--db", db, "usage", "--json", "--end", "2026-W48-3T10:00") != ""  # a week date-time
     refused = run("--db", db, "usage", "--end", "20261125T1")
     assert refused.returncode == 2
     assert "is not an ISO 8601 date" in refused.stderr

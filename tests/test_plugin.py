@@ -47,7 +47,7 @@ def test_manual_clock_takes_finite_seconds_and_timedeltas_and_names_itself_other
     clock = ManualClock(1_700_000_000)
     clock.advance(timedelta(minutes=1))
     assert clock() == 1_700_000_060.0
-    for bad in (math.nan, math.inf, True, "30"):
+    for bad in (math.nan, math.inf, True, "30", bytearray(b"30"), memoryview(b"30")):
         with pytest.raises(ValueError, match=r"advance\(seconds\): expected a finite number"):
             clock.advance(bad)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="ManualClock: expected a finite number"):

@@ -420,6 +420,9 @@ def test_an_unknown_interval_is_a_400_naming_it(tracker: Tracker, interval: Any)
         ({"end_date": "2026-13-01"}, "endDate"),
         # date.fromisoformat alone would read it as the day 2026-12-01.
         ({"end_date": "20261201T1"}, "endDate"),
+        # Python would read these as 05:00, and as the Monday alone.
+        ({"end_date": "2026-12-01-05:00"}, "endDate"),
+        ({"start_date": "2026-W49"}, "startDate"),
         ({"start_date": 1_700_000_000}, "startDate"),
         ({"end_date": b"2026-11-25"}, "endDate"),
     ],

@@ -62,7 +62,7 @@ def _finite(value: object, where: str) -> float:
     refused here, not at a later call (found in review: nan and "30" were taken,
     and failed far from the cause)."""
     seconds = math.nan
-    if not isinstance(value, (bool, str, bytes)):
+    if not isinstance(value, (bool, str, bytes, bytearray, memoryview)):
         with contextlib.suppress(TypeError, ValueError, OverflowError):
             seconds = float(value)  # type: ignore[arg-type]
     if not math.isfinite(seconds):
