@@ -524,9 +524,11 @@ def test_a_loss_the_timer_met_is_raised_by_the_next_flush(tiny_disk: Path) -> No
     assert committed(path) == 1
 
 
-UNTOLD_THEN_LOCKED = textwrap.dedent(
+# A child's start: its batch of 300 events is lost to a full file (a real EFBIG
+# from the kernel) by the flush timer, with no call there to be told.
+TIMER_LOSES_A_BATCH = textwrap.dedent(
     """
-    import os, resource, signal, sqlite3, sys, time
+    import gc, os, resource, signal, sqlite3, sys, time
     from limitry_local import LedgerError, Tracker
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -538,11 +540,18 @@ UNTOLD_THEN_LOCKED = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
     for i in range(300):
         tracker.usage(customer_id=f"c{i}", event_type="e", properties={"pad": "x" * 200})
+    print("acknowledged 300", flush=True)
     ledger = tracker.ledger
     deadline = time.monotonic() + 30
     while ledger.lost_batches == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # the timer thread meets the loss
     resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    del ledger
+    """
+)
+
+UNTOLD_THEN_LOCKED = TIMER_LOSES_A_BATCH + textwrap.dedent(
+    """
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock at the first flush
     for n in (1, 2):
@@ -564,7 +573,8 @@ def test_a_loss_stays_to_be_told_when_the_flush_that_found_it_fails(tmp_path: Pa
     the next flush() returned: the lost batch was never told."""
     done = run_script(UNTOLD_THEN_LOCKED, str(tmp_path / "usage.db"))
     assert done.returncode == 0, done.stderr
-    first, second = done.stdout.splitlines()
+    acknowledged, first, second = done.stdout.splitlines()
+    assert acknowledged == "acknowledged 300"
     assert first == "1 locked False"  # the lock's own error: the loss is not told yet
     assert second.startswith("2 ") and second.endswith(" True"), second  # now it is
 
@@ -599,28 +609,9 @@ def test_a_batch_lost_at_exit_is_said_on_stderr(tiny_disk: Path) -> None:
     assert str(tiny_disk / "usage.db") in done.stderr
 
 
-UNTOLD_AT_EXIT = textwrap.dedent(
+UNTOLD_AT_EXIT = TIMER_LOSES_A_BATCH + textwrap.dedent(
     """
-    import gc, os, resource, signal, sys, time
-    from limitry_local import Tracker
-
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    path, how = sys.argv[1], sys.argv[2]
-    tracker = Tracker(path, durability="batched", flush_ms=200, flush_events=100_000)
-    tracker.usage(customer_id="warm", event_type="e")
-    tracker.flush()
-    size = max(os.path.getsize(path), os.path.getsize(path + "-wal"))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
-    for i in range(300):
-        tracker.usage(customer_id=f"c{i}", event_type="e", properties={"pad": "x" * 200})
-    print("acknowledged 300", flush=True)
-    ledger = tracker.ledger
-    deadline = time.monotonic() + 30
-    while ledger.lost_batches == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)  # the timer thread meets the loss
-    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
-    del ledger
-    if how == "drop":
+    if sys.argv[2] == "drop":
         del tracker
         gc.collect()
         print("dropped", flush=True)

@@ -80,13 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --db and --timeout are accepted before or after the command name.
     # SUPPRESS keeps a subcommand's parser from overwriting a value given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--db",
-        type=Path,
-        default=argparse.SUPPRESS,
-        metavar="PATH",
-        help=f"the ledger file (default: ${ENV_DB}, else ./{DEFAULT_DB})",
-    )
+    _db_option(common, f"the ledger file (default: ${ENV_DB}, else ./{DEFAULT_DB})")
     common.add_argument(
         "--timeout",
         type=_seconds,
@@ -215,13 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Its own --db: the shared one's help names $LIMITRY_LOCAL_DB, which the demo
     # never reads (found in review: demo --help said it did).
-    run_demo.add_argument(
-        "--db",
-        type=Path,
-        default=argparse.SUPPRESS,
-        metavar="PATH",
-        help=f"the ledger file to make (default: ./{DEMO_DB}; never ${ENV_DB})",
-    )
+    _db_option(run_demo, f"the ledger file to make (default: ./{DEMO_DB}; never ${ENV_DB})")
     run_demo.add_argument(
         "--force",
         action="store_true",
@@ -678,6 +666,11 @@ def _report_filters(args: argparse.Namespace) -> dict[str, str | None]:
         "start_date": args.start,
         "end_date": args.end,
     }
+
+
+def _db_option(parser: argparse.ArgumentParser, says: str) -> None:
+    # SUPPRESS: a value given before the command name is not overwritten.
+    parser.add_argument("--db", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=says)
 
 
 def _instant(text: str) -> str:
