@@ -183,6 +183,11 @@ class LimitryMiddleware:
         async def receiving() -> Message:
             message = await receive()
             asked.append(message["type"])
+            if message["type"] == "lifespan.shutdown":
+                # Before the app's own shutdown, which may hang until the server
+                # is killed (found in review); committed again after it, for
+                # anything it records.
+                self._flush()
             return message
 
         async def sending(message: Message) -> None:
@@ -193,14 +198,30 @@ class LimitryMiddleware:
 
         try:
             await self.app(scope, receiving, sending)
-        except Exception:
+        except Exception as failed:
             if asked or sent:
                 if _STARTED in sent and not _SHUTDOWN_ANSWERS & set(sent):
                     await self._at_shutdown(receive, asked)
+                elif _STARTED not in sent:
+                    logger.warning(
+                        "the app's lifespan startup failed (%r); a server that goes on "
+                        "without lifespan will not let the middleware commit an open "
+                        "batch at shutdown",
+                        failed,
+                    )
                 raise
-            logger.debug("the app does not speak lifespan; the middleware does", exc_info=True)
+            logger.info(
+                "the app raised on the lifespan scope (%r): taken as not speaking "
+                "lifespan, which the middleware speaks for it",
+                failed,
+            )
             await receive()  # lifespan.startup
             await send({"type": _STARTED})
+        except BaseException:
+            # SystemExit, a cancelled task: no shutdown to wait for, commit now.
+            if _STARTED in sent:
+                self._flush()
+            raise
         else:
             if _STARTED not in sent or _SHUTDOWN_ANSWERS & set(sent):
                 return

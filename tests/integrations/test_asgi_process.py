@@ -132,9 +132,24 @@ async def _fails_its_startup(scope: Scope, receive: Receive, send: Send) -> None
     raise RuntimeError("database unreachable")
 
 
+async def _hangs_its_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await asyncio.Event().wait()  # a pool that never drains: the server is killed
+
+
+async def _is_cancelled_while_running(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await asyncio.Event().wait()  # cancelled before any shutdown is asked for
+
+
 LIFESPAN_APPS: dict[str, Any] = {
     "bare": _bare,
     "fails its shutdown": _fails_its_shutdown,
+    "hangs its shutdown": _hangs_its_shutdown,
+    "is cancelled while running": _is_cancelled_while_running,
     "returns after startup": _returns_after_startup,
     "fails its startup": _fails_its_startup,
 }
@@ -146,7 +161,9 @@ def test_the_batch_is_committed_at_shutdown_whatever_the_app_does(
 ) -> None:
     """Found in review of the lifespan commit: an app that raised in its shutdown, or
     returned after its startup, left the batch open; an app that failed its startup
-    was answered "started" as if it spoke no lifespan."""
+    was answered "started" as if it spoke no lifespan.  And in review of that fix: a
+    shutdown that hangs (the server is then killed) and a cancelled lifespan task
+    committed nothing."""
     db = tmp_path / "usage.db"
     tracker = Tracker(db, durability="batched", flush_ms=600_000)
     tracker.usage(customer_id="c", event_type="http")
@@ -162,10 +179,13 @@ def test_the_batch_is_committed_at_shutdown_whatever_the_app_does(
         running = asyncio.ensure_future(app({"type": "lifespan"}, server.get, send))
         await asyncio.sleep(0.05)  # as a server runs while the app lives
         assert _committed(db) == 0  # still the open batch
-        await server.put({"type": "lifespan.shutdown"})
+        if kind == "is cancelled while running":
+            running.cancel()
+        else:
+            await server.put({"type": "lifespan.shutdown"})
         try:
-            await asyncio.wait_for(running, 5)
-        except RuntimeError as failed:
+            await asyncio.wait_for(running, 1 if kind == "hangs its shutdown" else 5)
+        except (RuntimeError, TimeoutError, asyncio.CancelledError) as failed:
             return failed
         return None
 
@@ -176,5 +196,5 @@ def test_the_batch_is_committed_at_shutdown_whatever_the_app_does(
         return
     assert answers[0] == "lifespan.startup.complete"
     assert _committed(db) == 1
-    assert (failed is not None) == (kind == "fails its shutdown")
+    assert (failed is not None) == (kind not in {"returns after startup", "bare"})
     tracker.close()
