@@ -75,6 +75,7 @@ def date_range(start: DateLike, end: DateLike) -> tuple[float | None, float | No
 _DAY = r"\d{4}-\d{2}-\d{2}|\d{8}|\d{4}-W\d{2}-\d|\d{4}W\d{3}"
 _A_DAY = re.compile(_DAY)
 _A_TIME = re.compile(f"(?:{_DAY})[Tt ]")
+_UTC_SUFFIX = re.compile(r"[Zz]$")  # RFC 3339 allows z too
 
 
 def iso_date_or_time(text: str) -> date | datetime:
@@ -86,7 +87,7 @@ def iso_date_or_time(text: str) -> date | datetime:
     if _A_DAY.fullmatch(text):
         return date.fromisoformat(text)
     if _A_TIME.match(text):
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.fromisoformat(_UTC_SUFFIX.sub("+00:00", text))
     raise ValueError(f"not an ISO 8601 date or date-time: {text!r}")
 
 

@@ -307,6 +307,8 @@ def test_filters_keep_the_events_with_each_value_given(
         (_utc("2026-11-25T10:00:00.000001"), _utc("2026-11-25T11:30:00.000001"), 300),
         # Strings with a zone, and naive ones read as UTC.
         ("2026-11-24T23:59:59.999Z", "2026-11-25T10:00:00+00:00", 120),
+        # RFC 3339's lowercase t and z (found in review: z was a 400).
+        ("2026-11-24t23:59:59.999z", "2026-11-25t10:00:00z", 120),
         ("2026-11-25T12:30:00+02:00", "2026-11-25T11:30:01", 300),
         (datetime(2026, 11, 27), None, 50),
         # An empty or inverted range: nothing, like customers.get_usage.
