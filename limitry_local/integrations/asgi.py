@@ -171,11 +171,14 @@ class LimitryMiddleware:
         (uvicorn re-raises SIGTERM), past interpreter exit, where a batch left
         open would be committed (found in review: every acknowledged event of
         a batched Tracker was lost).  So, whatever the app does after its
-        startup (answers shutdown, raises, returns), the batch is committed
-        when the server asks for shutdown.  An app that raises before it
-        receives anything does not speak lifespan (the protocol's way to say
-        so): the middleware speaks it in the app's place.  One that fails its
-        startup fails it, as without the middleware.
+        startup (answers shutdown, raises, returns, hangs, is cancelled), the
+        batch is committed when the server asks for shutdown, and on the way
+        out.  An app that raises before it receives anything does not speak
+        lifespan (the protocol's way to say so, as Django's handler does):
+        the middleware speaks it in the app's place.  An app that fails its
+        startup fails it: one that raises without saying so is answered
+        ``lifespan.startup.failed``, so the server stops rather than serve
+        requests no shutdown would commit.
         """
         asked: list[str] = []
         sent: list[str] = []
@@ -197,36 +200,39 @@ class LimitryMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receiving, sending)
-        except Exception as failed:
-            if asked or sent:
-                if _STARTED in sent and not _SHUTDOWN_ANSWERS & set(sent):
-                    await self._at_shutdown(receive, asked)
-                elif _STARTED not in sent:
+            try:
+                await self.app(scope, receiving, sending)
+            except Exception as failed:
+                if not (asked or sent):
                     logger.warning(
-                        "the app's lifespan startup failed (%r); a server that goes on "
-                        "without lifespan will not let the middleware commit an open "
-                        "batch at shutdown",
+                        "the app raised on the lifespan scope (%r): taken as not speaking "
+                        "lifespan, which the middleware speaks for it",
                         failed,
                     )
-                raise
-            logger.info(
-                "the app raised on the lifespan scope (%r): taken as not speaking "
-                "lifespan, which the middleware speaks for it",
-                failed,
-            )
-            await receive()  # lifespan.startup
-            await send({"type": _STARTED})
+                    await receive()  # lifespan.startup
+                    await sending({"type": _STARTED})
+                elif _STARTED not in sent:
+                    if not sent:  # a failure it did not say: said for it
+                        await send({"type": "lifespan.startup.failed", "message": str(failed)})
+                    raise
+                elif not _SHUTDOWN_ANSWERS & set(sent):
+                    # Said now, not held back until the server's shutdown.
+                    logger.error("the app's lifespan failed after its startup", exc_info=True)
+                    await self._at_shutdown(receive, asked)
+                    raise
+                else:
+                    raise
+            else:
+                if _STARTED not in sent or _SHUTDOWN_ANSWERS & set(sent):
+                    return
+            await self._at_shutdown(receive, asked)
+            await send({"type": "lifespan.shutdown.complete"})
         except BaseException:
-            # SystemExit, a cancelled task: no shutdown to wait for, commit now.
+            # A cancelled task, SystemExit, or the app's own error: whatever
+            # runs on, the batch does not stay open (flush() is idempotent).
             if _STARTED in sent:
                 self._flush()
             raise
-        else:
-            if _STARTED not in sent or _SHUTDOWN_ANSWERS & set(sent):
-                return
-        await self._at_shutdown(receive, asked)
-        await send({"type": "lifespan.shutdown.complete"})
 
     async def _at_shutdown(self, receive: Receive, asked: list[str]) -> None:
         """Wait for the server's shutdown (unless the app received it), then commit."""
