@@ -111,6 +111,20 @@ def seed_events(db: Path) -> None:
             )
 
 
+def _read_terminal(controller: int) -> bytes:
+    """Everything written to a pty until its other end closes."""
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal's other end closed: the process is done
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    return drawn
+
+
 # --- wiring -------------------------------------------------------------------------
 
 
@@ -581,15 +595,7 @@ def test_import_draws_a_progress_bar_on_a_terminal_only(db: Path, tmp_path: Path
         env=env,
     ) as process:
         os.close(terminal)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # the terminal's other end closed: the process is done
-                break
-            if not chunk:
-                break
-            drawn += chunk
+        drawn = _read_terminal(controller)
         assert process.wait(timeout=60) == 0
     os.close(controller)
     # Both passes: every line checked (bytes read), then written (events).
@@ -920,20 +926,6 @@ def test_check_warns_about_a_dimension_no_limit_uses(db: Path) -> None:
 
 
 # --- review fixes: export to stdout under a progress bar, ... ----------------------
-
-
-def _read_terminal(controller: int) -> bytes:
-    """Everything written to a pty until its other end closes."""
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # the terminal's other end closed: the process is done
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    return drawn
 
 
 def test_export_to_stdout_under_a_progress_bar_writes_the_events_to_stdout(

@@ -333,11 +333,28 @@ def test_a_cancelled_async_stream_keeps_what_it_reported() -> None:
     assert asyncio.run(main()) == 1280
 
 
-def test_usage_the_adapters_refuse_commits_the_estimate() -> None:
+@pytest.mark.parametrize(
+    "reported",
+    [
+        # Counts the adapters refuse (InvalidRequestError).
+        {"prompt_tokens": 100.5, "completion_tokens": 1, "total_tokens": 101.5},
+        # Another provider's field, which made the adapter raise TypeError.
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 20,
+            "total_tokens": 120,
+            "cache_read_input_tokens": 0,
+        },
+    ],
+    ids=["fractional counts", "another providers field"],
+)
+def test_usage_the_adapters_refuse_commits_the_estimate(reported: dict[str, Any]) -> None:
     """Found in review: an OpenAI-compatible server's ``prompt_tokens: 100.0`` made the
-    block raise and left the hold open until its ttl, the call never counted."""
+    block raise and left the hold open until its ttl, the call never counted.  And in
+    review of that fix: usage with Anthropic's cache field raised TypeError, which
+    was not caught."""
     odd = _openai_chunks()[-1].model_dump()
-    odd["usage"] = {"prompt_tokens": 100.5, "completion_tokens": 1, "total_tokens": 101.5}
+    odd["usage"] = reported
     with _tracker() as tracker:
         with track_stream(tracker, estimate=900, **WHO) as usage:
             usage.observe(odd)
@@ -410,25 +427,6 @@ def test_dict_chunks_read_like_sdk_objects() -> None:
                 usage.observe(chunk.model_dump())
         (event,) = tracker.events.list().data
         assert event.total_tokens == 1280
-
-
-def test_usage_with_another_providers_fields_commits_the_estimate() -> None:
-    """Found in review of the fix above: an OpenAI-compatible server's usage with
-    Anthropic's cache field made the adapter raise TypeError, which was not caught:
-    the block raised and the hold stayed open until its ttl."""
-    last = _openai_chunks()[-1].model_dump()
-    last["usage"] = {
-        "prompt_tokens": 100,
-        "completion_tokens": 20,
-        "total_tokens": 120,
-        "cache_read_input_tokens": 0,
-    }
-    with _tracker() as tracker:
-        with track_stream(tracker, estimate=900, **WHO) as usage:
-            usage.observe(last)
-        assert usage.reservation.state == "committed"
-        (event,) = tracker.events.list().data
-        assert event.total_tokens == 900
 
 
 def test_a_commit_that_fails_after_a_broken_stream_does_not_hide_the_stream_error(
