@@ -260,12 +260,10 @@ def falls_on(plan: Plan, dims: Dimensions) -> list[tuple[Key, int] | None]:
     key (found in review: a hold reserved as ``tier=enterprise`` committed as
     ``tier=free`` put 5,000 tokens under a limit of 100 that never checked them).
     """
-    met: list[tuple[Key, int] | None] = []
-    for limit, key in [(rule.limit, rule.key_of(dims)) for rule in plan.rates] + [
+    keyed = [(r.limit, r.key_of(dims)) for r in plan.rates] + [
         (q.quota, q.key_of(dims)) for q in plan.quotas
-    ]:
-        met.append(None if key is None else (key, limit.limit_for(dims)))
-    return met
+    ]
+    return [None if key is None else (key, limit.limit_for(dims)) for limit, key in keyed]
 
 
 def increments(quotas: list[QuotaOutcome]) -> list[CounterIncrement]:
