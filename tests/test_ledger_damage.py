@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import pytest
 
 from limitry_local import LedgerError, LimitryError, Tracker
 from limitry_local.ledger import EventRow, Ledger, LedgerBackend, ReportFilter, priced
+from limitry_local.limitry import Limitry
 from limitry_local.memory_ledger import MemoryLedger
 from limitry_local.metrics import micro_cents
 from limitry_local.postgres_ledger import PostgresLedger
@@ -209,6 +210,44 @@ def test_a_damaged_event_row_is_corrupt_when_listed_or_recounted(
             tracker.quotas.create(name="q", metric="total_cost_cents", limit_value=10, period="day")
         assert recounted.value.reason == "corrupt"
         assert tracker.quotas.list().data == []  # the recount's scope kept nothing
+
+
+@pytest.mark.parametrize("tail", ["", "database is locked", "disk is full"])
+def test_text_that_is_not_utf8_is_corrupt_wherever_it_is_read(tmp_path: Path, tail: str) -> None:
+    """Found in review: Python's sqlite3 meets a text value that is not UTF-8 with
+    "Could not decode to UTF-8 column ...", which reached callers as an "io" error
+    (SQLite's own words, no advice), or as "locked" or "disk_full" when the
+    damaged text itself held those words."""
+    path = tmp_path / "usage.db"
+    with Tracker(path) as tracker:
+        tracker.quotas.create(name="tokens", metric="total_tokens", limit_value=1000, period="day")
+        tracker.usage(EVENT)
+    with Limitry(path) as limitry:
+        limitry.limits.create(subject={"kind": "user"}, amount=2, window="day")
+    damaged = f"CAST(x'ff' AS TEXT) || '{tail}'"
+
+    def corrupt(call: Callable[[], object]) -> None:
+        with pytest.raises(LedgerError, match="is corrupt: a stored text is not UTF-8") as caught:
+            call()
+        assert caught.value.reason == "corrupt"
+        assert str(path) in str(caught.value) and "backup" in str(caught.value)
+
+    _damaged(path, f"UPDATE events SET customer_id = {damaged}")
+    with Tracker(path) as tracker:
+        corrupt(tracker.events.list)
+        corrupt(lambda: tracker.usage_report.breakdown("customer_id"))
+        corrupt(
+            lambda: tracker.quotas.create(
+                name="q", metric="total_tokens", limit_value=10, period="day"
+            )
+        )
+    _damaged(path, f"UPDATE records SET body = {damaged} WHERE kind = 'limit'")
+    with Limitry(path) as limitry:
+        corrupt(limitry.limits.list)
+        corrupt(lambda: limitry.usage.standing(subject="user:u1"))
+        corrupt(lambda: limitry.checks.create(subject={"kind": "user", "id": "u1"}, action="a"))
+    _damaged(path, "DELETE FROM records", f"UPDATE quotas SET name = {damaged}")
+    corrupt(lambda: Tracker(path))
 
 
 def test_a_stored_time_zone_this_host_does_not_know_fails_its_quota_only(

@@ -19,6 +19,15 @@ def explained(exc: sqlite3.Error, where: str, timeout: float) -> LedgerError:
     # sqlite_errorname exists from Python 3.11; the message text is the fallback.
     name = getattr(exc, "sqlite_errorname", "") or ""
     text = str(exc)
+    # Python's sqlite3 raises this (no SQLite error code) for a text value that is
+    # not UTF-8: damage, like SQLite's own.  Asked first: the message quotes the
+    # damaged text, which could hold "locked" or "disk is full" and misdirect.
+    if text.startswith("Could not decode to UTF-8"):
+        return LedgerError(
+            f"ledger {where} is corrupt: a stored text is not UTF-8 ({text}); "
+            "restore it from a backup",
+            "corrupt",
+        )
     if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
         return LedgerError(
             f"ledger {where} is locked by another connection and stayed locked for "
