@@ -75,6 +75,29 @@ def subject_text(value: Any, field: str) -> dict[str, str]:
     return check_subject({"kind": kind, "id": subject_id}, field)
 
 
+def shared_texts(shared: Any) -> list[dict[str, str]]:
+    """A standing's ``shared``: the SDK's ``kind:id,kind:id``, or a list of ``kind:id``.
+
+    A list (``shared=`` given more than once over HTTP) holds one subject per
+    item, whole, so any id may hold a comma.  In the SDK's one string, a piece
+    without ``:`` cannot be a subject of its own (it was a 400): it is the rest
+    of the id before it, so ``team:acme, inc`` reads as the SDK joined it.
+    """
+    if shared is None or shared == "":
+        return []
+    if isinstance(shared, (list, tuple)):
+        return [subject_text(item, "shared") for item in shared]
+    if not isinstance(shared, str):
+        return [subject_text(shared, "shared")]
+    pieces: list[str] = []
+    for piece in shared.split(","):
+        if pieces and ":" not in piece:
+            pieces[-1] += "," + piece
+        else:
+            pieces.append(piece)
+    return [subject_text(piece, "shared") for piece in pieces]
+
+
 class Admin:
     """``limits``, ``limits.credits``, ``subjects`` and ``usage`` over one :class:`State`."""
 
@@ -433,8 +456,7 @@ class Admin:
 
     def standing(self, subject: Any, shared: Any) -> dict[str, Any]:
         who = subject_text(subject, "subject")
-        pools = [] if shared in (None, "") else str(shared).split(",")
-        everyone = [who] + [subject_text(p, "shared") for p in pools]
+        everyone = [who, *shared_texts(shared)]
         with self.state.engine.lock:
             limits = []
             for s in self._standings(everyone, self.state.now()):

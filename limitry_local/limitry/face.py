@@ -9,7 +9,7 @@ stands in for the SDK's ``request_options={"idempotency_key": ...}``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -298,10 +298,13 @@ class _Usage:
         self,
         *,
         subject: str,
-        shared: str | None = None,
+        shared: str | Sequence[str] | None = None,
         request_options: RequestOptions | None = None,
     ) -> dict[str, Any]:
-        """Every enabled limit on ``kind:id`` (and ``shared``): used, remaining, resetsAt."""
+        """Every enabled limit on ``kind:id`` (and ``shared``): used, remaining, resetsAt.
+
+        ``shared``: ``kind:id,kind:id``, or a list of ``kind:id`` (each whole, so an
+        id may hold a comma; the SDK sends a list as ``shared=`` repeated)."""
         return self._admin.standing(subject, shared)
 
     def subjects(
@@ -455,7 +458,8 @@ class Limitry:
         self, *, subject: dict[str, Any], shared: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
         """Where a subject stands on every limit on it; nothing is counted."""
-        pools = ",".join(f"{s['kind']}:{s['id']}" for s in shared or [])
+        # A list, not the SDK's joined string: an id's own comma stays in it.
+        pools = [f"{s['kind']}:{s['id']}" for s in shared or []]
         return self.usage.standing(
             subject=f"{subject['kind']}:{subject['id']}", shared=pools or None
         )

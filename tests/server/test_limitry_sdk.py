@@ -22,6 +22,7 @@ import limitry
 import pytest
 from limitry.product import Subject
 
+from limitry_local.limitry import Limitry as InProcess
 from tests.server.conftest import API_KEY, Server, running
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -395,6 +396,56 @@ def test_usage_query_standing_and_subjects(sdk: limitry.Limitry, http: httpx.Cli
     assert [(i["subject"]["id"], i["used"]) for i in by_subject["items"]] == [("m2", 5)]
     # GET /v1/usage without limitId is still v0's usage summary.
     assert set(http.get("/usage").json()) >= {"totalEvents", "totalTokens"}
+
+
+def test_standing_reads_shared_ids_holding_commas(sdk: limitry.Limitry, http: httpx.Client) -> None:
+    """Found in review: ``shared`` was split on every comma, so a pool such as
+    "acme, inc" (which checks count in) was a 400 in standing, from the SDK's
+    helper and in process alike; repeated ``shared=`` was a 400 too."""
+    _limit(sdk, "firm", 10)
+    # Any: the SDK's Subject and the face's dict[str, Any] are one shape, two types.
+    acme: Any = {"kind": "firm", "id": "acme, inc"}
+    other: Any = {"kind": "firm", "id": "f2"}
+    who: Any = {"kind": "firmuser", "id": "u1"}
+    # The SDK types shared as one str; a list is sent all the same, as shared= repeated.
+    listed: Any = ["firm:acme, inc", "firm:f2"]
+    _check(sdk, who, "a", cost=2, shared=[acme, other])
+
+    def seen(standing: Any) -> list[tuple[str, int]]:
+        return [(item["subject"]["id"], item["used"]) for item in standing["limits"]]
+
+    both = [("acme, inc", 2), ("f2", 2)]
+    # The SDK's helper joins with commas: a piece without ":" is the id's rest.
+    assert seen(sdk.standing(subject=who, shared=[acme])) == [("acme, inc", 2)]
+    assert seen(sdk.standing(subject=who, shared=[acme, other])) == both
+    # shared= repeated: one subject each, whole.
+    assert seen(sdk.usage.standing(subject="firmuser:u1", shared=listed)) == both
+    assert seen(sdk.usage.standing(subject="firmuser:u1", shared="firm:f2,firm:acme, inc")) == [
+        ("f2", 2),
+        ("acme, inc", 2),
+    ]
+    odd: list[tuple[str, str | int | float | bool | None]] = [
+        ("subject", "firmuser:u1"),
+        ("shared", "firm:a,b:c"),
+        ("shared", "firm:f2"),
+    ]
+    assert seen(http.get("/usage/standing", params=odd).json()) == [("a,b:c", 0), ("f2", 2)]
+    # The SDK's one string is as before; a piece with no kind first is still a 400.
+    assert seen(sdk.usage.standing(subject="firmuser:u1", shared="firm:f2,firm:f3")) == [
+        ("f2", 2),
+        ("f3", 0),
+    ]
+    assert _raises(lambda: sdk.usage.standing(subject="firmuser:u1", shared="f2")).status == 400
+    kindless: Any = ["firm:f2", "f3"]
+    assert _raises(lambda: sdk.usage.standing(subject="firmuser:u1", shared=kindless)).status == 400
+    # In process, the 1.0 face answers the same.
+    with InProcess() as local:
+        local.limits.create(subject={"kind": "firm"}, amount=10, window="day")
+        local.checks.create(subject=who, action="a", cost=2, shared=[acme, other])
+        assert seen(local.standing(subject=who, shared=[acme, other])) == both
+        assert seen(local.usage.standing(subject="firmuser:u1", shared=["firm:acme, inc"])) == [
+            ("acme, inc", 2)
+        ]
 
 
 def test_the_idempotency_key_replays_the_decision_and_counts_once(sdk: limitry.Limitry) -> None:

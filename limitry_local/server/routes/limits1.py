@@ -223,9 +223,15 @@ async def usage_query(request: Request) -> Response:
 
 
 async def standing(request: Request) -> Response:
-    """``GET /v1/usage/standing?subject=kind:id&shared=kind:id,kind:id``: nothing is counted."""
+    """``GET /v1/usage/standing?subject=kind:id&shared=kind:id,kind:id``: nothing is counted.
+
+    ``shared`` given more than once is one subject each, whole: an id's comma
+    cannot be told from the SDK's separator (docs/limitry-1.0.md).
+    """
     subject = _required(request, "subject", "GET /v1/usage/standing")
-    shared = query_text(request, "shared")
+    shared: str | list[str] | None = request.query_params.getlist("shared") or None
+    if shared is not None and len(shared) == 1:
+        shared = shared[0]
     return _ok(face(request).usage.standing(subject=subject, shared=shared))
 
 
