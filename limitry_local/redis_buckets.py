@@ -41,7 +41,7 @@ ClockSource = Literal["server", "client"]
 RateLimitStoreErrorReason = Literal["connection", "timeout", "auth", "server"]
 
 _ANSWER_FIELDS = 6
-_WRITE_FIELDS = 5
+_WRITE_FIELDS = 7
 
 
 class RateLimitStoreError(LimitryError):

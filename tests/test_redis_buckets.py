@@ -290,6 +290,44 @@ def test_a_give_back_pays_the_clamps_debt_after_the_caps_cut(
     assert tokens(server, stores.prefixes[-1], key) <= 1 + 1e-9
 
 
+def test_a_give_back_never_adds_back_room_a_refund_filled_meanwhile(
+    stores: RedisStores, server: redis.Redis
+) -> None:
+    first = stores.new()
+    other = stores.new(prefix=stores.prefixes[-1])
+    key = ("rl_a", 0, ())
+    other.take([BucketAsk(key, 10, 10.0, 2)], at(START))  # 10 -> 8
+    other.settle(keep=True)
+    first.take([BucketAsk(key, 10, 10.0, 4)], at(START))  # 8 -> 4
+    # Another host releases a reservation of 5: 9.  Without the first event
+    # 8 + 5 is cut at 10, and 3 of the 4 are not there to give back any more.
+    other.adjust([BucketAsk(key, 10, 10.0, -5)], at(START))
+    other.take([BucketAsk(key, 10, 10.0, 5)], at(START))  # 9 -> 4
+    other.settle(keep=True)
+    first.settle(keep=False)
+    # A strict order without the first event: 8, 10, 5.  Adding the 4 back
+    # said 8, and admitted 3 events past the limit.
+    assert tokens(server, stores.prefixes[-1], key) == 5
+
+
+def test_a_give_back_with_nothing_to_give_leaves_the_clamps_debt_to_the_next(
+    stores: RedisStores, server: redis.Redis
+) -> None:
+    first = stores.new()
+    second = stores.new(prefix=stores.prefixes[-1])
+    other = stores.new(prefix=stores.prefixes[-1])
+    key = ("rl_a", 0, ())
+    first.take([BucketAsk(key, 2, 10.0, 2)], at(START))  # 2 -> 0
+    # Ten seconds refill it: a strict order without the first event sat full.
+    second.take([BucketAsk(key, 2, 10.0, 1)], at(START + 10))  # 2 -> 1
+    other.adjust([BucketAsk(key, 2, 10.0, 2)], at(START + 10))  # 1 - 2: 0, 1 lost
+    first.settle(keep=False)  # nothing to give back: the refill took its room
+    second.settle(keep=False)
+    # A strict order without either event: 2, then 2 - 2 = 0.  The first
+    # give-back paid the debt out of nothing, and the second gave its 1 back.
+    assert tokens(server, stores.prefixes[-1], key) == 0
+
+
 @pytest.mark.parametrize("order", ["oldest first", "newest first"])
 def test_two_takes_given_back_after_one_clamp_share_its_debt(
     stores: RedisStores, server: redis.Redis, order: str

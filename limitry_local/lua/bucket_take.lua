@@ -7,7 +7,9 @@
 --
 -- KEYS[i]   one bucket: a hash {t = tokens, u = updated, f = the whole second it is
 --           full again, w = id of the take that wrote it, o = what adjusts that
---           clamped at 0 charged beyond the tokens (bucket_give_back.lua pays it)}
+--           clamped at 0 charged beyond the tokens (bucket_give_back.lua pays it),
+--           r = the tokens adjusts and give-backs have added since the key was
+--           made, b = the write id that made it}
 -- ARGV[1]   "take", "peek" (decides and writes nothing) or "adjust" (charges each cost
 --           whatever it leaves, never below 0, or gives a negative cost back, never
 --           above capacity: a reservation settling; answers nothing)
@@ -22,8 +24,8 @@
 --
 -- Returns {allowed, remaining, reset, current_remaining, current_reset,
 -- retry_after} per bucket, flattened; after a take that took, then per bucket
--- the tokens and updated it wrote and the t, u, f it replaced ("" when none),
--- which bucket_give_back.lua needs.
+-- the tokens and updated it wrote, the t, u, f it replaced ("" when none), and
+-- the bucket's r and b, which bucket_give_back.lua needs.
 
 local EPSILON = 1e-9
 
@@ -60,7 +62,7 @@ for i, key in ipairs(KEYS) do
   local window = tonumber(ARGV[base + 1])
   local cost = tonumber(ARGV[base + 2])
   local keep = math.max(capacity, tonumber(ARGV[base + 3]))
-  local stored = redis.call("HMGET", key, "t", "u", "f", "o")
+  local stored = redis.call("HMGET", key, "t", "u", "f", "o", "r", "b")
   -- A bucket past the second it was full again reads as missing, which is full.
   local known = stored[1] and tonumber(stored[3]) > now
   local tokens, updated
@@ -83,6 +85,12 @@ for i, key in ipairs(KEYS) do
     local kept = math.ceil(updated + (keep - after) / (keep / window))
     redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(kept),
                "w", ARGV[5])
+    if not stored[1] then redis.call("HSET", key, "b", ARGV[5]) end
+    -- Tokens that come back (a refund) leave less room below the capacity for
+    -- a take pending since: its give-back subtracts what r grew meanwhile.
+    if after > tokens then
+      redis.call("HSET", key, "r", exact((tonumber(stored[5]) or 0) + after - tokens))
+    end
     -- The overrun: a charge beyond the tokens is lost at 0.  A take still
     -- pending from before would have left those tokens for it in a strict
     -- order without that take, so its give-back must not add them back: the
@@ -142,6 +150,12 @@ if writing and allowed then
                "w", ARGV[5])
     -- Found full: a strict order is full here too, and owes nothing.
     if full and stored[4] then redis.call("HDEL", key, "o") end
+    -- A new key: its r starts again, and b tells a give-back so.
+    local born = stored[6] or ""
+    if not stored[1] then
+      born = ARGV[5]
+      redis.call("HSET", key, "b", born)
+    end
     -- Idle keys go once they are full again: a missing key reads as full.
     redis.call("PEXPIRE", key, math.max(1, math.ceil((reset - now) * 1000) + margin))
     -- What a give-back needs: this write, and the state it replaced.
@@ -150,6 +164,8 @@ if writing and allowed then
     flat[#flat + 1] = stored[1] or ""
     flat[#flat + 1] = stored[2] or ""
     flat[#flat + 1] = stored[3] or ""
+    flat[#flat + 1] = stored[5] or "0"
+    flat[#flat + 1] = born
   end
 end
 return flat

@@ -1,21 +1,15 @@
 """Redis give-backs against a strict order: never more tokens than it would hold.
 
-Two RedisBuckets share one bucket and interleave takes (each settled later:
-kept or given back) and adjusts (a reservation settling, a soft limit:
-charged whatever the bucket holds, clamped at 0).  After every step
-the bucket must hold no more than a model holds that replays the same steps
-one at a time, in order, without the takes that were given back: a give-back
-may return less than that (a denial later), never more (an admission past
-the limit).  An adjust that clamps at 0 while a take is pending is where
-give-backs used to return too much (docs/scaling.md, "Rate limits across
-hosts").
-
-Adjusts here only charge, and the clock stands still.  Tokens that come back
-while a take is pending (a refund, an adjust with a negative cost; another
-take's give-back) leave less room below the capacity than that take's
-give-back assumes, when the capacity cuts a strict order's refund or refill:
-it may still return too much.  A separate case, not covered by the clamp's
-debt; test_redis_buckets.py pins the refill cut before a clamp.
+Three RedisBuckets share one bucket and interleave takes (each settled later:
+kept or given back), adjusts (a reservation settling, a soft limit:
+charged whatever the bucket holds, clamped at 0, or a refund, capped at
+capacity) and the clock moving on.  After every step the bucket must hold no
+more than a model holds that replays the same steps one at a time, in order,
+without the takes that were given back: a give-back may return less than
+that (a denial later), never more (an admission past the limit).  An adjust
+that clamps at 0, and a refund the capacity cuts in a strict order, while a
+take is pending are where give-backs used to return too much
+(docs/scaling.md, "Give-backs").
 """
 
 from __future__ import annotations
@@ -68,9 +62,11 @@ def strict(log: list[tuple[Any, ...]], given_back: set[int], capacity: int, now:
     capacity=st.integers(1, 8),
     steps=st.lists(
         st.tuples(
-            st.integers(0, 1),  # which client
-            st.sampled_from(["take", "take", "adjust", "settle", "settle"]),
-            st.integers(0, 10),  # cost
+            st.integers(0, 2),  # which client
+            st.sampled_from(["take", "take", "adjust", "settle", "settle", "advance"]),
+            # A take's cost (its absolute value), an adjust's (below 0: a refund),
+            # or tenths of a second to advance.
+            st.integers(-10, 10),
             st.booleans(),  # keep, when settling
         ),
         max_size=30,
@@ -91,28 +87,47 @@ def strict(log: list[tuple[Any, ...]], given_back: set[int], capacity: int, now:
         (0, "settle", 0, False),
     ],
 )
+# A refund while a take is pending fills what a strict order without it had
+# filled already: giving the whole take back then said 1 where it holds 0.
+@example(
+    capacity=1,
+    steps=[(0, "take", 1, False), (1, "adjust", -1, False), (2, "take", 1, True)],
+)
+# A give-back with nothing to give (its room refilled) paid the clamp's debt,
+# and the next gave its whole take back.
+@example(
+    capacity=2,
+    steps=[
+        (0, "take", 2, False),
+        (0, "advance", 100, False),
+        (1, "take", 1, False),
+        (2, "adjust", 2, False),
+    ],
+)
 def test_give_backs_never_leave_more_than_a_strict_order_without_them(
     redis_stores: RedisStores, capacity: int, steps: list[Step]
 ) -> None:
     first = redis_stores.new()
-    clients = [first, redis_stores.new(prefix=redis_stores.prefixes[-1])]
     prefix = redis_stores.prefixes[-1]
+    clients = [first, *(redis_stores.new(prefix=prefix) for _ in range(2))]
     server = raw_client()
     try:
-        pending: list[int | None] = [None, None]  # the log index of each client's take
+        pending: list[int | None] = [None] * 3  # the log index of each client's take
         given_back: set[int] = set()
         log: list[tuple[Any, ...]] = []
         now = START
-        for who, kind, amount, keep in [*steps, (0, "settle", 0, False), (1, "settle", 0, False)]:
-            if kind == "adjust":
+        for who, kind, amount, keep in [*steps, *((i, "settle", 0, False) for i in range(3))]:
+            if kind == "advance":
+                now += abs(amount) / 10
+            elif kind == "adjust":
                 clients[who].adjust([BucketAsk(KEY, capacity, WINDOW, amount)], at(now))
                 log.append(("adjust", now, amount))
             elif kind == "take" and pending[who] is None:
-                ask = BucketAsk(KEY, capacity, WINDOW, amount)
+                ask = BucketAsk(KEY, capacity, WINDOW, abs(amount))
                 (answer,) = clients[who].take([ask], at(now))
                 if answer.allowed:
                     pending[who] = len(log)
-                    log.append(("take", now, amount, len(log)))
+                    log.append(("take", now, abs(amount), len(log)))
             elif kind == "settle":
                 taken, pending[who] = pending[who], None
                 clients[who].settle(keep=keep)
