@@ -174,8 +174,9 @@ class LimitryMiddleware:
         startup (answers shutdown, raises, returns, hangs, is cancelled), the
         batch is committed when the server asks for shutdown, and on the way
         out.  An app that raises before it receives anything does not speak
-        lifespan (the protocol's way to say so, as Django's handler does):
-        the middleware speaks it in the app's place.  An app that fails its
+        lifespan (the protocol's way to say so, as Django's handler does), nor
+        one that returns having said nothing: the middleware speaks it in the
+        app's place.  An app that fails its
         startup fails it: one that raises without saying so is answered
         ``lifespan.startup.failed``, so the server stops rather than serve
         requests no shutdown would commit.
@@ -223,7 +224,14 @@ class LimitryMiddleware:
                 else:
                     raise
             else:
-                if _STARTED not in sent or _SHUTDOWN_ANSWERS & set(sent):
+                if not sent:
+                    # An app that returns without a word does not speak lifespan
+                    # either (``if scope["type"] != "http": return``), and the server
+                    # serves on (found in review: a batch left open at SIGTERM).
+                    if "lifespan.startup" not in asked:
+                        await receive()
+                    await sending({"type": _STARTED})
+                elif _STARTED not in sent or _SHUTDOWN_ANSWERS & set(sent):
                     return
             await self._at_shutdown(receive, asked)
             await send({"type": "lifespan.shutdown.complete"})

@@ -44,6 +44,14 @@ APPS = {
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
     """,
+    # One that ignores lifespan without raising: it returns, and uvicorn serves on.
+    "bare, returns": """
+        async def inner(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+    """,
 }
 
 WRAPPED = """
@@ -115,6 +123,15 @@ async def _bare(scope: Scope, receive: Receive, send: Send) -> None:
     assert scope["type"] == "http", "no lifespan here"
 
 
+async def _returns_at_once(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":  # a bare app that ignores lifespan, without raising
+        return
+
+
+async def _returns_unanswered(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()  # the startup, never answered: uvicorn serves on all the same
+
+
 async def _fails_its_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
     await receive()
     await send({"type": "lifespan.startup.complete"})
@@ -145,9 +162,19 @@ async def _is_cancelled_while_running(scope: Scope, receive: Receive, send: Send
     await asyncio.Event().wait()  # cancelled before any shutdown is asked for
 
 
+# The apps whose lifespan ends without an exception.
+ENDS_CLEANLY = {
+    "bare",
+    "returns after startup",
+    "returns at once",
+    "returns its startup unanswered",
+}
+
 LIFESPAN_APPS: dict[str, Any] = {
     "bare": _bare,
     "bare, cancelled while running": _bare,  # the middleware waits for the shutdown
+    "returns at once": _returns_at_once,
+    "returns its startup unanswered": _returns_unanswered,
     "fails its shutdown": _fails_its_shutdown,
     "hangs its shutdown": _hangs_its_shutdown,
     "is cancelled while running": _is_cancelled_while_running,
@@ -197,6 +224,6 @@ def test_the_batch_is_committed_at_shutdown_whatever_the_app_does(
         return
     assert answers[0] == "lifespan.startup.complete"
     assert _committed(db) == 1
-    assert (failed is not None) == (kind not in {"returns after startup", "bare"})
+    assert (failed is not None) == (kind not in ENDS_CLEANLY)
     assert len(answers) == len(set(answers))  # nothing said twice
     tracker.close()
