@@ -665,6 +665,14 @@ def test_demo_uses_its_own_file_never_the_environments(tmp_path: Path, db: Path)
         assert untouched.ledger.event_count() == 5
 
 
+def test_demo_takes_the_global_options_after_its_name(tmp_path: Path) -> None:
+    """Found in review: giving the demo its own --db dropped --timeout after the name,
+    which docs/cli.md says every command takes (exit 2, unrecognized arguments)."""
+    out = ok("demo", "--timeout", "3", "--date", "2026-11-25", cwd=tmp_path)
+    assert "9 events recorded, 3 denied" in out
+    assert "never $LIMITRY_LOCAL_DB" in ok("demo", "--help", cwd=tmp_path)
+
+
 # --- expected failures: one line on stderr, a documented exit code ------------------
 
 
