@@ -79,9 +79,10 @@ def shared_texts(shared: Any) -> list[dict[str, str]]:
     """A standing's ``shared``: the SDK's ``kind:id,kind:id``, or a list of ``kind:id``.
 
     A list (``shared=`` given more than once over HTTP) holds one subject per
-    item, whole, so any id may hold a comma.  In the SDK's one string, a piece
-    without ``:`` cannot be a subject of its own (it was a 400): it is the rest
-    of the id before it, so ``team:acme, inc`` reads as the SDK joined it.
+    item, whole, so an id or kind may hold a comma.  The one string is split
+    on every comma, as the SDK joined it: a comma inside an id cannot be told
+    from the separator there, and guessing would read another subject, so a
+    piece without ``:`` is a 400 that names the list form.
     """
     if shared is None or shared == "":
         return []
@@ -89,12 +90,15 @@ def shared_texts(shared: Any) -> list[dict[str, str]]:
         return [subject_text(item, "shared") for item in shared]
     if not isinstance(shared, str):
         return [subject_text(shared, "shared")]
-    pieces: list[str] = []
-    for piece in shared.split(","):
-        if pieces and ":" not in piece:
-            pieces[-1] += "," + piece
-        else:
-            pieces.append(piece)
+    pieces = shared.split(",")
+    for piece in pieces:
+        if ":" not in piece:
+            raise invalid(
+                "shared",
+                f"expected kind:id pairs joined by ',', got {shown(piece)} in {shown(shared)}; "
+                "for an id holding ',' give shared once per subject "
+                "(?shared=kind:id&shared=kind:id, or a list in process)",
+            )
     return [subject_text(piece, "shared") for piece in pieces]
 
 

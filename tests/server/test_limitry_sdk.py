@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -400,8 +401,8 @@ def test_usage_query_standing_and_subjects(sdk: limitry.Limitry, http: httpx.Cli
 
 def test_standing_reads_shared_ids_holding_commas(sdk: limitry.Limitry, http: httpx.Client) -> None:
     """Found in review: ``shared`` was split on every comma, so a pool such as
-    "acme, inc" (which checks count in) was a 400 in standing, from the SDK's
-    helper and in process alike; repeated ``shared=`` was a 400 too."""
+    "acme, inc" (which checks count in) could not be asked about at all, over
+    HTTP or in process; repeated ``shared=`` was a 400."""
     _limit(sdk, "firm", 10)
     # Any: the SDK's Subject and the face's dict[str, Any] are one shape, two types.
     acme: Any = {"kind": "firm", "id": "acme, inc"}
@@ -415,34 +416,34 @@ def test_standing_reads_shared_ids_holding_commas(sdk: limitry.Limitry, http: ht
         return [(item["subject"]["id"], item["used"]) for item in standing["limits"]]
 
     both = [("acme, inc", 2), ("f2", 2)]
-    # The SDK's helper joins with commas: a piece without ":" is the id's rest.
-    assert seen(sdk.standing(subject=who, shared=[acme])) == [("acme, inc", 2)]
-    assert seen(sdk.standing(subject=who, shared=[acme, other])) == both
-    # shared= repeated: one subject each, whole.
+    # shared= repeated: one subject each, whole, whatever it holds.
     assert seen(sdk.usage.standing(subject="firmuser:u1", shared=listed)) == both
-    assert seen(sdk.usage.standing(subject="firmuser:u1", shared="firm:f2,firm:acme, inc")) == [
-        ("f2", 2),
-        ("acme, inc", 2),
-    ]
     odd: list[tuple[str, str | int | float | bool | None]] = [
         ("subject", "firmuser:u1"),
         ("shared", "firm:a,b:c"),
         ("shared", "firm:f2"),
     ]
     assert seen(http.get("/usage/standing", params=odd).json()) == [("a,b:c", 0), ("f2", 2)]
-    # The SDK's one string is as before; a piece with no kind first is still a 400.
+    # The SDK's one joined string splits on every comma, as before; a piece it
+    # cannot read is a 400 that names the repeated form, never another subject.
     assert seen(sdk.usage.standing(subject="firmuser:u1", shared="firm:f2,firm:f3")) == [
         ("f2", 2),
         ("f3", 0),
     ]
-    assert _raises(lambda: sdk.usage.standing(subject="firmuser:u1", shared="f2")).status == 400
+    for shared in ("firm:acme, inc", "firm:f2,firm:acme, inc", "f2", "firm:a,"):
+        refused = _raises(partial(sdk.usage.standing, subject="firmuser:u1", shared=shared))
+        assert refused.status == 400 and "shared=kind:id&shared=kind:id" in str(refused)
+    refused = _raises(lambda: sdk.standing(subject=who, shared=[acme]))
+    assert refused.status == 400 and "shared=kind:id&shared=kind:id" in str(refused)
+    assert seen(sdk.standing(subject=who, shared=[other])) == [("f2", 2)]
     kindless: Any = ["firm:f2", "f3"]
     assert _raises(lambda: sdk.usage.standing(subject="firmuser:u1", shared=kindless)).status == 400
-    # In process, the 1.0 face answers the same.
+    # In process, lists throughout: any id.
     with InProcess() as local:
         local.limits.create(subject={"kind": "firm"}, amount=10, window="day")
         local.checks.create(subject=who, action="a", cost=2, shared=[acme, other])
         assert seen(local.standing(subject=who, shared=[acme, other])) == both
+        assert seen(local.standing(subject=who, shared=[acme])) == [("acme, inc", 2)]
         assert seen(local.usage.standing(subject="firmuser:u1", shared=["firm:acme, inc"])) == [
             ("acme, inc", 2)
         ]
