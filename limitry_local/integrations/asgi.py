@@ -112,14 +112,19 @@ class LimitryMiddleware:
         self.event = event
         self.ietf_headers = ietf_headers
         self.clock: Clock = clock if clock is not None else time.time
+        self._lifespan_seen = False
+        self._warned = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
+            self._lifespan_seen = True
             await self._lifespan(scope, receive, send)
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not (self._lifespan_seen or self._warned):
+            self._warn_no_lifespan()
         try:
             made = self.event(scope)
             event = await made if inspect.isawaitable(made) else made
@@ -247,6 +252,19 @@ class LimitryMiddleware:
         while "lifespan.shutdown" not in asked:
             asked.append((await receive())["type"])
         self._flush()
+
+    def _warn_no_lifespan(self) -> None:
+        # A server sends the lifespan before any request; none here means no
+        # shutdown will reach the middleware (a mounted sub-app, --lifespan off),
+        # and uvicorn ends by SIGTERM past the batch's exit-time commit (found in
+        # review: 0 of 10 acknowledged events committed).
+        self._warned = True
+        if getattr(self.tracker.ledger, "durability", None) == "batched":
+            logger.warning(
+                "no lifespan scope reached LimitryMiddleware before this request, so it "
+                "cannot commit the batched Tracker's open batch at shutdown: wrap the "
+                "outermost app, or close the Tracker in your own shutdown"
+            )
 
     def _flush(self) -> None:
         # A Tracker the app closed in its own shutdown has committed already.

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
@@ -396,3 +396,27 @@ async def _asgi_get(app: Any, headers: dict[str, str]) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         return await client.get("/", headers=headers)
+
+
+def _mounted(tracker: Tracker, *, inside: bool) -> Starlette:
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    metered = [Middleware(LimitryMiddleware, tracker=tracker, event=customer_event)]
+    api = Starlette(routes=[Route("/", hello)], middleware=metered if inside else [])
+    return Starlette(routes=[Mount("/api", app=api)], middleware=[] if inside else metered)
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_batched_tracker_no_lifespan_reaches_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, inside: bool
+) -> None:
+    """Found in review: on a mounted sub-app the middleware never sees the lifespan
+    (Starlette's Mount passes none on), so nothing committed the batch at shutdown
+    and uvicorn's SIGTERM lost it (0 of 10), without a word."""
+    tracker = Tracker(tmp_path / "usage.db", durability="batched", flush_ms=600_000)
+    with tracker, TestClient(_mounted(tracker, inside=inside)) as client:
+        for _ in range(2):
+            assert client.get("/api/", headers={"x-customer": "acme"}).status_code == 200
+    warned = [r for r in caplog.records if "no lifespan scope reached" in r.getMessage()]
+    assert len(warned) == (1 if inside else 0)
