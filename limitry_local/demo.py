@@ -46,14 +46,22 @@ class DemoError(Exception):
     """A bad argument to :func:`run`; its message is one line for stderr."""
 
 
-def run(path: Path, out: TextIO, day: date | None = None, *, force: bool = False) -> None:
+def run(
+    path: Path,
+    out: TextIO,
+    day: date | None = None,
+    *,
+    force: bool = False,
+    timeout: float = 5.0,
+) -> None:
     """Run the scenario on a fresh ledger at ``path``, printing as it goes.
 
     The simulated clock starts at 09:00 UTC on ``day`` (default: today), so
     the outcomes are the same at any hour of the run.  An existing file at
     ``path`` is deleted first only if it is a ledger this demo left (its
     limits and customers are the demo's), or if ``force`` is true; else
-    :class:`DemoError`, and nothing is touched.
+    :class:`DemoError`, and nothing is touched.  ``timeout`` is how long a
+    write waits for another process's lock on the file (the CLI's ``--timeout``).
     """
     if day is not None and not FIRST_DAY <= day <= LAST_DAY:
         raise DemoError(
@@ -61,7 +69,7 @@ def run(path: Path, out: TextIO, day: date | None = None, *, force: bool = False
         )
     if path.is_dir():
         raise DemoError(f"--db {path}: is a directory, not a ledger file")
-    if path.exists() and not force and not is_demo_ledger(path):
+    if path.exists() and not force and not is_demo_ledger(path, timeout):
         raise DemoError(
             f"--db {path}: the file exists and is not a ledger the demo made; the demo "
             "deletes its file first, so name another file, or pass --force to delete this one"
@@ -72,7 +80,7 @@ def run(path: Path, out: TextIO, day: date | None = None, *, force: bool = False
     manual = ManualClock(datetime.combine(day, dt_time(9), timezone.utc))
     say = out.write
 
-    with Tracker(path, clock=manual) as tracker:
+    with Tracker(path, clock=manual, timeout=timeout) as tracker:
         tracker.rate_limits.create(
             name=RATE_LIMIT, limit_value=4, window="minute", per=["customer_id"]
         )
@@ -119,7 +127,7 @@ def run(path: Path, out: TextIO, day: date | None = None, *, force: bool = False
             say(f"  {limit.kind:10} {limit.name!r:22} denied {limit.denied}\n")
 
     # A new Tracker on the same file: everything below is read back from disk.
-    with Tracker(path, clock=manual) as reopened:
+    with Tracker(path, clock=manual, timeout=timeout) as reopened:
         say(f"\nusage read back from {path}:\n\n")
         say(f"{'customer':10} {'events':>6} {'input':>8} {'output':>8} {'total':>8} {'cents':>8}\n")
         say(f"{'-' * 10} {'-' * 6} {'-' * 8} {'-' * 8} {'-' * 8} {'-' * 8}\n")
@@ -134,14 +142,16 @@ def run(path: Path, out: TextIO, day: date | None = None, *, force: bool = False
         say(f"\n{recorded} events recorded, {len(SCRIPT) - recorded} denied (never recorded).\n")
 
 
-def is_demo_ledger(path: Path) -> bool:
+def is_demo_ledger(path: Path, timeout: float = 5.0) -> bool:
     """Whether ``path`` is a ledger :func:`run` left: its two limits, its customers, no records.
 
     Read through a read-only connection, so that a file which is not one
     (another SQLite database, an older ledger) is not changed by asking.
     """
     try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout
+        )
     except (sqlite3.Error, OSError, ValueError):
         return False
     # The demo's own limits exactly, no more events than it records, and nothing

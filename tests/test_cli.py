@@ -673,6 +673,34 @@ def test_demo_takes_the_global_options_after_its_name(tmp_path: Path) -> None:
     assert "never $LIMITRY_LOCAL_DB" in ok("demo", "--help", cwd=tmp_path)
 
 
+LOCK_WHEN_MADE = """
+import os, sqlite3, sys, time
+print("waiting", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.0005)
+conn = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")  # between two of the demo's writes
+time.sleep(8)  # past the 5 s the demo waited whatever --timeout said
+"""
+
+
+def test_demo_waits_for_a_lock_as_long_as_its_timeout(tmp_path: Path) -> None:
+    """Found in review: demo accepted --timeout and ignored it; a lock taken on its
+    fresh file was waited out for 5 s, and the message then advised --timeout."""
+    ledger = tmp_path / "demo.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_WHEN_MADE, str(ledger)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "waiting"
+        done = run("demo", "--db", ledger, "--timeout", "0.2", "--date", "2026-11-25")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert done.returncode == 3, done.stderr
+    assert "stayed locked for 0.2s" in done.stderr
+
+
 # --- expected failures: one line on stderr, a documented exit code ------------------
 
 
