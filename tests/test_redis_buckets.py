@@ -243,6 +243,24 @@ def test_a_give_back_never_takes_away_what_a_larger_capacity_left(
     assert tokens(server, stores.prefixes[-1], key) >= 4
 
 
+@pytest.mark.parametrize("cost", [50, 95])
+def test_a_give_back_never_adds_back_what_a_smaller_capacity_cut(
+    stores: RedisStores, server: redis.Redis, cost: int
+) -> None:
+    # One bucket, two capacities (an override outside per): 100, and 10 for some.
+    first = stores.new()
+    other = stores.new(prefix=stores.prefixes[-1])
+    key = ("rl_a", 0, ())
+    first.take([BucketAsk(key, 100, 10.0, cost, 100)], at(START))  # 100 -> 100 - cost
+    other.take([BucketAsk(key, 10, 10.0, 1, 100)], at(START))  # at most 10, minus 1
+    other.settle(keep=True)
+    first.settle(keep=False)
+    # A strict order without the first event: 100, cut to 10 by the second, 9.
+    # Found in review: the give-back added its cost to what the cut left, 59
+    # (or 99), and admitted 50 (or 90) events past the limit.
+    assert tokens(server, stores.prefixes[-1], key) <= 9
+
+
 def test_a_give_back_never_credits_refill_the_cap_would_have_cut(
     stores: RedisStores, server: redis.Redis
 ) -> None:

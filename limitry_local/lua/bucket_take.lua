@@ -9,7 +9,8 @@
 --           full again, w = id of the take that wrote it, o = what adjusts that
 --           clamped at 0 charged beyond the tokens (bucket_give_back.lua pays it),
 --           r = the tokens adjusts and give-backs have added since the key was
---           made, b = the write id that made it}
+--           made, b = the write id that made it, k = on a bucket shared by two
+--           capacities, the capacity of the write that set b}
 -- ARGV[1]   "take", "peek" (decides and writes nothing) or "adjust" (charges each cost
 --           whatever it leaves, never below 0, or gives a negative cost back, never
 --           above capacity: a reservation settling; answers nothing)
@@ -62,7 +63,13 @@ for i, key in ipairs(KEYS) do
   local window = tonumber(ARGV[base + 1])
   local cost = tonumber(ARGV[base + 2])
   local keep = math.max(capacity, tonumber(ARGV[base + 3]))
-  local stored = redis.call("HMGET", key, "t", "u", "f", "o", "r", "b")
+  local stored = redis.call("HMGET", key, "t", "u", "f", "o", "r", "b", "k")
+  -- b starts again with a new key, and on a bucket shared by two capacities
+  -- (an override outside per) with a write at another capacity than k: that
+  -- write's own cap cut a strict order without a pending take as it cut this
+  -- one, so the room that take's give-back reckons at its capacity is gone.
+  local shared = tonumber(ARGV[base + 3]) > 0
+  local reborn = not stored[1] or (shared and tonumber(stored[7]) ~= capacity)
   -- A bucket past the second it was full again reads as missing, which is full.
   local known = stored[1] and tonumber(stored[3]) > now
   local tokens, updated
@@ -85,7 +92,8 @@ for i, key in ipairs(KEYS) do
     local kept = math.ceil(updated + (keep - after) / (keep / window))
     redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(kept),
                "w", ARGV[5])
-    if not stored[1] then redis.call("HSET", key, "b", ARGV[5]) end
+    if reborn then redis.call("HSET", key, "b", ARGV[5]) end
+    if reborn and shared then redis.call("HSET", key, "k", capacity) end
     -- Tokens that come back (a refund) leave less room below the capacity for
     -- a take pending since: its give-back subtracts what r grew meanwhile.
     if after > tokens then
@@ -114,7 +122,7 @@ for i, key in ipairs(KEYS) do
       answers[#answers + 1] = {1, whole(after), reset, current_remaining, current_reset, 0}
       local kept = reset
       if keep > capacity then kept = math.ceil(updated + (keep - after) / (keep / window)) end
-      writes[i] = {after, updated, kept, stored, tokens >= capacity}
+      writes[i] = {after, updated, kept, stored, tokens >= capacity, reborn, shared, capacity}
     else
       allowed = false
       -- A cost above capacity never fits; its retry is the time to a full bucket.
@@ -145,16 +153,17 @@ end
 
 if writing and allowed then
   for i, key in ipairs(KEYS) do
-    local after, updated, reset, stored, full = unpack(writes[i])
+    local after, updated, reset, stored, full, reborn, shared, capacity = unpack(writes[i])
     redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(reset),
                "w", ARGV[5])
     -- Found full: a strict order is full here too, and owes nothing.
     if full and stored[4] then redis.call("HDEL", key, "o") end
-    -- A new key: its r starts again, and b tells a give-back so.
+    -- A new key (or a new capacity): b tells a give-back so.
     local born = stored[6] or ""
-    if not stored[1] then
+    if reborn then
       born = ARGV[5]
       redis.call("HSET", key, "b", born)
+      if shared then redis.call("HSET", key, "k", capacity) end
     end
     -- Idle keys go once they are full again: a missing key reads as full.
     redis.call("PEXPIRE", key, math.max(1, math.ceil((reset - now) * 1000) + margin))
