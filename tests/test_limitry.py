@@ -315,6 +315,21 @@ def test_a_subject_s_own_limit_replaces_its_kind_s_and_shared_pools_all_count(
     assert limitry.standing(subject=USER)["limits"][0]["used"] == 2
 
 
+def test_standing_reads_the_subject_given_even_when_its_kind_holds_a_colon(
+    limitry: Limitry,
+) -> None:
+    """Found in review: the face joined each subject to ``kind:id`` and split it
+    again at the first ``:``, so kind "team:eu" id "t1" answered for team "eu:t1"."""
+    limitry.limits.create(subject={"kind": "team"}, amount=10, window="day")
+    limitry.checks.create(
+        subject=USER, action="a", cost=3, shared=[{"kind": "team", "id": "eu:t1"}]
+    )
+    odd = {"kind": "team:eu", "id": "t1"}
+    assert limitry.standing(subject=USER, shared=[odd])["limits"] == []
+    assert limitry.standing(subject=odd)["limits"] == []
+    assert limitry.standing(subject=odd)["subject"] == odd
+
+
 def test_a_rolling_hour_frees_units_as_its_minutes_leave(
     limitry: Limitry, clock: ManualClock
 ) -> None:

@@ -68,7 +68,10 @@ def page_size(value: Any, field: str = "limit") -> int:
 
 
 def subject_text(value: Any, field: str) -> dict[str, str]:
-    """``kind:id`` (the query's form of a subject)."""
+    """``kind:id`` (the query's form of a subject), or in process ``{kind, id}``."""
+    if isinstance(value, Mapping):
+        # Whole, never joined and split again: a kind may hold ':' (checks take it).
+        return check_subject(value, field)
     if not isinstance(value, str) or ":" not in value:
         raise invalid(field, f"expected kind:id, such as user:usr_123, got {shown(value)}")
     kind, _, subject_id = value.partition(":")

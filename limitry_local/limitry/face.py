@@ -304,7 +304,8 @@ class _Usage:
         """Every enabled limit on ``kind:id`` (and ``shared``): used, remaining, resetsAt.
 
         ``shared``: ``kind:id,kind:id``, or a list of ``kind:id`` (each whole, so an
-        id may hold a comma; the SDK sends a list as ``shared=`` repeated)."""
+        id may hold a comma).  Over HTTP a list of two or more is ``shared=``
+        repeated; the SDK sends a list of one once, read as the joined string."""
         return self._admin.standing(subject, shared)
 
     def subjects(
@@ -385,7 +386,7 @@ class Limitry:
         self.tracker = db if isinstance(db, Tracker) else Tracker(db)
         state = State(self.tracker.engine)
         self._checks = Checks(state)
-        admin = Admin(state)
+        admin = self._admin = Admin(state)
         self.checks = _Checks(self._checks)
         self.limits = _Limits(admin)
         self.reservations = _Reservations(self._checks)
@@ -458,8 +459,6 @@ class Limitry:
         self, *, subject: dict[str, Any], shared: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
         """Where a subject stands on every limit on it; nothing is counted."""
-        # A list, not the SDK's joined string: an id's own comma stays in it.
-        pools = [f"{s['kind']}:{s['id']}" for s in shared or []]
-        return self.usage.standing(
-            subject=f"{subject['kind']}:{subject['id']}", shared=pools or None
-        )
+        # The subjects as given, not "kind:id" text: an id's comma and a kind's
+        # ':' stay theirs (found in review: kind "team:eu" read as team "eu:...").
+        return self._admin.standing(subject, list(shared or []) or None)
