@@ -11,6 +11,16 @@ from limitry_local import demo
 from limitry_local.errors import LimitryError
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m limitry_local")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="simulated day, YYYY-MM-DD (default: today, UTC)",
     )
+    # As limitry-local demo takes it (docs/cli.md: this "runs the same").
+    run_demo.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for another process's write lock on the ledger (default: 5)",
+    )
     run_demo.add_argument(
         "--force",
         action="store_true",
@@ -34,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        demo.run(args.db, sys.stdout, args.date, force=args.force)
+        demo.run(args.db, sys.stdout, args.date, force=args.force, timeout=args.timeout)
     except demo.DemoError as exc:
         sys.stderr.write(f"{parser.prog} demo: error: {exc}\n")
         return 2

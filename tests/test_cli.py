@@ -684,16 +684,29 @@ time.sleep(8)  # past the 5 s the demo waited whatever --timeout said
 """
 
 
-def test_demo_waits_for_a_lock_as_long_as_its_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("module", [False, True], ids=["limitry-local", "python-m"])
+def test_demo_waits_for_a_lock_as_long_as_its_timeout(tmp_path: Path, module: bool) -> None:
     """Found in review: demo accepted --timeout and ignored it; a lock taken on its
-    fresh file was waited out for 5 s, and the message then advised --timeout."""
+    fresh file was waited out for 5 s, and the message then advised --timeout.
+    ``python -m limitry_local demo`` (docs/cli.md: the same) refused --timeout."""
     ledger = tmp_path / "demo.db"
     holder = subprocess.Popen(
         [sys.executable, "-c", LOCK_WHEN_MADE, str(ledger)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "waiting"
-        done = run("demo", "--db", ledger, "--timeout", "0.2", "--date", "2026-11-25")
+        argv = ("demo", "--db", str(ledger), "--timeout", "0.2", "--date", "2026-11-25")
+        done = (
+            subprocess.run(
+                [sys.executable, "-m", "limitry_local", *argv],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if module
+            else run(*argv)
+        )
     finally:
         holder.kill()
         holder.wait(timeout=30)
