@@ -293,6 +293,9 @@ class BucketStore:
         self._pending: list[tuple[Hashable, tuple[float, float], float]] | None = None
         # (limit id, generation) pairs whose buckets the next sweep drops, full or not.
         self._retired: set[tuple[str, str]] = set()
+        # What adjust() charges lost by clamping at 0, per bucket: a refund pays
+        # it before adding tokens back (RedisBuckets keeps it as field o).
+        self._debts: dict[Hashable, float] = {}
 
     def get(self, key: Hashable) -> BucketState | None:
         """The bucket's state, or None when it is unknown or already full again."""
@@ -520,11 +523,21 @@ class BucketStore:
         """
         now = at.now
         refused: BucketStoreFull | None = None
+        debts = self._debts
         for key, capacity, window, cost, largest in asks:
             entry = self._entries.get(key)
             state = None if entry is None or entry[1] <= now else BucketState(*entry[0])
             current = refill(capacity, window, state, now)
-            after = BucketState(min(float(capacity), max(0.0, current.tokens - cost)), now)
+            # A charge past the tokens (an overrun) is lost at 0; a refund after
+            # it (another reservation released) would hand those tokens out
+            # again: a strict order without that hold had them there to charge.
+            owed = debts.pop(key, 0.0)
+            if current.tokens >= capacity:
+                owed = 0.0  # found full: a strict order is full here too
+            paid = min(-cost, owed) if cost < 0 else 0.0
+            tokens = current.tokens - cost - paid
+            after = BucketState(min(float(capacity), max(0.0, tokens)), now)
+            debt = owed - paid + max(0.0, -tokens)
             kept = largest if largest > capacity else capacity
             if after.tokens >= kept:
                 # Left full (nothing taken, or all given back): a missing bucket
@@ -536,11 +549,17 @@ class BucketStore:
                 self.put(key, after, math.ceil(full_at(kept, window, after)))
             except BucketStoreFull as exc:
                 refused = exc
+                continue
+            # Only beside a stored bucket, so a sweep that drops it drops this
+            # too: a debt without its bucket would be kept for good.
+            if after.tokens < capacity and debt > 0:
+                debts[key] = debt
         if refused is not None:
             raise refused
 
     def close(self) -> None:
         self._entries.clear()
+        self._debts.clear()
 
     def retire(self, pairs: set[tuple[str, str]]) -> None:
         """Forget the buckets of these ``(limit id, generation)`` pairs at the next sweep.
@@ -568,6 +587,10 @@ class BucketStore:
             full = [key for key, (_, full_at) in entries.items() if full_at <= now]
         for key in full:
             del entries[key]
+        if self._debts:
+            # A bucket gone is full: it owes nothing.
+            for key in full:
+                self._debts.pop(key, None)
         # A small store is cheap to scan: it may look at every ask.
         scan_every = self._maxsize // 8 if self._maxsize > _MIN_SWEEP else 0
         self._asks_before_scan = max(0, scan_every - len(full))

@@ -132,6 +132,20 @@ def test_release_gives_everything_back(limited: Tracker) -> None:
         r.commit(total_tokens=1)
 
 
+def test_a_release_after_an_overrun_gives_back_no_token_the_overrun_used(
+    limited: Tracker,
+) -> None:
+    # The overrun found the bucket empty: a strict order without the second
+    # hold had its 500 tokens there to charge, so its release gives none back.
+    first = limited.reserve(CALL, estimate=500)
+    second = limited.reserve(CALL, estimate=500)
+    first.commit(total_tokens=1000)
+    second.release()
+    assert remaining(limited, "tpm") == 0  # 1,000 tokens used this minute
+    with pytest.raises(RateLimitExceeded):
+        limited.usage(**CALL, total_tokens=500)
+
+
 def test_leaving_a_reservation_block_releases_it(limited: Tracker) -> None:
     with pytest.raises(ValueError), limited.reserve(CALL, estimate=500) as r:
         raise ValueError("the model call failed")

@@ -88,7 +88,14 @@ for i, key in ipairs(KEYS) do
   end
   local rate = capacity / window
   if adjusting then
-    local after = math.min(capacity, math.max(0, tokens - cost))
+    -- What earlier overruns lost at 0 (field o, below).  A refund (a reservation
+    -- released or settled under its estimate) pays it before adding tokens
+    -- back: a strict order without that hold had them there for the overrun.
+    local owed = 0
+    if tokens < capacity then owed = tonumber(stored[4]) or 0 end
+    local paid = 0
+    if cost < 0 then paid = math.min(-cost, owed) end
+    local after = math.min(capacity, math.max(0, tokens - cost - paid))
     local kept = math.ceil(updated + (keep - after) / (keep / window))
     redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(kept),
                "w", ARGV[5])
@@ -105,7 +112,7 @@ for i, key in ipairs(KEYS) do
     -- bucket keeps the overrun as a debt that give-backs pay first.  A bucket
     -- found or left full owes nothing (a strict order is full there too).
     local debt = 0
-    if tokens < capacity and after < capacity then debt = tonumber(stored[4]) or 0 end
+    if after < capacity then debt = owed - paid end
     if cost > tokens then debt = debt + (cost - tokens) end
     if debt > 0 then
       redis.call("HSET", key, "o", exact(debt))
