@@ -851,6 +851,30 @@ def test_breakdown_is_the_usage_report_in_tables_and_wire_json(db: Path) -> None
     assert ok("--db", db, "breakdown", "--customer", "nobody") == "no events match\n"
 
 
+def test_usage_rows_keep_every_micro_cent_of_large_totals(db: Path) -> None:
+    # 4_817_304_331_474_589 micro-cents (past 2**52): as cents * 10**6 in
+    # floats the queried row read ..590, one more than the events hold.
+    costs = [
+        477238932.869272,
+        691425584.844028,
+        719686475.924092,
+        730353425.567101,
+        171826754.635427,
+        780371628.226525,
+        580845300.230795,
+        665556229.177349,
+    ]
+    with Tracker(db, clock=ManualClock(NOV_25)) as tracker:
+        tracker.events.batch(
+            [{"customerId": "acme", "eventType": "model_call", "costCents": c} for c in costs]
+        )
+        for grouping in ("day", "all"):
+            (row,) = aggregate(tracker, grouping, EventFilters(), query_cost=0)
+            assert row.cost_micro_cents == 4_817_304_331_474_589
+        (walked,) = _walk(tracker, "day", EventFilters())
+        assert walked.cost_micro_cents == 4_817_304_331_474_589
+
+
 def test_timeseries_charts_each_period_with_a_bar_as_long_as_its_share(db: Path) -> None:
     _report_ledger(db)
     answer = json.loads(ok("--db", db, "timeseries", "--interval", "day", "--json"))

@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from limitry_local.metrics import from_units, micro_cents
+from limitry_local.metrics import MICRO_CENTS, from_units, micro_cents
 from limitry_local.models import UsageInterval
 from limitry_local.periods import Period, period_bounds
 
@@ -73,9 +74,7 @@ class UsageRow:
         self.input_tokens += totals.total_input_tokens
         self.output_tokens += totals.total_output_tokens
         self.total_tokens += totals.total_tokens
-        # The report states micro-cents as cents; back to the whole number, by
-        # the one rule (a whole number of micro-cents in cents has no half to round).
-        self.cost_micro_cents += micro_cents(totals.total_cost_cents) or 0
+        self.cost_micro_cents += _whole_micro_cents(totals.total_cost_cents)
 
     @property
     def cost_cents(self) -> int | float:
@@ -141,6 +140,20 @@ def aggregate(
             }
             rows.extend(_by_model(tracker, period, start, customer))
     return sorted(rows, key=_order)
+
+
+def _whole_micro_cents(cents: int | float) -> int:
+    """A report's total (whole micro-cents stated as cents) back to its integer.
+
+    ``cents * 10**6`` in floats is rounded once more: past 2**52 micro-cents
+    (some 4.5e9 cents) it can land a unit off the ledger's sum, and the rows
+    would differ from a walk's.  The float's exact value times 10**6 is within
+    half a unit of the sum while floats still tell micro-cents apart (below
+    2**33 cents).
+    """
+    if isinstance(cents, int):
+        return cents * MICRO_CENTS
+    return round(Decimal(cents) * MICRO_CENTS)
 
 
 def _by_model(
