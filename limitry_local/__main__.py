@@ -9,16 +9,7 @@ from pathlib import Path
 
 from limitry_local import demo
 from limitry_local.errors import LimitryError
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
-    return value
+from limitry_local.inputs import seconds_argument
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     # As limitry-local demo takes it (docs/cli.md: this "runs the same").
     run_demo.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds_argument,
         default=5.0,
         metavar="SECONDS",
         help="how long to wait for another process's write lock on the ledger (default: 5)",

@@ -6,6 +6,7 @@ the field, as the hosted API does; none reads state.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from collections.abc import Mapping
@@ -56,6 +57,17 @@ def wait_seconds(value: object) -> float:
             f"got {value!r}"
         )
     return float(value)
+
+
+def seconds_argument(text: str) -> float:
+    """A command line's ``--timeout``: a finite number of seconds >= 0 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 def page_size(limit: int) -> int:

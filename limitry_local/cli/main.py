@@ -35,7 +35,7 @@ from limitry_local.cli import check, config, plan, render, transfer
 from limitry_local.cli.exits import CliError, ExitCode
 from limitry_local.cli.usage import Grouping, aggregate
 from limitry_local.errors import APIError, LimitryError
-from limitry_local.inputs import iso_date_or_time
+from limitry_local.inputs import iso_date_or_time, seconds_argument
 from limitry_local.ledger import SCHEMA_VERSION, LedgerError
 from limitry_local.tracker import Tracker
 from limitry_local.version import __version__
@@ -676,7 +676,7 @@ def _db_option(parser: argparse.ArgumentParser, says: str) -> None:
 def _timeout_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds_argument,
         default=argparse.SUPPRESS,
         metavar="SECONDS",
         help="how long to wait for another process's write lock on the ledger (default: 5)",
@@ -692,16 +692,6 @@ def _instant(text: str) -> str:
             f"{text!r} is not an ISO 8601 date (2026-11-25) or date-time (2026-11-25T10:00:00Z)"
         ) from None
     return text
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
-    return value
 
 
 def _port(text: str) -> int:
