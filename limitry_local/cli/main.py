@@ -461,9 +461,7 @@ def _demo(args: argparse.Namespace, out: Console) -> int:
     path: Path = getattr(args, "db", DEMO_DB)
     try:
         # Found in review: --timeout was accepted here and ignored (5 s whatever it said).
-        demo.run(
-            path, sys.stdout, args.date, force=args.force, timeout=getattr(args, "timeout", 5.0)
-        )
+        demo.run(path, sys.stdout, args.date, force=args.force, timeout=_timeout(args))
     except demo.DemoError as exc:
         raise CliError(str(exc)) from None
     return ExitCode.OK
@@ -491,7 +489,7 @@ def _serve(args: argparse.Namespace, out: Console) -> int:
         api_key=api_key,
         durability=args.durability,
         flush_ms=args.flush_ms,
-        timeout=getattr(args, "timeout", 5.0),
+        timeout=_timeout(args),
     )
     serve(
         settings,
@@ -523,7 +521,7 @@ def _ledger(args: argparse.Namespace, missing: Missing) -> Iterator[Tracker]:
     file plans against an empty ledger in memory.
     """
     path = _db_path(args)
-    timeout: float = getattr(args, "timeout", 5.0)
+    timeout = _timeout(args)
     if missing != "create" and path.exists():
         _refuse_to_migrate(path, timeout)
     if path.exists() or missing == "create":
@@ -681,6 +679,12 @@ def _timeout_option(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long to wait for another process's write lock on the ledger (default: 5)",
     )
+
+
+def _timeout(args: argparse.Namespace) -> float:
+    """``--timeout``, or the Tracker's default when it was not given (SUPPRESS leaves it unset)."""
+    timeout: float = getattr(args, "timeout", 5.0)
+    return timeout
 
 
 def _instant(text: str) -> str:
