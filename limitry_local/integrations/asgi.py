@@ -112,18 +112,18 @@ class LimitryMiddleware:
         self.event = event
         self.ietf_headers = ietf_headers
         self.clock: Clock = clock if clock is not None else time.time
-        self._lifespan_seen = False
-        self._warned = False
+        # Whether a lifespan reached the middleware, or its absence was told.
+        self._lifespan_known = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            self._lifespan_seen = True
+            self._lifespan_known = True
             await self._lifespan(scope, receive, send)
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not (self._lifespan_seen or self._warned):
+        if not self._lifespan_known:
             self._warn_no_lifespan()
         try:
             made = self.event(scope)
@@ -258,7 +258,7 @@ class LimitryMiddleware:
         # shutdown will reach the middleware (a mounted sub-app, --lifespan off),
         # and uvicorn ends by SIGTERM past the batch's exit-time commit (found in
         # review: 0 of 10 acknowledged events committed).
-        self._warned = True
+        self._lifespan_known = True
         if getattr(self.tracker.ledger, "durability", None) == "batched":
             logger.warning(
                 "no lifespan scope reached LimitryMiddleware before this request, so it "
