@@ -54,6 +54,20 @@ local function exact(x)
   return string.format("%.17g", x)
 end
 
+-- The write id that made the bucket (b), set anew by this write when it is
+-- new, and on a bucket shared by two capacities (an override outside per) when
+-- this write's capacity is another than k: that write's own cap cut a strict
+-- order without a pending take as it cut this one, so the room that take's
+-- give-back reckons at its capacity is gone.
+local function made_by(key, stored, shared, capacity)
+  if stored[1] and not (shared and tonumber(stored[7]) ~= capacity) then
+    return stored[6] or ""
+  end
+  redis.call("HSET", key, "b", ARGV[5])
+  if shared then redis.call("HSET", key, "k", capacity) end
+  return ARGV[5]
+end
+
 local answers = {}
 local writes = {}
 local allowed = true
@@ -64,12 +78,7 @@ for i, key in ipairs(KEYS) do
   local cost = tonumber(ARGV[base + 2])
   local keep = math.max(capacity, tonumber(ARGV[base + 3]))
   local stored = redis.call("HMGET", key, "t", "u", "f", "o", "r", "b", "k")
-  -- b starts again with a new key, and on a bucket shared by two capacities
-  -- (an override outside per) with a write at another capacity than k: that
-  -- write's own cap cut a strict order without a pending take as it cut this
-  -- one, so the room that take's give-back reckons at its capacity is gone.
   local shared = tonumber(ARGV[base + 3]) > 0
-  local reborn = not stored[1] or (shared and tonumber(stored[7]) ~= capacity)
   -- A bucket past the second it was full again reads as missing, which is full.
   local known = stored[1] and tonumber(stored[3]) > now
   local tokens, updated
@@ -99,8 +108,7 @@ for i, key in ipairs(KEYS) do
     local kept = math.ceil(updated + (keep - after) / (keep / window))
     redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(kept),
                "w", ARGV[5])
-    if reborn then redis.call("HSET", key, "b", ARGV[5]) end
-    if reborn and shared then redis.call("HSET", key, "k", capacity) end
+    made_by(key, stored, shared, capacity)
     -- Tokens that come back (a refund) leave less room below the capacity for
     -- a take pending since: its give-back subtracts what r grew meanwhile.
     if after > tokens then
@@ -129,7 +137,7 @@ for i, key in ipairs(KEYS) do
       answers[#answers + 1] = {1, whole(after), reset, current_remaining, current_reset, 0}
       local kept = reset
       if keep > capacity then kept = math.ceil(updated + (keep - after) / (keep / window)) end
-      writes[i] = {after, updated, kept, stored, tokens >= capacity, reborn, shared, capacity}
+      writes[i] = {after, updated, kept, stored, tokens >= capacity, shared, capacity}
     else
       allowed = false
       -- A cost above capacity never fits; its retry is the time to a full bucket.
@@ -160,18 +168,13 @@ end
 
 if writing and allowed then
   for i, key in ipairs(KEYS) do
-    local after, updated, reset, stored, full, reborn, shared, capacity = unpack(writes[i])
+    local after, updated, reset, stored, full, shared, capacity = unpack(writes[i])
     redis.call("HSET", key, "t", exact(after), "u", exact(updated), "f", exact(reset),
                "w", ARGV[5])
     -- Found full: a strict order is full here too, and owes nothing.
     if full and stored[4] then redis.call("HDEL", key, "o") end
     -- A new key (or a new capacity): b tells a give-back so.
-    local born = stored[6] or ""
-    if reborn then
-      born = ARGV[5]
-      redis.call("HSET", key, "b", born)
-      if shared then redis.call("HSET", key, "k", capacity) end
-    end
+    local born = made_by(key, stored, shared, capacity)
     -- Idle keys go once they are full again: a missing key reads as full.
     redis.call("PEXPIRE", key, math.max(1, math.ceil((reset - now) * 1000) + margin))
     -- What a give-back needs: this write, and the state it replaced.
